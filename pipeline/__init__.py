@@ -1,0 +1,26 @@
+"""YOLO object detection over video backlogs, on Ray, into Parquet.
+
+    import pipeline
+    summary = pipeline.run(["videos/"], output="out", config=pipeline.RunConfig(model="yolo11n.pt"))
+    boxes = pipeline.read_detections("out")          # pandas, one row per box
+    dataset = pipeline.as_ray_dataset("out")         # ray.data.Dataset, one row per frame
+"""
+
+from pipeline.config import RunConfig
+
+__all__ = ["RunConfig", "run", "read_detections", "read_videos", "as_ray_dataset"]
+
+
+def run(inputs, *, output, config=None, **kwargs):
+    """Run the pipeline; see ``pipeline.distributed.driver.run``. Imported lazily: Ray is heavy."""
+    from pipeline.distributed.driver import run as _run
+
+    return _run(list(inputs), output=output, config=config, **kwargs)
+
+
+def __getattr__(name):
+    if name in ("read_detections", "read_videos", "as_ray_dataset", "read_frames"):
+        from pipeline import results
+
+        return getattr(results, name)
+    raise AttributeError(name)

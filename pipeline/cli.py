@@ -1,0 +1,186 @@
+"""``python -m pipeline run INPUT... --output DIR``: the command line, its exit statuses and summary."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from pipeline.config import DEVICES, ConfigError, RunConfig
+
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1
+EXIT_USAGE = 2
+EXIT_VIDEOS_FAILED = 3
+
+RUN_EPILOG = """\
+inputs:
+  video files, directories (searched recursively for video files), or @list.txt
+  (one path per line; relative paths are relative to the list file).
+
+output (DIR):
+  detections/      Parquet dataset, one row per processed frame (frames without boxes too)
+  videos.parquet   one row per input video: status ok | partial | failed, and the error
+  run.json         settings, totals, throughput, time per stage, peak memory, GPU figures
+
+resume:
+  run the same command again: videos already complete with the same content and settings
+  are skipped; nothing is written twice.
+
+exit status:
+  0 every video complete; 3 some videos failed or were partly readable (the others are
+  complete); 2 bad usage; 1 unexpected error; 130 interrupted (Ctrl-C), 143 SIGTERM.
+
+examples:
+  python -m pipeline run traffic/ --output out --model yolo11n.pt
+  python -m pipeline run @backlog.txt --output out --stride 5 --device cuda --batch-size 32
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # exit status 2 with one line, as the contract says
+        self.print_usage(sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def _classes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.replace(",", " ").split())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--classes takes class ids like 0,2,7; got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m pipeline", description="YOLO object detection over video backlogs, on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser(
+        "run",
+        help="detect objects in every (Nth) frame of the inputs",
+        description="Detect objects in every (Nth) frame of the inputs and write them to Parquet.",
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    d = RunConfig()
+    run.add_argument("inputs", nargs="+", metavar="INPUT", help="video file, directory, or @list.txt")
+    run.add_argument("--output", "-o", required=True, metavar="DIR", help="output directory (created if missing)")
+    run.add_argument("--model", default=d.model, help="weights path, exported model (OpenVINO dir, .onnx, .engine) or ultralytics name (default %(default)s)")
+    run.add_argument("--batch-size", type=int, default=d.batch_size, help="frames per inference batch (default %(default)s)")
+    run.add_argument("--stride", type=int, default=d.stride, help="process every Nth frame (default %(default)s)")
+    run.add_argument("--imgsz", type=int, default=d.imgsz, help="model input size, multiple of 32 (default %(default)s)")
+    run.add_argument("--conf", type=float, default=d.conf, help="confidence threshold (default %(default)s)")
+    run.add_argument("--iou", type=float, default=d.iou, help="NMS IoU threshold (default %(default)s)")
+    run.add_argument("--classes", type=_classes, default=None, help="keep only these class ids, e.g. 0,2")
+    run.add_argument("--max-det", type=int, default=d.max_det, help="most boxes per frame (default %(default)s)")
+    run.add_argument("--device", choices=DEVICES, default=d.device, help="auto: CUDA when the cluster has GPUs (default %(default)s)")
+    run.add_argument("--num-actors", type=int, default=None, help="YoloActors (default: one per GPU, or 1 on CPU)")
+    run.add_argument("--window", type=int, default=d.window_per_actor, help="batches in flight per actor: the backpressure bound (default %(default)s)")
+    run.add_argument("--max-open-videos", type=int, default=None, help="videos decoded at once (default: planned from the cluster's CPUs)")
+    run.add_argument("--cpu-threads", type=int, default=None, help="torch threads per CPU actor (default: its CPU share)")
+    run.add_argument("--stall-timeout", type=float, default=d.stall_timeout_s, help="seconds without a frame before a video is failed (default %(default)s)")
+    run.add_argument("--address", default=None, help="Ray address to join, e.g. auto or ray://host:10001 (default: start a local Ray)")
+    run.add_argument("--no-progress", action="store_true", help="no progress display")
+    run.add_argument("--quiet", "-q", action="store_true", help="no progress and no summary")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    return RunConfig(
+        model=args.model,
+        imgsz=args.imgsz,
+        conf=args.conf,
+        iou=args.iou,
+        stride=args.stride,
+        classes=args.classes,
+        max_det=args.max_det,
+        batch_size=args.batch_size,
+        device=args.device,
+        num_actors=args.num_actors,
+        window_per_actor=args.window,
+        max_open_videos=args.max_open_videos,
+        stall_timeout_s=args.stall_timeout,
+        cpu_threads=args.cpu_threads,
+    )
+
+
+def format_summary(record: dict, output: str) -> str:
+    t = record["totals"]
+    mem = record["memory"]
+    mib = 1024 * 1024
+    lines = [
+        "",
+        f"Videos: {t['videos']} ({t['videos_ok']} ok, {t['videos_partial']} partial, {t['videos_failed']} failed, "
+        f"{t['videos_skipped']} already done)",
+        f"Frames: {t['frames']} in {record['throughput']['processing_s']:.1f} s "
+        f"({record['throughput']['frames_per_s']:.1f} frames/s), detections: {t['detections']}",
+        f"Device: {record['model']['device']}" + (" fp16" if record["model"]["half"] else "")
+        + f", actors: {record['placement']['num_actors']}, batch {record['settings']['batch_size']}",
+        f"Peak memory: driver {mem['driver']['peak_bytes'] / mib:.0f} MiB, coordinator "
+        f"{mem['coordinator']['peak_bytes'] / mib:.0f} MiB"
+        + (f", actor {mem['actor_peak_bytes'] / mib:.0f} MiB" if mem.get("actor_peak_bytes") else ""),
+    ]
+    if record.get("gpu"):
+        for g in record["gpu"]:
+            if g.get("mean_utilization_percent") is not None:
+                lines.append(f"GPU: {g['mean_utilization_percent']:.0f}% busy on average")
+    if t["videos_failed"] or t["videos_partial"]:
+        lines.append(f"Some videos were not fully read; see the 'error' column of {output}/videos.parquet")
+    lines.append(f"Output: {output}/detections (Parquet), {output}/videos.parquet, {output}/run.json")
+    return "\n".join(lines)
+
+
+def _print_bad_videos(output: str, limit: int = 10) -> None:
+    from pipeline.results import read_videos
+
+    videos = read_videos(output)
+    bad = videos[videos["status"] != "ok"]
+    for row in bad.head(limit).itertuples():
+        print(f"{row.status}: {row.path}: {row.error}", file=sys.stderr)
+    if len(bad) > limit:
+        print(f"... and {len(bad) - limit} more", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    os.environ.setdefault("YOLO_VERBOSE", "False")
+    try:
+        config = config_from_args(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    from pipeline.model_ref import ModelLoadError
+    from pipeline.distributed.driver import run
+    from pipeline.errors import Interrupted, UsageError
+    from pipeline.inputs import InputError
+
+    try:
+        record = run(args.inputs, output=args.output, config=config, address=args.address,
+                     progress=not (args.no_progress or args.quiet))
+    except (UsageError, InputError, ModelLoadError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Interrupted as exc:
+        print(
+            f"\n{exc}: complete videos are kept in {args.output}. "
+            f"Run the same command again to resume.",
+            file=sys.stderr,
+        )
+        return exc.exit_code
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+        print("error: unexpected failure (traceback above); complete videos are kept, re-run to resume", file=sys.stderr)
+        return EXIT_UNEXPECTED
+    if not args.quiet:
+        print(format_summary(record, args.output))
+    if record["exit_code"] != EXIT_OK:
+        _print_bad_videos(args.output)
+    return record["exit_code"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

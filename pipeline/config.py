@@ -1,0 +1,86 @@
+"""Run settings: one frozen dataclass, validated once, shared by every role."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+Device = Literal["auto", "cpu", "cuda"]
+DEVICES: tuple[str, ...] = get_args(Device)
+
+
+class ConfigError(ValueError):
+    """A setting is out of range; the message names the option and the allowed values."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that shapes a run.
+
+    Fields listed in ``RESULT_FIELDS`` change the detections themselves; a video done under
+    different values of those is reprocessed on resume. The others only change how fast it goes.
+    """
+
+    model: str = "yolo11n.pt"
+    imgsz: int = 640
+    conf: float = 0.25
+    iou: float = 0.7
+    stride: int = 1
+    classes: tuple[int, ...] | None = None
+    max_det: int = 300
+    batch_size: int = 16
+    device: Device = "auto"
+    num_actors: int | None = None  # None: one per GPU, or one on a CPU-only cluster
+    window_per_actor: int = 2  # batches in flight per actor: one computing, one queued
+    decoder_buffer: int = 2  # batches a decoder may run ahead of the coordinator
+    max_open_videos: int | None = None  # decoders running at once; None: planned from the cluster
+    decode_retries: int = 2  # re-runs of a crashed decoder before its video is marked failed
+    batch_retries: int = 3  # re-dispatches of a batch whose actor died
+    stall_timeout_s: float = 300.0  # no frame from a decoder for this long: the video fails
+    cpu_threads: int | None = None  # torch threads of a CPU actor; None: the node's cores
+    model_fingerprint: str = field(default="", compare=False)  # size+mtime of a local model file
+
+    RESULT_FIELDS = ("model", "model_fingerprint", "imgsz", "conf", "iou", "stride", "classes", "max_det")
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.imgsz >= 32 and self.imgsz % 32 == 0, "--imgsz must be a multiple of 32, at least 32"),
+            (0.0 <= self.conf <= 1.0, "--conf must be between 0 and 1"),
+            (0.0 <= self.iou <= 1.0, "--iou must be between 0 and 1"),
+            (self.stride >= 1, "--stride must be at least 1"),
+            (1 <= self.batch_size <= 256, "--batch-size must be between 1 and 256"),
+            (self.max_det >= 1, "--max-det must be at least 1"),
+            (self.num_actors is None or self.num_actors >= 1, "--num-actors must be at least 1"),
+            (self.window_per_actor >= 1, "--window must be at least 1"),
+            (self.decoder_buffer >= 1, "decoder_buffer must be at least 1"),
+            (self.max_open_videos is None or self.max_open_videos >= 1, "--max-open-videos must be at least 1"),
+            (self.decode_retries >= 0, "decode_retries must be at least 0"),
+            (self.batch_retries >= 0, "batch_retries must be at least 0"),
+            (self.stall_timeout_s > 0, "--stall-timeout must be positive"),
+            (self.cpu_threads is None or self.cpu_threads >= 1, "--cpu-threads must be at least 1"),
+            (bool(self.model), "--model must not be empty"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        if self.device not in DEVICES:
+            raise ConfigError(f"--device must be one of {', '.join(DEVICES)}; got {self.device!r}")
+        if self.classes is not None:
+            object.__setattr__(self, "classes", tuple(sorted({int(c) for c in self.classes})))
+
+    def replace(self, **changes) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+    def result_settings(self) -> dict:
+        """The settings that change what is detected (used for resume decisions and run.json)."""
+        return {name: getattr(self, name) for name in self.RESULT_FIELDS}
+
+    def settings_hash(self) -> str:
+        blob = json.dumps(self.result_settings(), sort_keys=True, default=list)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

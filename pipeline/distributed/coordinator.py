@@ -1,0 +1,359 @@
+"""The coordinator: an async actor that feeds decoder streams to the actor pool under a bounded
+window, collects the detections and writes them, one video at a time, exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError
+
+from pipeline.backpressure import DispatchWindow
+from pipeline.config import RunConfig
+from pipeline.decode import BatchHeader, VideoEnded, VideoInfo, VideoOpened
+from pipeline.detections import BatchResult
+from pipeline.distributed.metrics import PipelineMetrics
+from pipeline.distributed.workers import decode_video
+from pipeline.faults import FaultPlan
+from pipeline.inputs import VideoSource
+from pipeline.letterbox import LetterboxGeometry
+from pipeline.manifest import Manifest, VideoRecord
+from pipeline.monitoring import PeakRss
+from pipeline.results_writer import VideoResultWriter, detections_path
+
+log = logging.getLogger(__name__)
+
+ACTOR_LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
+
+
+class DecoderLost(Exception):
+    """The decoder process died or stopped producing; the video may be retried."""
+
+
+class BatchFailed(Exception):
+    """A batch could not be inferred (an error in the model, or every retry's actor died)."""
+
+
+@dataclass
+class VideoState:
+    source: VideoSource
+    info: VideoInfo | None = None
+    geometry: LetterboxGeometry | None = None
+    writer: VideoResultWriter | None = None
+    received: int = 0  # batches taken from the decoder stream, over all attempts
+    tasks: set = field(default_factory=set)
+    error: str | None = None
+    frames_decoded: int = 0
+    attempts: int = 0
+
+
+@ray.remote(num_cpus=0, max_restarts=0)
+class Coordinator:
+    def __init__(
+        self,
+        output: str,
+        config: RunConfig,
+        actors: list,
+        model_facts: dict,
+        faults: FaultPlan | None = None,
+    ):
+        self.output = Path(output)
+        self.config = config
+        self.actors = actors
+        self.names = model_facts["names"]
+        self.model_stride = model_facts["model_stride"]
+        self.rect = model_facts["rect"]
+        self.faults = faults
+        self.settings_hash = config.settings_hash()
+        self.window = DispatchWindow(len(actors), config.window_per_actor)
+        self.manifest = Manifest(self.output)
+        self.metrics = PipelineMetrics()
+        self.memory = PeakRss()
+        self.counts = {
+            "videos_total": 0,
+            "videos_done": 0,
+            "videos_skipped": 0,
+            "videos_failed": 0,
+            "videos_partial": 0,
+            "frames_done": 0,
+            "frames_expected": 0,
+            "boxes": 0,
+            "batches_retried": 0,
+            "decoder_retries": 0,
+            "duplicate_batches_dropped": 0,
+        }
+        self.stage_s = {"decode": 0.0, "infer": 0.0, "batch_round_trip": 0.0, "write": 0.0}
+        self.started = time.time()
+        self._slot_freed: asyncio.Condition | None = None
+        self._probes: dict[int, asyncio.Task] = {}
+
+    # ---- the dispatch window -------------------------------------------------------------
+
+    async def _acquire(self) -> int:
+        async with self._slot_freed:
+            while (i := self.window.acquire()) is None:
+                await self._slot_freed.wait()
+        self.metrics.batches_in_flight.set(self.window.total_in_flight)
+        return i
+
+    async def _release(self, i: int) -> None:
+        async with self._slot_freed:
+            self.window.release(i)
+            self._slot_freed.notify_all()
+        self.metrics.batches_in_flight.set(self.window.total_in_flight)
+
+    def _suspend_actor(self, i: int) -> None:
+        """Stop sending to an actor whose call failed until it answers again (Ray restarts it)."""
+        if self.window.available[i]:
+            self.window.set_available(i, False)
+            self._probes[i] = asyncio.create_task(self._probe(i))
+
+    async def _probe(self, i: int) -> None:
+        while True:
+            try:
+                await self.actors[i].ready.remote()
+                break
+            except ACTOR_LOST:
+                await asyncio.sleep(1.0)
+        async with self._slot_freed:
+            self.window.set_available(i, True)
+            self._slot_freed.notify_all()
+
+    # ---- one batch -------------------------------------------------------------------------
+
+    async def _infer(self, actor: int, header: BatchHeader, frames_ref, state: VideoState) -> None:
+        sent = time.perf_counter()
+        try:
+            for attempt in range(self.config.batch_retries + 1):
+                try:
+                    out = await self.actors[actor].infer.remote(frames_ref, state.geometry)
+                    break
+                except ACTOR_LOST as exc:
+                    self._suspend_actor(actor)
+                    await self._release(actor)
+                    actor = -1
+                    if attempt == self.config.batch_retries:
+                        raise BatchFailed(
+                            f"batch {header.seq} lost its actor {attempt + 1} times: {type(exc).__name__}"
+                        ) from exc
+                    self.counts["batches_retried"] += 1
+                    actor = await self._acquire()
+            await self._release(actor)
+            actor = -1
+        except BatchFailed as exc:
+            state.error = state.error or str(exc)
+            return
+        except ray.exceptions.RayTaskError as exc:
+            if actor >= 0:
+                await self._release(actor)
+            cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+            state.error = state.error or f"inference failed on batch {header.seq}: {type(cause).__name__}: {cause}"
+            return
+        finally:
+            del frames_ref  # the batch's frames can leave the object store now
+        latency = time.perf_counter() - sent
+        self.metrics.batch_latency.observe(latency)
+        self.stage_s["batch_round_trip"] += latency
+        self.stage_s["infer"] += out["infer_s"]
+        result = BatchResult(
+            state.source.video_id, header.seq, header.frame_indices, header.timestamps, out["counts"], out["detections"]
+        )
+        t0 = time.perf_counter()
+        if state.writer.add(result):
+            self.counts["frames_done"] += result.num_frames
+            self.counts["boxes"] += len(result.detections)
+            self.metrics.frames_inferred.inc(result.num_frames)
+        else:
+            self.counts["duplicate_batches_dropped"] += 1
+        self.stage_s["write"] += time.perf_counter() - t0
+
+    # ---- one video ---------------------------------------------------------------------
+
+    async def _next(self, stream):
+        try:
+            return await asyncio.wait_for(stream.__anext__(), timeout=self.config.stall_timeout_s)
+        except asyncio.TimeoutError:
+            raise DecoderLost(f"decoder stalled: nothing for {self.config.stall_timeout_s:.0f} s") from None
+        except StopAsyncIteration:
+            raise DecoderLost("decoder stream ended without its end marker") from None
+        except ray.exceptions.RayError as exc:
+            raise DecoderLost(f"decoder process died ({type(exc).__name__})") from exc
+
+    async def _fetch(self, ref):
+        try:
+            return await ref
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+            raise DecoderLost(f"decoder raised {type(cause).__name__}: {cause}") from exc
+        except (ray.exceptions.WorkerCrashedError, ray.exceptions.RayError) as exc:
+            raise DecoderLost(f"decoder process died ({type(exc).__name__})") from exc
+
+    async def _consume(self, stream, state: VideoState) -> VideoEnded:
+        while True:
+            item = await self._fetch(await self._next(stream))
+            if isinstance(item, VideoOpened):
+                if state.info is None:
+                    state.info, state.geometry = item.info, item.geometry
+                    state.writer = VideoResultWriter(self.output, state.source.video_id, self.names)
+                    if item.info.header_frames:
+                        self.counts["frames_expected"] += -(-item.info.header_frames // self.config.stride)
+            elif isinstance(item, BatchHeader):
+                self.stage_s["decode"] += item.decode_s
+                actor = await self._acquire()  # backpressure: wait here while every window is full
+                frames_ref = await self._next(stream)
+                state.received = item.seq + 1
+                self.metrics.frames_decoded.inc(len(item.frame_indices))
+                task = asyncio.create_task(self._infer(actor, item, frames_ref, state))
+                state.tasks.add(task)
+                task.add_done_callback(state.tasks.discard)
+            elif isinstance(item, VideoEnded):
+                return item
+            if state.error:  # a batch failed for good: no point decoding the rest
+                return VideoEnded(state.received, state.error)
+
+    async def _decode_with_retries(self, state: VideoState) -> VideoEnded:
+        cfg = self.config
+        attempts = 0
+        while True:
+            attempts += 1
+            stream = decode_video.options(_generator_backpressure_num_objects=2 * cfg.decoder_buffer).remote(
+                state.source.path,
+                imgsz=cfg.imgsz,
+                model_stride=self.model_stride,
+                rect=self.rect,
+                stride=cfg.stride,
+                batch_size=cfg.batch_size,
+                skip_batches=state.received,
+                faults=self.faults,
+            )
+            try:
+                return await self._consume(stream, state)
+            except DecoderLost as exc:
+                try:
+                    ray.cancel(stream, force=True)
+                except Exception:  # already finished or its worker is gone
+                    pass
+                if attempts > cfg.decode_retries:
+                    return VideoEnded(state.frames_decoded, f"{exc} (gave up after {attempts} attempts)")
+                self.counts["decoder_retries"] += 1
+                log.warning("retrying decoder of %s after: %s", state.source.path, exc)
+            finally:
+                state.attempts = attempts
+
+    async def _process_video(self, source: VideoSource) -> None:
+        started = time.perf_counter()
+        state = VideoState(source)
+        try:
+            ended = await self._decode_with_retries(state)
+            if state.tasks:
+                await asyncio.gather(*list(state.tasks))
+        except BaseException:
+            if state.writer:
+                state.writer.abort()
+            raise
+        error = ended.error or state.error
+        writer = state.writer
+        frames = writer.rows_written if writer else 0
+        if writer and frames and not writer.pending:
+            writer.commit()
+        else:
+            if writer:
+                writer.abort()
+            detections_path(self.output, source.video_id).unlink(missing_ok=True)  # rows of an older version
+            frames = 0
+            error = error or "no frames decoded"
+        status = "ok" if not error else ("partial" if frames else "failed")
+        info = state.info
+        record = VideoRecord(
+            video_id=source.video_id,
+            path=source.path,
+            status=status,
+            frames_processed=frames,
+            width=info.width if info else None,
+            height=info.height if info else None,
+            fps=info.fps if info else None,
+            error=error,
+            frames_decoded=ended.frames_decoded,
+            num_detections=writer.boxes_written if writer and frames else 0,
+            codec=info.codec if info else None,
+            rotation=info.rotation if info else 0,
+            size_bytes=source.size_bytes,
+            mtime_ns=source.mtime_ns,
+            settings_hash=self.settings_hash,
+            processing_s=time.perf_counter() - started,
+            decode_attempts=state.attempts,
+        )
+        self._finish(record)
+
+    def _finish(self, record: VideoRecord) -> None:
+        self.manifest.update(record)
+        self.manifest.save()  # after the rows are in place: an 'ok' row always has its rows
+        self.counts["videos_done"] += 1
+        if record.status == "failed":
+            self.counts["videos_failed"] += 1
+        elif record.status == "partial":
+            self.counts["videos_partial"] += 1
+        self.metrics.videos_finished.inc(tags={"status": record.status})
+        self.memory.sample()
+
+    # ---- the run -------------------------------------------------------------------------
+
+    async def run(self, sources: list[VideoSource]) -> dict:
+        self._slot_freed = asyncio.Condition()
+        self.started = time.time()
+        self.counts["videos_total"] = len(sources)
+        todo = iter(sources)
+
+        async def worker() -> None:
+            # A fixed set of workers pulling from one iterator: open videos (and so decoders) are
+            # capped, and the backlog is walked lazily however long it is.
+            for source in todo:
+                if source.error:
+                    self._finish(VideoRecord.failed(source, source.error, self.settings_hash))
+                elif self.manifest.is_complete(source, self.settings_hash):
+                    self.counts["videos_skipped"] += 1
+                    self.counts["videos_done"] += 1
+                else:
+                    await self._process_video(source)
+
+        workers = [asyncio.create_task(worker()) for _ in range(self.config.max_open_videos or 1)]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for probe in self._probes.values():
+                probe.cancel()
+        self.manifest.save()
+        return await self.summary()
+
+    async def summary(self) -> dict:
+        actor_stats = []
+        for handle in self.actors:
+            try:
+                actor_stats.append(await asyncio.wait_for(handle.stats.remote(), timeout=30))
+            except (asyncio.TimeoutError, GetTimeoutError, *ACTOR_LOST):
+                actor_stats.append(None)
+        return {
+            "elapsed_s": time.time() - self.started,
+            "counts": dict(self.counts),
+            "stage_s": dict(self.stage_s),
+            "peak_batches_in_flight": self.window.peak_in_flight,
+            "window_limit": self.window.limit,
+            "coordinator_memory": self.memory.as_dict(),
+            "actors": actor_stats,
+            "statuses": {vid: r.status for vid, r in self.manifest.records.items()},
+        }
+
+    async def progress(self) -> dict:
+        self.metrics.process_rss.set(self.memory.sample(), tags={"role": "coordinator"})
+        return {
+            **self.counts,
+            "in_flight": self.window.total_in_flight,
+            "peak_in_flight": self.window.peak_in_flight,
+            "elapsed_s": time.time() - self.started,
+            "pid": os.getpid(),
+        }

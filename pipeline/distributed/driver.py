@@ -1,0 +1,232 @@
+"""The driver: connect to Ray, start the actors and the coordinator, show progress, write run.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import signal
+import time
+from pathlib import Path
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from pipeline.config import RunConfig
+from pipeline.model_ref import ModelLoadError, check_model_available, model_fingerprint
+from pipeline.errors import Interrupted, UsageError
+from pipeline.faults import FaultPlan
+from pipeline.inputs import VideoSource, expand_inputs
+from pipeline.monitoring import PeakRss
+from pipeline.placement import Placement, PlacementError, plan
+from pipeline.progress import ProgressDisplay
+from pipeline.results_writer import remove_stale_temp_files
+
+log = logging.getLogger(__name__)
+
+ACTOR_START_TIMEOUT_S = 900  # loading weights on a cold node (and downloading them) can take minutes
+PASSED_ENV = ("YOLO_OFFLINE", "YOLO_CONFIG_DIR", "ULTRALYTICS_SAFE_LOAD")
+
+
+def _prepare_output(output: str) -> Path:
+    path = Path(output).expanduser().absolute()
+    try:
+        (path / "detections").mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"output directory {output} is not writable: {exc.strerror or exc}") from exc
+    return path
+
+
+def _connect(address: str | None) -> bool:
+    """Join or start Ray; returns whether this call started it (and so must shut it down)."""
+    if ray.is_initialized():
+        return False
+    env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
+    ray.init(
+        address=address,
+        runtime_env={"env_vars": env} if env else None,
+        logging_level=logging.WARNING,
+        log_to_driver=True,
+    )
+    return True
+
+
+def _start_actors(config: RunConfig, placement: Placement, faults: FaultPlan | None):
+    from pipeline.distributed.workers import YoloActor
+
+    actor_config = config.replace(cpu_threads=placement.cpu_threads)
+    actors = [
+        YoloActor.options(num_gpus=placement.actor_num_gpus, num_cpus=placement.actor_num_cpus).remote(
+            actor_config, faults
+        )
+        for _ in range(placement.num_actors)
+    ]
+    try:
+        facts = ray.get([a.ready.remote() for a in actors], timeout=ACTOR_START_TIMEOUT_S)
+    except ray.exceptions.GetTimeoutError:
+        raise RuntimeError(
+            f"the {len(actors)} YoloActor(s) did not start within {ACTOR_START_TIMEOUT_S} s; this may mean the "
+            "cluster does not have enough free resources (see `ray status`)"
+        ) from None
+    except ray.exceptions.RayActorError as exc:
+        cause = str(exc)
+        for line in cause.splitlines()[::-1]:
+            if "ModelLoadError" in line or "RuntimeError" in line:
+                raise ModelLoadError(line.split(": ", 1)[-1].strip()) from None
+        raise
+    return actors, facts
+
+
+def _write_run_json(output: Path, record: dict) -> None:
+    temp = output / ".tmp-run.json"
+    temp.write_text(json.dumps(record, indent=2, default=str))
+    os.replace(temp, output / "run.json")
+
+
+def _roles_memory(summary: dict, driver: PeakRss) -> dict:
+    actors = [a["memory"] for a in summary["actors"] if a]
+    return {
+        "driver": driver.as_dict(),
+        "coordinator": summary["coordinator_memory"],
+        "actors": actors,
+        "actor_peak_bytes": max((a["peak_bytes"] for a in actors), default=None),
+    }
+
+
+def run(
+    inputs: list[str],
+    *,
+    output: str,
+    config: RunConfig | None = None,
+    address: str | None = None,
+    progress: bool = True,
+    faults: FaultPlan | None = None,
+) -> dict:
+    """Detect objects in every frame of ``inputs`` and write them under ``output``.
+
+    Returns the run summary (also written to ``output/run.json``); ``summary["exit_code"]`` is the
+    command line's exit status. Raises ``UsageError`` for bad inputs or options and
+    ``Interrupted`` on SIGINT/SIGTERM, after stopping cleanly.
+    """
+    config = config or RunConfig()
+    driver_memory = PeakRss()
+    out = _prepare_output(output)
+    sources, warnings = expand_inputs(inputs)
+    for w in warnings:
+        log.warning(w)
+    try:
+        check_model_available(config.model)
+    except ModelLoadError as exc:
+        raise UsageError(str(exc)) from None
+    model = str(Path(config.model).absolute()) if Path(config.model).exists() else config.model
+    config = config.replace(model=model, model_fingerprint=model_fingerprint(model))
+    removed = remove_stale_temp_files(out)
+    if removed:
+        log.info("removed %d temporary files left by an interrupted run", removed)
+
+    started_ray = _connect(address)
+    actors, coordinator = [], None
+    previous_sigterm = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum, frame):
+        raise Interrupted(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    started = time.time()
+    display = ProgressDisplay(enabled=progress)
+    try:
+        resources = ray.cluster_resources()
+        try:
+            placement = plan(config, resources.get("CPU", 0), resources.get("GPU", 0))
+        except PlacementError as exc:
+            raise UsageError(str(exc)) from None
+        config = config.replace(max_open_videos=placement.max_open_videos)
+        actors, facts = _start_actors(config, placement, faults)
+        coordinator = _start_coordinator(out, config, actors, facts[0], faults)
+        pending = coordinator.run.remote(sources)
+        while True:
+            ready, _ = ray.wait([pending], timeout=0.5)
+            driver_memory.sample()
+            try:
+                display.update(ray.get(coordinator.progress.remote(), timeout=10))
+            except ray.exceptions.GetTimeoutError:
+                pass
+            if ready:
+                break
+        summary = ray.get(pending)
+        display.close()
+        record = _run_record(config, placement, facts, sources, summary, driver_memory, started, address)
+        _write_run_json(out, record)
+        return record
+    except KeyboardInterrupt:
+        raise Interrupted(signal.SIGINT) from None
+    finally:
+        display.close()
+        signal.signal(signal.SIGTERM, previous_sigterm)
+        for handle in [coordinator, *actors]:
+            if handle is not None:
+                try:
+                    ray.kill(handle)
+                except Exception:
+                    pass
+        remove_stale_temp_files(out)  # what the killed coordinator was writing; complete videos stay
+        if started_ray:
+            ray.shutdown()
+
+
+def _start_coordinator(out: Path, config: RunConfig, actors, facts: dict, faults):
+    from pipeline.distributed.coordinator import Coordinator
+
+    # The coordinator writes the output files, so it lives on the driver's node (whose disk
+    # ``--output`` names), and it is an async actor so that thousands of awaits cost no threads.
+    here = ray.get_runtime_context().get_node_id()
+    return Coordinator.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
+        max_concurrency=1000,
+    ).remote(str(out), config, actors, facts, faults)
+
+
+def _run_record(config, placement, facts, sources: list[VideoSource], summary, driver_memory, started, address) -> dict:
+    counts = summary["counts"]
+    statuses = summary["statuses"]
+    this_run = [statuses.get(s.video_id) for s in sources]
+    bad = sum(1 for s in this_run if s in ("failed", "partial"))
+    elapsed = time.time() - started
+    processing = summary["elapsed_s"]
+    gpus = [a["gpu"] for a in summary["actors"] if a and a.get("gpu")]
+    return {
+        "exit_code": 3 if bad else 0,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "elapsed_s": elapsed,
+        "settings": config.to_dict(),
+        "settings_hash": config.settings_hash(),
+        "placement": placement.__dict__,
+        "model": {k: facts[0][k] for k in ("device", "half", "rect", "model_stride")},
+        "ray": {"version": ray.__version__, "address": address or "local"},
+        "host": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()},
+        "totals": {
+            "videos": len(sources),
+            "videos_ok": this_run.count("ok"),
+            "videos_partial": this_run.count("partial"),
+            "videos_failed": this_run.count("failed"),
+            "videos_skipped": counts["videos_skipped"],
+            "frames": counts["frames_done"],
+            "detections": counts["boxes"],
+            "batches_retried": counts["batches_retried"],
+            "decoder_retries": counts["decoder_retries"],
+            "duplicate_batches_dropped": counts["duplicate_batches_dropped"],
+        },
+        "throughput": {
+            "frames_per_s": counts["frames_done"] / processing if processing > 0 else 0.0,
+            "processing_s": processing,
+        },
+        "stage_s": summary["stage_s"],
+        "backpressure": {"peak_batches_in_flight": summary["peak_batches_in_flight"], "limit": summary["window_limit"]},
+        "memory": _roles_memory(summary, driver_memory),
+        "gpu": gpus or None,
+        "actors": summary["actors"],
+    }

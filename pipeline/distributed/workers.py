@@ -1,0 +1,154 @@
+"""The decoder task and the YoloActor: thin Ray shells around ``pipeline.decode`` and
+``pipeline.detector``."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import ray
+
+from pipeline.config import RunConfig
+from pipeline.decode import stream_video
+from pipeline.distributed.metrics import PipelineMetrics
+from pipeline.faults import FaultPlan
+from pipeline.letterbox import LetterboxGeometry
+from pipeline.monitoring import GpuSampler, PeakRss
+
+# Decoding one 1080p H.264 stream is mostly one core's work; a decoder reserves half a CPU so
+# that on a small machine inference keeps its cores while decoders overlap with it.
+DECODER_NUM_CPUS = 0.5
+
+
+@ray.remote(num_returns="streaming", max_retries=0, num_cpus=DECODER_NUM_CPUS)
+def decode_video(
+    path: str,
+    *,
+    imgsz: int,
+    model_stride: int,
+    rect: bool,
+    stride: int,
+    batch_size: int,
+    skip_batches: int = 0,
+    faults: FaultPlan | None = None,
+):
+    """Stream one video's letterboxed batches (see ``pipeline.decode.stream_video``).
+
+    Ray does not retry it by itself (``max_retries=0``): the coordinator does, resuming after the
+    batches it already received, so a retry never produces a batch twice.
+    """
+    hook = (lambda seq: faults.on_decoder_batch(path, seq)) if faults else None
+    yield from stream_video(
+        path,
+        imgsz=imgsz,
+        model_stride=model_stride,
+        rect=rect,
+        stride=stride,
+        batch_size=batch_size,
+        skip_batches=skip_batches,
+        before_batch=hook,
+    )
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0)
+class YoloActor:
+    """Holds one warmed detector for the life of the actor.
+
+    Restarts are unlimited (a restarted actor loads the model again); its failed calls are not
+    retried by Ray but re-dispatched by the coordinator to whichever actor is least loaded.
+    """
+
+    def __init__(self, config: RunConfig, faults: FaultPlan | None = None):
+        import torch
+
+        from pipeline.detector import BatchDetector
+
+        gpu_ids = ray.get_gpu_ids()
+        # A GPU the scheduler granted is only used if CUDA really sees one: fake GPUs in tests (and
+        # a mis-set cluster) must not make us touch CUDA.
+        use_cuda = config.device == "cuda" or (config.device == "auto" and bool(gpu_ids))
+        if use_cuda and not torch.cuda.is_available():
+            if config.device == "cuda":
+                raise RuntimeError("--device cuda was asked for, but CUDA is not available on this node")
+            use_cuda = False
+        if not use_cuda:
+            torch.set_num_threads(config.cpu_threads or os.cpu_count() or 1)
+        self.detector = BatchDetector(
+            config.model,
+            device="cuda" if use_cuda else "cpu",
+            imgsz=config.imgsz,
+            conf=config.conf,
+            iou=config.iou,
+            classes=config.classes,
+            max_det=config.max_det,
+            max_batch=config.batch_size,
+        )
+        self.faults = faults
+        self.memory = PeakRss()
+        self.gpu = GpuSampler() if use_cuda else None
+        self.device = "cuda" if use_cuda else "cpu"
+        self.busy_s = 0.0
+        self.gpu_util_sum, self.gpu_util_n, self.gpu_mem_peak = 0.0, 0, 0
+        self.metrics = PipelineMetrics()
+        self._last_report = 0.0
+
+    def ready(self) -> dict:
+        """Model facts the decoders need (letterbox shape), and a liveness answer for the coordinator."""
+        d = self.detector
+        return {
+            "names": d.names,
+            "model_stride": d.model_stride,
+            "rect": d.rect,
+            "device": self.device,
+            "half": d.half,
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "pid": os.getpid(),
+        }
+
+    def infer(self, frames: np.ndarray, geometry: LetterboxGeometry) -> dict:
+        started = time.perf_counter()
+        counts, detections = self.detector.detect(frames, geometry)
+        self.busy_s += time.perf_counter() - started
+        if started - self._last_report > 1.0:
+            self._report()
+            self._last_report = started
+        if self.faults:
+            self.faults.on_actor_batch(self.detector.batches_done)
+        return {
+            "counts": counts,
+            "detections": detections,
+            "infer_s": time.perf_counter() - started,
+            "rss": self.memory.sample(),
+        }
+
+    def _report(self) -> None:
+        self.metrics.process_rss.set(self.memory.sample(), tags={"role": "actor"})
+        if self.gpu and self.gpu.available:
+            samples = self.gpu.sample()
+            self.metrics.record_gpu(samples)
+            for s in samples:
+                self.gpu_util_sum += s["utilization_percent"]
+                self.gpu_util_n += 1
+                self.gpu_mem_peak = max(self.gpu_mem_peak, s["memory_used_bytes"])
+
+    def stats(self) -> dict:
+        self._report()
+        gpu = None
+        if self.gpu_util_n:
+            gpu = {
+                "mean_utilization_percent": self.gpu_util_sum / self.gpu_util_n,
+                "peak_memory_used_bytes": self.gpu_mem_peak,
+            }
+        if self.device == "cuda":
+            import torch
+
+            gpu = dict(gpu or {}, torch_memory_allocated_bytes=torch.cuda.memory_allocated())
+        return {
+            "pid": os.getpid(),
+            "device": self.device,
+            "batches": self.detector.batches_done,
+            "busy_s": self.busy_s,
+            "memory": self.memory.as_dict(),
+            "gpu": gpu,
+        }

@@ -1,0 +1,43 @@
+"""Fault injection for the reliability tests: kill an actor or a decoder at a chosen moment.
+
+Kills are counted with marker files, so a restarted process knows what already happened.
+Nothing here is active unless a ``FaultPlan`` is passed to the run explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    marker_dir: str
+    actor_exit_after_batches: int | None = None  # the first actor to reach this many batches dies, once
+    actor_delay_s: float = 0.0  # slow every batch down (backpressure tests)
+    decoder_exit_video: str | None = None  # substring of the path whose decoder dies
+    decoder_exit_times: int = 1  # how many times it dies (a large number: always)
+    decoder_exit_after_batches: int = 0
+
+    def _count(self, kind: str) -> int:
+        return len(list(Path(self.marker_dir).glob(f"{kind}-*")))
+
+    def _mark(self, kind: str) -> None:
+        Path(self.marker_dir, f"{kind}-{uuid.uuid4().hex}").touch()
+
+    def on_actor_batch(self, batches_done: int) -> None:
+        if self.actor_delay_s:
+            time.sleep(self.actor_delay_s)
+        if self.actor_exit_after_batches is not None and batches_done >= self.actor_exit_after_batches:
+            if self._count("actor") == 0:
+                self._mark("actor")
+                os._exit(1)
+
+    def on_decoder_batch(self, path: str, seq: int) -> None:
+        if self.decoder_exit_video and self.decoder_exit_video in path and seq >= self.decoder_exit_after_batches:
+            if self._count("decoder") < self.decoder_exit_times:
+                self._mark("decoder")
+                os._exit(1)

@@ -1,0 +1,111 @@
+"""Turning the command line's INPUTs into a list of videos, each with a stable identity."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+VIDEO_EXTENSIONS = frozenset(
+    ".mp4 .m4v .mov .mkv .webm .avi .mpg .mpeg .ts .mts .m2ts .flv .wmv .3gp .ogv .h264 .h265 .hevc".split()
+)
+
+
+class InputError(ValueError):
+    """The inputs as a whole are unusable (nothing to process, unreadable list file)."""
+
+
+@dataclass(frozen=True)
+class VideoSource:
+    path: str  # absolute
+    video_id: str  # hash of the absolute path: stable across runs, safe as a file name
+    size_bytes: int = -1
+    mtime_ns: int = -1
+    error: str | None = None  # set when the file cannot even be opened for reading
+
+    @property
+    def content_identity(self) -> str:
+        return f"{self.size_bytes}:{self.mtime_ns}"
+
+
+def video_id_for(path: str) -> str:
+    return hashlib.sha256(os.fsencode(path)).hexdigest()[:16]
+
+
+def describe(path: str) -> VideoSource:
+    """Identity of one file; problems that stop it from being read are recorded, not raised."""
+    absolute = os.path.abspath(path)
+    vid = video_id_for(absolute)
+    try:
+        st = os.stat(absolute)
+    except FileNotFoundError:
+        return VideoSource(absolute, vid, error="file not found")
+    except OSError as exc:
+        return VideoSource(absolute, vid, error=f"cannot stat file: {exc.strerror or exc}")
+    if not os.path.isfile(absolute):
+        return VideoSource(absolute, vid, st.st_size, st.st_mtime_ns, error="not a regular file")
+    if not os.access(absolute, os.R_OK):
+        return VideoSource(absolute, vid, st.st_size, st.st_mtime_ns, error="permission denied (file is not readable)")
+    if st.st_size == 0:
+        return VideoSource(absolute, vid, 0, st.st_mtime_ns, error="empty file (0 bytes)")
+    return VideoSource(absolute, vid, st.st_size, st.st_mtime_ns)
+
+
+def _read_list(list_path: str) -> list[str]:
+    try:
+        text = Path(list_path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read input list {list_path}: {exc.strerror or exc}") from exc
+    base = Path(list_path).resolve().parent
+    entries = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            entries.append(line if os.path.isabs(line) else str(base / line))
+    return entries
+
+
+def _scan_directory(folder: str) -> list[str]:
+    found = []
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        dirs.sort()
+        for name in sorted(files):
+            if Path(name).suffix.lower() in VIDEO_EXTENSIONS:
+                found.append(os.path.join(root, name))
+    return found
+
+
+def expand_inputs(inputs: Iterable[str]) -> tuple[list[VideoSource], list[str]]:
+    """Files, directories (searched recursively) and ``@list.txt`` files, in order, without repeats.
+
+    Returns the videos and warnings (an empty directory is a warning: nothing of it is lost).
+    A named file that does not exist is returned with its error, so that it is reported in
+    ``videos.parquet`` like any other bad video.
+    """
+    videos: list[VideoSource] = []
+    warnings: list[str] = []
+    seen: set[str] = set()
+
+    def add(path: str) -> None:
+        source = describe(path)
+        if source.path not in seen:
+            seen.add(source.path)
+            videos.append(source)
+
+    for item in inputs:
+        if item.startswith("@"):
+            for entry in _read_list(item[1:]):
+                add(entry)
+        elif os.path.isdir(item):
+            found = _scan_directory(item)
+            if not found:
+                warnings.append(f"no video files in directory {item}")
+            for path in found:
+                add(path)
+        else:
+            add(item)
+    if not videos:
+        raise InputError("no video files found in the inputs: " + " ".join(inputs))
+    return videos, warnings

@@ -1,0 +1,124 @@
+"""Per-video status (``videos.parquet``) and the resume decision.
+
+A video's status row is recorded only after its detections file is in place, and the whole
+file is replaced atomically, so after a crash every ``ok`` row has its rows on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.inputs import VideoSource
+from pipeline.results_writer import TEMP_PREFIX
+
+Status = Literal["ok", "partial", "failed"]
+
+VIDEOS_SCHEMA = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("path", pa.string()),
+        ("status", pa.string()),
+        ("frames_processed", pa.int64()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("fps", pa.float64()),
+        ("error", pa.string()),
+        ("frames_decoded", pa.int64()),
+        ("num_detections", pa.int64()),
+        ("codec", pa.string()),
+        ("rotation", pa.int32()),
+        ("size_bytes", pa.int64()),
+        ("mtime_ns", pa.int64()),
+        ("settings_hash", pa.string()),
+        ("processing_s", pa.float64()),
+        ("decode_attempts", pa.int32()),
+    ]
+)
+
+
+@dataclass
+class VideoRecord:
+    video_id: str
+    path: str
+    status: Status
+    frames_processed: int = 0
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    error: str | None = None
+    frames_decoded: int = 0
+    num_detections: int = 0
+    codec: str | None = None
+    rotation: int = 0
+    size_bytes: int = -1
+    mtime_ns: int = -1
+    settings_hash: str = ""
+    processing_s: float = 0.0
+    decode_attempts: int = 0
+
+    def __post_init__(self) -> None:
+        if self.status not in ("ok", "partial", "failed"):
+            raise ValueError(f"status must be ok, partial or failed; got {self.status!r}")
+        if self.status == "ok" and self.frames_processed == 0:
+            raise ValueError(f"video {self.path}: 'ok' with 0 frames is not allowed")
+        if self.status != "ok" and not self.error:
+            raise ValueError(f"video {self.path}: status {self.status} needs an error message")
+
+    @classmethod
+    def failed(cls, source: VideoSource, error: str, settings_hash: str, **extra) -> VideoRecord:
+        return cls(
+            video_id=source.video_id,
+            path=source.path,
+            status="failed",
+            error=error,
+            size_bytes=source.size_bytes,
+            mtime_ns=source.mtime_ns,
+            settings_hash=settings_hash,
+            **extra,
+        )
+
+
+class Manifest:
+    """The status of every video ever processed into one output directory."""
+
+    FILE_NAME = "videos.parquet"
+
+    def __init__(self, output: Path):
+        self.path = output / self.FILE_NAME
+        self.records: dict[str, VideoRecord] = {}
+        if self.path.exists():
+            names = {f.name for f in fields(VideoRecord)}
+            for row in pq.read_table(self.path).to_pylist():
+                record = VideoRecord(**{k: v for k, v in row.items() if k in names})
+                self.records[record.video_id] = record
+
+    def is_complete(self, source: VideoSource, settings_hash: str) -> bool:
+        """Done before with the same content and the same result-changing settings.
+
+        Only ``ok`` counts: a ``partial`` or ``failed`` video is tried again, since the file may
+        have been repaired or the cause may have been transient.
+        """
+        record = self.records.get(source.video_id)
+        return (
+            record is not None
+            and record.status == "ok"
+            and record.settings_hash == settings_hash
+            and record.size_bytes == source.size_bytes
+            and record.mtime_ns == source.mtime_ns
+        )
+
+    def update(self, record: VideoRecord) -> None:
+        self.records[record.video_id] = record
+
+    def save(self) -> None:
+        table = pa.Table.from_pylist([asdict(r) for r in self.records.values()], schema=VIDEOS_SCHEMA)
+        temp = self.path.with_name(f"{TEMP_PREFIX}videos-{uuid.uuid4().hex[:8]}.parquet")
+        pq.write_table(table, temp)
+        os.replace(temp, self.path)

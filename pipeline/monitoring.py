@@ -1,0 +1,77 @@
+"""Process memory (psutil) and GPU figures (NVML). NVML is optional: without an NVIDIA driver
+the sampler says so once and reports nothing."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import psutil
+
+log = logging.getLogger(__name__)
+
+
+def process_rss_bytes(pid: int | None = None) -> int:
+    return psutil.Process(pid or os.getpid()).memory_info().rss
+
+
+def tree_rss_bytes(pid: int | None = None) -> int:
+    """RSS of a process and all its children (what a benchmark contender costs in all)."""
+    root = psutil.Process(pid or os.getpid())
+    total = root.memory_info().rss
+    for child in root.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+class PeakRss:
+    """Start and peak RSS of this process, sampled whenever ``sample()`` is called."""
+
+    def __init__(self) -> None:
+        self.start = process_rss_bytes()
+        self.peak = self.start
+        self.last = self.start
+
+    def sample(self) -> int:
+        self.last = process_rss_bytes()
+        self.peak = max(self.peak, self.last)
+        return self.last
+
+    def as_dict(self) -> dict:
+        return {"start_bytes": self.start, "peak_bytes": self.peak, "last_bytes": self.last}
+
+
+class GpuSampler:
+    """Utilization and memory of the GPUs this process can see, from NVML."""
+
+    def __init__(self, indices: list[int] | None = None) -> None:
+        self.handles: list[tuple[int, object]] = []
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            count = pynvml.nvmlDeviceGetCount()
+            wanted = indices if indices is not None else list(range(count))
+            self.handles = [(i, pynvml.nvmlDeviceGetHandleByIndex(i)) for i in wanted if i < count]
+            self._nvml = pynvml
+        except Exception as exc:  # no driver, no library, no permission: all mean "no GPU figures"
+            log.info("NVML not available (%s); GPU metrics are off", type(exc).__name__)
+            self._nvml = None
+
+    @property
+    def available(self) -> bool:
+        return bool(self.handles)
+
+    def sample(self) -> list[dict]:
+        out = []
+        for index, handle in self.handles:
+            try:
+                util = self._nvml.nvmlDeviceGetUtilizationRates(handle)
+                mem = self._nvml.nvmlDeviceGetMemoryInfo(handle)
+                out.append({"gpu": index, "utilization_percent": float(util.gpu), "memory_used_bytes": int(mem.used)})
+            except Exception as exc:
+                log.debug("NVML sample failed on GPU %s: %s", index, exc)
+        return out

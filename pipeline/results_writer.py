@@ -1,0 +1,150 @@
+"""The detections schema and the per-video writer.
+
+Each video's rows go to one Parquet file, ``detections/<video_id>.parquet``, written under a
+hidden temporary name and renamed into place when the video is complete: readers (pyarrow,
+Ray Data, DuckDB, pandas) skip names starting with ``.``, so they never see a torn video.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.detections import BatchResult
+
+BOX_TYPE = pa.struct(
+    [
+        ("class_id", pa.int32()),
+        ("class_name", pa.string()),
+        ("confidence", pa.float32()),
+        ("x1", pa.float32()),
+        ("y1", pa.float32()),
+        ("x2", pa.float32()),
+        ("y2", pa.float32()),
+    ]
+)
+
+DETECTIONS_SCHEMA = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("frame_index", pa.int64()),
+        ("timestamp_s", pa.float64()),
+        ("num_detections", pa.int32()),
+        ("detections", pa.list_(BOX_TYPE)),
+    ]
+)
+
+TEMP_PREFIX = ".tmp-"
+
+
+def batch_to_table(result: BatchResult, names: dict[int, str]) -> pa.Table:
+    """One row per frame of the batch, frames with no boxes included."""
+    det = result.detections
+    lookup = np.array([names.get(i, str(i)) for i in range(max(names, default=-1) + 1)] or [""], dtype=object)
+    in_range = (det.class_id >= 0) & (det.class_id < len(lookup))
+    class_names = np.where(in_range, lookup[np.clip(det.class_id, 0, len(lookup) - 1)], det.class_id.astype(str))
+    boxes = pa.StructArray.from_arrays(
+        [
+            pa.array(det.class_id, pa.int32()),
+            pa.array(class_names, pa.string()),
+            pa.array(det.confidence, pa.float32()),
+            pa.array(det.xyxy[:, 0], pa.float32()),
+            pa.array(det.xyxy[:, 1], pa.float32()),
+            pa.array(det.xyxy[:, 2], pa.float32()),
+            pa.array(det.xyxy[:, 3], pa.float32()),
+        ],
+        fields=list(BOX_TYPE),
+    )
+    offsets = np.concatenate([[0], np.cumsum(result.counts)]).astype(np.int32)
+    n = result.num_frames
+    return pa.Table.from_arrays(
+        [
+            pa.array([result.video_id] * n, pa.string()),
+            pa.array(result.frame_indices, pa.int64()),
+            pa.array(result.timestamps, pa.float64()),
+            pa.array(result.counts, pa.int32()),
+            pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), boxes, type=pa.list_(BOX_TYPE)),
+        ],
+        schema=DETECTIONS_SCHEMA,
+    )
+
+
+def detections_path(output: Path, video_id: str) -> Path:
+    return output / "detections" / f"{video_id}.parquet"
+
+
+class VideoResultWriter:
+    """Streams one video's batches into a temporary Parquet file, in frame order.
+
+    Batches may finish out of order (several actors); they wait in a reorder buffer that the
+    in-flight window bounds, so rows land sorted by frame and memory stays flat however long the
+    video is. ``commit()`` renames the file into place; ``abort()`` removes it.
+    """
+
+    def __init__(self, output: Path, video_id: str, names: dict[int, str]):
+        self.video_id = video_id
+        self.names = names
+        self.final_path = detections_path(output, video_id)
+        self.final_path.parent.mkdir(parents=True, exist_ok=True)
+        self.temp_path = self.final_path.with_name(f"{TEMP_PREFIX}{video_id}-{uuid.uuid4().hex[:8]}.parquet")
+        self._writer: pq.ParquetWriter | None = None
+        self._pending: dict[int, BatchResult] = {}
+        self.next_seq = 0
+        self.rows_written = 0
+        self.boxes_written = 0
+
+    def add(self, result: BatchResult) -> bool:
+        """Accept a batch; a batch seen before (a retry that raced its original) is ignored.
+
+        Returns whether the batch was new.
+        """
+        if result.seq < self.next_seq or result.seq in self._pending:
+            return False
+        self._pending[result.seq] = result
+        while self.next_seq in self._pending:
+            self._write(self._pending.pop(self.next_seq))
+            self.next_seq += 1
+        return True
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def _write(self, result: BatchResult) -> None:
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.temp_path, DETECTIONS_SCHEMA, compression="zstd")
+        table = batch_to_table(result, self.names)
+        self._writer.write_table(table)
+        self.rows_written += table.num_rows
+        self.boxes_written += len(result.detections)
+
+    def commit(self) -> Path:
+        """Make the video's rows visible at once (atomic rename over any older version)."""
+        if self._pending:
+            raise RuntimeError(f"video {self.video_id}: batches {sorted(self._pending)} arrived but {self.next_seq} never did")
+        if self._writer is None:  # a video with no frames still gets a (valid, empty) file
+            self._writer = pq.ParquetWriter(self.temp_path, DETECTIONS_SCHEMA, compression="zstd")
+        self._writer.close()
+        os.replace(self.temp_path, self.final_path)
+        return self.final_path
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self.temp_path.unlink(missing_ok=True)
+
+
+def remove_stale_temp_files(output: Path) -> int:
+    """Temporary files left by a run that was killed; safe to delete before a new run starts."""
+    count = 0
+    for folder in (output, output / "detections"):
+        if folder.is_dir():
+            for path in folder.glob(f"{TEMP_PREFIX}*"):
+                path.unlink(missing_ok=True)
+                count += 1
+    return count
