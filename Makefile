@@ -1,0 +1,27 @@
+# make demo: run the pipeline on a generated sample.  make test: run the test suite.
+# Both create .venv and install the project into it on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch 2.14.1 / torchvision 0.29.1 is the tested pair (any pair that imports together works).
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PINS)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PY) jobs/demo.py demo-out
+
+test: install
+	YOLO_OFFLINE=1 $(PY) -m pytest -q -ra
+
+clean:
+	rm -rf demo-out .pytest_cache

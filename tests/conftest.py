@@ -1,0 +1,69 @@
+"""Shared fixtures: the real clip and model from ../shared, videos generated from them, and one
+Ray instance per test module (started by the module's ``ray_local`` fixture, always shut down)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_VERBOSE", "False")
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("PIPELINE_SHARED", REPO.parent / "shared"))
+PEOPLE = SHARED / "data" / "people.mp4"
+MODEL = SHARED / "models" / "yolo11n-coco-int8dq.pt"
+OPENVINO_MODEL = SHARED / "models" / "yolo11n_int8_openvino_model"
+
+
+@pytest.fixture(autouse=True)
+def _cuda_gate(request):
+    """``needs_cuda`` tests skip without CUDA, unless PIPELINE_EXPECT_CUDA=1 says a GPU must be there."""
+    if request.node.get_closest_marker("needs_cuda") is None:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        if os.environ.get("PIPELINE_EXPECT_CUDA") == "1":
+            pytest.fail("PIPELINE_EXPECT_CUDA=1 but torch sees no CUDA device")
+        pytest.skip("needs CUDA (PIPELINE_EXPECT_CUDA=1 turns this skip into a failure)")
+
+
+@pytest.fixture(scope="session")
+def people_mp4() -> Path:
+    if not PEOPLE.exists():
+        pytest.skip(f"{PEOPLE} not found (set PIPELINE_SHARED to the shared folder)")
+    return PEOPLE
+
+
+@pytest.fixture(scope="session")
+def model_path() -> str:
+    if not MODEL.exists():
+        pytest.skip(f"{MODEL} not found (set PIPELINE_SHARED to the shared folder)")
+    return str(MODEL)
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory, people_mp4) -> dict[str, Path]:
+    """Short real clips cut from people.mp4: re-encoded, shrunk, in other containers."""
+    from pipeline.samples import read_frames, write_video
+    import cv2
+
+    folder = tmp_path_factory.mktemp("clips")
+    frames = list(read_frames(people_mp4, limit=40))
+    small = [cv2.resize(f, (640, 360), interpolation=cv2.INTER_AREA) for f in frames]
+    out = {
+        "short_1080p": folder / "short_1080p.mp4",
+        "small_h264": folder / "small_h264.mp4",
+        "small_mjpeg": folder / "small_mjpeg.avi",
+        "small_vp9": folder / "small_vp9.webm",
+        "tiny_17": folder / "tiny_17.mp4",
+    }
+    write_video(out["short_1080p"], frames[:24])
+    write_video(out["small_h264"], small)
+    write_video(out["small_mjpeg"], small[:20], codec="mjpeg", pix_fmt="yuvj420p")
+    write_video(out["small_vp9"], small[:20], codec="libvpx-vp9", pix_fmt="yuv420p", options={"deadline": "realtime", "cpu-used": "8"})
+    write_video(out["tiny_17"], small[:17])
+    return out

@@ -1,0 +1,59 @@
+import os
+
+import pytest
+
+from pipeline.inputs import InputError, expand_inputs, video_id_for
+
+
+def touch(path, data=b"x"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_directories_are_searched_recursively_for_videos(tmp_path):
+    touch(tmp_path / "a.mp4")
+    touch(tmp_path / "sub" / "b.MKV")
+    touch(tmp_path / "sub" / "notes.txt")
+    videos, warnings = expand_inputs([str(tmp_path)])
+    assert [os.path.basename(v.path) for v in videos] == ["a.mp4", "b.MKV"]
+    assert warnings == []
+
+
+def test_list_files_resolve_relative_to_the_list_and_skip_comments(tmp_path):
+    touch(tmp_path / "clips" / "a.mp4")
+    listing = touch(tmp_path / "clips" / "list.txt", b"# backlog\na.mp4\n\n" + str(tmp_path / "clips" / "a.mp4").encode())
+    videos, _ = expand_inputs([f"@{listing}"])
+    assert len(videos) == 1  # the same file twice is processed once
+
+
+def test_missing_and_empty_files_are_reported_not_raised(tmp_path):
+    touch(tmp_path / "empty.mp4", b"")
+    videos, _ = expand_inputs([str(tmp_path / "missing.mp4"), str(tmp_path / "empty.mp4")])
+    assert [v.error for v in videos] == ["file not found", "empty file (0 bytes)"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_unreadable_file_is_reported(tmp_path):
+    path = touch(tmp_path / "locked.mp4")
+    path.chmod(0)
+    (video,), _ = expand_inputs([str(path)])
+    assert "permission denied" in video.error
+
+
+def test_empty_directory_alone_is_a_usage_error(tmp_path):
+    with pytest.raises(InputError, match="no video files"):
+        expand_inputs([str(tmp_path)])
+
+
+def test_empty_directory_beside_videos_is_a_warning(tmp_path):
+    (tmp_path / "empty").mkdir()
+    touch(tmp_path / "a.mp4")
+    videos, warnings = expand_inputs([str(tmp_path / "empty"), str(tmp_path / "a.mp4")])
+    assert len(videos) == 1 and "no video files in directory" in warnings[0]
+
+
+def test_video_id_is_a_hash_safe_as_a_file_name():
+    for name in ["../x.mp4", "a b'\"c.mp4", "line\nbreak.mp4", "вид.mp4"]:
+        vid = video_id_for(os.path.abspath(name))
+        assert len(vid) == 16 and all(c in "0123456789abcdef" for c in vid)

@@ -1,0 +1,79 @@
+import numpy as np
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.detections import BatchResult, Detections
+from pipeline.results_writer import DETECTIONS_SCHEMA, VideoResultWriter, batch_to_table, remove_stale_temp_files
+
+NAMES = {0: "person", 1: "bicycle", 2: "car"}
+
+
+def batch(seq, size=4, boxes_per_frame=(2, 0, 1, 3)):
+    indices = np.arange(seq * size, seq * size + size, dtype=np.int64)
+    counts = np.array(boxes_per_frame[:size], np.int32)
+    n = int(counts.sum())
+    det = Detections(
+        np.tile([[1, 2, 30, 40]], (n, 1)) + seq, np.linspace(0.3, 0.9, n), np.arange(n) % 3
+    )
+    return BatchResult("vid", seq, indices, indices / 30.0, counts, det)
+
+
+def test_table_has_the_contract_schema_and_one_row_per_frame():
+    table = batch_to_table(batch(0), NAMES)
+    assert table.schema.equals(DETECTIONS_SCHEMA)
+    rows = table.to_pylist()
+    assert [r["num_detections"] for r in rows] == [2, 0, 1, 3]
+    assert rows[1]["detections"] == []  # frames without boxes keep their row
+    first = rows[0]["detections"][0]
+    assert first["class_name"] == "person" and first["x2"] == 30.0
+
+
+def test_unknown_class_ids_get_their_number_as_name():
+    det = Detections([[0, 0, 1, 1]], [0.5], [77])
+    result = BatchResult("v", 0, np.array([0]), np.array([0.0]), np.array([1]), det)
+    assert batch_to_table(result, NAMES).to_pylist()[0]["detections"][0]["class_name"] == "77"
+
+
+def test_out_of_order_batches_are_written_in_frame_order_once(tmp_path):
+    writer = VideoResultWriter(tmp_path, "vid", NAMES)
+    assert writer.add(batch(2)) and writer.add(batch(0))
+    assert not writer.add(batch(0))  # a retried batch that raced its original
+    assert writer.pending == 1
+    assert writer.add(batch(1)) and not writer.add(batch(2))
+    path = writer.commit()
+    frames = pq.read_table(path)["frame_index"].to_pylist()
+    assert frames == list(range(12))
+
+
+def test_nothing_is_visible_before_commit(tmp_path):
+    writer = VideoResultWriter(tmp_path, "vid", NAMES)
+    writer.add(batch(0))
+    assert ds.dataset(tmp_path / "detections", format="parquet").count_rows() == 0  # hidden temp name
+    writer.commit()
+    assert ds.dataset(tmp_path / "detections", format="parquet").count_rows() == 4
+    assert [p.name for p in (tmp_path / "detections").iterdir()] == ["vid.parquet"]
+
+
+def test_commit_with_a_gap_refuses(tmp_path):
+    writer = VideoResultWriter(tmp_path, "vid", NAMES)
+    writer.add(batch(1))
+    with pytest.raises(RuntimeError, match="never did"):
+        writer.commit()
+    writer.abort()
+    assert list((tmp_path / "detections").iterdir()) == []
+
+
+def test_commit_replaces_an_older_version(tmp_path):
+    for size in (4, 2):
+        writer = VideoResultWriter(tmp_path, "vid", NAMES)
+        writer.add(batch(0, size=size))
+        writer.commit()
+    assert pq.read_table(tmp_path / "detections" / "vid.parquet").num_rows == 2
+
+
+def test_stale_temp_files_are_removed(tmp_path):
+    writer = VideoResultWriter(tmp_path, "vid", NAMES)
+    writer.add(batch(0))  # then the process "dies": never committed
+    assert remove_stale_temp_files(tmp_path) == 1
+    assert list((tmp_path / "detections").iterdir()) == []
