@@ -1,4 +1,5 @@
-"""Fault injection for the reliability tests: kill an actor or a decoder at a chosen moment.
+"""Fault injection and tracing for the tests: kill an actor or a decoder at a chosen moment,
+slow actors down, and log when batches are produced and consumed.
 
 Kills are counted with marker files, so a restarted process knows what already happened.
 Nothing here is active unless a ``FaultPlan`` is passed to the run explicitly.
@@ -21,6 +22,19 @@ class FaultPlan:
     decoder_exit_video: str | None = None  # substring of the path whose decoder dies
     decoder_exit_times: int = 1  # how many times it dies (a large number: always)
     decoder_exit_after_batches: int = 0
+    trace: bool = False  # append "produced"/"inferred" events with times to marker_dir/trace.log
+
+    def _trace(self, event: str) -> None:
+        if self.trace:
+            # One small O_APPEND write per event: atomic between processes on a local disk.
+            with open(Path(self.marker_dir, "trace.log"), "a") as f:
+                f.write(f"{time.time():.6f} {event}\n")
+
+    def read_trace(self) -> list[tuple[float, str]]:
+        path = Path(self.marker_dir, "trace.log")
+        if not path.exists():
+            return []
+        return sorted((float(t), e) for t, e in (line.split() for line in path.read_text().splitlines()))
 
     def _count(self, kind: str) -> int:
         return len(list(Path(self.marker_dir).glob(f"{kind}-*")))
@@ -31,12 +45,14 @@ class FaultPlan:
     def on_actor_batch(self, batches_done: int) -> None:
         if self.actor_delay_s:
             time.sleep(self.actor_delay_s)
+        self._trace("inferred")
         if self.actor_exit_after_batches is not None and batches_done >= self.actor_exit_after_batches:
             if self._count("actor") == 0:
                 self._mark("actor")
                 os._exit(1)
 
     def on_decoder_batch(self, path: str, seq: int) -> None:
+        self._trace("produced")
         if self.decoder_exit_video and self.decoder_exit_video in path and seq >= self.decoder_exit_after_batches:
             if self._count("decoder") < self.decoder_exit_times:
                 self._mark("decoder")

@@ -67,3 +67,28 @@ def clips(tmp_path_factory, people_mp4) -> dict[str, Path]:
     write_video(out["small_vp9"], small[:20], codec="libvpx-vp9", pix_fmt="yuv420p", options={"deadline": "realtime", "cpu-used": "8"})
     write_video(out["tiny_17"], small[:17])
     return out
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """One local Ray per test module (the pipeline joins it instead of starting its own)."""
+    import ray
+
+    os.environ.pop("RAY_ADDRESS", None)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def read_rows(output) -> "pandas.DataFrame":
+    import pyarrow.dataset as ds
+
+    return ds.dataset(Path(output) / "detections", format="parquet").to_table().to_pandas()
+
+
+def read_status(output) -> dict:
+    import pyarrow.parquet as pq
+
+    return {r["path"]: r for r in pq.read_table(Path(output) / "videos.parquet").to_pylist()}
