@@ -46,6 +46,8 @@ def _connect(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
+    if address is None and os.environ.get("RAY_ADDRESS"):
+        env = {}  # inside `ray job submit`: the job's runtime env already applies, and Ray refuses to merge
     ray.init(
         address=address,
         runtime_env={"env_vars": env} if env else None,
