@@ -53,7 +53,7 @@ class DecodeOutcome:
     error: str | None = None  # set when the stream ended in an error or early
 
 
-def _open_error_message(exc: Exception) -> str:
+def _open_error_message(exc: Exception, path: str) -> str:
     text = str(exc)
     if isinstance(exc, FileNotFoundError):
         return "file not found"
@@ -62,7 +62,10 @@ def _open_error_message(exc: Exception) -> str:
     if isinstance(exc, IsADirectoryError):
         return "is a directory"
     if isinstance(exc, av.error.InvalidDataError):
-        return f"not a readable video container (invalid data): {text}"
+        hint = ""
+        if path.lower().endswith((".mp4", ".m4v", ".mov")):
+            hint = " (for MP4/MOV this usually means the index, the 'moov' atom, is missing: a file cut short or still being written)"
+        return f"not a readable video container: invalid data{hint}"
     return f"cannot open: {type(exc).__name__}: {text}"
 
 
@@ -80,16 +83,17 @@ class VideoDecoder:
         try:
             self._container = av.open(path, mode="r", metadata_errors="ignore")
         except Exception as exc:  # PyAV raises a zoo of errno-specific classes
-            raise DecodeError(_open_error_message(exc)) from exc
+            raise DecodeError(_open_error_message(exc, path)) from exc
         if not self._container.streams.video:
             kinds = sorted({s.type for s in self._container.streams}) or ["none"]
             self._container.close()
             raise DecodeError(f"no video stream (streams found: {', '.join(kinds)})")
         self._stream = self._container.streams.video[0]
         ctx = self._stream.codec_context
-        if ctx is None or not ctx.name:
+        if ctx is None or not ctx.name or ctx.name == "none":
+            tag = getattr(ctx, "codec_tag", "") if ctx is not None else ""
             self._container.close()
-            raise DecodeError("unsupported or unknown video codec")
+            raise DecodeError(f"unsupported or unknown video codec{f' (tag {tag!r})' if tag else ''}")
         self._stream.thread_type = "AUTO"
         if threads:
             ctx.thread_count = threads
