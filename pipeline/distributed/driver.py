@@ -7,6 +7,7 @@ import logging
 import os
 import platform
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -132,12 +133,12 @@ def run(
 
     started_ray = _connect(address)
     actors, coordinator = [], None
-    previous_sigterm = signal.getsignal(signal.SIGTERM)
-
     def on_sigterm(signum, frame):
         raise Interrupted(signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, on_sigterm)
+    # Signal handlers can only be set from the main thread (the API may be called from others).
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm) if in_main_thread else None
     started = time.time()
     display = ProgressDisplay(enabled=progress)
     try:
@@ -168,7 +169,8 @@ def run(
         raise Interrupted(signal.SIGINT) from None
     finally:
         display.close()
-        signal.signal(signal.SIGTERM, previous_sigterm)
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_sigterm)
         for handle in [coordinator, *actors]:
             if handle is not None:
                 try:
@@ -230,5 +232,5 @@ def _run_record(config, placement, facts, sources: list[VideoSource], summary, d
         "backpressure": {"peak_batches_in_flight": summary["peak_batches_in_flight"], "limit": summary["window_limit"]},
         "memory": _roles_memory(summary, driver_memory),
         "gpu": gpus or None,
-        "actors": summary["actors"],
+        "actors": [dict(stats or {}, node_id=f["node_id"]) for stats, f in zip(summary["actors"], facts)],
     }
