@@ -28,12 +28,21 @@ def tree_rss_bytes(pid: int | None = None) -> int:
 
 
 class PeakRss:
-    """Start and peak RSS of this process, sampled whenever ``sample()`` is called."""
+    """RSS of this process at start, once warm, at its peak and last, sampled on ``sample()``.
+
+    "Warm" is after the first unit of real work: imports, allocator pools and caches have filled
+    by then, so growth after it is what a leak would look like.
+    """
 
     def __init__(self) -> None:
         self.start = process_rss_bytes()
         self.peak = self.start
         self.last = self.start
+        self.warm: int | None = None
+
+    def mark_warm(self) -> None:
+        if self.warm is None:
+            self.warm = self.sample()
 
     def sample(self) -> int:
         self.last = process_rss_bytes()
@@ -41,7 +50,7 @@ class PeakRss:
         return self.last
 
     def as_dict(self) -> dict:
-        return {"start_bytes": self.start, "peak_bytes": self.peak, "last_bytes": self.last}
+        return {"start_bytes": self.start, "warm_bytes": self.warm, "peak_bytes": self.peak, "last_bytes": self.last}
 
 
 class GpuSampler:

@@ -168,6 +168,7 @@ class Coordinator:
             self.counts["frames_done"] += result.num_frames
             self.counts["boxes"] += len(result.detections)
             self.metrics.frames_inferred.inc(result.num_frames)
+            self.memory.mark_warm()
         else:
             self.counts["duplicate_batches_dropped"] += 1
         self.stage_s["write"] += time.perf_counter() - t0

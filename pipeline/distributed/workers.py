@@ -110,6 +110,7 @@ class YoloActor:
         started = time.perf_counter()
         counts, detections = self.detector.detect(frames, geometry)
         self.busy_s += time.perf_counter() - started
+        self.memory.mark_warm()
         if started - self._last_report > 1.0:
             self._report()
             self._last_report = started

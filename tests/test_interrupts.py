@@ -1,0 +1,150 @@
+"""The command line as a separate process: SIGKILL of the driver, Ctrl-C, and a long run's memory.
+
+Each run starts its own local Ray (no shared instance in this module), so that killing the
+driver is as real as it gets; Ray processes orphaned by SIGKILL are stopped before moving on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import read_rows
+from pipeline.samples import read_frames, write_video
+
+pytestmark = pytest.mark.slow
+
+
+def command(inputs, out, model, *extra):
+    return [sys.executable, "-m", "pipeline", "run", *map(str, inputs), "--output", str(out), "--model", model,
+            "--batch-size", "4", "--no-progress", *extra]
+
+
+def start(args) -> subprocess.Popen:
+    env = {**os.environ, "YOLO_OFFLINE": "1"}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def stop_orphaned_ray():
+    subprocess.run([str(Path(sys.executable).with_name("ray")), "stop", "--force"], capture_output=True)
+
+
+def ok_videos(out: Path) -> set[str]:
+    path = out / "videos.parquet"
+    if not path.exists():
+        return set()
+    table = pq.read_table(path).to_pandas()
+    return set(table.loc[table["status"] == "ok", "video_id"])
+
+
+def wait_for(condition, proc, timeout=300):
+    deadline = time.time() + timeout
+    while not condition():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory, people_mp4):
+    import cv2
+
+    folder = tmp_path_factory.mktemp("kill")
+    frames = [cv2.resize(f, (320, 180)) for f in read_frames(people_mp4, limit=60)]
+    paths = []
+    for i in range(5):
+        path = folder / f"v{i}.mp4"
+        write_video(path, frames[i * 5 : i * 5 + 32])
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def clean_output(tmp_path_factory, videos, model_path):
+    out = tmp_path_factory.mktemp("clean") / "out"
+    done = subprocess.run(command(videos, out, model_path), capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "YOLO_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return read_rows(out).drop(columns="video_id").sort_values(["timestamp_s"]).reset_index(drop=True)
+
+
+def comparable(out):
+    return read_rows(out).drop(columns="video_id").sort_values(["timestamp_s"]).reset_index(drop=True)
+
+
+def test_driver_sigkill_then_rerun_finishes_without_redoing_or_duplicating(tmp_path, videos, model_path, clean_output):
+    out = tmp_path / "out"
+    proc = start(command(videos, out, model_path, "--max-open-videos", "1"))
+    try:
+        wait_for(lambda: len(ok_videos(out)) >= 2, proc)
+    finally:
+        proc.kill()
+        proc.wait()
+        stop_orphaned_ray()
+    done_before_kill = ok_videos(out)
+    assert 2 <= len(done_before_kill) < 5, "the kill must land mid-run"
+
+    rerun = subprocess.run(command(videos, out, model_path), capture_output=True, text=True, timeout=600,
+                           env={**os.environ, "YOLO_OFFLINE": "1"})
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    record = json.loads((out / "run.json").read_text())
+    assert record["totals"]["videos_skipped"] >= len(done_before_kill)  # not decoded again
+    assert record["totals"]["frames"] <= 32 * (5 - len(done_before_kill))
+    got = comparable(out)
+    assert not read_rows(out).duplicated(["video_id", "frame_index"]).any()
+    pd.testing.assert_frame_equal(got, clean_output)
+    leftovers = [p for p in out.rglob("*") if p.name.startswith(".tmp-")]
+    assert leftovers == []
+
+
+def test_ctrl_c_stops_cleanly_with_130_and_says_how_to_resume(tmp_path, videos, model_path, clean_output):
+    out = tmp_path / "out"
+    proc = start(command(videos, out, model_path, "--max-open-videos", "1"))
+    wait_for(lambda: len(ok_videos(out)) >= 1, proc)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    stop_orphaned_ray()
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "Run the same command again to resume" in stderr.strip().splitlines()[-1]
+    assert [p for p in out.rglob("*") if p.name.startswith(".tmp-")] == []
+    kept = ok_videos(out)
+    assert kept and set(read_rows(out)["video_id"]) == kept  # only complete videos are visible
+
+    rerun = subprocess.run(command(videos, out, model_path), capture_output=True, text=True, timeout=600,
+                           env={**os.environ, "YOLO_OFFLINE": "1"})
+    assert rerun.returncode == 0
+    pd.testing.assert_frame_equal(comparable(out), clean_output)
+
+
+def test_long_run_memory_stays_flat(tmp_path, model_path):
+    """10,000 small frames through the whole pipeline: actor and coordinator RSS must not grow."""
+    import numpy as np
+
+    video = tmp_path / "long.mp4"
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    frames = (np.roll(base, i, axis=1) for i in range(10_000))
+    write_video(video, frames, options={"preset": "ultrafast"})
+    out = tmp_path / "out"
+    done = subprocess.run(command([video], out, model_path, "--imgsz", "64", "--batch-size", "32"),
+                          capture_output=True, text=True, timeout=900, env={**os.environ, "YOLO_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads((out / "run.json").read_text())
+    assert record["totals"]["frames"] == 10_000
+    mib = 1024 * 1024
+    roles = {"coordinator": record["memory"]["coordinator"], **{f"actor{i}": a for i, a in enumerate(record["memory"]["actors"])}}
+    for role, mem in roles.items():
+        growth = (mem["last_bytes"] - mem["warm_bytes"]) / mib
+        print(f"{role}: start {mem['start_bytes'] / mib:.0f} MiB, warm {mem['warm_bytes'] / mib:.0f} MiB, "
+              f"end {mem['last_bytes'] / mib:.0f} MiB, growth after warm-up {growth:.1f} MiB")
+        assert growth < 50, role
