@@ -55,6 +55,7 @@ def _classes(text: str) -> tuple[int, ...]:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m pipeline", description="YOLO object detection over video backlogs, on Ray.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("bench", help="benchmark against a per-frame loop and Ray Data (see bench --help)", add_help=False)
     run = sub.add_parser(
         "run",
         help="detect objects in every (Nth) frame of the inputs",
@@ -142,6 +143,11 @@ def _print_bad_videos(output: str, limit: int = 10) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # its own parser: the contenders share options that `run` does not have
+        from pipeline.benchmark import bench
+
+        return bench(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     os.environ.setdefault("YOLO_VERBOSE", "False")

@@ -1,0 +1,82 @@
+"""The benchmark's Ray contenders: Ray Data's video path, and this pipeline (see pipeline.benchmark)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+class _RayDataPredictor:
+    """What a Ray Data user writes: a callable class holding the model, predict on the batch."""
+
+    def __init__(self, model: str, imgsz: int, conf: float, iou: float):
+        from ultralytics import YOLO
+
+        self.model = YOLO(model, task="detect")
+        self.kwargs = {"imgsz": imgsz, "conf": conf, "iou": iou, "verbose": False}
+
+    def __call__(self, batch: dict) -> dict:
+        import numpy as np
+
+        frames = [np.ascontiguousarray(f[..., ::-1]) for f in batch["frame"]]  # read_videos gives RGB
+        results = self.model.predict(frames, **self.kwargs)
+        return {"frame_index": batch["frame_index"], "num_detections": np.array([len(r.boxes) for r in results])}
+
+
+def run_raydata(args) -> dict:
+    import pyarrow.dataset as ds
+    import ray
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
+    try:
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        out = tempfile.mkdtemp(prefix="bench-raydata-")
+        started = time.perf_counter()
+        dataset = ray.data.read_videos(args.video)
+        if args.stride > 1:
+            dataset = dataset.filter(lambda row: row["frame_index"] % args.stride == 0)
+        dataset.map_batches(
+            _RayDataPredictor,
+            fn_constructor_args=(args.model, args.imgsz, args.conf, args.iou),
+            batch_size=args.batch_size,
+            concurrency=1,
+            num_cpus=1,
+        ).write_parquet(out)
+        seconds = time.perf_counter() - started
+        table = ds.dataset(out, format="parquet").to_table()
+        return {"frames": table.num_rows, "boxes": int(sum(table["num_detections"].to_pylist())), "seconds": seconds}
+    finally:
+        ray.shutdown()
+
+
+def run_pipeline(args) -> dict:
+    import ray
+
+    import pipeline
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
+    try:
+        out = tempfile.mkdtemp(prefix="bench-pipeline-")
+        config = pipeline.RunConfig(
+            model=args.model, imgsz=args.imgsz, conf=args.conf, iou=args.iou, stride=args.stride,
+            batch_size=args.batch_size,
+        )
+        started = time.perf_counter()
+        record = pipeline.run([args.video], output=out, config=config, progress=False)
+        seconds = time.perf_counter() - started
+        return {
+            "frames": record["totals"]["frames"],
+            "boxes": record["totals"]["detections"],
+            "seconds": seconds,
+            "memory_by_role": {
+                "driver": record["memory"]["driver"]["peak_bytes"],
+                "coordinator": record["memory"]["coordinator"]["peak_bytes"],
+                "actor": record["memory"]["actor_peak_bytes"],
+            },
+            "placement": record["placement"],
+            "stage_s": record["stage_s"],
+        }
+    finally:
+        ray.shutdown()
+
+
