@@ -71,6 +71,7 @@ class BatchDetector:
         # rectangle, exactly as ``YOLO.predict`` chooses (fewer pixels, identical boxes).
         self.rect = self.backend.format == "pt" or bool(getattr(self.backend, "dynamic", False))
         self.static_batch = self._static_batch_size()
+        self._openvino = _OpenVinoThroughput(model) if self.backend.format == "openvino" and self.static_batch == 1 else None
         dtype = torch.float16 if self.half else torch.float32
         # All preallocated: the model input, and on CUDA two pinned host staging buffers (one is
         # being filled while the previous batch's copy may still be in flight) plus a device buffer.
@@ -96,8 +97,11 @@ class BatchDetector:
         return LetterboxGeometry.for_source(src_h, src_w, self.imgsz, stride=self.model_stride, rect=self.rect)
 
     def warmup(self) -> None:
-        """One full-size forward pass so that the first real batch is not slow (allocator, kernels)."""
-        shape = (self.max_batch, self.imgsz, self.imgsz, 3)
+        """A forward pass so that the first real batch is not slow. On CUDA at the full batch
+        (kernel selection and the allocator's pools depend on it); on the CPU one frame is enough,
+        and a full batch would cost seconds of start-up for nothing."""
+        batch = self.max_batch if self.device.type == "cuda" else 1
+        shape = (batch, self.imgsz, self.imgsz, 3)
         self.detect(np.full(shape, 114, np.uint8), self.geometry(self.imgsz, self.imgsz))
         self.batches_done = 0
 
@@ -152,6 +156,8 @@ class BatchDetector:
         return counts, Detections.from_nms_rows(rows)
 
     def _forward(self, x: torch.Tensor):
+        if self._openvino is not None:
+            return self._openvino(x)
         if self.static_batch is None or x.shape[0] == self.static_batch:
             return self.backend(x)
         # A fixed-batch export: run it in chunks of its batch size, padding the last chunk.
@@ -166,3 +172,33 @@ class BatchDetector:
             out = out[0] if isinstance(out, (list, tuple)) else out
             outputs.append(out[:real])
         return torch.cat(outputs)
+
+
+class _OpenVinoThroughput:
+    """A batch-1 OpenVINO export run as parallel infer requests in THROUGHPUT mode.
+
+    ultralytics runs such a model one frame at a time in LATENCY mode; with a batch in hand, the
+    frames can be in flight together (measured on 2 cores, yolo11n int8: 21.9 -> 23.9 frames/s).
+    """
+
+    def __init__(self, model: str):
+        import openvino as ov
+
+        path = Path(model)
+        xml = next(path.glob("*.xml")) if path.is_dir() else path
+        core = ov.Core()
+        self.compiled = core.compile_model(core.read_model(xml), "CPU", {"PERFORMANCE_HINT": "THROUGHPUT"})
+        self.queue = ov.AsyncInferQueue(self.compiled, self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self._outputs: list = []
+        self.queue.set_callback(self._collect)
+
+    def _collect(self, request, index: int) -> None:
+        self._outputs[index] = request.get_output_tensor(0).data.copy()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        frames = x.float().numpy()
+        self._outputs = [None] * len(frames)
+        for i in range(len(frames)):
+            self.queue.start_async({0: frames[i : i + 1]}, i)
+        self.queue.wait_all()
+        return torch.from_numpy(np.concatenate(self._outputs))

@@ -106,3 +106,19 @@ def test_cuda_fp16_path_matches_cpu(model_path, frames):
     for _ in range(5):
         run_batch(gpu, frames[:2])
     assert torch.cuda.memory_allocated() == before
+
+
+def test_openvino_export_matches_its_own_ultralytics_predict(frames):
+    pytest.importorskip("openvino")
+    from conftest import OPENVINO_MODEL
+    from ultralytics import YOLO
+
+    if not OPENVINO_MODEL.exists():
+        pytest.skip(f"{OPENVINO_MODEL} not found")
+    detector = BatchDetector(str(OPENVINO_MODEL), device="cpu", max_batch=4)
+    assert not detector.rect and detector.geometry(1080, 1920).out_shape == (640, 640)  # static square input
+    reference = YOLO(str(OPENVINO_MODEL), task="detect")
+    for image, got in zip(frames[:3], run_batch(detector, frames[:3])):
+        want = Detections.from_ultralytics(reference.predict(image, verbose=False)[0])
+        assert len(got) == len(want) > 5
+        np.testing.assert_allclose(np.sort(got.confidence), np.sort(want.confidence), atol=1e-3)

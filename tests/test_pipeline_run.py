@@ -147,7 +147,8 @@ def test_backpressure_bounds_batches_alive(ray_local, tmp_path, clips, model_pat
     import pipeline
 
     plan = FaultPlan(marker_dir=str(tmp_path), actor_delay_s=0.25, trace=True)
-    config = RunConfig(model=model_path, batch_size=2, window_per_actor=2, decoder_buffer=1, max_open_videos=1)
+    config = RunConfig(model=model_path, batch_size=2, window_per_actor=2, decoder_buffer=1, max_open_videos=1,
+                       num_actors=1)
     record = pipeline.run([str(clips["small_h264"])], output=str(tmp_path / "out"), config=config,
                           faults=plan, progress=False)
     assert record["totals"]["frames"] == 40

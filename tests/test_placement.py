@@ -8,15 +8,17 @@ from pipeline.placement import PlacementError, plan
     "config, cpus, gpus, expected",
     [
         # (num_actors, gpus per actor, cpus per actor, torch threads, open videos)
-        (RunConfig(), 2, 0, (1, 0.0, 1.5, 2, 1)),
-        (RunConfig(num_actors=2), 2, 0, (2, 0.0, 0.5, 1, 2)),
-        (RunConfig(), 16, 0, (1, 0.0, 15.5, 16, 1)),
-        (RunConfig(cpu_threads=3), 8, 0, (1, 0.0, 7.5, 3, 1)),
+        (RunConfig(), 2, 0, (2, 0.0, 0.5, 1, 2)),
+        (RunConfig(num_actors=1), 2, 0, (1, 0.0, 1.5, 2, 1)),
+        (RunConfig(), 16, 0, (8, 0.0, 1.5, 2, 8)),
+        (RunConfig(num_actors=1, cpu_threads=3), 8, 0, (1, 0.0, 7.5, 3, 1)),
         (RunConfig(), 16, 1, (1, 1.0, 1.0, None, 4)),
         (RunConfig(), 64, 8, (8, 1.0, 1.0, None, 32)),
         (RunConfig(), 4, 2, (2, 1.0, 1.0, None, 4)),
-        (RunConfig(device="cpu"), 8, 2, (1, 0.0, 7.5, 8, 1)),
+        (RunConfig(device="cpu"), 8, 2, (4, 0.0, 1.5, 2, 4)),
         (RunConfig(max_open_videos=6), 16, 1, (1, 1.0, 1.0, None, 6)),
+        (RunConfig(model="m/yolo11n_int8_openvino_model/"), 2, 0, (1, 0.0, 1.5, 2, 1)),
+        (RunConfig(model="yolo11n.onnx"), 16, 0, (1, 0.0, 15.5, 16, 1)),
     ],
 )
 def test_plan(config, cpus, gpus, expected):

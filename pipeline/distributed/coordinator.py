@@ -59,15 +59,13 @@ class Coordinator:
         output: str,
         config: RunConfig,
         actors: list,
-        model_facts: dict,
         faults: FaultPlan | None = None,
     ):
         self.output = Path(output)
         self.config = config
         self.actors = actors
-        self.names = model_facts["names"]
-        self.model_stride = model_facts["model_stride"]
-        self.rect = model_facts["rect"]
+        self.names: dict[int, str] = {}
+        self.model_stride, self.rect = 32, True  # set by run() from what the actors report
         self.faults = faults
         self.settings_hash = config.settings_hash()
         self.window = DispatchWindow(len(actors), config.window_per_actor)
@@ -304,7 +302,10 @@ class Coordinator:
 
     # ---- the run -------------------------------------------------------------------------
 
-    async def run(self, sources: list[VideoSource]) -> dict:
+    async def run(self, sources: list[VideoSource], model_facts: dict) -> dict:
+        """Process ``sources``; ``model_facts`` is a YoloActor's ``ready()`` answer (letterbox shape, names)."""
+        self.names = model_facts["names"]
+        self.model_stride, self.rect = model_facts["model_stride"], model_facts["rect"]
         self._slot_freed = asyncio.Condition()
         self.started = time.time()
         self.counts["videos_total"] = len(sources)

@@ -58,16 +58,19 @@ def _connect(address: str | None) -> bool:
     return True
 
 
-def _start_actors(config: RunConfig, placement: Placement, faults: FaultPlan | None):
+def _start_actors(config: RunConfig, placement: Placement, faults: FaultPlan | None) -> list:
     from pipeline.distributed.workers import YoloActor
 
     actor_config = config.replace(cpu_threads=placement.cpu_threads)
-    actors = [
+    return [
         YoloActor.options(num_gpus=placement.actor_num_gpus, num_cpus=placement.actor_num_cpus).remote(
             actor_config, faults
         )
         for _ in range(placement.num_actors)
     ]
+
+
+def _wait_for_actors(actors: list) -> list[dict]:
     try:
         facts = ray.get([a.ready.remote() for a in actors], timeout=ACTOR_START_TIMEOUT_S)
     except ray.exceptions.GetTimeoutError:
@@ -81,7 +84,7 @@ def _start_actors(config: RunConfig, placement: Placement, faults: FaultPlan | N
             if "ModelLoadError" in line or "RuntimeError" in line:
                 raise ModelLoadError(line.split(": ", 1)[-1].strip()) from None
         raise
-    return actors, facts
+    return facts
 
 
 def _write_run_json(output: Path, record: dict) -> None:
@@ -148,9 +151,10 @@ def run(
         except PlacementError as exc:
             raise UsageError(str(exc)) from None
         config = config.replace(max_open_videos=placement.max_open_videos)
-        actors, facts = _start_actors(config, placement, faults)
-        coordinator = _start_coordinator(out, config, actors, facts[0], faults)
-        pending = coordinator.run.remote(sources)
+        actors = _start_actors(config, placement, faults)
+        coordinator = _start_coordinator(out, config, actors, faults)  # starts while the models load
+        facts = _wait_for_actors(actors)
+        pending = coordinator.run.remote(sources, facts[0])
         while True:
             ready, _ = ray.wait([pending], timeout=0.5)
             driver_memory.sample()
@@ -182,7 +186,7 @@ def run(
             ray.shutdown()
 
 
-def _start_coordinator(out: Path, config: RunConfig, actors, facts: dict, faults):
+def _start_coordinator(out: Path, config: RunConfig, actors, faults):
     from pipeline.distributed.coordinator import Coordinator
 
     # The coordinator writes the output files, so it lives on the driver's node (whose disk
@@ -191,7 +195,7 @@ def _start_coordinator(out: Path, config: RunConfig, actors, facts: dict, faults
     return Coordinator.options(
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
         max_concurrency=1000,
-    ).remote(str(out), config, actors, facts, faults)
+    ).remote(str(out), config, actors, faults)
 
 
 def _run_record(config, placement, facts, sources: list[VideoSource], summary, driver_memory, started, address) -> dict:
