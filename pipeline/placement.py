@@ -48,17 +48,23 @@ def runs_its_own_threads(model: str) -> bool:
 
 def plan(config: RunConfig, total_cpus: float, total_gpus: float) -> Placement:
     want_gpu = config.device == "cuda" or (config.device == "auto" and total_gpus >= 1)
-    if config.device == "cuda" and total_gpus < 1:
-        raise PlacementError("--device cuda was asked for, but the Ray cluster has no GPUs; use --device cpu or auto")
     if want_gpu:
         num_actors = config.num_actors or int(total_gpus)
-        if num_actors > total_gpus:
+        # With --device cuda and --num-actors, GPUs that are not there yet are fine: an autoscaling
+        # cluster adds GPU nodes when the actors ask for them.
+        autoscaling = config.device == "cuda" and config.num_actors is not None
+        if num_actors < 1:
+            raise PlacementError(
+                "--device cuda was asked for, but the Ray cluster has no GPUs; use --device cpu or auto, "
+                "or pass --num-actors N to wait for an autoscaler to add GPU nodes"
+            )
+        if num_actors > total_gpus and not autoscaling:
             raise PlacementError(
                 f"--num-actors {num_actors} needs {num_actors} GPUs but the cluster has {total_gpus:g}; "
-                "lower --num-actors or add GPU nodes"
+                "lower --num-actors, add GPU nodes, or pass --device cuda to wait for an autoscaler"
             )
         cpu_bound = int((total_cpus - num_actors) / DECODER_NUM_CPUS)
-        open_videos = config.max_open_videos or max(1, min(OPEN_VIDEOS_PER_GPU_ACTOR * num_actors, cpu_bound))
+        open_videos = config.max_open_videos or max(num_actors, min(OPEN_VIDEOS_PER_GPU_ACTOR * num_actors, cpu_bound))
         return Placement(num_actors, 1.0, 1.0, None, open_videos)
 
     num_actors = config.num_actors or (1 if runs_its_own_threads(config.model) else default_cpu_actors(total_cpus))

@@ -17,6 +17,7 @@ from pipeline.placement import PlacementError, plan
         (RunConfig(), 4, 2, (2, 1.0, 1.0, None, 4)),
         (RunConfig(device="cpu"), 8, 2, (4, 0.0, 1.5, 2, 4)),
         (RunConfig(max_open_videos=6), 16, 1, (1, 1.0, 1.0, None, 6)),
+        (RunConfig(device="cuda", num_actors=4), 0, 0, (4, 1.0, 1.0, None, 4)),  # autoscaler adds the GPUs
         (RunConfig(model="m/yolo11n_int8_openvino_model/"), 2, 0, (1, 0.0, 1.5, 2, 1)),
         (RunConfig(model="yolo11n.onnx"), 16, 0, (1, 0.0, 15.5, 16, 1)),
     ],
