@@ -16,6 +16,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
+from pipeline import storage
 from pipeline.letterbox import LetterboxGeometry
 
 
@@ -81,7 +82,7 @@ class VideoDecoder:
         self.path = path
         self.stride = stride
         try:
-            self._container = av.open(path, mode="r", metadata_errors="ignore")
+            self._container = av.open(storage.open_input(path), mode="r", metadata_errors="ignore")
         except Exception as exc:  # PyAV raises a zoo of errno-specific classes
             raise DecodeError(_open_error_message(exc, path)) from exc
         if not self._container.streams.video:

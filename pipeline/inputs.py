@@ -8,6 +8,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline import storage
+
 VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mov .mkv .webm .avi .mpg .mpeg .ts .mts .m2ts .flv .wmv .3gp .ogv .h264 .h265 .hevc".split()
 )
@@ -36,6 +38,16 @@ def video_id_for(path: str) -> str:
 
 def describe(path: str) -> VideoSource:
     """Identity of one file; problems that stop it from being read are recorded, not raised."""
+    if storage.is_uri(path):
+        vid = video_id_for(path)
+        try:
+            found = storage.stat(path)
+        except OSError as exc:
+            return VideoSource(path, vid, error=f"cannot read from object storage: {storage.redact(str(exc))}")
+        if found is None:
+            return VideoSource(path, vid, error="file not found")
+        size, mtime_ns = found
+        return VideoSource(path, vid, size, mtime_ns, error="empty file (0 bytes)" if size == 0 else None)
     absolute = os.path.abspath(path)
     vid = video_id_for(absolute)
     try:
@@ -63,7 +75,7 @@ def _read_list(list_path: str) -> list[str]:
     for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
-            entries.append(line if os.path.isabs(line) else str(base / line))
+            entries.append(line if os.path.isabs(line) or storage.is_uri(line) else str(base / line))
     return entries
 
 
@@ -98,6 +110,14 @@ def expand_inputs(inputs: Iterable[str]) -> tuple[list[VideoSource], list[str]]:
         if item.startswith("@"):
             for entry in _read_list(item[1:]):
                 add(entry)
+        elif storage.is_uri(item):
+            found = storage.list_files(item, VIDEO_EXTENSIONS)
+            if found is None:
+                add(item)
+            elif not found:
+                warnings.append(f"no video files under {storage.redact(item)}")
+            for uri in found or []:
+                add(uri)
         elif os.path.isdir(item):
             found = _scan_directory(item)
             if not found:

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from pipeline.inputs import VideoSource
 from pipeline.results_writer import TEMP_PREFIX
+from pipeline.storage import redact
 
 Status = Literal["ok", "partial", "failed"]
 
@@ -75,7 +76,7 @@ class VideoRecord:
     def failed(cls, source: VideoSource, error: str, settings_hash: str, **extra) -> VideoRecord:
         return cls(
             video_id=source.video_id,
-            path=source.path,
+            path=redact(source.path),
             status="failed",
             error=error,
             size_bytes=source.size_bytes,

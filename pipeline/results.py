@@ -12,13 +12,19 @@ import pyarrow.parquet as pq
 
 from pipeline.manifest import Manifest
 from pipeline.results_writer import DETECTIONS_SCHEMA
+from pipeline.storage import RemoteLocation, is_uri
 
 BOX_COLUMNS = ["class_id", "class_name", "confidence", "x1", "y1", "x2", "y2"]
 
 
+def _child(output: str | Path, name: str) -> str:
+    output = str(output)
+    return RemoteLocation(output).join(name) if is_uri(output) else str(Path(output) / name)
+
+
 def _dataset(output: str | Path) -> ds.Dataset:
     # Hidden files (temporary writes) are skipped by pyarrow's default ignore_prefixes.
-    return ds.dataset(Path(output) / "detections", format="parquet", schema=DETECTIONS_SCHEMA)
+    return ds.dataset(_child(output, "detections"), format="parquet", schema=DETECTIONS_SCHEMA)
 
 
 def read_frames(output: str | Path, *, video_id: str | None = None) -> pd.DataFrame:
@@ -48,11 +54,12 @@ def read_detections(output: str | Path, *, flat: bool = True, video_id: str | No
 
 
 def read_videos(output: str | Path) -> pd.DataFrame:
-    return pq.read_table(Path(output) / Manifest.FILE_NAME).to_pandas()
+    return pq.read_table(_child(output, Manifest.FILE_NAME)).to_pandas()
 
 
 def as_ray_dataset(output: str | Path):
     """The detections as a ``ray.data.Dataset`` (one row per frame), ready for a next Ray step."""
     import ray.data
 
-    return ray.data.read_parquet(str(Path(output).absolute() / "detections"))
+    output = str(output)
+    return ray.data.read_parquet(_child(output, "detections") if is_uri(output) else str(Path(output).absolute() / "detections"))

@@ -25,6 +25,7 @@ from pipeline.letterbox import LetterboxGeometry
 from pipeline.manifest import Manifest, VideoRecord
 from pipeline.monitoring import PeakRss
 from pipeline.results_writer import VideoResultWriter, detections_path
+from pipeline.storage import RemoteOutput, redact
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,10 @@ class Coordinator:
         config: RunConfig,
         actors: list,
         faults: FaultPlan | None = None,
+        remote_output: str | None = None,
     ):
-        self.output = Path(output)
+        self.output = Path(output)  # where files are written (the staging folder of a remote output)
+        self.remote = RemoteOutput(remote_output) if remote_output else None
         self.config = config
         self.actors = actors
         self.names: dict[int, str] = {}
@@ -84,6 +87,8 @@ class Coordinator:
             "batches_retried": 0,
             "decoder_retries": 0,
             "duplicate_batches_dropped": 0,
+            "open_decoders": 0,
+            "peak_open_decoders": 0,
         }
         self.stage_s = {"decode": 0.0, "infer": 0.0, "batch_round_trip": 0.0, "write": 0.0}
         self.started = time.time()
@@ -230,6 +235,8 @@ class Coordinator:
                 skip_batches=state.received,
                 faults=self.faults,
             )
+            self.counts["open_decoders"] += 1
+            self.counts["peak_open_decoders"] = max(self.counts["peak_open_decoders"], self.counts["open_decoders"])
             try:
                 return await self._consume(stream, state)
             except DecoderLost as exc:
@@ -242,6 +249,7 @@ class Coordinator:
                 self.counts["decoder_retries"] += 1
                 log.warning("retrying decoder of %s after: %s", state.source.path, exc)
             finally:
+                self.counts["open_decoders"] -= 1
                 state.attempts = attempts
 
     async def _process_video(self, source: VideoSource) -> None:
@@ -258,19 +266,25 @@ class Coordinator:
         error = ended.error or state.error
         writer = state.writer
         frames = writer.rows_written if writer else 0
+        relative = f"detections/{source.video_id}.parquet"
         if writer and frames and not writer.pending:
-            writer.commit()
+            path = writer.commit()
+            if self.remote:
+                await asyncio.to_thread(self.remote.publish, path, relative)
+                path.unlink()  # the staging folder stays small however long the backlog
         else:
             if writer:
                 writer.abort()
             detections_path(self.output, source.video_id).unlink(missing_ok=True)  # rows of an older version
+            if self.remote:
+                await asyncio.to_thread(self.remote.delete, relative)
             frames = 0
             error = error or "no frames decoded"
         status = "ok" if not error else ("partial" if frames else "failed")
         info = state.info
         record = VideoRecord(
             video_id=source.video_id,
-            path=source.path,
+            path=redact(source.path),
             status=status,
             frames_processed=frames,
             width=info.width if info else None,
@@ -287,11 +301,14 @@ class Coordinator:
             processing_s=time.perf_counter() - started,
             decode_attempts=state.attempts,
         )
-        self._finish(record)
+        await self._finish(record)
 
-    def _finish(self, record: VideoRecord) -> None:
-        self.manifest.update(record)
-        self.manifest.save()  # after the rows are in place: an 'ok' row always has its rows
+    async def _finish(self, record: VideoRecord) -> None:
+        async with self._manifest_lock:  # one writer at a time: an older upload never lands last
+            self.manifest.update(record)
+            self.manifest.save()  # after the rows are in place: an 'ok' row always has its rows
+            if self.remote:
+                await asyncio.to_thread(self.remote.publish, self.manifest.path, Manifest.FILE_NAME)
         self.counts["videos_done"] += 1
         if record.status == "failed":
             self.counts["videos_failed"] += 1
@@ -307,6 +324,7 @@ class Coordinator:
         self.names = model_facts["names"]
         self.model_stride, self.rect = model_facts["model_stride"], model_facts["rect"]
         self._slot_freed = asyncio.Condition()
+        self._manifest_lock = asyncio.Lock()
         self.started = time.time()
         self.counts["videos_total"] = len(sources)
         todo = iter(sources)
@@ -316,7 +334,7 @@ class Coordinator:
             # capped, and the backlog is walked lazily however long it is.
             for source in todo:
                 if source.error:
-                    self._finish(VideoRecord.failed(source, source.error, self.settings_hash))
+                    await self._finish(VideoRecord.failed(source, source.error, self.settings_hash))
                 elif self.manifest.is_complete(source, self.settings_hash):
                     self.counts["videos_skipped"] += 1
                     self.counts["videos_done"] += 1

@@ -23,6 +23,7 @@ from pipeline.monitoring import PeakRss
 from pipeline.placement import Placement, PlacementError, plan
 from pipeline.progress import ProgressDisplay
 from pipeline.results_writer import remove_stale_temp_files
+from pipeline.storage import RemoteOutput, is_uri, redact, staging_dir_for
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,19 @@ ACTOR_START_TIMEOUT_S = 900  # loading weights on a cold node (and downloading t
 PASSED_ENV = ("YOLO_OFFLINE", "YOLO_CONFIG_DIR", "ULTRALYTICS_SAFE_LOAD")
 
 
-def _prepare_output(output: str) -> Path:
+def _prepare_output(output: str) -> tuple[Path, RemoteOutput | None]:
+    """The local folder files are written to, and the remote output they are published to (if any)."""
+    if is_uri(output):
+        try:
+            remote = RemoteOutput(output)
+            remote.check_writable()
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"output {redact(output)} is not writable: {redact(str(exc))}") from exc
+        staging = staging_dir_for(output)
+        (staging / "detections").mkdir(parents=True, exist_ok=True)
+        (staging / "videos.parquet").unlink(missing_ok=True)
+        remote.pull("videos.parquet", staging / "videos.parquet")  # resume from what the remote has
+        return staging, remote
     path = Path(output).expanduser().absolute()
     try:
         (path / "detections").mkdir(parents=True, exist_ok=True)
@@ -39,7 +52,7 @@ def _prepare_output(output: str) -> Path:
         probe.unlink()
     except OSError as exc:
         raise UsageError(f"output directory {output} is not writable: {exc.strerror or exc}") from exc
-    return path
+    return path, None
 
 
 def _connect(address: str | None) -> bool:
@@ -120,7 +133,7 @@ def run(
     """
     config = config or RunConfig()
     driver_memory = PeakRss()
-    out = _prepare_output(output)
+    out, remote = _prepare_output(output)
     sources, warnings = expand_inputs(inputs)
     for w in warnings:
         log.warning(w)
@@ -152,7 +165,7 @@ def run(
             raise UsageError(str(exc)) from None
         config = config.replace(max_open_videos=placement.max_open_videos)
         actors = _start_actors(config, placement, faults)
-        coordinator = _start_coordinator(out, config, actors, faults)  # starts while the models load
+        coordinator = _start_coordinator(out, config, actors, faults, remote)  # starts while the models load
         facts = _wait_for_actors(actors)
         pending = coordinator.run.remote(sources, facts[0])
         while True:
@@ -168,6 +181,8 @@ def run(
         display.close()
         record = _run_record(config, placement, facts, sources, summary, driver_memory, started, address)
         _write_run_json(out, record)
+        if remote:
+            remote.publish(out / "run.json", "run.json")
         return record
     except KeyboardInterrupt:
         raise Interrupted(signal.SIGINT) from None
@@ -186,7 +201,7 @@ def run(
             ray.shutdown()
 
 
-def _start_coordinator(out: Path, config: RunConfig, actors, faults):
+def _start_coordinator(out: Path, config: RunConfig, actors, faults, remote: RemoteOutput | None):
     from pipeline.distributed.coordinator import Coordinator
 
     # The coordinator writes the output files, so it lives on the driver's node (whose disk
@@ -195,7 +210,7 @@ def _start_coordinator(out: Path, config: RunConfig, actors, faults):
     return Coordinator.options(
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
         max_concurrency=1000,
-    ).remote(str(out), config, actors, faults)
+    ).remote(str(out), config, actors, faults, remote.uri if remote else None)
 
 
 def _run_record(config, placement, facts, sources: list[VideoSource], summary, driver_memory, started, address) -> dict:
@@ -233,7 +248,12 @@ def _run_record(config, placement, facts, sources: list[VideoSource], summary, d
             "processing_s": processing,
         },
         "stage_s": summary["stage_s"],
-        "backpressure": {"peak_batches_in_flight": summary["peak_batches_in_flight"], "limit": summary["window_limit"]},
+        "backpressure": {
+            "peak_batches_in_flight": summary["peak_batches_in_flight"],
+            "limit": summary["window_limit"],
+            "peak_open_decoders": counts["peak_open_decoders"],
+            "max_open_videos": placement.max_open_videos,
+        },
         "memory": _roles_memory(summary, driver_memory),
         "gpu": gpus or None,
         "actors": [dict(stats or {}, node_id=f["node_id"]) for stats, f in zip(summary["actors"], facts)],

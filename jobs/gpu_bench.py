@@ -1,0 +1,142 @@
+"""GPU check without Ray: the batch detector's images/s per batch size, NVML utilization while it
+runs, and the per-frame ``YOLO.predict`` loop on the same GPU, for yolo11n and yolo11l.
+
+    python jobs/gpu_bench.py --video people.mp4 --json gpu_bench.json
+    python jobs/gpu_bench.py --device cpu --batches 1,2 --frames 8 --models yolo11n.yaml   # smoke test
+
+``yolo11l.yaml`` builds the large model with random weights: the same cost as trained ones, and
+nothing to download. A checkpoint path works as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from pipeline.detector import BatchDetector  # noqa: E402
+from pipeline.monitoring import GpuSampler  # noqa: E402
+from pipeline.samples import read_frames  # noqa: E402
+
+
+def _model_path(spec: str, workdir: Path) -> str:
+    """A .yaml becomes a random-weight checkpoint the detector can load like any .pt."""
+    if not spec.endswith(".yaml"):
+        return spec
+    from ultralytics import YOLO
+
+    path = workdir / (Path(spec).stem + "-random.pt")
+    if not path.exists():
+        model = YOLO(spec)
+        model.model.names = {i: str(i) for i in range(80)}
+        model.save(str(path))
+    return str(path)
+
+
+class UtilizationProbe:
+    def __init__(self):
+        self.sampler = GpuSampler()
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.wait(0.1):
+            for s in self.sampler.sample():
+                self.samples.append(s["utilization_percent"])
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.mean(self.samples) if self.samples else None
+
+
+def bench_engine(model: str, frames: list[np.ndarray], batch: int, device: str, seconds: float) -> dict:
+    detector = BatchDetector(model, device=device, max_batch=batch)
+    geometry = detector.geometry(*frames[0].shape[:2])
+    batches = [np.stack([geometry.apply(f) for f in frames[i : i + batch]]) for i in range(0, len(frames) - batch + 1, batch)]
+    batches = batches or [np.stack([geometry.apply(frames[i % len(frames)]) for i in range(batch)])]
+    for b in batches[:2]:
+        detector.detect(b, geometry)
+    if device == "cuda":
+        torch.cuda.synchronize()
+        allocated_before = torch.cuda.memory_allocated()
+    images = 0
+    with UtilizationProbe() as probe:
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            for b in batches:
+                detector.detect(b, geometry)
+                images += len(b)
+        elapsed = time.perf_counter() - started
+    result = {"batch": batch, "images_per_s": images / elapsed, "gpu_util_mean_percent": probe.mean, "half": detector.half}
+    if device == "cuda":
+        result["memory_allocated_growth_bytes"] = torch.cuda.memory_allocated() - allocated_before
+    return result
+
+
+def bench_loop(model: str, frames: list[np.ndarray], device: str, seconds: float) -> dict:
+    from ultralytics import YOLO
+
+    yolo = YOLO(model, task="detect")
+    yolo.predict(frames[0], device=device, half=device == "cuda", verbose=False)
+    images = 0
+    with UtilizationProbe() as probe:
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            for f in frames:
+                yolo.predict(f, device=device, half=device == "cuda", verbose=False)
+                images += 1
+        elapsed = time.perf_counter() - started
+    return {"images_per_s": images / elapsed, "gpu_util_mean_percent": probe.mean}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--video", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "people.mp4"))
+    parser.add_argument("--models", default="yolo11n.yaml,yolo11l.yaml")
+    parser.add_argument("--batches", default="1,8,16,32,64")
+    parser.add_argument("--frames", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=8.0, help="time per measurement")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--json", default="gpu_bench.json")
+    args = parser.parse_args()
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    frames = list(read_frames(args.video, limit=args.frames))
+    workdir = Path(args.json).resolve().parent
+    card = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
+    report = {"device": card, "torch": torch.__version__, "models": {}}
+    for spec in args.models.split(","):
+        model = _model_path(spec, workdir)
+        entry = {"engine": [], "per_frame_loop": bench_loop(model, frames, args.device, args.seconds)}
+        print(f"{spec} per-frame loop: {entry['per_frame_loop']}", flush=True)
+        for batch in (int(b) for b in args.batches.split(",")):
+            r = bench_engine(model, frames, batch, args.device, args.seconds)
+            r["speedup_vs_loop"] = r["images_per_s"] / entry["per_frame_loop"]["images_per_s"]
+            entry["engine"].append(r)
+            print(f"{spec} engine: {r}", flush=True)
+        report["models"][spec] = entry
+    Path(args.json).write_text(json.dumps(report, indent=2))
+    print(f"written {args.json} ({card})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Object storage (s3://, gs://, …) through ``pyarrow.fs``, for inputs and for the output.
+
+Credentials come only from the environment or the provider's chain (pyarrow reads them); URIs
+are redacted before they reach logs, ``run.json`` or ``videos.parquet``. A custom endpoint (an
+S3-compatible server) goes in the URI: ``s3://bucket/path?endpoint_override=host:port&scheme=http``.
+
+The output on object storage is staged: the coordinator writes each file locally, exactly as
+for a local output, and then publishes it with one PUT. A PUT is atomic (readers see the old
+object or the new one, never a part), so a video's rows appear at once and ``videos.parquet``
+is replaced whole, as with the local rename.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import pyarrow.fs as pafs
+
+_SECRET_KEYS = {"access_key", "secret_key", "session_token", "aws_access_key_id", "aws_secret_access_key"}
+
+
+def is_uri(location: str) -> bool:
+    return bool(re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", location)) and not location.startswith("file://")
+
+
+def redact(location: str) -> str:
+    """The URI without user info or secret query parameters."""
+    if not is_uri(location):
+        return location
+    parts = urlsplit(location)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k.lower() not in _SECRET_KEYS])
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+@dataclass(frozen=True)
+class RemoteLocation:
+    """A folder or file on object storage: the filesystem, the path within it, and how to name
+    children as URIs again (same scheme and query)."""
+
+    uri: str
+
+    def _split(self):
+        parts = urlsplit(self.uri)
+        return parts
+
+    @property
+    def filesystem_and_path(self) -> tuple[pafs.FileSystem, str]:
+        fs, path = pafs.FileSystem.from_uri(self.uri)
+        return fs, path.rstrip("/")
+
+    def child_uri(self, fs_path: str) -> str:
+        """The URI of ``fs_path`` (a path within the same filesystem)."""
+        parts = self._split()
+        bucket_and_key = fs_path.lstrip("/")
+        bucket, _, key = bucket_and_key.partition("/")
+        return urlunsplit((parts.scheme, bucket, "/" + key if key else "", parts.query, ""))
+
+    def join(self, relative: str) -> str:
+        parts = self._split()
+        return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/" + relative, parts.query, ""))
+
+
+def open_input(location: str):
+    """A seekable binary file for PyAV: a local path as is, a URI as a pyarrow input file."""
+    if not is_uri(location):
+        return location
+    fs, path = pafs.FileSystem.from_uri(location)
+    return fs.open_input_file(path)
+
+
+def stat(location: str) -> tuple[int, int] | None:
+    """(size, mtime_ns) of a remote file, or None when it does not exist."""
+    fs, path = pafs.FileSystem.from_uri(location)
+    info = fs.get_file_info(path)
+    if info.type != pafs.FileType.File:
+        return None
+    mtime_ns = info.mtime_ns if info.mtime_ns is not None else -1
+    return info.size, mtime_ns
+
+
+def list_files(location: str, suffixes: frozenset[str]) -> list[str] | None:
+    """Video files under a remote folder (recursive), as URIs; None when it is not a folder."""
+    remote = RemoteLocation(location)
+    fs, path = remote.filesystem_and_path
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return None
+    found = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    return sorted(
+        remote.child_uri(f.path) for f in found if f.type == pafs.FileType.File and Path(f.path).suffix.lower() in suffixes
+    )
+
+
+class RemoteOutput:
+    """Publishes files of a local staging folder to an output folder on object storage."""
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        self.fs, self.root = RemoteLocation(uri).filesystem_and_path
+        self.fs.create_dir(self.root, recursive=True)
+
+    def check_writable(self) -> None:
+        probe = f"{self.root}/.write-test"
+        with self.fs.open_output_stream(probe) as f:
+            f.write(b"")
+        self.fs.delete_file(probe)
+
+    def pull(self, relative: str, local: Path) -> bool:
+        """Copy a remote file into the staging folder, when there is one."""
+        remote = f"{self.root}/{relative}"
+        if self.fs.get_file_info(remote).type != pafs.FileType.File:
+            return False
+        local.parent.mkdir(parents=True, exist_ok=True)
+        pafs.copy_files(remote, str(local), source_filesystem=self.fs, destination_filesystem=pafs.LocalFileSystem())
+        return True
+
+    def publish(self, local: Path, relative: str) -> None:
+        """One PUT of a complete local file: atomic for readers of the remote folder."""
+        pafs.copy_files(str(local), f"{self.root}/{relative}", source_filesystem=pafs.LocalFileSystem(),
+                        destination_filesystem=self.fs)
+
+    def delete(self, relative: str) -> None:
+        try:
+            self.fs.delete_file(f"{self.root}/{relative}")
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            if "not found" not in str(exc).lower() and "does not exist" not in str(exc).lower():
+                raise
+
+
+def staging_dir_for(uri: str) -> Path:
+    """A local folder, stable per output URI, where a remote output is staged (and resumed from)."""
+    import hashlib
+    import tempfile
+
+    digest = hashlib.sha256(redact(uri).encode()).hexdigest()[:16]
+    base = Path(os.environ.get("PIPELINE_STAGING_DIR", Path(tempfile.gettempdir()) / "yolo-pipeline-staging"))
+    return base / digest

@@ -1,0 +1,55 @@
+"""A backlog of 2,000 tiny videos: it completes, with the driver's memory and the number of
+decoders open at once under their caps."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import read_status
+from pipeline.cli import main
+from pipeline.samples import write_video
+
+pytestmark = pytest.mark.slow
+
+VIDEOS = 2000
+
+
+def test_two_thousand_tiny_videos(ray_local, tmp_path, model_path):
+    folder = tmp_path / "backlog"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    template = folder / "template.mp4"
+    write_video(template, [np.roll(base, i, axis=1) for i in range(3)], options={"preset": "ultrafast"})
+    data = template.read_bytes()
+    template.unlink()
+    paths = []
+    for i in range(VIDEOS):
+        path = folder / f"{i // 100:02d}" / f"v{i:04d}.mp4"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(data)
+        paths.append(path)
+    listing = tmp_path / "backlog.txt"
+    listing.write_text("\n".join(str(p) for p in paths))
+
+    out = tmp_path / "out"
+    assert main(["run", f"@{listing}", "--output", str(out), "--model", model_path, "--imgsz", "64",
+                 "--batch-size", "4", "--max-open-videos", "4", "--no-progress", "--quiet"]) == 0
+    record = json.loads((out / "run.json").read_text())
+    status = read_status(out)
+    assert len(status) == VIDEOS and all(s["status"] == "ok" and s["frames_processed"] == 3 for s in status.values())
+    assert record["totals"]["frames"] == 3 * VIDEOS
+    peak_decoders = record["backpressure"]["peak_open_decoders"]
+    driver_peak_mib = record["memory"]["driver"]["peak_bytes"] / 2**20
+    coordinator_growth_mib = (record["memory"]["coordinator"]["last_bytes"] - record["memory"]["coordinator"]["warm_bytes"]) / 2**20
+    print(f"decoders open at once: {peak_decoders} (cap 4); driver peak RSS {driver_peak_mib:.0f} MiB; "
+          f"coordinator growth after warm-up {coordinator_growth_mib:.1f} MiB; {record['throughput']}")
+    assert 1 <= peak_decoders <= 4
+    assert record["backpressure"]["peak_batches_in_flight"] <= record["backpressure"]["limit"]
+    # The driver holds one small record per video; the pytest process it runs in carries torch
+    # and ultralytics from other tests, so the bound is on growth during the run.
+    assert (record["memory"]["driver"]["peak_bytes"] - record["memory"]["driver"]["start_bytes"]) / 2**20 < 100
+    assert coordinator_growth_mib < 100
