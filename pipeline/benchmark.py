@@ -97,7 +97,7 @@ def run_infer_ceiling(args) -> dict:
     from pipeline.config import RunConfig
     from pipeline.placement import plan
 
-    placement = plan(RunConfig(batch_size=args.batch_size), os.cpu_count(), 0)
+    placement = plan(RunConfig(model=args.model, batch_size=args.batch_size), os.cpu_count(), 0)
     total = _count_frames(args.video, args.stride)
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(placement.num_actors), ctx.Queue()

@@ -15,9 +15,9 @@ OPEN_VIDEOS_PER_GPU_ACTOR = 4  # a GPU eats batches faster than one decoder make
 def default_cpu_actors(total_cpus: float) -> int:
     """CPU actors when none are asked for. Several single-threaded actors beat one multi-threaded
     one on few cores: intra-op threads wait on each other at every layer, and a decoder that takes
-    a core stalls all of them. Measured on 2 cores with yolo11n at batch 16: two 1-thread actors
-    16.2 frames/s, one 2-thread actor 13.0 frames/s. On bigger machines 2 threads per actor keeps
-    the memory of one model copy per core in check."""
+    a core stalls all of them. Measured on 2 cores with yolo11n at batch 16 (docs/BENCHMARKS.md):
+    two 1-thread actors 16.2-16.4 frames/s, one 2-thread actor 12.9-13.9. On bigger machines
+    2 threads per actor keeps the memory of one model copy per core in check."""
     threads = 1 if total_cpus <= 4 else 2
     return max(1, int(total_cpus // threads))
 
