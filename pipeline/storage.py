@@ -16,7 +16,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import pyarrow.fs as pafs
 
@@ -46,10 +46,6 @@ class RemoteLocation:
 
     uri: str
 
-    def _split(self):
-        parts = urlsplit(self.uri)
-        return parts
-
     @property
     def filesystem_and_path(self) -> tuple[pafs.FileSystem, str]:
         fs, path = pafs.FileSystem.from_uri(self.uri)
@@ -57,13 +53,14 @@ class RemoteLocation:
 
     def child_uri(self, fs_path: str) -> str:
         """The URI of ``fs_path`` (a path within the same filesystem)."""
-        parts = self._split()
+        parts = urlsplit(self.uri)
         bucket_and_key = fs_path.lstrip("/")
         bucket, _, key = bucket_and_key.partition("/")
-        return urlunsplit((parts.scheme, bucket, "/" + key if key else "", parts.query, ""))
+        # Percent-encoded, as a URI must be (spaces and the like are common in video names).
+        return urlunsplit((parts.scheme, bucket, "/" + quote(key) if key else "", parts.query, ""))
 
     def join(self, relative: str) -> str:
-        parts = self._split()
+        parts = urlsplit(self.uri)
         return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/" + relative, parts.query, ""))
 
 
