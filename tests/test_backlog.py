@@ -37,7 +37,7 @@ def test_two_thousand_tiny_videos(ray_local, tmp_path, model_path):
 
     out = tmp_path / "out"
     assert main(["run", f"@{listing}", "--output", str(out), "--model", model_path, "--imgsz", "64",
-                 "--batch-size", "4", "--max-open-videos", "4", "--no-progress", "--quiet"]) == 0
+                 "--batch-size", "4", "--max-open-videos", "2", "--no-progress", "--quiet"]) == 0
     record = json.loads((out / "run.json").read_text())
     status = read_status(out)
     assert len(status) == VIDEOS and all(s["status"] == "ok" and s["frames_processed"] == 3 for s in status.values())
@@ -45,9 +45,9 @@ def test_two_thousand_tiny_videos(ray_local, tmp_path, model_path):
     peak_decoders = record["backpressure"]["peak_open_decoders"]
     driver_peak_mib = record["memory"]["driver"]["peak_bytes"] / 2**20
     coordinator_growth_mib = (record["memory"]["coordinator"]["last_bytes"] - record["memory"]["coordinator"]["warm_bytes"]) / 2**20
-    print(f"decoders open at once: {peak_decoders} (cap 4); driver peak RSS {driver_peak_mib:.0f} MiB; "
+    print(f"decoders open at once: {peak_decoders} (cap 2); driver peak RSS {driver_peak_mib:.0f} MiB; "
           f"coordinator growth after warm-up {coordinator_growth_mib:.1f} MiB; {record['throughput']}")
-    assert 1 <= peak_decoders <= 4
+    assert 1 <= peak_decoders <= 2
     assert record["backpressure"]["peak_batches_in_flight"] <= record["backpressure"]["limit"]
     # The driver holds one small record per video; the pytest process it runs in carries torch
     # and ultralytics from other tests, so the bound is on growth during the run.
