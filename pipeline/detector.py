@@ -73,9 +73,11 @@ class BatchDetector:
         self.static_batch = self._static_batch_size()
         self._openvino = _OpenVinoThroughput(model) if self.backend.format == "openvino" and self.static_batch == 1 else None
         dtype = torch.float16 if self.half else torch.float32
-        # All preallocated: the model input, and on CUDA two pinned host staging buffers (one is
-        # being filled while the previous batch's copy may still be in flight) plus a device buffer.
-        self._input = torch.empty((max_batch, 3, imgsz, imgsz), dtype=dtype, device=self.device)
+        # All preallocated: the model input (none for the OpenVINO path, which takes the uint8
+        # frames as they are), and on CUDA two pinned host staging buffers (one is being filled
+        # while the previous batch's copy may still be in flight) plus a device buffer.
+        shape = (max_batch, 3, imgsz, imgsz) if self._openvino is None else (0,)
+        self._input = torch.empty(shape, dtype=dtype, device=self.device)
         self._staging: list[torch.Tensor] = []
         self._device_u8 = None
         if self.device.type == "cuda":
