@@ -96,13 +96,14 @@ def bench_loop(model: str, frames: list[np.ndarray], device: str, seconds: float
     from ultralytics import YOLO
 
     yolo = YOLO(model, task="detect")
-    yolo.predict(frames[0], device=device, half=device == "cuda", verbose=False)
+    fp16 = {"quantize": 16} if device == "cuda" else {}  # ultralytics' fp16 switch
+    yolo.predict(frames[0], device=device, verbose=False, **fp16)
     images = 0
     with UtilizationProbe() as probe:
         started = time.perf_counter()
         while time.perf_counter() - started < seconds:
             for f in frames:
-                yolo.predict(f, device=device, half=device == "cuda", verbose=False)
+                yolo.predict(f, device=device, verbose=False, **fp16)
                 images += 1
         elapsed = time.perf_counter() - started
     return {"images_per_s": images / elapsed, "gpu_util_mean_percent": probe.mean}
