@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--classes", type=_classes, default=None, help="keep only these class ids, e.g. 0,2")
     run.add_argument("--max-det", type=int, default=d.max_det, help="most boxes per frame (default %(default)s)")
     run.add_argument("--device", choices=DEVICES, default=d.device, help="auto: CUDA when the cluster has GPUs (default %(default)s)")
-    run.add_argument("--num-actors", type=int, default=None, help="YoloActors (default: one per GPU, or 1 on CPU)")
+    run.add_argument("--num-actors", type=int, default=None, help="YoloActors (default: one per GPU; on CPU one per core up to 4 cores, one per 2 cores above; 1 for OpenVINO/ONNX)")
     run.add_argument("--window", type=int, default=d.window_per_actor, help="batches in flight per actor: the backpressure bound (default %(default)s)")
     run.add_argument("--max-open-videos", type=int, default=None, help="videos decoded at once (default: planned from the cluster's CPUs)")
     run.add_argument("--cpu-threads", type=int, default=None, help="torch threads per CPU actor (default: its CPU share)")
