@@ -107,14 +107,16 @@ def test_driver_sigkill_then_rerun_finishes_without_redoing_or_duplicating(tmp_p
     assert leftovers == []
 
 
-def test_ctrl_c_stops_cleanly_with_130_and_says_how_to_resume(tmp_path, videos, model_path, clean_output):
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_stops_cleanly_and_says_how_to_resume(tmp_path, videos, model_path, clean_output, signum, code):
+    """Ctrl-C (SIGINT) and SIGTERM (``ray job stop``, a scheduler): a clean stop, then a resume."""
     out = tmp_path / "out"
     proc = start(command(videos, out, model_path, "--max-open-videos", "1"))
     wait_for(lambda: len(ok_videos(out)) >= 1, proc)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=120)
     stop_orphaned_ray()
-    assert proc.returncode == 130, stderr[-2000:]
+    assert proc.returncode == code, stderr[-2000:]
     assert "Run the same command again to resume" in stderr.strip().splitlines()[-1]
     assert [p for p in out.rglob("*") if p.name.startswith(".tmp-")] == []
     kept = ok_videos(out)

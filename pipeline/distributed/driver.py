@@ -83,9 +83,16 @@ def _start_actors(config: RunConfig, placement: Placement, faults: FaultPlan | N
     ]
 
 
-def _wait_for_actors(actors: list) -> list[dict]:
+def _wait_for_actors(actors: list, stop: threading.Event) -> list[dict]:
+    refs = [a.ready.remote() for a in actors]
+    deadline = time.monotonic() + ACTOR_START_TIMEOUT_S
     try:
-        facts = ray.get([a.ready.remote() for a in actors], timeout=ACTOR_START_TIMEOUT_S)
+        while ray.wait(refs, num_returns=len(refs), timeout=0.5)[1]:
+            if stop.is_set():
+                raise Interrupted(signal.SIGTERM)
+            if time.monotonic() > deadline:
+                raise ray.exceptions.GetTimeoutError()
+        facts = ray.get(refs)
     except ray.exceptions.GetTimeoutError:
         raise RuntimeError(
             f"the {len(actors)} YoloActor(s) did not start within {ACTOR_START_TIMEOUT_S} s; this may mean the "
@@ -149,8 +156,12 @@ def run(
 
     started_ray = _connect(address)
     actors, coordinator = [], None
+    terminated = threading.Event()
+
     def on_sigterm(signum, frame):
-        raise Interrupted(signal.SIGTERM)
+        # Only a flag: an exception raised here could surface inside Ray's C++ calls, which turn
+        # it into a SystemError. The progress loop below checks the flag twice a second.
+        terminated.set()
 
     # Signal handlers can only be set from the main thread (the API may be called from others).
     in_main_thread = threading.current_thread() is threading.main_thread()
@@ -166,10 +177,12 @@ def run(
         config = config.replace(max_open_videos=placement.max_open_videos)
         actors = _start_actors(config, placement, faults)
         coordinator = _start_coordinator(out, config, actors, faults, remote)  # starts while the models load
-        facts = _wait_for_actors(actors)
+        facts = _wait_for_actors(actors, terminated)
         pending = coordinator.run.remote(sources, facts[0])
         while True:
             ready, _ = ray.wait([pending], timeout=0.5)
+            if terminated.is_set():
+                raise Interrupted(signal.SIGTERM)
             driver_memory.sample()
             try:
                 display.update(ray.get(coordinator.progress.remote(), timeout=10))
