@@ -47,16 +47,7 @@ def make_bad_corpus(folder: Path) -> dict[str, tuple[str, str]]:
 
     (folder / "unknown_codec.mp4").write_bytes((folder / "_full.mp4").read_bytes().replace(b"avc1", b"zzzz"))
 
-    with av.open(str(folder / "audio_only.m4a"), "w") as c:
-        stream = c.add_stream("aac", rate=16000)
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-        frame.sample_rate = 16000
-        for i in range(8):
-            frame.pts = i * 1024
-            for p in stream.encode(frame):
-                c.mux(p)
-        for p in stream.encode():
-            c.mux(p)
+    write_audio_only(folder / "audio_only.m4a")
     for helper in folder.glob("_full*"):
         helper.unlink()
     (folder / "_faststart.mp4").unlink()
@@ -71,6 +62,20 @@ def make_bad_corpus(folder: Path) -> dict[str, tuple[str, str]]:
         "audio_only.m4a": ("failed", "no video stream"),
         "does_not_exist.mp4": ("failed", "file not found"),
     }
+
+
+def write_audio_only(path: Path) -> None:
+    """An AAC file with no video stream."""
+    with av.open(str(path), "w") as c:
+        stream = c.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        for i in range(8):
+            frame.pts = i * 1024
+            for p in stream.encode(frame):
+                c.mux(p)
+        for p in stream.encode():
+            c.mux(p)
 
 
 def write_vfr(path: Path, frames, pts_seconds: list[float]) -> None:
