@@ -92,3 +92,18 @@ def read_status(output) -> dict:
     import pyarrow.parquet as pq
 
     return {r["path"]: r for r in pq.read_table(Path(output) / "videos.parquet").to_pylist()}
+
+
+def write_people_clips(folder: Path, people_mp4: Path, *, count: int, length: int, step: int) -> list[Path]:
+    """``count`` 320x180 clips of ``length`` frames cut from people.mp4, each ``step`` frames later."""
+    import cv2
+
+    from pipeline.samples import read_frames, write_video
+
+    frames = [cv2.resize(f, (320, 180)) for f in read_frames(people_mp4, limit=step * (count - 1) + length)]
+    paths = []
+    for i in range(count):
+        path = folder / f"v{i}.mp4"
+        write_video(path, frames[i * step : i * step + length])
+        paths.append(path)
+    return paths

@@ -12,26 +12,17 @@ import time
 
 import pytest
 
-from conftest import read_rows, read_status
+from conftest import read_rows, read_status, write_people_clips
 from pipeline.config import RunConfig
 from pipeline.faults import FaultPlan
-from pipeline.samples import read_frames, write_video
+
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory, people_mp4):
-    import cv2
-
-    folder = tmp_path_factory.mktemp("cluster")
-    frames = [cv2.resize(f, (320, 180)) for f in read_frames(people_mp4, limit=24)]
-    paths = []
-    for i in range(4):
-        path = folder / f"v{i}.mp4"
-        write_video(path, frames[i : i + 20])
-        paths.append(path)
-    return paths
+    return write_people_clips(tmp_path_factory.mktemp("cluster"), people_mp4, count=4, length=20, step=1)
 
 
 @pytest.fixture

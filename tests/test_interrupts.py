@@ -18,8 +18,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import read_rows
-from pipeline.samples import read_frames, write_video
+from conftest import read_rows, write_people_clips
+from pipeline.samples import write_video
 
 pytestmark = pytest.mark.slow
 
@@ -57,16 +57,7 @@ def wait_for(condition, proc, timeout=300):
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory, people_mp4):
-    import cv2
-
-    folder = tmp_path_factory.mktemp("kill")
-    frames = [cv2.resize(f, (320, 180)) for f in read_frames(people_mp4, limit=60)]
-    paths = []
-    for i in range(5):
-        path = folder / f"v{i}.mp4"
-        write_video(path, frames[i * 5 : i * 5 + 32])
-        paths.append(path)
-    return paths
+    return write_people_clips(tmp_path_factory.mktemp("kill"), people_mp4, count=5, length=32, step=5)
 
 
 @pytest.fixture(scope="module")

@@ -208,6 +208,7 @@ class Coordinator:
                         self.counts["frames_expected"] += -(-item.info.header_frames // self.config.stride)
             elif isinstance(item, BatchHeader):
                 self.stage_s["decode"] += item.decode_s
+                state.frames_decoded = int(item.frame_indices[-1]) + 1  # kept if the decoder dies later
                 actor = await self._acquire()  # backpressure: wait here while every window is full
                 frames_ref = await self._next(stream)
                 state.received = item.seq + 1
