@@ -23,6 +23,7 @@ output (DIR):
   detections/      Parquet dataset, one row per processed frame (frames without boxes too)
   videos.parquet   one row per input video: status ok | partial | failed, and the error
   run.json         settings, totals, throughput, time per stage, peak memory, GPU figures
+  tracks/          with --track: one row per object track (class, first/last frame, frames)
 
 resume:
   run the same command again: videos already complete with the same content and settings
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-open-videos", type=int, default=None, help="videos decoded at once (default: planned from the cluster's CPUs)")
     run.add_argument("--cpu-threads", type=int, default=None, help="torch threads per CPU actor (default: its CPU share)")
     run.add_argument("--stall-timeout", type=float, default=d.stall_timeout_s, help="seconds without a frame before a video is failed (default %(default)s)")
+    run.add_argument("--track", action="store_true", help="follow objects across frames (ByteTrack): a track_id per box and a tracks/ summary per video")
     run.add_argument("--address", default=None, help="Ray address to join, e.g. auto or ray://host:10001 (default: start a local Ray)")
     run.add_argument("--no-progress", action="store_true", help="no progress display")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress and no summary")
@@ -102,6 +104,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         max_open_videos=args.max_open_videos,
         stall_timeout_s=args.stall_timeout,
         cpu_threads=args.cpu_threads,
+        track=args.track,
     )
 
 

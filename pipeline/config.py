@@ -41,9 +41,10 @@ class RunConfig:
     batch_retries: int = 3  # re-dispatches of a batch whose actor died
     stall_timeout_s: float = 300.0  # no frame from a decoder for this long: the video fails
     cpu_threads: int | None = None  # torch threads of a CPU actor; None: the node's cores
+    track: bool = False  # ByteTrack over each video's detections: a track_id per box, tracks/ summary
     model_fingerprint: str = field(default="", compare=False)  # size+mtime of a local model file
 
-    RESULT_FIELDS = ("model", "model_fingerprint", "imgsz", "conf", "iou", "stride", "classes", "max_det")
+    RESULT_FIELDS = ("model", "model_fingerprint", "imgsz", "conf", "iou", "stride", "classes", "max_det", "track")
 
     def __post_init__(self) -> None:
         checks = [

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
@@ -40,6 +40,9 @@ VIDEOS_SCHEMA = pa.schema(
         ("settings_hash", pa.string()),
         ("processing_s", pa.float64()),
         ("decode_attempts", pa.int32()),
+        # Boxes per class, busiest first: lets readers skip the files of videos without a class.
+        ("class_counts", pa.list_(pa.struct([("class_id", pa.int32()), ("class_name", pa.string()), ("count", pa.int64())]))),
+        ("num_tracks", pa.int32()),  # null when the run did not track
     ]
 )
 
@@ -63,8 +66,11 @@ class VideoRecord:
     settings_hash: str = ""
     processing_s: float = 0.0
     decode_attempts: int = 0
+    class_counts: list[dict] = field(default_factory=list)
+    num_tracks: int | None = None
 
     def __post_init__(self) -> None:
+        self.class_counts = list(self.class_counts or [])  # null in files written before the column existed
         if self.status not in ("ok", "partial", "failed"):
             raise ValueError(f"status must be ok, partial or failed; got {self.status!r}")
         if self.status == "ok" and self.frames_processed == 0:

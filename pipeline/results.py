@@ -1,20 +1,41 @@
-"""Reading the output back: a Ray Dataset over the detections, or flat pandas tables."""
+"""Reading the output back: pandas tables of detections and tracks, or a Ray Dataset.
+
+The readers read only what a filter needs. Every video has its own file
+(``detections/<video_id>.parquet``), so a video filter opens only those files; a class filter
+first consults ``videos.parquet`` (boxes per class per video) and skips videos without the
+class; a time filter reads only the row groups whose ``timestamp_s`` statistics overlap the
+range. ``plan_scan`` shows the files and row groups a filter will read.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipeline.manifest import Manifest
 from pipeline.results_writer import DETECTIONS_SCHEMA
 from pipeline.storage import RemoteLocation, is_uri
+from pipeline.tracking import TRACKS_SCHEMA
 
 BOX_COLUMNS = ["class_id", "class_name", "confidence", "x1", "y1", "x2", "y2"]
+Table = Literal["detections", "tracks"]
+
+
+@dataclass(frozen=True)
+class FileScan:
+    """One file a read will open, and the row groups it will read from it (None: all)."""
+
+    path: str
+    row_groups: tuple[int, ...] | None = None
 
 
 def _child(output: str | Path, name: str) -> str:
@@ -22,25 +43,121 @@ def _child(output: str | Path, name: str) -> str:
     return RemoteLocation(output).join(name) if is_uri(output) else str(Path(output) / name)
 
 
-def _dataset(output: str | Path) -> ds.Dataset:
-    # Hidden files (temporary writes) are skipped by pyarrow's default ignore_prefixes.
-    return ds.dataset(_child(output, "detections"), format="parquet", schema=DETECTIONS_SCHEMA)
+def _filesystem(output: str | Path, filesystem: pafs.FileSystem | None) -> tuple[pafs.FileSystem, str]:
+    if filesystem is not None:
+        return filesystem, str(output).rstrip("/")
+    if is_uri(str(output)):
+        return RemoteLocation(str(output)).filesystem_and_path
+    return pafs.LocalFileSystem(), str(Path(output).absolute())
 
 
-def read_frames(output: str | Path, *, video_id: str | None = None) -> pd.DataFrame:
-    """One row per processed frame, the ``detections`` column as lists of dicts."""
-    filt = pc.field("video_id") == video_id if video_id else None
-    return _dataset(output).to_table(filter=filt).to_pandas()
+def _as_set(value: str | Iterable | None) -> set | None:
+    if value is None:
+        return None
+    return {value} if isinstance(value, (str, int, np.integer)) else set(value)
 
 
-def read_detections(output: str | Path, *, flat: bool = True, video_id: str | None = None) -> pd.DataFrame:
-    """Detections as pandas. ``flat=True``: one row per box with ``video_id``, ``frame_index``,
-    ``timestamp_s`` and the box fields; frames with no boxes have no row. ``flat=False``: one row
-    per frame."""
-    if not flat:
-        return read_frames(output, video_id=video_id)
-    filt = pc.field("video_id") == video_id if video_id else None
-    table = _dataset(output).to_table(filter=filt)
+def _videos_with_classes(fs: pafs.FileSystem, root: str, classes: set) -> set[str] | None:
+    """Videos whose boxes include one of ``classes`` (names or ids), from ``videos.parquet``;
+    None when the manifest cannot tell (then no video is skipped)."""
+    try:
+        table = pq.read_table(f"{root}/{Manifest.FILE_NAME}", columns=["video_id", "class_counts"], filesystem=fs)
+    except (FileNotFoundError, KeyError, pa.ArrowInvalid):
+        return None
+    keep = set()
+    for row in table.to_pylist():
+        counts = row["class_counts"]
+        if counts is None:
+            return None  # written before per-class counts were recorded
+        if any(c["class_name"] in classes or c["class_id"] in classes for c in counts):
+            keep.add(row["video_id"])
+    return keep
+
+
+def _overlapping_row_groups(meta: pq.FileMetaData, start_s: float | None, end_s: float | None) -> tuple[int, ...]:
+    column = meta.schema.names.index("timestamp_s")
+    keep = []
+    for i in range(meta.num_row_groups):
+        group = meta.row_group(i)
+        stats = group.column(column).statistics
+        if group.num_rows == 0:
+            continue
+        if stats is None or not stats.has_min_max:
+            keep.append(i)
+        elif (start_s is None or stats.max >= start_s) and (end_s is None or stats.min <= end_s):
+            keep.append(i)
+    return tuple(keep)
+
+
+def plan_scan(
+    output: str | Path,
+    table: Table = "detections",
+    *,
+    video_id: str | Iterable[str] | None = None,
+    classes: str | int | Iterable | None = None,
+    start_s: float | None = None,
+    end_s: float | None = None,
+    filesystem: pafs.FileSystem | None = None,
+) -> list[FileScan]:
+    """The files (and row groups) a read with these filters opens; nothing else is read."""
+    fs, root = _filesystem(output, filesystem)
+    folder = f"{root}/{table}"
+    videos = _as_set(video_id)
+    if videos is not None:
+        wanted = [f"{folder}/{v}.parquet" for v in sorted(videos)]
+        found = fs.get_file_info(wanted)
+        paths = [info.path for info in found if info.type == pafs.FileType.File]
+    else:
+        try:
+            listing = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+        except FileNotFoundError:
+            listing = []
+        # Hidden names are files being written (or left by a killed run): never part of the output.
+        paths = sorted(
+            i.path for i in listing
+            if i.type == pafs.FileType.File and i.base_name.endswith(".parquet") and not i.base_name.startswith((".", "_"))
+        )
+    wanted_classes = _as_set(classes)
+    if wanted_classes is not None:
+        having = _videos_with_classes(fs, root, wanted_classes)
+        if having is not None:
+            paths = [p for p in paths if Path(p).stem in having]
+    if table == "tracks" or (start_s is None and end_s is None):
+        return [FileScan(p) for p in paths]
+    scans = []
+    for path in paths:
+        with fs.open_input_file(path) as f:
+            groups = _overlapping_row_groups(pq.ParquetFile(f).metadata, start_s, end_s)
+        if groups:
+            scans.append(FileScan(path, groups))
+    return scans
+
+
+def _read(fs: pafs.FileSystem, scans: list[FileScan], schema: pa.Schema) -> pa.Table:
+    tables = []
+    for scan in scans:
+        with fs.open_input_file(scan.path) as f:
+            parquet = pq.ParquetFile(f)
+            rows = parquet.read() if scan.row_groups is None else parquet.read_row_groups(list(scan.row_groups))
+            tables.append(rows)
+    if not tables:
+        return schema.empty_table()
+    # Files from runs with and without --track differ by the box's track_id: unify them.
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _filter_rows(table: pa.Table, videos: set | None, start_s: float | None, end_s: float | None) -> pa.Table:
+    mask = None
+    if videos is not None:
+        mask = pc.is_in(table["video_id"], pa.array(sorted(videos), pa.string()))
+    for op, bound in ((pc.greater_equal, start_s), (pc.less_equal, end_s)):
+        if bound is not None:
+            cond = op(table["timestamp_s"], bound)
+            mask = cond if mask is None else pc.and_(mask, cond)
+    return table if mask is None else table.filter(mask)
+
+
+def _flatten(table: pa.Table) -> pa.Table:
     parents = pc.list_parent_indices(table["detections"])
     boxes = pc.list_flatten(table["detections"])
     columns = {
@@ -50,7 +167,95 @@ def read_detections(output: str | Path, *, flat: bool = True, video_id: str | No
     }
     for name in BOX_COLUMNS:
         columns[name] = pc.struct_field(boxes, name)
-    return pa.table(columns).to_pandas()
+    if boxes.type.get_field_index("track_id") >= 0:
+        columns["track_id"] = pc.struct_field(boxes, "track_id")
+    return pa.table(columns)
+
+
+def _class_mask(class_id: pa.Array, class_name: pa.Array, classes: set) -> pa.Array:
+    ids = pa.array(sorted(c for c in classes if not isinstance(c, str)), pa.int32())
+    names = pa.array(sorted(c for c in classes if isinstance(c, str)), pa.string())
+    return pc.or_(pc.is_in(class_id, ids), pc.is_in(class_name, names))
+
+
+def read_detections(
+    output: str | Path,
+    *,
+    flat: bool = True,
+    video_id: str | Iterable[str] | None = None,
+    classes: str | int | Iterable | None = None,
+    start_s: float | None = None,
+    end_s: float | None = None,
+    min_confidence: float | None = None,
+    filesystem: pafs.FileSystem | None = None,
+) -> pd.DataFrame:
+    """Detections as pandas, reading only the files and row groups the filters need.
+
+    ``flat=True``: one row per box with ``video_id``, ``frame_index``, ``timestamp_s``, the box
+    fields and ``track_id`` (runs with ``--track``). ``flat=False``: one row per processed frame,
+    ``detections`` as lists of dicts. Filters: ``video_id`` (one or several), ``classes`` (names
+    or ids), ``start_s``/``end_s`` (timestamp range, inclusive), ``min_confidence``.
+    Per-frame rows keep every frame in range; their box lists are filtered by class and
+    confidence.
+    """
+    fs, _ = _filesystem(output, filesystem)
+    scans = plan_scan(output, "detections", video_id=video_id, classes=classes, start_s=start_s, end_s=end_s,
+                      filesystem=filesystem)
+    table = _filter_rows(_read(fs, scans, DETECTIONS_SCHEMA), _as_set(video_id), start_s, end_s)
+    wanted_classes = _as_set(classes)
+    if flat:
+        boxes = _flatten(table)
+        mask = None
+        if wanted_classes is not None:
+            mask = _class_mask(boxes["class_id"], boxes["class_name"], wanted_classes)
+        if min_confidence is not None:
+            cond = pc.greater_equal(boxes["confidence"], min_confidence)
+            mask = cond if mask is None else pc.and_(mask, cond)
+        return (boxes if mask is None else boxes.filter(mask)).to_pandas()
+    frames = table.to_pandas()
+    if wanted_classes is not None or min_confidence is not None:
+        def keep(box: dict) -> bool:
+            in_class = wanted_classes is None or box["class_name"] in wanted_classes or box["class_id"] in wanted_classes
+            return in_class and (min_confidence is None or box["confidence"] >= min_confidence)
+
+        frames["detections"] = [[b for b in boxes if keep(b)] for boxes in frames["detections"]]
+        frames["num_detections"] = frames["detections"].map(len).astype("int32")
+    return frames
+
+
+def read_frames(output: str | Path, *, video_id: str | None = None) -> pd.DataFrame:
+    """One row per processed frame, the ``detections`` column as lists of dicts."""
+    return read_detections(output, flat=False, video_id=video_id)
+
+
+def read_tracks(
+    output: str | Path,
+    *,
+    video_id: str | Iterable[str] | None = None,
+    classes: str | int | Iterable | None = None,
+    start_s: float | None = None,
+    end_s: float | None = None,
+    filesystem: pafs.FileSystem | None = None,
+) -> pd.DataFrame:
+    """The track summaries of runs with ``--track``: one row per track with its class, first and
+    last frame (and timestamps), frames seen and mean confidence. ``start_s``/``end_s`` keep the
+    tracks seen at some time in the range."""
+    fs, _ = _filesystem(output, filesystem)
+    scans = plan_scan(output, "tracks", video_id=video_id, classes=classes, filesystem=filesystem)
+    table = _read(fs, scans, TRACKS_SCHEMA)
+    mask = None
+    conditions = []
+    if (videos := _as_set(video_id)) is not None:
+        conditions.append(pc.is_in(table["video_id"], pa.array(sorted(videos), pa.string())))
+    if (wanted := _as_set(classes)) is not None:
+        conditions.append(_class_mask(table["class_id"], table["class_name"], wanted))
+    if start_s is not None:
+        conditions.append(pc.greater_equal(table["last_timestamp_s"], start_s))
+    if end_s is not None:
+        conditions.append(pc.less_equal(table["first_timestamp_s"], end_s))
+    for cond in conditions:
+        mask = cond if mask is None else pc.and_(mask, cond)
+    return (table if mask is None else table.filter(mask)).to_pandas()
 
 
 def read_videos(output: str | Path) -> pd.DataFrame:

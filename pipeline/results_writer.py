@@ -3,6 +3,8 @@
 Each video's rows go to one Parquet file, ``detections/<video_id>.parquet``, written under a
 hidden temporary name and renamed into place when the video is complete: readers (pyarrow,
 Ray Data, DuckDB, pandas) skip names starting with ``.``, so they never see a torn video.
+With tracking on, each box also has a ``track_id`` and the video's track summary goes to
+``tracks/<video_id>.parquet`` the same way.
 """
 
 from __future__ import annotations
@@ -29,37 +31,49 @@ BOX_TYPE = pa.struct(
     ]
 )
 
-DETECTIONS_SCHEMA = pa.schema(
-    [
-        ("video_id", pa.string()),
-        ("frame_index", pa.int64()),
-        ("timestamp_s", pa.float64()),
-        ("num_detections", pa.int32()),
-        ("detections", pa.list_(BOX_TYPE)),
-    ]
-)
+# With --track: the same box plus its track id (null for a box no track has confirmed yet).
+TRACKED_BOX_TYPE = pa.struct([*BOX_TYPE, ("track_id", pa.int32())])
 
+
+def detections_schema(tracked: bool = False) -> pa.Schema:
+    return pa.schema(
+        [
+            ("video_id", pa.string()),
+            ("frame_index", pa.int64()),
+            ("timestamp_s", pa.float64()),
+            ("num_detections", pa.int32()),
+            ("detections", pa.list_(TRACKED_BOX_TYPE if tracked else BOX_TYPE)),
+        ]
+    )
+
+
+DETECTIONS_SCHEMA = detections_schema(tracked=False)
 TEMP_PREFIX = ".tmp-"
+# Frames per Parquet row group: big enough for fast scans, small enough that a time filter
+# skips most of a long video (512 frames is 17 s at 30 fps).
+ROW_GROUP_FRAMES = 512
 
 
-def batch_to_table(result: BatchResult, names: dict[int, str]) -> pa.Table:
+def batch_to_table(result: BatchResult, names: dict[int, str], track_ids: np.ndarray | None = None) -> pa.Table:
     """One row per frame of the batch, frames with no boxes included."""
     det = result.detections
     lookup = np.array([names.get(i, str(i)) for i in range(max(names, default=-1) + 1)] or [""], dtype=object)
     in_range = (det.class_id >= 0) & (det.class_id < len(lookup))
     class_names = np.where(in_range, lookup[np.clip(det.class_id, 0, len(lookup) - 1)], det.class_id.astype(str))
-    boxes = pa.StructArray.from_arrays(
-        [
-            pa.array(det.class_id, pa.int32()),
-            pa.array(class_names, pa.string()),
-            pa.array(det.confidence, pa.float32()),
-            pa.array(det.xyxy[:, 0], pa.float32()),
-            pa.array(det.xyxy[:, 1], pa.float32()),
-            pa.array(det.xyxy[:, 2], pa.float32()),
-            pa.array(det.xyxy[:, 3], pa.float32()),
-        ],
-        fields=list(BOX_TYPE),
-    )
+    columns = [
+        pa.array(det.class_id, pa.int32()),
+        pa.array(class_names, pa.string()),
+        pa.array(det.confidence, pa.float32()),
+        pa.array(det.xyxy[:, 0], pa.float32()),
+        pa.array(det.xyxy[:, 1], pa.float32()),
+        pa.array(det.xyxy[:, 2], pa.float32()),
+        pa.array(det.xyxy[:, 3], pa.float32()),
+    ]
+    tracked = track_ids is not None
+    if tracked:
+        columns.append(pa.array(track_ids, pa.int32(), mask=track_ids < 0))
+    box_type = TRACKED_BOX_TYPE if tracked else BOX_TYPE
+    boxes = pa.StructArray.from_arrays(columns, fields=list(box_type))
     offsets = np.concatenate([[0], np.cumsum(result.counts)]).astype(np.int32)
     n = result.num_frames
     return pa.Table.from_arrays(
@@ -68,9 +82,9 @@ def batch_to_table(result: BatchResult, names: dict[int, str]) -> pa.Table:
             pa.array(result.frame_indices, pa.int64()),
             pa.array(result.timestamps, pa.float64()),
             pa.array(result.counts, pa.int32()),
-            pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), boxes, type=pa.list_(BOX_TYPE)),
+            pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), boxes, type=pa.list_(box_type)),
         ],
-        schema=DETECTIONS_SCHEMA,
+        schema=detections_schema(tracked),
     )
 
 
@@ -78,25 +92,38 @@ def detections_path(output: Path, video_id: str) -> Path:
     return output / "detections" / f"{video_id}.parquet"
 
 
+def tracks_path(output: Path, video_id: str) -> Path:
+    return output / "tracks" / f"{video_id}.parquet"
+
+
 class VideoResultWriter:
     """Streams one video's batches into a temporary Parquet file, in frame order.
 
     Batches may finish out of order (several actors); they wait in a reorder buffer that the
     in-flight window bounds, so rows land sorted by frame and memory stays flat however long the
-    video is. ``commit()`` renames the file into place; ``abort()`` removes it.
+    video is. A ``tracker`` (``pipeline.tracking.VideoTracker``) sees the frames here, after the
+    reorder buffer, so it gets them in order. ``commit()`` renames the files into place;
+    ``abort()`` removes them.
     """
 
-    def __init__(self, output: Path, video_id: str, names: dict[int, str]):
+    def __init__(self, output: Path, video_id: str, names: dict[int, str], tracker=None, row_group_frames: int = ROW_GROUP_FRAMES):
         self.video_id = video_id
         self.names = names
+        self.tracker = tracker
+        self.row_group_frames = row_group_frames
+        self.schema = detections_schema(tracked=tracker is not None)
         self.final_path = detections_path(output, video_id)
         self.final_path.parent.mkdir(parents=True, exist_ok=True)
         self.temp_path = self.final_path.with_name(f"{TEMP_PREFIX}{video_id}-{uuid.uuid4().hex[:8]}.parquet")
+        self.tracks_final_path = tracks_path(output, video_id)
         self._writer: pq.ParquetWriter | None = None
         self._pending: dict[int, BatchResult] = {}
+        self._row_group: list[pa.Table] = []
+        self._row_group_rows = 0
         self.next_seq = 0
         self.rows_written = 0
         self.boxes_written = 0
+        self.class_counts: dict[int, int] = {}
 
     def add(self, result: BatchResult) -> bool:
         """Accept a batch; a batch seen before (a retry that raced its original) is ignored.
@@ -116,20 +143,55 @@ class VideoResultWriter:
         return len(self._pending)
 
     def _write(self, result: BatchResult) -> None:
-        if self._writer is None:
-            self._writer = pq.ParquetWriter(self.temp_path, DETECTIONS_SCHEMA, compression="zstd")
-        table = batch_to_table(result, self.names)
-        self._writer.write_table(table)
+        track_ids = None
+        if self.tracker is not None:
+            track_ids = np.concatenate(
+                [np.zeros(0, np.int32)]
+                + [
+                    self.tracker.update(int(result.frame_indices[i]), float(result.timestamps[i]), result.frame(i))
+                    for i in range(result.num_frames)
+                ]
+            )
+        table = batch_to_table(result, self.names, track_ids)
+        self._row_group.append(table)
+        self._row_group_rows += table.num_rows
+        if self._row_group_rows >= self.row_group_frames:
+            self._flush()
         self.rows_written += table.num_rows
         self.boxes_written += len(result.detections)
+        for class_id, count in zip(*np.unique(result.detections.class_id, return_counts=True)):
+            self.class_counts[int(class_id)] = self.class_counts.get(int(class_id), 0) + int(count)
+
+    def _flush(self) -> None:
+        # Rows wait here until a row group is full: one small write per batch would make row
+        # groups of a batch's size, slow to scan and too fine for statistics to pay off.
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.temp_path, self.schema, compression="zstd")
+        if self._row_group:
+            self._writer.write_table(pa.concat_tables(self._row_group), row_group_size=max(self._row_group_rows, 1))
+        self._row_group, self._row_group_rows = [], 0
+
+    def class_totals(self) -> list[dict]:
+        """Boxes per class in this video, busiest first (stored in ``videos.parquet``)."""
+        ranked = sorted(self.class_counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        return [{"class_id": c, "class_name": self.names.get(c, str(c)), "count": n} for c, n in ranked]
 
     def commit(self) -> Path:
-        """Make the video's rows visible at once (atomic rename over any older version)."""
+        """Make the video's rows (and tracks) visible at once: atomic renames over any older
+        version, the tracks first, so a detections file with track ids always has its summary.
+
+        Returns the detections file; the tracks file, when tracking, is ``tracks_final_path``."""
         if self._pending:
             raise RuntimeError(f"video {self.video_id}: batches {sorted(self._pending)} arrived but {self.next_seq} never did")
-        if self._writer is None:  # a video with no frames still gets a (valid, empty) file
-            self._writer = pq.ParquetWriter(self.temp_path, DETECTIONS_SCHEMA, compression="zstd")
+        self._flush()  # a video with no frames still gets a (valid, empty) file
         self._writer.close()
+        if self.tracker is not None:
+            self.tracks_final_path.parent.mkdir(parents=True, exist_ok=True)
+            temp = self.tracks_final_path.with_name(f"{TEMP_PREFIX}{self.temp_path.name[len(TEMP_PREFIX):]}")
+            pq.write_table(self.tracker.summary_table(self.video_id, self.names), temp, compression="zstd")
+            os.replace(temp, self.tracks_final_path)
+        else:
+            self.tracks_final_path.unlink(missing_ok=True)  # from an older run with tracking
         os.replace(self.temp_path, self.final_path)
         return self.final_path
 
@@ -142,7 +204,7 @@ class VideoResultWriter:
 def remove_stale_temp_files(output: Path) -> int:
     """Temporary files left by a run that was killed; safe to delete before a new run starts."""
     count = 0
-    for folder in (output, output / "detections"):
+    for folder in (output, output / "detections", output / "tracks"):
         if folder.is_dir():
             for path in folder.glob(f"{TEMP_PREFIX}*"):
                 path.unlink(missing_ok=True)

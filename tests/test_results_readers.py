@@ -1,13 +1,17 @@
 """Reading an output directory back: the helpers, and the README's pandas and DuckDB recipes."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline.detections import BatchResult, Detections
 from pipeline.inputs import VideoSource
 from pipeline.manifest import Manifest, VideoRecord
-from pipeline.results import read_detections, read_videos
+from pipeline.results import FileScan, plan_scan, read_detections, read_videos
 from pipeline.results_writer import VideoResultWriter
 
 NAMES = {0: "person", 2: "car"}
@@ -24,7 +28,7 @@ def output(tmp_path):
         writer.add(BatchResult(vid, 0, idx, idx / 30, boxes_per_frame, det))
         writer.commit()
         manifest.update(VideoRecord(vid, f"/videos/{vid}.mp4", "ok", frames_processed=len(boxes_per_frame),
-                                    num_detections=n))
+                                    num_detections=n, class_counts=writer.class_totals()))
     manifest.update(VideoRecord.failed(VideoSource("/videos/bad.mp4", "cccc"), "no video stream", "h"))
     manifest.save()
     return tmp_path
@@ -69,3 +73,128 @@ GROUP BY ALL ORDER BY boxes DESC, v.path, d.class_name
     """).fetchall()
     assert sum(r[2] for r in rows) == 6
     assert ("/videos/aaaa.mp4", "person", 2) in rows
+
+
+# ---- filters and pushdown -------------------------------------------------------------------
+
+class CountingFileSystem(pafs.FileSystemHandler):
+    """The local filesystem, recording every file opened for reading."""
+
+    def __init__(self):
+        self.local = pafs.LocalFileSystem()
+        self.opened = []
+
+    def open_input_file(self, path):
+        self.opened.append(Path(path).name)
+        return self.local.open_input_file(path)
+
+    def open_input_stream(self, path):
+        self.opened.append(Path(path).name)
+        return self.local.open_input_stream(path)
+
+    def get_type_name(self):
+        return "counting"
+
+    def get_file_info(self, paths):
+        return self.local.get_file_info(paths)
+
+    def get_file_info_selector(self, selector):
+        return self.local.get_file_info(selector)
+
+    def normalize_path(self, path):
+        return path
+
+    def __eq__(self, other):
+        return self is other
+
+    def __ne__(self, other):
+        return self is not other
+
+    # Readers never write; these are required by the interface.
+    def create_dir(self, *a): raise NotImplementedError
+    def delete_dir(self, *a): raise NotImplementedError
+    def delete_dir_contents(self, *a): raise NotImplementedError
+    def delete_root_dir_contents(self, *a): raise NotImplementedError
+    def delete_file(self, *a): raise NotImplementedError
+    def move(self, *a): raise NotImplementedError
+    def copy_file(self, *a): raise NotImplementedError
+    def open_output_stream(self, *a): raise NotImplementedError
+    def open_append_stream(self, *a): raise NotImplementedError
+
+
+def write_long_videos(root, count=6, frames=300, row_group_frames=50):
+    """``count`` videos of ``frames`` frames at 30 fps, in row groups of ``row_group_frames``;
+    video k has one box per frame, class 0 (person), and video 0 alone also has cars (class 2)."""
+    manifest = Manifest(root)
+    ids = [f"video{k}" for k in range(count)]
+    for k, vid in enumerate(ids):
+        writer = VideoResultWriter(root, vid, NAMES, row_group_frames=row_group_frames)
+        for seq, start in enumerate(range(0, frames, 25)):
+            idx = np.arange(start, start + 25)
+            classes = np.where(idx % 2 == 0, 2, 0) if k == 0 else np.zeros(25)
+            det = Detections(np.tile([[10, 20, 30, 40]], (25, 1)), np.full(25, 0.6), classes)
+            writer.add(BatchResult(vid, seq, idx, idx / 30.0, np.ones(25), det))
+        writer.commit()
+        manifest.update(VideoRecord(vid, f"/v/{vid}.mp4", "ok", frames_processed=frames, num_detections=frames,
+                                    class_counts=writer.class_totals()))
+    manifest.save()
+    return ids
+
+
+def test_one_video_reads_only_that_videos_file(tmp_path):
+    ids = write_long_videos(tmp_path)
+    counting = CountingFileSystem()
+    rows = read_detections(tmp_path.absolute(), video_id="video3", filesystem=pafs.PyFileSystem(counting))
+    assert counting.opened == ["video3.parquet"]  # 1 of 6 files
+    assert len(rows) == 300 and set(rows["video_id"]) == {"video3"}
+    assert ids and plan_scan(tmp_path, video_id="video3") == [FileScan(str((tmp_path / "detections" / "video3.parquet").absolute()))]
+
+
+def test_time_range_reads_only_overlapping_row_groups(tmp_path, monkeypatch):
+    write_long_videos(tmp_path)  # row groups of 50 frames = 1.67 s each, 6 per video
+    groups_read = []
+    original = pq.ParquetFile.read_row_groups
+
+    def spy(self, row_groups, *args, **kwargs):
+        groups_read.extend(row_groups)
+        return original(self, row_groups, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_groups", spy)
+    rows = read_detections(tmp_path, video_id="video1", start_s=2.0, end_s=3.0)
+    # frames 60..90 lie in row groups 1 (50..99): one of six is read
+    assert groups_read == [1]
+    assert rows["frame_index"].tolist() == list(range(60, 91))
+
+
+def test_class_filter_skips_videos_without_the_class(tmp_path):
+    write_long_videos(tmp_path)
+    counting = CountingFileSystem()
+    cars = read_detections(tmp_path.absolute(), classes=["car"], filesystem=pafs.PyFileSystem(counting))
+    assert [name for name in counting.opened if name != "videos.parquet"] == ["video0.parquet"]
+    assert len(cars) == 150 and set(cars["class_name"]) == {"car"}
+    by_id = read_detections(tmp_path, classes=2)
+    assert len(by_id) == 150
+
+
+@pytest.mark.parametrize(
+    "filters, expected_rows",
+    [
+        ({}, 1800),
+        ({"video_id": ["video1", "video2"]}, 600),
+        ({"video_id": "missing"}, 0),
+        ({"start_s": 9.0}, 6 * 30),  # frames 270..299
+        ({"end_s": 0.0}, 6),  # frame 0 of each video
+        ({"classes": "person", "video_id": "video0"}, 150),
+        ({"min_confidence": 0.7}, 0),
+    ],
+)
+def test_filters_table(tmp_path, filters, expected_rows):
+    write_long_videos(tmp_path)
+    assert len(read_detections(tmp_path, **filters)) == expected_rows
+
+
+def test_per_frame_rows_keep_frames_and_filter_their_boxes(tmp_path):
+    write_long_videos(tmp_path, count=1)
+    frames = read_detections(tmp_path, flat=False, classes="car", start_s=0, end_s=0.1)
+    assert frames["frame_index"].tolist() == [0, 1, 2, 3]
+    assert frames["num_detections"].tolist() == [1, 0, 1, 0]

@@ -73,7 +73,67 @@ def test_commit_replaces_an_older_version(tmp_path):
 
 
 def test_stale_temp_files_are_removed(tmp_path):
-    writer = VideoResultWriter(tmp_path, "vid", NAMES)
-    writer.add(batch(0))  # then the process "dies": never committed
+    writer = VideoResultWriter(tmp_path, "vid", NAMES, row_group_frames=4)
+    writer.add(batch(0))  # a full row group reaches the temp file, then the process "dies"
     assert remove_stale_temp_files(tmp_path) == 1
     assert list((tmp_path / "detections").iterdir()) == []
+
+
+def test_rows_are_grouped_into_row_groups_of_the_set_size(tmp_path):
+    writer = VideoResultWriter(tmp_path, "vid", NAMES, row_group_frames=8)
+    for seq in range(5):  # 20 frames: groups of 8, 8 and the last 4
+        writer.add(batch(seq))
+    meta = pq.ParquetFile(writer.commit()).metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [8, 8, 4]
+
+
+def test_class_totals_count_every_box_busiest_first(tmp_path):
+    writer = VideoResultWriter(tmp_path, "vid", NAMES)
+    writer.add(batch(0))  # 6 boxes with class ids 0,1,2,0,1,2
+    writer.add(batch(1, boxes_per_frame=(1, 0, 0, 0)))  # one more class 0
+    assert writer.class_totals() == [
+        {"class_id": 0, "class_name": "person", "count": 3},
+        {"class_id": 1, "class_name": "bicycle", "count": 2},
+        {"class_id": 2, "class_name": "car", "count": 2},
+    ]
+
+
+class _CountingTracker:
+    """Stands in for VideoTracker: records the frame order and gives each box the frame's index."""
+
+    num_tracks = 1
+
+    def __init__(self):
+        self.frames = []
+
+    def update(self, frame_index, timestamp_s, detections):
+        self.frames.append(frame_index)
+        return np.full(len(detections), frame_index, np.int32)
+
+    def summary_table(self, video_id, names):
+        import pyarrow as pa
+
+        return pa.table({"video_id": [video_id], "track_id": pa.array([1], pa.int32())})
+
+
+def test_tracker_sees_frames_in_order_and_ids_land_in_the_boxes(tmp_path):
+    tracker = _CountingTracker()
+    writer = VideoResultWriter(tmp_path, "vid", NAMES, tracker=tracker)
+    for seq in (2, 0, 1):  # finished out of order by several actors
+        writer.add(batch(seq))
+    writer.commit()
+    assert tracker.frames == list(range(12))
+    rows = pq.read_table(tmp_path / "detections" / "vid.parquet").to_pylist()
+    assert all(box["track_id"] == row["frame_index"] for row in rows for box in row["detections"])
+    assert pq.read_table(tmp_path / "tracks" / "vid.parquet").num_rows == 1
+
+
+def test_untracked_commit_removes_an_older_tracks_file(tmp_path):
+    writer = VideoResultWriter(tmp_path, "vid", NAMES, tracker=_CountingTracker())
+    writer.add(batch(0))
+    writer.commit()
+    writer = VideoResultWriter(tmp_path, "vid", NAMES)
+    writer.add(batch(0))
+    writer.commit()
+    assert not (tmp_path / "tracks" / "vid.parquet").exists()
+    assert pq.read_schema(tmp_path / "detections" / "vid.parquet").equals(DETECTIONS_SCHEMA)

@@ -24,7 +24,8 @@ from pipeline.inputs import VideoSource
 from pipeline.letterbox import LetterboxGeometry
 from pipeline.manifest import Manifest, VideoRecord
 from pipeline.monitoring import PeakRss
-from pipeline.results_writer import VideoResultWriter, detections_path
+from pipeline.results_writer import VideoResultWriter, detections_path, tracks_path
+from pipeline.tracking import VideoTracker
 from pipeline.storage import RemoteOutput, redact
 
 log = logging.getLogger(__name__)
@@ -203,7 +204,8 @@ class Coordinator:
             if isinstance(item, VideoOpened):
                 if state.info is None:
                     state.info, state.geometry = item.info, item.geometry
-                    state.writer = VideoResultWriter(self.output, state.source.video_id, self.names)
+                    tracker = VideoTracker() if self.config.track else None
+                    state.writer = VideoResultWriter(self.output, state.source.video_id, self.names, tracker)
                     if item.info.header_frames:
                         self.counts["frames_expected"] += -(-item.info.header_frames // self.config.stride)
             elif isinstance(item, BatchHeader):
@@ -268,17 +270,25 @@ class Coordinator:
         writer = state.writer
         frames = writer.rows_written if writer else 0
         relative = f"detections/{source.video_id}.parquet"
+        tracks_relative = f"tracks/{source.video_id}.parquet"
         if writer and frames and not writer.pending:
             path = writer.commit()
-            if self.remote:
+            if self.remote:  # tracks first: a published detections file always has its tracks
+                if writer.tracker is not None:
+                    await asyncio.to_thread(self.remote.publish, writer.tracks_final_path, tracks_relative)
+                    writer.tracks_final_path.unlink()
+                else:
+                    await asyncio.to_thread(self.remote.delete, tracks_relative)
                 await asyncio.to_thread(self.remote.publish, path, relative)
                 path.unlink()  # the staging folder stays small however long the backlog
         else:
             if writer:
                 writer.abort()
-            detections_path(self.output, source.video_id).unlink(missing_ok=True)  # rows of an older version
+            for stale in (detections_path(self.output, source.video_id), tracks_path(self.output, source.video_id)):
+                stale.unlink(missing_ok=True)  # rows of an older version
             if self.remote:
                 await asyncio.to_thread(self.remote.delete, relative)
+                await asyncio.to_thread(self.remote.delete, tracks_relative)
             frames = 0
             error = error or "no frames decoded"
         status = "ok" if not error else ("partial" if frames else "failed")
@@ -294,6 +304,8 @@ class Coordinator:
             error=error,
             frames_decoded=ended.frames_decoded,
             num_detections=writer.boxes_written if writer and frames else 0,
+            class_counts=writer.class_totals() if writer and frames else [],
+            num_tracks=writer.tracker.num_tracks if writer and frames and writer.tracker is not None else None,
             codec=info.codec if info else None,
             rotation=info.rotation if info else 0,
             size_bytes=source.size_bytes,
