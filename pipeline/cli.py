@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 from pipeline.config import DEVICES, ConfigError, RunConfig
 
@@ -85,7 +86,79 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", default=None, help="Ray address to join, e.g. auto or ray://host:10001 (default: start a local Ray)")
     run.add_argument("--no-progress", action="store_true", help="no progress display")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress and no summary")
+    _add_render_parser(sub)
+    _add_report_parser(sub)
     return parser
+
+
+RENDER_EPILOG = """\
+Draws the boxes a run stored (class, confidence, and track id after --track) on the source
+video; no model is run. Frames the run skipped (--stride) show the last processed frame's
+boxes, dashed and labelled "held". Writes H.264/MP4 (MPEG-4 Part 2 if this PyAV has
+no H.264 encoder, with a warning).
+
+examples:
+  python -m pipeline render traffic/cam1.mp4 --results out --output cam1-boxes.mp4
+  python -m pipeline render cam1.mp4 --results out --output cars.mp4 --start 60 --end 90 --classes car,truck --min-conf 0.5
+"""
+
+
+def _names_or_ids(text: str) -> list:
+    return [int(x) if x.strip().isdigit() else x.strip() for x in text.split(",") if x.strip()]
+
+
+def _add_render_parser(sub) -> None:
+    render = sub.add_parser(
+        "render",
+        help="draw a run's stored boxes on a video (no inference)",
+        description="Draw the boxes stored by a run on the source video and write an MP4.",
+        epilog=RENDER_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    render.add_argument("video", metavar="VIDEO", help="a video the run processed")
+    render.add_argument("--results", required=True, metavar="DIR", help="the run's --output directory")
+    render.add_argument("--output", "-o", required=True, metavar="FILE", help="the MP4 to write")
+    render.add_argument("--start", type=float, default=None, metavar="SECONDS", help="first timestamp to render")
+    render.add_argument("--end", type=float, default=None, metavar="SECONDS", help="last timestamp to render")
+    render.add_argument("--classes", type=_names_or_ids, default=None, help="only these classes: names or ids, e.g. person,car or 0,2")
+    render.add_argument("--min-conf", type=float, default=None, help="only boxes with at least this confidence")
+    render.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_report_parser(sub) -> None:
+    report = sub.add_parser(
+        "report",
+        help="write a self-contained HTML report of a run (plots, per-video table, failures)",
+        description="Write one HTML file (plots embedded) that opens in a browser with no server or network.",
+    )
+    report.add_argument("results", metavar="DIR", help="the run's --output directory")
+    report.add_argument("--output", "-o", default=None, metavar="FILE", help="the HTML file (default DIR/report.html)")
+    report.add_argument("--top-classes", type=int, default=5, help="classes plotted over time (default %(default)s)")
+    report.add_argument("--max-videos", type=int, default=12, help="videos with their own plot, busiest first (default %(default)s)")
+
+
+def render_main(args: argparse.Namespace) -> int:
+    from pipeline.render import render
+
+    if args.start is not None and args.end is not None and args.end < args.start:
+        print("error: --end must not be before --start", file=sys.stderr)
+        return EXIT_USAGE
+    if not Path(args.video).is_file():
+        print(f"error: {args.video}: file not found", file=sys.stderr)
+        return EXIT_USAGE
+    summary = render(args.video, args.results, args.output, start_s=args.start, end_s=args.end, classes=args.classes,
+                     min_confidence=args.min_conf, progress=not args.no_progress)
+    print(f"Wrote {summary.output}: {summary.frames} frames {summary.width}x{summary.height} ({summary.codec}), "
+          f"{summary.boxes_drawn} boxes, {summary.frames_held} frames with held boxes")
+    return EXIT_OK
+
+
+def report_main(args: argparse.Namespace) -> int:
+    from pipeline.report import write_report
+
+    path = write_report(args.results, args.output, top_classes=args.top_classes, max_videos=args.max_videos)
+    print(f"Wrote {path}")
+    return EXIT_OK
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -154,6 +227,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     os.environ.setdefault("YOLO_VERBOSE", "False")
+    if args.command in ("render", "report"):
+        from pipeline.errors import UsageError
+
+        try:
+            return render_main(args) if args.command == "render" else report_main(args)
+        except UsageError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     try:
         config = config_from_args(args)
     except ConfigError as exc:

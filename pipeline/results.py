@@ -43,7 +43,8 @@ def _child(output: str | Path, name: str) -> str:
     return RemoteLocation(output).join(name) if is_uri(output) else str(Path(output) / name)
 
 
-def _filesystem(output: str | Path, filesystem: pafs.FileSystem | None) -> tuple[pafs.FileSystem, str]:
+def filesystem_for(output: str | Path, filesystem: pafs.FileSystem | None = None) -> tuple[pafs.FileSystem, str]:
+    """The filesystem an output directory (local path or URI) lives on, and its path there."""
     if filesystem is not None:
         return filesystem, str(output).rstrip("/")
     if is_uri(str(output)):
@@ -100,7 +101,7 @@ def plan_scan(
     filesystem: pafs.FileSystem | None = None,
 ) -> list[FileScan]:
     """The files (and row groups) a read with these filters opens; nothing else is read."""
-    fs, root = _filesystem(output, filesystem)
+    fs, root = filesystem_for(output, filesystem)
     folder = f"{root}/{table}"
     videos = _as_set(video_id)
     if videos is not None:
@@ -198,7 +199,7 @@ def read_detections(
     Per-frame rows keep every frame in range; their box lists are filtered by class and
     confidence.
     """
-    fs, _ = _filesystem(output, filesystem)
+    fs, _ = filesystem_for(output, filesystem)
     scans = plan_scan(output, "detections", video_id=video_id, classes=classes, start_s=start_s, end_s=end_s,
                       filesystem=filesystem)
     table = _filter_rows(_read(fs, scans, DETECTIONS_SCHEMA), _as_set(video_id), start_s, end_s)
@@ -240,7 +241,7 @@ def read_tracks(
     """The track summaries of runs with ``--track``: one row per track with its class, first and
     last frame (and timestamps), frames seen and mean confidence. ``start_s``/``end_s`` keep the
     tracks seen at some time in the range."""
-    fs, _ = _filesystem(output, filesystem)
+    fs, _ = filesystem_for(output, filesystem)
     scans = plan_scan(output, "tracks", video_id=video_id, classes=classes, filesystem=filesystem)
     table = _read(fs, scans, TRACKS_SCHEMA)
     mask = None

@@ -1,0 +1,224 @@
+"""``python -m pipeline render VIDEO --results DIR --output out.mp4``: the stored boxes drawn on
+the source video. No inference: only what the run wrote is drawn, so the video shows exactly
+what the Parquet files say.
+
+Frames the run did not process (``--stride``) show the boxes of the most recent processed frame,
+dashed and labelled "held", so a viewer can tell measured boxes from carried-over ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+
+from pipeline.decode import DecodeError, VideoDecoder
+from pipeline.errors import UsageError
+from pipeline.inputs import video_id_for
+from pipeline.results import filesystem_for, plan_scan, read_detections, read_videos
+
+log = logging.getLogger(__name__)
+
+# 20 well-separated colours (BGR); a box takes one by its track id, or by its class without one.
+PALETTE = [
+    (56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72),
+    (23, 204, 146), (134, 219, 61), (52, 147, 26), (187, 212, 0), (168, 153, 44), (255, 194, 0),
+    (147, 69, 52), (255, 115, 100), (236, 24, 0), (255, 56, 132), (133, 0, 82), (255, 56, 203),
+    (200, 149, 255), (199, 55, 255),
+]
+# How far before --start the boxes are read, so the first frames of a range can show held boxes.
+HELD_LOOKBACK_S = 10.0
+
+
+@dataclass
+class RenderSummary:
+    output: str
+    frames: int
+    frames_with_results: int  # frames the run processed (boxes drawn as measured)
+    frames_held: int  # frames drawn with the boxes of an earlier processed frame
+    boxes_drawn: int
+    codec: str
+    width: int
+    height: int
+
+
+def resolve_video_id(video: str, results: str | Path) -> str:
+    """The id the run gave ``video``: by its absolute path, else by a unique file name (the video
+    or the results folder may have moved since the run)."""
+    try:
+        videos = read_videos(results)
+    except (FileNotFoundError, OSError) as exc:
+        raise UsageError(f"{results} has no videos.parquet: is it the --output of a run? ({exc})") from None
+    by_path = video_id_for(str(Path(video).absolute()))
+    if by_path in set(videos["video_id"]):
+        return by_path
+    same_name = videos[videos["path"].map(lambda p: Path(p).name) == Path(video).name]
+    if len(same_name) == 1:
+        return same_name["video_id"].iloc[0]
+    known = ", ".join(sorted(Path(p).name for p in videos["path"])[:10])
+    reason = "several videos have that name" if len(same_name) > 1 else f"videos there: {known}"
+    raise UsageError(f"no results for {video} in {results} ({reason})")
+
+
+def pick_encoder() -> str:
+    """libx264 (H.264) when this PyAV build has it, else MPEG-4 Part 2 (with a warning)."""
+    for name in ("libx264", "mpeg4"):
+        try:
+            av.codec.Codec(name, "w")
+        except Exception:
+            continue
+        if name != "libx264":
+            log.warning("H.264 encoder (libx264) is not available in this PyAV build; writing MPEG-4 Part 2 instead")
+        return name
+    raise UsageError("no usable video encoder (libx264 or mpeg4) in this PyAV build")
+
+
+class BoxPainter:
+    """Draws boxes with their label (class, confidence, track id) on BGR frames, in place."""
+
+    def __init__(self, width: int, height: int):
+        short = min(width, height)
+        self.thickness = max(2, round(short / 400))
+        self.font_scale = max(0.4, short / 1800)
+        self.font_thickness = max(1, round(short / 900))
+
+    @staticmethod
+    def color(class_id: int, track_id) -> tuple[int, int, int]:
+        key = int(track_id) if track_id is not None and track_id == track_id else int(class_id)
+        return PALETTE[key % len(PALETTE)]
+
+    def _dashed_rectangle(self, frame: np.ndarray, p1: tuple[int, int], p2: tuple[int, int], color) -> None:
+        (x1, y1), (x2, y2) = p1, p2
+        dash = 4 * self.thickness + 4
+        for a, b in (((x1, y1), (x2, y1)), ((x2, y1), (x2, y2)), ((x2, y2), (x1, y2)), ((x1, y2), (x1, y1))):
+            length = max(abs(b[0] - a[0]), abs(b[1] - a[1]))
+            for start in range(0, length, 2 * dash):
+                end = min(start + dash, length)
+                s = (a[0] + (b[0] - a[0]) * start // max(length, 1), a[1] + (b[1] - a[1]) * start // max(length, 1))
+                e = (a[0] + (b[0] - a[0]) * end // max(length, 1), a[1] + (b[1] - a[1]) * end // max(length, 1))
+                cv2.line(frame, s, e, color, self.thickness, cv2.LINE_AA)
+
+    def draw(self, frame: np.ndarray, boxes: list[dict], *, held: bool = False) -> None:
+        """Measured boxes in solid lines; ``held`` ones (carried over from an earlier processed
+        frame) dashed, their label ending in "held"."""
+        h, w = frame.shape[:2]
+        for box in boxes:
+            x1, y1 = int(round(box["x1"])), int(round(box["y1"]))
+            x2, y2 = int(round(box["x2"])), int(round(box["y2"]))
+            track_id = box.get("track_id")
+            color = self.color(box["class_id"], track_id)
+            if held:
+                self._dashed_rectangle(frame, (x1, y1), (x2, y2), color)
+            else:
+                cv2.rectangle(frame, (x1, y1), (x2, y2), color, self.thickness, cv2.LINE_AA)
+            label = f"{box['class_name']} {box['confidence']:.2f}"
+            if track_id is not None and track_id == track_id:
+                label += f" #{int(track_id)}"
+            if held:
+                label += " held"
+            (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, self.font_scale, self.font_thickness)
+            # The label sits on the box's top edge, inside the frame: above the box when there is
+            # room, else just inside it.
+            top = y1 - th - base - 2 if y1 - th - base - 2 >= 0 else max(y1, 0)
+            left = min(max(x1, 0), max(w - tw - 2, 0))
+            cv2.rectangle(frame, (left, top), (left + tw + 2, top + th + base + 2), color, -1)
+            cv2.putText(frame, label, (left + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, self.font_scale,
+                        (255, 255, 255), self.font_thickness, cv2.LINE_AA)
+
+
+def _processed_frames(results: str | Path, video_id: str, start_s, end_s) -> set[int]:
+    """Frame indices the run processed (frames without boxes included)."""
+    fs, _ = filesystem_for(results)
+    frames: set[int] = set()
+    for scan in plan_scan(results, video_id=video_id, start_s=start_s, end_s=end_s):
+        with fs.open_input_file(scan.path) as f:
+            parquet = pq.ParquetFile(f)
+            groups = list(scan.row_groups) if scan.row_groups is not None else list(range(parquet.num_row_groups))
+            frames.update(parquet.read_row_groups(groups, columns=["frame_index"])["frame_index"].to_pylist())
+    return frames
+
+
+def render(
+    video: str,
+    results: str | Path,
+    output: str | Path,
+    *,
+    start_s: float | None = None,
+    end_s: float | None = None,
+    classes: list | None = None,
+    min_confidence: float | None = None,
+    progress: bool = True,
+) -> RenderSummary:
+    video_id = resolve_video_id(video, results)
+    lookback = None if start_s is None else max(0.0, start_s - HELD_LOOKBACK_S)
+    boxes = read_detections(results, video_id=video_id, start_s=lookback, end_s=end_s, classes=classes,
+                            min_confidence=min_confidence)
+    boxes = boxes.sort_values("frame_index", kind="stable")
+    by_frame: dict[int, list[dict]] = {int(f): g.to_dict("records") for f, g in boxes.groupby("frame_index")}
+    processed = _processed_frames(results, video_id, lookback, end_s)
+    if not processed:
+        raise UsageError(f"the results in {results} have no processed frames of {video} in that time range")
+
+    try:
+        decoder = VideoDecoder(str(video))
+    except DecodeError as exc:
+        raise UsageError(f"cannot read {video}: {exc}") from None
+    info = decoder.info
+    codec = pick_encoder()
+    painter = BoxPainter(info.width, info.height)
+    rate = Fraction(info.fps).limit_denominator(1001) if info.fps else Fraction(30)
+    # 4:2:0 needs even sizes; an odd-sized source keeps its size in 4:4:4 instead.
+    even = info.width % 2 == 0 and info.height % 2 == 0
+    pix_fmt = "yuv420p" if even or codec != "libx264" else "yuv444p"
+    if not even and codec != "libx264":
+        raise UsageError(f"{video} is {info.width}x{info.height}; MPEG-4 Part 2 needs even sizes (install a PyAV with libx264)")
+
+    summary = RenderSummary(str(output), 0, 0, 0, 0, codec, info.width, info.height)
+    held: list[dict] = []
+    bar = None
+    if progress and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=info.header_frames or None, unit="frame", file=sys.stderr, desc="render")
+    with av.open(str(output), mode="w") as container:
+        stream = container.add_stream(codec, rate=rate, options={"crf": "18", "preset": "veryfast"} if codec == "libx264" else {})
+        stream.width, stream.height, stream.pix_fmt = info.width, info.height, pix_fmt
+        stream.time_base = 1 / rate
+        if codec != "libx264":
+            stream.bit_rate = 8_000_000
+        for index, timestamp, frame in decoder.frames():
+            if bar is not None:
+                bar.update(1)
+            if end_s is not None and timestamp > end_s:
+                break
+            if index in processed:
+                held = by_frame.get(index, [])
+            if start_s is not None and timestamp < start_s:
+                continue
+            if index in processed:
+                painter.draw(frame, held)
+                summary.frames_with_results += 1
+            else:
+                painter.draw(frame, held, held=True)
+                summary.frames_held += 1
+            summary.boxes_drawn += len(held)
+            out = av.VideoFrame.from_ndarray(frame, format="bgr24")
+            out.pts = summary.frames
+            for packet in stream.encode(out):
+                container.mux(packet)
+            summary.frames += 1
+        for packet in stream.encode():
+            container.mux(packet)
+    if bar is not None:
+        bar.close()
+    if summary.frames == 0:
+        Path(output).unlink(missing_ok=True)
+        raise UsageError(f"no frames of {video} in the time range asked for")
+    return summary

@@ -1,0 +1,136 @@
+"""``python -m pipeline render``: the stored boxes drawn on the source video, nothing else."""
+
+from __future__ import annotations
+
+import logging
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.cli import main
+from pipeline.decode import VideoDecoder
+from pipeline.detections import BatchResult, Detections
+from pipeline.inputs import describe
+from pipeline.manifest import Manifest, VideoRecord
+from pipeline.render import pick_encoder, render
+from pipeline.results import read_detections
+from pipeline.results_writer import VideoResultWriter
+from pipeline.samples import read_frames, write_video
+
+CHANGED = 48  # max channel difference that counts as drawn; re-encoding noise stays under ~30 here
+FAR_PX = 150  # labels reach past a narrow box's edge; nothing is drawn farther than this from a box
+
+
+def decoded(path) -> tuple[list[np.ndarray], list[float]]:
+    frames, stamps = [], []
+    for _, ts, image in VideoDecoder(str(path)).frames():
+        frames.append(image)
+        stamps.append(ts)
+    return frames, stamps
+
+
+def outline_mask(shape, boxes: np.ndarray) -> np.ndarray:
+    mask = np.zeros(shape[:2], np.uint8)
+    for x1, y1, x2, y2 in np.round(boxes).astype(int):
+        cv2.rectangle(mask, (x1, y1), (x2, y2), 255, 1)
+    return mask
+
+
+@pytest.fixture(scope="module")
+def run_output(ray_local, tmp_path_factory, people_mp4, model_path):
+    root = tmp_path_factory.mktemp("render")
+    clip = root / "people-24.mp4"
+    write_video(clip, read_frames(people_mp4, limit=24))  # 1080p, 24 frames
+    out = root / "out"
+    assert main(["run", str(clip), "--output", str(out), "--model", str(model_path), "--device", "cpu",
+                 "--track", "--no-progress"]) == 0
+    return clip, out
+
+
+def test_render_draws_the_stored_boxes_and_nothing_else(run_output, tmp_path):
+    clip, out = run_output
+    video = tmp_path / "boxes.mp4"
+    assert main(["render", str(clip), "--results", str(out), "--output", str(video), "--no-progress"]) == 0
+    source, source_ts = decoded(clip)
+    rendered, rendered_ts = decoded(video)
+    assert len(rendered) == len(source) == 24
+    assert rendered[0].shape == source[0].shape == (1080, 1920, 3)
+    assert np.allclose(rendered_ts, source_ts, atol=1e-3)
+    boxes = read_detections(out)
+    assert len(boxes) > 300 and boxes["track_id"].notna().any()
+    for index, (before, after) in enumerate(zip(source, rendered)):
+        xyxy = boxes.loc[boxes["frame_index"] == index, ["x1", "y1", "x2", "y2"]].to_numpy()
+        changed = np.abs(before.astype(int) - after.astype(int)).max(axis=2) > CHANGED
+        outline = outline_mask(before.shape, xyxy)
+        distance = cv2.distanceTransform(255 - outline, cv2.DIST_L2, 3)
+        assert changed[outline > 0].mean() > 0.95, f"frame {index}: box edges not drawn"
+        assert not changed[distance > FAR_PX].any(), f"frame {index}: pixels changed far from every box"
+
+
+def test_time_range_class_and_confidence_filters(run_output, tmp_path):
+    clip, out = run_output
+    video = tmp_path / "people.mp4"
+    summary = render(str(clip), out, video, start_s=0.2, end_s=0.5, classes=["person"], min_confidence=0.5,
+                     progress=False)
+    frames, stamps = decoded(video)
+    boxes = read_detections(out)
+    wanted = boxes[(boxes["timestamp_s"] >= 0.2) & (boxes["timestamp_s"] <= 0.5)
+                   & (boxes["class_name"] == "person") & (boxes["confidence"] >= 0.5)]
+    assert len(frames) == summary.frames == 10  # frames 6..15 at 30 fps
+    assert summary.boxes_drawn == len(wanted) > 0
+    assert summary.frames_held == 0
+
+
+def test_unknown_video_is_a_usage_error(run_output, tmp_path, capsys):
+    _, out = run_output
+    other = tmp_path / "other.mp4"
+    write_video(other, [np.zeros((64, 64, 3), np.uint8)] * 2)
+    assert main(["render", str(other), "--results", str(out), "--output", str(tmp_path / "x.mp4")]) == 2
+    assert "no results for" in capsys.readouterr().err
+
+
+def test_frames_between_processed_ones_hold_the_last_boxes(tmp_path):
+    """A stride-3 result: frames 1, 2, 4, 5, ... show the boxes of frames 0, 3, ..., marked held."""
+    video = tmp_path / "square.mp4"
+    frames = [np.full((240, 320, 3), 90, np.uint8) for _ in range(12)]
+    write_video(video, frames)
+    source = describe(str(video))
+    out = tmp_path / "out"
+    writer = VideoResultWriter(out, source.video_id, {0: "person"})
+    processed = np.arange(0, 12, 3)
+    xyxy = np.array([[40 + 20 * k, 60, 120 + 20 * k, 200] for k in range(len(processed))], np.float32)
+    writer.add(BatchResult(source.video_id, 0, processed, processed / 30, np.ones(4), Detections(xyxy, np.full(4, 0.9), np.zeros(4))))
+    writer.commit()
+    manifest = Manifest(out)
+    manifest.update(VideoRecord(source.video_id, source.path, "ok", frames_processed=4))
+    manifest.save()
+
+    summary = render(str(video), out, tmp_path / "held.mp4", progress=False)
+    assert (summary.frames, summary.frames_with_results, summary.frames_held) == (12, 4, 8)
+    rendered, _ = decoded(tmp_path / "held.mp4")
+    for index, image in enumerate(rendered):
+        box = xyxy[index // 3]
+        changed = np.abs(image.astype(int) - 90).max(axis=2) > CHANGED
+        outline = outline_mask(image.shape, box[None])
+        drawn = changed[outline > 0].mean()
+        if index % 3 == 0:
+            assert drawn > 0.9, f"frame {index}: its own box not drawn"
+        else:  # the box of the last processed frame, dashed: about half its outline
+            assert 0.3 < drawn < 0.8, f"frame {index}: box of frame {index // 3 * 3} not drawn dashed ({drawn:.2f})"
+
+
+def test_without_h264_it_falls_back_to_mpeg4_and_says_so(monkeypatch, caplog):
+    import av
+
+    real = av.codec.Codec
+
+    def no_x264(name, mode="r"):
+        if name == "libx264":
+            raise av.codec.codec.UnknownCodecError(name)
+        return real(name, mode)
+
+    monkeypatch.setattr(av.codec, "Codec", no_x264)
+    with caplog.at_level(logging.WARNING):
+        assert pick_encoder() == "mpeg4"
+    assert "H.264" in caplog.text
