@@ -84,3 +84,31 @@ class GpuSampler:
             except Exception as exc:
                 log.debug("NVML sample failed on GPU %s: %s", index, exc)
         return out
+
+
+class Timeline:
+    """Samples of a run over time for run.json (and the report's plots), bounded in size.
+
+    One sample per ``interval_s``; when ``max_points`` is reached, every other sample is dropped
+    and the interval doubles, so a run of any length keeps an even, bounded record.
+    """
+
+    def __init__(self, interval_s: float = 1.0, max_points: int = 2000):
+        if max_points < 2:
+            raise ValueError("max_points must be at least 2")
+        self.interval_s = interval_s
+        self.max_points = max_points
+        self.points: list[dict] = []
+        self._last_t: float | None = None
+
+    def add(self, t_s: float, **values) -> bool:
+        """Record a sample at ``t_s`` seconds into the run, unless the last one is too recent."""
+        if self._last_t is not None and t_s - self._last_t < self.interval_s:
+            return False
+        self.points.append({"t_s": round(t_s, 3), **values})
+        self._last_t = t_s
+        if len(self.points) >= self.max_points:
+            self.points = self.points[::2]
+            self.interval_s *= 2
+            self._last_t = self.points[-1]["t_s"]
+        return True

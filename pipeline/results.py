@@ -134,15 +134,16 @@ def plan_scan(
     return scans
 
 
-def _read(fs: pafs.FileSystem, scans: list[FileScan], schema: pa.Schema) -> pa.Table:
+def _read(fs: pafs.FileSystem, scans: list[FileScan], schema: pa.Schema, columns: list[str] | None = None) -> pa.Table:
     tables = []
     for scan in scans:
         with fs.open_input_file(scan.path) as f:
             parquet = pq.ParquetFile(f)
-            rows = parquet.read() if scan.row_groups is None else parquet.read_row_groups(list(scan.row_groups))
-            tables.append(rows)
+            groups = list(scan.row_groups) if scan.row_groups is not None else list(range(parquet.num_row_groups))
+            tables.append(parquet.read_row_groups(groups, columns=columns))
     if not tables:
-        return schema.empty_table()
+        empty = schema.empty_table()
+        return empty.select(columns) if columns else empty
     # Files from runs with and without --track differ by the box's track_id: unify them.
     return pa.concat_tables(tables, promote_options="permissive")
 
@@ -188,6 +189,7 @@ def read_detections(
     start_s: float | None = None,
     end_s: float | None = None,
     min_confidence: float | None = None,
+    columns: list[str] | None = None,
     filesystem: pafs.FileSystem | None = None,
 ) -> pd.DataFrame:
     """Detections as pandas, reading only the files and row groups the filters need.
@@ -197,12 +199,22 @@ def read_detections(
     ``detections`` as lists of dicts. Filters: ``video_id`` (one or several), ``classes`` (names
     or ids), ``start_s``/``end_s`` (timestamp range, inclusive), ``min_confidence``.
     Per-frame rows keep every frame in range; their box lists are filtered by class and
-    confidence.
+    confidence. ``columns`` (per-frame rows only) reads just those columns, e.g.
+    ``["video_id", "timestamp_s"]`` to list processed frames without their boxes.
     """
+    if columns is not None:
+        if flat:
+            raise ValueError("columns= applies to per-frame rows: pass flat=False")
+        needed = [c for c in ("video_id", "timestamp_s") if c not in columns and (video_id is not None or start_s is not None or end_s is not None)]
+        if classes is not None or min_confidence is not None:
+            raise ValueError("columns= cannot be combined with classes= or min_confidence= (they filter the boxes)")
     fs, _ = filesystem_for(output, filesystem)
     scans = plan_scan(output, "detections", video_id=video_id, classes=classes, start_s=start_s, end_s=end_s,
                       filesystem=filesystem)
-    table = _filter_rows(_read(fs, scans, DETECTIONS_SCHEMA), _as_set(video_id), start_s, end_s)
+    read_columns = None if columns is None else list(dict.fromkeys([*columns, *needed]))
+    table = _filter_rows(_read(fs, scans, DETECTIONS_SCHEMA, read_columns), _as_set(video_id), start_s, end_s)
+    if columns is not None:
+        return table.select(columns).to_pandas()
     wanted_classes = _as_set(classes)
     if flat:
         boxes = _flatten(table)

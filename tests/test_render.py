@@ -16,7 +16,7 @@ from pipeline.manifest import Manifest, VideoRecord
 from pipeline.render import pick_encoder, render
 from pipeline.results import read_detections
 from pipeline.results_writer import VideoResultWriter
-from pipeline.samples import read_frames, write_video
+from pipeline.samples import write_video
 
 CHANGED = 48  # max channel difference that counts as drawn; re-encoding noise stays under ~30 here
 FAR_PX = 150  # labels reach past a narrow box's edge; nothing is drawn farther than this from a box
@@ -38,11 +38,9 @@ def outline_mask(shape, boxes: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def run_output(ray_local, tmp_path_factory, people_mp4, model_path):
-    root = tmp_path_factory.mktemp("render")
-    clip = root / "people-24.mp4"
-    write_video(clip, read_frames(people_mp4, limit=24))  # 1080p, 24 frames
-    out = root / "out"
+def run_output(ray_local, tmp_path_factory, clips, model_path):
+    clip = clips["short_1080p"]  # 24 frames of people.mp4, 1080p
+    out = tmp_path_factory.mktemp("render") / "out"
     assert main(["run", str(clip), "--output", str(out), "--model", str(model_path), "--device", "cpu",
                  "--track", "--no-progress"]) == 0
     return clip, out

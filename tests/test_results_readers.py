@@ -198,3 +198,11 @@ def test_per_frame_rows_keep_frames_and_filter_their_boxes(tmp_path):
     frames = read_detections(tmp_path, flat=False, classes="car", start_s=0, end_s=0.1)
     assert frames["frame_index"].tolist() == [0, 1, 2, 3]
     assert frames["num_detections"].tolist() == [1, 0, 1, 0]
+
+
+def test_per_frame_columns_are_read_alone(tmp_path):
+    write_long_videos(tmp_path, count=2)
+    frames = read_detections(tmp_path, flat=False, columns=["timestamp_s"], video_id="video1", end_s=1.0)
+    assert list(frames.columns) == ["timestamp_s"] and len(frames) == 31
+    with pytest.raises(ValueError, match="flat=False"):
+        read_detections(tmp_path, columns=["timestamp_s"])

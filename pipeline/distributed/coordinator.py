@@ -95,6 +95,8 @@ class Coordinator:
         self.started = time.time()
         self._slot_freed: asyncio.Condition | None = None
         self._probes: dict[int, asyncio.Task] = {}
+        # What each actor said last (RSS, GPU use): the driver's timeline samples it.
+        self.actor_last: list[dict | None] = [None] * len(actors)
 
     # ---- the dispatch window -------------------------------------------------------------
 
@@ -136,6 +138,7 @@ class Coordinator:
             for attempt in range(self.config.batch_retries + 1):
                 try:
                     out = await self.actors[actor].infer.remote(frames_ref, state.geometry)
+                    actor_used = actor
                     break
                 except ACTOR_LOST as exc:
                     self._suspend_actor(actor)
@@ -161,6 +164,7 @@ class Coordinator:
         finally:
             del frames_ref  # the batch's frames can leave the object store now
         latency = time.perf_counter() - sent
+        self.actor_last[actor_used] = {"rss": out.get("rss"), "gpu": out.get("gpu")}
         self.metrics.batch_latency.observe(latency)
         self.stage_s["batch_round_trip"] += latency
         self.stage_s["infer"] += out["infer_s"]
@@ -389,4 +393,6 @@ class Coordinator:
             "peak_in_flight": self.window.peak_in_flight,
             "elapsed_s": time.time() - self.started,
             "pid": os.getpid(),
+            "coordinator_rss": self.memory.last,
+            "actors": list(self.actor_last),
         }

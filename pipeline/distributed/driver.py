@@ -19,7 +19,7 @@ from pipeline.model_ref import ModelLoadError, check_model_available, model_fing
 from pipeline.errors import Interrupted, UsageError
 from pipeline.faults import FaultPlan
 from pipeline.inputs import VideoSource, expand_inputs
-from pipeline.monitoring import PeakRss
+from pipeline.monitoring import PeakRss, Timeline
 from pipeline.placement import Placement, PlacementError, plan
 from pipeline.progress import ProgressDisplay
 from pipeline.results_writer import remove_stale_temp_files
@@ -179,13 +179,16 @@ def run(
         coordinator = _start_coordinator(out, config, actors, faults, remote)  # starts while the models load
         facts = _wait_for_actors(actors, terminated)
         pending = coordinator.run.remote(sources, facts[0])
+        timeline = Timeline()
         while True:
             ready, _ = ray.wait([pending], timeout=0.5)
             if terminated.is_set():
                 raise Interrupted(signal.SIGTERM)
             driver_memory.sample()
             try:
-                display.update(ray.get(coordinator.progress.remote(), timeout=10))
+                progress_now = ray.get(coordinator.progress.remote(), timeout=10)
+                display.update(progress_now)
+                _sample_timeline(timeline, progress_now, driver_memory)
             except ray.exceptions.GetTimeoutError:
                 pass
             if ready:
@@ -193,6 +196,7 @@ def run(
         summary = ray.get(pending)
         display.close()
         record = _run_record(config, placement, facts, sources, summary, driver_memory, started, address)
+        record["timeline"] = {"interval_s": timeline.interval_s, "points": timeline.points}
         _write_run_json(out, record)
         if remote:
             remote.publish(out / "run.json", "run.json")
@@ -212,6 +216,24 @@ def run(
         remove_stale_temp_files(out)  # what the killed coordinator was writing; complete videos stay
         if started_ray:
             ray.shutdown()
+
+
+def _sample_timeline(timeline: Timeline, progress: dict, driver_memory: PeakRss) -> None:
+    """Frames done, work in flight, memory per role and GPU use, about once a second."""
+    actors = progress.get("actors") or []
+    gpu_util = [g["utilization_percent"] for a in actors if a and a.get("gpu") for g in a["gpu"]]
+    gpu_mem = [g["memory_used_bytes"] for a in actors if a and a.get("gpu") for g in a["gpu"]]
+    timeline.add(
+        progress["elapsed_s"],
+        frames_done=progress["frames_done"],
+        videos_done=progress["videos_done"],
+        in_flight=progress["in_flight"],
+        driver_rss=driver_memory.last,
+        coordinator_rss=progress.get("coordinator_rss"),
+        actor_rss=[a["rss"] if a else None for a in actors],
+        gpu_utilization_percent=gpu_util or None,
+        gpu_memory_used_bytes=gpu_mem or None,
+    )
 
 
 def _start_coordinator(out: Path, config: RunConfig, actors, faults, remote: RemoteOutput | None):

@@ -92,6 +92,7 @@ class YoloActor:
         self.gpu_util_sum, self.gpu_util_n, self.gpu_mem_peak = 0.0, 0, 0
         self.metrics = PipelineMetrics()
         self._last_report = 0.0
+        self._last_gpu: list[dict] | None = None
 
     def ready(self) -> dict:
         """Model facts the decoders need (letterbox shape), and a liveness answer for the coordinator."""
@@ -121,12 +122,14 @@ class YoloActor:
             "detections": detections,
             "infer_s": time.perf_counter() - started,
             "rss": self.memory.sample(),
+            "gpu": self._last_gpu,  # the latest NVML sample (taken at most once a second)
         }
 
     def _report(self) -> None:
         self.metrics.process_rss.set(self.memory.sample(), tags={"role": "actor"})
         if self.gpu and self.gpu.available:
             samples = self.gpu.sample()
+            self._last_gpu = samples
             self.metrics.record_gpu(samples)
             for s in samples:
                 self.gpu_util_sum += s["utilization_percent"]
