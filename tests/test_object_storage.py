@@ -90,7 +90,7 @@ def remote_status(fs, prefix):
 def test_s3_in_s3_out(s3, tmp_path, model_path):
     fs, query = s3
     proc = cli(f"s3://videos/backlog/?{query}", "--output", f"s3://results/run1?{query}", "--model", model_path,
-               staging=str(tmp_path / "staging"))
+               "--track", staging=str(tmp_path / "staging"))
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-3000:]
     rows = remote_rows(fs, "results/run1")
@@ -107,6 +107,12 @@ def test_s3_in_s3_out(s3, tmp_path, model_path):
 
     flat = pipeline.read_detections(f"s3://results/run1?{query}")
     assert len(flat) == rows["num_detections"].sum() > 0
+    # --track: the tracks summaries were published beside the detections
+    tracks = pipeline.read_tracks(f"s3://results/run1?{query}")
+    assert set(tracks["video_id"]) == set(rows["video_id"]) and flat["track_id"].notna().any()
+    one = status[0]["video_id"]
+    only_one = pipeline.read_detections(f"s3://results/run1?{query}", video_id=one)
+    assert set(only_one["video_id"]) == {one} and len(only_one) == (flat["video_id"] == one).sum()
 
 
 def test_interrupted_s3_run_resumes_without_duplicates(s3, tmp_path, model_path):
