@@ -1,0 +1,58 @@
+"""VideoTracker on synthetic boxes: ids stable while objects move, new ids for new objects."""
+
+import numpy as np
+import pytest
+
+from pipeline.detections import Detections
+from pipeline.tracking import NO_TRACK, VideoTracker
+
+NAMES = {0: "person", 2: "car"}
+
+
+def boxes(*rows) -> Detections:
+    rows = np.array(rows, np.float32).reshape(-1, 6)
+    return Detections(rows[:, :4], rows[:, 4], rows[:, 5].astype(int))
+
+
+def test_moving_objects_keep_their_ids_and_new_ones_get_the_next():
+    tracker = VideoTracker()
+    seen = []
+    for f in range(40):
+        frame = [(100 + 3 * f, 100, 160 + 3 * f, 220, 0.9, 0), (600 - 2 * f, 300, 700 - 2 * f, 360, 0.8, 2)]
+        if f >= 20:  # a third object walks in
+            frame.append((900, 50 + f, 950, 150 + f, 0.85, 0))
+        seen.append(tracker.update(f, f / 30, boxes(*frame)))
+    assert all(ids[:2].tolist() == [1, 2] for ids in seen)
+    assert seen[20][2] == NO_TRACK  # not confirmed on its first frame (as in YOLO.track)
+    assert all(ids[2] == 3 for ids in seen[21:])
+    summary = tracker.summary_table("v", NAMES).to_pandas().set_index("track_id")
+    assert summary.loc[1, ["class_name", "first_frame", "last_frame", "num_frames"]].tolist() == ["person", 0, 39, 40]
+    assert summary.loc[2, "class_name"] == "car"
+    assert summary.loc[3, ["first_frame", "num_frames"]].tolist() == [21, 19]
+    assert tracker.num_tracks == 3
+
+
+def test_empty_frames_and_no_boxes_are_fine():
+    tracker = VideoTracker()
+    assert tracker.update(0, 0.0, Detections.empty()).tolist() == []
+    # After the first frame, a new object is confirmed on its second frame.
+    assert tracker.update(1, 0.03, boxes((10, 10, 50, 50, 0.9, 0))).tolist() == [NO_TRACK]
+    assert tracker.update(2, 0.07, boxes((11, 10, 51, 50, 0.9, 0))).tolist() == [1]
+    assert tracker.summary_table("v", NAMES).to_pylist()[0]["first_frame"] == 2
+
+
+def test_frames_out_of_order_are_refused():
+    tracker = VideoTracker()
+    tracker.update(5, 0.2, Detections.empty())
+    with pytest.raises(ValueError, match="in order"):
+        tracker.update(3, 0.1, Detections.empty())
+
+
+def test_ids_do_not_depend_on_other_videos_tracked_alongside():
+    a, b = VideoTracker(), VideoTracker()
+    interleaved_a = []
+    for f in range(10):
+        b.update(f, f / 30, boxes((300, 300, 340, 380, 0.9, 0), (10, 10, 40, 40, 0.7, 2)))
+        interleaved_a.append(a.update(f, f / 30, boxes((50 + f, 50, 90 + f, 130, 0.9, 0))).tolist())
+    alone = VideoTracker()
+    assert interleaved_a == [alone.update(f, f / 30, boxes((50 + f, 50, 90 + f, 130, 0.9, 0))).tolist() for f in range(10)]
