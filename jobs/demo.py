@@ -1,4 +1,5 @@
-"""The README's demo: make a short sample video, detect objects in it, show what came out.
+"""The README's demo: make a short sample video, detect and track objects in it, show what came
+out, draw the boxes on the video and write the HTML report.
 
 The sample is a pan over the two images that ship with ultralytics (bus.jpg, zidane.jpg), so
 nothing is downloaded. The model: $DEMO_MODEL if set, else the checkpoint in ../shared/models
@@ -30,7 +31,7 @@ def demo(workdir: Path) -> int:
         frames = make_demo_video(sample)
         print(f"made {sample} ({frames} frames, 640x480)")
     output = workdir / "output"
-    code = main(["run", str(sample), "--output", str(output), "--model", pick_model(), "--batch-size", "8"])
+    code = main(["run", str(sample), "--output", str(output), "--model", pick_model(), "--batch-size", "8", "--track"])
     if code == 0:
         import pipeline
 
@@ -39,6 +40,11 @@ def demo(workdir: Path) -> int:
         print(boxes.head(8).to_string(index=False))
         print("\nBoxes per class:")
         print(boxes["class_name"].value_counts().to_string())
+        print("\nTracks (one row per object followed across frames):")
+        print(pipeline.read_tracks(output).head(8).to_string(index=False))
+        print()
+        main(["render", str(sample), "--results", str(output), "--output", str(workdir / "sample-boxes.mp4"), "--no-progress"])
+        main(["report", str(output)])
     return code
 
 
