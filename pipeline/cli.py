@@ -156,6 +156,9 @@ def render_main(args: argparse.Namespace) -> int:
 def report_main(args: argparse.Namespace) -> int:
     from pipeline.report import write_report
 
+    if args.top_classes < 1 or args.max_videos < 1:
+        print("error: --top-classes and --max-videos must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
     path = write_report(args.results, args.output, top_classes=args.top_classes, max_videos=args.max_videos)
     print(f"Wrote {path}")
     return EXIT_OK

@@ -52,3 +52,26 @@ def test_user_mistakes_exit_2_with_one_line(tmp_path, video, args, message):
     assert "Traceback" not in done.stderr
     error_lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["report", "{tmp}/nothing-here"], "no videos.parquet"),
+        (["report", "{tmp}", "--top-classes", "0"], "at least 1"),
+        (["render", "{tmp}/missing.mp4", "--results", "{tmp}", "--output", "{tmp}/o.mp4"], "file not found"),
+        (["render", "{video}", "--results", "{tmp}", "--output", "{tmp}/o.mp4", "--start", "5", "--end", "1"],
+         "--end must not be before --start"),
+        (["render", "{video}", "--results", "{tmp}/nothing-here", "--output", "{tmp}/o.mp4"], "no videos.parquet"),
+    ],
+)
+def test_render_and_report_usage_errors(tmp_path, argv, message):
+    import numpy as np
+
+    from pipeline.samples import write_video
+
+    video = tmp_path / "v.mp4"
+    write_video(video, [np.zeros((32, 32, 3), np.uint8)] * 2)
+    done = pipeline_cli(*[a.format(tmp=tmp_path, video=video) for a in argv])
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr
