@@ -91,6 +91,11 @@ class VideoTracker:
     library hands out internally, so they depend only on the detections and their order.
     """
 
+    @staticmethod
+    def preload() -> None:
+        """Import the tracker library ahead of the first video."""
+        from ultralytics.trackers.byte_tracker import BYTETracker  # noqa: F401
+
     def __init__(self, settings: dict | None = None):
         from ultralytics.trackers.byte_tracker import BYTETracker
 

@@ -75,6 +75,10 @@ class Coordinator:
         self.window = DispatchWindow(len(actors), config.window_per_actor)
         self.manifest = Manifest(self.output)
         self.metrics = PipelineMetrics()
+        if config.track:
+            # ultralytics' tracker imports torch (seconds): do it now, while the actors load their
+            # models, rather than inside the event loop when the first video opens.
+            VideoTracker.preload()
         self.memory = PeakRss()
         self.counts = {
             "videos_total": 0,
