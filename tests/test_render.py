@@ -132,3 +132,27 @@ def test_without_h264_it_falls_back_to_mpeg4_and_says_so(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING):
         assert pick_encoder() == "mpeg4"
     assert "H.264" in caplog.text
+
+
+def test_rotated_video_is_rendered_upright_with_boxes_in_display_pixels(tmp_path):
+    """Boxes are stored in display orientation; render decodes with the same rotation."""
+    video = tmp_path / "rotated.mp4"
+    write_video(video, [np.full((240, 320, 3), 90, np.uint8)] * 6, rotation=90)  # coded 320x240
+    source = describe(str(video))
+    decoder = VideoDecoder(str(video))
+    width, height = decoder.info.width, decoder.info.height
+    assert (width, height) == (240, 320)  # displayed portrait
+    out = tmp_path / "out"
+    writer = VideoResultWriter(out, source.video_id, {0: "person"})
+    box = np.array([[30, 200, 200, 300]], np.float32)  # only fits the portrait frame
+    idx = np.arange(6)
+    writer.add(BatchResult(source.video_id, 0, idx, idx / 30, np.ones(6), Detections(np.repeat(box, 6, 0), np.full(6, 0.9), np.zeros(6))))
+    writer.commit()
+    manifest = Manifest(out)
+    manifest.update(VideoRecord(source.video_id, source.path, "ok", frames_processed=6))
+    manifest.save()
+    render(str(video), out, tmp_path / "upright.mp4", progress=False)
+    frames, _ = decoded(tmp_path / "upright.mp4")
+    assert frames[0].shape == (320, 240, 3)
+    changed = np.abs(frames[0].astype(int) - 90).max(axis=2) > CHANGED
+    assert changed[outline_mask(frames[0].shape, box) > 0].mean() > 0.9

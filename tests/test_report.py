@@ -129,3 +129,17 @@ def test_gpu_section_plots_nvml_samples(run_with_a_failure, tmp_path):
     (copy / "run.json").write_text(json.dumps(run))
     page = build_report(copy)
     assert 'alt="GPU utilization"' in page and "85%" in page and "No GPU" not in page
+
+
+def test_names_and_errors_are_escaped_and_a_missing_run_json_is_said(tmp_path):
+    from pipeline.inputs import VideoSource
+    from pipeline.manifest import Manifest, VideoRecord
+
+    manifest = Manifest(tmp_path)
+    manifest.update(VideoRecord.failed(VideoSource("/v/<img src=x onerror=alert(1)>.mp4", "aaaa"),
+                                       "bad <script>alert(1)</script> header", "h"))
+    manifest.save()
+    page = build_report(tmp_path)
+    assert "<script>" not in page and "<img src=x" not in page
+    assert "&lt;script&gt;" in page and "&lt;img src=x onerror=alert(1)&gt;.mp4" in page
+    assert "No run.json" in page and "No detections." in page
