@@ -1,4 +1,4 @@
-"""Fault injection and tracing for the tests: kill an actor or a decoder at a chosen moment,
+"""Fault injection and tracing for the tests: kill an actor, a decoder or a tracking task at a chosen moment,
 slow actors down, and log when batches are produced and consumed.
 
 Kills are counted with marker files, so a restarted process knows what already happened.
@@ -22,6 +22,8 @@ class FaultPlan:
     decoder_exit_video: str | None = None  # substring of the path whose decoder dies
     decoder_exit_times: int = 1  # how many times it dies (a large number: always)
     decoder_exit_after_batches: int = 0
+    tracker_exit_video_id: str | None = None  # the tracking task of this video dies ...
+    tracker_exit_times: int = 1  # ... this many times (a large number: always)
     trace: bool = False  # append "produced"/"inferred" events with times to marker_dir/trace.log
 
     def _trace(self, event: str) -> None:
@@ -57,3 +59,8 @@ class FaultPlan:
             if self._count("decoder") < self.decoder_exit_times:
                 self._mark("decoder")
                 os._exit(1)
+
+    def on_tracking(self, video_id: str) -> None:
+        if self.tracker_exit_video_id == video_id and self._count("tracker") < self.tracker_exit_times:
+            self._mark("tracker")
+            os._exit(1)

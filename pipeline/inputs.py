@@ -89,7 +89,7 @@ def _scan_directory(folder: str) -> list[str]:
     return found
 
 
-def expand_inputs(inputs: Iterable[str]) -> tuple[list[VideoSource], list[str]]:
+def expand_inputs(inputs: Iterable[str | os.PathLike]) -> tuple[list[VideoSource], list[str]]:
     """Files, directories (searched recursively) and ``@list.txt`` files, in order, without repeats.
 
     Returns the videos and warnings (an empty directory is a warning: nothing of it is lost).
@@ -106,6 +106,7 @@ def expand_inputs(inputs: Iterable[str]) -> tuple[list[VideoSource], list[str]]:
             seen.add(source.path)
             videos.append(source)
 
+    inputs = [os.fspath(item) for item in inputs]  # pathlib.Path works as well as str
     for item in inputs:
         if item.startswith("@"):
             for entry in _read_list(item[1:]):

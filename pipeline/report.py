@@ -25,7 +25,8 @@ STAGE_NOTES = {
     "decode": "decoding and letterboxing, summed over decoder tasks",
     "infer": "model time inside the actors, summed over actors",
     "batch_round_trip": "dispatch to result, per batch, summed (includes queueing)",
-    "write": "Parquet writing and tracking in the coordinator",
+    "write": "Parquet writing in the coordinator",
+    "track": "ByteTrack over each complete video (--track), summed over tracking tasks",
 }
 
 
@@ -161,6 +162,8 @@ def _plot_memory(memory: dict, points: list[dict]) -> str:
     plt = _plt()
     roles = [("driver", memory.get("driver")), ("coordinator", memory.get("coordinator"))]
     roles += [(f"actor {i}", m) for i, m in enumerate(memory.get("actors") or [])]
+    if memory.get("tracker_peak_bytes"):
+        roles.append(("tracking task", {"peak_bytes": memory["tracker_peak_bytes"]}))
     roles = [(name, m) for name, m in roles if m]
     has_timeline = any(p.get("coordinator_rss") for p in points)
     fig, axes = plt.subplots(1, 2 if has_timeline else 1, figsize=(12 if has_timeline else 7, 3.2), squeeze=False)

@@ -3,8 +3,8 @@
 Each video's rows go to one Parquet file, ``detections/<video_id>.parquet``, written under a
 hidden temporary name and renamed into place when the video is complete: readers (pyarrow,
 Ray Data, DuckDB, pandas) skip names starting with ``.``, so they never see a torn video.
-With tracking on, each box also has a ``track_id`` and the video's track summary goes to
-``tracks/<video_id>.parquet`` the same way.
+With tracking on, each box also has a ``track_id`` (added by ``pipeline.tracking`` once the
+video is complete) and the video's track summary goes to ``tracks/<video_id>.parquet``.
 """
 
 from __future__ import annotations
@@ -54,26 +54,24 @@ TEMP_PREFIX = ".tmp-"
 ROW_GROUP_FRAMES = 512
 
 
-def batch_to_table(result: BatchResult, names: dict[int, str], track_ids: np.ndarray | None = None) -> pa.Table:
+def batch_to_table(result: BatchResult, names: dict[int, str]) -> pa.Table:
     """One row per frame of the batch, frames with no boxes included."""
     det = result.detections
     lookup = np.array([names.get(i, str(i)) for i in range(max(names, default=-1) + 1)] or [""], dtype=object)
     in_range = (det.class_id >= 0) & (det.class_id < len(lookup))
     class_names = np.where(in_range, lookup[np.clip(det.class_id, 0, len(lookup) - 1)], det.class_id.astype(str))
-    columns = [
-        pa.array(det.class_id, pa.int32()),
-        pa.array(class_names, pa.string()),
-        pa.array(det.confidence, pa.float32()),
-        pa.array(det.xyxy[:, 0], pa.float32()),
-        pa.array(det.xyxy[:, 1], pa.float32()),
-        pa.array(det.xyxy[:, 2], pa.float32()),
-        pa.array(det.xyxy[:, 3], pa.float32()),
-    ]
-    tracked = track_ids is not None
-    if tracked:
-        columns.append(pa.array(track_ids, pa.int32(), mask=track_ids < 0))
-    box_type = TRACKED_BOX_TYPE if tracked else BOX_TYPE
-    boxes = pa.StructArray.from_arrays(columns, fields=list(box_type))
+    boxes = pa.StructArray.from_arrays(
+        [
+            pa.array(det.class_id, pa.int32()),
+            pa.array(class_names, pa.string()),
+            pa.array(det.confidence, pa.float32()),
+            pa.array(det.xyxy[:, 0], pa.float32()),
+            pa.array(det.xyxy[:, 1], pa.float32()),
+            pa.array(det.xyxy[:, 2], pa.float32()),
+            pa.array(det.xyxy[:, 3], pa.float32()),
+        ],
+        fields=list(BOX_TYPE),
+    )
     offsets = np.concatenate([[0], np.cumsum(result.counts)]).astype(np.int32)
     n = result.num_frames
     return pa.Table.from_arrays(
@@ -82,9 +80,9 @@ def batch_to_table(result: BatchResult, names: dict[int, str], track_ids: np.nda
             pa.array(result.frame_indices, pa.int64()),
             pa.array(result.timestamps, pa.float64()),
             pa.array(result.counts, pa.int32()),
-            pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), boxes, type=pa.list_(box_type)),
+            pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), boxes, type=pa.list_(BOX_TYPE)),
         ],
-        schema=detections_schema(tracked),
+        schema=DETECTIONS_SCHEMA,
     )
 
 
@@ -101,17 +99,14 @@ class VideoResultWriter:
 
     Batches may finish out of order (several actors); they wait in a reorder buffer that the
     in-flight window bounds, so rows land sorted by frame and memory stays flat however long the
-    video is. A ``tracker`` (``pipeline.tracking.VideoTracker``) sees the frames here, after the
-    reorder buffer, so it gets them in order. ``commit()`` renames the files into place;
-    ``abort()`` removes them.
+    video is. ``commit()`` renames the file into place; ``abort()`` removes it. With tracking,
+    ``finish()`` closes the (still hidden) file for the tracker, which reads it in frame order.
     """
 
-    def __init__(self, output: Path, video_id: str, names: dict[int, str], tracker=None, row_group_frames: int = ROW_GROUP_FRAMES):
+    def __init__(self, output: Path, video_id: str, names: dict[int, str], row_group_frames: int = ROW_GROUP_FRAMES):
         self.video_id = video_id
         self.names = names
-        self.tracker = tracker
         self.row_group_frames = row_group_frames
-        self.schema = detections_schema(tracked=tracker is not None)
         self.final_path = detections_path(output, video_id)
         self.final_path.parent.mkdir(parents=True, exist_ok=True)
         self.temp_path = self.final_path.with_name(f"{TEMP_PREFIX}{video_id}-{uuid.uuid4().hex[:8]}.parquet")
@@ -143,16 +138,7 @@ class VideoResultWriter:
         return len(self._pending)
 
     def _write(self, result: BatchResult) -> None:
-        track_ids = None
-        if self.tracker is not None:
-            track_ids = np.concatenate(
-                [np.zeros(0, np.int32)]
-                + [
-                    self.tracker.update(int(result.frame_indices[i]), float(result.timestamps[i]), result.frame(i))
-                    for i in range(result.num_frames)
-                ]
-            )
-        table = batch_to_table(result, self.names, track_ids)
+        table = batch_to_table(result, self.names)
         self._row_group.append(table)
         self._row_group_rows += table.num_rows
         if self._row_group_rows >= self.row_group_frames:
@@ -166,7 +152,7 @@ class VideoResultWriter:
         # Rows wait here until a row group is full: one small write per batch would make row
         # groups of a batch's size, slow to scan and too fine for statistics to pay off.
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self.temp_path, self.schema, compression="zstd")
+            self._writer = pq.ParquetWriter(self.temp_path, DETECTIONS_SCHEMA, compression="zstd")
         if self._row_group:
             self._writer.write_table(pa.concat_tables(self._row_group), row_group_size=max(self._row_group_rows, 1))
         self._row_group, self._row_group_rows = [], 0
@@ -176,22 +162,18 @@ class VideoResultWriter:
         ranked = sorted(self.class_counts.items(), key=lambda kv: (-kv[1], kv[0]))
         return [{"class_id": c, "class_name": self.names.get(c, str(c)), "count": n} for c, n in ranked]
 
-    def commit(self) -> Path:
-        """Make the video's rows (and tracks) visible at once: atomic renames over any older
-        version, the tracks first, so a detections file with track ids always has its summary.
-
-        Returns the detections file; the tracks file, when tracking, is ``tracks_final_path``."""
+    def finish(self) -> Path:
+        """Close the file, still under its hidden name, and return that name."""
         if self._pending:
             raise RuntimeError(f"video {self.video_id}: batches {sorted(self._pending)} arrived but {self.next_seq} never did")
         self._flush()  # a video with no frames still gets a (valid, empty) file
         self._writer.close()
-        if self.tracker is not None:
-            self.tracks_final_path.parent.mkdir(parents=True, exist_ok=True)
-            temp = self.tracks_final_path.with_name(f"{TEMP_PREFIX}{self.temp_path.name[len(TEMP_PREFIX):]}")
-            pq.write_table(self.tracker.summary_table(self.video_id, self.names), temp, compression="zstd")
-            os.replace(temp, self.tracks_final_path)
-        else:
-            self.tracks_final_path.unlink(missing_ok=True)  # from an older run with tracking
+        return self.temp_path
+
+    def commit(self) -> Path:
+        """Make the video's rows visible at once (atomic rename over any older version)."""
+        self.finish()
+        self.tracks_final_path.unlink(missing_ok=True)  # tracks of an older run with --track
         os.replace(self.temp_path, self.final_path)
         return self.final_path
 

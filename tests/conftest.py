@@ -107,3 +107,14 @@ def write_people_clips(folder: Path, people_mp4: Path, *, count: int, length: in
         write_video(path, frames[i * step : i * step + length])
         paths.append(path)
     return paths
+
+
+def iou_matrix(a, b):
+    """Pairwise IoU of two (N, 4) and (M, 4) xyxy arrays."""
+    import numpy as np
+
+    tl = np.maximum(a[:, None, :2], b[None, :, :2])
+    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(br - tl, 0, None).prod(2)
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None, :] - inter)

@@ -57,3 +57,12 @@ def test_video_id_is_a_hash_safe_as_a_file_name():
     for name in ["../x.mp4", "a b'\"c.mp4", "line\nbreak.mp4", "вид.mp4"]:
         vid = video_id_for(os.path.abspath(name))
         assert len(vid) == 16 and all(c in "0123456789abcdef" for c in vid)
+
+
+def test_path_objects_are_accepted_like_strings(tmp_path):
+    from pipeline.inputs import expand_inputs
+
+    video = tmp_path / "a.mp4"
+    video.write_bytes(b"x")
+    videos, _ = expand_inputs([video, str(video)])
+    assert [v.path for v in videos] == [str(video)]

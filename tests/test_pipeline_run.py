@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import read_rows, read_status
+from conftest import iou_matrix, read_rows, read_status
 from pipeline.cli import main
 from pipeline.config import RunConfig
 from pipeline.faults import FaultPlan
@@ -18,14 +18,6 @@ pytestmark = pytest.mark.slow
 
 def cli(*args) -> int:
     return main(["run", *map(str, args), "--no-progress"])
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    tl = np.maximum(a[:, None, :2], b[None, :, :2])
-    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(br - tl, 0, None).prod(2)
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
 
 
 def test_people_mp4_matches_yolo_predict_on_every_frame(ray_local, tmp_path, people_mp4, model_path):

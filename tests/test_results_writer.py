@@ -98,40 +98,17 @@ def test_class_totals_count_every_box_busiest_first(tmp_path):
     ]
 
 
-class _CountingTracker:
-    """Stands in for VideoTracker: records the frame order and gives each box the frame's index."""
-
-    num_tracks = 1
-
-    def __init__(self):
-        self.frames = []
-
-    def update(self, frame_index, timestamp_s, detections):
-        self.frames.append(frame_index)
-        return np.full(len(detections), frame_index, np.int32)
-
-    def summary_table(self, video_id, names):
-        import pyarrow as pa
-
-        return pa.table({"video_id": [video_id], "track_id": pa.array([1], pa.int32())})
-
-
-def test_tracker_sees_frames_in_order_and_ids_land_in_the_boxes(tmp_path):
-    tracker = _CountingTracker()
-    writer = VideoResultWriter(tmp_path, "vid", NAMES, tracker=tracker)
-    for seq in (2, 0, 1):  # finished out of order by several actors
-        writer.add(batch(seq))
-    writer.commit()
-    assert tracker.frames == list(range(12))
-    rows = pq.read_table(tmp_path / "detections" / "vid.parquet").to_pylist()
-    assert all(box["track_id"] == row["frame_index"] for row in rows for box in row["detections"])
-    assert pq.read_table(tmp_path / "tracks" / "vid.parquet").num_rows == 1
+def test_finish_closes_the_file_under_its_hidden_name(tmp_path):
+    writer = VideoResultWriter(tmp_path, "vid", NAMES)
+    writer.add(batch(0))
+    hidden = writer.finish()
+    assert hidden.name.startswith(".tmp-") and pq.read_table(hidden).num_rows == 4
+    assert not writer.final_path.exists()  # readers see nothing until it is renamed
 
 
 def test_untracked_commit_removes_an_older_tracks_file(tmp_path):
-    writer = VideoResultWriter(tmp_path, "vid", NAMES, tracker=_CountingTracker())
-    writer.add(batch(0))
-    writer.commit()
+    (tmp_path / "tracks").mkdir()
+    (tmp_path / "tracks" / "vid.parquet").write_bytes(b"from a run with --track")
     writer = VideoResultWriter(tmp_path, "vid", NAMES)
     writer.add(batch(0))
     writer.commit()

@@ -1,10 +1,12 @@
 """VideoTracker on synthetic boxes: ids stable while objects move, new ids for new objects."""
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
-from pipeline.detections import Detections
-from pipeline.tracking import NO_TRACK, VideoTracker
+from pipeline.detections import BatchResult, Detections
+from pipeline.results_writer import VideoResultWriter, detections_schema
+from pipeline.tracking import NO_TRACK, TRACKS_SCHEMA, VideoTracker, track_detections_file
 
 NAMES = {0: "person", 2: "car"}
 
@@ -56,3 +58,42 @@ def test_ids_do_not_depend_on_other_videos_tracked_alongside():
         interleaved_a.append(a.update(f, f / 30, boxes((50 + f, 50, 90 + f, 130, 0.9, 0))).tolist())
     alone = VideoTracker()
     assert interleaved_a == [alone.update(f, f / 30, boxes((50 + f, 50, 90 + f, 130, 0.9, 0))).tolist() for f in range(10)]
+
+
+def test_tracking_a_detections_file_equals_tracking_frame_by_frame(tmp_path):
+    """The file tracker reads a video's rows in order, a row group at a time, and writes the
+    same rows with the ids a tracker fed frame by frame gives."""
+    rng = np.random.default_rng(0)
+    frames = []
+    for f in range(50):  # 3 objects drifting, one vanishing for a while, a random false box
+        rows = [(100 + 2 * f, 100, 150 + 2 * f, 200, 0.9, 0), (400, 50 + f, 460, 150 + f, 0.8, 2)]
+        if not 20 <= f < 26:
+            rows.append((250, 300 - f, 290, 380 - f, 0.7, 0))
+        if f % 7 == 3:
+            rows.append(tuple(rng.uniform(0, 500, 2)) + (600, 600, 0.3, 0))
+        frames.append(boxes(*rows))
+    writer = VideoResultWriter(tmp_path, "vid", NAMES, row_group_frames=16)
+    for seq in range(0, 50, 10):
+        chunk = frames[seq:seq + 10]
+        idx = np.arange(seq, seq + len(chunk))
+        merged = Detections(np.concatenate([d.xyxy for d in chunk]), np.concatenate([d.confidence for d in chunk]),
+                            np.concatenate([d.class_id for d in chunk]))
+        writer.add(BatchResult("vid", seq // 10, idx, idx / 30, [len(d) for d in chunk], merged))
+    untracked = writer.finish()
+
+    tracked, tracks = tmp_path / "tracked.parquet", tmp_path / "tracks.parquet"
+    count = track_detections_file(untracked, tracked, tracks, video_id="vid", names=NAMES)
+
+    direct = VideoTracker()
+    expected = [direct.update(f, f / 30, d).tolist() for f, d in enumerate(frames)]
+    file = pq.ParquetFile(tracked)
+    assert file.schema_arrow.equals(detections_schema(tracked=True))
+    assert file.metadata.num_row_groups == pq.ParquetFile(untracked).metadata.num_row_groups
+    rows = file.read().to_pylist()
+    got = [[NO_TRACK if b["track_id"] is None else b["track_id"] for b in r["detections"]] for r in rows]
+    assert got == expected
+    before = pq.read_table(untracked).to_pylist()
+    strip = lambda r: [{k: v for k, v in b.items() if k != "track_id"} for b in r["detections"]]  # noqa: E731
+    assert [strip(r) for r in rows] == [r["detections"] for r in before]  # the boxes themselves untouched
+    summary = pq.read_table(tracks)
+    assert summary.schema.equals(TRACKS_SCHEMA) and summary.num_rows == count == direct.num_tracks >= 3

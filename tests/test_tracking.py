@@ -4,11 +4,13 @@ number of actors, and a tracks summary that agrees with the detections."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import iou_matrix
 from pipeline.cli import main
 from pipeline.results import read_detections, read_tracks, read_videos
 
@@ -32,14 +34,6 @@ def runs(ray_local, tmp_path_factory, people_mp4, model_path):
     return root, one, two
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    tl = np.maximum(a[:, None, :2], b[None, :, :2])
-    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(br - tl, 0, None).prod(2)
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
-
-
 def test_each_person_keeps_one_id_across_consecutive_frames(runs):
     _, boxes, _ = runs
     all_people = boxes[boxes["class_name"] == "person"]
@@ -54,7 +48,7 @@ def test_each_person_keeps_one_id_across_consecutive_frames(runs):
         a, b = by_frame[f], by_frame[f + 1]
         # No two boxes of a frame share an id.
         assert a["track_id"].is_unique
-        overlap = iou(a[["x1", "y1", "x2", "y2"]].to_numpy(), b[["x1", "y1", "x2", "y2"]].to_numpy())
+        overlap = iou_matrix(a[["x1", "y1", "x2", "y2"]].to_numpy(), b[["x1", "y1", "x2", "y2"]].to_numpy())
         for i, j in zip(*np.nonzero(overlap > 0.7)):  # the same person one frame later
             if a["track_id"].iloc[i] == b["track_id"].iloc[j]:
                 same += 1
@@ -111,7 +105,7 @@ def test_ids_agree_with_ultralytics_own_tracking(runs, people_mp4, model_path):
             continue
         ours = boxes[boxes["frame_index"] == frame_index].dropna(subset=["track_id"])
         # YOLO.track reports the track's (Kalman-smoothed) box, we store the detector's: match by IoU.
-        overlap = iou(result.boxes.xyxy.numpy(), ours[["x1", "y1", "x2", "y2"]].to_numpy())
+        overlap = iou_matrix(result.boxes.xyxy.numpy(), ours[["x1", "y1", "x2", "y2"]].to_numpy())
         for k, ref_id in enumerate(result.boxes.id.numpy().astype(int)):
             compared += 1
             if not len(ours) or overlap[k].max() < 0.5:
@@ -122,3 +116,35 @@ def test_ids_agree_with_ultralytics_own_tracking(runs, people_mp4, model_path):
             assert ours_to_ref.setdefault(our_id, ref_id) == ref_id
     assert compared > 4000 and unmatched <= 0.01 * compared
     assert len(ref_to_ours) == boxes["track_id"].nunique()
+
+
+def test_a_tracking_task_that_dies_is_retried_and_one_that_always_dies_fails_only_its_video(
+    ray_local, tmp_path, people_mp4, model_path
+):
+    import pipeline
+    from conftest import read_status, write_people_clips  # noqa: I001
+    from pipeline.config import RunConfig
+    from pipeline.faults import FaultPlan
+    from pipeline.inputs import describe
+
+    clips = write_people_clips(tmp_path, people_mp4, count=2, length=24, step=30)
+    victim = describe(str(clips[0])).video_id
+    config = RunConfig(model=model_path, device="cpu", track=True, batch_size=8)
+    for times, expected in ((1, "ok"), (100, "failed")):
+        markers = tmp_path / f"markers-{times}"
+        markers.mkdir()
+        out = tmp_path / f"out-{times}"
+        plan = FaultPlan(marker_dir=str(markers), tracker_exit_video_id=victim, tracker_exit_times=times)
+        record = pipeline.run(clips, output=str(out), config=config, progress=False, faults=plan)
+        status = {Path(p).name: s for p, s in read_status(out).items()}
+        assert status["v1.mp4"]["status"] == "ok" and status["v1.mp4"]["num_tracks"] > 0
+        assert status["v0.mp4"]["status"] == expected
+        if expected == "ok":  # Ray re-ran the task after its process died
+            assert len(list(markers.iterdir())) == 1 and record["exit_code"] == 0
+            assert len(read_tracks(out, video_id=victim)) == status["v0.mp4"]["num_tracks"] > 0
+        else:  # the first run and Ray's 2 retries all died
+            assert len(list(markers.iterdir())) == 3 and record["exit_code"] == 3
+            assert "tracking failed" in status["v0.mp4"]["error"]
+            assert read_detections(out, video_id=victim).empty and read_tracks(out, video_id=victim).empty
+        leftovers = [p.name for p in out.rglob(".tmp-*")]
+        assert leftovers == []

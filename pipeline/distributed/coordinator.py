@@ -7,10 +7,12 @@ import asyncio
 import logging
 import os
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError
 
 from pipeline.backpressure import DispatchWindow
@@ -18,14 +20,13 @@ from pipeline.config import RunConfig
 from pipeline.decode import BatchHeader, VideoEnded, VideoInfo, VideoOpened
 from pipeline.detections import BatchResult
 from pipeline.distributed.metrics import PipelineMetrics
-from pipeline.distributed.workers import decode_video
+from pipeline.distributed.workers import decode_video, track_video
 from pipeline.faults import FaultPlan
 from pipeline.inputs import VideoSource
 from pipeline.letterbox import LetterboxGeometry
 from pipeline.manifest import Manifest, VideoRecord
 from pipeline.monitoring import PeakRss
-from pipeline.results_writer import VideoResultWriter, detections_path, tracks_path
-from pipeline.tracking import VideoTracker
+from pipeline.results_writer import TEMP_PREFIX, VideoResultWriter, detections_path, tracks_path
 from pipeline.storage import RemoteOutput, redact
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,10 @@ class DecoderLost(Exception):
 
 class BatchFailed(Exception):
     """A batch could not be inferred (an error in the model, or every retry's actor died)."""
+
+
+class TrackingFailed(Exception):
+    """The tracking task of a complete video failed; the video is recorded as failed."""
 
 
 @dataclass
@@ -75,10 +80,6 @@ class Coordinator:
         self.window = DispatchWindow(len(actors), config.window_per_actor)
         self.manifest = Manifest(self.output)
         self.metrics = PipelineMetrics()
-        if config.track:
-            # ultralytics' tracker imports torch (seconds): do it now, while the actors load their
-            # models, rather than inside the event loop when the first video opens.
-            VideoTracker.preload()
         self.memory = PeakRss()
         self.counts = {
             "videos_total": 0,
@@ -96,6 +97,14 @@ class Coordinator:
             "peak_open_decoders": 0,
         }
         self.stage_s = {"decode": 0.0, "infer": 0.0, "batch_round_trip": 0.0, "write": 0.0}
+        if config.track:
+            self.stage_s["track"] = 0.0
+        self.tracker_peak_rss = 0
+        # Tracking tasks run on this node (the files are here), a few at a time: each holds
+        # ultralytics (and so torch) in memory.
+        self._tracking_slots = asyncio.Semaphore(max(1, min(8, (os.cpu_count() or 2) // 2)))
+        self._on_this_node = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+        self._completing: set[asyncio.Task] = set()
         self.started = time.time()
         self._slot_freed: asyncio.Condition | None = None
         self._probes: dict[int, asyncio.Task] = {}
@@ -212,8 +221,7 @@ class Coordinator:
             if isinstance(item, VideoOpened):
                 if state.info is None:
                     state.info, state.geometry = item.info, item.geometry
-                    tracker = VideoTracker() if self.config.track else None
-                    state.writer = VideoResultWriter(self.output, state.source.video_id, self.names, tracker)
+                    state.writer = VideoResultWriter(self.output, state.source.video_id, self.names)
                     if item.info.header_frames:
                         self.counts["frames_expected"] += -(-item.info.header_frames // self.config.stride)
             elif isinstance(item, BatchHeader):
@@ -264,6 +272,8 @@ class Coordinator:
                 state.attempts = attempts
 
     async def _process_video(self, source: VideoSource) -> None:
+        """Decode and infer one video; its commit (and tracking) goes on in the background so
+        the worker can open the next video meanwhile."""
         started = time.perf_counter()
         state = VideoState(source)
         try:
@@ -274,29 +284,80 @@ class Coordinator:
             if state.writer:
                 state.writer.abort()
             raise
-        error = ended.error or state.error
-        writer = state.writer
-        frames = writer.rows_written if writer else 0
-        relative = f"detections/{source.video_id}.parquet"
-        tracks_relative = f"tracks/{source.video_id}.parquet"
-        if writer and frames and not writer.pending:
-            path = writer.commit()
-            if self.remote:  # tracks first: a published detections file always has its tracks
-                if writer.tracker is not None:
-                    await asyncio.to_thread(self.remote.publish, writer.tracks_final_path, tracks_relative)
-                    writer.tracks_final_path.unlink()
-                else:
-                    await asyncio.to_thread(self.remote.delete, tracks_relative)
-                await asyncio.to_thread(self.remote.publish, path, relative)
-                path.unlink()  # the staging folder stays small however long the backlog
+        task = asyncio.create_task(self._complete_video(state, ended, started))
+        self._completing.add(task)
+        task.add_done_callback(self._completing.discard)
+
+    async def _track(self, writer: VideoResultWriter) -> tuple[Path, Path, int]:
+        """Track a finished video in a task on this node: (tracked file, tracks file, tracks),
+        both files still under hidden names."""
+        untracked = writer.finish()
+        suffix = f"{writer.video_id}-{uuid.uuid4().hex[:8]}.parquet"
+        tracked = writer.final_path.with_name(f"{TEMP_PREFIX}tracked-{suffix}")
+        tracks = writer.tracks_final_path.with_name(f"{TEMP_PREFIX}{suffix}")
+        tracks.parent.mkdir(parents=True, exist_ok=True)
+        async with self._tracking_slots:
+            try:
+                out = await track_video.options(scheduling_strategy=self._on_this_node).remote(
+                    str(untracked), str(tracked), str(tracks), writer.video_id, self.names, self.faults
+                )
+            except ray.exceptions.RayError as exc:
+                for path in (tracked, tracks):
+                    path.unlink(missing_ok=True)
+                cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+                raise TrackingFailed(f"tracking failed: {type(cause).__name__}: {cause}") from exc
+            finally:
+                untracked.unlink(missing_ok=True)
+        self.stage_s["track"] += out["track_s"]
+        self.tracker_peak_rss = max(self.tracker_peak_rss, out["rss"])
+        return tracked, tracks, out["num_tracks"]
+
+    async def _commit(self, writer: VideoResultWriter) -> int | None:
+        """Put a complete video's files in place (tracks first, so a detections file with track
+        ids always has its summary) and publish them; returns the track count when tracking."""
+        video_id = writer.video_id
+        relative, tracks_relative = f"detections/{video_id}.parquet", f"tracks/{video_id}.parquet"
+        num_tracks = None
+        if self.config.track:
+            tracked, tracks, num_tracks = await self._track(writer)
+            os.replace(tracks, writer.tracks_final_path)
+            os.replace(tracked, writer.final_path)
         else:
-            if writer:
-                writer.abort()
-            for stale in (detections_path(self.output, source.video_id), tracks_path(self.output, source.video_id)):
-                stale.unlink(missing_ok=True)  # rows of an older version
-            if self.remote:
-                await asyncio.to_thread(self.remote.delete, relative)
+            writer.commit()
+        if self.remote:
+            if num_tracks is not None:
+                await asyncio.to_thread(self.remote.publish, writer.tracks_final_path, tracks_relative)
+                writer.tracks_final_path.unlink()
+            else:
                 await asyncio.to_thread(self.remote.delete, tracks_relative)
+            await asyncio.to_thread(self.remote.publish, writer.final_path, relative)
+            writer.final_path.unlink()  # the staging folder stays small however long the backlog
+        return num_tracks
+
+    async def _discard(self, writer: VideoResultWriter | None, video_id: str) -> None:
+        """No usable rows: remove this attempt's and any older version's files."""
+        if writer:
+            writer.abort()
+        for stale in (detections_path(self.output, video_id), tracks_path(self.output, video_id)):
+            stale.unlink(missing_ok=True)
+        if self.remote:
+            await asyncio.to_thread(self.remote.delete, f"detections/{video_id}.parquet")
+            await asyncio.to_thread(self.remote.delete, f"tracks/{video_id}.parquet")
+
+    async def _complete_video(self, state: VideoState, ended: VideoEnded, started: float) -> None:
+        source, writer = state.source, state.writer
+        error = ended.error or state.error
+        frames = writer.rows_written if writer else 0
+        num_tracks = None
+        committed = False
+        if writer and frames and not writer.pending:
+            try:
+                num_tracks = await self._commit(writer)
+                committed = True
+            except TrackingFailed as exc:
+                error = str(exc)
+        if not committed:
+            await self._discard(writer, source.video_id)
             frames = 0
             error = error or "no frames decoded"
         status = "ok" if not error else ("partial" if frames else "failed")
@@ -313,7 +374,7 @@ class Coordinator:
             frames_decoded=ended.frames_decoded,
             num_detections=writer.boxes_written if writer and frames else 0,
             class_counts=writer.class_totals() if writer and frames else [],
-            num_tracks=writer.tracker.num_tracks if writer and frames and writer.tracker is not None else None,
+            num_tracks=num_tracks if frames else None,
             codec=info.codec if info else None,
             rotation=info.rotation if info else 0,
             size_bytes=source.size_bytes,
@@ -365,6 +426,8 @@ class Coordinator:
         workers = [asyncio.create_task(worker()) for _ in range(self.config.max_open_videos or 1)]
         try:
             await asyncio.gather(*workers)
+            while self._completing:  # commits and tracking of the last videos
+                await asyncio.gather(*list(self._completing))
         finally:
             for probe in self._probes.values():
                 probe.cancel()
@@ -385,6 +448,7 @@ class Coordinator:
             "peak_batches_in_flight": self.window.peak_in_flight,
             "window_limit": self.window.limit,
             "coordinator_memory": self.memory.as_dict(),
+            "tracker_peak_bytes": self.tracker_peak_rss or None,
             "actors": actor_stats,
             "statuses": {vid: r.status for vid, r in self.manifest.records.items()},
         }

@@ -120,6 +120,7 @@ def _roles_memory(summary: dict, driver: PeakRss) -> dict:
         "coordinator": summary["coordinator_memory"],
         "actors": actors,
         "actor_peak_bytes": max((a["peak_bytes"] for a in actors), default=None),
+        "tracker_peak_bytes": summary.get("tracker_peak_bytes"),  # tracking tasks (--track), at their end
     }
 
 

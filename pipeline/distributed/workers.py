@@ -1,10 +1,11 @@
-"""The decoder task and the YoloActor: thin Ray shells around ``pipeline.decode`` and
-``pipeline.detector``."""
+"""The decoder task, the YoloActor and the tracking task: thin Ray shells around
+``pipeline.decode``, ``pipeline.detector`` and ``pipeline.tracking``."""
 
 from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import ray
@@ -14,7 +15,7 @@ from pipeline.decode import stream_video
 from pipeline.distributed.metrics import PipelineMetrics
 from pipeline.faults import FaultPlan
 from pipeline.letterbox import LetterboxGeometry
-from pipeline.monitoring import GpuSampler, PeakRss
+from pipeline.monitoring import GpuSampler, PeakRss, process_rss_bytes
 
 # Decoding one 1080p H.264 stream is mostly one core's work; a decoder reserves half a CPU so
 # that on a small machine inference keeps its cores while decoders overlap with it.
@@ -156,3 +157,21 @@ class YoloActor:
             "memory": self.memory.as_dict(),
             "gpu": gpu,
         }
+
+
+# num_cpus=0: it must run on the coordinator's node (the files it reads and writes are there),
+# and a cluster's head node may offer no CPUs to tasks (cluster.yaml's does not); the
+# coordinator bounds how many run at once instead. Ray retries it if its process dies: it only
+# writes hidden files that the coordinator renames, so a rerun is harmless.
+@ray.remote(num_cpus=0, max_retries=2)
+def track_video(
+    untracked: str, tracked: str, tracks: str, video_id: str, names: dict[int, str], faults: FaultPlan | None = None
+) -> dict:
+    """Track one finished video (see ``pipeline.tracking.track_detections_file``)."""
+    from pipeline.tracking import track_detections_file
+
+    if faults:
+        faults.on_tracking(video_id)
+    started = time.perf_counter()
+    num_tracks = track_detections_file(Path(untracked), Path(tracked), Path(tracks), video_id=video_id, names=names)
+    return {"num_tracks": num_tracks, "track_s": time.perf_counter() - started, "rss": process_rss_bytes()}
