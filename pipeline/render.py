@@ -17,12 +17,11 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
-import pyarrow.parquet as pq
 
 from pipeline.decode import DecodeError, VideoDecoder
 from pipeline.errors import UsageError
 from pipeline.inputs import video_id_for
-from pipeline.results import filesystem_for, plan_scan, read_detections, read_videos
+from pipeline.results import read_detections, read_videos
 
 log = logging.getLogger(__name__)
 
@@ -133,18 +132,6 @@ class BoxPainter:
                         (255, 255, 255), self.font_thickness, cv2.LINE_AA)
 
 
-def _processed_frames(results: str | Path, video_id: str, start_s, end_s) -> set[int]:
-    """Frame indices the run processed (frames without boxes included)."""
-    fs, _ = filesystem_for(results)
-    frames: set[int] = set()
-    for scan in plan_scan(results, video_id=video_id, start_s=start_s, end_s=end_s):
-        with fs.open_input_file(scan.path) as f:
-            parquet = pq.ParquetFile(f)
-            groups = list(scan.row_groups) if scan.row_groups is not None else list(range(parquet.num_row_groups))
-            frames.update(parquet.read_row_groups(groups, columns=["frame_index"])["frame_index"].to_pylist())
-    return frames
-
-
 def render(
     video: str,
     results: str | Path,
@@ -162,7 +149,8 @@ def render(
                             min_confidence=min_confidence)
     boxes = boxes.sort_values("frame_index", kind="stable")
     by_frame: dict[int, list[dict]] = {int(f): g.to_dict("records") for f, g in boxes.groupby("frame_index")}
-    processed = _processed_frames(results, video_id, lookback, end_s)
+    processed = set(read_detections(results, flat=False, video_id=video_id, start_s=lookback, end_s=end_s,
+                                    columns=["frame_index"])["frame_index"].tolist())
     if not processed:
         raise UsageError(f"the results in {results} have no processed frames of {video} in that time range")
 

@@ -102,9 +102,12 @@ class Coordinator:
         self.tracker_peak_rss = 0
         # Tracking tasks run on this node (the files are here), a few at a time: each holds
         # ultralytics (and so torch) in memory.
-        self._tracking_slots = asyncio.Semaphore(max(1, min(8, (os.cpu_count() or 2) // 2)))
+        tracking_tasks = max(1, min(8, (os.cpu_count() or 2) // 2))
+        self._tracking_slots = asyncio.Semaphore(tracking_tasks)
         self._on_this_node = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
         self._completing: set[asyncio.Task] = set()
+        self._completion_slots = asyncio.Semaphore(4 * tracking_tasks)
+        self._completion_errors: list[BaseException] = []
         self.started = time.time()
         self._slot_freed: asyncio.Condition | None = None
         self._probes: dict[int, asyncio.Task] = {}
@@ -284,9 +287,18 @@ class Coordinator:
             if state.writer:
                 state.writer.abort()
             raise
+        # Bounded: when tracking falls behind inference, the workers wait here (backpressure)
+        # instead of piling up finished videos.
+        await self._completion_slots.acquire()
         task = asyncio.create_task(self._complete_video(state, ended, started))
         self._completing.add(task)
-        task.add_done_callback(self._completing.discard)
+        task.add_done_callback(self._completed)
+
+    def _completed(self, task: asyncio.Task) -> None:
+        self._completing.discard(task)
+        self._completion_slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            self._completion_errors.append(task.exception())  # raised by run(), not lost
 
     async def _track(self, writer: VideoResultWriter) -> tuple[Path, Path, int]:
         """Track a finished video in a task on this node: (tracked file, tracks file, tracks),
@@ -427,7 +439,9 @@ class Coordinator:
         try:
             await asyncio.gather(*workers)
             while self._completing:  # commits and tracking of the last videos
-                await asyncio.gather(*list(self._completing))
+                await asyncio.gather(*list(self._completing), return_exceptions=True)
+            if self._completion_errors:
+                raise self._completion_errors[0]
         finally:
             for probe in self._probes.values():
                 probe.cancel()
