@@ -148,14 +148,22 @@ def _read(fs: pafs.FileSystem, scans: list[FileScan], schema: pa.Schema, columns
     return pa.concat_tables(tables, promote_options="permissive")
 
 
-def _filter_rows(table: pa.Table, videos: set | None, start_s: float | None, end_s: float | None) -> pa.Table:
+def _all_of(conditions: list) -> pa.Array | None:
     mask = None
+    for cond in conditions:
+        mask = cond if mask is None else pc.and_(mask, cond)
+    return mask
+
+
+def _filter_rows(table: pa.Table, videos: set | None, start_s: float | None, end_s: float | None) -> pa.Table:
+    conditions = []
     if videos is not None:
-        mask = pc.is_in(table["video_id"], pa.array(sorted(videos), pa.string()))
-    for op, bound in ((pc.greater_equal, start_s), (pc.less_equal, end_s)):
-        if bound is not None:
-            cond = op(table["timestamp_s"], bound)
-            mask = cond if mask is None else pc.and_(mask, cond)
+        conditions.append(pc.is_in(table["video_id"], pa.array(sorted(videos), pa.string())))
+    if start_s is not None:
+        conditions.append(pc.greater_equal(table["timestamp_s"], start_s))
+    if end_s is not None:
+        conditions.append(pc.less_equal(table["timestamp_s"], end_s))
+    mask = _all_of(conditions)
     return table if mask is None else table.filter(mask)
 
 
@@ -178,6 +186,27 @@ def _class_mask(class_id: pa.Array, class_name: pa.Array, classes: set) -> pa.Ar
     ids = pa.array(sorted(c for c in classes if not isinstance(c, str)), pa.int32())
     names = pa.array(sorted(c for c in classes if isinstance(c, str)), pa.string())
     return pc.or_(pc.is_in(class_id, ids), pc.is_in(class_name, names))
+
+
+def _keep_boxes(table: pa.Table, classes: set | None, min_confidence: float | None) -> pa.Table:
+    """Per-frame rows with only the boxes of ``classes`` at ``min_confidence`` or more; every
+    frame keeps its row (vectorized: no Python per box)."""
+    lists = table["detections"].combine_chunks()
+    boxes = lists.flatten()
+    conditions = []
+    if classes is not None:
+        conditions.append(_class_mask(pc.struct_field(boxes, "class_id"), pc.struct_field(boxes, "class_name"), classes))
+    if min_confidence is not None:
+        conditions.append(pc.greater_equal(pc.struct_field(boxes, "confidence"), min_confidence))
+    mask = _all_of(conditions)
+    if mask is None:
+        return table
+    parents = pc.list_parent_indices(lists).filter(mask).to_numpy()
+    counts = np.bincount(parents, minlength=table.num_rows).astype(np.int32)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]), pa.int32())
+    kept = pa.ListArray.from_arrays(offsets, boxes.filter(mask), type=lists.type)
+    table = table.set_column(table.schema.get_field_index("detections"), "detections", kept)
+    return table.set_column(table.schema.get_field_index("num_detections"), "num_detections", pa.array(counts, pa.int32()))
 
 
 def read_detections(
@@ -215,25 +244,8 @@ def read_detections(
     table = _filter_rows(_read(fs, scans, DETECTIONS_SCHEMA, read_columns), _as_set(video_id), start_s, end_s)
     if columns is not None:
         return table.select(columns).to_pandas()
-    wanted_classes = _as_set(classes)
-    if flat:
-        boxes = _flatten(table)
-        mask = None
-        if wanted_classes is not None:
-            mask = _class_mask(boxes["class_id"], boxes["class_name"], wanted_classes)
-        if min_confidence is not None:
-            cond = pc.greater_equal(boxes["confidence"], min_confidence)
-            mask = cond if mask is None else pc.and_(mask, cond)
-        return (boxes if mask is None else boxes.filter(mask)).to_pandas()
-    frames = table.to_pandas()
-    if wanted_classes is not None or min_confidence is not None:
-        def keep(box: dict) -> bool:
-            in_class = wanted_classes is None or box["class_name"] in wanted_classes or box["class_id"] in wanted_classes
-            return in_class and (min_confidence is None or box["confidence"] >= min_confidence)
-
-        frames["detections"] = [[b for b in boxes if keep(b)] for boxes in frames["detections"]]
-        frames["num_detections"] = frames["detections"].map(len).astype("int32")
-    return frames
+    table = _keep_boxes(table, _as_set(classes), min_confidence)
+    return (_flatten(table) if flat else table).to_pandas()
 
 
 def read_frames(output: str | Path, *, video_id: str | None = None) -> pd.DataFrame:
@@ -256,7 +268,6 @@ def read_tracks(
     fs, _ = filesystem_for(output, filesystem)
     scans = plan_scan(output, "tracks", video_id=video_id, classes=classes, filesystem=filesystem)
     table = _read(fs, scans, TRACKS_SCHEMA)
-    mask = None
     conditions = []
     if (videos := _as_set(video_id)) is not None:
         conditions.append(pc.is_in(table["video_id"], pa.array(sorted(videos), pa.string())))
@@ -266,8 +277,7 @@ def read_tracks(
         conditions.append(pc.greater_equal(table["last_timestamp_s"], start_s))
     if end_s is not None:
         conditions.append(pc.less_equal(table["first_timestamp_s"], end_s))
-    for cond in conditions:
-        mask = cond if mask is None else pc.and_(mask, cond)
+    mask = _all_of(conditions)
     return (table if mask is None else table.filter(mask)).to_pandas()
 
 

@@ -167,7 +167,7 @@ def _with_track_ids(table: pa.Table, tracker: VideoTracker) -> pa.Table:
     for i in range(table.num_rows):
         a, b = offsets[i], offsets[i + 1]
         track_ids[a:b] = tracker.update(int(frames[i]), float(stamps[i]), Detections(xyxy[a:b], confidence[a:b], class_id[a:b]))
-    fields = [boxes.field(k) for k in range(boxes.type.num_fields)]
+    fields = boxes.flatten()
     fields.append(pa.array(track_ids, pa.int32(), mask=track_ids == NO_TRACK))
     tracked_boxes = pa.StructArray.from_arrays(fields, fields=list(TRACKED_BOX_TYPE))
     tracked_lists = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), tracked_boxes, type=pa.list_(TRACKED_BOX_TYPE))

@@ -97,3 +97,4 @@ def test_tracking_a_detections_file_equals_tracking_frame_by_frame(tmp_path):
     assert [strip(r) for r in rows] == [r["detections"] for r in before]  # the boxes themselves untouched
     summary = pq.read_table(tracks)
     assert summary.schema.equals(TRACKS_SCHEMA) and summary.num_rows == count == direct.num_tracks >= 3
+
