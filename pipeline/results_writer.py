@@ -118,6 +118,7 @@ class VideoResultWriter:
         self.next_seq = 0
         self.rows_written = 0
         self.boxes_written = 0
+        self.row_groups_written = 0
         self.class_counts: dict[int, int] = {}
 
     def add(self, result: BatchResult) -> bool:
@@ -155,6 +156,7 @@ class VideoResultWriter:
             self._writer = pq.ParquetWriter(self.temp_path, DETECTIONS_SCHEMA, compression="zstd")
         if self._row_group:
             self._writer.write_table(pa.concat_tables(self._row_group), row_group_size=max(self._row_group_rows, 1))
+            self.row_groups_written += 1
         self._row_group, self._row_group_rows = [], 0
 
     def class_totals(self) -> list[dict]:

@@ -141,3 +141,9 @@ def test_long_run_memory_stays_flat(tmp_path, model_path):
         print(f"{role}: start {mem['start_bytes'] / mib:.0f} MiB, warm {mem['warm_bytes'] / mib:.0f} MiB, "
               f"end {mem['last_bytes'] / mib:.0f} MiB, growth after warm-up {growth:.1f} MiB")
         assert growth < 50, role
+    # The coordinator's RSS over the run (run.json's timeline): flat from a fifth of the frames on.
+    points = [p for p in record["timeline"]["points"] if p["coordinator_rss"]]
+    settled = next(p for p in points if p["frames_done"] >= 2_000)
+    drift = (points[-1]["coordinator_rss"] - settled["coordinator_rss"]) / mib
+    print(f"coordinator drift from {settled['frames_done']} to {points[-1]['frames_done']} frames: {drift:.1f} MiB")
+    assert abs(drift) < 20

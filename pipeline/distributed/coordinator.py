@@ -192,7 +192,10 @@ class Coordinator:
             self.counts["frames_done"] += result.num_frames
             self.counts["boxes"] += len(result.detections)
             self.metrics.frames_inferred.inc(result.num_frames)
-            self.memory.mark_warm()
+            if state.writer.row_groups_written:
+                # Warm once rows have reached the disk: the Parquet writer's buffers and codecs
+                # are allocated then, so growth after this point is what a leak would look like.
+                self.memory.mark_warm()
         else:
             self.counts["duplicate_batches_dropped"] += 1
         self.stage_s["write"] += time.perf_counter() - t0
@@ -366,6 +369,7 @@ class Coordinator:
             try:
                 num_tracks = await self._commit(writer)
                 committed = True
+                self.memory.mark_warm()  # a video shorter than a row group reaches the disk here
             except TrackingFailed as exc:
                 error = str(exc)
         if not committed:
