@@ -8,18 +8,16 @@
     dataset = pipeline.as_ray_dataset("out")         # ray.data.Dataset, one row per frame
 """
 
-import os
-
 from pipeline.config import RunConfig
 
 __all__ = ["RunConfig", "run", "read_detections", "read_tracks", "read_videos", "as_ray_dataset"]
 
 
 def run(inputs, *, output, config=None, **kwargs):
-    """Run the pipeline; see ``pipeline.distributed.driver.run``. Imported lazily: Ray is heavy."""
-    from pipeline.distributed.driver import run as _run
+    """Run the pipeline; see ``pipeline.launch.run``. Ray is imported only when there is work."""
+    from pipeline.launch import run as _run
 
-    return _run([os.fspath(i) for i in inputs], output=os.fspath(output), config=config, **kwargs)
+    return _run(inputs, output=output, config=config, **kwargs)
 
 
 def __getattr__(name):

@@ -23,6 +23,7 @@ import threading
 import time
 from pathlib import Path
 
+from pipeline.config import RunConfig
 from pipeline.monitoring import tree_rss_bytes
 
 CONTENDERS = ("naive", "raydata", "pipeline")
@@ -246,11 +247,13 @@ def format_table(summary: dict) -> str:
 def _common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video", required=True, help="input video")
     parser.add_argument("--model", required=True, help="model for every contender")
-    parser.add_argument("--imgsz", type=int, default=640)
-    parser.add_argument("--conf", type=float, default=0.25)
-    parser.add_argument("--iou", type=float, default=0.7)
-    parser.add_argument("--stride", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=16)
+    d = RunConfig()  # the same defaults as `run`, so the contenders are compared as users run them
+    parser.add_argument("--imgsz", type=int, default=d.imgsz, help="model input size (default %(default)s)")
+    parser.add_argument("--conf", type=float, default=d.conf, help="confidence threshold (default %(default)s)")
+    parser.add_argument("--iou", type=float, default=d.iou, help="NMS IoU threshold (default %(default)s)")
+    parser.add_argument("--stride", type=int, default=d.stride, help="process every Nth frame (default %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size,
+                        help="frames per batch for the pipeline and Ray Data (default %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:

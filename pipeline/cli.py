@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
 from pipeline.config import DEVICES, ConfigError, RunConfig
+from pipeline.errors import UsageError
 
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
@@ -42,16 +44,13 @@ examples:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # exit status 2 with one line, as the contract says
-        self.print_usage(sys.stderr)
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {message} (see: {self.prog} --help)", file=sys.stderr)
         sys.exit(EXIT_USAGE)
 
 
-def _classes(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.replace(",", " ").split())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--classes takes class ids like 0,2,7; got {text!r}") from None
+def _names_or_ids(text: str) -> list:
+    """``--classes``: class names or ids, comma-separated (``person,car`` or ``0,2``)."""
+    return [int(x) if x.strip().isdigit() else x.strip() for x in text.split(",") if x.strip()]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--imgsz", type=int, default=d.imgsz, help="model input size, multiple of 32 (default %(default)s)")
     run.add_argument("--conf", type=float, default=d.conf, help="confidence threshold (default %(default)s)")
     run.add_argument("--iou", type=float, default=d.iou, help="NMS IoU threshold (default %(default)s)")
-    run.add_argument("--classes", type=_classes, default=None, help="keep only these class ids, e.g. 0,2")
+    run.add_argument("--classes", type=_names_or_ids, default=None, help="keep only these classes: names or ids, e.g. person,car or 0,2 (checked against the model's classes)")
     run.add_argument("--max-det", type=int, default=d.max_det, help="most boxes per frame (default %(default)s)")
     run.add_argument("--device", choices=DEVICES, default=d.device, help="auto: CUDA when the cluster has GPUs (default %(default)s)")
     run.add_argument("--num-actors", type=int, default=None, help="YoloActors (default: one per GPU; on CPU one per core up to 4 cores, one per 2 cores above; 1 for OpenVINO/ONNX)")
@@ -101,10 +100,6 @@ examples:
   python -m pipeline render traffic/cam1.mp4 --results out --output cam1-boxes.mp4
   python -m pipeline render cam1.mp4 --results out --output cars.mp4 --start 60 --end 90 --classes car,truck --min-conf 0.5
 """
-
-
-def _names_or_ids(text: str) -> list:
-    return [int(x) if x.strip().isdigit() else x.strip() for x in text.split(",") if x.strip()]
 
 
 def _add_render_parser(sub) -> None:
@@ -137,15 +132,28 @@ def _add_report_parser(sub) -> None:
     report.add_argument("--max-videos", type=int, default=12, help="videos with their own plot, busiest first (default %(default)s)")
 
 
+def _check_writable_file(path: str, option: str = "--output") -> None:
+    """A file the command will write: its folder must exist (one line instead of a traceback)."""
+    folder = Path(path).expanduser().absolute().parent
+    if not folder.is_dir():
+        raise UsageError(f"{option} {path}: folder {folder} does not exist (create it first)")
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"{option} {path}: folder {folder} is not writable")
+    if Path(path).is_dir():
+        raise UsageError(f"{option} {path} is a folder; give a file name")
+
+
 def render_main(args: argparse.Namespace) -> int:
     from pipeline.render import render
 
     if args.start is not None and args.end is not None and args.end < args.start:
-        print("error: --end must not be before --start", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError("--end must not be before --start")
     if not Path(args.video).is_file():
-        print(f"error: {args.video}: file not found", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError(f"{args.video}: file not found")
+    _check_writable_file(args.output)
+    if Path(args.output).absolute() == Path(args.video).absolute() or (
+            Path(args.output).exists() and Path(args.output).samefile(args.video)):
+        raise UsageError(f"--output {args.output} is the input video; give another file name")
     summary = render(args.video, args.results, args.output, start_s=args.start, end_s=args.end, classes=args.classes,
                      min_confidence=args.min_conf, progress=not args.no_progress)
     print(f"Wrote {summary.output}: {summary.frames} frames {summary.width}x{summary.height} ({summary.codec}), "
@@ -157,8 +165,9 @@ def report_main(args: argparse.Namespace) -> int:
     from pipeline.report import write_report
 
     if args.top_classes < 1 or args.max_videos < 1:
-        print("error: --top-classes and --max-videos must be at least 1", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError("--top-classes and --max-videos must be at least 1")
+    if args.output:
+        _check_writable_file(args.output)
     path = write_report(args.results, args.output, top_classes=args.top_classes, max_videos=args.max_videos)
     print(f"Wrote {path}")
     return EXIT_OK
@@ -186,6 +195,11 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def format_summary(record: dict, output: str) -> str:
     t = record["totals"]
+    if not record.get("did_work", True):
+        done = f"All {t['videos_skipped']} videos already done" if not t["videos_failed"] else (
+            f"{t['videos_skipped']} videos already done, {t['videos_failed']} unreadable (recorded as failed)")
+        return (f"{done} in {output} (same content and settings): nothing to process. "
+                f"run.json still describes the last run that processed videos.")
     mem = record["memory"]
     mib = 1024 * 1024
     lines = [
@@ -204,9 +218,12 @@ def format_summary(record: dict, output: str) -> str:
         for g in record["gpu"]:
             if g.get("mean_utilization_percent") is not None:
                 lines.append(f"GPU: {g['mean_utilization_percent']:.0f}% busy on average")
+    if record["settings"].get("track"):
+        lines.append(f"Tracks: {t.get('tracks', 0)} (one row per track in {output}/tracks/, a track_id per box)")
     if t["videos_failed"] or t["videos_partial"]:
         lines.append(f"Some videos were not fully read; see the 'error' column of {output}/videos.parquet")
-    lines.append(f"Output: {output}/detections (Parquet), {output}/videos.parquet, {output}/run.json")
+    outputs = f"{output}/detections (Parquet), " + (f"{output}/tracks, " if record["settings"].get("track") else "")
+    lines.append(f"Output: {outputs}{output}/videos.parquet, {output}/run.json")
     return "\n".join(lines)
 
 
@@ -222,7 +239,15 @@ def _print_bad_videos(output: str, limit: int = 10) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    except KeyboardInterrupt:  # Ctrl-C before the run's own handling (imports, Ray's start-up)
+        print("\ninterrupted (Ctrl-C): complete videos are kept; run the same command again to resume",
+              file=sys.stderr)
+        return 128 + signal.SIGINT
+
+
+def _main(argv: list[str]) -> int:
     if argv[:1] == ["bench"]:  # its own parser: the contenders share options that `run` does not have
         from pipeline.benchmark import bench
 
@@ -231,11 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     os.environ.setdefault("YOLO_VERBOSE", "False")
     if args.command in ("render", "report"):
-        from pipeline.errors import UsageError
-
         try:
             return render_main(args) if args.command == "render" else report_main(args)
-        except UsageError as exc:
+        except (UsageError, ConfigError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
     try:
@@ -244,17 +267,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
-    from pipeline.model_ref import ModelLoadError
-    from pipeline.distributed.driver import run
-    from pipeline.errors import Interrupted, UsageError
+    import pipeline
+    from pipeline.errors import Interrupted, StartupError
     from pipeline.inputs import InputError
+    from pipeline.model_ref import ModelLoadError
 
     try:
-        record = run(args.inputs, output=args.output, config=config, address=args.address,
-                     progress=not (args.no_progress or args.quiet))
-    except (UsageError, InputError, ModelLoadError) as exc:
+        record = pipeline.run(args.inputs, output=args.output, config=config, address=args.address,
+                              progress=not (args.no_progress or args.quiet))
+    except (UsageError, InputError, ModelLoadError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_UNEXPECTED
     except Interrupted as exc:
         print(
             f"\n{exc}: complete videos are kept in {args.output}. "

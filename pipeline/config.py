@@ -29,7 +29,7 @@ class RunConfig:
     conf: float = 0.25
     iou: float = 0.7
     stride: int = 1
-    classes: tuple[int, ...] | None = None
+    classes: tuple[int | str, ...] | None = None  # ids or names; names become ids once the model's are known
     max_det: int = 300
     batch_size: int = 16
     device: Device = "auto"
@@ -70,7 +70,12 @@ class RunConfig:
         if self.device not in DEVICES:
             raise ConfigError(f"--device must be one of {', '.join(DEVICES)}; got {self.device!r}")
         if self.classes is not None:
-            object.__setattr__(self, "classes", tuple(sorted({int(c) for c in self.classes})))
+            object.__setattr__(self, "classes", _class_keys(self.classes))
+
+    @property
+    def classes_resolved(self) -> bool:
+        """Whether ``classes`` are all ids (names are resolved against the model before a run)."""
+        return self.classes is None or all(isinstance(c, int) for c in self.classes)
 
     def replace(self, **changes) -> RunConfig:
         return dataclasses.replace(self, **changes)
@@ -85,3 +90,23 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _class_keys(classes) -> tuple[int | str, ...]:
+    """Ids (digit strings too) as ints, names as stripped strings; no repeats, ids first."""
+    if isinstance(classes, (str, int)):
+        classes = [classes]
+    keys = set()
+    for c in classes:
+        if isinstance(c, str):
+            c = c.strip()
+            if not c:
+                continue
+            if c.lstrip("-").isdigit():
+                c = int(c)
+        keys.add(int(c) if not isinstance(c, str) else c)
+    if not keys:
+        raise ConfigError("--classes is empty: give class ids or names, e.g. 0,2 or person,car")
+    if any(isinstance(c, int) and c < 0 for c in keys):
+        raise ConfigError("--classes: class ids are 0 or more")
+    return tuple(sorted(keys, key=lambda c: (isinstance(c, str), c)))

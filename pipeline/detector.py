@@ -17,7 +17,7 @@ import torch
 
 from pipeline.detections import Detections
 from pipeline.letterbox import LetterboxGeometry
-from pipeline.model_ref import ModelLoadError, check_model_available
+from pipeline.model_ref import ModelLoadError, check_model_available, resolve_classes
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class BatchDetector:
         imgsz: int = 640,
         conf: float = 0.25,
         iou: float = 0.7,
-        classes: tuple[int, ...] | None = None,
+        classes: tuple[int | str, ...] | None = None,
         max_det: int = 300,
         max_batch: int = 16,
         half: bool | None = None,
@@ -62,10 +62,11 @@ class BatchDetector:
         self.device = torch.device(device)
         self.half = self.device.type == "cuda" if half is None else half
         self.imgsz, self.conf, self.iou, self.max_det, self.max_batch = imgsz, conf, iou, max_det, max_batch
-        self.classes = list(classes) if classes else None
         self.backend = load_backend(model, self.device, half=self.half)
         self.half = bool(self.backend.fp16)
         self.names: dict[int, str] = dict(self.backend.names)
+        resolved = resolve_classes(classes, self.names)  # ids or names; unknown ones raise ClassesError
+        self.classes = list(resolved) if resolved else None
         self.model_stride = max(int(self.backend.stride), 32) if self.backend.format == "pt" else 32
         # Exported static-shape models need the square input; PyTorch models take the minimal
         # rectangle, exactly as ``YOLO.predict`` chooses (fewer pixels, identical boxes).

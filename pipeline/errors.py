@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from dataclasses import dataclass
 
 
 class UsageError(Exception):
@@ -19,3 +20,16 @@ class Interrupted(Exception):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
+
+
+class StartupError(Exception):
+    """The workers could not start (not a mistake in the command): exit status 1, one line."""
+
+
+@dataclass(frozen=True)
+class ActorStartFailure:
+    """What a ``YoloActor`` answers instead of its model facts when its model did not load: the
+    driver reports it as one line, instead of Ray printing the actor's traceback."""
+
+    message: str
+    usage: bool  # a mistake in the command (a model that is not there or not a detector, unknown classes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 from collections.abc import Iterable
@@ -89,19 +90,36 @@ def _scan_directory(folder: str) -> list[str]:
     return found
 
 
+def _did_you_mean(path: str) -> str:
+    """A hint for a misspelled local file name: the closest names in its folder."""
+    if storage.is_uri(path):
+        return ""
+    folder, name = os.path.split(os.path.abspath(path))
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return f" (no such folder: {os.path.dirname(path) or folder})"
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.7)
+    return f" (did you mean {os.path.join(os.path.dirname(path), close[0])}?)" if close else " (no such file)"
+
+
 def expand_inputs(inputs: Iterable[str | os.PathLike]) -> tuple[list[VideoSource], list[str]]:
     """Files, directories (searched recursively) and ``@list.txt`` files, in order, without repeats.
 
     Returns the videos and warnings (an empty directory is a warning: nothing of it is lost).
-    A named file that does not exist is returned with its error, so that it is reported in
-    ``videos.parquet`` like any other bad video.
+    A file named in ``inputs`` that does not exist is a mistake in the command (``InputError``,
+    before anything starts); an entry of a list file that does not exist, or any other unreadable
+    file, is returned with its error, so that it is reported in ``videos.parquet`` like any other
+    bad video.
     """
     videos: list[VideoSource] = []
     warnings: list[str] = []
     seen: set[str] = set()
 
-    def add(path: str) -> None:
+    def add(path: str, *, named: bool = False) -> None:
         source = describe(path)
+        if named and source.error == "file not found":
+            raise InputError(f"input not found: {storage.redact(path)}{_did_you_mean(path)}")
         if source.path not in seen:
             seen.add(source.path)
             videos.append(source)
@@ -114,7 +132,7 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> tuple[list[VideoSource
         elif storage.is_uri(item):
             found = storage.list_files(item, VIDEO_EXTENSIONS)
             if found is None:
-                add(item)
+                add(item, named=True)
             elif not found:
                 warnings.append(f"no video files under {storage.redact(item)}")
             for uri in found or []:
@@ -126,7 +144,7 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> tuple[list[VideoSource
             for path in found:
                 add(path)
         else:
-            add(item)
+            add(item, named=True)
     if not videos:
         raise InputError("no video files found in the inputs: " + " ".join(inputs))
     return videos, warnings

@@ -6,6 +6,7 @@ file is replaced atomically, so after a crash every ``ok`` row has its rows on d
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from dataclasses import asdict, dataclass, field, fields
@@ -96,15 +97,24 @@ class Manifest:
     """The status of every video ever processed into one output directory."""
 
     FILE_NAME = "videos.parquet"
+    CLASS_NAMES_KEY = b"pipeline.class_names"  # the model's classes, so readers can reject a typo
 
     def __init__(self, output: Path):
         self.path = output / self.FILE_NAME
         self.records: dict[str, VideoRecord] = {}
+        self.class_names: dict[int, str] | None = None  # the latest run's model classes
         if self.path.exists():
             names = {f.name for f in fields(VideoRecord)}
-            for row in pq.read_table(self.path).to_pylist():
+            table = pq.read_table(self.path)
+            self.class_names = self.class_names_in(table.schema)
+            for row in table.to_pylist():
                 record = VideoRecord(**{k: v for k, v in row.items() if k in names})
                 self.records[record.video_id] = record
+
+    @classmethod
+    def class_names_in(cls, schema: pa.Schema) -> dict[int, str] | None:
+        raw = (schema.metadata or {}).get(cls.CLASS_NAMES_KEY)
+        return {int(k): v for k, v in json.loads(raw).items()} if raw else None
 
     def is_complete(self, source: VideoSource, settings_hash: str) -> bool:
         """Done before with the same content and the same result-changing settings.
@@ -125,7 +135,10 @@ class Manifest:
         self.records[record.video_id] = record
 
     def save(self) -> None:
-        table = pa.Table.from_pylist([asdict(r) for r in self.records.values()], schema=VIDEOS_SCHEMA)
+        schema = VIDEOS_SCHEMA
+        if self.class_names is not None:
+            schema = schema.with_metadata({self.CLASS_NAMES_KEY: json.dumps(self.class_names)})
+        table = pa.Table.from_pylist([asdict(r) for r in self.records.values()], schema=schema)
         temp = self.path.with_name(f"{TEMP_PREFIX}videos-{uuid.uuid4().hex[:8]}.parquet")
         pq.write_table(table, temp)
         os.replace(temp, self.path)

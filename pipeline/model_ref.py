@@ -1,15 +1,27 @@
-"""Where the model comes from, checked without importing torch (the driver stays light)."""
+"""Where the model comes from and what it detects, read without importing torch or ultralytics
+(the driver stays light, and a mistake is reported before Ray or a model starts)."""
 
 from __future__ import annotations
 
+import difflib
 import os
+import pickle
+import zipfile
 from pathlib import Path
+
+import yaml
+
+from pipeline.config import ConfigError
 
 ULTRALYTICS_NAMES_HINT = ("yolo", "rtdetr")
 
 
 class ModelLoadError(Exception):
     """The model cannot be loaded; the message says what to pass instead."""
+
+
+class ClassesError(ConfigError):
+    """``--classes`` names a class the model does not have; the message lists what it has."""
 
 
 def model_fingerprint(model: str) -> str:
@@ -36,3 +48,109 @@ def check_model_available(model: str) -> None:
         )
 
 
+# ---- class names without loading the model ----------------------------------------------------
+
+
+class _Opaque:
+    """Stands in for every class a checkpoint pickles (modules, tensors): it records the state
+    it is given and runs no code, so reading a checkpoint this way is safe and needs no torch."""
+
+    def __init__(self, *args, **kwargs):
+        self.state = None
+
+    def __setstate__(self, state):
+        self.state = state
+
+    def __call__(self, *args, **kwargs):  # reduce functions such as torch._utils._rebuild_tensor_v2
+        return _Opaque()
+
+
+_SAFE_BUILTINS = {("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset"),
+                  ("builtins", "dict"), ("builtins", "list"), ("builtins", "tuple"), ("builtins", "slice")}
+
+
+class _NamesUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) in _SAFE_BUILTINS:
+            import builtins
+            import collections
+
+            return getattr(collections if module == "collections" else builtins, name)
+        return type(name, (_Opaque,), {})
+
+    def persistent_load(self, pid):  # tensor storages: not needed for the names
+        return None
+
+
+def _names_from_checkpoint(path: Path) -> dict[int, str] | None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickled = [n for n in archive.namelist() if n.endswith("data.pkl")]
+            if not pickled:
+                return None
+            with archive.open(pickled[0]) as f:
+                checkpoint = _NamesUnpickler(f).load()
+    except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError) as exc:
+        raise ModelLoadError(f"model {path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {exc}). "
+                             "Pass --model PATH to YOLO weights (.pt) or an exported model") from None
+    if not isinstance(checkpoint, dict):
+        return None
+    if checkpoint.get("model") is None and checkpoint.get("ema") is None:
+        raise ModelLoadError(f"model {path} is a PyTorch file but not a YOLO checkpoint (it holds no model). "
+                             "Pass --model PATH to YOLO weights (.pt) or an exported model")
+    for key in ("model", "ema"):
+        state = getattr(checkpoint.get(key), "state", None)
+        if isinstance(state, tuple):  # (__dict__, slots) from some pickle protocols
+            state = state[0]
+        if isinstance(state, dict) and state.get("names") is not None:
+            return _as_names(state["names"])
+    return None
+
+
+def _as_names(names) -> dict[int, str] | None:
+    if isinstance(names, (list, tuple)):
+        return {i: str(n) for i, n in enumerate(names)}
+    if isinstance(names, dict):
+        return {int(k): str(v) for k, v in names.items()}
+    return None
+
+
+def read_class_names(model: str) -> dict[int, str] | None:
+    """The class names of a local model, without loading it: from a ``.pt`` checkpoint's pickle
+    (no code runs) or an export's ``metadata.yaml``. None when they cannot be read this way (a
+    model that ultralytics would download, an ONNX or TensorRT file): the actors tell later.
+    Raises ``ModelLoadError`` for a ``.pt`` file that is not a checkpoint at all."""
+    path = Path(model)
+    if path.is_dir():
+        metadata = path / "metadata.yaml"
+        try:
+            return _as_names((yaml.safe_load(metadata.read_text()) or {}).get("names")) if metadata.exists() else None
+        except (OSError, yaml.YAMLError):
+            return None
+    if path.is_file() and path.suffix == ".pt":
+        return _names_from_checkpoint(path)
+    return None
+
+
+def resolve_classes(classes, names: dict[int, str]) -> tuple[int, ...] | None:
+    """``--classes`` as sorted class ids: ids or names (case-insensitive), checked against the
+    model's classes, so that a typo fails at once instead of writing a run with no boxes."""
+    if classes is None:
+        return None
+    by_name = {name.lower(): i for i, name in names.items()}
+    ids = set()
+    for c in classes:
+        if isinstance(c, str) and not c.strip().lstrip("-").isdigit():
+            if c.strip().lower() not in by_name:
+                close = difflib.get_close_matches(c.strip().lower(), list(by_name), n=1, cutoff=0.6)
+                known = ", ".join(names[i] for i in sorted(names)[:12]) + (", ..." if len(names) > 12 else "")
+                hint = f"did you mean {names[by_name[close[0]]]!r}?" if close else f"it has {len(names)}: {known}"
+                raise ClassesError(f"--classes: the model has no class named {c!r} ({hint})")
+            ids.add(by_name[c.strip().lower()])
+        else:
+            i = int(c)
+            if i not in names:
+                raise ClassesError(f"--classes: class id {i} is out of range: the model has {len(names)} classes, "
+                                   f"ids 0 to {max(names)}")
+            ids.add(i)
+    return tuple(sorted(ids))

@@ -51,10 +51,7 @@ class RenderSummary:
 def resolve_video_id(video: str, results: str | Path) -> str:
     """The id the run gave ``video``: by its absolute path, else by a unique file name (the video
     or the results folder may have moved since the run)."""
-    try:
-        videos = read_videos(results)
-    except (FileNotFoundError, OSError) as exc:
-        raise UsageError(f"{results} has no videos.parquet: is it the --output of a run? ({exc})") from None
+    videos = read_videos(results)  # NotARunOutput (a UsageError) when it is not a run's output
     by_path = video_id_for(str(Path(video).absolute()))
     if by_path in set(videos["video_id"]):
         return by_path

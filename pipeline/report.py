@@ -235,10 +235,7 @@ def build_report(results: str | Path, *, top_classes: int = 5, max_videos: int =
     if is_uri(str(results)):
         raise UsageError("report reads a local output directory; copy the output from object storage first")
     root = Path(results)
-    try:
-        videos = read_videos(root)
-    except (FileNotFoundError, OSError):
-        raise UsageError(f"{results} has no videos.parquet: is it the --output of a run?") from None
+    videos = read_videos(root)  # NotARunOutput (a UsageError) when it is not a run's output
     run_file = root / "run.json"
     run = json.loads(run_file.read_text()) if run_file.exists() else None
     boxes = read_detections(root)

@@ -9,6 +9,7 @@ range. ``plan_scan`` shows the files and row groups a filter will read.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from pipeline.errors import UsageError
 from pipeline.manifest import Manifest
 from pipeline.results_writer import DETECTIONS_SCHEMA
 from pipeline.storage import RemoteLocation, is_uri
@@ -28,6 +30,20 @@ from pipeline.tracking import TRACKS_SCHEMA
 
 BOX_COLUMNS = ["class_id", "class_name", "confidence", "x1", "y1", "x2", "y2"]
 Table = Literal["detections", "tracks"]
+# Integer columns that may hold nulls come back as pandas' nullable integers (1, <NA>), not floats.
+NULLABLE_INTS = {pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype()}.get
+
+
+class NotARunOutput(UsageError, FileNotFoundError):
+    """The folder given to a reader is not the ``--output`` of a run."""
+
+
+class UnknownClass(UsageError, ValueError):
+    """A class filter names a class the run's model does not have."""
+
+
+class NoTracks(UsageError, LookupError):
+    """``read_tracks`` on an output made without ``--track``."""
 
 
 @dataclass(frozen=True)
@@ -65,12 +81,13 @@ def _videos_with_classes(fs: pafs.FileSystem, root: str, classes: set) -> set[st
         table = pq.read_table(f"{root}/{Manifest.FILE_NAME}", columns=["video_id", "class_counts"], filesystem=fs)
     except (FileNotFoundError, KeyError, pa.ArrowInvalid):
         return None
+    names = {c.lower() for c in classes if isinstance(c, str)}
     keep = set()
     for row in table.to_pylist():
         counts = row["class_counts"]
         if counts is None:
             return None  # written before per-class counts were recorded
-        if any(c["class_name"] in classes or c["class_id"] in classes for c in counts):
+        if any(c["class_name"].lower() in names or c["class_id"] in classes for c in counts):
             keep.add(row["video_id"])
     return keep
 
@@ -90,6 +107,40 @@ def _overlapping_row_groups(meta: pq.FileMetaData, start_s: float | None, end_s:
     return tuple(keep)
 
 
+def check_output(output: str | Path, filesystem: pafs.FileSystem | None = None) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and root of a run's output; ``NotARunOutput`` when the folder is not one
+    (a typo in the path would otherwise read as a run with no detections)."""
+    fs, root = filesystem_for(output, filesystem)
+    manifest, detections = fs.get_file_info([f"{root}/{Manifest.FILE_NAME}", f"{root}/detections"])
+    if manifest.type == pafs.FileType.File or detections.type == pafs.FileType.Directory:
+        return fs, root
+    if fs.get_file_info(root).type == pafs.FileType.NotFound:
+        raise NotARunOutput(f"{output} does not exist: give the --output folder of a run")
+    raise NotARunOutput(f"{output} is not the output of a run (it has no videos.parquet and no detections/ folder)")
+
+
+def known_classes(fs: pafs.FileSystem, root: str) -> dict[int, str] | None:
+    """The run's model classes, recorded in ``videos.parquet`` (None for outputs written before that)."""
+    try:
+        return Manifest.class_names_in(pq.read_schema(f"{root}/{Manifest.FILE_NAME}", filesystem=fs))
+    except (FileNotFoundError, OSError, pa.ArrowInvalid):
+        return None
+
+
+def check_classes(classes: set | None, names: dict[int, str] | None) -> None:
+    """``UnknownClass`` for a class name or id that the run's model does not have."""
+    if classes is None or names is None:
+        return
+    lowered = {n.lower() for n in names.values()}
+    for c in classes:
+        if isinstance(c, str) and c.lower() not in lowered:
+            close = difflib.get_close_matches(c.lower(), sorted(lowered), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}?" if close else f"its classes include {', '.join(list(names.values())[:8])}"
+            raise UnknownClass(f"the run's model has no class {c!r} ({hint})")
+        if not isinstance(c, str) and int(c) not in names:
+            raise UnknownClass(f"class id {c} is out of range: the run's model has {len(names)} classes (0 to {max(names)})")
+
+
 def plan_scan(
     output: str | Path,
     table: Table = "detections",
@@ -100,9 +151,17 @@ def plan_scan(
     end_s: float | None = None,
     filesystem: pafs.FileSystem | None = None,
 ) -> list[FileScan]:
-    """The files (and row groups) a read with these filters opens; nothing else is read."""
-    fs, root = filesystem_for(output, filesystem)
+    """The files (and row groups) a read with these filters opens; nothing else is read.
+    Raises ``NotARunOutput``, ``UnknownClass`` (a class the run's model does not have) or
+    ``NoTracks`` (tracks of a run made without ``--track``)."""
+    fs, root = check_output(output, filesystem)
+    wanted_classes = _as_set(classes)
+    if wanted_classes is not None:
+        wanted_classes = {c.strip() if isinstance(c, str) else int(c) for c in wanted_classes}
+        check_classes(wanted_classes, known_classes(fs, root))
     folder = f"{root}/{table}"
+    if table == "tracks" and fs.get_file_info(folder).type != pafs.FileType.Directory:
+        raise NoTracks(f"{output} has no tracks: the run was made without --track (run it again with --track)")
     videos = _as_set(video_id)
     if videos is not None:
         wanted = [f"{folder}/{v}.parquet" for v in sorted(videos)]
@@ -118,7 +177,6 @@ def plan_scan(
             i.path for i in listing
             if i.type == pafs.FileType.File and i.base_name.endswith(".parquet") and not i.base_name.startswith((".", "_"))
         )
-    wanted_classes = _as_set(classes)
     if wanted_classes is not None:
         having = _videos_with_classes(fs, root, wanted_classes)
         if having is not None:
@@ -177,15 +235,16 @@ def _flatten(table: pa.Table) -> pa.Table:
     }
     for name in BOX_COLUMNS:
         columns[name] = pc.struct_field(boxes, name)
-    if boxes.type.get_field_index("track_id") >= 0:
-        columns["track_id"] = pc.struct_field(boxes, "track_id")
+    # track_id is always there (null for runs without --track), so every result has the same columns.
+    has_tracks = boxes.type.get_field_index("track_id") >= 0
+    columns["track_id"] = pc.struct_field(boxes, "track_id") if has_tracks else pa.nulls(len(boxes), pa.int32())
     return pa.table(columns)
 
 
 def _class_mask(class_id: pa.Array, class_name: pa.Array, classes: set) -> pa.Array:
     ids = pa.array(sorted(c for c in classes if not isinstance(c, str)), pa.int32())
-    names = pa.array(sorted(c for c in classes if isinstance(c, str)), pa.string())
-    return pc.or_(pc.is_in(class_id, ids), pc.is_in(class_name, names))
+    names = pa.array(sorted(c.lower() for c in classes if isinstance(c, str)), pa.string())
+    return pc.or_(pc.is_in(class_id, ids), pc.is_in(pc.utf8_lower(class_name), names))
 
 
 def _keep_boxes(table: pa.Table, classes: set | None, min_confidence: float | None) -> pa.Table:
@@ -245,7 +304,13 @@ def read_detections(
     if columns is not None:
         return table.select(columns).to_pandas()
     table = _keep_boxes(table, _as_set(classes), min_confidence)
-    return (_flatten(table) if flat else table).to_pandas()
+    if flat:
+        return _flatten(table).to_pandas(types_mapper=NULLABLE_INTS)
+    frames = table.drop_columns(["detections"]).to_pandas()
+    # Boxes as plain dicts: a null track_id stays None and the others stay ints (pandas would
+    # turn a struct field with nulls into floats).
+    frames["detections"] = table["detections"].to_pylist()
+    return frames[table.column_names]
 
 
 def read_frames(output: str | Path, *, video_id: str | None = None) -> pd.DataFrame:
@@ -278,11 +343,18 @@ def read_tracks(
     if end_s is not None:
         conditions.append(pc.less_equal(table["first_timestamp_s"], end_s))
     mask = _all_of(conditions)
-    return (table if mask is None else table.filter(mask)).to_pandas()
+    return (table if mask is None else table.filter(mask)).to_pandas(types_mapper=NULLABLE_INTS)
 
 
 def read_videos(output: str | Path) -> pd.DataFrame:
-    return pq.read_table(_child(output, Manifest.FILE_NAME)).to_pandas()
+    """``videos.parquet``: one row per video; integer columns are nullable (``width`` of a video
+    that could not be opened, ``num_tracks`` without ``--track``)."""
+    fs, root = check_output(output)
+    try:
+        table = pq.read_table(f"{root}/{Manifest.FILE_NAME}", filesystem=fs)
+    except FileNotFoundError:
+        raise NotARunOutput(f"{output} has no videos.parquet yet: no video of its run has finished") from None
+    return table.to_pandas(types_mapper=NULLABLE_INTS)
 
 
 def as_ray_dataset(output: str | Path):

@@ -1,77 +1,203 @@
 """The command line's contract: help, exit statuses and one-line errors for user mistakes.
-Every case here fails before Ray starts, so they run as real subprocesses."""
+
+Every mistake runs as a real subprocess, as a user types it. Ray is made unimportable in those
+processes (a stand-in ``ray`` package that raises on import comes first on PYTHONPATH): a
+mistake that is found without Ray cannot have started it.
+"""
+
+from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
 import pytest
 
+from pipeline.detections import BatchResult, Detections
+from pipeline.inputs import video_id_for
+from pipeline.manifest import Manifest, VideoRecord
+from pipeline.results_writer import VideoResultWriter
+from pipeline.samples import write_video
 
-def pipeline_cli(*args, cwd=None):
+USAGE_SECONDS = 2.0  # a usage error is reported within this, Python's start-up included
+
+
+def pipeline_cli(*args, cwd=None, block_ray: Path | None = None, timeout=120):
     env = {**os.environ, "YOLO_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=120)
+    if block_ray is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(block_ray), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=timeout)
+    return done, time.monotonic() - started
+
+
+@pytest.fixture(scope="session")
+def no_ray(tmp_path_factory) -> Path:
+    """A folder whose ``ray`` package fails to import: put first on PYTHONPATH."""
+    folder = tmp_path_factory.mktemp("no_ray")
+    (folder / "ray").mkdir()
+    (folder / "ray" / "__init__.py").write_text('raise ImportError("this process imported ray")\n')
+    return folder
 
 
 def test_help_explains_inputs_outputs_and_exit_statuses():
-    done = pipeline_cli("run", "--help")
+    done, _ = pipeline_cli("run", "--help")
     assert done.returncode == 0
     for text in ("@list.txt", "videos.parquet", "run.json", "--stride", "--device", "exit status", "resume"):
         assert text in done.stdout
 
 
-@pytest.fixture
-def video(tmp_path):
-    path = tmp_path / "v.mp4"
-    path.write_bytes(b"not checked before the model")
-    return path
+def test_bench_help_gives_every_option_a_meaning_and_default():
+    done, _ = pipeline_cli("bench", "--help")
+    assert done.returncode == 0
+    options = done.stdout[done.stdout.index("options:"):]
+    for option in ("--imgsz", "--conf", "--iou", "--stride", "--batch-size"):
+        # the option's entry: from its name to the next option's
+        entry = re.search(rf"^  {option} .*?(?=^  -)", options, re.S | re.M).group(0)
+        assert re.search(r"\w+ .*\(default [\d.]+\)", " ".join(entry.split())), entry
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["run", "{video}", "--output", "{tmp}/o", "--bogus"], "unrecognized arguments: --bogus"),
-        (["run", "{video}"], "--output"),
-        (["run", "{video}", "--output", "{tmp}/o", "--device", "tpu"], "invalid choice: 'tpu'"),
-        (["run", "{video}", "--output", "{tmp}/o", "--conf", "2"], "--conf must be between 0 and 1"),
-        (["run", "{video}", "--output", "{tmp}/o", "--imgsz", "100"], "--imgsz must be a multiple of 32"),
-        (["run", "{tmp}/empty_dir", "--output", "{tmp}/o"], "no video files found"),
-        (["run", "@{tmp}/missing.txt", "--output", "{tmp}/o"], "cannot read input list"),
-        (["run", "{video}", "--output", "{video}/o"], "is not writable"),
-        (["run", "{video}", "--output", "{tmp}/o", "--model", "yolo11n.pt"], "Pass --model PATH"),
-        (["run", "{video}", "--output", "{tmp}/o", "--model", "{tmp}/nope.pt"], "model not found"),
-    ],
-)
-def test_user_mistakes_exit_2_with_one_line(tmp_path, video, args, message):
-    (tmp_path / "empty_dir").mkdir()
-    argv = [a.format(video=video, tmp=tmp_path) for a in args]
-    done = pipeline_cli(*argv, cwd=tmp_path)
-    assert done.returncode == 2, done.stderr
-    assert message in done.stderr
-    assert "Traceback" not in done.stderr
-    error_lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert len(error_lines) == 1
+@dataclass
+class Mistake:
+    """One user mistake: the command, what the single error line must say, and the exit status."""
+
+    argv: list[str]
+    says: list[str]  # fragments of the error line: the problem, and what to do where there is a hint
+    code: int = 2
+    uses_ray: bool = False  # found only once the model loads in a YoloActor
+    writes: list[str] = field(default_factory=lambda: ["{tmp}/o"])  # must not exist afterwards
 
 
-@pytest.mark.parametrize(
-    "argv, message",
-    [
-        (["report", "{tmp}/nothing-here"], "no videos.parquet"),
-        (["report", "{tmp}", "--top-classes", "0"], "at least 1"),
-        (["render", "{tmp}/missing.mp4", "--results", "{tmp}", "--output", "{tmp}/o.mp4"], "file not found"),
-        (["render", "{video}", "--results", "{tmp}", "--output", "{tmp}/o.mp4", "--start", "5", "--end", "1"],
-         "--end must not be before --start"),
-        (["render", "{video}", "--results", "{tmp}/nothing-here", "--output", "{tmp}/o.mp4"], "no videos.parquet"),
-    ],
-)
-def test_render_and_report_usage_errors(tmp_path, argv, message):
-    import numpy as np
+class NotAYoloModel:
+    """A pickled object that carries class names but is no ultralytics model."""
 
-    from pipeline.samples import write_video
+    names = {0: "thing"}
 
-    video = tmp_path / "v.mp4"
-    write_video(video, [np.zeros((32, 32, 3), np.uint8)] * 2)
-    done = pipeline_cli(*[a.format(tmp=tmp_path, video=video) for a in argv])
-    assert done.returncode == 2
-    assert message in done.stderr and "Traceback" not in done.stderr
+
+MISTAKES = {
+    # argparse and option ranges
+    "unknown option": Mistake(["run", "{video}", "-o", "{tmp}/o", "--bogus"], ["unrecognized arguments: --bogus"]),
+    "no --output": Mistake(["run", "{video}"], ["--output"]),
+    "bad --device": Mistake(["run", "{video}", "-o", "{tmp}/o", "--device", "tpu"], ["invalid choice: 'tpu'"]),
+    "--conf 2": Mistake(["run", "{video}", "-o", "{tmp}/o", "--conf", "2"], ["--conf must be between 0 and 1"]),
+    "--imgsz 100": Mistake(["run", "{video}", "-o", "{tmp}/o", "--imgsz", "100"], ["--imgsz must be a multiple of 32"]),
+    "--batch-size 0": Mistake(["run", "{video}", "-o", "{tmp}/o", "--batch-size", "0"], ["--batch-size must be between"]),
+    "--stride 0": Mistake(["run", "{video}", "-o", "{tmp}/o", "--stride", "0"], ["--stride must be at least 1"]),
+    "empty --classes": Mistake(["run", "{video}", "-o", "{tmp}/o", "--classes", ","], ["--classes is empty", "person,car"]),
+    # inputs
+    "misspelled input": Mistake(["run", "{tmp}/clip.mpp4", "-o", "{tmp}/o"], ["input not found", "did you mean", "clip.mp4"]),
+    "missing input folder": Mistake(["run", "{tmp}/nowhere/a.mp4", "-o", "{tmp}/o"], ["input not found", "no such folder"]),
+    "empty directory": Mistake(["run", "{tmp}/empty_dir", "-o", "{tmp}/o"], ["no video files found"]),
+    "missing @list": Mistake(["run", "@{tmp}/missing.txt", "-o", "{tmp}/o"], ["cannot read input list"]),
+    # the model and its classes
+    "offline default model": Mistake(["run", "{video}", "-o", "{tmp}/o", "--model", "yolo11n.pt"],
+                                     ["cannot be downloaded", "Pass --model PATH"]),
+    "missing model": Mistake(["run", "{video}", "-o", "{tmp}/o", "--model", "{tmp}/nope.pt"],
+                             ["model not found", "Pass --model PATH"]),
+    "corrupt .pt": Mistake(["run", "{video}", "-o", "{tmp}/o", "--model", "{tmp}/garbage.pt"],
+                           ["not a readable PyTorch checkpoint", "Pass --model PATH"]),
+    ".pt without a model": Mistake(["run", "{video}", "-o", "{tmp}/o", "--model", "{tmp}/no_model.pt"],
+                                   ["not a YOLO checkpoint", "Pass --model PATH"]),
+    "--classes 99": Mistake(["run", "{video}", "-o", "{tmp}/o", "--classes", "99", "--model", "{model}"],
+                            ["class id 99 is out of range", "ids 0 to 79"]),
+    "--classes persn": Mistake(["run", "{video}", "-o", "{tmp}/o", "--classes", "persn", "--model", "{model}"],
+                               ["no class named 'persn'", "did you mean 'person'"]),
+    # the output
+    "output under a file": Mistake(["run", "{video}", "-o", "{video}/o", "--model", "{model}"], ["is not writable"],
+                                   writes=["{video}/o"]),
+    # a model that only fails once an actor loads it: one line too, and no output folder left
+    "unloadable checkpoint": Mistake(["run", "{video}", "-o", "{tmp}/o", "--model", "{tmp}/not_yolo.pt", "--device", "cpu"],
+                                     ["cannot load model", "not_yolo.pt"], uses_ray=True),
+    # render
+    "render: output folder missing": Mistake(["render", "{video}", "--results", "{results}", "-o", "{tmp}/missing_dir/x.mp4"],
+                                             ["missing_dir", "does not exist", "create it first"], writes=["{tmp}/missing_dir"]),
+    "render: output is the input": Mistake(["render", "{video}", "--results", "{results}", "-o", "{video}"],
+                                           ["is the input video", "another file name"], writes=[]),
+    "render: unknown class": Mistake(["render", "{video}", "--results", "{results}", "-o", "{tmp}/x.mp4", "--classes", "persn"],
+                                     ["no class 'persn'", "did you mean 'person'"], writes=["{tmp}/x.mp4"]),
+    "render: missing video": Mistake(["render", "{tmp}/missing.mp4", "--results", "{results}", "-o", "{tmp}/x.mp4"],
+                                     ["file not found"], writes=["{tmp}/x.mp4"]),
+    "render: --end before --start": Mistake(["render", "{video}", "--results", "{results}", "-o", "{tmp}/x.mp4",
+                                             "--start", "5", "--end", "1"], ["--end must not be before --start"],
+                                            writes=["{tmp}/x.mp4"]),
+    "render: not a run output": Mistake(["render", "{video}", "--results", "{tmp}/nothing-here", "-o", "{tmp}/x.mp4"],
+                                        ["nothing-here", "does not exist", "--output folder of a run"], writes=["{tmp}/x.mp4"]),
+    # report
+    "report: output folder missing": Mistake(["report", "{results}", "-o", "{tmp}/missing_dir/r.html"],
+                                             ["missing_dir", "does not exist"], writes=["{tmp}/missing_dir"]),
+    "report: not a run output": Mistake(["report", "{tmp}/nothing-here"], ["does not exist", "--output folder of a run"],
+                                        writes=["{tmp}/nothing-here"]),
+    "report: --top-classes 0": Mistake(["report", "{results}", "--top-classes", "0"], ["at least 1"],
+                                       writes=["{results}/report.html"]),
+}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, model_path) -> dict:
+    """A video, a small run output made without Ray (for render and report), and bad models."""
+    import torch
+
+    tmp = tmp_path_factory.mktemp("mistakes")
+    video = tmp / "clip.mp4"
+    write_video(video, [np.full((48, 64, 3), 90, np.uint8)] * 3)
+    (tmp / "empty_dir").mkdir()
+    (tmp / "garbage.pt").write_bytes(b"not a checkpoint at all")
+    torch.save({"weights": torch.zeros(2)}, tmp / "no_model.pt")
+    torch.save({"model": NotAYoloModel()}, tmp / "not_yolo.pt")
+
+    results = tmp / "results"
+    vid = video_id_for(str(video))
+    names = {0: "person", 2: "car"}
+    writer = VideoResultWriter(results, vid, names)
+    idx = np.arange(3)
+    writer.add(BatchResult(vid, 0, idx, idx / 30, [1, 0, 1], Detections(np.array([[4, 4, 20, 20]] * 2, float),
+                                                                         np.array([0.9, 0.8]), [0, 2])))
+    writer.commit()
+    manifest = Manifest(results)
+    manifest.class_names = names
+    manifest.update(VideoRecord(vid, str(video), "ok", frames_processed=3, num_detections=2,
+                                class_counts=writer.class_totals()))
+    manifest.save()
+    return {"tmp": tmp, "video": video, "results": results, "model": model_path}
+
+
+@pytest.mark.parametrize("name", list(MISTAKES))
+def test_each_mistake_gets_one_line_and_leaves_nothing(name, workspace, no_ray):
+    mistake = MISTAKES[name]
+    fill = lambda text: text.format(**workspace)  # noqa: E731
+    leftovers = [Path(fill(w)) for w in mistake.writes]
+    before = {path: path.exists() for path in leftovers}
+    done, seconds = pipeline_cli(*map(fill, mistake.argv), cwd=workspace["tmp"],
+                                 block_ray=None if mistake.uses_ray else no_ray, timeout=300)
+    print(f"{name}: exit {done.returncode} in {seconds:.2f} s: {done.stderr.strip()}")
+    assert done.returncode == mistake.code, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    for fragment in mistake.says:
+        assert fragment in lines[0], (fragment, lines[0])
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    for path in leftovers:
+        assert path.exists() == before[path], f"{path} left behind"
+    if not mistake.uses_ray:
+        assert "this process imported ray" not in done.stderr
+        assert seconds < USAGE_SECONDS, f"{name} took {seconds:.2f} s"
+
+
+def test_a_list_entry_that_is_missing_is_a_failed_video_not_a_usage_error(tmp_path, no_ray, model_path):
+    """Only inputs named on the command line are checked up front; a @list's entries are videos
+    to report. With nothing else to do, no Ray is started for it."""
+    listing = tmp_path / "list.txt"
+    listing.write_text("gone.mp4\n")
+    done, _ = pipeline_cli("run", f"@{listing}", "-o", tmp_path / "o", "--model", model_path, block_ray=no_ray)
+    assert done.returncode == 3, done.stderr
+    assert "gone.mp4: file not found" in done.stderr
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(tmp_path / "o" / "videos.parquet").to_pylist()
+    assert [(Path(r["path"]).name, r["status"], r["error"]) for r in rows] == [("gone.mp4", "failed", "file not found")]

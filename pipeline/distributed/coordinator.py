@@ -90,6 +90,7 @@ class Coordinator:
             "frames_done": 0,
             "frames_expected": 0,
             "boxes": 0,
+            "tracks": 0,
             "batches_retried": 0,
             "decoder_retries": 0,
             "duplicate_batches_dropped": 0,
@@ -113,6 +114,11 @@ class Coordinator:
         self._probes: dict[int, asyncio.Task] = {}
         # What each actor said last (RSS, GPU use): the driver's timeline samples it.
         self.actor_last: list[dict | None] = [None] * len(actors)
+
+    def set_config(self, config: RunConfig) -> None:
+        """The settings once the loaded model turned class names into ids (the hash depends on them)."""
+        self.config = config
+        self.settings_hash = config.settings_hash()
 
     # ---- the dispatch window -------------------------------------------------------------
 
@@ -377,6 +383,8 @@ class Coordinator:
             frames = 0
             error = error or "no frames decoded"
         status = "ok" if not error else ("partial" if frames else "failed")
+        if frames and num_tracks:
+            self.counts["tracks"] += num_tracks
         info = state.info
         record = VideoRecord(
             video_id=source.video_id,
@@ -420,6 +428,7 @@ class Coordinator:
     async def run(self, sources: list[VideoSource], model_facts: dict) -> dict:
         """Process ``sources``; ``model_facts`` is a YoloActor's ``ready()`` answer (letterbox shape, names)."""
         self.names = model_facts["names"]
+        self.manifest.class_names = self.names  # recorded in videos.parquet for the readers
         self.model_stride, self.rect = model_facts["model_stride"], model_facts["rect"]
         self._slot_freed = asyncio.Condition()
         self._manifest_lock = asyncio.Lock()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -14,45 +13,22 @@ from pathlib import Path
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from pipeline.config import RunConfig
-from pipeline.model_ref import ModelLoadError, check_model_available, model_fingerprint
-from pipeline.errors import Interrupted, UsageError
+from pipeline.config import ConfigError, RunConfig
+from pipeline.errors import ActorStartFailure, Interrupted, StartupError, UsageError
 from pipeline.faults import FaultPlan
-from pipeline.inputs import VideoSource, expand_inputs
+from pipeline.model_ref import ModelLoadError, resolve_classes
 from pipeline.monitoring import PeakRss, Timeline
-from pipeline.placement import Placement, PlacementError, plan
+from pipeline.placement import Placement, PlacementError
+from pipeline.placement import plan as plan_placement
+from pipeline.planning import RunPlan, save_run_record
 from pipeline.progress import ProgressDisplay
 from pipeline.results_writer import remove_stale_temp_files
-from pipeline.storage import RemoteOutput, is_uri, redact, staging_dir_for
+from pipeline.storage import RemoteOutput
 
 log = logging.getLogger(__name__)
 
 ACTOR_START_TIMEOUT_S = 900  # loading weights on a cold node (and downloading them) can take minutes
 PASSED_ENV = ("YOLO_OFFLINE", "YOLO_CONFIG_DIR", "ULTRALYTICS_SAFE_LOAD")
-
-
-def _prepare_output(output: str) -> tuple[Path, RemoteOutput | None]:
-    """The local folder files are written to, and the remote output they are published to (if any)."""
-    if is_uri(output):
-        try:
-            remote = RemoteOutput(output)
-            remote.check_writable()
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"output {redact(output)} is not writable: {redact(str(exc))}") from exc
-        staging = staging_dir_for(output)
-        (staging / "detections").mkdir(parents=True, exist_ok=True)
-        (staging / "videos.parquet").unlink(missing_ok=True)
-        remote.pull("videos.parquet", staging / "videos.parquet")  # resume from what the remote has
-        return staging, remote
-    path = Path(output).expanduser().absolute()
-    try:
-        (path / "detections").mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise UsageError(f"output directory {output} is not writable: {exc.strerror or exc}") from exc
-    return path, None
 
 
 def _connect(address: str | None) -> bool:
@@ -62,12 +38,27 @@ def _connect(address: str | None) -> bool:
     env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
     if address is None and os.environ.get("RAY_ADDRESS"):
         env = {}  # inside `ray job submit`: the job's runtime env already applies, and Ray refuses to merge
-    ray.init(
-        address=address,
-        runtime_env={"env_vars": env} if env else None,
-        logging_level=logging.WARNING,
-        log_to_driver=True,
-    )
+    # Ray 2.60 warns on every start that token authentication is on (it is, and stays on); the
+    # run's own output is what a user needs to read.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    # Ctrl-C in the middle of ray.init() leaves some of Ray's processes running for good, so it
+    # is held until Ray is up, then honoured (the caller shuts Ray down cleanly).
+    held = []
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum)) if in_main_thread else None
+    try:
+        ray.init(
+            address=address,
+            runtime_env={"env_vars": env} if env else None,
+            logging_level=logging.WARNING,
+            log_to_driver=True,
+        )
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
+    if held:
+        ray.shutdown()
+        raise KeyboardInterrupt
     return True
 
 
@@ -94,23 +85,17 @@ def _wait_for_actors(actors: list, stop: threading.Event) -> list[dict]:
                 raise ray.exceptions.GetTimeoutError()
         facts = ray.get(refs)
     except ray.exceptions.GetTimeoutError:
-        raise RuntimeError(
+        raise StartupError(
             f"the {len(actors)} YoloActor(s) did not start within {ACTOR_START_TIMEOUT_S} s; this may mean the "
             "cluster does not have enough free resources (see `ray status`)"
         ) from None
     except ray.exceptions.RayActorError as exc:
-        cause = str(exc)
-        for line in cause.splitlines()[::-1]:
-            if "ModelLoadError" in line or "RuntimeError" in line:
-                raise ModelLoadError(line.split(": ", 1)[-1].strip()) from None
-        raise
+        raise StartupError(f"a YoloActor's process died while loading the model ({type(exc).__name__}); "
+                           "see the actor's log in the Ray dashboard") from None
+    for fact in facts:
+        if isinstance(fact, ActorStartFailure):
+            raise (ModelLoadError if fact.usage else StartupError)(fact.message)
     return facts
-
-
-def _write_run_json(output: Path, record: dict) -> None:
-    temp = output / ".tmp-run.json"
-    temp.write_text(json.dumps(record, indent=2, default=str))
-    os.replace(temp, output / "run.json")
 
 
 def _roles_memory(summary: dict, driver: PeakRss) -> dict:
@@ -133,30 +118,23 @@ def run(
     progress: bool = True,
     faults: FaultPlan | None = None,
 ) -> dict:
-    """Detect objects in every frame of ``inputs`` and write them under ``output``.
+    """Detect objects in every frame of ``inputs`` and write them under ``output``: ``pipeline.run``."""
+    from pipeline.launch import run as launch
 
-    Returns the run summary (also written to ``output/run.json``); ``summary["exit_code"]`` is the
-    command line's exit status. Raises ``UsageError`` for bad inputs or options and
-    ``Interrupted`` on SIGINT/SIGTERM, after stopping cleanly.
-    """
-    config = config or RunConfig()
+    return launch(inputs, output=output, config=config, address=address, progress=progress, faults=faults)
+
+
+def execute(
+    plan: RunPlan, *, address: str | None = None, progress: bool = True, faults: FaultPlan | None = None
+) -> dict:
+    """Process the videos of ``plan`` on Ray: start (or join) Ray, the actors and the coordinator,
+    show progress, and write the run's record. Returns the record."""
+    config, out, remote = plan.config, plan.local_output, plan.remote
     driver_memory = PeakRss()
-    out, remote = _prepare_output(output)
-    sources, warnings = expand_inputs(inputs)
-    for w in warnings:
-        log.warning(w)
-    try:
-        check_model_available(config.model)
-    except ModelLoadError as exc:
-        raise UsageError(str(exc)) from None
-    model = str(Path(config.model).absolute()) if Path(config.model).exists() else config.model
-    config = config.replace(model=model, model_fingerprint=model_fingerprint(model))
     removed = remove_stale_temp_files(out)
     if removed:
         log.info("removed %d temporary files left by an interrupted run", removed)
-
-    started_ray = _connect(address)
-    actors, coordinator = [], None
+    actors, coordinator, started_ray = [], None, False
     terminated = threading.Event()
 
     def on_sigterm(signum, frame):
@@ -167,19 +145,22 @@ def run(
     # Signal handlers can only be set from the main thread (the API may be called from others).
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm) if in_main_thread else None
-    started = time.time()
     display = ProgressDisplay(enabled=progress)
     try:
+        started_ray = _connect(address)
         resources = ray.cluster_resources()
         try:
-            placement = plan(config, resources.get("CPU", 0), resources.get("GPU", 0))
+            placement = plan_placement(config, resources.get("CPU", 0), resources.get("GPU", 0))
         except PlacementError as exc:
             raise UsageError(str(exc)) from None
         config = config.replace(max_open_videos=placement.max_open_videos)
         actors = _start_actors(config, placement, faults)
         coordinator = _start_coordinator(out, config, actors, faults, remote)  # starts while the models load
         facts = _wait_for_actors(actors, terminated)
-        pending = coordinator.run.remote(sources, facts[0])
+        if not config.classes_resolved:  # class names that only the loaded model could check
+            config = config.replace(classes=resolve_classes(config.classes, facts[0]["names"]))
+            ray.get(coordinator.set_config.remote(config))
+        pending = coordinator.run.remote(plan.todo, facts[0])
         timeline = Timeline()
         while True:
             ready, _ = ray.wait([pending], timeout=0.5)
@@ -196,12 +177,13 @@ def run(
                 break
         summary = ray.get(pending)
         display.close()
-        record = _run_record(config, placement, facts, sources, summary, driver_memory, started, address)
+        record = _run_record(config, placement, facts, plan, summary, driver_memory, address)
         record["timeline"] = {"interval_s": timeline.interval_s, "points": timeline.points}
-        _write_run_json(out, record)
-        if remote:
-            remote.publish(out / "run.json", "run.json")
+        save_run_record(plan, record)
         return record
+    except (UsageError, ModelLoadError, ConfigError):
+        plan.remove_created_output()  # a mistake found only now: leave the output as it was
+        raise
     except KeyboardInterrupt:
         raise Interrupted(signal.SIGINT) from None
     finally:
@@ -217,6 +199,20 @@ def run(
         remove_stale_temp_files(out)  # what the killed coordinator was writing; complete videos stay
         if started_ray:
             ray.shutdown()
+        _no_terminal_reset_at_exit()
+
+
+def _no_terminal_reset_at_exit() -> None:
+    """Ray's CLI logger calls ``colorama.init()`` when imported, whose exit hook writes a stray
+    ``ESC[0m`` after the run's summary on a terminal. The run prints no colours to reset."""
+    try:
+        import atexit
+
+        import colorama.initialise
+
+        atexit.unregister(colorama.initialise.reset_all)
+    except Exception:  # another colorama, or none: nothing registered
+        pass
 
 
 def _sample_timeline(timeline: Timeline, progress: dict, driver_memory: PeakRss) -> None:
@@ -249,16 +245,18 @@ def _start_coordinator(out: Path, config: RunConfig, actors, faults, remote: Rem
     ).remote(str(out), config, actors, faults, remote.uri if remote else None)
 
 
-def _run_record(config, placement, facts, sources: list[VideoSource], summary, driver_memory, started, address) -> dict:
+def _run_record(config, placement, facts, plan: RunPlan, summary, driver_memory, address) -> dict:
     counts = summary["counts"]
     statuses = summary["statuses"]
-    this_run = [statuses.get(s.video_id) for s in sources]
+    this_run = [statuses.get(s.video_id) for s in plan.todo]
     bad = sum(1 for s in this_run if s in ("failed", "partial"))
+    started = plan.started
     elapsed = time.time() - started
     processing = summary["elapsed_s"]
     gpus = [a["gpu"] for a in summary["actors"] if a and a.get("gpu")]
     return {
         "exit_code": 3 if bad else 0,
+        "did_work": True,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "elapsed_s": elapsed,
         "settings": config.to_dict(),
@@ -268,13 +266,15 @@ def _run_record(config, placement, facts, sources: list[VideoSource], summary, d
         "ray": {"version": ray.__version__, "address": address or "local"},
         "host": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()},
         "totals": {
-            "videos": len(sources),
-            "videos_ok": this_run.count("ok"),
+            "videos": len(plan.sources),
+            # Videos the coordinator found complete are 'ok' in the manifest too: not this run's work.
+            "videos_ok": this_run.count("ok") - counts["videos_skipped"],
             "videos_partial": this_run.count("partial"),
             "videos_failed": this_run.count("failed"),
-            "videos_skipped": counts["videos_skipped"],
+            "videos_skipped": plan.skipped + counts["videos_skipped"],
             "frames": counts["frames_done"],
             "detections": counts["boxes"],
+            "tracks": counts["tracks"] if config.track else None,
             "batches_retried": counts["batches_retried"],
             "decoder_retries": counts["decoder_retries"],
             "duplicate_batches_dropped": counts["duplicate_batches_dropped"],

@@ -10,11 +10,13 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from pipeline.config import RunConfig
+from pipeline.config import ConfigError, RunConfig
 from pipeline.decode import stream_video
 from pipeline.distributed.metrics import PipelineMetrics
+from pipeline.errors import ActorStartFailure
 from pipeline.faults import FaultPlan
 from pipeline.letterbox import LetterboxGeometry
+from pipeline.model_ref import ModelLoadError
 from pipeline.monitoring import GpuSampler, PeakRss, process_rss_bytes
 
 # Decoding one 1080p H.264 stream is mostly one core's work; a decoder reserves half a CPU so
@@ -61,6 +63,17 @@ class YoloActor:
     """
 
     def __init__(self, config: RunConfig, faults: FaultPlan | None = None):
+        # A model that cannot load is answered by ready() as one line for the driver to report;
+        # raised from here, Ray would print the actor's whole traceback on the user's terminal.
+        self.start_failure: ActorStartFailure | None = None
+        try:
+            self._start(config, faults)
+        except (ModelLoadError, ConfigError) as exc:
+            self.start_failure = ActorStartFailure(str(exc), usage=True)
+        except Exception as exc:
+            self.start_failure = ActorStartFailure(f"{type(exc).__name__}: {exc}", usage=False)
+
+    def _start(self, config: RunConfig, faults: FaultPlan | None) -> None:
         import torch
 
         from pipeline.detector import BatchDetector
@@ -95,8 +108,11 @@ class YoloActor:
         self._last_report = 0.0
         self._last_gpu: list[dict] | None = None
 
-    def ready(self) -> dict:
-        """Model facts the decoders need (letterbox shape), and a liveness answer for the coordinator."""
+    def ready(self) -> dict | ActorStartFailure:
+        """Model facts the decoders need (letterbox shape), and a liveness answer for the coordinator;
+        why the model did not load, if it did not."""
+        if self.start_failure:
+            return self.start_failure
         d = self.detector
         return {
             "names": d.names,

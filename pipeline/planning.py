@@ -1,0 +1,182 @@
+"""Everything decided before Ray starts: the inputs, the model and its classes, the output, and
+which videos still need work.
+
+Every user mistake is found here, in a second or two, and reported as one line: nothing has been
+started and nothing is left in the output. A rerun whose videos are all complete ends here too,
+without starting Ray or loading a model, and keeps the record of the run that did the work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.config import RunConfig
+from pipeline.errors import UsageError
+from pipeline.inputs import VideoSource, expand_inputs
+from pipeline.manifest import Manifest, VideoRecord
+from pipeline.model_ref import ModelLoadError, check_model_available, model_fingerprint, read_class_names, resolve_classes
+from pipeline.results_writer import TEMP_PREFIX
+from pipeline.storage import RemoteOutput, is_uri, redact, staging_dir_for
+
+RUN_FILE = "run.json"
+RUNS_FOLDER = "runs"  # one record per run, whether or not it had work to do
+
+
+@dataclass
+class RunPlan:
+    output: str  # as the user gave it (a path or a URI)
+    local_output: Path  # where files are written: the output itself, or the staging folder of a URI
+    remote: RemoteOutput | None
+    config: RunConfig  # the model as an absolute path with its fingerprint, classes as ids when known
+    sources: list[VideoSource]  # every input video, in order
+    todo: list[VideoSource]  # videos to process (unreadable ones included: they get a 'failed' record)
+    skipped: int  # complete with the same content and settings
+    class_names: dict[int, str] | None  # None when only loading the model can tell
+    warnings: list[str] = field(default_factory=list)
+    created: list[Path] = field(default_factory=list)  # folders this run created (removed if it stops on a mistake)
+    started: float = field(default_factory=time.time)
+
+    @property
+    def needs_workers(self) -> bool:
+        """Whether any video needs decoding and inference (else Ray is not started at all)."""
+        return any(s.error is None for s in self.todo)
+
+    def remove_created_output(self) -> None:
+        """After a usage error found once Ray started: leave no empty folders behind."""
+        for folder in reversed(self.created):
+            try:
+                folder.rmdir()  # only if still empty: nothing written is ever removed
+            except OSError:
+                pass
+
+
+def _created_folders(path: Path) -> list[Path]:
+    """``path`` and its missing parents, outermost first: what ``mkdir(parents=True)`` will create."""
+    missing = []
+    while not path.exists() and path.parent != path:
+        missing.append(path)
+        path = path.parent
+    return missing[::-1]
+
+
+def prepare_output(output: str) -> tuple[Path, RemoteOutput | None, list[Path]]:
+    """The local folder files are written to, the remote output they are published to (if any),
+    and the folders this call created."""
+    if is_uri(output):
+        try:
+            remote = RemoteOutput(output)
+            remote.check_writable()
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"output {redact(output)} is not writable: {redact(str(exc))}") from exc
+        staging = staging_dir_for(output)
+        (staging / "detections").mkdir(parents=True, exist_ok=True)
+        (staging / Manifest.FILE_NAME).unlink(missing_ok=True)
+        remote.pull(Manifest.FILE_NAME, staging / Manifest.FILE_NAME)  # resume from what the remote has
+        return staging, remote, []
+    path = Path(output).expanduser().absolute()
+    created = _created_folders(path / "detections")
+    try:
+        (path / "detections").mkdir(parents=True, exist_ok=True)
+        probe = path / f"{TEMP_PREFIX}write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        for folder in reversed(created):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        raise UsageError(f"output directory {output} is not writable: {exc.strerror or exc} (choose another --output)") from exc
+    return path, None, created
+
+
+def prepare_model(config: RunConfig) -> tuple[RunConfig, dict[int, str] | None]:
+    """The model as an absolute path with its fingerprint, and ``--classes`` as ids checked
+    against the model's classes when they can be read without loading it."""
+    try:
+        check_model_available(config.model)
+        names = read_class_names(config.model)
+    except ModelLoadError as exc:
+        raise UsageError(str(exc)) from None
+    model = str(Path(config.model).absolute()) if Path(config.model).exists() else config.model
+    config = config.replace(model=model, model_fingerprint=model_fingerprint(model))
+    if names is not None:
+        config = config.replace(classes=resolve_classes(config.classes, names))
+    return config, names
+
+
+def plan_run(inputs: list[str], output: str, config: RunConfig) -> RunPlan:
+    """Check the inputs, the model and the output, in that order, and decide what needs work.
+
+    Raises ``UsageError`` (or ``InputError``, ``ConfigError``) with one line; the output folder
+    is created only once everything else is known to be right.
+    """
+    sources, warnings = expand_inputs(inputs)
+    config, names = prepare_model(config)
+    local, remote, created = prepare_output(output)
+    plan = RunPlan(output, local, remote, config, sources, [], 0, names, warnings, created)
+    if config.classes_resolved:
+        manifest = Manifest(local)
+        settings_hash = config.settings_hash()
+        plan.todo = [s for s in sources if s.error or not manifest.is_complete(s, settings_hash)]
+    else:  # the settings hash needs the class ids, which only the loaded model can tell
+        plan.todo = list(sources)
+    plan.skipped = len(sources) - len(plan.todo)
+    return plan
+
+
+def finish_without_workers(plan: RunPlan) -> dict:
+    """A run with nothing to decode: every video is complete, or unreadable. The unreadable ones
+    are recorded as failed; Ray is not started and ``run.json`` keeps the last run that worked."""
+    manifest = Manifest(plan.local_output)
+    manifest.class_names = plan.class_names or manifest.class_names
+    settings_hash = plan.config.settings_hash()
+    for source in plan.todo:
+        manifest.update(VideoRecord.failed(source, source.error, settings_hash))
+    if plan.todo:
+        manifest.save()
+        if plan.remote:
+            plan.remote.publish(manifest.path, Manifest.FILE_NAME)
+    failed = len(plan.todo)
+    record = {
+        "exit_code": 3 if failed else 0,
+        "did_work": False,
+        "started_at": _utc(plan.started),
+        "elapsed_s": time.time() - plan.started,
+        "settings": plan.config.to_dict(),
+        "settings_hash": settings_hash,
+        "totals": {"videos": len(plan.sources), "videos_ok": 0, "videos_partial": 0, "videos_failed": failed,
+                   "videos_skipped": plan.skipped, "frames": 0, "detections": 0},
+    }
+    save_run_record(plan, record)
+    return record
+
+
+def _utc(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def save_run_record(plan: RunPlan, record: dict) -> Path:
+    """Every run adds ``runs/<start time>.json``; ``run.json`` is replaced only by a run that
+    processed videos, so a rerun with nothing to do never wipes the figures of the one that did."""
+    folder = plan.local_output / RUNS_FOLDER
+    folder.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(plan.started)) + f"{plan.started % 1:.3f}"[1:] + "Z"
+    path = folder / f"{stamp}.json"
+    if path.exists():  # two runs started within the same millisecond
+        path = folder / f"{stamp}-{os.getpid()}.json"
+    text = json.dumps(record, indent=2, default=str)
+    targets = [(path, f"{RUNS_FOLDER}/{path.name}")]
+    if record.get("did_work", True):
+        targets.append((plan.local_output / RUN_FILE, RUN_FILE))
+    for target, relative in targets:
+        temp = target.with_name(f"{TEMP_PREFIX}{target.name}")
+        temp.write_text(text)
+        os.replace(temp, target)
+        if plan.remote:
+            plan.remote.publish(target, relative)
+    return path
