@@ -89,6 +89,12 @@ class BatchDetector:
         self.batches_done = 0
         self.warmup()
 
+    @property
+    def engine(self) -> str:
+        """The inference backend actually used: torch, openvino, onnx, tensorrt, ..."""
+        fmt = self.backend.format
+        return {"pt": "torch", "engine": "tensorrt"}.get(fmt, fmt)
+
     def _static_batch_size(self) -> int | None:
         """Batch dimension fixed by an exported model (None when the model takes any batch)."""
         if self.backend.format == "pt" or getattr(self.backend, "dynamic", False):

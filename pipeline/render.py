@@ -76,6 +76,52 @@ def pick_encoder() -> str:
     raise UsageError("no usable video encoder (libx264 or mpeg4) in this PyAV build")
 
 
+Tab = tuple[int, int, int, int]  # x1, y1, x2, y2 of a label's filled tab, in pixels (x2, y2 exclusive)
+
+
+def _overlaps(a: Tab, b: Tab) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def place_labels(boxes: list[Tab], sizes: list[tuple[int, int]], width: int, height: int) -> list[Tab | None]:
+    """Where each box's label tab goes, so that every tab lies inside the frame and no two overlap.
+
+    Boxes are placed in the order given (put the most confident first: they get the best spots).
+    A tab prefers the box's top edge, above the box, then inside it, then the bottom edge; when
+    those are taken it slides up or down the box's side a tab height at a time, nearest first.
+    A label that finds no free spot anywhere along its column is left out (None), never drawn
+    over another one: in a frame too crowded for every label, the boxes are still all drawn.
+    """
+    placed: list[Tab] = []
+    tabs: list[Tab | None] = []
+    for (x1, y1, x2, y2), (tw, th) in zip(boxes, sizes):
+        if tw > width or th > height:
+            tabs.append(None)
+            continue
+        left = min(max(x1, 0), width - tw)
+        anchors = [y1 - th, y1, y2, y2 - th]  # above the top edge, inside it, below the bottom, inside it
+        candidates = [(0, k, y) for k, y in enumerate(anchors)]
+        for step in range(1, height // th + 1):  # then slide away from the top edge, nearest first
+            candidates += [(step, 4, y1 - th - step * th), (step, 5, y1 + step * th)]
+        found = None
+        for _, _, y in sorted(candidates):
+            y = min(max(y, 0), height - th)
+            tab = (left, y, left + tw, y + th)
+            if not any(_overlaps(tab, other) for other in placed):
+                found = tab
+                break
+        if found is not None:
+            placed.append(found)
+        tabs.append(found)
+    return tabs
+
+
+def text_color(background: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Black on light tabs (yellow, lime), white on dark ones: by the tab's luminance (BGR)."""
+    b, g, r = background
+    return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 150 else (255, 255, 255)
+
+
 class BoxPainter:
     """Draws boxes with their label (class, confidence, track id) on BGR frames, in place."""
 
@@ -84,6 +130,7 @@ class BoxPainter:
         self.thickness = max(2, round(short / 400))
         self.font_scale = max(0.4, short / 1800)
         self.font_thickness = max(1, round(short / 900))
+        self.last_tabs: list[Tab | None] = []  # the label tabs of the last frame drawn, per box (tests read them)
 
     @staticmethod
     def color(class_id: int, track_id) -> tuple[int, int, int]:
@@ -101,32 +148,45 @@ class BoxPainter:
                 e = (a[0] + (b[0] - a[0]) * end // max(length, 1), a[1] + (b[1] - a[1]) * end // max(length, 1))
                 cv2.line(frame, s, e, color, self.thickness, cv2.LINE_AA)
 
+    @staticmethod
+    def label(box: dict, *, held: bool) -> str:
+        text = f"{box['class_name']} {box['confidence']:.2f}"
+        track_id = box.get("track_id")
+        if track_id is not None and track_id == track_id:
+            text += f" #{int(track_id)}"
+        return text + (" held" if held else "")
+
     def draw(self, frame: np.ndarray, boxes: list[dict], *, held: bool = False) -> None:
         """Measured boxes in solid lines; ``held`` ones (carried over from an earlier processed
-        frame) dashed, their label ending in "held"."""
+        frame) dashed, their label ending in "held". Boxes first, then the labels on top, placed
+        so that they stay inside the frame and do not cover each other."""
         h, w = frame.shape[:2]
+        rects, colors, labels, sizes = [], [], [], []
         for box in boxes:
-            x1, y1 = int(round(box["x1"])), int(round(box["y1"]))
-            x2, y2 = int(round(box["x2"])), int(round(box["y2"]))
-            track_id = box.get("track_id")
-            color = self.color(box["class_id"], track_id)
+            rect = tuple(int(round(box[k])) for k in ("x1", "y1", "x2", "y2"))
+            color = self.color(box["class_id"], box.get("track_id"))
             if held:
-                self._dashed_rectangle(frame, (x1, y1), (x2, y2), color)
+                self._dashed_rectangle(frame, rect[:2], rect[2:], color)
             else:
-                cv2.rectangle(frame, (x1, y1), (x2, y2), color, self.thickness, cv2.LINE_AA)
-            label = f"{box['class_name']} {box['confidence']:.2f}"
-            if track_id is not None and track_id == track_id:
-                label += f" #{int(track_id)}"
-            if held:
-                label += " held"
-            (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, self.font_scale, self.font_thickness)
-            # The label sits on the box's top edge, inside the frame: above the box when there is
-            # room, else just inside it.
-            top = y1 - th - base - 2 if y1 - th - base - 2 >= 0 else max(y1, 0)
-            left = min(max(x1, 0), max(w - tw - 2, 0))
-            cv2.rectangle(frame, (left, top), (left + tw + 2, top + th + base + 2), color, -1)
-            cv2.putText(frame, label, (left + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, self.font_scale,
-                        (255, 255, 255), self.font_thickness, cv2.LINE_AA)
+                cv2.rectangle(frame, rect[:2], rect[2:], color, self.thickness, cv2.LINE_AA)
+            text = self.label(box, held=held)
+            (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, self.font_scale, self.font_thickness)
+            rects.append(rect)
+            colors.append(color)
+            labels.append((text, th))
+            sizes.append((tw + 2, th + base + 2))
+        # The most confident boxes choose their label spot first.
+        order = sorted(range(len(boxes)), key=lambda i: -boxes[i]["confidence"])
+        placed = place_labels([rects[i] for i in order], [sizes[i] for i in order], w, h)
+        self.last_tabs = [None] * len(boxes)
+        for i, tab in zip(order, placed):
+            self.last_tabs[i] = tab
+            if tab is None:
+                continue
+            (text, th), color = labels[i], colors[i]
+            cv2.rectangle(frame, tab[:2], (tab[2] - 1, tab[3] - 1), color, -1)
+            cv2.putText(frame, text, (tab[0] + 1, tab[1] + th + 1), cv2.FONT_HERSHEY_SIMPLEX, self.font_scale,
+                        text_color(color), self.font_thickness, cv2.LINE_AA)
 
 
 def render(

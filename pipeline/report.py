@@ -106,12 +106,33 @@ def throughput_series(points: list[dict], window_s: float = 5.0) -> tuple[np.nda
 # ---- plots -------------------------------------------------------------------------------
 
 
-def _plot_class_totals(totals: pd.Series) -> str:
+def _plot_counts(counts: pd.Series, *, xlabel: str, title: str, color: str) -> str:
+    """Horizontal bars, busiest on top, each labelled with its count."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 0.35 * len(totals) + 1))
-    ax.barh(totals.index[::-1], totals.values[::-1], color="#3b7dd8")
-    ax.set_xlabel("boxes (all videos)")
-    ax.set_title("Detections per class")
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(counts) + 1))
+    bars = ax.barh([str(n) for n in counts.index[::-1]], counts.values[::-1], color=color)
+    ax.bar_label(bars, labels=[f"{int(v):,}" for v in counts.values[::-1]], padding=3, fontsize=8)
+    ax.set_xlim(0, counts.max() * 1.15)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    return _png(fig)
+
+
+def _plot_confidence(boxes: pd.DataFrame, classes: list[str], threshold: float | None) -> str:
+    """Distribution of the stored boxes' confidences, overall and for the busiest classes."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 3))
+    bins = np.linspace(0, 1, 41)
+    ax.hist(boxes["confidence"], bins=bins, color="#bbb", label="all classes")
+    for name in classes:
+        ax.hist(boxes.loc[boxes["class_name"] == name, "confidence"], bins=bins, histtype="step", linewidth=1.4,
+                label=name)
+    if threshold is not None:
+        ax.axvline(threshold, color="#b00020", linestyle="--", linewidth=1, label=f"--conf {threshold:g}")
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("boxes")
+    ax.set_title("Confidence of the stored boxes")
+    ax.legend(fontsize=7)
     return _png(fig)
 
 
@@ -123,7 +144,7 @@ def _plot_classes_over_time(per_video: list[tuple[str, pd.DataFrame, float]]) ->
     for ax, (title, table, bin_s) in zip(axes.flat, per_video):
         for name in table.columns:
             ax.plot(table.index, table[name], label=name, linewidth=1.4, marker="o" if len(table) < 8 else None)
-        ax.set_title(f"{title} (bins of {bin_s:g} s)", fontsize=9)
+        ax.set_title(f"{title} (bins of {bin_s:g} s)", fontsize=9, parse_math=False)  # names may hold $
         ax.set_xlabel("video time (s)")
         ax.set_ylabel("boxes per frame")
         ax.set_ylim(bottom=0)
@@ -148,7 +169,9 @@ def _plot_throughput(points: list[dict]) -> str:
     return _png(fig)
 
 
-def _plot_stages(stage_s: dict) -> str:
+def _plot_stages(stage_s: dict) -> str | None:
+    if not any(stage_s.values()):
+        return None
     plt = _plt()
     names = list(stage_s)
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(names) + 1))
@@ -158,13 +181,15 @@ def _plot_stages(stage_s: dict) -> str:
     return _png(fig)
 
 
-def _plot_memory(memory: dict, points: list[dict]) -> str:
+def _plot_memory(memory: dict, points: list[dict]) -> str | None:
     plt = _plt()
     roles = [("driver", memory.get("driver")), ("coordinator", memory.get("coordinator"))]
     roles += [(f"actor {i}", m) for i, m in enumerate(memory.get("actors") or [])]
     if memory.get("tracker_peak_bytes"):
         roles.append(("tracking task", {"peak_bytes": memory["tracker_peak_bytes"]}))
     roles = [(name, m) for name, m in roles if m]
+    if not roles:
+        return None
     has_timeline = any(p.get("coordinator_rss") for p in points)
     fig, axes = plt.subplots(1, 2 if has_timeline else 1, figsize=(12 if has_timeline else 7, 3.2), squeeze=False)
     ax = axes[0][0]
@@ -208,6 +233,140 @@ def _plot_gpu(points: list[dict]) -> str | None:
     return _png(fig)
 
 
+# ---- sample frames ---------------------------------------------------------------------------
+
+SAMPLE_SEARCH_FRAMES = 300  # a sample is the busiest frame among a video's first processed frames
+SAMPLE_WIDTH = 640
+
+
+def sample_frame(path: str, boxes: pd.DataFrame, frame_index: int) -> str | None:
+    """One source frame with its stored boxes drawn, as an embedded JPEG (None when the source
+    cannot be read any more: moved, remote, or cut shorter than it was)."""
+    import cv2
+
+    from pipeline.decode import DecodeError, VideoDecoder
+    from pipeline.render import BoxPainter
+
+    if is_uri(path) or not Path(path).is_file():
+        return None
+    try:
+        decoder = VideoDecoder(path, stride=max(frame_index, 1))  # converts only frames 0 and frame_index
+        image = next((img for index, _, img in decoder.frames() if index == frame_index), None)
+    except DecodeError:
+        return None
+    if image is None:
+        return None
+    BoxPainter(image.shape[1], image.shape[0]).draw(image, boxes.to_dict("records"))
+    scale = SAMPLE_WIDTH / image.shape[1]
+    if scale < 1:
+        image = cv2.resize(image, (SAMPLE_WIDTH, round(image.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+    ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg.tobytes()).decode("ascii") if ok else None
+
+
+def _samples_section(videos: pd.DataFrame, boxes: pd.DataFrame, count: int = 3) -> str | None:
+    """The busiest early frame of each of the ``count`` videos with the most detections."""
+    if boxes.empty:
+        return None
+    paths = videos.set_index("video_id")["path"].to_dict()
+    figures, unreadable = [], []
+    for video_id in boxes["video_id"].value_counts().index[:count]:
+        mine = boxes[boxes["video_id"] == video_id]
+        early = mine[mine["frame_index"] < mine["frame_index"].min() + SAMPLE_SEARCH_FRAMES]
+        frame_index = int(early.groupby("frame_index").size().idxmax())
+        frame_boxes = early[early["frame_index"] == frame_index]
+        uri = sample_frame(paths.get(video_id, ""), frame_boxes, frame_index)
+        name = Path(paths.get(video_id, video_id)).name
+        if uri is None:
+            unreadable.append(name)
+            continue
+        caption = (f"{name}, frame {frame_index} ({frame_boxes['timestamp_s'].iloc[0]:.2f} s): "
+                   f"{len(frame_boxes)} boxes")
+        figures.append(f'<figure>{_img(uri, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>')
+    note = ""
+    if unreadable:
+        note = (f'<p class="note">Source video not readable here, so no sample: '
+                f"{html.escape(', '.join(unreadable))}.</p>")
+    if not figures and not note:
+        return None
+    return "".join(figures) + note
+
+
+# ---- tables ----------------------------------------------------------------------------------
+
+
+def _key_values(pairs: list[tuple[str, object]]) -> str:
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in pairs)
+    return f'<table class="kv">{rows}</table>'
+
+
+def _duration(frames: int, fps: float) -> str:
+    return f"{frames / fps:.1f}" if frames and not _missing(fps) and fps > 0 else ""
+
+
+def known_classes_of(root: Path) -> dict[int, str] | None:
+    from pipeline.results import filesystem_for, known_classes
+
+    return known_classes(*filesystem_for(root))
+
+
+def _settings(run: dict, names: dict[int, str] | None) -> str:
+    """What shaped the results and the run: the model, engine, thresholds, classes, placement."""
+    settings, model = run["settings"], run.get("model", {})
+    classes = settings.get("classes")
+    if classes and names:
+        classes = ", ".join(f"{names.get(c, c)} ({c})" for c in classes)
+    engine = model.get("engine") or _engine_from_path(str(settings["model"]))
+    pairs = [
+        ("model", settings["model"]),
+        ("engine", engine),
+        ("device", f"{model.get('device', '?')}{' fp16' if model.get('half') else ''}"),
+        ("confidence threshold (--conf)", settings["conf"]),
+        ("NMS IoU threshold (--iou)", settings["iou"]),
+        ("classes (--classes)", classes or "all"),
+        ("input size (--imgsz)", settings["imgsz"]),
+        ("every Nth frame (--stride)", settings["stride"]),
+        ("boxes per frame at most (--max-det)", settings.get("max_det")),
+        ("tracking (--track)", "on" if settings.get("track") else "off"),
+        ("batch size", settings["batch_size"]),
+        ("actors", run.get("placement", {}).get("num_actors")),
+        ("settings hash", run.get("settings_hash")),
+    ]
+    return _key_values(pairs)
+
+
+def _engine_from_path(model: str) -> str:
+    if model.endswith("_openvino_model") or model.endswith("_openvino_model/"):
+        return "openvino"
+    return {".onnx": "onnx", ".engine": "tensorrt", ".pt": "torch"}.get(Path(model).suffix, "?")
+
+
+def _tracks_section(root: Path, names: dict[str, str], longest: int = 10) -> str | None:
+    """Tracks per class and the longest tracks (runs with --track); None without tracks."""
+    from pipeline.results import NoTracks, read_tracks
+
+    try:
+        tracks = read_tracks(root)
+    except NoTracks:
+        return None
+    if tracks.empty:
+        return None
+    per_class = tracks["class_name"].value_counts()
+    top = tracks.sort_values(["num_frames", "mean_confidence"], ascending=False).head(longest)
+    table = pd.DataFrame({
+        "video": top["video_id"].map(lambda v: names.get(v, v)),
+        "track": top["track_id"],
+        "class": top["class_name"],
+        "frames seen": top["num_frames"],
+        "from (s)": top["first_timestamp_s"].map(lambda t: f"{t:.2f}"),
+        "to (s)": top["last_timestamp_s"].map(lambda t: f"{t:.2f}"),
+        "mean confidence": top["mean_confidence"].map(lambda c: f"{c:.2f}"),
+    })
+    return (_img(_plot_counts(per_class.head(15), xlabel="tracks (all videos)", title="Tracks per class",
+                              color="#2a9d8f"), "tracks per class")
+            + f"<h3>The {len(top)} longest tracks</h3>" + _table(table))
+
+
 # ---- the page ----------------------------------------------------------------------------
 
 CSS = """
@@ -217,6 +376,7 @@ table{border-collapse:collapse;font-size:13px;margin:8px 0}th,td{border:1px soli
 th{background:#f3f3f3}td{max-width:520px;overflow-wrap:anywhere}
 .failed td:nth-child(2){color:#b00020;font-weight:600}.note{color:#666;font-size:13px}
 .kv td:first-child{font-weight:600}img{max-width:100%;margin:8px 0}
+figure{display:inline-block;margin:0 12px 12px 0;vertical-align:top}figcaption{font-size:12px;color:#555}
 .ok{color:#2a7a3b}.partial{color:#b26a00}.failedst{color:#b00020}
 """
 
@@ -244,9 +404,10 @@ def build_report(results: str | Path, *, top_classes: int = 5, max_videos: int =
     parts = [f"<h1>Detection run report: {html.escape(root.absolute().name)}</h1>"]
     generated = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     parts.append(f'<p class="note">Output directory {html.escape(str(root.absolute()))}; report made {generated}.</p>')
-    parts.append('<p class="note">Sections: <a href="#summary">summary</a> · <a href="#videos">videos</a> · '
-                 '<a href="#classes">classes over time</a> · <a href="#run">throughput, stages, memory, GPU</a> · '
-                 '<a href="#failures">failures</a></p>')
+    parts.append('<p class="note">Sections: <a href="#summary">summary</a> · <a href="#settings">settings</a> · '
+                 '<a href="#videos">videos</a> · <a href="#samples">sample frames</a> · '
+                 '<a href="#classes">classes</a> · <a href="#tracks">tracks</a> · '
+                 '<a href="#run">throughput, stages, memory, GPU</a> · <a href="#failures">failures</a></p>')
 
     # Summary
     counts = videos["status"].value_counts()
@@ -260,32 +421,37 @@ def build_report(results: str | Path, *, top_classes: int = 5, max_videos: int =
             ("started", run.get("started_at")),
             ("elapsed (s)", f"{run.get('elapsed_s', 0):.1f}"),
             ("throughput (frames/s)", f"{run['throughput']['frames_per_s']:.1f}"),
-            ("model", Path(str(run["settings"]["model"])).name),
-            ("device", f"{run['model']['device']}{' fp16' if run['model'].get('half') else ''}"),
-            ("actors", run["placement"]["num_actors"]),
-            ("batch size / stride / imgsz", f"{run['settings']['batch_size']} / {run['settings']['stride']} / {run['settings']['imgsz']}"),
         ]
-    kv = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in summary)
-    parts.append(_section("Summary", "summary", f'<table class="kv">{kv}</table>'))
+    parts.append(_section("Summary", "summary", _key_values(summary)))
+    if run:
+        parts.append(_section("Settings", "settings", _settings(run, known_classes_of(root))))
 
     # Per video
-    table = videos.assign(video=videos["path"].map(lambda p: Path(p).name))
-    cols = ["video", "status", "frames_processed", "num_detections", "width", "height", "fps"]
-    if "num_tracks" in table and table["num_tracks"].notna().any():
-        cols.append("num_tracks")
-    shown = table[cols].copy()
-    shown["fps"] = shown["fps"].map(lambda v: "" if _missing(v) else f"{v:.2f}")
-    for name in ("width", "height", "num_tracks"):
-        if name in shown:
-            shown[name] = shown[name].map(lambda v: "" if _missing(v) else str(int(v)))
+    shown = pd.DataFrame({
+        "path": videos["path"],
+        "status": videos["status"],
+        "duration (s)": [_duration(r.frames_decoded, r.fps) for r in videos.itertuples()],
+        "frames processed": videos["frames_processed"],
+        "detections": videos["num_detections"],
+        "size": [f"{r.width}x{r.height}" if not _missing(r.width) else "" for r in videos.itertuples()],
+        "fps": videos["fps"].map(lambda v: "" if _missing(v) else f"{v:.2f}"),
+    })
+    if "num_tracks" in videos and videos["num_tracks"].notna().any():
+        shown["tracks"] = videos["num_tracks"]
     body = _table(shown)
     for status in ("ok", "partial", "failed"):  # colour the status column
         body = body.replace(f"<td>{status}</td>", f"<td>{_status_cell(status)}</td>")
-    parts.append(_section("Videos", "videos", body))
+    parts.append(_section("Videos", "videos", body + '<p class="note">Duration: frames decoded / frame rate.</p>'))
 
-    # Classes over time
+    samples = _samples_section(videos, boxes)
+    if samples:
+        parts.append(_section("Sample frames", "samples",
+                              '<p class="note">The frame with the most boxes early in each of the busiest videos, '
+                              "drawn from the stored boxes.</p>" + samples))
+
+    # Classes
     if boxes.empty:
-        parts.append(_section("Classes over time", "classes", "<p>No detections.</p>"))
+        parts.append(_section("Classes", "classes", "<p>No detections.</p>"))
     else:
         totals = boxes["class_name"].value_counts()
         busiest = list(totals.index[:top_classes])
@@ -298,9 +464,17 @@ def build_report(results: str | Path, *, top_classes: int = 5, max_videos: int =
             per_video.append((names.get(v, v), class_counts_over_time(boxes[boxes["video_id"] == v], times, busiest, step), step))
         note = (f'<p class="note">The {len(busiest)} busiest classes: mean boxes per processed frame over video '
                 f"time, for the {len(per_video)} videos with the most detections.</p>")
-        parts.append(_section("Classes over time", "classes",
-                              _img(_plot_class_totals(totals.head(max(top_classes, 10))), "detections per class")
-                              + note + _img(_plot_classes_over_time(per_video), "classes over time")))
+        threshold = run["settings"].get("conf") if run else None
+        parts.append(_section("Classes", "classes",
+                              _img(_plot_counts(totals.head(max(top_classes, 10)), xlabel="boxes (all videos)",
+                                                title="Detections per class", color="#3b7dd8"), "detections per class")
+                              + _img(_plot_confidence(boxes, busiest[:3], threshold), "confidence histogram")
+                              + "<h3>Classes over time</h3>" + note
+                              + _img(_plot_classes_over_time(per_video), "classes over time")))
+
+    tracks = _tracks_section(root, names)
+    if tracks:
+        parts.append(_section("Tracks", "tracks", tracks))
 
     # The run
     if run is None:
@@ -315,8 +489,12 @@ def build_report(results: str | Path, *, top_classes: int = 5, max_videos: int =
         stage_rows = pd.DataFrame(
             [{"stage": k, "seconds": f"{v:.2f}", "what": STAGE_NOTES.get(k, "")} for k, v in run["stage_s"].items()]
         )
-        run_parts.append("<h3>Time per stage</h3>" + _img(_plot_stages(run["stage_s"]), "time per stage") + _table(stage_rows))
-        run_parts.append("<h3>Memory per role</h3>" + _img(_plot_memory(run["memory"], points), "memory per role"))
+        stages_plot = _plot_stages(run["stage_s"])
+        run_parts.append("<h3>Time per stage</h3>" + (_img(stages_plot, "time per stage") if stages_plot else "")
+                         + _table(stage_rows))
+        memory_plot = _plot_memory(run["memory"], points)
+        if memory_plot:
+            run_parts.append("<h3>Memory per role</h3>" + _img(memory_plot, "memory per role"))
         gpu_plot = _plot_gpu(points)
         gpus = run.get("gpu") or []
         if gpu_plot or gpus:

@@ -262,7 +262,7 @@ def _run_record(config, placement, facts, plan: RunPlan, summary, driver_memory,
         "settings": config.to_dict(),
         "settings_hash": config.settings_hash(),
         "placement": placement.__dict__,
-        "model": {k: facts[0][k] for k in ("device", "half", "rect", "model_stride")},
+        "model": {k: facts[0][k] for k in ("device", "half", "engine", "rect", "model_stride")},
         "ray": {"version": ray.__version__, "address": address or "local"},
         "host": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()},
         "totals": {

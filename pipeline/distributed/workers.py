@@ -120,6 +120,7 @@ class YoloActor:
             "rect": d.rect,
             "device": self.device,
             "half": d.half,
+            "engine": d.engine,
             "node_id": ray.get_runtime_context().get_node_id(),
             "pid": os.getpid(),
         }
