@@ -27,10 +27,25 @@ def test_list_files_resolve_relative_to_the_list_and_skip_comments(tmp_path):
     assert len(videos) == 1  # the same file twice is processed once
 
 
-def test_missing_and_empty_files_are_reported_not_raised(tmp_path):
+def test_bad_files_are_reported_not_raised(tmp_path):
+    """An empty file, or a list entry that is missing, is a video to report in videos.parquet."""
     touch(tmp_path / "empty.mp4", b"")
-    videos, _ = expand_inputs([str(tmp_path / "missing.mp4"), str(tmp_path / "empty.mp4")])
+    listing = tmp_path / "list.txt"
+    listing.write_text("missing.mp4\n")
+    videos, _ = expand_inputs([f"@{listing}", str(tmp_path / "empty.mp4")])
     assert [v.error for v in videos] == ["file not found", "empty file (0 bytes)"]
+
+
+@pytest.mark.parametrize(
+    "typed, hint",
+    [("clip.mpp4", "(did you mean {tmp}/clip.mp4?)"), ("other.mp4", "(no such file)"),
+     ("nowhere/clip.mp4", "(no such folder: {tmp}/nowhere)")],
+)
+def test_a_named_input_that_does_not_exist_is_a_mistake_in_the_command(tmp_path, typed, hint):
+    touch(tmp_path / "clip.mp4")
+    with pytest.raises(InputError) as raised:
+        expand_inputs([str(tmp_path / "clip.mp4"), str(tmp_path / typed)])
+    assert str(raised.value) == f"input not found: {tmp_path / typed} " + hint.format(tmp=tmp_path)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
@@ -11,8 +12,10 @@ import pytest
 from pipeline.detections import BatchResult, Detections
 from pipeline.inputs import VideoSource
 from pipeline.manifest import Manifest, VideoRecord
-from pipeline.results import FileScan, plan_scan, read_detections, read_videos
-from pipeline.results_writer import VideoResultWriter
+from pipeline.results import (FileScan, NoTracks, NotARunOutput, UnknownClass, plan_scan, read_detections,
+                              read_tracks, read_videos)
+from pipeline.results_writer import VideoResultWriter, detections_schema
+from pipeline.tracking import TRACKS_SCHEMA
 
 NAMES = {0: "person", 2: "car"}
 
@@ -38,7 +41,8 @@ def test_flat_has_one_row_per_box(output):
     flat = read_detections(output)
     assert len(flat) == 6
     assert list(flat.columns) == ["video_id", "frame_index", "timestamp_s", "class_id", "class_name", "confidence",
-                                  "x1", "y1", "x2", "y2"]
+                                  "x1", "y1", "x2", "y2", "track_id"]
+    assert flat["track_id"].isna().all()  # a run without --track: the column is there, empty
     assert sorted(flat.groupby("video_id").size().to_dict().items()) == [("aaaa", 3), ("bbbb", 3)]
     only_b = read_detections(output, video_id="bbbb")
     assert set(only_b["video_id"]) == {"bbbb"} and len(only_b) == 3
@@ -137,6 +141,7 @@ def write_long_videos(root, count=6, frames=300, row_group_frames=50):
         writer.commit()
         manifest.update(VideoRecord(vid, f"/v/{vid}.mp4", "ok", frames_processed=frames, num_detections=frames,
                                     class_counts=writer.class_totals()))
+    manifest.class_names = NAMES  # as a run records its model's classes
     manifest.save()
     return ids
 
@@ -215,3 +220,76 @@ def test_box_filters_keep_the_box_type_and_count_what_is_left(tmp_path):
     assert frames["num_detections"].tolist() == [len(d) for d in frames["detections"]] == [1, 0, 1, 0, 1, 0, 1]
     assert all(b["class_name"] == "car" for boxes in frames["detections"] for b in boxes)
     assert len(read_detections(tmp_path, flat=False, min_confidence=0.9)) == 300  # every frame keeps its row
+
+
+# ---- mistakes get an error, not an empty result ---------------------------------------------
+
+
+def test_a_folder_that_is_not_a_run_output_is_an_error(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    for reader in (read_detections, read_tracks, read_videos):
+        with pytest.raises(NotARunOutput, match="does not exist"):
+            reader(tmp_path / "no" / "such" / "dir")
+        with pytest.raises(NotARunOutput, match="not the output of a run"):
+            reader(tmp_path / "elsewhere")
+
+
+def test_unknown_class_names_and_ids_are_errors(tmp_path):
+    write_long_videos(tmp_path)
+    with pytest.raises(UnknownClass, match="no class 'persn' \\(did you mean 'person'\\?\\)"):
+        read_detections(tmp_path, classes="persn")
+    with pytest.raises(UnknownClass, match="class id 7"):
+        read_detections(tmp_path, classes=[7])
+    with pytest.raises(UnknownClass):
+        read_tracks(tmp_path, classes="persn")
+    assert len(read_detections(tmp_path, classes="Person", video_id="video1")) == 300  # names ignore case
+
+
+def test_tracks_of_a_run_without_tracking_say_so(tmp_path):
+    write_long_videos(tmp_path, count=1)
+    with pytest.raises(NoTracks, match="without --track"):
+        read_tracks(tmp_path)
+
+
+def write_tracked_video(root, vid="tracked"):
+    """One video as --track writes it: frame 0 has a confirmed and an unconfirmed box, frame 1 none."""
+    boxes = [[{"class_id": 0, "class_name": "person", "confidence": 0.9, "x1": 1, "y1": 2, "x2": 3, "y2": 4,
+               "track_id": 1},
+              {"class_id": 2, "class_name": "car", "confidence": 0.4, "x1": 5, "y1": 6, "x2": 7, "y2": 8,
+               "track_id": None}], []]
+    table = pa.table({"video_id": [vid, vid], "frame_index": [0, 1], "timestamp_s": [0.0, 1 / 30],
+                      "num_detections": [2, 0], "detections": boxes}, schema=detections_schema(tracked=True))
+    (root / "detections").mkdir(parents=True, exist_ok=True)
+    (root / "tracks").mkdir(exist_ok=True)
+    pq.write_table(table, root / "detections" / f"{vid}.parquet")
+    tracks = pa.table({"video_id": [vid], "track_id": [1], "class_id": [0], "class_name": ["person"], "first_frame": [0],
+                       "last_frame": [0], "num_frames": [1], "first_timestamp_s": [0.0], "last_timestamp_s": [0.0],
+                       "mean_confidence": [0.9]}, schema=TRACKS_SCHEMA)
+    pq.write_table(tracks, root / "tracks" / f"{vid}.parquet")
+    manifest = Manifest(root)
+    manifest.class_names = NAMES
+    manifest.update(VideoRecord(vid, f"/v/{vid}.mp4", "ok", frames_processed=2, num_detections=2, num_tracks=1,
+                                width=64, height=48))
+    manifest.update(VideoRecord.failed(VideoSource("/v/bad.mp4", "bad"), "no video stream", "h"))
+    manifest.save()
+
+
+def test_dtypes_are_nullable_integers_and_columns_do_not_depend_on_the_result(tmp_path):
+    write_tracked_video(tmp_path)
+    flat = read_detections(tmp_path)
+    assert str(flat["track_id"].dtype) == "Int32"
+    assert flat["track_id"].tolist()[0] == 1 and flat["track_id"].isna().tolist() == [False, True]
+    empty = read_detections(tmp_path, start_s=100)
+    assert empty.empty and list(empty.columns) == list(flat.columns)
+    assert dict(empty.dtypes) == dict(flat.dtypes)
+    frames = read_detections(tmp_path, flat=False)
+    first = frames["detections"].iloc[0]
+    assert first[0]["track_id"] == 1 and isinstance(first[0]["track_id"], int) and first[1]["track_id"] is None
+    assert list(read_detections(tmp_path, flat=False, start_s=100).columns) == list(frames.columns)
+    videos = read_videos(tmp_path).set_index("video_id")
+    assert str(videos["num_tracks"].dtype) == "Int32" and str(videos["width"].dtype) == "Int32"
+    assert videos.loc["tracked", "num_tracks"] == 1 and pd.isna(videos.loc["bad", "num_tracks"])
+    tracks = read_tracks(tmp_path)
+    assert str(tracks["track_id"].dtype) == "Int32"
+    no_tracks = read_tracks(tmp_path, video_id="other")
+    assert no_tracks.empty and dict(no_tracks.dtypes) == dict(tracks.dtypes)
