@@ -201,3 +201,60 @@ def test_a_list_entry_that_is_missing_is_a_failed_video_not_a_usage_error(tmp_pa
 
     rows = pq.read_table(tmp_path / "o" / "videos.parquet").to_pylist()
     assert [(Path(r["path"]).name, r["status"], r["error"]) for r in rows] == [("gone.mp4", "failed", "file not found")]
+
+
+# ---- with Ray: a rerun with nothing to do, and Ctrl-C while Ray starts ----------------------------
+
+
+@pytest.mark.slow
+def test_a_rerun_with_nothing_to_do_starts_nothing_and_keeps_the_record(tmp_path, clips, model_path, no_ray):
+    import json
+
+    out = tmp_path / "out"
+    argv = ["run", clips["tiny_17"], "--output", out, "--model", model_path, "--device", "cpu", "--no-progress"]
+    first, _ = pipeline_cli(*argv, timeout=600)
+    assert first.returncode == 0, first.stderr
+    record = json.loads((out / "run.json").read_text())
+    assert record["totals"]["frames"] == 17 and record["did_work"]
+
+    again, seconds = pipeline_cli(*argv, block_ray=no_ray)  # Ray cannot even be imported here
+    print(f"rerun: {seconds:.2f} s: {again.stdout.strip()}")
+    assert again.returncode == 0, again.stderr
+    assert "All 1 videos already done" in again.stdout and again.stderr == ""
+    assert seconds < 3.0
+    assert json.loads((out / "run.json").read_text()) == record  # the run that did the work
+    runs = sorted((out / "runs").iterdir())
+    assert len(runs) == 2
+    assert [json.loads(r.read_text())["did_work"] for r in runs] == [True, False]
+    assert json.loads(runs[0].read_text())["totals"] == record["totals"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay_s", [0.8, 2.0, 3.0])
+def test_ctrl_c_while_ray_starts_exits_130_in_one_line(tmp_path, clips, model_path, delay_s):
+    """Ctrl-C reaches the whole foreground process group, as a terminal sends it."""
+    import signal
+
+    def ray_processes() -> set[int]:
+        listing = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+        return {int(line.split()[0]) for line in listing.splitlines()
+                if any(name in line for name in ("raylet", "gcs_server", "ray::"))}
+
+    before = ray_processes()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "run", str(clips["small_h264"]), "--output", str(tmp_path / "o"),
+         "--model", model_path, "--device", "cpu", "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={**os.environ, "YOLO_OFFLINE": "1"})
+    time.sleep(delay_s)
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    print(f"Ctrl-C after {delay_s} s: exit {process.returncode}: {stderr.strip()}")
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "interrupted" in lines[0] and "run the same command again" in lines[0].lower()
+    deadline = time.monotonic() + 20
+    while ray_processes() - before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not ray_processes() - before, "Ray processes left running"

@@ -115,10 +115,12 @@ def test_five_videos_are_each_complete_and_correct(five_video_run, model_path):
 def test_second_run_skips_complete_videos_and_writes_nothing_twice(five_video_run, model_path):
     code, out, videos = five_video_run
     before = read_rows(out)
+    first_record = (out / "run.json").read_text()
     assert cli(*videos, "--output", out, "--model", model_path, "--batch-size", "8") == 0
-    record = json.loads((out / "run.json").read_text())
-    assert record["totals"]["videos_skipped"] == 5
-    assert record["totals"]["frames"] == 0 and record["stage_s"]["decode"] == 0  # nothing decoded again
+    assert (out / "run.json").read_text() == first_record  # still the run that did the work
+    record = json.loads(sorted((out / "runs").iterdir())[-1].read_text())  # this run's own record
+    assert record["totals"]["videos_skipped"] == 5 and record["did_work"] is False
+    assert record["totals"]["frames"] == 0
     after = read_rows(out)
     assert len(after) == len(before)
     assert not after.duplicated(["video_id", "frame_index"]).any()

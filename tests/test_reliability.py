@@ -109,7 +109,10 @@ def test_bad_input_corpus(ray_local, tmp_path, model_path, people_small):
     write_video(good, people_small[:10])
     empty_dir = tmp_path / "empty_dir"
     empty_dir.mkdir()
-    inputs = [good, *sorted(folder.glob("*")), folder / "does_not_exist.mp4", empty_dir]
+    # A missing file named on the command line is a usage error; in a list it is a failed video.
+    listing = tmp_path / "also.txt"
+    listing.write_text(f"{folder / 'does_not_exist.mp4'}\n")
+    inputs = [good, *sorted(folder.glob("*")), f"@{listing}", empty_dir]
     out = tmp_path / "out"
     code = main(["run", *map(str, dict.fromkeys(inputs)), "--output", str(out), "--model", model_path,
                  "--batch-size", "4", "--no-progress"])

@@ -13,7 +13,7 @@ from pipeline.decode import VideoDecoder
 from pipeline.detections import BatchResult, Detections
 from pipeline.inputs import describe
 from pipeline.manifest import Manifest, VideoRecord
-from pipeline.render import pick_encoder, render
+from pipeline.render import BoxPainter, pick_encoder, render
 from pipeline.results import read_detections
 from pipeline.results_writer import VideoResultWriter
 from pipeline.samples import write_video
@@ -156,3 +156,72 @@ def test_rotated_video_is_rendered_upright_with_boxes_in_display_pixels(tmp_path
     assert frames[0].shape == (320, 240, 3)
     changed = np.abs(frames[0].astype(int) - 90).max(axis=2) > CHANGED
     assert changed[outline_mask(frames[0].shape, box) > 0].mean() > 0.9
+
+
+# ---- labels ----------------------------------------------------------------------------------
+
+
+def assert_tabs_inside_and_apart(tabs, width, height):
+    from pipeline.render import _overlaps
+
+    for tab in tabs:
+        x1, y1, x2, y2 = tab
+        assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height, tab
+    for i, a in enumerate(tabs):
+        for b in tabs[i + 1:]:
+            assert not _overlaps(a, b), (a, b)
+
+
+def test_labels_of_a_crowded_frame_stay_inside_and_never_overlap(run_output):
+    """The busiest frame of people.mp4 as the run stored it: every box keeps a readable label."""
+    clip, out = run_output
+    boxes = read_detections(out)
+    busiest = boxes.groupby("frame_index").size().idxmax()
+    crowd = boxes[boxes["frame_index"] == busiest].to_dict("records")
+    assert len(crowd) >= 12
+    frames, _ = decoded(clip)
+    frame = frames[int(busiest)].copy()
+    painter = BoxPainter(frame.shape[1], frame.shape[0])
+    painter.draw(frame, crowd)
+    tabs = painter.last_tabs
+    assert all(tab is not None for tab in tabs)  # room for every label
+    assert_tabs_inside_and_apart(tabs, frame.shape[1], frame.shape[0])
+    for box, tab in zip(crowd, tabs):  # each tab is filled with its box's colour (text aside)
+        x1, y1, x2, y2 = tab
+        colour = np.array(BoxPainter.color(box["class_id"], box["track_id"]))
+        share = (np.abs(frame[y1:y2, x1:x2].astype(int) - colour).max(axis=2) <= 2).mean()
+        assert share > 0.5, (box, tab, share)
+    # The same crowd drawn on a quarter-size frame: labels that do not fit are left out, never stacked.
+    small = np.zeros((frame.shape[0] // 4, frame.shape[1] // 4, 3), np.uint8)
+    shrunk = [dict(b, **{k: b[k] / 4 for k in ("x1", "y1", "x2", "y2")}) for b in crowd]
+    painter = BoxPainter(small.shape[1], small.shape[0])
+    painter.font_scale = 0.8  # labels far too big for the frame
+    painter.draw(small, shrunk)
+    placed = [tab for tab in painter.last_tabs if tab is not None]
+    assert placed and len(placed) <= len(shrunk)
+    assert_tabs_inside_and_apart(placed, small.shape[1], small.shape[0])
+
+
+@pytest.mark.parametrize(
+    "boxes",
+    [
+        [(100, 100, 200, 300)] * 30,  # one spot, many boxes
+        [(-40, -10, 60, 50), (1880, 1050, 1990, 1100), (0, 0, 1920, 1080)],  # past every edge
+        [(x, 5, x + 40, 60) for x in range(0, 1900, 30)],  # a row along the top edge, tabs wider than boxes
+    ],
+)
+def test_place_labels_keeps_tabs_in_the_frame_and_apart(boxes):
+    from pipeline.render import place_labels
+
+    tabs = place_labels(boxes, [(150, 28)] * len(boxes), 1920, 1080)
+    assert all(tab is not None for tab in tabs)
+    assert_tabs_inside_and_apart(tabs, 1920, 1080)
+
+
+def test_label_text_is_dark_on_light_tabs_and_light_on_dark_ones():
+    from pipeline.render import PALETTE, text_color
+
+    assert text_color((0, 255, 255)) == (0, 0, 0)  # yellow (BGR)
+    assert text_color((10, 249, 72)) == (0, 0, 0)  # lime
+    assert text_color((147, 69, 52)) == (255, 255, 255)  # dark blue
+    assert {text_color(c) for c in PALETTE} == {(0, 0, 0), (255, 255, 255)}

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,13 +28,13 @@ def run_with_a_failure(ray_local, tmp_path_factory, clips, model_path):
     inputs = [clips["small_h264"], root / "bad" / "no_index.mp4", root / "bad" / "faststart_cut_in_half.mp4"]
     out = root / "out"
     code = main(["run", *map(str, inputs), "--output", str(out), "--model", model_path, "--device", "cpu",
-                 "--no-progress", "--batch-size", "4"])
+                 "--no-progress", "--batch-size", "4", "--track", "--conf", "0.3", "--classes", "person,car"])
     assert code == 3
     return out, expected
 
 
-def images(page: str) -> list[bytes]:
-    return [base64.b64decode(m) for m in re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)]
+def images(page: str, kind: str = "png") -> list[bytes]:
+    return [base64.b64decode(m) for m in re.findall(rf'<img src="data:image/{kind};base64,([A-Za-z0-9+/=]+)"', page)]
 
 
 def test_report_is_one_self_contained_html_file(run_with_a_failure, tmp_path):
@@ -41,10 +42,11 @@ def test_report_is_one_self_contained_html_file(run_with_a_failure, tmp_path):
     target = tmp_path / "report.html"
     assert main(["report", str(out), "--output", str(target)]) == 0
     page = target.read_text(encoding="utf-8")
-    pngs = images(page)
-    # class totals, classes over time, throughput, stages, memory
-    assert len(pngs) >= 5 and all(p.startswith(b"\x89PNG\r\n\x1a\n") for p in pngs)
-    assert page.count("<img") == len(pngs)  # every image is embedded
+    pngs, jpegs = images(page), images(page, "jpeg")
+    # class totals, confidence, classes over time, tracks per class, throughput, stages, memory
+    assert len(pngs) >= 7 and all(p.startswith(b"\x89PNG\r\n\x1a\n") for p in pngs)
+    assert len(jpegs) == 1 and jpegs[0].startswith(b"\xff\xd8")  # the sample frame
+    assert page.count("<img") == len(pngs) + len(jpegs)  # every image is embedded
     assert not re.search(r'(src|href)="(?!data:|#)', page)  # no file or network references
     assert "<script" not in page and "<link" not in page
 
@@ -52,9 +54,23 @@ def test_report_is_one_self_contained_html_file(run_with_a_failure, tmp_path):
 def test_report_shows_every_section_and_the_failed_video(run_with_a_failure):
     out, expected = run_with_a_failure
     page = build_report(out)
-    for heading in ("Summary", "Videos", "Classes over time", "Throughput, stages, memory, GPU", "Time per stage",
-                    "Memory per role", "GPU", "Failures"):
+    for heading in ("Summary", "Settings", "Videos", "Sample frames", "Classes", "Classes over time", "Tracks",
+                    "Throughput, stages, memory, GPU", "Time per stage", "Memory per role", "GPU", "Failures"):
         assert f">{heading}</h" in page, heading
+    settings = page[page.index('id="settings"'):page.index('id="videos"')]
+    for value in ("<td>0.3</td>", "<td>0.7</td>", "person (0), car (2)", "<td>torch</td>", "<td>cpu</td>"):
+        assert value in settings, value
+    videos_part = page[page.index('id="videos"'):page.index('id="samples"')]
+    from pipeline.results import read_videos
+
+    for row in read_videos(out).itertuples():
+        assert f"<td>{row.path}</td>" in videos_part  # full paths
+        if row.status != "failed":
+            assert f"<td>{row.frames_decoded / row.fps:.1f}</td>" in videos_part  # durations
+    assert "small_h264.mp4, frame " in page  # the sample frame's caption
+    tracks_part = page[page.index('id="tracks"'):page.index('id="run"')]
+    assert 'alt="tracks per class"' in tracks_part and "longest tracks" in tracks_part
+    assert 'alt="confidence histogram"' in page
     assert "No GPU in this run" in page
     failures = page[page.index('id="failures"'):]
     for name in ("no_index.mp4", "faststart_cut_in_half.mp4"):
@@ -143,3 +159,24 @@ def test_names_and_errors_are_escaped_and_a_missing_run_json_is_said(tmp_path):
     assert "<script>" not in page and "<img src=x" not in page
     assert "&lt;script&gt;" in page and "&lt;img src=x onerror=alert(1)&gt;.mp4" in page
     assert "No run.json" in page and "No detections." in page
+    assert "<img" not in page  # no data, no plot: nothing is drawn empty
+    (tmp_path / "run.json").write_text(json.dumps({
+        "settings": {"model": "m.pt", "conf": 0.25, "iou": 0.7, "imgsz": 640, "stride": 1, "batch_size": 16},
+        "throughput": {"frames_per_s": 0.0}, "stage_s": {"decode": 0.0, "infer": 0.0}, "memory": {},
+        "timeline": {"points": []}, "model": {"device": "cpu"}}))
+    page = build_report(tmp_path)
+    assert "<img" not in page and ">Settings</h" in page and "<td>0.25</td>" in page
+
+
+def test_a_sample_frame_needs_its_source_and_says_when_it_is_gone(run_with_a_failure, tmp_path):
+    from pipeline.manifest import Manifest
+
+    out, _ = run_with_a_failure
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    manifest = Manifest(copy)
+    for record in manifest.records.values():
+        record.path = str(tmp_path / "moved" / Path(record.path).name)
+    manifest.save()
+    page = build_report(copy)
+    assert not images(page, "jpeg") and "Source video not readable here" in page and "small_h264.mp4" in page

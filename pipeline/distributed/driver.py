@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -42,24 +43,50 @@ def _connect(address: str | None) -> bool:
     # run's own output is what a user needs to read.
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     # Ctrl-C in the middle of ray.init() leaves some of Ray's processes running for good, so it
-    # is held until Ray is up, then honoured (the caller shuts Ray down cleanly).
+    # is held until Ray is up, then honoured (the caller shuts Ray down cleanly). A terminal's
+    # Ctrl-C also reaches Ray's own processes, and Ray then logs the failures it causes (a
+    # dashboard that did not start): those messages are held too, and dropped if so.
     held = []
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum)) if in_main_thread else None
-    try:
-        ray.init(
-            address=address,
-            runtime_env={"env_vars": env} if env else None,
-            logging_level=logging.WARNING,
-            log_to_driver=True,
-        )
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGINT, previous)
-    if held:
-        ray.shutdown()
-        raise KeyboardInterrupt
+    with _held_ray_logs() as ray_logs:
+        try:
+            ray.init(
+                address=address,
+                runtime_env={"env_vars": env} if env else None,
+                logging_level=logging.WARNING,
+                log_to_driver=True,
+            )
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGINT, previous)
+        if held:
+            ray_logs.clear()
+            ray.shutdown()
+            raise KeyboardInterrupt
     return True
+
+
+@contextlib.contextmanager
+def _held_ray_logs():
+    """Ray's log records are kept back while the block runs, then shown, unless the block
+    cleared them or raised."""
+    records: list[logging.LogRecord] = []
+    handlers = logging.getLogger("ray").handlers
+
+    def hold(record: logging.LogRecord) -> bool:
+        records.append(record)
+        return False
+
+    for handler in handlers:
+        handler.addFilter(hold)
+    try:
+        yield records
+    finally:
+        for handler in handlers:
+            handler.removeFilter(hold)
+    for record in records:
+        logging.getLogger(record.name).handle(record)
 
 
 def _start_actors(config: RunConfig, placement: Placement, faults: FaultPlan | None) -> list:
