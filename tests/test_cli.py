@@ -258,3 +258,39 @@ def test_ctrl_c_while_ray_starts_exits_130_in_one_line(tmp_path, clips, model_pa
     while ray_processes() - before and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not ray_processes() - before, "Ray processes left running"
+
+
+@pytest.mark.slow
+def test_a_run_in_a_terminal_prints_only_its_own_output(tmp_path, clips, model_path):
+    """On a terminal: no Ray token-authentication warning, no stray reset code after the summary,
+    and with --track the summary names the tracks and where they are."""
+    import pty
+    import select
+
+    main_fd, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "run", str(clips["tiny_17"]), "--output", str(tmp_path / "o"),
+         "--model", model_path, "--device", "cpu", "--track"],
+        stdin=terminal, stdout=terminal, stderr=terminal, env={**os.environ, "YOLO_OFFLINE": "1"}, close_fds=True)
+    os.close(terminal)
+    screen = b""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if select.select([main_fd], [], [], 1.0)[0]:
+            try:
+                chunk = os.read(main_fd, 65536)
+            except OSError:  # the terminal closed: the process has ended
+                break
+            if not chunk:
+                break
+            screen += chunk
+        elif process.poll() is not None:
+            break
+    os.close(main_fd)
+    assert process.wait(timeout=60) == 0, screen.decode(errors="replace")[-3000:]
+    text = screen.decode(errors="replace")
+    print(text[-1500:])
+    assert "Token authentication" not in text and "WARNING" not in text
+    assert not text.rstrip().endswith("\x1b[0m") and "\x1b[0m" not in text.split("Videos:")[-1]
+    assert "Tracks: " in text and "/tracks" in text
+    assert text.rstrip().splitlines()[-1].startswith("Output: ")

@@ -171,10 +171,13 @@ def execute(
 
     # Signal handlers can only be set from the main thread (the API may be called from others).
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm) if in_main_thread else None
+    sigterm_handled, previous_sigterm = False, None
     display = ProgressDisplay(enabled=progress)
     try:
         started_ray = _connect(address)
+        if in_main_thread:  # after ray.init(), which installs a SIGTERM handler of its own
+            previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
+            sigterm_handled = True
         resources = ray.cluster_resources()
         try:
             placement = plan_placement(config, resources.get("CPU", 0), resources.get("GPU", 0))
@@ -215,7 +218,7 @@ def execute(
         raise Interrupted(signal.SIGINT) from None
     finally:
         display.close()
-        if in_main_thread:
+        if sigterm_handled and previous_sigterm is not None:  # None: a handler set outside Python
             signal.signal(signal.SIGTERM, previous_sigterm)
         for handle in [coordinator, *actors]:
             if handle is not None:

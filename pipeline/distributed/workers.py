@@ -84,7 +84,7 @@ class YoloActor:
         use_cuda = config.device == "cuda" or (config.device == "auto" and bool(gpu_ids))
         if use_cuda and not torch.cuda.is_available():
             if config.device == "cuda":
-                raise RuntimeError("--device cuda was asked for, but CUDA is not available on this node")
+                raise ConfigError("--device cuda was asked for, but CUDA is not available on this node (use --device auto or cpu)")
             use_cuda = False
         if not use_cuda:
             torch.set_num_threads(config.cpu_threads or os.cpu_count() or 1)
