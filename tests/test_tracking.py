@@ -75,7 +75,7 @@ def test_tracks_summary_agrees_with_the_detections(runs):
     root, boxes, _ = runs
     tracks = read_tracks(root / "one").set_index("track_id")
     seen = boxes.dropna(subset=["track_id"]).groupby("track_id")["frame_index"].agg(["min", "max", "count"])
-    seen.index = seen.index.astype(int)
+    seen.index = seen.index.astype(tracks.index.dtype)  # both nullable Int32
     assert sorted(seen.index) == sorted(tracks.index) == list(range(1, len(tracks) + 1))
     assert (seen["min"] == tracks.loc[seen.index, "first_frame"]).all()
     assert (seen["max"] == tracks.loc[seen.index, "last_frame"]).all()
