@@ -188,7 +188,7 @@ class VideoResultWriter:
 def remove_stale_temp_files(output: Path) -> int:
     """Temporary files left by a run that was killed; safe to delete before a new run starts."""
     count = 0
-    for folder in (output, output / "detections", output / "tracks"):
+    for folder in (output, output / "detections", output / "tracks", output / "runs"):
         if folder.is_dir():
             for path in folder.glob(f"{TEMP_PREFIX}*"):
                 path.unlink(missing_ok=True)
