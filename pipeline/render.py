@@ -9,6 +9,7 @@ dashed and labelled "held", so a viewer can tell measured boxes from carried-ove
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from fractions import Fraction
@@ -22,6 +23,7 @@ from pipeline.decode import DecodeError, VideoDecoder
 from pipeline.errors import UsageError
 from pipeline.inputs import video_id_for
 from pipeline.results import read_detections, read_videos
+from pipeline.results_writer import TEMP_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -232,38 +234,44 @@ def render(
         from tqdm import tqdm
 
         bar = tqdm(total=info.header_frames or None, unit="frame", file=sys.stderr, desc="render")
-    with av.open(str(output), mode="w") as container:
-        stream = container.add_stream(codec, rate=rate, options={"crf": "18", "preset": "veryfast"} if codec == "libx264" else {})
-        stream.width, stream.height, stream.pix_fmt = info.width, info.height, pix_fmt
-        stream.time_base = 1 / rate
-        if codec != "libx264":
-            stream.bit_rate = 8_000_000
-        for index, timestamp, frame in decoder.frames():
-            if bar is not None:
-                bar.update(1)
-            if end_s is not None and timestamp > end_s:
-                break
-            if index in processed:
-                held = by_frame.get(index, [])
-            if start_s is not None and timestamp < start_s:
-                continue
-            if index in processed:
-                painter.draw(frame, held)
-                summary.frames_with_results += 1
-            else:
-                painter.draw(frame, held, held=True)
-                summary.frames_held += 1
-            summary.boxes_drawn += len(held)
-            out = av.VideoFrame.from_ndarray(frame, format="bgr24")
-            out.pts = summary.frames
-            for packet in stream.encode(out):
+    # Written under a hidden name and renamed when complete: an interrupted or failed render
+    # leaves no half video where the output should be (nor replaces an older one).
+    temp = Path(output).with_name(f"{TEMP_PREFIX}{Path(output).name}")
+    try:
+        with av.open(str(temp), mode="w") as container:  # the container from the extension, which the name keeps
+            stream = container.add_stream(codec, rate=rate, options={"crf": "18", "preset": "veryfast"} if codec == "libx264" else {})
+            stream.width, stream.height, stream.pix_fmt = info.width, info.height, pix_fmt
+            stream.time_base = 1 / rate
+            if codec != "libx264":
+                stream.bit_rate = 8_000_000
+            for index, timestamp, frame in decoder.frames():
+                if bar is not None:
+                    bar.update(1)
+                if end_s is not None and timestamp > end_s:
+                    break
+                if index in processed:
+                    held = by_frame.get(index, [])
+                if start_s is not None and timestamp < start_s:
+                    continue
+                if index in processed:
+                    painter.draw(frame, held)
+                    summary.frames_with_results += 1
+                else:
+                    painter.draw(frame, held, held=True)
+                    summary.frames_held += 1
+                summary.boxes_drawn += len(held)
+                out = av.VideoFrame.from_ndarray(frame, format="bgr24")
+                out.pts = summary.frames
+                for packet in stream.encode(out):
+                    container.mux(packet)
+                summary.frames += 1
+            for packet in stream.encode():
                 container.mux(packet)
-            summary.frames += 1
-        for packet in stream.encode():
-            container.mux(packet)
-    if bar is not None:
-        bar.close()
-    if summary.frames == 0:
-        Path(output).unlink(missing_ok=True)
-        raise UsageError(f"no frames of {video} in the time range asked for")
+        if summary.frames == 0:
+            raise UsageError(f"no frames of {video} in the time range asked for")
+        os.replace(temp, output)
+    finally:
+        temp.unlink(missing_ok=True)
+        if bar is not None:
+            bar.close()
     return summary

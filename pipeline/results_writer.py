@@ -191,6 +191,8 @@ def remove_stale_temp_files(output: Path) -> int:
     for folder in (output, output / "detections", output / "tracks", output / "runs"):
         if folder.is_dir():
             for path in folder.glob(f"{TEMP_PREFIX}*"):
+                if path.is_dir():  # not one of ours (the pipeline writes only files): left alone
+                    continue
                 path.unlink(missing_ok=True)
                 count += 1
     return count

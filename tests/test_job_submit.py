@@ -21,23 +21,20 @@ pytestmark = pytest.mark.slow
 METRICS_PORT = int(os.environ.get("PIPELINE_TEST_METRICS_PORT", "8080"))  # outside Ray's worker ports
 
 
-@pytest.fixture(scope="module")
-def head_node():
-    ray_bin = str(Path(sys.executable).with_name("ray"))
-    # As with an activated virtualenv: the job's `python` is this interpreter.
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": path}
-    env.pop("RAY_ADDRESS", None)
-    subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True)
-    subprocess.run(
-        [ray_bin, "start", "--head", "--num-cpus", "2", "--metrics-export-port", str(METRICS_PORT),
-         "--disable-usage-stats"],
-        env=env, check=True, capture_output=True,
-    )
-    try:
-        yield env
-    finally:
-        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True)
+def readme_block(heading: str) -> str:
+    """The first ```bash block after ``heading`` in the README: what a user copies."""
+    text = (REPO / "README.md").read_text()
+    after = text[text.index(heading):]
+    return re.search(r"```bash\n(.*?)```", after, re.S).group(1)
+
+
+def fresh_shell_env() -> dict:
+    """A new user's shell: this virtualenv activated, no Ray or test variables."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("RAY_", "PIPELINE_", "YOLO_", "PYTEST")) and k != "PYTHONPATH"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env["VIRTUAL_ENV"] = str(Path(sys.executable).parent.parent)
+    return env
 
 
 def scrape(name: str) -> float:
@@ -46,28 +43,42 @@ def scrape(name: str) -> float:
     return sum(values) if values else -1.0
 
 
-def test_job_submit_runs_the_pipeline_and_exports_metrics(head_node, tmp_path, clips, model_path):
-    """The README's command, as a user types it (the CLI finds the cluster's token itself)."""
+def test_readme_job_submission_block_runs_as_typed(tmp_path, clips, model_path):
+    """The README's block, copied into a fresh shell: only the example paths are replaced."""
+    block = readme_block("## Running on a Ray cluster")
+    assert "export RAY_AUTH_MODE=token" in block and "ray job submit" in block
     work = tmp_path / "src"
     shutil.copytree(REPO, work, ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info", "demo-out"))
     out = tmp_path / "out"
+    inputs = tmp_path / "videos"
+    inputs.mkdir()
+    for name in ("small_h264", "tiny_17"):
+        shutil.copy(clips[name], inputs / clips[name].name)
+    script = (block.replace("/data/videos", str(inputs)).replace("/data/out", str(out))
+              .replace("/models/yolo11n.pt", model_path))
+    assert f"--metrics-export-port {METRICS_PORT}" in script
     ray_bin = str(Path(sys.executable).with_name("ray"))
-    job = subprocess.run(
-        [ray_bin, "job", "submit", "--address", "http://127.0.0.1:8265", "--working-dir", ".",
-         "--runtime-env-json", '{"env_vars": {"YOLO_OFFLINE": "1"}}', "--",
-         "python", "jobs/detect.py", str(clips["small_h264"]), str(clips["tiny_17"]),
-         "--output", str(out), "--model", model_path, "--batch-size", "8"],
-        cwd=work, env=head_node, capture_output=True, text=True, timeout=600,
-    )
-    logs = job.stdout + job.stderr
-    assert job.returncode == 0, logs[-3000:]
-    assert "succeeded" in logs and "Videos: 2 (2 ok" in logs
+    subprocess.run([ray_bin, "stop", "--force"], capture_output=True)
+    # The block ends with `ray stop`: the metrics are read while the head still runs, then it stops.
+    before_stop, stop = script.rsplit("ray stop", 1)
+    try:
+        job = subprocess.run(["bash", "-euo", "pipefail", "-c", before_stop], cwd=work, env=fresh_shell_env(),
+                             capture_output=True, text=True, timeout=600)
+        logs = job.stdout + job.stderr
+        assert job.returncode == 0, logs[-3000:]
+        assert "succeeded" in logs and "Videos: 2 (2 ok" in logs
+        assert len(read_rows(out)) == 40 + 17
+        assert all(st["status"] == "ok" for st in read_status(out).values())
+        check_metrics()
+        stopped = subprocess.run(["bash", "-euo", "pipefail", "-c", "ray stop" + stop], cwd=work,
+                                 env=fresh_shell_env(), capture_output=True, text=True, timeout=120)
+        assert stopped.returncode == 0, stopped.stderr
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], capture_output=True)
 
-    rows = read_rows(out)
-    assert len(rows) == 40 + 17
-    assert all(s["status"] == "ok" for s in read_status(out).values())
 
-    # Ray exports custom metrics about every 10 s: wait for the final values.
+def check_metrics() -> None:
+    """Ray exports custom metrics about every 10 s: wait for the final values."""
     expected = {"ray_pipeline_frames_inferred_total": 57.0, "ray_pipeline_frames_decoded_total": 57.0}
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -76,5 +87,5 @@ def test_job_submit_runs_the_pipeline_and_exports_metrics(head_node, tmp_path, c
             break
         time.sleep(3)
     assert got == expected
-    assert scrape("ray_pipeline_batch_latency_s_count") == 8.0  # 40/8 + ceil(17/8) batches
+    assert scrape("ray_pipeline_batch_latency_s_count") == 5.0  # ceil(40/16) + ceil(17/16) batches of 16
     assert scrape("ray_pipeline_process_rss_bytes") > 0

@@ -88,8 +88,8 @@ def test_unknown_video_is_a_usage_error(run_output, tmp_path, capsys):
     assert "no results for" in capsys.readouterr().err
 
 
-def test_frames_between_processed_ones_hold_the_last_boxes(tmp_path):
-    """A stride-3 result: frames 1, 2, 4, 5, ... show the boxes of frames 0, 3, ..., marked held."""
+def stride_3_result(tmp_path):
+    """A 12-frame video and a result of its frames 0, 3, 6, 9, one box each (no Ray)."""
     video = tmp_path / "square.mp4"
     frames = [np.full((240, 320, 3), 90, np.uint8) for _ in range(12)]
     write_video(video, frames)
@@ -103,7 +103,12 @@ def test_frames_between_processed_ones_hold_the_last_boxes(tmp_path):
     manifest = Manifest(out)
     manifest.update(VideoRecord(source.video_id, source.path, "ok", frames_processed=4))
     manifest.save()
+    return video, out, xyxy
 
+
+def test_frames_between_processed_ones_hold_the_last_boxes(tmp_path):
+    """A stride-3 result: frames 1, 2, 4, 5, ... show the boxes of frames 0, 3, ..., marked held."""
+    video, out, xyxy = stride_3_result(tmp_path)
     summary = render(str(video), out, tmp_path / "held.mp4", progress=False)
     assert (summary.frames, summary.frames_with_results, summary.frames_held) == (12, 4, 8)
     rendered, _ = decoded(tmp_path / "held.mp4")
@@ -116,6 +121,24 @@ def test_frames_between_processed_ones_hold_the_last_boxes(tmp_path):
             assert drawn > 0.9, f"frame {index}: its own box not drawn"
         else:  # the box of the last processed frame, dashed: about half its outline
             assert 0.3 < drawn < 0.8, f"frame {index}: box of frame {index // 3 * 3} not drawn dashed ({drawn:.2f})"
+
+
+def test_a_render_that_fails_midway_leaves_the_previous_file_and_no_partial_one(tmp_path, monkeypatch):
+    video, out, _ = stride_3_result(tmp_path)
+    target = tmp_path / "boxes.mp4"
+    target.write_bytes(b"an earlier render")
+    calls = []
+
+    def fail_on_the_fifth_frame(self, frame, boxes, *, held=False):
+        calls.append(1)
+        if len(calls) == 5:
+            raise RuntimeError("disk full")
+
+    monkeypatch.setattr(BoxPainter, "draw", fail_on_the_fifth_frame)
+    with pytest.raises(RuntimeError, match="disk full"):
+        render(str(video), out, target, progress=False)
+    assert target.read_bytes() == b"an earlier render"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["boxes.mp4", "out", "square.mp4"]  # no temporary file
 
 
 def test_without_h264_it_falls_back_to_mpeg4_and_says_so(monkeypatch, caplog):

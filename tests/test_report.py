@@ -180,3 +180,23 @@ def test_a_sample_frame_needs_its_source_and_says_when_it_is_gone(run_with_a_fai
     manifest.save()
     page = build_report(copy)
     assert not images(page, "jpeg") and "Source video not readable here" in page and "small_h264.mp4" in page
+
+
+def test_file_names_that_look_like_math_text_are_shown_as_they_are(tmp_path):
+    """matplotlib reads $...$ in titles as TeX: a file named like that must not break the report."""
+    from pipeline.detections import BatchResult, Detections
+    from pipeline.manifest import Manifest, VideoRecord
+    from pipeline.results_writer import VideoResultWriter
+
+    name = r"price$_$ cam\d 50%.mp4"  # "$_$" alone stops matplotlib's TeX parser
+    writer = VideoResultWriter(tmp_path, "vid", {0: "person"})
+    idx = np.arange(4)
+    writer.add(BatchResult("vid", 0, idx, idx / 30, [1, 1, 1, 1],
+                           Detections(np.tile([[4.0, 4.0, 20.0, 20.0]], (4, 1)), np.full(4, 0.8), np.zeros(4))))
+    writer.commit()
+    manifest = Manifest(tmp_path)
+    manifest.update(VideoRecord("vid", f"/videos/{name}", "ok", frames_processed=4, num_detections=4,
+                                class_counts=writer.class_totals()))
+    manifest.save()
+    page = build_report(tmp_path)
+    assert 'alt="classes over time"' in page and name in page

@@ -79,6 +79,14 @@ def test_stale_temp_files_are_removed(tmp_path):
     assert list((tmp_path / "detections").iterdir()) == []
 
 
+def test_a_folder_with_a_temporary_name_is_left_alone(tmp_path):
+    (tmp_path / "detections" / ".tmp-someone-elses").mkdir(parents=True)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / ".tmp-20261127T000000.000Z.json").write_text("{")
+    assert remove_stale_temp_files(tmp_path) == 1  # the record's temp file; not the folder
+    assert [p.name for p in (tmp_path / "detections").iterdir()] == [".tmp-someone-elses"]
+
+
 def test_rows_are_grouped_into_row_groups_of_the_set_size(tmp_path):
     writer = VideoResultWriter(tmp_path, "vid", NAMES, row_group_frames=8)
     for seq in range(5):  # 20 frames: groups of 8, 8 and the last 4
