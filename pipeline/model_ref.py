@@ -132,9 +132,10 @@ def read_class_names(model: str) -> dict[int, str] | None:
     return None
 
 
-def resolve_classes(classes, names: dict[int, str]) -> tuple[int, ...] | None:
+def resolve_classes(classes, names: dict[int, str], *, context: str = "--classes: the model") -> tuple[int, ...] | None:
     """``--classes`` as sorted class ids: ids or names (case-insensitive), checked against the
-    model's classes, so that a typo fails at once instead of writing a run with no boxes."""
+    model's classes, so that a typo fails at once instead of writing a run with no boxes.
+    ``context`` starts the error message (the readers say "the run's model")."""
     if classes is None:
         return None
     by_name = {name.lower(): i for i, name in names.items()}
@@ -145,12 +146,12 @@ def resolve_classes(classes, names: dict[int, str]) -> tuple[int, ...] | None:
                 close = difflib.get_close_matches(c.strip().lower(), list(by_name), n=1, cutoff=0.6)
                 known = ", ".join(names[i] for i in sorted(names)[:12]) + (", ..." if len(names) > 12 else "")
                 hint = f"did you mean {names[by_name[close[0]]]!r}?" if close else f"it has {len(names)}: {known}"
-                raise ClassesError(f"--classes: the model has no class named {c!r} ({hint})")
+                raise ClassesError(f"{context} has no class named {c!r} ({hint})")
             ids.add(by_name[c.strip().lower()])
         else:
             i = int(c)
             if i not in names:
-                raise ClassesError(f"--classes: class id {i} is out of range: the model has {len(names)} classes, "
+                raise ClassesError(f"{context} has no class id {i}: it has {len(names)} classes, "
                                    f"ids 0 to {max(names)}")
             ids.add(i)
     return tuple(sorted(ids))

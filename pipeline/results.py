@@ -9,7 +9,6 @@ range. ``plan_scan`` shows the files and row groups a filter will read.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import UsageError
 from pipeline.manifest import Manifest
+from pipeline.model_ref import ClassesError, resolve_classes
 from pipeline.results_writer import DETECTIONS_SCHEMA
 from pipeline.storage import RemoteLocation, is_uri
 from pipeline.tracking import TRACKS_SCHEMA
@@ -131,14 +131,10 @@ def check_classes(classes: set | None, names: dict[int, str] | None) -> None:
     """``UnknownClass`` for a class name or id that the run's model does not have."""
     if classes is None or names is None:
         return
-    lowered = {n.lower() for n in names.values()}
-    for c in classes:
-        if isinstance(c, str) and c.lower() not in lowered:
-            close = difflib.get_close_matches(c.lower(), sorted(lowered), n=1, cutoff=0.6)
-            hint = f"did you mean {close[0]!r}?" if close else f"its classes include {', '.join(list(names.values())[:8])}"
-            raise UnknownClass(f"the run's model has no class {c!r} ({hint})")
-        if not isinstance(c, str) and int(c) not in names:
-            raise UnknownClass(f"class id {c} is out of range: the run's model has {len(names)} classes (0 to {max(names)})")
+    try:
+        resolve_classes(classes, names, context="the run's model")
+    except ClassesError as exc:
+        raise UnknownClass(str(exc)) from None
 
 
 def plan_scan(

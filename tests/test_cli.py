@@ -105,7 +105,7 @@ MISTAKES = {
     ".pt without a model": Mistake(["run", "{video}", "-o", "{tmp}/o", "--model", "{tmp}/no_model.pt"],
                                    ["not a YOLO checkpoint", "Pass --model PATH"]),
     "--classes 99": Mistake(["run", "{video}", "-o", "{tmp}/o", "--classes", "99", "--model", "{model}"],
-                            ["class id 99 is out of range", "ids 0 to 79"]),
+                            ["the model has no class id 99", "ids 0 to 79"]),
     "--classes persn": Mistake(["run", "{video}", "-o", "{tmp}/o", "--classes", "persn", "--model", "{model}"],
                                ["no class named 'persn'", "did you mean 'person'"]),
     # the output
@@ -120,7 +120,7 @@ MISTAKES = {
     "render: output is the input": Mistake(["render", "{video}", "--results", "{results}", "-o", "{video}"],
                                            ["is the input video", "another file name"], writes=[]),
     "render: unknown class": Mistake(["render", "{video}", "--results", "{results}", "-o", "{tmp}/x.mp4", "--classes", "persn"],
-                                     ["no class 'persn'", "did you mean 'person'"], writes=["{tmp}/x.mp4"]),
+                                     ["the run's model has no class named 'persn'", "did you mean 'person'"], writes=["{tmp}/x.mp4"]),
     "render: missing video": Mistake(["render", "{tmp}/missing.mp4", "--results", "{results}", "-o", "{tmp}/x.mp4"],
                                      ["file not found"], writes=["{tmp}/x.mp4"]),
     "render: --end before --start": Mistake(["render", "{video}", "--results", "{results}", "-o", "{tmp}/x.mp4",
@@ -167,7 +167,8 @@ def workspace(tmp_path_factory, model_path) -> dict:
     return {"tmp": tmp, "video": video, "results": results, "model": model_path}
 
 
-@pytest.mark.parametrize("name", list(MISTAKES))
+@pytest.mark.parametrize(
+    "name", [pytest.param(name, marks=pytest.mark.slow) if m.uses_ray else name for name, m in MISTAKES.items()])
 def test_each_mistake_gets_one_line_and_leaves_nothing(name, workspace, no_ray):
     mistake = MISTAKES[name]
     fill = lambda text: text.format(**workspace)  # noqa: E731

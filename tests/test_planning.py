@@ -66,7 +66,7 @@ def test_files_that_are_not_checkpoints(tmp_path):
         (["bicycle", 0], (0, 1)),
         (["persn"], ClassesError("did you mean 'person'")),
         (["zebra"], ClassesError("it has 3: person, bicycle, car")),
-        ([3], ClassesError("class id 3 is out of range: the model has 3 classes, ids 0 to 2")),
+        ([3], ClassesError("the model has no class id 3: it has 3 classes, ids 0 to 2")),
     ],
 )
 def test_resolve_classes(classes, expected):

@@ -236,7 +236,7 @@ def test_a_folder_that_is_not_a_run_output_is_an_error(tmp_path):
 
 def test_unknown_class_names_and_ids_are_errors(tmp_path):
     write_long_videos(tmp_path)
-    with pytest.raises(UnknownClass, match="no class 'persn' \\(did you mean 'person'\\?\\)"):
+    with pytest.raises(UnknownClass, match="the run's model has no class named 'persn' \\(did you mean 'person'\\?\\)"):
         read_detections(tmp_path, classes="persn")
     with pytest.raises(UnknownClass, match="class id 7"):
         read_detections(tmp_path, classes=[7])
