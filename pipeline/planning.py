@@ -141,6 +141,11 @@ def finish_without_workers(plan: RunPlan) -> dict:
         manifest.save()
         if plan.remote:
             plan.remote.publish(manifest.path, Manifest.FILE_NAME)
+    for source in plan.todo:  # rows of an earlier, readable version must not outlive its record
+        for relative in (f"detections/{source.video_id}.parquet", f"tracks/{source.video_id}.parquet"):
+            (plan.local_output / relative).unlink(missing_ok=True)
+            if plan.remote:
+                plan.remote.delete(relative)
     failed = len(plan.todo)
     record = {
         "exit_code": 3 if failed else 0,

@@ -200,3 +200,30 @@ def test_hostile_names_write_only_inside_the_output(ray_local, tmp_path, model_p
     assert all(s["status"] == "ok" for s in status.values())
     for p in (out / "detections").iterdir():
         assert len(p.stem) == 16 and all(c in "0123456789abcdef" for c in p.stem)
+
+
+@pytest.mark.parametrize("with_other_work", [True, False], ids=["on Ray", "without Ray"])
+def test_a_video_that_turned_bad_loses_its_old_rows(ray_local, tmp_path, model_path, people_small, with_other_work):
+    """An 'ok' video that is now empty (or missing) is recorded failed, and its earlier rows go:
+    a video's rows and its manifest row agree, whether the rerun needs Ray (other videos to
+    process) or not (nothing else to do)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    first, second = folder / "first.mp4", folder / "second.mp4"
+    write_video(first, people_small[:6])
+    write_video(second, people_small[6:12])
+    listing = tmp_path / "list.txt"
+    listing.write_text("in/first.mp4\nin/second.mp4\n")
+    out = tmp_path / "out"
+    assert run([f"@{listing}"], out, model_path)["exit_code"] == 0
+    assert read_rows(out)["video_id"].nunique() == 2
+    first.write_bytes(b"")  # the file went bad
+    if with_other_work:
+        write_video(second, people_small[12:20])  # changed: processed again, so Ray starts
+    record = run([f"@{listing}"], out, model_path)
+    assert record["exit_code"] == 3 and record["did_work"] is with_other_work
+    status = {os.path.basename(p): s for p, s in read_status(out).items()}
+    assert status["first.mp4"]["status"] == "failed" and "empty file" in status["first.mp4"]["error"]
+    rows = read_rows(out)
+    assert set(rows["video_id"]) == {status["second.mp4"]["video_id"]}
+    assert not (out / "detections" / f"{status['first.mp4']['video_id']}.parquet").exists()

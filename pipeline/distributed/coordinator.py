@@ -442,6 +442,9 @@ class Coordinator:
             for source in todo:
                 if source.error:
                     await self._finish(VideoRecord.failed(source, source.error, self.settings_hash))
+                    # Rows of an earlier version go too (once the record says failed, so a crash
+                    # in between never leaves an 'ok' record without its rows).
+                    await self._discard(None, source.video_id)
                 elif self.manifest.is_complete(source, self.settings_hash):
                     self.counts["videos_skipped"] += 1
                     self.counts["videos_done"] += 1
