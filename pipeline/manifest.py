@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.inputs import VideoSource
-from pipeline.results_writer import TEMP_PREFIX
+from pipeline.results_writer import TEMP_PREFIX, durable_replace
 from pipeline.storage import redact
 
 Status = Literal["ok", "partial", "failed"]
@@ -141,4 +141,4 @@ class Manifest:
         table = pa.Table.from_pylist([asdict(r) for r in self.records.values()], schema=schema)
         temp = self.path.with_name(f"{TEMP_PREFIX}videos-{uuid.uuid4().hex[:8]}.parquet")
         pq.write_table(table, temp)
-        os.replace(temp, self.path)
+        durable_replace(temp, self.path)

@@ -19,7 +19,7 @@ from pipeline.errors import UsageError
 from pipeline.inputs import VideoSource, expand_inputs
 from pipeline.manifest import Manifest, VideoRecord
 from pipeline.model_ref import ModelLoadError, check_model_available, model_fingerprint, read_class_names, resolve_classes
-from pipeline.results_writer import TEMP_PREFIX
+from pipeline.results_writer import TEMP_PREFIX, durable_replace
 from pipeline.storage import RemoteOutput, is_uri, redact, staging_dir_for
 
 RUN_FILE = "run.json"
@@ -181,7 +181,7 @@ def save_run_record(plan: RunPlan, record: dict) -> Path:
     for target, relative in targets:
         temp = target.with_name(f"{TEMP_PREFIX}{target.name}")
         temp.write_text(text)
-        os.replace(temp, target)
+        durable_replace(temp, target)
         if plan.remote:
             plan.remote.publish(target, relative)
     return path

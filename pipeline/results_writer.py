@@ -86,6 +86,23 @@ def batch_to_table(result: BatchResult, names: dict[int, str]) -> pa.Table:
     )
 
 
+def durable_replace(temp: Path, final: Path) -> None:
+    """Rename ``temp`` over ``final`` so that after a crash or power loss ``final`` is either the
+    old file or the whole new one, never an empty name: the file's data reaches the disk before
+    the rename, and the folder's entry before the caller goes on (and records the file as done)."""
+    fd = os.open(temp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temp, final)
+    folder = os.open(final.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
 def detections_path(output: Path, video_id: str) -> Path:
     return output / "detections" / f"{video_id}.parquet"
 
@@ -176,7 +193,7 @@ class VideoResultWriter:
         """Make the video's rows visible at once (atomic rename over any older version)."""
         self.finish()
         self.tracks_final_path.unlink(missing_ok=True)  # tracks of an older run with --track
-        os.replace(self.temp_path, self.final_path)
+        durable_replace(self.temp_path, self.final_path)
         return self.final_path
 
     def abort(self) -> None:

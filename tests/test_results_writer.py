@@ -1,3 +1,4 @@
+import os
 import numpy as np
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -122,3 +123,26 @@ def test_untracked_commit_removes_an_older_tracks_file(tmp_path):
     writer.commit()
     assert not (tmp_path / "tracks" / "vid.parquet").exists()
     assert pq.read_schema(tmp_path / "detections" / "vid.parquet").equals(DETECTIONS_SCHEMA)
+
+
+def test_a_committed_file_and_its_folder_entry_reach_the_disk_before_it_counts(tmp_path, monkeypatch):
+    """After a power loss an 'ok' row must never point at an empty file: the rows are synced
+    before the rename, and the folder after it, for the detections and for videos.parquet."""
+    from pipeline.manifest import Manifest, VideoRecord
+
+    calls = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))),
+                                                 real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (calls.append(("replace", str(b))), real_replace(a, b))[1])
+    writer = VideoResultWriter(tmp_path, "vid", NAMES)
+    writer.add(batch(0))
+    final = writer.commit()
+    temp = str(writer.temp_path)
+    assert calls == [("fsync", temp), ("replace", str(final)), ("fsync", str(final.parent))]
+    calls.clear()
+    manifest = Manifest(tmp_path)
+    manifest.update(VideoRecord("vid", "/v.mp4", "ok", frames_processed=4))
+    manifest.save()
+    assert [c[0] for c in calls] == ["fsync", "replace", "fsync"]
+    assert calls[1][1] == str(tmp_path / "videos.parquet") and calls[2][1] == str(tmp_path)

@@ -26,7 +26,7 @@ from pipeline.inputs import VideoSource
 from pipeline.letterbox import LetterboxGeometry
 from pipeline.manifest import Manifest, VideoRecord
 from pipeline.monitoring import PeakRss
-from pipeline.results_writer import TEMP_PREFIX, VideoResultWriter, detections_path, tracks_path
+from pipeline.results_writer import TEMP_PREFIX, VideoResultWriter, detections_path, durable_replace, tracks_path
 from pipeline.storage import RemoteOutput, redact
 
 log = logging.getLogger(__name__)
@@ -341,8 +341,8 @@ class Coordinator:
         num_tracks = None
         if self.config.track:
             tracked, tracks, num_tracks = await self._track(writer)
-            os.replace(tracks, writer.tracks_final_path)
-            os.replace(tracked, writer.final_path)
+            durable_replace(tracks, writer.tracks_final_path)
+            durable_replace(tracked, writer.final_path)
         else:
             writer.commit()
         if self.remote:
