@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 import os
 
-from pipeline.config import RunConfig
+from pipeline.config import ConfigError, RunConfig
+from pipeline.errors import UsageError
 from pipeline.faults import FaultPlan
+from pipeline.lease import Lease
+from pipeline.model_ref import ModelLoadError
 from pipeline.planning import finish_without_workers, plan_run
 
 log = logging.getLogger(__name__)
@@ -32,8 +35,16 @@ def run(
     plan = plan_run([os.fspath(i) for i in inputs], os.fspath(output), config or RunConfig())
     for warning in plan.warnings:
         log.warning(warning)
-    if not plan.needs_workers:  # every video complete (or unreadable): no Ray, no model
-        return finish_without_workers(plan)
-    from pipeline.distributed.driver import execute  # imports Ray: only when there is work
+    lease = Lease(plan.local_output).acquire()  # OutputInUse when another run is writing there
+    try:
+        if not plan.needs_workers:  # every video complete (or unreadable): no Ray, no model
+            return finish_without_workers(plan)
+        from pipeline.distributed.driver import execute  # imports Ray: only when there is work
 
-    return execute(plan, address=address, progress=progress, faults=faults)
+        return execute(plan, address=address, progress=progress, faults=faults)
+    except (UsageError, ModelLoadError, ConfigError):
+        lease.release()
+        plan.remove_created_output()  # a mistake found only once the model loaded: leave no folder
+        raise
+    finally:
+        lease.release()

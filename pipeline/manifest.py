@@ -7,7 +7,6 @@ file is replaced atomically, so after a crash every ``ok`` row has its rows on d
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path

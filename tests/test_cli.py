@@ -295,3 +295,36 @@ def test_a_run_in_a_terminal_prints_only_its_own_output(tmp_path, clips, model_p
     assert not text.rstrip().endswith("\x1b[0m") and "\x1b[0m" not in text.split("Videos:")[-1]
     assert "Tracks: " in text and "/tracks" in text
     assert text.rstrip().splitlines()[-1].startswith("Output: ")
+
+
+@pytest.mark.slow
+def test_a_second_run_on_an_output_in_use_stops_at_once_and_leaves_the_first_alone(tmp_path, people_mp4, model_path,
+                                                                                  no_ray):
+    import cv2
+
+    from pipeline.samples import read_frames
+
+    video = tmp_path / "long.mp4"
+    write_video(video, [cv2.resize(f, (320, 180)) for f in read_frames(people_mp4, limit=240)])
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "pipeline", "run", str(video), "--output", str(out), "--model", model_path,
+            "--device", "cpu", "--no-progress"]
+    first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "YOLO_OFFLINE": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / ".lease").exists():  # the first run has begun
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()[1][-2000:]
+            time.sleep(0.1)
+        second, seconds = pipeline_cli(*argv[3:], block_ray=no_ray)
+        print(f"second run: exit {second.returncode} in {seconds:.2f} s: {second.stderr.strip()}")
+        assert second.returncode == 2 and seconds < USAGE_SECONDS
+        assert f"in use by another run (pid {first.pid} on " in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1 and "Traceback" not in second.stderr
+    finally:
+        _, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr[-2000:]
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(out / "detections").num_rows == 240
+    assert not (out / ".lease").exists()

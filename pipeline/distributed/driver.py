@@ -14,7 +14,7 @@ from pathlib import Path
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from pipeline.config import ConfigError, RunConfig
+from pipeline.config import RunConfig
 from pipeline.errors import ActorStartFailure, Interrupted, StartupError, UsageError
 from pipeline.faults import FaultPlan
 from pipeline.model_ref import ModelLoadError, resolve_classes
@@ -211,9 +211,6 @@ def execute(
         record["timeline"] = {"interval_s": timeline.interval_s, "points": timeline.points}
         save_run_record(plan, record)
         return record
-    except (UsageError, ModelLoadError, ConfigError):
-        plan.remove_created_output()  # a mistake found only now: leave the output as it was
-        raise
     except KeyboardInterrupt:
         raise Interrupted(signal.SIGINT) from None
     finally:
