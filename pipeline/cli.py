@@ -229,8 +229,14 @@ def format_summary(record: dict, output: str) -> str:
 
 def _print_bad_videos(output: str, limit: int = 10) -> None:
     from pipeline.results import read_videos
+    from pipeline.storage import redact
 
-    videos = read_videos(output)
+    try:
+        videos = read_videos(output)
+    except (OSError, UsageError) as exc:  # e.g. object storage unreachable now: the exit status stands
+        print(f"(could not list them: reading {redact(output)}/videos.parquet failed: {redact(str(exc))})",
+              file=sys.stderr)
+        return
     bad = videos[videos["status"] != "ok"]
     for row in bad.head(limit).itertuples():
         print(f"{row.status}: {row.path}: {row.error}", file=sys.stderr)

@@ -27,10 +27,21 @@ def is_uri(location: str) -> bool:
     return bool(re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", location)) and not location.startswith("file://")
 
 
+_URI_IN_TEXT = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"]+")
+
+
+def _redact_match(match: re.Match) -> str:
+    uri = match.group(0)
+    trail = len(uri) - len(uri.rstrip(":,.;)"))  # the sentence's punctuation, not the URI's
+    uri, tail = (uri[:-trail], uri[-trail:]) if trail else (uri, "")
+    return (redact(uri) if is_uri(uri) else uri) + tail
+
+
 def redact(location: str) -> str:
-    """The URI without user info or secret query parameters."""
+    """The URI without user info or secret query parameters; in other text (an error message),
+    every URI in it redacted the same way."""
     if not is_uri(location):
-        return location
+        return _URI_IN_TEXT.sub(_redact_match, location)
     parts = urlsplit(location)
     netloc = parts.hostname or ""
     if parts.port:
@@ -133,10 +144,18 @@ class RemoteOutput:
 
 
 def staging_dir_for(uri: str) -> Path:
-    """A local folder, stable per output URI, where a remote output is staged (and resumed from)."""
+    """A local folder, stable per output URI, where a remote output is staged (and resumed from).
+
+    It is in the user's cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``), private to the user:
+    a fixed path in a shared ``/tmp`` could be created first, or read, by another user.
+    ``PIPELINE_STAGING_DIR`` puts it elsewhere (a large local disk, say)."""
     import hashlib
-    import tempfile
 
     digest = hashlib.sha256(redact(uri).encode()).hexdigest()[:16]
-    base = Path(os.environ.get("PIPELINE_STAGING_DIR", Path(tempfile.gettempdir()) / "yolo-pipeline-staging"))
+    if os.environ.get("PIPELINE_STAGING_DIR"):
+        return Path(os.environ["PIPELINE_STAGING_DIR"]) / digest
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    base = cache / "yolo-pipeline" / "staging"
+    base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    base.chmod(0o700)
     return base / digest

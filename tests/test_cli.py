@@ -328,3 +328,19 @@ def test_a_second_run_on_an_output_in_use_stops_at_once_and_leaves_the_first_alo
 
     assert pq.read_table(out / "detections").num_rows == 240
     assert not (out / ".lease").exists()
+
+
+def test_listing_the_bad_videos_at_the_end_never_ends_in_a_traceback(monkeypatch, capsys):
+    """The run is over and its exit status decided: an unreadable videos.parquet (object storage
+    gone meanwhile) is said in one line, with credentials and query redacted."""
+    import pipeline.results
+    from pipeline.cli import _print_bad_videos
+
+    def unreachable(output):
+        raise OSError(f"When reading {output}: connection refused")
+
+    monkeypatch.setattr(pipeline.results, "read_videos", unreachable)
+    _print_bad_videos("s3://KEY:SECRET@bucket/out?endpoint_override=10.0.0.1:9000")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "could not list them" in err and "connection refused" in err
+    assert "SECRET" not in err

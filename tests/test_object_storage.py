@@ -141,3 +141,38 @@ def test_interrupted_s3_run_resumes_without_duplicates(s3, tmp_path, model_path)
     assert record["totals"]["videos_skipped"] == len(done_before)
     rows = remote_rows(fs, "results/run2")
     assert len(rows) == 24 + 16 + 12 and not rows.duplicated(["video_id", "frame_index"]).any()
+
+
+def test_the_staging_folder_is_private_to_the_user_not_a_fixed_path_in_tmp(tmp_path, monkeypatch):
+    import stat
+    import tempfile
+
+    from pipeline.storage import staging_dir_for
+
+    monkeypatch.delenv("PIPELINE_STAGING_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = staging_dir_for("s3://bucket/out?endpoint_override=localhost:9000")
+    assert folder.parent == tmp_path / "cache" / "yolo-pipeline" / "staging"
+    assert stat.S_IMODE(folder.parent.stat().st_mode) == 0o700
+    assert folder == staging_dir_for("s3://bucket/out?endpoint_override=localhost:9000")  # stable: resume, lease
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    folder = staging_dir_for("s3://bucket/out")
+    assert folder.parent == tmp_path / "home" / ".cache" / "yolo-pipeline" / "staging"
+    assert not str(folder).startswith(tempfile.gettempdir() + "/yolo")
+
+
+@pytest.mark.parametrize(
+    "text, shown",
+    [
+        ("s3://KEY:SECRET@bucket/out", "s3://bucket/out"),
+        ("s3://bucket/v.mp4?secret_key=S&endpoint_override=h:9000", "s3://bucket/v.mp4?endpoint_override=h%3A9000"),
+        ("When reading s3://KEY:SECRET@bucket/out?x=1: refused (gs://a:b@c/d).",
+         "When reading s3://bucket/out?x=1: refused (gs://c/d)."),
+        ("/local/path with: colons.mp4", "/local/path with: colons.mp4"),
+    ],
+)
+def test_credentials_are_redacted_in_uris_and_in_messages(text, shown):
+    from pipeline.storage import redact
+
+    assert redact(text) == shown
