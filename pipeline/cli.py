@@ -50,7 +50,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _names_or_ids(text: str) -> list:
     """``--classes``: class names or ids, comma-separated (``person,car`` or ``0,2``)."""
-    return [int(x) if x.strip().isdigit() else x.strip() for x in text.split(",") if x.strip()]
+    return text.split(",")  # RunConfig and the readers turn these into ids and names
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -70,7 +70,7 @@ class RunConfig:
         if self.device not in DEVICES:
             raise ConfigError(f"--device must be one of {', '.join(DEVICES)}; got {self.device!r}")
         if self.classes is not None:
-            object.__setattr__(self, "classes", _class_keys(self.classes))
+            object.__setattr__(self, "classes", class_keys(self.classes))
 
     @property
     def classes_resolved(self) -> bool:
@@ -92,8 +92,9 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-def _class_keys(classes) -> tuple[int | str, ...]:
-    """Ids (digit strings too) as ints, names as stripped strings; no repeats, ids first."""
+def class_keys(classes) -> tuple[int | str, ...]:
+    """A class filter as given by a user (``--classes``, a reader's ``classes=``): ids, digit
+    strings and numpy integers as ints, names as stripped strings; no repeats, ids first."""
     if isinstance(classes, (str, int)):
         classes = [classes]
     keys = set()

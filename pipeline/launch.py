@@ -8,7 +8,6 @@ import os
 from pipeline.config import ConfigError, RunConfig
 from pipeline.errors import UsageError
 from pipeline.faults import FaultPlan
-from pipeline.lease import Lease
 from pipeline.model_ref import ModelLoadError
 from pipeline.planning import finish_without_workers, plan_run
 
@@ -32,10 +31,10 @@ def run(
     ``InputError`` or ``ConfigError`` for a mistake in the inputs or options, before anything
     starts, and ``Interrupted`` on SIGINT/SIGTERM after stopping cleanly.
     """
+    # OutputInUse (a UsageError) here when another run is using the output folder.
     plan = plan_run([os.fspath(i) for i in inputs], os.fspath(output), config or RunConfig())
     for warning in plan.warnings:
         log.warning(warning)
-    lease = Lease(plan.local_output).acquire()  # OutputInUse when another run is writing there
     try:
         if not plan.needs_workers:  # every video complete (or unreadable): no Ray, no model
             return finish_without_workers(plan)
@@ -43,8 +42,7 @@ def run(
 
         return execute(plan, address=address, progress=progress, faults=faults)
     except (UsageError, ModelLoadError, ConfigError):
-        lease.release()
         plan.remove_created_output()  # a mistake found only once the model loaded: leave no folder
         raise
     finally:
-        lease.release()
+        plan.release()

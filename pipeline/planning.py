@@ -17,6 +17,7 @@ from pathlib import Path
 from pipeline.config import RunConfig
 from pipeline.errors import UsageError
 from pipeline.inputs import VideoSource, expand_inputs
+from pipeline.lease import Lease
 from pipeline.manifest import Manifest, VideoRecord
 from pipeline.model_ref import ModelLoadError, check_model_available, model_fingerprint, read_class_names, resolve_classes
 from pipeline.results_writer import TEMP_PREFIX, durable_replace
@@ -38,6 +39,7 @@ class RunPlan:
     class_names: dict[int, str] | None  # None when only loading the model can tell
     warnings: list[str] = field(default_factory=list)
     created: list[Path] = field(default_factory=list)  # folders this run created (removed if it stops on a mistake)
+    lease: Lease | None = None  # held from planning to release(): one run per output folder
     started: float = field(default_factory=time.time)
 
     @property
@@ -45,13 +47,16 @@ class RunPlan:
         """Whether any video needs decoding and inference (else Ray is not started at all)."""
         return any(s.error is None for s in self.todo)
 
+    def release(self) -> None:
+        """The run is over: other runs may use the output folder."""
+        if self.lease is not None:
+            self.lease.release()
+
     def remove_created_output(self) -> None:
-        """After a usage error found once Ray started: leave no empty folders behind."""
-        for folder in reversed(self.created):
-            try:
-                folder.rmdir()  # only if still empty: nothing written is ever removed
-            except OSError:
-                pass
+        """After a usage error found once Ray started: release the folder and leave no empty
+        folders behind."""
+        self.release()
+        _remove_if_empty(self.created)
 
 
 def _created_folders(path: Path) -> list[Path]:
@@ -63,35 +68,46 @@ def _created_folders(path: Path) -> list[Path]:
     return missing[::-1]
 
 
-def prepare_output(output: str) -> tuple[Path, RemoteOutput | None, list[Path]]:
+def _remove_if_empty(folders: list[Path]) -> None:
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()  # only if still empty: nothing written is ever removed
+        except OSError:
+            pass
+
+
+def prepare_output(output: str) -> tuple[Path, RemoteOutput | None, list[Path], Lease]:
     """The local folder files are written to, the remote output they are published to (if any),
-    and the folders this call created."""
+    the folders this call created, and the lease that keeps other runs out of the folder.
+
+    Nothing in the folder is touched before the lease is held: a second run on an output in use
+    stops here (``OutputInUse``) and leaves the first one's files alone."""
+    remote = None
     if is_uri(output):
         try:
             remote = RemoteOutput(output)
             remote.check_writable()
         except (OSError, ValueError) as exc:
             raise UsageError(f"output {redact(output)} is not writable: {redact(str(exc))}") from exc
-        staging = staging_dir_for(output)
-        (staging / "detections").mkdir(parents=True, exist_ok=True)
-        (staging / Manifest.FILE_NAME).unlink(missing_ok=True)
-        remote.pull(Manifest.FILE_NAME, staging / Manifest.FILE_NAME)  # resume from what the remote has
-        return staging, remote, []
-    path = Path(output).expanduser().absolute()
-    created = _created_folders(path / "detections")
+        local, created = staging_dir_for(output), []
+    else:
+        local = Path(output).expanduser().absolute()
+        created = _created_folders(local / "detections")
     try:
-        (path / "detections").mkdir(parents=True, exist_ok=True)
-        probe = path / f"{TEMP_PREFIX}write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        (local / "detections").mkdir(parents=True, exist_ok=True)
+        lease = Lease(local).acquire()  # creating the lease file also proves the folder writable
     except OSError as exc:
-        for folder in reversed(created):
-            try:
-                folder.rmdir()
-            except OSError:
-                pass
-        raise UsageError(f"output directory {output} is not writable: {exc.strerror or exc} (choose another --output)") from exc
-    return path, None, created
+        _remove_if_empty(created)
+        raise UsageError(f"output directory {redact(output)} is not writable: {exc.strerror or exc} "
+                         "(choose another --output)") from exc
+    if remote:
+        try:
+            (local / Manifest.FILE_NAME).unlink(missing_ok=True)
+            remote.pull(Manifest.FILE_NAME, local / Manifest.FILE_NAME)  # resume from what the remote has
+        except BaseException:
+            lease.release()
+            raise
+    return local, remote, created, lease
 
 
 def prepare_model(config: RunConfig) -> tuple[RunConfig, dict[int, str] | None]:
@@ -113,18 +129,23 @@ def plan_run(inputs: list[str], output: str, config: RunConfig) -> RunPlan:
     """Check the inputs, the model and the output, in that order, and decide what needs work.
 
     Raises ``UsageError`` (or ``InputError``, ``ConfigError``) with one line; the output folder
-    is created only once everything else is known to be right.
+    is created only once everything else is known to be right. The returned plan holds the
+    output's lease: call ``plan.release()`` when the run is over.
     """
     sources, warnings = expand_inputs(inputs)
     config, names = prepare_model(config)
-    local, remote, created = prepare_output(output)
-    plan = RunPlan(output, local, remote, config, sources, [], 0, names, warnings, created)
-    if config.classes_resolved:
-        manifest = Manifest(local)
-        settings_hash = config.settings_hash()
-        plan.todo = [s for s in sources if s.error or not manifest.is_complete(s, settings_hash)]
-    else:  # the settings hash needs the class ids, which only the loaded model can tell
-        plan.todo = list(sources)
+    local, remote, created, lease = prepare_output(output)
+    plan = RunPlan(output, local, remote, config, sources, [], 0, names, warnings, created, lease)
+    try:
+        if config.classes_resolved:
+            manifest = Manifest(local)
+            settings_hash = config.settings_hash()
+            plan.todo = [s for s in sources if s.error or not manifest.is_complete(s, settings_hash)]
+        else:  # the settings hash needs the class ids, which only the loaded model can tell
+            plan.todo = list(sources)
+    except BaseException:
+        plan.release()
+        raise
     plan.skipped = len(sources) - len(plan.todo)
     return plan
 

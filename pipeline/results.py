@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from pipeline.config import class_keys
 from pipeline.errors import UsageError
 from pipeline.manifest import Manifest
 from pipeline.model_ref import ClassesError, resolve_classes
@@ -72,6 +73,11 @@ def _as_set(value: str | Iterable | None) -> set | None:
     if value is None:
         return None
     return {value} if isinstance(value, (str, int, np.integer)) else set(value)
+
+
+def _as_classes(classes) -> set[int | str] | None:
+    """A class filter the way ``--classes`` reads it: ``"person"``, ``2``, ``["car", "2"]``."""
+    return None if classes is None else set(class_keys(classes))
 
 
 def _videos_with_classes(fs: pafs.FileSystem, root: str, classes: set) -> set[str] | None:
@@ -151,9 +157,8 @@ def plan_scan(
     Raises ``NotARunOutput``, ``UnknownClass`` (a class the run's model does not have) or
     ``NoTracks`` (tracks of a run made without ``--track``)."""
     fs, root = check_output(output, filesystem)
-    wanted_classes = _as_set(classes)
+    wanted_classes = _as_classes(classes)
     if wanted_classes is not None:
-        wanted_classes = {c.strip() if isinstance(c, str) else int(c) for c in wanted_classes}
         check_classes(wanted_classes, known_classes(fs, root))
     folder = f"{root}/{table}"
     if table == "tracks" and fs.get_file_info(folder).type != pafs.FileType.Directory:
@@ -299,7 +304,7 @@ def read_detections(
     table = _filter_rows(_read(fs, scans, DETECTIONS_SCHEMA, read_columns), _as_set(video_id), start_s, end_s)
     if columns is not None:
         return table.select(columns).to_pandas()
-    table = _keep_boxes(table, _as_set(classes), min_confidence)
+    table = _keep_boxes(table, _as_classes(classes), min_confidence)
     if flat:
         return _flatten(table).to_pandas(types_mapper=NULLABLE_INTS)
     frames = table.drop_columns(["detections"]).to_pandas()
@@ -332,7 +337,7 @@ def read_tracks(
     conditions = []
     if (videos := _as_set(video_id)) is not None:
         conditions.append(pc.is_in(table["video_id"], pa.array(sorted(videos), pa.string())))
-    if (wanted := _as_set(classes)) is not None:
+    if (wanted := _as_classes(classes)) is not None:
         conditions.append(_class_mask(table["class_id"], table["class_name"], wanted))
     if start_s is not None:
         conditions.append(pc.greater_equal(table["last_timestamp_s"], start_s))

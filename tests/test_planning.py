@@ -84,6 +84,13 @@ def test_empty_or_negative_classes_are_config_errors(classes):
         RunConfig(classes=classes)
 
 
+def planned(inputs, output, config):
+    """The plan, with the output's lease already released (these tests plan one output many times)."""
+    plan = plan_run(inputs, output, config)
+    plan.release()
+    return plan
+
+
 def write_done(output: Path, video: Path, config: RunConfig) -> None:
     manifest = Manifest(output)
     source = describe(str(video))
@@ -97,13 +104,13 @@ def test_plan_skips_complete_videos_and_needs_no_workers(tmp_path, model_path):
     for v in videos:
         v.write_bytes(b"video bytes")
     out = tmp_path / "out"
-    plan = plan_run([str(v) for v in videos], str(out), RunConfig(model=model_path, classes=["person"]))
+    plan = planned([str(v) for v in videos], str(out), RunConfig(model=model_path, classes=["person"]))
     assert plan.config.classes == (0,) and plan.needs_workers and len(plan.todo) == 2
     write_done(out, videos[0], plan.config)
     write_done(out, videos[1], plan.config)
-    again = plan_run([str(v) for v in videos], str(out), RunConfig(model=model_path, classes=[0]))
+    again = planned([str(v) for v in videos], str(out), RunConfig(model=model_path, classes=[0]))
     assert again.skipped == 2 and again.todo == [] and not again.needs_workers
-    changed = plan_run([str(v) for v in videos], str(out), RunConfig(model=model_path, classes=[0], conf=0.5))
+    changed = planned([str(v) for v in videos], str(out), RunConfig(model=model_path, classes=[0], conf=0.5))
     assert changed.needs_workers and len(changed.todo) == 2  # another setting: done again
 
 
@@ -111,7 +118,7 @@ def test_a_run_without_work_keeps_run_json_and_adds_its_own_record(tmp_path, mod
     video = tmp_path / "a.mp4"
     video.write_bytes(b"video bytes")
     out = tmp_path / "out"
-    config = plan_run([str(video)], str(out), RunConfig(model=model_path)).config
+    config = planned([str(video)], str(out), RunConfig(model=model_path)).config
     write_done(out, video, config)
     (out / "run.json").write_text(json.dumps({"did_work": True, "totals": {"frames": 300}}))
     listing = tmp_path / "list.txt"
@@ -119,6 +126,7 @@ def test_a_run_without_work_keeps_run_json_and_adds_its_own_record(tmp_path, mod
     plan = plan_run([f"@{listing}"], str(out), RunConfig(model=model_path))
     assert not plan.needs_workers and [Path(s.path).name for s in plan.todo] == ["gone.mp4"]
     record = finish_without_workers(plan)
+    plan.release()
     assert record["exit_code"] == 3 and record["did_work"] is False
     assert record["totals"]["videos_skipped"] == 1 and record["totals"]["videos_failed"] == 1
     assert json.loads((out / "run.json").read_text())["totals"]["frames"] == 300  # untouched
@@ -138,6 +146,22 @@ def test_the_output_is_created_last_and_removed_if_a_later_check_fails(tmp_path,
         plan_run([str(video)], str(out), RunConfig(model=str(tmp_path / "missing.pt")))
     assert not (tmp_path / "new").exists()
     plan = plan_run([str(video)], str(out), RunConfig(model=model_path))
-    assert (out / "detections").is_dir()
-    plan.remove_created_output()  # what the driver does for a mistake found once Ray is up
+    assert (out / "detections").is_dir() and (out / ".lease").is_file()
+    plan.remove_created_output()  # what launch does for a mistake found once Ray is up
     assert not (tmp_path / "new").exists()
+
+
+def test_a_second_plan_on_an_output_in_use_touches_nothing(tmp_path, model_path):
+    from pipeline.lease import OutputInUse
+
+    video = tmp_path / "a.mp4"
+    video.write_bytes(b"video bytes")
+    out = tmp_path / "out"
+    first = plan_run([str(video)], str(out), RunConfig(model=model_path))
+    (out / "videos.parquet").write_bytes(b"the first run's manifest")
+    with pytest.raises(OutputInUse, match="in use by another run"):
+        plan_run([str(video)], str(out), RunConfig(model=model_path))
+    assert (out / "videos.parquet").read_bytes() == b"the first run's manifest"
+    first.release()
+    (out / "videos.parquet").unlink()
+    planned([str(video)], str(out), RunConfig(model=model_path, conf=0.5))  # free again

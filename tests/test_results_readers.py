@@ -191,6 +191,8 @@ def test_class_filter_skips_videos_without_the_class(tmp_path):
         ({"start_s": 9.0}, 6 * 30),  # frames 270..299
         ({"end_s": 0.0}, 6),  # frame 0 of each video
         ({"classes": "person", "video_id": "video0"}, 150),
+        ({"classes": ["2"], "video_id": "video0"}, 150),  # an id as text, as --classes gives it
+        ({"classes": " CAR ", "video_id": "video0"}, 150),
         ({"min_confidence": 0.7}, 0),
     ],
 )

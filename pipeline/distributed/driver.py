@@ -136,21 +136,6 @@ def _roles_memory(summary: dict, driver: PeakRss) -> dict:
     }
 
 
-def run(
-    inputs: list[str],
-    *,
-    output: str,
-    config: RunConfig | None = None,
-    address: str | None = None,
-    progress: bool = True,
-    faults: FaultPlan | None = None,
-) -> dict:
-    """Detect objects in every frame of ``inputs`` and write them under ``output``: ``pipeline.run``."""
-    from pipeline.launch import run as launch
-
-    return launch(inputs, output=output, config=config, address=address, progress=progress, faults=faults)
-
-
 def execute(
     plan: RunPlan, *, address: str | None = None, progress: bool = True, faults: FaultPlan | None = None
 ) -> dict:
