@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m pipeline", description="YOLO object detection over video backlogs, on Ray.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("bench", help="benchmark against a per-frame loop and Ray Data (see bench --help)", add_help=False)
+    sub.add_parser("serve", help="serve the HTTP API: jobs, results, single images (see serve --help)", add_help=False)
     run = sub.add_parser(
         "run",
         help="detect objects in every (Nth) frame of the inputs",
@@ -258,6 +259,10 @@ def _main(argv: list[str]) -> int:
         from pipeline.benchmark import bench
 
         return bench(argv[1:])
+    if argv[:1] == ["serve"]:
+        from pipeline.service.cli import serve_main
+
+        return serve_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     os.environ.setdefault("YOLO_VERBOSE", "False")

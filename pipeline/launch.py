@@ -10,6 +10,7 @@ from pipeline.errors import UsageError
 from pipeline.faults import FaultPlan
 from pipeline.model_ref import ModelLoadError
 from pipeline.planning import finish_without_workers, plan_run
+from pipeline.progress import ProgressFile
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +38,13 @@ def run(
         log.warning(warning)
     try:
         if not plan.needs_workers:  # every video complete (or unreadable): no Ray, no model
-            return finish_without_workers(plan)
-        from pipeline.distributed.driver import execute  # imports Ray: only when there is work
+            record = finish_without_workers(plan)
+        else:
+            from pipeline.distributed.driver import execute  # imports Ray: only when there is work
 
-        return execute(plan, address=address, progress=progress, faults=faults)
+            record = execute(plan, address=address, progress=progress, faults=faults)
+        ProgressFile(plan.local_output).finished(record)
+        return record
     except (UsageError, ModelLoadError, ConfigError):
         plan.remove_created_output()  # a mistake found only once the model loaded: leave no folder
         raise

@@ -3,10 +3,16 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import sys
 import time
+from pathlib import Path
 
 from tqdm import tqdm
+
+log = logging.getLogger(__name__)
 
 
 def format_eta(seconds: float | None) -> str:
@@ -59,3 +65,68 @@ class ProgressDisplay:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+PROGRESS_FILE = "progress.json"
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Replace ``path`` by a rename, so that a reader polling it never sees half a file."""
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+class ProgressFile:
+    """``OUT/progress.json``: the run's progress, replaced every few seconds and once at the end.
+
+    It is what the service (and any script) polls for frames done, frames/s, ETA and video
+    counts without talking to Ray. ``job_id`` is ``$PIPELINE_JOB_ID`` when set (the service sets
+    it), so a poller can tell its run's file from a later run's on the same output.
+    """
+
+    def __init__(self, folder: str | os.PathLike, *, interval_s: float = 2.0):
+        self.path = Path(folder) / PROGRESS_FILE
+        self.job_id = os.environ.get("PIPELINE_JOB_ID")
+        self.interval_s = interval_s
+        self._last = 0.0
+
+    def running(self, p: dict) -> None:
+        """From the coordinator's ``progress()``; written at most every ``interval_s``."""
+        now = time.monotonic()
+        if now - self._last < self.interval_s:
+            return
+        self._last = now
+        done, expected = p["frames_done"], max(p["frames_expected"], p["frames_done"])
+        elapsed = p.get("elapsed_s") or 0.0
+        fps = done / elapsed if elapsed > 0 else 0.0
+        skipped = p.get("videos_skipped", 0)
+        failed, partial = p.get("videos_failed", 0), p.get("videos_partial", 0)
+        self._write("running", frames_done=done, frames_expected=expected, frames_per_s=fps,
+                    eta_s=(expected - done) / fps if fps and expected else None,
+                    videos={"total": p["videos_total"], "done": p["videos_done"],
+                            "ok": p["videos_done"] - failed - partial - skipped, "partial": partial,
+                            "failed": failed, "skipped": skipped})
+
+    def finished(self, record: dict) -> None:
+        totals = record.get("totals", {})
+        videos = {"total": totals.get("videos", 0), "done": totals.get("videos", 0),
+                  "ok": totals.get("videos_ok", 0), "partial": totals.get("videos_partial", 0),
+                  "failed": totals.get("videos_failed", 0), "skipped": totals.get("videos_skipped", 0)}
+        self._write("finished", exit_code=record.get("exit_code"), frames_done=totals.get("frames", 0),
+                    frames_expected=totals.get("frames", 0),
+                    frames_per_s=record.get("throughput", {}).get("frames_per_s", 0.0), eta_s=0.0, videos=videos)
+
+    def _write(self, state: str, **fields) -> None:
+        try:
+            _write_json(self.path, {"state": state, "job_id": self.job_id, "updated_at": time.time(), **fields})
+        except OSError as exc:  # progress is a convenience: never fail a run over it
+            log.debug("cannot write %s: %s", self.path, exc)
+
+
+def read_progress(folder: str | os.PathLike) -> dict | None:
+    """The last ``progress.json`` of a local output folder, or None."""
+    try:
+        return json.loads((Path(folder) / PROGRESS_FILE).read_text())
+    except (OSError, ValueError):
+        return None

@@ -9,7 +9,7 @@ range. ``plan_scan`` shows the files and row groups a filter will read.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -312,6 +312,43 @@ def read_detections(
     # turn a struct field with nulls into floats).
     frames["detections"] = table["detections"].to_pylist()
     return frames[table.column_names]
+
+
+def iter_detections(
+    output: str | Path,
+    *,
+    flat: bool = True,
+    after: tuple[str, int] | None = None,
+    video_id: str | Iterable[str] | None = None,
+    classes: str | int | Iterable | None = None,
+    start_s: float | None = None,
+    end_s: float | None = None,
+    min_confidence: float | None = None,
+    filesystem: pafs.FileSystem | None = None,
+) -> Iterator[tuple[str, int, pa.Table]]:
+    """``read_detections`` one video at a time, in ``video_id`` order, as Arrow tables: yields
+    ``(video_id, first_row, table)``. Memory holds one video's filtered rows, never the output.
+
+    ``after=(video_id, row)`` starts at that row of that video (a page's cursor): earlier
+    videos are not opened."""
+    fs, _ = filesystem_for(output, filesystem)
+    scans = plan_scan(output, "detections", video_id=video_id, classes=classes, start_s=start_s, end_s=end_s,
+                      filesystem=filesystem)
+    wanted_videos, wanted_classes = _as_set(video_id), _as_classes(classes)
+    for scan in sorted(scans, key=lambda s: Path(s.path).stem):
+        vid = Path(scan.path).stem
+        first = 0
+        if after is not None:
+            if vid < after[0]:
+                continue
+            if vid == after[0]:
+                first = after[1]
+        table = _filter_rows(_read(fs, [scan], DETECTIONS_SCHEMA), wanted_videos, start_s, end_s)
+        table = _keep_boxes(table, wanted_classes, min_confidence)
+        if flat:
+            table = _flatten(table)
+        if first < table.num_rows:
+            yield vid, first, table.slice(first)
 
 
 def read_frames(output: str | Path, *, video_id: str | None = None) -> pd.DataFrame:

@@ -22,7 +22,7 @@ from pipeline.monitoring import PeakRss, Timeline
 from pipeline.placement import Placement, PlacementError
 from pipeline.placement import plan as plan_placement
 from pipeline.planning import RunPlan, save_run_record
-from pipeline.progress import ProgressDisplay
+from pipeline.progress import ProgressDisplay, ProgressFile
 from pipeline.results_writer import remove_stale_temp_files
 from pipeline.storage import RemoteOutput
 
@@ -158,6 +158,7 @@ def execute(
     in_main_thread = threading.current_thread() is threading.main_thread()
     sigterm_handled, previous_sigterm = False, None
     display = ProgressDisplay(enabled=progress)
+    progress_file = ProgressFile(out)
     try:
         started_ray = _connect(address)
         if in_main_thread:  # after ray.init(), which installs a SIGTERM handler of its own
@@ -185,6 +186,7 @@ def execute(
             try:
                 progress_now = ray.get(coordinator.progress.remote(), timeout=10)
                 display.update(progress_now)
+                progress_file.running(progress_now)
                 _sample_timeline(timeline, progress_now, driver_memory)
             except ray.exceptions.GetTimeoutError:
                 pass

@@ -1,0 +1,11 @@
+"""The web service: a FastAPI router (jobs, detections, single-image detection) that any FastAPI
+app mounts, and a Ray Serve app that serves it with a warm, dynamically batching detector.
+
+``make_router`` and ``ServiceSettings`` import neither Ray Serve nor the model: an existing
+FastAPI backend mounts the router with ``app.include_router(make_router(settings))``.
+"""
+
+from pipeline.service.api import make_router
+from pipeline.service.settings import ServiceSettings
+
+__all__ = ["ServiceSettings", "make_router"]
