@@ -179,7 +179,7 @@ def test_jobs_submit_show_stop_resume(roots, settings):
     request = check_request([str(videos)], str(out / "run"), {"stride": 2}, settings)
     job = jobs.submit(request)
     assert backend.envs[job["id"]]["PIPELINE_JOB_ID"] == job["id"]
-    assert "-m pipeline run" in backend.entrypoints[job["id"]] and "--stride 2" in backend.entrypoints[job["id"]]
+    assert "-m pipeline.service.job_entry" in backend.entrypoints[job["id"]] and "--stride 2" in backend.entrypoints[job["id"]]
     assert jobs.show(job["id"])["state"] == "running"
     with pytest.raises(JobConflict):
         jobs.resume(job["id"])
@@ -422,3 +422,78 @@ def test_detections_of_a_job_whose_run_has_not_written_yet(client, roots):
     job_id = submit(client, roots)
     r = client.get(f"/jobs/{job_id}/detections", headers=AUTH)
     assert r.status_code == 409 and "not" in r.json()["detail"]
+
+
+def assert_boxes_equal_predict(answer: dict, image: np.ndarray, reference) -> None:
+    """An answer of POST /detect against ``YOLO.predict`` on the same decoded image."""
+    want = Detections.from_ultralytics(reference.predict(image, conf=0.25, iou=0.7, imgsz=640, verbose=False)[0])
+    got = answer["detections"]
+    assert answer["num_detections"] == len(got) == len(want)
+    assert (answer["width"], answer["height"]) == (image.shape[1], image.shape[0])
+    xyxy = np.array([[b["x1"], b["y1"], b["x2"], b["y2"]] for b in got], np.float32).reshape(-1, 4)
+    order_got, order_want = np.lexsort(xyxy.T[::-1]), np.lexsort(want.xyxy.T[::-1])
+    np.testing.assert_allclose(xyxy[order_got], want.xyxy[order_want], atol=0.05)
+    np.testing.assert_allclose(np.array([b["confidence"] for b in got])[order_got], want.confidence[order_want], atol=1e-3)
+    assert [got[i]["class_id"] for i in order_got] == want.class_id[order_want].tolist()
+    assert all(b["class_name"] == reference.names[b["class_id"]] for b in got)
+
+
+def test_image_detector_equals_yolo_predict_on_mixed_sizes(settings, people_mp4):
+    """One batch of images of three sizes (grouped by size inside) gives predict's boxes for each."""
+    from ultralytics import YOLO
+
+    from pipeline.samples import read_frames
+    from pipeline.service.detect import ImageDetector, decode_image
+
+    frames = list(read_frames(people_mp4, limit=3))
+    encoded = [cv2.imencode(".jpg", frames[0])[1], cv2.imencode(".png", cv2.resize(frames[1], (640, 360)))[1],
+               cv2.imencode(".jpg", frames[2][:, 600:1300])[1], cv2.imencode(".jpg", frames[2])[1]]
+    images = [decode_image(e.tobytes()) for e in encoded]
+    answers = ImageDetector(settings).detect(images)
+    reference = YOLO(settings.model)
+    for answer, image in zip(answers, images):
+        assert answer.as_dict()["num_detections"] > 3
+        assert_boxes_equal_predict(answer.as_dict(), image, reference)
+
+
+def test_jobs_run_one_at_a_time_and_a_waiting_job_can_be_stopped(tmp_path, monkeypatch):
+    """A second job waits (queued) while a first holds the lock, runs when it ends, and a job
+    stopped while it waits leaves no queued marker behind."""
+    import subprocess
+    import sys
+    import time
+
+    from pipeline.service.job_entry import is_queued
+
+    monkeypatch.setenv("PIPELINE_JOB_QUEUE_DIR", str(tmp_path / "q"))
+    (tmp_path / "q").mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
+        "print('locked', flush=True); time.sleep(60)"), str(tmp_path / "q" / "run.lock")], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    env = {**os.environ, "PIPELINE_JOB_ID": "job-a"}
+    waiting = subprocess.Popen([sys.executable, "-m", "pipeline.service.job_entry", str(tmp_path / "missing.mp4"),
+                                "--output", str(tmp_path / "out")], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while not is_queued("job-a") and time.time() < deadline:
+        time.sleep(0.1)
+    assert is_queued("job-a") and waiting.poll() is None
+    holder.kill()
+    holder.wait()
+    out, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 2 and "input not found" in err  # it ran: the CLI's own usage error
+    assert not is_queued("job-a")
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
+        "print('locked', flush=True); time.sleep(60)"), str(tmp_path / "q" / "run.lock")], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    env["PIPELINE_JOB_ID"] = "job-b"
+    stopped = subprocess.Popen([sys.executable, "-m", "pipeline.service.job_entry", "x.mp4", "--output", "o"], env=env)
+    while not is_queued("job-b") and time.time() < deadline + 30:
+        time.sleep(0.1)
+    stopped.terminate()
+    assert stopped.wait(30) == 128 + 15 and not is_queued("job-b")
+    holder.kill()
+    holder.wait()

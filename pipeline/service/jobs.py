@@ -20,6 +20,7 @@ from pipeline.config import ConfigError, RunConfig
 from pipeline.errors import UsageError
 from pipeline.inputs import InputError, expand_inputs
 from pipeline.progress import read_progress
+from pipeline.service.job_entry import is_queued
 from pipeline.service.paths import confine
 from pipeline.service.settings import ServiceSettings
 from pipeline.storage import is_uri
@@ -95,7 +96,8 @@ class RayJobBackend:
 
 def job_state(status: str, exit_code: int | None) -> str:
     """The service's job state from Ray's status and the run's exit status (the CLI's contract:
-    0 all complete, 3 some videos failed while the others completed)."""
+    0 all complete, 3 some videos failed while the others completed). A running job that waits
+    for another to finish is shown as ``queued`` (see ``job_entry``)."""
     if status in ("PENDING", "RUNNING", "STOPPED"):
         return {"PENDING": "pending", "RUNNING": "running", "STOPPED": "stopped"}[status]
     if status == "SUCCEEDED" or exit_code == 0:
@@ -177,7 +179,8 @@ class JobService:
             list_file = lists / f"{submission_id}.txt"
             list_file.write_text("".join(f"{p}\n" for p in inputs))
             inputs = [f"@{list_file}"]
-        entrypoint = shlex.join([sys.executable, "-m", "pipeline", "run", *inputs, *request.argv(self.settings.model)])
+        entrypoint = shlex.join([sys.executable, "-m", "pipeline.service.job_entry", *inputs,
+                                 *request.argv(self.settings.model)])
         env = {**dict(self.settings.job_env), "PIPELINE_JOB_ID": job_id}
         blob = json.dumps({"inputs": list(request.inputs), "output": request.output, "settings": request.settings})
         metadata = {JOB_KEY: job_id, ATTEMPT_KEY: str(attempt), REQUEST_KEY: blob}
@@ -226,9 +229,12 @@ class JobService:
     def _view(self, job_id: str, attempts: list[Submission], *, with_progress: bool = True) -> dict:
         latest = attempts[-1]
         request = json.loads(latest.metadata[REQUEST_KEY])
+        state = job_state(latest.status, latest.exit_code)
+        if state == "running" and is_queued(job_id):
+            state = "queued"
         view = {
             "id": job_id,
-            "state": job_state(latest.status, latest.exit_code),
+            "state": state,
             "attempts": len(attempts),
             "submitted_at": attempts[0].start_time,
             "ended_at": latest.end_time,
