@@ -344,7 +344,7 @@ def test_health_docs_and_metrics_need_no_token(client):
     assert "pipeline_service_request_latency_s_bucket" in text
 
 
-def bad_requests(roots) -> list[tuple[str, str, dict, int]]:
+def bad_requests(roots, max_upload: int = 200_000) -> list[tuple[str, str, dict, int]]:
     """(method, path, request options, expected status) that a client might send."""
     videos, out, outside = roots
     png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
@@ -356,8 +356,8 @@ def bad_requests(roots) -> list[tuple[str, str, dict, int]]:
         ("GET", "/jobs", {"headers": {"Authorization": f"Basic {TOKEN}"}}, 401),
         ("GET", "/jobs", {"headers": {"Authorization": f"Bearer {TOKEN}x"}}, 401),
         ("POST", "/detect", {"content": png}, 401),
-        ("POST", "/detect", {"content": b"\0" * 300_000, "headers": AUTH}, 413),
-        ("POST", "/detect", {"content": (b"\0" * 300_000 for _ in range(1)), "headers": AUTH}, 413),  # chunked
+        ("POST", "/detect", {"content": b"\0" * (max_upload + 1), "headers": AUTH}, 413),
+        ("POST", "/detect", {"content": (b"\0" * (max_upload // 2 + 1) for _ in range(2)), "headers": AUTH}, 413),  # chunked
         ("POST", "/detect", {"content": b"GIF89a not an image at all", "headers": AUTH}, 415),
         ("POST", "/detect", {"content": b"", "headers": AUTH}, 415),
         ("POST", "/detect", {"content": png[:20], "headers": AUTH}, 415),
@@ -497,3 +497,56 @@ def test_jobs_run_one_at_a_time_and_a_waiting_job_can_be_stopped(tmp_path, monke
     assert stopped.wait(30) == 128 + 15 and not is_queued("job-b")
     holder.kill()
     holder.wait()
+
+
+def test_grafana_dashboard_is_importable_dashboard_json():
+    """The structure Grafana's importer needs, panels that do not overlap, and only metrics the
+    project (or Ray Serve) exports. tests/test_service.py runs every query on a real Prometheus."""
+    import re
+
+    from conftest import REPO
+
+    dashboard = json.loads((REPO / "deploy" / "grafana" / "pipeline-dashboard.json").read_text())
+    assert dashboard["title"] and dashboard["uid"] and isinstance(dashboard["schemaVersion"], int)
+    assert dashboard["__inputs"][0]["pluginId"] == "prometheus"
+    exported = set(re.findall(r'"(pipeline_[a-z_]+)"', (REPO / "pipeline" / "distributed" / "metrics.py").read_text()))
+    cells = set()
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids)) >= 8
+    for panel in dashboard["panels"]:
+        assert panel["type"] in {"timeseries", "stat", "gauge", "bargauge", "table"} and panel["title"]
+        pos = panel["gridPos"]
+        assert 0 <= pos["x"] and pos["x"] + pos["w"] <= 24 and pos["h"] > 0
+        mine = {(x, y) for x in range(pos["x"], pos["x"] + pos["w"]) for y in range(pos["y"], pos["y"] + pos["h"])}
+        assert not cells & mine, f"panel {panel['title']!r} overlaps another"
+        cells |= mine
+        assert panel["targets"] and len({t["refId"] for t in panel["targets"]}) == len(panel["targets"])
+        for target in panel["targets"]:
+            for metric in re.findall(r"ray_(pipeline_[a-z_]+?)(?:_total|_bucket)?\b", target["expr"]):
+                assert metric in exported, f"{metric} is not a metric the pipeline exports"
+            assert re.findall(r"ray_(pipeline|serve)_", target["expr"])
+    titles = " ".join(p["title"].lower() for p in dashboard["panels"])
+    for topic in ("frames per second", "in flight", "latency", "memory", "gpu utilization", "video outcomes"):
+        assert topic in titles
+
+
+def test_serve_config_builds_the_app(tmp_path):
+    """deploy/serve.yaml's import path and args build the Serve application (nothing started)."""
+    import yaml
+
+    from conftest import REPO
+
+    pytest.importorskip("ray.serve")
+    from ray.serve import Application
+
+    from pipeline.service.app import build_app
+
+    config = yaml.safe_load((REPO / "deploy" / "serve.yaml").read_text())
+    app = config["applications"][0]
+    assert app["import_path"] == "pipeline.service.app:build_app"
+    token = tmp_path / "token"
+    token.write_text("t0k3n")
+    args = {**app["args"], "token_file": str(token)}
+    assert isinstance(build_app(args), Application)
+    with pytest.raises(SettingsError, match="token file"):
+        build_app({**app["args"], "token_file": str(tmp_path / "missing")})
