@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-open-videos", type=int, default=None, help="videos decoded at once (default: planned from the cluster's CPUs)")
     run.add_argument("--cpu-threads", type=int, default=None, help="torch threads per CPU actor (default: its CPU share)")
     run.add_argument("--stall-timeout", type=float, default=d.stall_timeout_s, help="seconds without a frame before a video is failed (default %(default)s)")
+    run.add_argument("--batch-timeout", type=float, default=None, help="seconds before an actor that has not answered a batch is killed and the batch sent to another (default: 10x the slowest batch so far, at least 30; 600 for the first)")
     run.add_argument("--track", action="store_true", help="follow objects across frames (ByteTrack): a track_id per box and a tracks/ summary per video")
     run.add_argument("--address", default=None, help="Ray address to join, e.g. auto or ray://host:10001 (default: start a local Ray)")
     run.add_argument("--no-progress", action="store_true", help="no progress display")
@@ -189,6 +190,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         window_per_actor=args.window,
         max_open_videos=args.max_open_videos,
         stall_timeout_s=args.stall_timeout,
+        batch_timeout_s=args.batch_timeout,
         cpu_threads=args.cpu_threads,
         track=args.track,
     )
@@ -279,7 +281,7 @@ def _main(argv: list[str]) -> int:
         return EXIT_USAGE
 
     import pipeline
-    from pipeline.errors import Interrupted, StartupError
+    from pipeline.errors import Interrupted, RunStalled, StartupError
     from pipeline.inputs import InputError
     from pipeline.model_ref import ModelLoadError
 
@@ -289,7 +291,7 @@ def _main(argv: list[str]) -> int:
     except (UsageError, InputError, ModelLoadError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except StartupError as exc:
+    except (StartupError, RunStalled) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_UNEXPECTED
     except Interrupted as exc:

@@ -40,9 +40,11 @@ class RunConfig:
     decode_retries: int = 2  # re-runs of a crashed decoder before its video is marked failed
     batch_retries: int = 3  # re-dispatches of a batch whose actor died
     stall_timeout_s: float = 300.0  # no frame from a decoder for this long: the video fails
+    batch_timeout_s: float | None = None  # an actor's answer later than this: the actor is hung; None: derived
     cpu_threads: int | None = None  # torch threads of a CPU actor; None: the node's cores
     track: bool = False  # ByteTrack over each video's detections: a track_id per box, tracks/ summary
     model_fingerprint: str = field(default="", compare=False)  # size+mtime of a local model file
+    resolved_device: str | None = field(default=None, compare=False)  # what "auto" became: cpu or cuda
 
     RESULT_FIELDS = ("model", "model_fingerprint", "imgsz", "conf", "iou", "stride", "classes", "max_det", "track")
 
@@ -61,6 +63,7 @@ class RunConfig:
             (self.decode_retries >= 0, "decode_retries must be at least 0"),
             (self.batch_retries >= 0, "batch_retries must be at least 0"),
             (self.stall_timeout_s > 0, "--stall-timeout must be positive"),
+            (self.batch_timeout_s is None or self.batch_timeout_s > 0, "--batch-timeout must be positive"),
             (self.cpu_threads is None or self.cpu_threads >= 1, "--cpu-threads must be at least 1"),
             (bool(self.model), "--model must not be empty"),
         ]
@@ -81,8 +84,13 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
     def result_settings(self) -> dict:
-        """The settings that change what is detected (used for resume decisions and run.json)."""
-        return {name: getattr(self, name) for name in self.RESULT_FIELDS}
+        """The settings that change what is detected (used for resume decisions and run.json):
+        the fields in ``RESULT_FIELDS``, and the device, precision and engine the boxes come from
+        (CUDA runs in fp16, and an exported engine rounds differently from torch)."""
+        settings = {name: getattr(self, name) for name in self.RESULT_FIELDS}
+        device = self.resolved_device or self.device
+        settings.update(device=device, half=device == "cuda", engine=engine_for_model(self.model))
+        return settings
 
     def settings_hash(self) -> str:
         blob = json.dumps(self.result_settings(), sort_keys=True, default=list)
@@ -90,6 +98,18 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def engine_for_model(model: str) -> str:
+    """The inference engine a model file or name implies (what ``BatchDetector.engine`` reports)."""
+    name = model.rstrip("/").lower()
+    if name.endswith(("_openvino_model", ".xml")):
+        return "openvino"
+    for suffix, engine in ((".onnx", "onnx"), (".engine", "tensorrt"), (".torchscript", "torchscript"),
+                           (".tflite", "tflite"), (".mlpackage", "coreml")):
+        if name.endswith(suffix):
+            return engine
+    return "torch"  # .pt weights, or an ultralytics name such as yolo11n
 
 
 def class_keys(classes) -> tuple[int | str, ...]:

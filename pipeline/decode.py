@@ -260,6 +260,7 @@ def stream_video(
     batch_size: int,
     skip_batches: int = 0,
     before_batch: Callable[[int], None] | None = None,
+    after_header: Callable[[int], None] | None = None,
 ):
     """The decode stream protocol: ``VideoOpened``, then ``BatchHeader``/frames pairs, then ``VideoEnded``.
 
@@ -281,6 +282,8 @@ def stream_video(
             before_batch(batch.seq)
         now = time.perf_counter()
         yield BatchHeader(batch.seq, batch.frame_indices, batch.timestamps, now - started)
+        if after_header:
+            after_header(batch.seq)
         yield batch.frames
         started = time.perf_counter()
     yield VideoEnded(decoder.outcome.frames_decoded, decoder.outcome.error)

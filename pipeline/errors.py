@@ -26,6 +26,10 @@ class StartupError(Exception):
     """The workers could not start (not a mistake in the command): exit status 1, one line."""
 
 
+class RunStalled(Exception):
+    """The coordinator stopped answering: exit status 1, one line; complete videos are kept."""
+
+
 @dataclass(frozen=True)
 class ActorStartFailure:
     """What a ``YoloActor`` answers instead of its model facts when its model did not load: the

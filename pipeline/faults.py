@@ -22,6 +22,9 @@ class FaultPlan:
     decoder_exit_video: str | None = None  # substring of the path whose decoder dies
     decoder_exit_times: int = 1  # how many times it dies (a large number: always)
     decoder_exit_after_batches: int = 0
+    decoder_exit_between_header_and_frames: bool = False  # die after a batch's header, before its frames
+    decoder_stalls: bool = False  # instead of dying, the decoder hangs (sleeps for an hour)
+    actor_hang_after_batches: int | None = None  # the first actor to reach this many batches hangs, once
     tracker_exit_video_id: str | None = None  # the tracking task of this video dies ...
     tracker_exit_times: int = 1  # ... this many times (a large number: always)
     trace: bool = False  # append "produced"/"inferred" events with times to marker_dir/trace.log
@@ -48,16 +51,26 @@ class FaultPlan:
         if self.actor_delay_s:
             time.sleep(self.actor_delay_s)
         self._trace("inferred")
+        if self.actor_hang_after_batches is not None and batches_done >= self.actor_hang_after_batches:
+            if self._count("hang") == 0:
+                self._mark("hang")
+                time.sleep(3600)  # a stuck kernel: alive, answering nothing
         if self.actor_exit_after_batches is not None and batches_done >= self.actor_exit_after_batches:
             if self._count("actor") == 0:
                 self._mark("actor")
                 os._exit(1)
 
-    def on_decoder_batch(self, path: str, seq: int) -> None:
-        self._trace("produced")
+    def on_decoder_batch(self, path: str, seq: int, *, between_header_and_frames: bool = False) -> None:
+        """Called before each batch's header, and again between the header and the frames."""
+        if not between_header_and_frames:
+            self._trace("produced")
+        if between_header_and_frames != self.decoder_exit_between_header_and_frames:
+            return  # not the moment this plan kills at
         if self.decoder_exit_video and self.decoder_exit_video in path and seq >= self.decoder_exit_after_batches:
             if self._count("decoder") < self.decoder_exit_times:
                 self._mark("decoder")
+                if self.decoder_stalls:
+                    time.sleep(3600)
                 os._exit(1)
 
     def on_tracking(self, video_id: str) -> None:

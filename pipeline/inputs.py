@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from pipeline import storage
 
@@ -22,8 +23,8 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class VideoSource:
-    path: str  # absolute
-    video_id: str  # hash of the absolute path: stable across runs, safe as a file name
+    path: str  # what is opened: the real path of a local file, the URI as given for object storage
+    video_id: str  # hash of the canonical location (``canonical_location``): stable, safe as a file name
     size_bytes: int = -1
     mtime_ns: int = -1
     error: str | None = None  # set when the file cannot even be opened for reading
@@ -33,8 +34,18 @@ class VideoSource:
         return f"{self.size_bytes}:{self.mtime_ns}"
 
 
+def canonical_location(path: str) -> str:
+    """One name per file, whichever way it was given: a local file's real path (symlinks and
+    ``..`` resolved), an object's URI without credentials, query or fragment."""
+    if storage.is_uri(path):
+        parts = urlsplit(path)
+        host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+        return urlunsplit((parts.scheme.lower(), host, parts.path, "", ""))
+    return os.path.realpath(path)
+
+
 def video_id_for(path: str) -> str:
-    return hashlib.sha256(os.fsencode(path)).hexdigest()[:16]
+    return hashlib.sha256(os.fsencode(canonical_location(path))).hexdigest()[:16]
 
 
 def describe(path: str) -> VideoSource:
@@ -49,7 +60,7 @@ def describe(path: str) -> VideoSource:
             return VideoSource(path, vid, error="file not found")
         size, mtime_ns = found
         return VideoSource(path, vid, size, mtime_ns, error="empty file (0 bytes)" if size == 0 else None)
-    absolute = os.path.abspath(path)
+    absolute = os.path.realpath(path)
     vid = video_id_for(absolute)
     try:
         st = os.stat(absolute)
@@ -120,8 +131,8 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> tuple[list[VideoSource
         source = describe(path)
         if named and source.error == "file not found":
             raise InputError(f"input not found: {storage.redact(path)}{_did_you_mean(path)}")
-        if source.path not in seen:
-            seen.add(source.path)
+        if source.video_id not in seen:  # one file given twice, or through a link: one video
+            seen.add(source.video_id)
             videos.append(source)
 
     inputs = [os.fspath(item) for item in inputs]  # pathlib.Path works as well as str

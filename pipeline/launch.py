@@ -33,7 +33,8 @@ def run(
     starts, and ``Interrupted`` on SIGINT/SIGTERM after stopping cleanly.
     """
     # OutputInUse (a UsageError) here when another run is using the output folder.
-    plan = plan_run([os.fspath(i) for i in inputs], os.fspath(output), config or RunConfig())
+    plan = plan_run([os.fspath(i) for i in inputs], os.fspath(output), config or RunConfig(),
+                    local_cluster=address is None)
     for warning in plan.warnings:
         log.warning(warning)
     try:

@@ -139,5 +139,9 @@ class Manifest:
             schema = schema.with_metadata({self.CLASS_NAMES_KEY: json.dumps(self.class_names)})
         table = pa.Table.from_pylist([asdict(r) for r in self.records.values()], schema=schema)
         temp = self.path.with_name(f"{TEMP_PREFIX}videos-{uuid.uuid4().hex[:8]}.parquet")
-        pq.write_table(table, temp)
-        durable_replace(temp, self.path)
+        try:
+            pq.write_table(table, temp)
+            durable_replace(temp, self.path)
+        except BaseException:
+            temp.unlink(missing_ok=True)  # the last complete videos.parquet stays as it was
+            raise

@@ -125,7 +125,25 @@ def prepare_model(config: RunConfig) -> tuple[RunConfig, dict[int, str] | None]:
     return config, names
 
 
-def plan_run(inputs: list[str], output: str, config: RunConfig) -> RunPlan:
+def local_device() -> str:
+    """What ``--device auto`` becomes on a Ray started on this machine: cuda when NVML sees a GPU
+    that ``CUDA_VISIBLE_DEVICES`` leaves visible. (The driver confirms it from Ray's resources;
+    the coordinator records what the actors really used.)"""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return "cpu"
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return "cuda" if pynvml.nvmlDeviceGetCount() > 0 else "cpu"
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no driver, no library: no GPU
+        return "cpu"
+
+
+def plan_run(inputs: list[str], output: str, config: RunConfig, *, local_cluster: bool = True) -> RunPlan:
     """Check the inputs, the model and the output, in that order, and decide what needs work.
 
     Raises ``UsageError`` (or ``InputError``, ``ConfigError``) with one line; the output folder
@@ -134,6 +152,8 @@ def plan_run(inputs: list[str], output: str, config: RunConfig) -> RunPlan:
     """
     sources, warnings = expand_inputs(inputs)
     config, names = prepare_model(config)
+    if config.device == "auto" and config.resolved_device is None and local_cluster:
+        config = config.replace(resolved_device=local_device())
     local, remote, created, lease = prepare_output(output)
     plan = RunPlan(output, local, remote, config, sources, [], 0, names, warnings, created, lease)
     try:

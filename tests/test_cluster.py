@@ -82,3 +82,61 @@ def test_losing_a_node_mid_run_still_completes_without_duplicates(two_gpu_nodes,
     rows = read_rows(tmp_path / "out")
     assert len(rows) == 80 and not rows.duplicated(["video_id", "frame_index"]).any()
     assert all(s["status"] == "ok" for s in read_status(tmp_path / "out").values())
+
+
+@pytest.fixture
+def decoders_on_gpu_nodes():
+    """As cluster.yaml lays it out: a head with no CPU to offer, so decoders and actors both run
+    on the GPU nodes, and a lost node takes decoders, actors and frames in its store with it."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    os.environ.pop("RAY_ADDRESS", None)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    workers = [cluster.add_node(num_cpus=2, num_gpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, logging_level="ERROR")
+    try:
+        yield cluster, workers
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def test_losing_a_node_with_decoders_on_it_redecodes_its_videos(decoders_on_gpu_nodes, tmp_path, videos, model_path):
+    import ray
+
+    import pipeline
+
+    cluster, workers = decoders_on_gpu_nodes
+    plan = FaultPlan(marker_dir=str(tmp_path), actor_delay_s=0.3, trace=True)
+    result = {}
+
+    def go():
+        result["record"] = pipeline.run([str(v) for v in videos], output=str(tmp_path / "out"),
+                                        config=RunConfig(model=model_path, batch_size=4, max_open_videos=4),
+                                        faults=plan, progress=False)
+
+    thread = threading.Thread(target=go)
+    thread.start()
+    doomed = workers[1].node_id
+    deadline = time.time() + 300
+
+    def decoders_on_doomed() -> int:
+        from ray.util.state import list_tasks
+
+        running = list_tasks(filters=[("state", "=", "RUNNING"), ("name", "=", "decode_video")], limit=100)
+        return sum(t.node_id == doomed for t in running)
+
+    while not (sum(e == "inferred" for _, e in plan.read_trace()) >= 4 and decoders_on_doomed() >= 1):
+        assert time.time() < deadline and thread.is_alive(), "no decoder ever ran on the node to remove"
+        time.sleep(0.2)
+    cluster.remove_node(workers[1], allow_graceful=False)
+    thread.join(timeout=600)
+    assert not thread.is_alive()
+    record = result["record"]
+    assert record["exit_code"] == 0, read_status(tmp_path / "out")
+    assert record["totals"]["decoder_retries"] >= 1  # decoders died with the node and were started again
+    rows = read_rows(tmp_path / "out")
+    assert len(rows) == 80 and not rows.duplicated(["video_id", "frame_index"]).any()
+    assert all(s["status"] == "ok" for s in read_status(tmp_path / "out").values())

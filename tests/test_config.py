@@ -33,7 +33,10 @@ def test_classes_are_normalised():
     [
         ({"batch_size": 32}, True),
         ({"num_actors": 3}, True),
-        ({"device": "cpu"}, True),
+        ({"device": "cpu"}, True),  # what auto became here: the same boxes
+        ({"resolved_device": "cuda"}, False),  # fp16 on a GPU: other boxes
+        ({"device": "cuda", "resolved_device": None}, False),
+        ({"model": "yolo11n_openvino_model/"}, False),  # another engine
         ({"conf": 0.3}, False),
         ({"iou": 0.5}, False),
         ({"stride": 2}, False),
@@ -44,5 +47,16 @@ def test_classes_are_normalised():
     ],
 )
 def test_settings_hash_follows_only_result_changing_settings(changes, same):
-    base = RunConfig()
+    base = RunConfig(resolved_device="cpu")
     assert (base.settings_hash() == base.replace(**changes).settings_hash()) is same
+
+
+@pytest.mark.parametrize("model, engine", [
+    ("yolo11n.pt", "torch"), ("yolo11n", "torch"), ("/m/yolo11n_openvino_model/", "openvino"),
+    ("/m/yolo11n_openvino_model/yolo11n.xml", "openvino"), ("m.onnx", "onnx"), ("m.engine", "tensorrt"),
+])
+def test_engine_for_model(model, engine):
+    from pipeline.config import engine_for_model
+
+    assert engine_for_model(model) == engine
+    assert RunConfig(model=model).result_settings()["engine"] == engine

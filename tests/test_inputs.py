@@ -81,3 +81,30 @@ def test_path_objects_are_accepted_like_strings(tmp_path):
     video.write_bytes(b"x")
     videos, _ = expand_inputs([video, str(video)])
     assert [v.path for v in videos] == [str(video)]
+
+
+def test_one_file_given_three_ways_is_one_video(tmp_path):
+    """The identity rule: a local file's real path. Through a symlink, a path with '..', and an
+    @list entry relative to the list, it is the same video (one id, processed once)."""
+    from pipeline.inputs import expand_inputs
+
+    (tmp_path / "videos" / "sub").mkdir(parents=True)
+    real = tmp_path / "videos" / "cam.mp4"
+    real.write_bytes(b"x" * 10)
+    link = tmp_path / "shortcut.mp4"
+    link.symlink_to(real)
+    listing = tmp_path / "videos" / "list.txt"
+    listing.write_text("cam.mp4\n")
+    sources, _ = expand_inputs([str(link), str(tmp_path / "videos" / "sub" / ".." / "cam.mp4"), f"@{listing}"])
+    assert len(sources) == 1 and sources[0].path == str(real)
+    assert sources[0].video_id == video_id_for(str(real)) == video_id_for(str(link))
+
+
+def test_object_identity_ignores_credentials_and_query():
+    from pipeline.inputs import canonical_location
+
+    ids = {video_id_for(u) for u in ("s3://bucket/cams/a.mp4", "s3://KEY:SECRET@bucket/cams/a.mp4",
+                                      "s3://bucket/cams/a.mp4?versionId=3&X-Amz-Signature=abc")}
+    assert len(ids) == 1
+    assert canonical_location("s3://KEY:SECRET@bucket/cams/a.mp4?x=1") == "s3://bucket/cams/a.mp4"
+    assert video_id_for("s3://bucket/cams/b.mp4") not in ids

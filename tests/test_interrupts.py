@@ -66,11 +66,34 @@ def clean_output(tmp_path_factory, videos, model_path):
     done = subprocess.run(command(videos, out, model_path), capture_output=True, text=True, timeout=600,
                           env={**os.environ, "YOLO_OFFLINE": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
-    return read_rows(out).drop(columns="video_id").sort_values(["timestamp_s"]).reset_index(drop=True)
+    return comparable(out)
 
 
 def comparable(out):
-    return read_rows(out).drop(columns="video_id").sort_values(["timestamp_s"]).reset_index(drop=True)
+    """Rows in a fixed order, video_id included: the same videos (same paths) have the same ids,
+    so a row that landed under the wrong video shows up here."""
+    return read_rows(out).sort_values(["video_id", "frame_index"]).reset_index(drop=True)
+
+
+def ray_processes() -> list[str]:
+    """Ray's own processes on this machine (its daemons and workers), as command lines."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        line = " ".join(proc.info["cmdline"] or [])
+        if any(key in line for key in ("raylet", "gcs_server", "ray::", "default_worker.py", "dashboard.py")):
+            found.append(line[:120])
+    return found
+
+
+def assert_no_orphans(timeout: float = 60) -> None:
+    """After the driver is gone, Ray's processes must go too (they share its fate), before any
+    `ray stop --force` could hide them."""
+    deadline = time.time() + timeout
+    while (left := ray_processes()) and time.time() < deadline:
+        time.sleep(1)
+    assert not left, f"processes outlived the driver: {left[:5]}"
 
 
 def test_driver_sigkill_then_rerun_finishes_without_redoing_or_duplicating(tmp_path, videos, model_path, clean_output):
@@ -81,6 +104,9 @@ def test_driver_sigkill_then_rerun_finishes_without_redoing_or_duplicating(tmp_p
     finally:
         proc.kill()
         proc.wait()
+    try:
+        assert_no_orphans()
+    finally:
         stop_orphaned_ray()
     done_before_kill = ok_videos(out)
     assert 2 <= len(done_before_kill) < 5, "the kill must land mid-run"
@@ -106,7 +132,10 @@ def test_interrupt_stops_cleanly_and_says_how_to_resume(tmp_path, videos, model_
     wait_for(lambda: len(ok_videos(out)) >= 1, proc)
     proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=120)
-    stop_orphaned_ray()
+    try:
+        assert_no_orphans()
+    finally:
+        stop_orphaned_ray()
     assert proc.returncode == code, stderr[-2000:]
     assert "Run the same command again to resume" in stderr.strip().splitlines()[-1]
     assert [p for p in out.rglob("*") if p.name.startswith(".tmp-")] == []

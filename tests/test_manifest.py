@@ -46,10 +46,29 @@ def test_invalid_records_are_refused(changes, message):
         record(**changes)
 
 
-def test_save_is_atomic_and_leaves_no_temp_files(tmp_path):
+def test_save_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):
+    """A save that dies while writing leaves the previous videos.parquet whole and readable; a
+    save that completes replaces it in one rename and leaves no temporary file."""
+    import pyarrow.parquet as pq
+
     manifest = Manifest(tmp_path)
     manifest.update(record())
+    manifest.save()
+    first = (tmp_path / "videos.parquet").read_bytes()
     manifest.update(VideoRecord.failed(VideoSource("/v/b.mp4", "b"), "file not found", "h1"))
+    real_write = pq.write_table
+
+    def write_then_die(table, where, *args, **kwargs):
+        real_write(table.slice(0, 1), where, *args, **kwargs)  # part of the file is out ...
+        raise OSError("disk full")  # ... and then the writer dies
+
+    monkeypatch.setattr(pq, "write_table", write_then_die)
+    with pytest.raises(OSError):
+        manifest.save()
+    monkeypatch.undo()
+    assert (tmp_path / "videos.parquet").read_bytes() == first  # the reader's view never changed
+    assert list(Manifest(tmp_path).records) == ["abc"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["videos.parquet"]  # no half file left
     manifest.save()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["videos.parquet"]
     again = Manifest(tmp_path)

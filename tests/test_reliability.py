@@ -89,6 +89,39 @@ def test_decoder_killed_once_is_retried_and_output_equals_clean_run(clean_run, t
     assert_same_output(tmp_path / "out", clean_run)
 
 
+def test_decoder_killed_between_a_header_and_its_frames_redecodes_that_batch(clean_run, tmp_path, three_videos,
+                                                                            model_path):
+    """The window the before-header kill never hits: the stream hands back an error where the
+    frames should be. That batch must be decoded again, and the video must end ok."""
+    plan = FaultPlan(marker_dir=str(tmp_path), decoder_exit_video="clip0", decoder_exit_after_batches=2,
+                     decoder_exit_between_header_and_frames=True)
+    record = run(three_videos, tmp_path / "out", model_path, faults=plan, num_actors=2)
+    assert len(list(tmp_path.glob("decoder-*"))) == 1
+    assert record["exit_code"] == 0 and record["totals"]["decoder_retries"] == 1
+    assert_same_output(tmp_path / "out", clean_run)
+
+
+@pytest.mark.timeout(300)  # without a deadline this run waits for the hung actor for an hour
+def test_a_hung_actor_is_killed_and_its_batch_goes_to_another(clean_run, tmp_path, three_videos, model_path):
+    plan = FaultPlan(marker_dir=str(tmp_path), actor_hang_after_batches=2)
+    record = run(three_videos, tmp_path / "out", model_path, faults=plan, num_actors=2, batch_timeout_s=5)
+    assert list(tmp_path.glob("hang-*")), "the fault hook never fired"
+    assert record["exit_code"] == 0 and record["totals"]["actors_hung"] == 1
+    assert record["totals"]["batches_retried"] >= 1
+    assert_same_output(tmp_path / "out", clean_run)
+
+
+@pytest.mark.timeout(300)  # a leaked window slot leaves the only actor's window full for ever
+def test_a_decoder_stalled_after_a_header_gives_back_its_window_slot(clean_run, tmp_path, three_videos, model_path):
+    plan = FaultPlan(marker_dir=str(tmp_path), decoder_exit_video="clip0", decoder_exit_after_batches=1,
+                     decoder_exit_between_header_and_frames=True, decoder_stalls=True)
+    record = run(three_videos, tmp_path / "out", model_path, faults=plan, num_actors=1, window_per_actor=1,
+                 stall_timeout_s=3)
+    assert len(list(tmp_path.glob("decoder-*"))) == 1
+    assert record["exit_code"] == 0 and record["totals"]["decoder_retries"] == 1
+    assert_same_output(tmp_path / "out", clean_run)
+
+
 def test_video_whose_decoder_always_dies_fails_and_the_others_complete(clean_run, tmp_path, three_videos, model_path):
     plan = FaultPlan(marker_dir=str(tmp_path), decoder_exit_video="clip1", decoder_exit_times=100)
     record = run(three_videos, tmp_path / "out", model_path, faults=plan, num_actors=2, decode_retries=2)
@@ -176,28 +209,29 @@ def test_awkward_but_valid_input(ray_local, tmp_path, model_path, people_small):
 
 
 def test_hostile_names_write_only_inside_the_output(ray_local, tmp_path, model_path, people_small):
+    """Files with hostile names are each a video whose rows land only inside the output, under
+    hashed file names; one file reached through a symlink or a path with '..' is one video."""
     folder = tmp_path / "in"
     folder.mkdir()
-    real = folder / "real.mp4"
-    write_video(real, people_small[:3])
-    names = ["..", "..x.mp4", "a b.mp4", "quote'\"s.mp4", "new\nline.mp4", "видео ✓.mp4", "$(touch pwned).mp4"]
+    names = ["..x.mp4", "a b.mp4", "quote'\"s.mp4", "new\nline.mp4", "видео ✓.mp4", "$(touch pwned).mp4", "-rf.mp4"]
+    files = []
+    for i, name in enumerate(names):
+        write_video(folder / name, people_small[i : i + 3])  # distinct content: distinct videos
+        files.append(folder / name)
     (folder / "..x").mkdir()
-    links = []
-    for name in names[1:]:
-        link = folder / name
-        link.symlink_to(real)
-        links.append(link)
-    traversal = folder / "..x" / ".." / "..x.mp4"  # a path with '..' in it
+    link = folder / "link.mp4"
+    link.symlink_to(folder / "a b.mp4")
+    traversal = folder / "..x" / ".." / "..x.mp4"  # the same file as '..x.mp4', through '..'
     out = tmp_path / "out"
     before = {p for p in tmp_path.rglob("*")}
-    assert main(["run", *map(str, links), str(traversal), "--output", str(out), "--model", model_path,
-                 "--no-progress"]) == 0
+    assert main(["run", "--output", str(out), "--model", model_path, "--no-progress", "--",
+                 *map(str, files), str(link), str(traversal)]) == 0
     written = {p for p in tmp_path.rglob("*")} - before
     assert written and all(out in p.parents or p == out for p in written), written
-    assert not list(tmp_path.rglob("pwned")) and not Path("pwned").exists()
     status = read_status(out)
-    assert len(status) == len(links)  # the traversal path is the same file as '..x.mp4'
+    assert sorted(os.path.basename(p) for p in status) == sorted(names)  # the link and '..' add none
     assert all(s["status"] == "ok" for s in status.values())
+    assert read_rows(out).groupby("video_id").size().tolist() == [3] * len(names)
     for p in (out / "detections").iterdir():
         assert len(p.stem) == 16 and all(c in "0123456789abcdef" for c in p.stem)
 

@@ -48,11 +48,18 @@ def test_out_of_order_batches_are_written_in_frame_order_once(tmp_path):
 
 
 def test_nothing_is_visible_before_commit(tmp_path):
-    writer = VideoResultWriter(tmp_path, "vid", NAMES)
+    """Row groups reach the disk as batches come (2-row groups here), under a hidden name that
+    no reader lists; the commit makes them all visible at once."""
+    from pipeline.results import read_detections
+
+    writer = VideoResultWriter(tmp_path, "vid", NAMES, row_group_frames=2)
     writer.add(batch(0))
-    assert ds.dataset(tmp_path / "detections", format="parquet").count_rows() == 0  # hidden temp name
+    writer.add(batch(1))
+    assert writer.row_groups_written >= 2 and writer.temp_path.stat().st_size > 0  # on disk already
+    assert ds.dataset(tmp_path / "detections", format="parquet").count_rows() == 0
+    assert len(read_detections(tmp_path, flat=False)) == 0
     writer.commit()
-    assert ds.dataset(tmp_path / "detections", format="parquet").count_rows() == 4
+    assert ds.dataset(tmp_path / "detections", format="parquet").count_rows() == 8
     assert [p.name for p in (tmp_path / "detections").iterdir()] == ["vid.parquet"]
 
 

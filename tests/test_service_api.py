@@ -550,3 +550,55 @@ def test_serve_config_builds_the_app(tmp_path):
     assert isinstance(build_app(args), Application)
     with pytest.raises(SettingsError, match="token file"):
         build_app({**app["args"], "token_file": str(tmp_path / "missing")})
+
+
+@pytest.mark.parametrize("args, env, code, message", [
+    (["--help"], {}, 0, "--input-root"),
+    (["--input-root", "/a", "--output-root", "/b"], {}, 2, "error: no token: set PIPELINE_SERVICE_TOKEN"),
+    (["--output-root", "/b"], {"PIPELINE_SERVICE_TOKEN": "t"}, 2, "the following arguments are required: --input-root"),
+    (["--input-root", "/a", "--output-root", "/b", "--token-file", "/nonexistent"], {}, 2,
+     "error: cannot read the token file /nonexistent"),
+])
+def test_serve_command_line(args, env, code, message):
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_SERVICE")}
+    done = subprocess.run([sys.executable, "-m", "pipeline", "serve", *args], capture_output=True, text=True,
+                          env={**clean, **env}, timeout=60)
+    assert done.returncode == code
+    assert message in (done.stdout + done.stderr)
+    if code == 2:
+        assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_pipeline_help_lists_serve():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "pipeline", "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "serve" in done.stdout and "HTTP API" in done.stdout
+
+
+def test_hostile_names_survive_the_job_entrypoint_shell(roots, settings, tmp_path):
+    """Ray runs a job's entrypoint with a shell: every name must reach the run as one argument,
+    and nothing in a name may run (this fails without the entrypoint's quoting)."""
+    import shlex
+    import subprocess
+    import sys
+
+    videos, out, _ = roots
+    hostile = ["$(touch pwned).mp4", "a b;touch pwned2.mp4", "`touch pwned3`.mp4", "quote'\"s.mp4", "-rf.mp4"]
+    for name in hostile:
+        (videos / name).write_bytes(b"x")
+    backend = FakeBackend()
+    job = JobService(settings, backend).submit(check_request([str(videos)], str(out / "r"), {}, settings))
+    entry = backend.entrypoints[job["id"]]
+    prefix = shlex.join([sys.executable, "-m", "pipeline.service.job_entry"])
+    assert entry.startswith(prefix)
+    echo = shlex.join([sys.executable, "-c", "import sys; print('\\0'.join(sys.argv[1:]), end='')"])
+    done = subprocess.run(["bash", "-c", echo + entry[len(prefix):]], cwd=tmp_path, capture_output=True, text=True)
+    argv = done.stdout.split("\0")
+    assert [a for a in argv if a.startswith(str(videos))] == [str(videos / n) for n in
+                                                              sorted(["a.mp4", "b.mp4", *hostile])]
+    assert not list(tmp_path.glob("pwned*")) and not list(videos.glob("pwned*"))

@@ -18,6 +18,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutErro
 from pipeline.backpressure import DispatchWindow
 from pipeline.config import RunConfig
 from pipeline.decode import BatchHeader, VideoEnded, VideoInfo, VideoOpened
+from pipeline.deadlines import BatchDeadline
 from pipeline.detections import BatchResult
 from pipeline.distributed.metrics import PipelineMetrics
 from pipeline.distributed.workers import decode_video, track_video
@@ -57,6 +58,7 @@ class VideoState:
     error: str | None = None
     frames_decoded: int = 0
     attempts: int = 0
+    lost: set = field(default_factory=set)  # batches whose frames died with a node: to decode again
 
 
 @ray.remote(num_cpus=0, max_restarts=0)
@@ -78,6 +80,7 @@ class Coordinator:
         self.faults = faults
         self.settings_hash = config.settings_hash()
         self.window = DispatchWindow(len(actors), config.window_per_actor)
+        self.deadline = BatchDeadline(fixed_s=config.batch_timeout_s)
         self.manifest = Manifest(self.output)
         self.metrics = PipelineMetrics()
         self.memory = PeakRss()
@@ -94,6 +97,8 @@ class Coordinator:
             "batches_retried": 0,
             "decoder_retries": 0,
             "duplicate_batches_dropped": 0,
+            "actors_hung": 0,
+            "batches_redecoded": 0,
             "open_decoders": 0,
             "peak_open_decoders": 0,
         }
@@ -118,6 +123,7 @@ class Coordinator:
     def set_config(self, config: RunConfig) -> None:
         """The settings once the loaded model turned class names into ids (the hash depends on them)."""
         self.config = config
+        self.deadline.fixed_s = config.batch_timeout_s
         self.settings_hash = config.settings_hash()
 
     # ---- the dispatch window -------------------------------------------------------------
@@ -143,11 +149,14 @@ class Coordinator:
 
     async def _probe(self, i: int) -> None:
         while True:
-            try:
-                await self.actors[i].ready.remote()
+            try:  # a restarted actor loads its model first: the first batch's allowance
+                await asyncio.wait_for(self.actors[i].ready.remote(), timeout=self.deadline.first_batch_s)
                 break
             except ACTOR_LOST:
                 await asyncio.sleep(1.0)
+            except asyncio.TimeoutError:
+                log.warning("actor %d did not come back in %.0f s: restarting it", i, self.deadline.first_batch_s)
+                ray.kill(self.actors[i], no_restart=False)
         async with self._slot_freed:
             self.window.set_available(i, True)
             self._slot_freed.notify_all()
@@ -159,10 +168,15 @@ class Coordinator:
         try:
             for attempt in range(self.config.batch_retries + 1):
                 try:
-                    out = await self.actors[actor].infer.remote(frames_ref, state.geometry)
+                    call = self.actors[actor].infer.remote(frames_ref, state.geometry)
+                    out = await asyncio.wait_for(call, timeout=self.deadline.seconds())
                     actor_used = actor
                     break
-                except ACTOR_LOST as exc:
+                except (*ACTOR_LOST, asyncio.TimeoutError) as exc:
+                    if isinstance(exc, asyncio.TimeoutError):  # hung: kill it, Ray starts a new one
+                        log.warning("actor %d gave no answer in %.0f s: restarting it", actor, self.deadline.seconds())
+                        self.counts["actors_hung"] += 1
+                        ray.kill(self.actors[actor], no_restart=False)
                     self._suspend_actor(actor)
                     await self._release(actor)
                     actor = -1
@@ -177,15 +191,21 @@ class Coordinator:
         except BatchFailed as exc:
             state.error = state.error or str(exc)
             return
-        except ray.exceptions.RayTaskError as exc:
+        except (ray.exceptions.RayTaskError, ray.exceptions.ObjectLostError) as exc:
             if actor >= 0:
                 await self._release(actor)
             cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+            if isinstance(cause, ray.exceptions.ObjectLostError):
+                # The frames were in the object store of a node that is gone: not the batch's
+                # fault. It is decoded again once this pass over the video is over.
+                state.lost.add(header.seq)
+                return
             state.error = state.error or f"inference failed on batch {header.seq}: {type(cause).__name__}: {cause}"
             return
         finally:
             del frames_ref  # the batch's frames can leave the object store now
         latency = time.perf_counter() - sent
+        self.deadline.observe(latency)
         self.actor_last[actor_used] = {"rss": out.get("rss"), "gpu": out.get("gpu")}
         self.metrics.batch_latency.observe(latency)
         self.stage_s["batch_round_trip"] += latency
@@ -227,9 +247,20 @@ class Coordinator:
         except (ray.exceptions.WorkerCrashedError, ray.exceptions.RayError) as exc:
             raise DecoderLost(f"decoder process died ({type(exc).__name__})") from exc
 
-    async def _consume(self, stream, state: VideoState) -> VideoEnded:
+    async def _consume(self, stream, state: VideoState, only: set[int] | None = None) -> VideoEnded:
+        """Dispatch the stream's batches. A batch is sent only once the item after its frames
+        has arrived intact: a decoder that dies between a header and its frames leaves an error
+        where the frames should be (Ray's streaming generators do not raise for it), and only the
+        next item proves the frames real. Until then the batch is not counted as received, so a
+        retried decoder decodes it again."""
+        held: tuple[BatchHeader, object] | None = None
         while True:
-            item = await self._fetch(await self._next(stream))
+            item = await self._fetch(await self._next(stream))  # DecoderLost drops ``held``
+            if held is not None:
+                await self._dispatch(*held, state, only)
+                held = None
+                if only is not None and not only:  # every batch asked for is on its way again
+                    return VideoEnded(state.frames_decoded, None)
             if isinstance(item, VideoOpened):
                 if state.info is None:
                     state.info, state.geometry = item.info, item.geometry
@@ -237,21 +268,28 @@ class Coordinator:
                     if item.info.header_frames:
                         self.counts["frames_expected"] += -(-item.info.header_frames // self.config.stride)
             elif isinstance(item, BatchHeader):
-                self.stage_s["decode"] += item.decode_s
-                state.frames_decoded = int(item.frame_indices[-1]) + 1  # kept if the decoder dies later
-                actor = await self._acquire()  # backpressure: wait here while every window is full
-                frames_ref = await self._next(stream)
-                state.received = item.seq + 1
-                self.metrics.frames_decoded.inc(len(item.frame_indices))
-                task = asyncio.create_task(self._infer(actor, item, frames_ref, state))
-                state.tasks.add(task)
-                task.add_done_callback(state.tasks.discard)
+                held = (item, await self._next(stream))
             elif isinstance(item, VideoEnded):
                 return item
             if state.error:  # a batch failed for good: no point decoding the rest
                 return VideoEnded(state.received, state.error)
 
-    async def _decode_with_retries(self, state: VideoState) -> VideoEnded:
+    async def _dispatch(self, header: BatchHeader, frames_ref, state: VideoState, only: set[int] | None) -> None:
+        """Send one batch to an actor; with ``only``, just the batches in it (a repair pass)."""
+        state.received = header.seq + 1
+        if only is not None:
+            if header.seq not in only:
+                return  # its rows are safe already
+            only.discard(header.seq)
+        self.stage_s["decode"] += header.decode_s
+        actor = await self._acquire()  # backpressure: wait here while every window is full
+        state.frames_decoded = max(state.frames_decoded, int(header.frame_indices[-1]) + 1)  # kept if the decoder dies
+        self.metrics.frames_decoded.inc(len(header.frame_indices))
+        task = asyncio.create_task(self._infer(actor, header, frames_ref, state))
+        state.tasks.add(task)
+        task.add_done_callback(state.tasks.discard)
+
+    async def _decode_with_retries(self, state: VideoState, only: set[int] | None = None) -> VideoEnded:
         cfg = self.config
         attempts = 0
         while True:
@@ -269,12 +307,12 @@ class Coordinator:
             self.counts["open_decoders"] += 1
             self.counts["peak_open_decoders"] = max(self.counts["peak_open_decoders"], self.counts["open_decoders"])
             try:
-                return await self._consume(stream, state)
+                ended = await self._consume(stream, state, only)
+                if state.error or only is not None:  # the decoder must not run on alone
+                    self._cancel(stream)
+                return ended
             except DecoderLost as exc:
-                try:
-                    ray.cancel(stream, force=True)
-                except Exception:  # already finished or its worker is gone
-                    pass
+                self._cancel(stream)
                 if attempts > cfg.decode_retries:
                     return VideoEnded(state.frames_decoded, f"{exc} (gave up after {attempts} attempts)")
                 self.counts["decoder_retries"] += 1
@@ -282,6 +320,13 @@ class Coordinator:
             finally:
                 self.counts["open_decoders"] -= 1
                 state.attempts = attempts
+
+    @staticmethod
+    def _cancel(stream) -> None:
+        try:
+            ray.cancel(stream, force=True)
+        except Exception:  # already finished, or its worker is gone
+            pass
 
     async def _process_video(self, source: VideoSource) -> None:
         """Decode and infer one video; its commit (and tracking) goes on in the background so
@@ -292,6 +337,22 @@ class Coordinator:
             ended = await self._decode_with_retries(state)
             if state.tasks:
                 await asyncio.gather(*list(state.tasks))
+            repairs = 0
+            while state.lost and not state.error:  # frames lost with a node: decode those batches again
+                repairs += 1
+                if repairs > self.config.decode_retries + 1:
+                    state.error = f"batches {sorted(state.lost)} were lost {repairs - 1} times with their nodes"
+                    break
+                only, state.lost = set(state.lost), set()
+                self.counts["batches_redecoded"] += len(only)
+                state.received = min(only)
+                log.warning("decoding %d batches of %s again: their frames were lost with a node",
+                            len(only), redact(source.path))
+                repaired = await self._decode_with_retries(state, only)
+                if state.tasks:
+                    await asyncio.gather(*list(state.tasks))
+                if repaired.error and not state.error:
+                    state.error = repaired.error
         except BaseException:
             if state.writer:
                 state.writer.abort()
@@ -318,13 +379,20 @@ class Coordinator:
         tracks = writer.tracks_final_path.with_name(f"{TEMP_PREFIX}{suffix}")
         tracks.parent.mkdir(parents=True, exist_ok=True)
         async with self._tracking_slots:
+            task = track_video.options(scheduling_strategy=self._on_this_node).remote(
+                str(untracked), str(tracked), str(tracks), writer.video_id, self.names, self.faults
+            )
+            # ByteTrack takes about a millisecond a frame: a hundred times that, and 5 minutes
+            # for start-up, before a silent task is called hung.
+            deadline = 300 + 0.1 * writer.rows_written
             try:
-                out = await track_video.options(scheduling_strategy=self._on_this_node).remote(
-                    str(untracked), str(tracked), str(tracks), writer.video_id, self.names, self.faults
-                )
-            except ray.exceptions.RayError as exc:
+                out = await asyncio.wait_for(task, timeout=deadline)
+            except (ray.exceptions.RayError, asyncio.TimeoutError) as exc:
                 for path in (tracked, tracks):
                     path.unlink(missing_ok=True)
+                if isinstance(exc, asyncio.TimeoutError):
+                    self._cancel(task)
+                    raise TrackingFailed(f"tracking gave no answer in {deadline:.0f} s") from None
                 cause = exc.cause if getattr(exc, "cause", None) is not None else exc
                 raise TrackingFailed(f"tracking failed: {type(cause).__name__}: {cause}") from exc
             finally:

@@ -15,7 +15,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from pipeline.config import RunConfig
-from pipeline.errors import ActorStartFailure, Interrupted, StartupError, UsageError
+from pipeline.errors import ActorStartFailure, Interrupted, RunStalled, StartupError, UsageError
 from pipeline.faults import FaultPlan
 from pipeline.model_ref import ModelLoadError, resolve_classes
 from pipeline.monitoring import PeakRss, Timeline
@@ -169,7 +169,9 @@ def execute(
             placement = plan_placement(config, resources.get("CPU", 0), resources.get("GPU", 0))
         except PlacementError as exc:
             raise UsageError(str(exc)) from None
-        config = config.replace(max_open_videos=placement.max_open_videos)
+        # The device "auto" became is part of the settings hash: the coordinator records it.
+        device = "cuda" if placement.actor_num_gpus > 0 else "cpu"
+        config = config.replace(max_open_videos=placement.max_open_videos, resolved_device=device)
         actors = _start_actors(config, placement, faults)
         coordinator = _start_coordinator(out, config, actors, faults, remote)  # starts while the models load
         facts = _wait_for_actors(actors, terminated)
@@ -178,6 +180,7 @@ def execute(
             ray.get(coordinator.set_config.remote(config))
         pending = coordinator.run.remote(plan.todo, facts[0])
         timeline = Timeline()
+        last_answer = time.monotonic()
         while True:
             ready, _ = ray.wait([pending], timeout=0.5)
             if terminated.is_set():
@@ -185,11 +188,15 @@ def execute(
             driver_memory.sample()
             try:
                 progress_now = ray.get(coordinator.progress.remote(), timeout=10)
+                last_answer = time.monotonic()
                 display.update(progress_now)
                 progress_file.running(progress_now)
                 _sample_timeline(timeline, progress_now, driver_memory)
             except ray.exceptions.GetTimeoutError:
-                pass
+                # Its event loop is stuck (or its node is): no wait in this run is for ever.
+                if not ready and time.monotonic() - last_answer > config.stall_timeout_s:
+                    raise RunStalled(f"the coordinator has not answered for {config.stall_timeout_s:.0f} s; "
+                                     "complete videos are kept: run the same command again to resume") from None
             if ready:
                 break
         summary = ray.get(pending)
@@ -292,6 +299,8 @@ def _run_record(config, placement, facts, plan: RunPlan, summary, driver_memory,
             "batches_retried": counts["batches_retried"],
             "decoder_retries": counts["decoder_retries"],
             "duplicate_batches_dropped": counts["duplicate_batches_dropped"],
+            "actors_hung": counts["actors_hung"],
+            "batches_redecoded": counts["batches_redecoded"],
         },
         "throughput": {
             "frames_per_s": counts["frames_done"] / processing if processing > 0 else 0.0,

@@ -42,6 +42,7 @@ def decode_video(
     batches it already received, so a retry never produces a batch twice.
     """
     hook = (lambda seq: faults.on_decoder_batch(path, seq)) if faults else None
+    between = (lambda seq: faults.on_decoder_batch(path, seq, between_header_and_frames=True)) if faults else None
     yield from stream_video(
         path,
         imgsz=imgsz,
@@ -51,6 +52,7 @@ def decode_video(
         batch_size=batch_size,
         skip_batches=skip_batches,
         before_batch=hook,
+        after_header=between,
     )
 
 

@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--iou", type=float, default=d.iou, help="POST /detect NMS IoU threshold (default %(default)s)")
     parser.add_argument("--device", choices=[x for x in DEVICES if x != "auto"], default="cpu",
                         help="POST /detect device (default %(default)s)")
-    parser.add_argument("--max-batch", type=int, default=16, help="POST /detect: most images per dynamic batch (default %(default)s)")
+    parser.add_argument("--max-batch", type=int, default=None, help="POST /detect: most images per dynamic batch (default: 16 on cuda; 1 on cpu, where batching measured no gain)")
     parser.add_argument("--batch-wait-ms", type=float, default=10.0, help="POST /detect: longest wait for a batch to fill (default %(default)s)")
     parser.add_argument("--max-upload-mb", type=float, default=20.0, help="largest POST /detect body (default %(default)s)")
     parser.add_argument("--detector-replicas", type=int, default=1, help="detector deployments (default %(default)s)")
@@ -62,7 +62,7 @@ def settings_from_args(args: argparse.Namespace, env: dict | None = None) -> Ser
         input_roots=tuple(os.path.abspath(r) if "://" not in r else r for r in args.input_root),
         output_roots=tuple(os.path.abspath(r) if "://" not in r else r for r in args.output_root),
         token=token, auth=not args.no_auth, model=args.model, imgsz=args.imgsz, conf=args.conf, iou=args.iou,
-        device=args.device, max_batch=args.max_batch, batch_wait_s=args.batch_wait_ms / 1000,
+        device=args.device, max_batch=args.max_batch or (16 if args.device == "cuda" else 1), batch_wait_s=args.batch_wait_ms / 1000,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), ray_dashboard=args.dashboard,
         job_env=tuple((k, env[k]) for k in ("YOLO_OFFLINE",) if k in env),
     )
@@ -87,7 +87,10 @@ def serve_main(argv: list[str]) -> int:
         print("error: no Ray cluster is running: start one with `ray start --head` (see --help)", file=sys.stderr)
         return 2
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Both set explicitly: a service started in the background of a script inherits an ignored
+    # SIGINT, and Ctrl-C or `kill -INT` would then do nothing.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     try:
         serve.start(http_options={"host": args.host, "port": args.port})
         serve.run(service_app(settings, detector_replicas=args.detector_replicas), name="pipeline", route_prefix="/")
@@ -95,8 +98,6 @@ def serve_main(argv: list[str]) -> int:
               "not its jobs", flush=True)
         while not stop.wait(0.5):
             pass
-    except KeyboardInterrupt:
-        pass
     finally:
         try:
             serve.delete("pipeline")

@@ -39,6 +39,12 @@ class PhaseResult:
     replica_rss_start_mb: float | None
     replica_rss_end_mb: float | None
     error_samples: list[str]
+    rss_samples_mb: list[float]  # every 5 s: flat memory is a flat second half
+
+    @property
+    def rss_growth_second_half_mb(self) -> float | None:
+        half = self.rss_samples_mb[len(self.rss_samples_mb) // 2:]
+        return max(half) - half[0] if len(half) >= 2 else None
 
 
 def replica_rss_mb() -> float | None:
@@ -85,15 +91,24 @@ async def _hammer(client, name: str, concurrency: int, duration_s: float, reques
                 continue
             latencies.append(time.perf_counter() - t0)
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    samples: list[float] = []
+
+    async def sample_memory() -> None:
+        while time.perf_counter() < deadline:
+            rss = replica_rss_mb()
+            if rss is not None:
+                samples.append(rss)
+            await asyncio.sleep(5)
+
+    await asyncio.gather(sample_memory(), *(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
     p50, p95, p99 = _percentiles(latencies)
     return PhaseResult(name, concurrency, elapsed, len(latencies) + len(errors), len(errors),
-                       len(latencies) / elapsed, p50, p95, p99, rss_start, replica_rss_mb(), errors[:5])
+                       len(latencies) / elapsed, p50, p95, p99, rss_start, replica_rss_mb(), errors[:5], samples)
 
 
 async def run_load(url: str, token: str, image: bytes, concurrency: list[int], duration_s: float,
-                   job: dict | None = None, poll_concurrency: int = 4) -> list[PhaseResult]:
+                   job: dict | None = None, poll_concurrency: int = 4, warmup_s: float = 0.0) -> list[PhaseResult]:
     import httpx
 
     headers = {"Authorization": f"Bearer {token}"}
@@ -103,6 +118,8 @@ async def run_load(url: str, token: str, image: bytes, concurrency: list[int], d
         detect = lambda c: c.post("/detect", content=image)  # noqa: E731
         await detect(client)  # the first request may load code paths: not part of the figures
         for n in concurrency:
+            if warmup_s:  # the replicas' memory pools fill at each new concurrency: not a leak
+                await _hammer(client, "warm-up", n, warmup_s, detect)
             results.append(await _hammer(client, "POST /detect", n, duration_s, detect))
         if job is not None:
             submitted = await client.post("/jobs", json=job)
@@ -124,12 +141,12 @@ def format_table(results: list[PhaseResult]) -> str:
     def mb(v):
         return "-" if v is None else f"{v:.0f}"
 
-    lines = ["| phase | clients | requests | errors | req/s | p50 ms | p95 ms | p99 ms | replica RSS start → end MB |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| phase | clients | requests | errors | req/s | p50 ms | p95 ms | p99 ms | replica RSS start → end MB "
+             "| RSS growth, 2nd half MB |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r.name} | {r.concurrency} | {r.requests} | {r.errors} | {r.requests_per_s:.1f} | "
                      f"{ms(r.p50_ms)} | {ms(r.p95_ms)} | {ms(r.p99_ms)} | {mb(r.replica_rss_start_mb)} → "
-                     f"{mb(r.replica_rss_end_mb)} |")
+                     f"{mb(r.replica_rss_end_mb)} | {mb(r.rss_growth_second_half_mb)} |")
     return "\n".join(lines)
 
 
@@ -141,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", required=True, help="image sent by every POST /detect")
     parser.add_argument("--concurrency", default="1,8,32", help="clients per phase, comma-separated (default %(default)s)")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds per phase, at most 600 (default %(default)s)")
+    parser.add_argument("--warmup", type=float, default=0.0, help="seconds of unmeasured load before each phase (default %(default)s)")
     parser.add_argument("--job-input", help="with --job-output: submit this folder as a job and poll it during a phase")
     parser.add_argument("--job-output", help="the job's output folder")
     parser.add_argument("--json", help="write the figures here as JSON too")
@@ -155,10 +173,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--concurrency values must be between 1 and 256")
     job = {"inputs": [args.job_input], "output": args.job_output} if args.job_input and args.job_output else None
     results = asyncio.run(run_load(args.url, Path(args.token_file).read_text().strip(), Path(args.image).read_bytes(),
-                                   levels, args.duration, job))
+                                   levels, args.duration, job, warmup_s=args.warmup))
     print(format_table(results))
     if args.json:
-        Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=2))
+        Path(args.json).write_text(json.dumps(
+            [{**asdict(r), "rss_growth_second_half_mb": r.rss_growth_second_half_mb} for r in results], indent=2))
     return 1 if any(r.errors for r in results) else 0
 
 
