@@ -173,7 +173,8 @@ class Coordinator:
                     actor_used = actor
                     break
                 except (*ACTOR_LOST, asyncio.TimeoutError) as exc:
-                    if isinstance(exc, asyncio.TimeoutError):  # hung: kill it, Ray starts a new one
+                    # Hung: kill it (once, for the first of its batches to time out); Ray starts a new one.
+                    if isinstance(exc, asyncio.TimeoutError) and self.window.available[actor]:
                         log.warning("actor %d gave no answer in %.0f s: restarting it", actor, self.deadline.seconds())
                         self.counts["actors_hung"] += 1
                         ray.kill(self.actors[actor], no_restart=False)
