@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pipeline.config import DEVICES, ConfigError, RunConfig
 from pipeline.errors import UsageError
+from pipeline.storage import redact
 
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
@@ -197,6 +198,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def format_summary(record: dict, output: str) -> str:
+    output = redact(output)  # an object-storage output may carry credentials
     t = record["totals"]
     if not record.get("did_work", True):
         done = f"All {t['videos_skipped']} videos already done" if not t["videos_failed"] else (
@@ -232,7 +234,6 @@ def format_summary(record: dict, output: str) -> str:
 
 def _print_bad_videos(output: str, limit: int = 10) -> None:
     from pipeline.results import read_videos
-    from pipeline.storage import redact
 
     try:
         videos = read_videos(output)
@@ -296,7 +297,7 @@ def _main(argv: list[str]) -> int:
         return EXIT_UNEXPECTED
     except Interrupted as exc:
         print(
-            f"\n{exc}: complete videos are kept in {args.output}. "
+            f"\n{exc}: complete videos are kept in {redact(args.output)}. "
             f"Run the same command again to resume.",
             file=sys.stderr,
         )

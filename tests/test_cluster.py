@@ -6,6 +6,7 @@ the CPU, never touching a device.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -25,14 +26,15 @@ def videos(tmp_path_factory, people_mp4):
     return write_people_clips(tmp_path_factory.mktemp("cluster"), people_mp4, count=4, length=20, step=1)
 
 
-@pytest.fixture
-def two_gpu_nodes():
+@contextlib.contextmanager
+def cluster_of_gpu_nodes(*, head_cpus: int, worker_cpus: int):
+    """A head and two worker nodes with one fake GPU each; the test process joins it."""
     import ray
     from ray.cluster_utils import Cluster
 
     os.environ.pop("RAY_ADDRESS", None)
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    workers = [cluster.add_node(num_cpus=1, num_gpus=1) for _ in range(2)]
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": head_cpus, "include_dashboard": False})
+    workers = [cluster.add_node(num_cpus=worker_cpus, num_gpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, logging_level="ERROR")
     try:
@@ -40,6 +42,13 @@ def two_gpu_nodes():
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+@pytest.fixture
+def two_gpu_nodes():
+    """Actors fill the GPU nodes' CPUs, so the decoders run on the head."""
+    with cluster_of_gpu_nodes(head_cpus=1, worker_cpus=1) as nodes:
+        yield nodes
 
 
 def test_one_actor_per_gpu_node_and_complete_output(two_gpu_nodes, tmp_path, videos, model_path):
@@ -88,19 +97,8 @@ def test_losing_a_node_mid_run_still_completes_without_duplicates(two_gpu_nodes,
 def decoders_on_gpu_nodes():
     """As cluster.yaml lays it out: a head with no CPU to offer, so decoders and actors both run
     on the GPU nodes, and a lost node takes decoders, actors and frames in its store with it."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    os.environ.pop("RAY_ADDRESS", None)
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-    workers = [cluster.add_node(num_cpus=2, num_gpus=1) for _ in range(2)]
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, logging_level="ERROR")
-    try:
-        yield cluster, workers
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+    with cluster_of_gpu_nodes(head_cpus=0, worker_cpus=2) as nodes:
+        yield nodes
 
 
 def test_losing_a_node_with_decoders_on_it_redecodes_its_videos(decoders_on_gpu_nodes, tmp_path, videos, model_path):

@@ -66,9 +66,12 @@ def s3(tmp_path_factory, people_mp4):
                 os.environ[k] = v
 
 
-def cli(*args, **popen):
+def cli(*args, credentials_in_env: bool = True, **popen):
     env = {**os.environ, **CREDENTIALS, "YOLO_OFFLINE": "1", "PIPELINE_STAGING_DIR": popen.pop("staging")}
     env.pop("RAY_ADDRESS", None)
+    if not credentials_in_env:
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            env.pop(key)
     return subprocess.Popen([sys.executable, "-m", "pipeline", "run", *args, "--no-progress", "--batch-size", "4"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
@@ -176,3 +179,33 @@ def test_credentials_are_redacted_in_uris_and_in_messages(text, shown):
     from pipeline.storage import redact
 
     assert redact(text) == shown
+
+
+def test_credentials_inside_the_uri_are_never_shown_or_stored(s3, tmp_path, model_path):
+    """pyarrow takes s3://KEY:SECRET@bucket/...: those URIs work, and the secret appears in no
+    message, summary, listing, run record or manifest, local or remote."""
+    fs, query = s3
+    key, secret = CREDENTIALS["AWS_ACCESS_KEY_ID"], CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
+    uri = lambda path: f"s3://{key}:{secret}@{path}?{query}"  # noqa: E731
+    staging = tmp_path / "staging"
+    typo = cli(uri("videos/backlog/clip 9.mp4"), "--output", uri("results/creds"), "--model", model_path,
+               staging=str(staging), credentials_in_env=False)
+    out, err = typo.communicate(timeout=600)
+    assert typo.returncode == 2 and "input not found: s3://videos/backlog/clip 9.mp4" in err, err
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{uri('videos/backlog/clip 1.mp4')}\n{uri('videos/backlog/gone.mp4')}\n")
+    run = cli(f"@{listing}", "--output", uri("results/creds"), "--model", model_path, staging=str(staging),
+              credentials_in_env=False)
+    stdout, stderr = run.communicate(timeout=600)
+    assert run.returncode == 3, stderr[-3000:]  # one video read through the URI's keys, one missing
+    assert "Videos: 2 (1 ok" in stdout
+    seen = [out, err, stdout, stderr]
+    seen += [p.read_bytes().decode(errors="replace") for p in staging.rglob("*") if p.is_file()]
+    for name in ("run.json", "videos.parquet"):
+        with fs.open_input_file(f"results/creds/{name}") as f:
+            seen.append(f.read().decode(errors="replace"))
+    for text in seen:
+        assert secret not in text and f"{key}:" not in text
+    status = remote_status(fs, "results/creds")
+    assert sorted(r["status"] for r in status) == ["failed", "ok"]
+    assert all(r["path"].startswith("s3://videos/backlog/") for r in status)

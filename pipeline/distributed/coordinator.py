@@ -317,7 +317,7 @@ class Coordinator:
                 if attempts > cfg.decode_retries:
                     return VideoEnded(state.frames_decoded, f"{exc} (gave up after {attempts} attempts)")
                 self.counts["decoder_retries"] += 1
-                log.warning("retrying decoder of %s after: %s", state.source.path, exc)
+                log.warning("retrying decoder of %s after: %s", redact(state.source.path), redact(str(exc)))
             finally:
                 self.counts["open_decoders"] -= 1
                 state.attempts = attempts

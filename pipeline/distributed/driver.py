@@ -24,7 +24,7 @@ from pipeline.placement import plan as plan_placement
 from pipeline.planning import RunPlan, save_run_record
 from pipeline.progress import ProgressDisplay, ProgressFile
 from pipeline.results_writer import remove_stale_temp_files
-from pipeline.storage import RemoteOutput
+from pipeline.storage import RemoteOutput, redact
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +284,7 @@ def _run_record(config, placement, facts, plan: RunPlan, summary, driver_memory,
         "settings_hash": config.settings_hash(),
         "placement": placement.__dict__,
         "model": {k: facts[0][k] for k in ("device", "half", "engine", "rect", "model_stride")},
-        "ray": {"version": ray.__version__, "address": address or "local"},
+        "ray": {"version": ray.__version__, "address": redact(address) if address else "local"},
         "host": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()},
         "totals": {
             "videos": len(plan.sources),
