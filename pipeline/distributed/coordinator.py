@@ -33,6 +33,9 @@ from pipeline.storage import RemoteOutput, redact
 log = logging.getLogger(__name__)
 
 ACTOR_LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
+# A batch's frames were in the object store of a node that died, and the decoder that made them
+# cannot make them again by itself (it is not retried by Ray): the coordinator decodes them again.
+FRAMES_LOST = (ray.exceptions.ObjectLostError, ray.exceptions.NodeDiedError)
 
 
 class DecoderLost(Exception):
@@ -192,11 +195,11 @@ class Coordinator:
         except BatchFailed as exc:
             state.error = state.error or str(exc)
             return
-        except (ray.exceptions.RayTaskError, ray.exceptions.ObjectLostError) as exc:
+        except (ray.exceptions.RayTaskError, *FRAMES_LOST) as exc:
             if actor >= 0:
                 await self._release(actor)
             cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-            if isinstance(cause, ray.exceptions.ObjectLostError):
+            if isinstance(cause, FRAMES_LOST):
                 # The frames were in the object store of a node that is gone: not the batch's
                 # fault. It is decoded again once this pass over the video is over.
                 state.lost.add(header.seq)
