@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pipeline import storage
 
@@ -40,7 +40,7 @@ def canonical_location(path: str) -> str:
     if storage.is_uri(path):
         parts = urlsplit(path)
         host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
-        return urlunsplit((parts.scheme.lower(), host, parts.path, "", ""))
+        return urlunsplit((parts.scheme.lower(), host, quote(unquote(parts.path), safe="/"), "", ""))
     return os.path.realpath(path)
 
 
@@ -54,6 +54,8 @@ def describe(path: str) -> VideoSource:
         vid = video_id_for(path)
         try:
             found = storage.stat(path)
+        except storage.InvalidUri as exc:
+            return VideoSource(path, vid, error=str(exc))
         except OSError as exc:
             return VideoSource(path, vid, error=f"cannot read from object storage: {storage.redact(str(exc))}")
         if found is None:
@@ -141,7 +143,10 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> tuple[list[VideoSource
             for entry in _read_list(item[1:]):
                 add(entry)
         elif storage.is_uri(item):
-            found = storage.list_files(item, VIDEO_EXTENSIONS)
+            try:
+                found = storage.list_files(item, VIDEO_EXTENSIONS)
+            except storage.InvalidUri as exc:
+                raise InputError(str(exc)) from None
             if found is None:
                 add(item, named=True)
             elif not found:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 _SECRET_KEYS = {"access_key", "secret_key", "session_token", "aws_access_key_id", "aws_secret_access_key"}
@@ -50,6 +51,24 @@ def redact(location: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
+class InvalidUri(ValueError):
+    """A URI that names no object pyarrow can reach (the message is redacted)."""
+
+
+def filesystem_from_uri(uri: str) -> tuple[pafs.FileSystem, str]:
+    """pyarrow's ``FileSystem.from_uri``, taking keys as people type them: a URI whose path has
+    spaces or other characters a URI should escape is read as if they were percent-encoded."""
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except pa.ArrowInvalid:
+        parts = urlsplit(uri)
+        escaped = urlunsplit((parts.scheme, parts.netloc, quote(parts.path, safe="/%"), parts.query, ""))
+        try:
+            return pafs.FileSystem.from_uri(escaped)
+        except pa.ArrowInvalid as exc:
+            raise InvalidUri(f"cannot read the URI {redact(uri)}: {redact(str(exc))}") from None
+
+
 @dataclass(frozen=True)
 class RemoteLocation:
     """A folder or file on object storage: the filesystem, the path within it, and how to name
@@ -59,7 +78,7 @@ class RemoteLocation:
 
     @property
     def filesystem_and_path(self) -> tuple[pafs.FileSystem, str]:
-        fs, path = pafs.FileSystem.from_uri(self.uri)
+        fs, path = filesystem_from_uri(self.uri)
         return fs, path.rstrip("/")
 
     def child_uri(self, fs_path: str) -> str:
@@ -79,13 +98,13 @@ def open_input(location: str):
     """A seekable binary file for PyAV: a local path as is, a URI as a pyarrow input file."""
     if not is_uri(location):
         return location
-    fs, path = pafs.FileSystem.from_uri(location)
+    fs, path = filesystem_from_uri(location)
     return fs.open_input_file(path)
 
 
 def stat(location: str) -> tuple[int, int] | None:
     """(size, mtime_ns) of a remote file, or None when it does not exist."""
-    fs, path = pafs.FileSystem.from_uri(location)
+    fs, path = filesystem_from_uri(location)
     info = fs.get_file_info(path)
     if info.type != pafs.FileType.File:
         return None

@@ -108,3 +108,16 @@ def test_object_identity_ignores_credentials_and_query():
     assert len(ids) == 1
     assert canonical_location("s3://KEY:SECRET@bucket/cams/a.mp4?x=1") == "s3://bucket/cams/a.mp4"
     assert video_id_for("s3://bucket/cams/b.mp4") not in ids
+
+
+def test_object_keys_typed_with_spaces_are_the_escaped_keys():
+    from pipeline.inputs import canonical_location
+    from pipeline.storage import InvalidUri, filesystem_from_uri
+
+    assert video_id_for("s3://b/cams/clip 1.mp4") == video_id_for("s3://b/cams/clip%201.mp4")
+    assert canonical_location("s3://b/cams/clip 1.mp4") == "s3://b/cams/clip%201.mp4"
+    fs, path = filesystem_from_uri("s3://b/cams/clip 1.mp4?region=us-east-1")
+    assert path == "b/cams/clip 1.mp4"
+    with pytest.raises(InvalidUri) as err:
+        filesystem_from_uri("s3://KEY:SECRET@b/x.mp4?region=us-east-1&bad=%zz")
+    assert "SECRET" not in str(err.value)
