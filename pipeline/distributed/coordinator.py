@@ -150,6 +150,13 @@ class Coordinator:
             self.window.set_available(i, False)
             self._probes[i] = asyncio.create_task(self._probe(i))
 
+    def _restart(self, i: int) -> None:
+        """Kill a hung actor; Ray starts it again (unlimited restarts)."""
+        try:
+            ray.kill(self.actors[i], no_restart=False)
+        except Exception:  # already dead or restarting: Ray is on it
+            pass
+
     async def _probe(self, i: int) -> None:
         while True:
             try:  # a restarted actor loads its model first: the first batch's allowance
@@ -159,7 +166,7 @@ class Coordinator:
                 await asyncio.sleep(1.0)
             except asyncio.TimeoutError:
                 log.warning("actor %d did not come back in %.0f s: restarting it", i, self.deadline.first_batch_s)
-                ray.kill(self.actors[i], no_restart=False)
+                self._restart(i)
         async with self._slot_freed:
             self.window.set_available(i, True)
             self._slot_freed.notify_all()
@@ -180,7 +187,7 @@ class Coordinator:
                     if isinstance(exc, asyncio.TimeoutError) and self.window.available[actor]:
                         log.warning("actor %d gave no answer in %.0f s: restarting it", actor, self.deadline.seconds())
                         self.counts["actors_hung"] += 1
-                        ray.kill(self.actors[actor], no_restart=False)
+                        self._restart(actor)
                     self._suspend_actor(actor)
                     await self._release(actor)
                     actor = -1
