@@ -103,8 +103,6 @@ def decoders_on_gpu_nodes():
 
 
 def test_losing_a_node_with_decoders_on_it_redecodes_its_videos(decoders_on_gpu_nodes, tmp_path, videos, model_path):
-    import ray
-
     import pipeline
 
     cluster, workers = decoders_on_gpu_nodes

@@ -155,7 +155,7 @@ class Api:
         assert view["state"] in states, view
         return view
 
-    def detections(self, job_id, **params) -> "pandas.DataFrame":
+    def detections(self, job_id, **params):
         import pandas as pd
 
         rows, cursor = [], None

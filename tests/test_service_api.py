@@ -22,7 +22,7 @@ from pipeline.results import read_detections
 from pipeline.results_writer import VideoResultWriter
 from pipeline.service.api import build_fastapi_app
 from pipeline.service.detect import ImageBoxes
-from pipeline.service.jobs import (ATTEMPT_KEY, JOB_KEY, JobConflict, JobNotFound, JobRequestError, JobService,
+from pipeline.service.jobs import (JobConflict, JobNotFound, JobRequestError, JobService,
                                    Submission, check_request, job_state)
 from pipeline.service.paths import PathNotAllowed, confine
 from pipeline.service.settings import ServiceSettings, SettingsError

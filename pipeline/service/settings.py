@@ -4,7 +4,7 @@ its token, the detector's settings and the request limits."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.config import RunConfig
@@ -67,9 +67,6 @@ class ServiceSettings:
             values["job_env"] = (("YOLO_OFFLINE", env["YOLO_OFFLINE"]),)
         values.update(overrides)
         return cls(**values)
-
-    def replace(self, **changes) -> ServiceSettings:
-        return replace(self, **changes)
 
 
 def read_token_file(path: str) -> str:
