@@ -75,33 +75,37 @@ def comparable(out):
     return read_rows(out).sort_values(["video_id", "frame_index"]).reset_index(drop=True)
 
 
-def ray_processes() -> list[str]:
-    """Ray's own processes on this machine (its daemons and workers), as command lines."""
+def ray_processes(since: float) -> list[str]:
+    """Ray's own processes on this machine (its daemons and workers) started at ``since`` or
+    later (those of earlier test modules' Ray may still be winding down), as command lines."""
     import psutil
 
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
+    for proc in psutil.process_iter(["cmdline", "create_time"]):
+        if proc.info["create_time"] < since:
+            continue
         line = " ".join(proc.info["cmdline"] or [])
         if any(key in line for key in ("raylet", "gcs_server", "ray::", "default_worker.py", "dashboard.py")):
             found.append(line[:120])
     return found
 
 
-def assert_no_orphans(core_timeout: float = 30, agents_timeout: float = 180) -> None:
+def assert_no_orphans(since: float, core_timeout: float = 30, agents_timeout: float = 180) -> None:
     """After the driver is gone, Ray's processes must go too, before any `ray stop --force`
     could hide them: its daemons and workers within seconds, its dashboard and runtime-env
     agents (which poll for their raylet) within a few minutes."""
     started = time.time()
-    while (left := [p for p in ray_processes() if "Agent" not in p]) and time.time() - started < core_timeout:
+    while (left := [p for p in ray_processes(since) if "Agent" not in p]) and time.time() - started < core_timeout:
         time.sleep(1)
     assert not left, f"processes outlived the driver: {left[:5]}"
-    while (left := ray_processes()) and time.time() - started < agents_timeout:
+    while (left := ray_processes(since)) and time.time() - started < agents_timeout:
         time.sleep(2)
     assert not left, f"processes outlived the driver by {agents_timeout:.0f} s: {left[:5]}"
 
 
 def test_driver_sigkill_then_rerun_finishes_without_redoing_or_duplicating(tmp_path, videos, model_path, clean_output):
     out = tmp_path / "out"
+    started = time.time() - 1  # process start times are rounded
     proc = start(command(videos, out, model_path, "--max-open-videos", "1"))
     try:
         wait_for(lambda: len(ok_videos(out)) >= 2, proc)
@@ -109,7 +113,7 @@ def test_driver_sigkill_then_rerun_finishes_without_redoing_or_duplicating(tmp_p
         proc.kill()
         proc.wait()
     try:
-        assert_no_orphans()
+        assert_no_orphans(started)
     finally:
         stop_orphaned_ray()
     done_before_kill = ok_videos(out)
@@ -132,12 +136,13 @@ def test_driver_sigkill_then_rerun_finishes_without_redoing_or_duplicating(tmp_p
 def test_interrupt_stops_cleanly_and_says_how_to_resume(tmp_path, videos, model_path, clean_output, signum, code):
     """Ctrl-C (SIGINT) and SIGTERM (``ray job stop``, a scheduler): a clean stop, then a resume."""
     out = tmp_path / "out"
+    started = time.time() - 1  # process start times are rounded
     proc = start(command(videos, out, model_path, "--max-open-videos", "1"))
     wait_for(lambda: len(ok_videos(out)) >= 1, proc)
     proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=120)
     try:
-        assert_no_orphans()
+        assert_no_orphans(started)
     finally:
         stop_orphaned_ray()
     assert proc.returncode == code, stderr[-2000:]

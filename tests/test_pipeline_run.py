@@ -153,8 +153,9 @@ def test_backpressure_bounds_batches_alive(ray_local, tmp_path, clips, model_pat
         produced += event == "produced"
         peak = max(peak, alive)
     assert produced == 20  # every batch was traced
-    # window (2) + the decoder's buffer (1) + the batch a paused decoder holds while it waits (1)
-    bound = config.window_per_actor + config.decoder_buffer + 1
+    # window (2) + the batch the coordinator holds until the stream's next item proves its frames
+    # (1) + the decoder's buffer (1) + the batch a paused decoder holds while it waits (1)
+    bound = config.window_per_actor + 1 + config.decoder_buffer + 1
     print(f"peak batches alive: {peak} (bound {bound}); coordinator's in-flight peak {record['backpressure']}")
     assert peak <= bound
     assert record["backpressure"]["peak_batches_in_flight"] <= config.window_per_actor

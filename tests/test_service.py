@@ -150,7 +150,7 @@ class Api:
         return r.json()
 
     def wait(self, job_id, states=("succeeded",), timeout=400) -> dict:
-        view = wait_until(lambda: (v := self.job(job_id))["state"] not in ("pending", "running") and v, timeout,
+        view = wait_until(lambda: (v := self.job(job_id))["state"] not in ("pending", "queued", "running") and v, timeout,
                           f"job {job_id} to end")
         assert view["state"] in states, view
         return view
