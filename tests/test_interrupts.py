@@ -32,7 +32,10 @@ def command(inputs, out, model, *extra):
 def start(args) -> subprocess.Popen:
     env = {**os.environ, "YOLO_OFFLINE": "1"}
     env.pop("RAY_ADDRESS", None)
-    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Default SIGINT in the child, as in a terminal's foreground: a test run launched in the
+    # background of a shell would otherwise pass on an ignored SIGINT.
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def stop_orphaned_ray():

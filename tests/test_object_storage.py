@@ -72,8 +72,10 @@ def cli(*args, credentials_in_env: bool = True, **popen):
     if not credentials_in_env:
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
             env.pop(key)
+    # Default SIGINT in the child, as in a terminal's foreground (see test_interrupts.start).
     return subprocess.Popen([sys.executable, "-m", "pipeline", "run", *args, "--no-progress", "--batch-size", "4"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **popen)
 
 
 def remote_rows(fs, prefix):
