@@ -309,6 +309,8 @@ def test_prometheus_sees_the_runs_and_the_dashboard_queries_work(world):
                       "Service latency", "POST /detect batch size"}
     for panel in dashboard["panels"]:
         for target in panel["targets"]:
-            result = promql(target["expr"].replace("$__rate_interval", "10m"))
-            if panel["title"] in must_have_data:
-                assert result, (panel["title"], target["expr"])
+            query = target["expr"].replace("$__rate_interval", "10m")
+            if panel["title"] in must_have_data:  # Ray exports every ~10 s, Prometheus scrapes every 5 s
+                wait_until(lambda: promql(query), 60, f"data for {panel['title']!r}: {query}", interval=2)
+            else:
+                promql(query)  # valid PromQL, whether or not there is data (no GPU here)
