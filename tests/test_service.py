@@ -297,6 +297,13 @@ def test_prometheus_sees_the_runs_and_the_dashboard_queries_work(world):
     """Last in the module: the jobs above ran while Prometheus scraped Ray's metrics port."""
     if world["prometheus"] is None:
         pytest.skip("no prometheus binary (apt-get install prometheus; CI sets PIPELINE_REQUIRE_PROMETHEUS=1)")
+    # A few detections on the running service, so that its batch metrics are exported by a
+    # replica that lives on (the service was restarted since the first test's requests).
+    ok, jpeg = cv2.imencode(".jpg", np.full((360, 640, 3), 114, np.uint8))
+    for _ in range(3):
+        r = httpx.post(f"{SERVICE}/detect", content=jpeg.tobytes(), timeout=120,
+                       headers={"Authorization": f"Bearer {world['token']}"})
+        assert r.status_code == 200, r.text
     fps_query = "sum(rate(ray_pipeline_frames_inferred_total[10m]))"
     fps = wait_until(lambda: promql(fps_query), 60, "frames/s in Prometheus", interval=2)
     assert float(fps[0]["value"][1]) > 0
