@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from pipeline.config import DEVICES, ConfigError, RunConfig
+from pipeline.config import DEVICES, ENGINES, ConfigError, RunConfig
 from pipeline.errors import UsageError
 from pipeline.storage import redact
 
@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--classes", type=_names_or_ids, default=None, help="keep only these classes: names or ids, e.g. person,car or 0,2 (checked against the model's classes)")
     run.add_argument("--max-det", type=int, default=d.max_det, help="most boxes per frame (default %(default)s)")
     run.add_argument("--device", choices=DEVICES, default=d.device, help="auto: CUDA when the cluster has GPUs (default %(default)s)")
+    run.add_argument("--engine", choices=ENGINES, default=d.engine,
+                     help="inference engine. auto: OpenVINO FP32 on CPU nodes, TensorRT FP16 on GPU nodes when tensorrt "
+                          "is installed, else torch; built from .pt weights at the videos' letterbox shape and cached "
+                          "per node ($PIPELINE_ENGINE_CACHE, default ~/.cache/yolo-ray-pipeline/engines). An engine "
+                          "that cannot be built falls back to torch with a warning (default %(default)s)")
     run.add_argument("--num-actors", type=int, default=None, help="YoloActors (default: one per GPU; on CPU one per core up to 4 cores, one per 2 cores above; 1 for OpenVINO/ONNX)")
     run.add_argument("--window", type=int, default=d.window_per_actor, help="batches in flight per actor: the backpressure bound (default %(default)s)")
     run.add_argument("--max-open-videos", type=int, default=None, help="videos decoded at once (default: planned from the cluster's CPUs)")
@@ -187,6 +192,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         max_det=args.max_det,
         batch_size=args.batch_size,
         device=args.device,
+        engine=args.engine,
         num_actors=args.num_actors,
         window_per_actor=args.window,
         max_open_videos=args.max_open_videos,
@@ -214,11 +220,17 @@ def format_summary(record: dict, output: str) -> str:
         f"Frames: {t['frames']} in {record['throughput']['processing_s']:.1f} s "
         f"({record['throughput']['frames_per_s']:.1f} frames/s), detections: {t['detections']}",
         f"Device: {record['model']['device']}" + (" fp16" if record["model"]["half"] else "")
+        + f", engine: {record['model']['engine']}"
+        + "".join(f" (built for {shape} in {s:.1f} s)" for shape, s in record["model"].get("engine_export_s", {}).items())
         + f", actors: {record['placement']['num_actors']}, batch {record['settings']['batch_size']}",
         f"Peak memory: driver {mem['driver']['peak_bytes'] / mib:.0f} MiB, coordinator "
         f"{mem['coordinator']['peak_bytes'] / mib:.0f} MiB"
         + (f", actor {mem['actor_peak_bytes'] / mib:.0f} MiB" if mem.get("actor_peak_bytes") else ""),
     ]
+    startup = record.get("startup") or {}
+    if startup.get("first_batch_done_s") is not None:
+        lines.append(f"Start-up: first batch done {startup['first_batch_done_s']:.1f} s after the command, "
+                     f"{startup['actors_ready_to_first_batch_s']:.1f} s after the actors were ready")
     if record.get("gpu"):
         for g in record["gpu"]:
             if g.get("mean_utilization_percent") is not None:

@@ -10,6 +10,8 @@ from typing import Literal, get_args
 
 Device = Literal["auto", "cpu", "cuda"]
 DEVICES: tuple[str, ...] = get_args(Device)
+Engine = Literal["auto", "torch", "openvino", "onnx", "tensorrt"]
+ENGINES: tuple[str, ...] = get_args(Engine)
 
 
 class ConfigError(ValueError):
@@ -33,6 +35,7 @@ class RunConfig:
     max_det: int = 300
     batch_size: int = 16
     device: Device = "auto"
+    engine: Engine = "auto"  # auto: OpenVINO on CPU nodes, TensorRT (else torch fp16) on GPU nodes
     num_actors: int | None = None  # None: one per GPU, or one on a CPU-only cluster
     window_per_actor: int = 2  # batches in flight per actor: one computing, one queued
     decoder_buffer: int = 2  # batches a decoder may run ahead of the coordinator
@@ -45,6 +48,7 @@ class RunConfig:
     track: bool = False  # ByteTrack over each video's detections: a track_id per box, tracks/ summary
     model_fingerprint: str = field(default="", compare=False)  # size+mtime of a local model file
     resolved_device: str | None = field(default=None, compare=False)  # what "auto" became: cpu or cuda
+    resolved_engine: str | None = field(default=None, compare=False)  # what --engine became (pipeline.engines.choice)
 
     RESULT_FIELDS = ("model", "model_fingerprint", "imgsz", "conf", "iou", "stride", "classes", "max_det", "track")
 
@@ -72,6 +76,8 @@ class RunConfig:
                 raise ConfigError(message)
         if self.device not in DEVICES:
             raise ConfigError(f"--device must be one of {', '.join(DEVICES)}; got {self.device!r}")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}; got {self.engine!r}")
         if self.classes is not None:
             object.__setattr__(self, "classes", class_keys(self.classes))
 
@@ -89,8 +95,18 @@ class RunConfig:
         (CUDA runs in fp16, and an exported engine rounds differently from torch)."""
         settings = {name: getattr(self, name) for name in self.RESULT_FIELDS}
         device = self.resolved_device or self.device
-        settings.update(device=device, half=device == "cuda", engine=engine_for_model(self.model))
+        engine = self.effective_engine
+        settings.update(device=device, half=device == "cuda" and engine in ("torch", "tensorrt"), engine=engine)
         return settings
+
+    @property
+    def effective_engine(self) -> str:
+        """The engine the boxes come from: the resolved one, else what the model or ``--engine``
+        names (``auto`` until the driver knows the device)."""
+        if self.resolved_engine:
+            return self.resolved_engine
+        given = engine_for_model(self.model)
+        return given if given != "torch" else self.engine
 
     def settings_hash(self) -> str:
         blob = json.dumps(self.result_settings(), sort_keys=True, default=list)

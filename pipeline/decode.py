@@ -112,6 +112,9 @@ class VideoDecoder:
             raise DecodeError(f"cannot decode the first frame ({ctx.name}): {exc}") from exc
         self.info = self._read_info(int(round((self._first.rotation or 0) / 90)) % 4 * 90)
 
+    def close(self) -> None:
+        self._container.close()
+
     def _read_info(self, rotation: int) -> VideoInfo:
         s = self._stream
         rate = s.average_rate or s.guessed_rate or s.base_rate

@@ -39,16 +39,19 @@ def _floor_half(x: float) -> float:
     return math.floor(x * 2) / 2
 
 
-def runs_its_own_threads(model: str) -> bool:
+def runs_its_own_threads(config: RunConfig) -> bool:
     """Exported CPU runtimes (OpenVINO, ONNX Runtime) size their own thread pools to the machine,
     so one actor per node is right for them; several would fight over the cores."""
-    name = model.rstrip("/").lower()
-    return name.endswith(("_openvino_model", ".xml", ".onnx"))
+    return config.effective_engine in ("openvino", "onnx")
+
+
+def wanted_device(config: RunConfig, total_gpus: float) -> str:
+    """"cuda" when the actors will reserve GPUs, else "cpu"."""
+    return "cuda" if config.device == "cuda" or (config.device == "auto" and total_gpus >= 1) else "cpu"
 
 
 def plan(config: RunConfig, total_cpus: float, total_gpus: float) -> Placement:
-    want_gpu = config.device == "cuda" or (config.device == "auto" and total_gpus >= 1)
-    if want_gpu:
+    if wanted_device(config, total_gpus) == "cuda":
         num_actors = config.num_actors or int(total_gpus)
         # With --device cuda and --num-actors, GPUs that are not there yet are fine: an autoscaling
         # cluster adds GPU nodes when the actors ask for them.
@@ -67,7 +70,7 @@ def plan(config: RunConfig, total_cpus: float, total_gpus: float) -> Placement:
         open_videos = config.max_open_videos or max(num_actors, min(OPEN_VIDEOS_PER_GPU_ACTOR * num_actors, cpu_bound))
         return Placement(num_actors, 1.0, 1.0, None, open_videos)
 
-    num_actors = config.num_actors or (1 if runs_its_own_threads(config.model) else default_cpu_actors(total_cpus))
+    num_actors = config.num_actors or (1 if runs_its_own_threads(config) else default_cpu_actors(total_cpus))
     open_videos = config.max_open_videos or num_actors
     # Whatever the decoders do not reserve goes to the actors, whose torch threads match their share.
     left = total_cpus - DECODER_NUM_CPUS * open_videos

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.config import RunConfig
+from pipeline.engines.choice import resolve as resolve_engine
 from pipeline.errors import UsageError
 from pipeline.inputs import VideoSource, expand_inputs
 from pipeline.lease import Lease
@@ -152,8 +153,11 @@ def plan_run(inputs: list[str], output: str, config: RunConfig, *, local_cluster
     """
     sources, warnings = expand_inputs(inputs)
     config, names = prepare_model(config)
-    if config.device == "auto" and config.resolved_device is None and local_cluster:
-        config = config.replace(resolved_device=local_device())
+    device = config.resolved_device or (config.device if config.device != "auto" else None)
+    if device is None and local_cluster:
+        device = local_device()
+    if device:  # the settings hash, and so which videos are complete, depends on both
+        config = resolve_engine(config, device)
     local, remote, created, lease = prepare_output(output)
     plan = RunPlan(output, local, remote, config, sources, [], 0, names, warnings, created, lease)
     try:
@@ -168,6 +172,28 @@ def plan_run(inputs: list[str], output: str, config: RunConfig, *, local_cluster
         raise
     plan.skipped = len(sources) - len(plan.todo)
     return plan
+
+
+def first_letterbox_shapes(todo: list, config: RunConfig, *, tries: int = 3) -> tuple[tuple[int, int], ...]:
+    """The model input shape of the first readable video of ``todo``, for engines exported per
+    shape: the actors build (or find) it while they start, so the first batch does not wait for
+    an export. Empty when the engine takes any shape, or no video opens within ``tries``."""
+    from pipeline.config import engine_for_model
+
+    if config.effective_engine not in ("openvino", "onnx", "tensorrt") or engine_for_model(config.model) != "torch":
+        return ()
+    from pipeline.decode import DecodeError, VideoDecoder
+    from pipeline.letterbox import LetterboxGeometry
+
+    for source in [s for s in todo if not s.error][:tries]:
+        try:
+            decoder = VideoDecoder(source.path)
+        except DecodeError:
+            continue
+        decoder.close()
+        geometry = LetterboxGeometry.for_source(decoder.info.height, decoder.info.width, config.imgsz, stride=32)
+        return (geometry.out_shape,)
+    return ()
 
 
 def finish_without_workers(plan: RunPlan) -> dict:

@@ -59,4 +59,7 @@ def test_engine_for_model(model, engine):
     from pipeline.config import engine_for_model
 
     assert engine_for_model(model) == engine
-    assert RunConfig(model=model).result_settings()["engine"] == engine
+    # Weights: which engine "auto" becomes is decided once the device is known (test_engines).
+    assert RunConfig(model=model).result_settings()["engine"] == (engine if engine != "torch" else "auto")
+    if engine == "torch":
+        assert RunConfig(model=model, engine="torch").result_settings()["engine"] == "torch"

@@ -118,6 +118,7 @@ class Coordinator:
         self._completion_slots = asyncio.Semaphore(4 * tracking_tasks)
         self._completion_errors: list[BaseException] = []
         self.started = time.time()
+        self.first_batch_done_at: float | None = None  # wall clock, for the start-up figures
         self._slot_freed: asyncio.Condition | None = None
         self._probes: dict[int, asyncio.Task] = {}
         # What each actor said last (RSS, GPU use): the driver's timeline samples it.
@@ -216,6 +217,8 @@ class Coordinator:
         finally:
             del frames_ref  # the batch's frames can leave the object store now
         latency = time.perf_counter() - sent
+        if self.first_batch_done_at is None:
+            self.first_batch_done_at = time.time()
         self.deadline.observe(latency)
         self.actor_last[actor_used] = {"rss": out.get("rss"), "gpu": out.get("gpu")}
         self.metrics.batch_latency.observe(latency)
@@ -552,6 +555,7 @@ class Coordinator:
                 actor_stats.append(None)
         return {
             "elapsed_s": time.time() - self.started,
+            "first_batch_done_at": self.first_batch_done_at,
             "counts": dict(self.counts),
             "stage_s": dict(self.stage_s),
             "peak_batches_in_flight": self.window.peak_in_flight,

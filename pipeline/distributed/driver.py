@@ -14,14 +14,15 @@ from pathlib import Path
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from pipeline.config import RunConfig
+from pipeline.config import ConfigError, RunConfig
+from pipeline.engines.choice import resolve as resolve_engine
 from pipeline.errors import ActorStartFailure, Interrupted, RunStalled, StartupError, UsageError
 from pipeline.faults import FaultPlan
 from pipeline.model_ref import ModelLoadError, resolve_classes
 from pipeline.monitoring import PeakRss, Timeline
-from pipeline.placement import Placement, PlacementError
+from pipeline.placement import Placement, PlacementError, wanted_device
 from pipeline.placement import plan as plan_placement
-from pipeline.planning import RunPlan, save_run_record
+from pipeline.planning import RunPlan, first_letterbox_shapes, save_run_record
 from pipeline.progress import ProgressDisplay, ProgressFile
 from pipeline.results_writer import remove_stale_temp_files
 from pipeline.storage import RemoteOutput, redact
@@ -89,13 +90,13 @@ def _held_ray_logs():
         logging.getLogger(record.name).handle(record)
 
 
-def _start_actors(config: RunConfig, placement: Placement, faults: FaultPlan | None) -> list:
+def _start_actors(config: RunConfig, placement: Placement, faults: FaultPlan | None, warm_shapes: tuple) -> list:
     from pipeline.distributed.workers import YoloActor
 
     actor_config = config.replace(cpu_threads=placement.cpu_threads)
     return [
         YoloActor.options(num_gpus=placement.actor_num_gpus, num_cpus=placement.actor_num_cpus).remote(
-            actor_config, faults
+            actor_config, faults, warm_shapes
         )
         for _ in range(placement.num_actors)
     ]
@@ -123,6 +124,30 @@ def _wait_for_actors(actors: list, stop: threading.Event) -> list[dict]:
         if isinstance(fact, ActorStartFailure):
             raise (ModelLoadError if fact.usage else StartupError)(fact.message)
     return facts
+
+
+def _engine_used(config: RunConfig, facts: list[dict]) -> RunConfig:
+    """The engine the actors really run (an export that failed fell back to torch): it is what the
+    settings hash and run.json record. One warning line per distinct reason."""
+    for reason in dict.fromkeys(f["engine_fallback"] for f in facts if f.get("engine_fallback")):
+        log.warning("warning: %s", reason)
+    engines = [f["engine"] for f in facts]
+    if len(set(engines)) > 1:
+        log.warning("warning: the actors run different engines (%s); the run records %s",
+                    ", ".join(sorted(set(engines))), engines[0])
+    return config.replace(resolved_engine=engines[0])
+
+
+def _startup_figures(started: float, ray_ready: float, actors_ready: float, summary: dict) -> dict:
+    """Seconds from the command (planning's start) to Ray up, to the actors ready, to the first
+    batch done; and from the actors ready to the first batch done."""
+    first = summary.get("first_batch_done_at")
+    return {
+        "ray_ready_s": ray_ready - started,
+        "actors_ready_s": actors_ready - started,
+        "first_batch_done_s": first - started if first else None,
+        "actors_ready_to_first_batch_s": first - actors_ready if first else None,
+    }
 
 
 def _roles_memory(summary: dict, driver: PeakRss) -> dict:
@@ -164,17 +189,21 @@ def execute(
         if in_main_thread:  # after ray.init(), which installs a SIGTERM handler of its own
             previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
             sigterm_handled = True
+        ray_ready_at = time.time()
         resources = ray.cluster_resources()
+        # The device and engine "auto" became are part of the settings hash: the coordinator records them.
         try:
+            config = resolve_engine(config, wanted_device(config, resources.get("GPU", 0)))
             placement = plan_placement(config, resources.get("CPU", 0), resources.get("GPU", 0))
-        except PlacementError as exc:
+        except (PlacementError, ConfigError) as exc:
             raise UsageError(str(exc)) from None
-        # The device "auto" became is part of the settings hash: the coordinator records it.
-        device = "cuda" if placement.actor_num_gpus > 0 else "cpu"
-        config = config.replace(max_open_videos=placement.max_open_videos, resolved_device=device)
-        actors = _start_actors(config, placement, faults)
+        config = config.replace(max_open_videos=placement.max_open_videos)
+        actors = _start_actors(config, placement, faults, first_letterbox_shapes(plan.todo, config))
         coordinator = _start_coordinator(out, config, actors, faults, remote)  # starts while the models load
         facts = _wait_for_actors(actors, terminated)
+        actors_ready_at = time.time()
+        config = _engine_used(config, facts)
+        ray.get(coordinator.set_config.remote(config))
         if not config.classes_resolved:  # class names that only the loaded model could check
             config = config.replace(classes=resolve_classes(config.classes, facts[0]["names"]))
             ray.get(coordinator.set_config.remote(config))
@@ -202,6 +231,7 @@ def execute(
         summary = ray.get(pending)
         display.close()
         record = _run_record(config, placement, facts, plan, summary, driver_memory, address)
+        record["startup"] = _startup_figures(plan.started, ray_ready_at, actors_ready_at, summary)
         record["timeline"] = {"interval_s": timeline.interval_s, "points": timeline.points}
         save_run_record(plan, record)
         return record
@@ -283,7 +313,8 @@ def _run_record(config, placement, facts, plan: RunPlan, summary, driver_memory,
         "settings": config.to_dict(),
         "settings_hash": config.settings_hash(),
         "placement": placement.__dict__,
-        "model": {k: facts[0][k] for k in ("device", "half", "engine", "rect", "model_stride")},
+        "model": {k: facts[0][k] for k in ("device", "half", "engine", "rect", "model_stride", "engine_fallback")}
+        | {"engine_export_s": {k: v for f in facts for k, v in f["engine_export_s"].items()}},
         "ray": {"version": ray.__version__, "address": redact(address) if address else "local"},
         "host": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()},
         "totals": {

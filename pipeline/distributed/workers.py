@@ -64,42 +64,39 @@ class YoloActor:
     retried by Ray but re-dispatched by the coordinator to whichever actor is least loaded.
     """
 
-    def __init__(self, config: RunConfig, faults: FaultPlan | None = None):
+    def __init__(self, config: RunConfig, faults: FaultPlan | None = None, warm_shapes: tuple = ()):
         # A model that cannot load is answered by ready() as one line for the driver to report;
         # raised from here, Ray would print the actor's whole traceback on the user's terminal.
         self.start_failure: ActorStartFailure | None = None
         try:
-            self._start(config, faults)
+            self._start(config, faults, tuple(warm_shapes))
         except (ModelLoadError, ConfigError) as exc:
             self.start_failure = ActorStartFailure(str(exc), usage=True)
         except Exception as exc:
             self.start_failure = ActorStartFailure(f"{type(exc).__name__}: {exc}", usage=False)
 
-    def _start(self, config: RunConfig, faults: FaultPlan | None) -> None:
-        import torch
-
-        from pipeline.detector import BatchDetector
+    def _start(self, config: RunConfig, faults: FaultPlan | None, warm_shapes: tuple) -> None:
+        from pipeline.engines.open import open_detector
 
         gpu_ids = ray.get_gpu_ids()
         # A GPU the scheduler granted is only used if CUDA really sees one: fake GPUs in tests (and
-        # a mis-set cluster) must not make us touch CUDA.
-        use_cuda = config.device == "cuda" or (config.device == "auto" and bool(gpu_ids))
-        if use_cuda and not torch.cuda.is_available():
-            if config.device == "cuda":
-                raise ConfigError("--device cuda was asked for, but CUDA is not available on this node (use --device auto or cpu)")
-            use_cuda = False
-        if not use_cuda:
-            torch.set_num_threads(config.cpu_threads or os.cpu_count() or 1)
-        self.detector = BatchDetector(
-            config.model,
-            device="cuda" if use_cuda else "cpu",
-            imgsz=config.imgsz,
-            conf=config.conf,
-            iou=config.iou,
-            classes=config.classes,
-            max_det=config.max_det,
-            max_batch=config.batch_size,
-        )
+        # a mis-set cluster) must not make us touch CUDA. OpenVINO and ONNX actors never import
+        # torch (their memory stays lean), so they do not ask.
+        use_cuda = False
+        if config.effective_engine not in ("openvino", "onnx"):
+            import torch
+
+            use_cuda = config.device == "cuda" or (config.device == "auto" and bool(gpu_ids))
+            if use_cuda and not torch.cuda.is_available():
+                if config.device == "cuda":
+                    raise ConfigError("--device cuda was asked for, but CUDA is not available on this node "
+                                      "(use --device auto or cpu)")
+                use_cuda = False
+            if not use_cuda:
+                torch.set_num_threads(config.cpu_threads or os.cpu_count() or 1)
+        opened = open_detector(config, "cuda" if use_cuda else "cpu", warm_shapes=warm_shapes)
+        self.detector, self.engine = opened.detector, opened.engine
+        self.engine_export_s, self.engine_fallback = opened.export_s, opened.fallback
         self.faults = faults
         self.memory = PeakRss()
         self.gpu = GpuSampler() if use_cuda else None
@@ -122,7 +119,9 @@ class YoloActor:
             "rect": d.rect,
             "device": self.device,
             "half": d.half,
-            "engine": d.engine,
+            "engine": self.engine,
+            "engine_export_s": self.engine_export_s,  # engines this actor built (absent: from the cache)
+            "engine_fallback": self.engine_fallback,
             "node_id": ray.get_runtime_context().get_node_id(),
             "pid": os.getpid(),
         }

@@ -1,0 +1,71 @@
+"""Which inference engine a run uses: a pure decision, made once by the driver.
+
+``auto`` picks the fastest engine that gives ``YOLO.predict``'s boxes (FP32 on a CPU, FP16 on a
+GPU; never a quantization): OpenVINO on CPU-only nodes, TensorRT on GPU nodes when ``tensorrt``
+is importable, otherwise torch. An exported model (an OpenVINO folder, ``.onnx``, ``.engine``) is
+its own engine.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+
+from pipeline.config import ENGINES, ConfigError, RunConfig, engine_for_model
+
+# What each exported engine needs importable on the node that builds and runs it.
+ENGINE_MODULES = {"openvino": ("openvino",), "onnx": ("onnxruntime", "onnx"), "tensorrt": ("tensorrt",)}
+
+
+def importable(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it (cheap enough for the driver)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def missing_modules(engine: str) -> list[str]:
+    return [m for m in ENGINE_MODULES.get(engine, ()) if not importable(m)]
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    engine: str  # torch, openvino, onnx, tensorrt (or another format of a given export)
+    export: bool  # build it from the .pt weights (else the model is used as it is)
+    half: bool  # FP16 (GPU only)
+
+
+def choose_engine(requested: str, model: str, device: str, *, available=importable) -> EngineChoice:
+    """The engine for ``model`` on a ``device`` ("cpu" or "cuda") node.
+
+    ``available(module)`` says whether a module is importable (a parameter for the tests).
+    Raises ``ConfigError`` for combinations that cannot work (an export asked to be another engine).
+    """
+    if requested not in ENGINES:
+        raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}; got {requested!r}")
+    half = device == "cuda"
+    given = engine_for_model(model)
+    if given != "torch":  # an export: it is its own engine
+        if requested not in ("auto", given):
+            raise ConfigError(f"--engine {requested}: the model {model} is already a {given} export; "
+                              f"pass the .pt weights to build a {requested} engine, or --engine auto")
+        return EngineChoice(given, export=False, half=half)
+    if requested == "torch":
+        return EngineChoice("torch", export=False, half=half)
+    if requested == "auto":
+        if device == "cuda":
+            requested = "tensorrt" if available("tensorrt") else "torch"
+        else:
+            requested = "openvino" if available("openvino") else "torch"
+        if requested == "torch":
+            return EngineChoice("torch", export=False, half=half)
+    if requested == "tensorrt" and device != "cuda":
+        raise ConfigError("--engine tensorrt needs a GPU node (--device cuda, or auto on a cluster with GPUs)")
+    return EngineChoice(requested, export=True, half=half and requested == "tensorrt")
+
+
+def resolve(config: RunConfig, device: str, *, available=importable) -> RunConfig:
+    """``config`` with the device and the engine it will use on ``device`` ("cpu" or "cuda")."""
+    choice = choose_engine(config.engine, config.model, device, available=available)
+    return config.replace(resolved_device=device, resolved_engine=choice.engine)

@@ -1,0 +1,72 @@
+"""Open the detector a run's engine calls for, Ray-free (the ``YoloActor`` and the service call it).
+
+Exported engines load without torch (``pipeline.engines.lean``); TensorRT and torch go through
+ultralytics' ``AutoBackend`` (``pipeline.detector``). An engine that cannot be built or loaded from
+``.pt`` weights falls back to torch: the run goes on, and ``fallback`` says why, for one warning.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.config import RunConfig, engine_for_model
+from pipeline.engines.cache import ExportError, ensure_engine
+from pipeline.engines.choice import choose_engine
+from pipeline.model_ref import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+Shape = tuple[int, int]
+
+
+@dataclass
+class OpenedDetector:
+    detector: object  # BatchDetector or LeanDetector
+    engine: str  # the engine actually used
+    export_s: dict[str, float] = field(default_factory=dict)  # shape -> seconds, engines built by this call
+    fallback: str | None = None  # why the engine asked for was not used
+
+
+def open_detector(config: RunConfig, device: str, *, warm_shapes: tuple[Shape, ...] = (),
+                  cache_dir: Path | None = None) -> OpenedDetector:
+    """The warmed detector for ``config`` on ``device`` ("cpu" or "cuda")."""
+    engine = config.resolved_engine or choose_engine(config.engine, config.model, device).engine
+    common = dict(imgsz=config.imgsz, conf=config.conf, iou=config.iou, classes=config.classes,
+                  max_det=config.max_det, max_batch=config.batch_size)
+    given = engine_for_model(config.model)
+    try:
+        if engine in ("openvino", "onnx"):
+            from pipeline.engines.lean import ExportedOnDemand, GivenExport, LeanDetector
+
+            if given == engine:
+                source = GivenExport(Path(config.model))
+            else:
+                source = ExportedOnDemand(Path(config.model), engine, cache_dir=cache_dir)
+            detector = LeanDetector(source, engine, warm_shapes=warm_shapes, **common)
+            return OpenedDetector(detector, engine, detector.export_s)
+        if engine == "tensorrt" and given != "tensorrt":
+            export_s, path = {}, []
+            for shape in warm_shapes[:1]:
+                built = ensure_engine(config.model, "tensorrt", shape, half=True, cache_dir=cache_dir)
+                path.append(built.path / "model.engine")
+                if built.export_s is not None:
+                    export_s[f"{shape[0]}x{shape[1]}"] = built.export_s
+            if not path:
+                raise ExportError("a TensorRT engine is built for the videos' shape, and none is known yet")
+            return OpenedDetector(_torch_detector(str(path[0]), device, common), "tensorrt", export_s)
+    except (ExportError, ModelLoadError, ImportError, OSError) as exc:
+        if given != "torch":  # a given export that does not load: nothing to fall back to
+            raise ModelLoadError(str(exc)) from exc
+        reason = f"the {engine} engine is not available ({exc}); using torch"
+        log.warning(reason)
+        return OpenedDetector(_torch_detector(config.model, device, common), "torch", fallback=reason)
+    detector = _torch_detector(config.model, device, common)
+    return OpenedDetector(detector, detector.engine)
+
+
+def _torch_detector(model: str, device: str, common: dict):
+    from pipeline.detector import BatchDetector
+
+    return BatchDetector(model, device=device, **common)
