@@ -1,13 +1,17 @@
 """``python -m pipeline bench``: this pipeline against the alternatives, in one run, same settings.
 
 Contenders (each in its own process, so that the peak RSS of its whole process tree is its own):
-  naive     cv2.VideoCapture.read() + YOLO.predict(frame), one frame at a time
-  raydata   ray.data.read_videos + map_batches(YOLO predictor class) + write_parquet
-  pipeline  this project
+  naive           cv2.VideoCapture.read() + YOLO.predict(frame), one frame at a time
+  raydata         ray.data.read_videos + map_batches(YOLO predictor class) + write_parquet
+  pipeline        this project, with --engine (default auto)
+  pipeline-torch  this project with --engine torch
 Ceilings on the same machine:
-  decode    decode + letterbox only, the pipeline's decoder, all cores
-  infer     the pipeline's detector on preprocessed batches already in memory, its thread settings
-The contenders alternate over the repeats; the table reports medians.
+  decode          decode + letterbox only, the pipeline's decoder, all cores
+  infer           the detector of --engine on batches already in memory, as the pipeline places it
+Measured once, not a contender:
+  decode-parts    one decoder's milliseconds per frame: decode, colour conversion, letterbox resize
+The contenders alternate over the repeats; the table reports medians. The pipeline's boxes are
+matched against the naive loop's (IoU >= 0.9, same class) on the first repeat.
 """
 
 from __future__ import annotations
@@ -23,10 +27,10 @@ import threading
 import time
 from pathlib import Path
 
-from pipeline.config import RunConfig
+from pipeline.config import ENGINES, RunConfig
 from pipeline.monitoring import tree_rss_bytes
 
-CONTENDERS = ("naive", "raydata", "pipeline")
+CONTENDERS = ("naive", "raydata", "pipeline", "pipeline-torch")
 CEILINGS = ("decode", "infer")
 
 
@@ -41,6 +45,7 @@ def run_naive(args) -> dict:
     model = YOLO(args.model, task="detect")
     cap = cv2.VideoCapture(args.video)
     frames = boxes = index = 0
+    kept = []  # (frame index, box rows) for the parity check, when asked
     while True:
         ok, frame = cap.read()
         if not ok:
@@ -49,8 +54,92 @@ def run_naive(args) -> dict:
             result = model.predict(frame, imgsz=args.imgsz, conf=args.conf, iou=args.iou, verbose=False)[0]
             boxes += len(result.boxes)
             frames += 1
+            if args.boxes_out:
+                b = result.boxes
+                kept.append((index, b.xyxy.numpy(), b.conf.numpy(), b.cls.numpy()))
         index += 1
-    return {"frames": frames, "boxes": boxes, "seconds": time.perf_counter() - started}
+    seconds = time.perf_counter() - started
+    if args.boxes_out:
+        _save_boxes(args.boxes_out, kept)
+    return {"frames": frames, "boxes": boxes, "seconds": seconds}
+
+
+def _save_boxes(path: str, kept: list) -> None:
+    import numpy as np
+
+    np.savez(path, frame=np.concatenate([np.full(len(x), i) for i, x, _, _ in kept]),
+             xyxy=np.concatenate([x for _, x, _, _ in kept]).reshape(-1, 4),
+             conf=np.concatenate([c for _, _, c, _ in kept]), cls=np.concatenate([k for _, _, _, k in kept]))
+
+
+def box_parity(reference_npz: str, output: str, iou: float = 0.9) -> dict:
+    """How many of the naive loop's boxes the pipeline's output has: same frame, same class, IoU >=
+    ``iou``; and the largest confidence difference among the matched."""
+    import numpy as np
+
+    from pipeline.results import read_detections
+
+    ref = np.load(reference_npz)
+    ours = read_detections(output)
+    by_frame = {f: g for f, g in ours.groupby("frame_index")}
+    matched, worst = 0, 0.0
+    for f in np.unique(ref["frame"]):
+        sel = ref["frame"] == f
+        mine = by_frame.get(int(f))
+        if mine is None:
+            continue
+        a, b = ref["xyxy"][sel], mine[["x1", "y1", "x2", "y2"]].to_numpy(np.float32)
+        tl, br = np.maximum(a[:, None, :2], b[None, :, :2]), np.minimum(a[:, None, 2:], b[None, :, 2:])
+        inter = np.clip(br - tl, 0, None).prod(2)
+        area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+        ious = inter / (area(a)[:, None] + area(b)[None, :] - inter)
+        ious[ref["cls"][sel][:, None] != mine["class_id"].to_numpy()[None, :]] = 0
+        best = ious.argmax(1)
+        ok = ious[np.arange(len(a)), best] >= iou
+        matched += int(ok.sum())
+        if ok.any():
+            worst = max(worst, float(np.abs(ref["conf"][sel][ok] - mine["confidence"].to_numpy()[best[ok]]).max()))
+    total = len(ref["frame"])
+    return {"reference_boxes": total, "pipeline_boxes": len(ours), "matched": matched,
+            "matched_fraction": matched / total if total else 1.0, "max_abs_conf_diff": worst, "iou": iou}
+
+
+def run_decode_parts(args) -> dict:
+    """One decoder thread pool, one pass each: decode only; + colour conversion at full size (what
+    ``predict``'s cv2 path and the pipeline do); + cv2 letterbox resize (the pipeline); and, for
+    comparison, conversion and resize in one swscale call (bilinear: other pixels than cv2's)."""
+    import av
+    import cv2
+
+    geometry = _geometry(args)
+    canvas = geometry.new_canvas(1)[0]
+    inner = canvas[geometry.top : geometry.top + geometry.new_h, geometry.left : geometry.left + geometry.new_w]
+    size = (geometry.new_w, geometry.new_h)
+
+    steps = {
+        "decode": lambda f: None,
+        "decode+bgr": lambda f: f.to_ndarray(format="bgr24"),
+        "decode+bgr+resize": lambda f: cv2.resize(f.to_ndarray(format="bgr24"), size, dst=inner,
+                                                  interpolation=cv2.INTER_LINEAR),
+        "decode+swscale_bgr_resize": lambda f: inner.__setitem__(..., f.to_ndarray(
+            width=size[0], height=size[1], format="bgr24", interpolation="BILINEAR")),
+    }
+    ms = {}
+    frames = 0
+    for name, step in steps.items():
+        with av.open(args.video) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            started, frames = time.perf_counter(), 0
+            for frame in container.decode(stream):
+                step(frame)
+                frames += 1
+            ms[name] = 1000 * (time.perf_counter() - started) / frames
+    parts = {"decode_ms": ms["decode"], "bgr_conversion_ms": ms["decode+bgr"] - ms["decode"],
+             "letterbox_resize_ms": ms["decode+bgr+resize"] - ms["decode+bgr"],
+             "swscale_conversion_and_resize_ms": ms["decode+swscale_bgr_resize"] - ms["decode"]}
+    return {"frames": frames, "boxes": None, "seconds": sum(ms.values()) * frames / 1000, "ms_per_frame": ms,
+            "parts_ms": parts}
 
 
 def run_decode_ceiling(args) -> dict:
@@ -65,14 +154,16 @@ def run_decode_ceiling(args) -> dict:
 
 
 def _infer_worker(args, threads: int, frames_wanted: int, barrier, results) -> None:
-    import torch
-
     from pipeline.decode import VideoDecoder, iter_batches
-    from pipeline.detector import BatchDetector
+    from pipeline.engines.open import open_detector
 
-    torch.set_num_threads(threads)
-    detector = BatchDetector(args.model, imgsz=args.imgsz, conf=args.conf, iou=args.iou, max_batch=args.batch_size)
-    geometry = detector.geometry(*_source_shape(args.video))
+    config = _resolved_config(args)
+    if config.resolved_engine not in ("openvino", "onnx"):
+        import torch
+
+        torch.set_num_threads(threads)
+    geometry = _geometry(args)
+    detector = open_detector(config, "cpu", warm_shapes=(geometry.out_shape,)).detector
     batches = []
     for batch in iter_batches(VideoDecoder(args.video, stride=args.stride), geometry, args.batch_size):
         batches.append(batch.frames)
@@ -95,10 +186,9 @@ def run_infer_ceiling(args) -> dict:
     would plan on this machine (one process per actor, all timed together)."""
     import multiprocessing as mp
 
-    from pipeline.config import RunConfig
     from pipeline.placement import plan
 
-    placement = plan(RunConfig(model=args.model, batch_size=args.batch_size), os.cpu_count(), 0)
+    placement = plan(_resolved_config(args), os.cpu_count(), 0)
     total = _count_frames(args.video, args.stride)
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(placement.num_actors), ctx.Queue()
@@ -122,15 +212,21 @@ def _source_shape(video: str) -> tuple[int, int]:
     return info.height, info.width
 
 
+def _resolved_config(args) -> RunConfig:
+    from pipeline.engines.choice import resolve
+
+    config = RunConfig(model=args.model, imgsz=args.imgsz, conf=args.conf, iou=args.iou, stride=args.stride,
+                       batch_size=args.batch_size, engine=args.engine)
+    return resolve(config, "cpu")
+
+
 def _geometry(args):
-    """The letterbox the pipeline would use, without loading the model twice."""
-    from pipeline.detector import load_backend
+    """The letterbox the pipeline uses: the minimal rectangle for weights (torch, or an engine built
+    from them per shape), the square of a given static export."""
+    from pipeline.config import engine_for_model
     from pipeline.letterbox import LetterboxGeometry
 
-    import torch
-
-    backend = load_backend(args.model, torch.device("cpu"), half=False)
-    rect = backend.format == "pt" or bool(getattr(backend, "dynamic", False))
+    rect = engine_for_model(args.model) == "torch"
     return LetterboxGeometry.for_source(*_source_shape(args.video), args.imgsz, rect=rect)
 
 
@@ -155,8 +251,10 @@ RUNNERS = {
     "naive": run_naive,
     "raydata": _ray_runner("run_raydata"),
     "pipeline": _ray_runner("run_pipeline"),
+    "pipeline-torch": _ray_runner("run_pipeline_torch"),
     "decode": run_decode_ceiling,
     "infer": run_infer_ceiling,
+    "decode-parts": run_decode_parts,
 }
 
 
@@ -167,7 +265,11 @@ def _measure(name: str, args) -> dict:
     """Run one contender in a child process; sample its process tree's RSS for the peak."""
     cmd = [sys.executable, "-m", "pipeline.benchmark", "_one", name, "--video", args.video, "--model", args.model,
            "--imgsz", str(args.imgsz), "--conf", str(args.conf), "--iou", str(args.iou), "--stride", str(args.stride),
-           "--batch-size", str(args.batch_size)]
+           "--batch-size", str(args.batch_size), "--engine", args.engine]
+    if getattr(args, "boxes_out", None):
+        cmd += ["--boxes-out", args.boxes_out]
+    if getattr(args, "keep_output", None):
+        cmd += ["--keep-output", args.keep_output]
     env = {**os.environ, "YOLO_VERBOSE": "False"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     peak = 0
@@ -216,14 +318,14 @@ def _summarize(runs: dict[str, list[dict]]) -> dict:
 
 
 def format_table(summary: dict) -> str:
-    lines = [f"{'contender':<10} {'median fps':>10} {'runs (fps)':<28} {'frames':>7} {'boxes':>7} {'peak RSS (tree)':>16}"]
+    lines = [f"{'contender':<15} {'median fps':>10} {'runs (fps)':<28} {'frames':>7} {'boxes':>7} {'peak RSS (tree)':>16}"]
     for name in (*CONTENDERS, *CEILINGS):
         if name in summary:
             s = summary[name]
             boxes = "-" if s["boxes"] is None else s["boxes"]
             lines.append(
-                f"{name:<10} {s['median_fps']:>10.2f} {str(s['fps']):<28} {s['frames']:>7} {boxes:>7} "
-                f"{s['peak_tree_rss_mib']:>12.0f} MiB"
+                f"{name:<15} {s['median_fps']:>10.2f} {str(s['fps']):<28} {s['frames']:>7} {boxes:>7} "
+                f"{s['peak_tree_rss_mib']:>12.0f} MiB" + (f"  ({s['engine']})" if s.get("engine") else "")
             )
     p = summary.get("pipeline")
     if p:
@@ -238,9 +340,21 @@ def format_table(summary: dict) -> str:
         if "naive" in summary and summary["naive"]["boxes"]:
             diff = 100 * (p["boxes"] - summary["naive"]["boxes"]) / summary["naive"]["boxes"]
             lines.append(f"boxes: pipeline {p['boxes']} vs naive {summary['naive']['boxes']} ({diff:+.2f}%)")
-        if "peak_rss_mib_by_role" in p:
-            roles = ", ".join(f"{k} {v:.0f} MiB" for k, v in p["peak_rss_mib_by_role"].items())
-            lines.append(f"pipeline peak RSS by role: {roles}")
+        for name in ("pipeline", "pipeline-torch"):
+            if "peak_rss_mib_by_role" in summary.get(name, {}):
+                roles = ", ".join(f"{k} {v:.0f} MiB" for k, v in summary[name]["peak_rss_mib_by_role"].items())
+                lines.append(f"{name} peak RSS by role: {roles}")
+        for start in p.get("startup") or []:
+            lines.append(f"pipeline start-up: first batch done {start['first_batch_done_s']:.2f} s after the call, "
+                         f"{start['actors_ready_to_first_batch_s']:.2f} s after the actors were ready")
+    if "parity" in summary:
+        q = summary["parity"]
+        lines.append(f"box parity, pipeline vs naive: {q['matched']}/{q['reference_boxes']} naive boxes matched "
+                     f"({100 * q['matched_fraction']:.2f}%) at IoU >= {q['iou']}, max |dconf| {q['max_abs_conf_diff']:.2g}; "
+                     f"pipeline has {q['pipeline_boxes']} boxes")
+    if "decode-parts" in summary:
+        parts = ", ".join(f"{k[:-3]} {v:.2f}" for k, v in summary["decode-parts"]["parts_ms"].items())
+        lines.append(f"one decoder, ms per frame: {parts}")
     return "\n".join(lines)
 
 
@@ -254,6 +368,9 @@ def _common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stride", type=int, default=d.stride, help="process every Nth frame (default %(default)s)")
     parser.add_argument("--batch-size", type=int, default=d.batch_size,
                         help="frames per batch for the pipeline and Ray Data (default %(default)s)")
+    parser.add_argument("--engine", choices=ENGINES, default=d.engine,
+                        help="the pipeline's and the infer ceiling's engine (default %(default)s; "
+                             "pipeline-torch always uses torch)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -283,6 +400,10 @@ def bench(argv: list[str] | None = None) -> int:
 
         video = str(Path(tempfile.mkdtemp(prefix="bench-input-")) / f"concat{args.concat}{Path(video).suffix}")
         concat_copies(args.video, video, args.concat)
+    once = [n for n in names if n == "decode-parts"]
+    names = [n for n in names if n not in once]
+    work = Path(tempfile.mkdtemp(prefix="bench-work-"))
+    parity_files = {"boxes_out": str(work / "naive-boxes.npz"), "keep_output": str(work / "pipeline-output")}
     runs: dict[str, list[dict]] = {n: [] for n in names}
     for repeat in range(args.repeats):
         order = names if repeat % 2 == 0 else names[::-1]
@@ -290,11 +411,18 @@ def bench(argv: list[str] | None = None) -> int:
             run_args = argparse.Namespace(**{**vars(args), "video": video})
             if name == "naive" and args.baseline_model:
                 run_args.model = args.baseline_model
+            if repeat == 0 and {"naive", "pipeline"} <= set(names):  # boxes kept for the parity check
+                run_args.boxes_out = parity_files["boxes_out"] if name == "naive" else None
+                run_args.keep_output = parity_files["keep_output"] if name == "pipeline" else None
             result = _measure(name, run_args)
             runs[name].append(result)
             print(f"[{repeat + 1}/{args.repeats}] {name}: {result['fps']:.2f} fps, {result['frames']} frames, "
                   f"{result['boxes']} boxes, peak RSS {result['peak_tree_rss_bytes'] / 2**20:.0f} MiB", flush=True)
     summary = _summarize(runs)
+    if Path(parity_files["boxes_out"]).exists() and Path(parity_files["keep_output"]).exists():
+        summary["parity"] = box_parity(parity_files["boxes_out"], parity_files["keep_output"])
+    for name in once:
+        summary[name] = _measure(name, argparse.Namespace(**{**vars(args), "video": video}))
     record = {
         "settings": {k: v for k, v in vars(args).items() if k != "json"},
         "input": video,
@@ -313,6 +441,8 @@ def _one(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("name", choices=sorted(RUNNERS))
     _common_args(parser)
+    parser.add_argument("--boxes-out", default=None, help="naive: save its boxes here (npz)")
+    parser.add_argument("--keep-output", default=None, help="pipeline: write its output here")
     args = parser.parse_args(argv)
     os.environ.setdefault("YOLO_VERBOSE", "False")
     result = RUNNERS[args.name](args)

@@ -1,4 +1,4 @@
-"""The batch detector: one warmed ultralytics backend, preallocated input tensors, one forward
+"""The torch batch detector (also TensorRT, through ultralytics' loader): one warmed ultralytics backend, preallocated input tensors, one forward
 pass and one batched NMS per batch, boxes returned in source-frame pixels.
 
 Ray-free on purpose: the ``YoloActor`` is a thin shell around it, and tests drive it directly.
@@ -72,13 +72,10 @@ class BatchDetector:
         # rectangle, exactly as ``YOLO.predict`` chooses (fewer pixels, identical boxes).
         self.rect = self.backend.format == "pt" or bool(getattr(self.backend, "dynamic", False))
         self.static_batch = self._static_batch_size()
-        self._openvino = _OpenVinoThroughput(model) if self.backend.format == "openvino" and self.static_batch == 1 else None
         dtype = torch.float16 if self.half else torch.float32
-        # All preallocated: the model input (none for the OpenVINO path, which takes the uint8
-        # frames as they are), and on CUDA two pinned host staging buffers (one is being filled
-        # while the previous batch's copy may still be in flight) plus a device buffer.
-        shape = (max_batch, 3, imgsz, imgsz) if self._openvino is None else (0,)
-        self._input = torch.empty(shape, dtype=dtype, device=self.device)
+        # All preallocated: the model input, and on CUDA two pinned host staging buffers (one is
+        # being filled while the previous batch's copy may still be in flight) plus a device buffer.
+        self._input = torch.empty((max_batch, 3, imgsz, imgsz), dtype=dtype, device=self.device)
         self._staging: list[torch.Tensor] = []
         self._device_u8 = None
         if self.device.type == "cuda":
@@ -146,10 +143,7 @@ class BatchDetector:
             raise ValueError(f"batch {frames.shape} exceeds the preallocated ({self.max_batch}, {self.imgsz}, {self.imgsz}, 3)")
         if (h, w) != geometry.out_shape:
             raise ValueError(f"frames are {w}x{h} but the letterbox geometry says {geometry.out_w}x{geometry.out_h}")
-        if self._openvino is not None:  # takes the uint8 BGR frames as they are (see the class)
-            preds = self._openvino(frames)
-        else:
-            preds = self._forward(self._to_input(frames))
+        preds = self._forward(self._to_input(frames))
         per_image = non_max_suppression(
             preds,
             self.conf,
@@ -182,41 +176,3 @@ class BatchDetector:
             outputs.append(out[:real])
         return torch.cat(outputs)
 
-
-class _OpenVinoThroughput:
-    """A batch-1 OpenVINO export run as parallel infer requests in THROUGHPUT mode, fed uint8 BGR
-    frames directly.
-
-    ultralytics runs such a model one frame at a time in LATENCY mode, after converting each frame
-    to normalized float RGB on the host. Here OpenVINO's preprocessing (built into the compiled
-    graph) does the layout change, BGR->RGB and /255 itself, and the frames of a batch are in flight
-    together.
-    """
-
-    def __init__(self, model: str):
-        import openvino as ov
-        from openvino.preprocess import ColorFormat, PrePostProcessor
-
-        path = Path(model)
-        xml = next(path.glob("*.xml")) if path.is_dir() else path
-        core = ov.Core()
-        graph = core.read_model(xml)
-        ppp = PrePostProcessor(graph)
-        ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_color_format(ColorFormat.BGR)
-        ppp.input().preprocess().convert_element_type(ov.Type.f32).convert_color(ColorFormat.RGB).scale(255.0)
-        ppp.input().model().set_layout(ov.Layout("NCHW"))
-        self.compiled = core.compile_model(ppp.build(), "CPU", {"PERFORMANCE_HINT": "THROUGHPUT"})
-        self.queue = ov.AsyncInferQueue(self.compiled, self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        self._outputs: list = []
-        self.queue.set_callback(self._collect)
-
-    def _collect(self, request, index: int) -> None:
-        self._outputs[index] = request.get_output_tensor(0).data.copy()
-
-    def __call__(self, frames: np.ndarray) -> torch.Tensor:
-        """uint8 (B, H, W, 3) BGR -> raw predictions (B, 84, anchors)."""
-        self._outputs = [None] * len(frames)
-        for i in range(len(frames)):
-            self.queue.start_async({0: frames[i : i + 1]}, i)
-        self.queue.wait_all()
-        return torch.from_numpy(np.concatenate(self._outputs))

@@ -54,7 +54,7 @@ def worker_pids() -> dict[int, str]:
 
 
 class Killer(threading.Thread):
-    """Kills a random decoder or actor process every 0.5-3 s (seeded) until it has killed
+    """Kills a random decoder or actor process every 0.3-1.5 s (seeded) until it has killed
     ``kills`` processes or the run ends."""
 
     def __init__(self, seed: int, kills: int, done: threading.Event):
@@ -63,7 +63,7 @@ class Killer(threading.Thread):
         self.killed: list[str] = []
 
     def run(self) -> None:
-        time.sleep(self.rng.uniform(2, 8))  # some seeds land while actors still load their models
+        time.sleep(self.rng.uniform(1, 5))  # some seeds land while actors still load their models
         while len(self.killed) < self.kills and not self.done.is_set():
             candidates = sorted(worker_pids().items())
             if candidates:
@@ -73,7 +73,7 @@ class Killer(threading.Thread):
                     self.killed.append(kind)
                 except ProcessLookupError:
                     pass
-            self.done.wait(self.rng.uniform(0.5, 3.0))
+            self.done.wait(self.rng.uniform(0.3, 1.5))
 
 
 @pytest.fixture(scope="module")

@@ -58,7 +58,7 @@ def test_report_shows_every_section_and_the_failed_video(run_with_a_failure):
                     "Throughput, stages, memory, GPU", "Time per stage", "Memory per role", "GPU", "Failures"):
         assert f">{heading}</h" in page, heading
     settings = page[page.index('id="settings"'):page.index('id="videos"')]
-    for value in ("<td>0.3</td>", "<td>0.7</td>", "person (0), car (2)", "<td>torch</td>", "<td>cpu</td>"):
+    for value in ("<td>0.3</td>", "<td>0.7</td>", "person (0), car (2)", "<td>openvino</td>", "<td>cpu</td>"):
         assert value in settings, value
     videos_part = page[page.index('id="videos"'):page.index('id="samples"')]
     from pipeline.results import read_videos

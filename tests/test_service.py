@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, read_rows, read_status
+from pipeline.samples import concat_copies
 from test_job_submit import fresh_shell_env, readme_block
 from test_service_api import assert_boxes_equal_predict, bad_requests
 
@@ -74,7 +75,8 @@ def world(tmp_path_factory, clips, people_mp4, model_path):
     for name in ("small_h264", "tiny_17"):
         shutil.copy(clips[name], videos / "pair" / clips[name].name)
     (videos / "long").mkdir()
-    shutil.copy(people_mp4, videos / "long" / "people.mp4")
+    # Long enough (1,208 frames) for Prometheus to scrape its counters several times while it runs.
+    concat_copies(people_mp4, videos / "long" / "people.mp4", 4)
     shutil.copy(clips["short_1080p"], videos / "long" / "short_1080p.mp4")
     block = readme_block("## Service (HTTP API)")
     script = (block.replace("/data/videos", str(videos)).replace("/data/out", str(out))
@@ -199,7 +201,7 @@ def exercise(api: Api, world: dict, name: str, image: np.ndarray, reference) -> 
     view = api.wait(long_job)
     assert view["attempts"] == 2 and view["videos"]["ok"] + view["videos"]["skipped"] == 2
     rows = read_rows(out / "long")
-    assert len(rows) == 302 + 24 and not rows.duplicated(["video_id", "frame_index"]).any()
+    assert len(rows) == 4 * 302 + 24 and not rows.duplicated(["video_id", "frame_index"]).any()
     assert all(v["status"] == "ok" for v in read_status(out / "long").values())
     # POST /detect: predict's boxes for the same decoded image.
     ok, jpeg = cv2.imencode(".jpg", image)

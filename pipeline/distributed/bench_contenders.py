@@ -49,6 +49,11 @@ def run_raydata(args) -> dict:
         ray.shutdown()
 
 
+def run_pipeline_torch(args) -> dict:
+    args.engine = "torch"
+    return run_pipeline(args)
+
+
 def run_pipeline(args) -> dict:
     import ray
 
@@ -56,10 +61,10 @@ def run_pipeline(args) -> dict:
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
     try:
-        out = tempfile.mkdtemp(prefix="bench-pipeline-")
+        out = args.keep_output or tempfile.mkdtemp(prefix="bench-pipeline-")
         config = pipeline.RunConfig(
             model=args.model, imgsz=args.imgsz, conf=args.conf, iou=args.iou, stride=args.stride,
-            batch_size=args.batch_size,
+            batch_size=args.batch_size, engine=args.engine,
         )
         started = time.perf_counter()
         record = pipeline.run([args.video], output=out, config=config, progress=False)
@@ -75,6 +80,9 @@ def run_pipeline(args) -> dict:
             },
             "placement": record["placement"],
             "stage_s": record["stage_s"],
+            "engine": record["model"]["engine"],
+            "engine_export_s": record["model"]["engine_export_s"],
+            "startup": record["startup"],
         }
     finally:
         ray.shutdown()

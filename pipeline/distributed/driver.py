@@ -126,6 +126,15 @@ def _wait_for_actors(actors: list, stop: threading.Event) -> list[dict]:
     return facts
 
 
+def _warm_decoders(count: int) -> None:
+    """Start the decoders' worker processes (and their imports) while the models load; nothing
+    waits for them."""
+    from pipeline.distributed.workers import warm_decoder
+
+    for _ in range(count):
+        warm_decoder.remote()
+
+
 def _engine_used(config: RunConfig, facts: list[dict]) -> RunConfig:
     """The engine the actors really run (an export that failed fell back to torch): it is what the
     settings hash and run.json record. One warning line per distinct reason."""
@@ -200,6 +209,7 @@ def execute(
         config = config.replace(max_open_videos=placement.max_open_videos)
         actors = _start_actors(config, placement, faults, first_letterbox_shapes(plan.todo, config))
         coordinator = _start_coordinator(out, config, actors, faults, remote)  # starts while the models load
+        _warm_decoders(placement.max_open_videos)
         facts = _wait_for_actors(actors, terminated)
         actors_ready_at = time.time()
         config = _engine_used(config, facts)

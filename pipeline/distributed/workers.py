@@ -56,6 +56,13 @@ def decode_video(
     )
 
 
+@ray.remote(max_retries=0, num_cpus=DECODER_NUM_CPUS)
+def warm_decoder() -> int:
+    """Nothing but this module's imports (PyAV, OpenCV, pyarrow): run while the actors load, it
+    leaves worker processes that the first videos' decoders start in at once."""
+    return os.getpid()
+
+
 @ray.remote(max_restarts=-1, max_task_retries=0)
 class YoloActor:
     """Holds one warmed detector for the life of the actor.

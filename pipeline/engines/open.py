@@ -7,16 +7,14 @@ ultralytics' ``AutoBackend`` (``pipeline.detector``). An engine that cannot be b
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.config import RunConfig, engine_for_model
 from pipeline.engines.cache import ExportError, ensure_engine
 from pipeline.engines.choice import choose_engine
+from pipeline.engines.export import TENSORRT_MAX_BATCH
 from pipeline.model_ref import ModelLoadError
-
-log = logging.getLogger(__name__)
 
 Shape = tuple[int, int]
 
@@ -47,6 +45,9 @@ def open_detector(config: RunConfig, device: str, *, warm_shapes: tuple[Shape, .
             detector = LeanDetector(source, engine, warm_shapes=warm_shapes, **common)
             return OpenedDetector(detector, engine, detector.export_s)
         if engine == "tensorrt" and given != "tensorrt":
+            if config.batch_size > TENSORRT_MAX_BATCH:
+                raise ExportError(f"--batch-size {config.batch_size} is above the {TENSORRT_MAX_BATCH} "
+                                  "the TensorRT engine is built for")
             export_s, path = {}, []
             for shape in warm_shapes[:1]:
                 built = ensure_engine(config.model, "tensorrt", shape, half=True, cache_dir=cache_dir)
@@ -60,7 +61,8 @@ def open_detector(config: RunConfig, device: str, *, warm_shapes: tuple[Shape, .
         if given != "torch":  # a given export that does not load: nothing to fall back to
             raise ModelLoadError(str(exc)) from exc
         reason = f"the {engine} engine is not available ({exc}); using torch"
-        log.warning(reason)
+        # Not logged here: an actor's log lines reach the user's terminal once per actor; the
+        # driver prints the reason once.
         return OpenedDetector(_torch_detector(config.model, device, common), "torch", fallback=reason)
     detector = _torch_detector(config.model, device, common)
     return OpenedDetector(detector, detector.engine)
