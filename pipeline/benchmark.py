@@ -27,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-from pipeline.config import ENGINES, RunConfig
+from pipeline.config import CPU_PRECISIONS, ENGINES, RunConfig
 from pipeline.monitoring import tree_rss_bytes
 
 CONTENDERS = ("naive", "raydata", "pipeline", "pipeline-torch")
@@ -216,7 +216,7 @@ def _resolved_config(args) -> RunConfig:
     from pipeline.engines.choice import resolve
 
     config = RunConfig(model=args.model, imgsz=args.imgsz, conf=args.conf, iou=args.iou, stride=args.stride,
-                       batch_size=args.batch_size, engine=args.engine)
+                       batch_size=args.batch_size, engine=args.engine, cpu_precision=args.cpu_precision)
     return resolve(config, "cpu")
 
 
@@ -265,7 +265,7 @@ def _measure(name: str, args) -> dict:
     """Run one contender in a child process; sample its process tree's RSS for the peak."""
     cmd = [sys.executable, "-m", "pipeline.benchmark", "_one", name, "--video", args.video, "--model", args.model,
            "--imgsz", str(args.imgsz), "--conf", str(args.conf), "--iou", str(args.iou), "--stride", str(args.stride),
-           "--batch-size", str(args.batch_size), "--engine", args.engine]
+           "--batch-size", str(args.batch_size), "--engine", args.engine, "--cpu-precision", args.cpu_precision]
     if getattr(args, "boxes_out", None):
         cmd += ["--boxes-out", args.boxes_out]
     if getattr(args, "keep_output", None):
@@ -307,6 +307,9 @@ def _summarize(runs: dict[str, list[dict]]) -> dict:
             "boxes": results[0]["boxes"],
             "peak_tree_rss_mib": max(r["peak_tree_rss_bytes"] for r in results) / 2**20,
         }
+        if "engine" in results[0]:
+            summary[name]["engine"] = results[0]["engine"]
+            summary[name]["startup"] = [r["startup"] for r in results]
         if "memory_by_role" in results[0]:
             summary[name]["peak_rss_mib_by_role"] = {
                 role: max(r["memory_by_role"][role] or 0 for r in results) / 2**20 for role in results[0]["memory_by_role"]
@@ -371,6 +374,8 @@ def _common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=ENGINES, default=d.engine,
                         help="the pipeline's and the infer ceiling's engine (default %(default)s; "
                              "pipeline-torch always uses torch)")
+    parser.add_argument("--cpu-precision", choices=CPU_PRECISIONS, default=d.cpu_precision,
+                        help="OpenVINO's arithmetic for the pipeline and the infer ceiling (default %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -379,8 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common_args(parser)
     parser.add_argument("--concat", type=int, default=1, help="repeat the video N times (remuxed, no re-encode)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per contender, alternated (default 3)")
-    parser.add_argument("--contenders", default=",".join(CONTENDERS + CEILINGS),
-                        help="comma-separated subset of: " + ", ".join(CONTENDERS + CEILINGS))
+    parser.add_argument("--contenders", default=",".join(CONTENDERS + CEILINGS + ("decode-parts",)),
+                        help="comma-separated subset of: " + ", ".join(CONTENDERS + CEILINGS + ("decode-parts",)))
     parser.add_argument("--baseline-model", default=None,
                         help="model for the naive loop only (e.g. the .pt when --model is an OpenVINO export)")
     parser.add_argument("--json", default="bench.json", help="where to write the results (default %(default)s)")

@@ -12,6 +12,8 @@ Device = Literal["auto", "cpu", "cuda"]
 DEVICES: tuple[str, ...] = get_args(Device)
 Engine = Literal["auto", "torch", "openvino", "onnx", "tensorrt"]
 ENGINES: tuple[str, ...] = get_args(Engine)
+CpuPrecision = Literal["fp32", "bf16"]
+CPU_PRECISIONS: tuple[str, ...] = get_args(CpuPrecision)
 
 
 class ConfigError(ValueError):
@@ -36,6 +38,7 @@ class RunConfig:
     batch_size: int = 16
     device: Device = "auto"
     engine: Engine = "auto"  # auto: OpenVINO on CPU nodes, TensorRT (else torch fp16) on GPU nodes
+    cpu_precision: CpuPrecision = "fp32"  # OpenVINO's arithmetic; bf16 is faster on CPUs with bf16 units, boxes move
     num_actors: int | None = None  # None: one per GPU, or one on a CPU-only cluster
     window_per_actor: int = 2  # batches in flight per actor: one computing, one queued
     decoder_buffer: int = 2  # batches a decoder may run ahead of the coordinator
@@ -78,6 +81,8 @@ class RunConfig:
             raise ConfigError(f"--device must be one of {', '.join(DEVICES)}; got {self.device!r}")
         if self.engine not in ENGINES:
             raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}; got {self.engine!r}")
+        if self.cpu_precision not in CPU_PRECISIONS:
+            raise ConfigError(f"--cpu-precision must be one of {', '.join(CPU_PRECISIONS)}; got {self.cpu_precision!r}")
         if self.classes is not None:
             object.__setattr__(self, "classes", class_keys(self.classes))
 
@@ -97,6 +102,8 @@ class RunConfig:
         device = self.resolved_device or self.device
         engine = self.effective_engine
         settings.update(device=device, half=device == "cuda" and engine in ("torch", "tensorrt"), engine=engine)
+        if engine == "openvino" and self.cpu_precision != "fp32":  # absent at fp32: earlier hashes stay valid
+            settings["cpu_precision"] = self.cpu_precision
         return settings
 
     @property

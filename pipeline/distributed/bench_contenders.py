@@ -64,7 +64,7 @@ def run_pipeline(args) -> dict:
         out = args.keep_output or tempfile.mkdtemp(prefix="bench-pipeline-")
         config = pipeline.RunConfig(
             model=args.model, imgsz=args.imgsz, conf=args.conf, iou=args.iou, stride=args.stride,
-            batch_size=args.batch_size, engine=args.engine,
+            batch_size=args.batch_size, engine=args.engine, cpu_precision=args.cpu_precision,
         )
         started = time.perf_counter()
         record = pipeline.run([args.video], output=out, config=config, progress=False)

@@ -100,7 +100,7 @@ class _OpenVinoRunner:
     """One compiled static-shape OpenVINO model fed uint8 BGR frames, the frames of a batch run as
     parallel infer requests in THROUGHPUT mode."""
 
-    def __init__(self, core, folder: Path, threads: int | None):
+    def __init__(self, core, folder: Path, threads: int | None, precision: str = "fp32"):
         import openvino as ov
         from openvino.preprocess import ColorFormat, PrePostProcessor
 
@@ -114,7 +114,7 @@ class _OpenVinoRunner:
         ppp.input().model().set_layout(ov.Layout("NCHW"))
         # f32 explicitly: on CPUs with bf16 units OpenVINO would otherwise run in bf16, and the
         # boxes would drift from the weights' own (|Δconf| up to 0.18 measured).
-        options = {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32"}
+        options = {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
         if threads:
             options["INFERENCE_NUM_THREADS"] = threads
         self.compiled = core.compile_model(ppp.build(), "CPU", options)
@@ -168,7 +168,7 @@ class LeanDetector:
 
     def __init__(self, source: EngineSource, engine: str, *, imgsz: int = 640, conf: float = 0.25, iou: float = 0.7,
                  classes=None, max_det: int = 300, max_batch: int = 16, threads: int | None = None,
-                 warm_shapes: tuple[Shape, ...] = ()):
+                 warm_shapes: tuple[Shape, ...] = (), precision: str = "fp32"):
         if engine not in ("openvino", "onnx"):
             raise ValueError(f"no lean runner for {engine}")
         self.source, self.engine = source, engine
@@ -177,7 +177,7 @@ class LeanDetector:
         resolved = resolve_classes(classes, self.names)
         self.classes = list(resolved) if resolved else None
         self.model_stride, self.rect = source.stride, source.rect
-        self.threads = threads
+        self.threads, self.precision = threads, precision
         if not source.rect and source.imgsz != imgsz:
             raise ModelLoadError(f"the export takes {source.imgsz}x{source.imgsz} inputs; pass --imgsz {source.imgsz}")
         self._runners: dict[Shape, object] = {}
@@ -200,7 +200,7 @@ class LeanDetector:
         if runner is None:
             folder = self.source.engine_for(shape)
             try:
-                runner = (_OpenVinoRunner(self._core, folder, self.threads) if self.engine == "openvino"
+                runner = (_OpenVinoRunner(self._core, folder, self.threads, self.precision) if self.engine == "openvino"
                           else _OnnxRunner(folder, self.threads))
             except ModelLoadError:
                 raise

@@ -42,7 +42,7 @@ def open_detector(config: RunConfig, device: str, *, warm_shapes: tuple[Shape, .
                 source = GivenExport(Path(config.model))
             else:
                 source = ExportedOnDemand(Path(config.model), engine, cache_dir=cache_dir)
-            detector = LeanDetector(source, engine, warm_shapes=warm_shapes, **common)
+            detector = LeanDetector(source, engine, warm_shapes=warm_shapes, precision=config.cpu_precision, **common)
             return OpenedDetector(detector, engine, detector.export_s)
         if engine == "tensorrt" and given != "tensorrt":
             if config.batch_size > TENSORRT_MAX_BATCH:
