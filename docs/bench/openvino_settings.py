@@ -3,7 +3,7 @@ frames of people.mp4 (6 s each), and the largest class-score difference from THR
 
     python docs/bench/openvino_settings.py   # from the repository root, with ../shared beside it
 """
-import time, sys, numpy as np, itertools
+import time, numpy as np, itertools
 import openvino as ov
 from openvino.preprocess import ColorFormat, PrePostProcessor
 from pathlib import Path
