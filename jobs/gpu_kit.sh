@@ -27,7 +27,7 @@ case "${1:-}" in
   run)
     dir="${2:?usage: gpu_kit.sh run DIR [gpu_bench.py args]}"
     shift 2
-    site="$(mktemp -d /tmp/gpu-kit-site.XXXXXX)"
+    site="$(mktemp -d -t gpu-kit-site.XXXXXX)"
     "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" "$dir"/*.whl
     export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" YOLO_OFFLINE=1
     exec "$python" "$here/gpu_bench.py" "$@"

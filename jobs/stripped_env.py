@@ -3,7 +3,7 @@ there: torch (with torchvision and their dependencies), pyarrow, psutil, opencv-
 nvidia-ml-py and numpy, linked from the environment this script runs in. No ray, no ultralytics,
 no PyAV: those come as the kit's carried wheels.
 
-    python jobs/stripped_env.py /tmp/kit-venv
+    python jobs/stripped_env.py kit-venv
 """
 
 from __future__ import annotations

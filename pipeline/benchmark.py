@@ -430,7 +430,7 @@ def bench(argv: list[str] | None = None) -> int:
         summary[name] = _measure(name, argparse.Namespace(**{**vars(args), "video": video}))
     record = {
         "settings": {k: v for k, v in vars(args).items() if k != "json"},
-        "input": video,
+        "input": video if args.concat == 1 else f"<tmp>/{Path(video).name}",  # the temporary copy's path says nothing
         "host": {"cpus": os.cpu_count(), "machine": os.uname().machine},
         "summary": summary,
         "runs": runs,

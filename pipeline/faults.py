@@ -47,17 +47,24 @@ class FaultPlan:
     def _mark(self, kind: str) -> None:
         Path(self.marker_dir, f"{kind}-{uuid.uuid4().hex}").touch()
 
+    def _claim_once(self, kind: str) -> bool:
+        """True for exactly one caller across processes: the one whose exclusive create of the
+        marker succeeds (two actors checking a count, then marking, could both fire)."""
+        try:
+            os.close(os.open(Path(self.marker_dir, f"{kind}-once"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return False
+        return True
+
     def on_actor_batch(self, batches_done: int) -> None:
         if self.actor_delay_s:
             time.sleep(self.actor_delay_s)
         self._trace("inferred")
         if self.actor_hang_after_batches is not None and batches_done >= self.actor_hang_after_batches:
-            if self._count("hang") == 0:
-                self._mark("hang")
+            if self._claim_once("hang"):
                 time.sleep(3600)  # a stuck kernel: alive, answering nothing
         if self.actor_exit_after_batches is not None and batches_done >= self.actor_exit_after_batches:
-            if self._count("actor") == 0:
-                self._mark("actor")
+            if self._claim_once("actor"):
                 os._exit(1)
 
     def on_decoder_batch(self, path: str, seq: int, *, between_header_and_frames: bool = False) -> None:

@@ -1,12 +1,22 @@
 """Per-video status (``videos.parquet``) and the resume decision.
 
-A video's status row is recorded only after its detections file is in place, and the whole
-file is replaced atomically, so after a crash every ``ok`` row has its rows on disk.
+A video's status is recorded only after its detections file is in place, so after a crash every
+``ok`` record has its rows on disk. Recording a finished video costs the same whatever the
+backlog's size: one line appended to ``videos.log`` (JSON lines). The log is compacted into
+``videos.parquet`` (replaced atomically, so readers never see a torn file) once it holds as
+many lines as half the records, so the rewrites cost O(1) per video amortized; every 10 s at
+most while videos finish, but never more often than 20 times the last compaction's duration
+(so they take at most 5 % of the coordinator's time), so readers of a running output are not
+far behind; and at the end of every run. Loading replays the log over the Parquet file: a run that died between two
+compactions loses nothing.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import time
 import uuid
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -18,6 +28,8 @@ import pyarrow.parquet as pq
 from pipeline.inputs import VideoSource
 from pipeline.results_writer import TEMP_PREFIX, durable_replace
 from pipeline.storage import redact
+
+log = logging.getLogger(__name__)
 
 Status = Literal["ok", "partial", "failed"]
 
@@ -96,19 +108,42 @@ class Manifest:
     """The status of every video ever processed into one output directory."""
 
     FILE_NAME = "videos.parquet"
+    LOG_NAME = "videos.log"
     CLASS_NAMES_KEY = b"pipeline.class_names"  # the model's classes, so readers can reject a typo
+    COMPACT_MIN_LINES = 256  # below this many logged videos, the count rule never asks to compact
+    FRESH_S = 10.0  # the time rule: compact when this much time passed since the last one ...
+    FRESH_COST_FACTOR = 20  # ... and at least this many times the last compaction's duration
 
     def __init__(self, output: Path):
         self.path = output / self.FILE_NAME
+        self.log_path = output / self.LOG_NAME
         self.records: dict[str, VideoRecord] = {}
         self.class_names: dict[int, str] | None = None  # the latest run's model classes
+        self.logged = 0  # lines in the log since the last compaction
+        self._compacted_at = time.monotonic()
+        self._compaction_s = 0.0
+        names = {f.name for f in fields(VideoRecord)}
         if self.path.exists():
-            names = {f.name for f in fields(VideoRecord)}
             table = pq.read_table(self.path)
             self.class_names = self.class_names_in(table.schema)
             for row in table.to_pylist():
                 record = VideoRecord(**{k: v for k, v in row.items() if k in names})
                 self.records[record.video_id] = record
+        if self.log_path.exists():
+            self._replay(names)
+
+    def _replay(self, names: set[str]) -> None:
+        with open(self.log_path, "rb") as f:
+            for number, line in enumerate(f, 1):
+                try:
+                    row = json.loads(line)
+                    record = VideoRecord(**{k: v for k, v in row.items() if k in names})
+                except (ValueError, TypeError) as exc:  # a line cut short by a crash: that video is redone
+                    log.warning("%s line %d is unreadable (%s); its video will be processed again",
+                                self.log_path, number, exc)
+                    continue
+                self.records[record.video_id] = record
+                self.logged += 1
 
     @classmethod
     def class_names_in(cls, schema: pa.Schema) -> dict[int, str] | None:
@@ -131,9 +166,34 @@ class Manifest:
         )
 
     def update(self, record: VideoRecord) -> None:
+        """Change the record in memory only (``save`` writes it)."""
         self.records[record.video_id] = record
 
+    def record(self, record: VideoRecord) -> None:
+        """Change the record and append it to the log: durable against a crash of this process, at
+        a cost that does not depend on how many videos the manifest holds."""
+        self.records[record.video_id] = record
+        line = (json.dumps(asdict(record), separators=(",", ":")) + "\n").encode()
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)  # one write of one line: a crash leaves whole lines and at most a torn last one
+        finally:
+            os.close(fd)
+        self.logged += 1
+
+    def compaction_due(self, now: float | None = None) -> bool:
+        """Whether to fold the log into videos.parquet now: it holds half as many lines as there
+        are records (O(N) work every N/2 videos), or the time rule says readers waited long enough."""
+        if not self.logged:
+            return False
+        if self.logged >= max(self.COMPACT_MIN_LINES, len(self.records) // 2):
+            return True
+        now = time.monotonic() if now is None else now
+        return now - self._compacted_at >= max(self.FRESH_S, self.FRESH_COST_FACTOR * self._compaction_s)
+
     def save(self) -> None:
+        """Write every record into videos.parquet (atomically), then empty the log."""
+        started = time.monotonic()
         schema = VIDEOS_SCHEMA
         if self.class_names is not None:
             schema = schema.with_metadata({self.CLASS_NAMES_KEY: json.dumps(self.class_names)})
@@ -145,3 +205,17 @@ class Manifest:
         except BaseException:
             temp.unlink(missing_ok=True)  # the last complete videos.parquet stays as it was
             raise
+        # Only now: a crash before this line replays lines that videos.parquet already holds, which
+        # changes nothing.
+        self.log_path.unlink(missing_ok=True)
+        self.logged = 0
+        self._compacted_at = time.monotonic()
+        self._compaction_s = self._compacted_at - started
+
+
+def compact(output: Path) -> bool:
+    """Fold a log left by a run that ended early into videos.parquet. True when there was one."""
+    if not (output / Manifest.LOG_NAME).exists():
+        return False
+    Manifest(output).save()
+    return True

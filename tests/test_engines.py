@@ -59,8 +59,15 @@ def test_choose_engine_refuses_what_cannot_work(requested, model, device, messag
         choose_engine(requested, model, device, available=_available("openvino", "tensorrt"))
 
 
-def test_the_settings_hash_follows_the_engine_used():
-    config = RunConfig(model="m.pt")
+def test_auto_keeps_a_name_to_download_on_torch():
+    assert choose_engine("auto", "yolo11n.pt", "cpu", available=_available("openvino"), local_weights=False).engine == "torch"
+    assert choose_engine("openvino", "yolo11n.pt", "cpu", available=_available("openvino"), local_weights=False).engine == "openvino"
+
+
+def test_the_settings_hash_follows_the_engine_used(tmp_path):
+    weights = tmp_path / "m.pt"
+    weights.write_bytes(b"")
+    config = RunConfig(model=str(weights))
     on_openvino = resolve(config, "cpu", available=_available("openvino"))
     on_torch = resolve(config, "cpu", available=_available())
     assert on_openvino.result_settings()["engine"] == "openvino"

@@ -74,3 +74,79 @@ def test_save_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):
     again = Manifest(tmp_path)
     assert again.records["b"].status == "failed" and again.records["b"].error == "file not found"
     assert again.records["abc"].frames_processed == 10
+
+# ---- the log: O(1) per finished video, compacted from time to time --------------------------
+
+
+def test_a_recorded_video_survives_a_crash_before_any_compaction(tmp_path):
+    manifest = Manifest(tmp_path)
+    manifest.record(record())
+    manifest.record(record(video_id="def", path="/v/b.mp4"))
+    assert not (tmp_path / Manifest.FILE_NAME).exists()  # nothing rewritten per video
+    reloaded = Manifest(tmp_path)  # what the next run sees after this process died
+    assert set(reloaded.records) == {"abc", "def"} and reloaded.logged == 2
+    assert reloaded.is_complete(SOURCE, "h1")
+
+
+def test_the_log_wins_over_videos_parquet_and_a_torn_last_line_is_dropped(tmp_path, caplog):
+    manifest = Manifest(tmp_path)
+    manifest.update(record(status="failed", error="first try", frames_processed=0))
+    manifest.save()
+    manifest.record(record())  # the second try succeeded
+    manifest.record(record(video_id="def", path="/v/b.mp4"))
+    with open(tmp_path / Manifest.LOG_NAME, "r+b") as f:  # a crash in the middle of the last write
+        f.truncate(f.seek(0, 2) - 7)
+    reloaded = Manifest(tmp_path)
+    assert reloaded.records["abc"].status == "ok"
+    assert "def" not in reloaded.records  # processed again by the next run: never half a record
+    assert "unreadable" in caplog.text
+
+
+def test_compaction_is_due_once_the_log_holds_half_the_records(tmp_path):
+    manifest = Manifest(tmp_path)
+    for i in range(1000):
+        manifest.update(record(video_id=f"old{i}", path=f"/v/old{i}.mp4"))
+    manifest.save()
+    assert manifest.logged == 0
+    for i in range(998):
+        manifest.record(record(video_id=f"new{i}", path=f"/v/new{i}.mp4"))
+    assert not manifest.compaction_due(now=0)  # 998 lines < 1,998 records // 2
+    manifest.record(record(video_id="new998", path="/v/new998.mp4"))
+    assert manifest.compaction_due(now=0)  # 999 lines >= 1,999 // 2
+    manifest.save()
+    assert not (tmp_path / Manifest.LOG_NAME).exists() and manifest.logged == 0
+    assert len(Manifest(tmp_path).records) == 1999
+
+
+def test_a_crash_between_compaction_and_emptying_the_log_changes_nothing(tmp_path):
+    manifest = Manifest(tmp_path)
+    manifest.record(record())
+    log_bytes = (tmp_path / Manifest.LOG_NAME).read_bytes()
+    manifest.save()
+    (tmp_path / Manifest.LOG_NAME).write_bytes(log_bytes)  # as if save() died before unlinking it
+    reloaded = Manifest(tmp_path)
+    assert list(reloaded.records) == ["abc"] and reloaded.records["abc"] == record()
+
+
+def test_compact_folds_a_left_log_into_videos_parquet(tmp_path):
+    from pipeline.manifest import compact
+
+    assert compact(tmp_path) is False
+    Manifest(tmp_path).record(record())
+    assert compact(tmp_path) is True
+    assert not (tmp_path / Manifest.LOG_NAME).exists()
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(tmp_path / Manifest.FILE_NAME).column("video_id").to_pylist() == ["abc"]
+
+
+def test_the_time_rule_keeps_readers_close_at_a_bounded_cost(tmp_path):
+    manifest = Manifest(tmp_path)
+    start = manifest._compacted_at
+    assert not manifest.compaction_due(now=start + 3600)  # nothing logged: nothing to do
+    manifest.record(record())
+    assert not manifest.compaction_due(now=start + 9)
+    assert manifest.compaction_due(now=start + 10)  # FRESH_S
+    manifest._compaction_s = 2.0  # a big manifest: compacting took 2 s
+    assert not manifest.compaction_due(now=start + 39)
+    assert manifest.compaction_due(now=start + 40)  # 20 x 2 s: at most 5 % of the time

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -92,6 +93,13 @@ def remote_status(fs, prefix):
         return pq.read_table(f).to_pylist()
 
 
+def staged_ok(staging: str) -> set[str]:
+    from pipeline.manifest import Manifest
+
+    return {vid for log in Path(staging).rglob(Manifest.LOG_NAME)
+            for vid, r in Manifest(log.parent).records.items() if r.status == "ok"}
+
+
 def test_s3_in_s3_out(s3, tmp_path, model_path):
     fs, query = s3
     proc = cli(f"s3://videos/backlog/?{query}", "--output", f"s3://results/run1?{query}", "--model", model_path,
@@ -127,7 +135,9 @@ def test_interrupted_s3_run_resumes_without_duplicates(s3, tmp_path, model_path)
     staging = str(tmp_path / "staging")
     proc = cli(*args, staging=staging)
     deadline = time.time() + 300
-    while not [s for s in remote_status(fs, "results/run2") if s["status"] == "ok"]:
+    # Interrupt once the first video is complete: its status is in the staging folder's log at
+    # once (the bucket's videos.parquet is only replaced when the log is folded into it).
+    while not staged_ok(staging):
         assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
         time.sleep(0.3)
     proc.send_signal(signal.SIGINT)

@@ -126,6 +126,16 @@ def _wait_for_actors(actors: list, stop: threading.Event) -> list[dict]:
     return facts
 
 
+def _compact_manifest(out: Path, remote: RemoteOutput | None) -> None:
+    from pipeline.manifest import Manifest, compact
+
+    try:
+        if compact(out) and remote:
+            remote.publish(out / Manifest.FILE_NAME, Manifest.FILE_NAME)
+    except Exception as exc:  # the log stays; the next run folds it in
+        log.warning("could not fold %s into %s: %s", Manifest.LOG_NAME, Manifest.FILE_NAME, exc)
+
+
 def _warm_decoders(count: int) -> None:
     """Start the decoders' worker processes (and their imports) while the models load; nothing
     waits for them."""
@@ -139,10 +149,10 @@ def _engine_used(config: RunConfig, facts: list[dict]) -> RunConfig:
     """The engine the actors really run (an export that failed fell back to torch): it is what the
     settings hash and run.json record. One warning line per distinct reason."""
     for reason in dict.fromkeys(f["engine_fallback"] for f in facts if f.get("engine_fallback")):
-        log.warning("warning: %s", reason)
+        log.warning("%s", reason)
     engines = [f["engine"] for f in facts]
     if len(set(engines)) > 1:
-        log.warning("warning: the actors run different engines (%s); the run records %s",
+        log.warning("the actors run different engines (%s); the run records %s",
                     ", ".join(sorted(set(engines))), engines[0])
     return config.replace(resolved_engine=engines[0])
 
@@ -258,6 +268,7 @@ def execute(
                 except Exception:
                     pass
         remove_stale_temp_files(out)  # what the killed coordinator was writing; complete videos stay
+        _compact_manifest(out, remote)  # a run that ended early: its log folded into videos.parquet
         if started_ray:
             ray.shutdown()
         _no_terminal_reset_at_exit()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 
 from pipeline.config import ENGINES, ConfigError, RunConfig, engine_for_model
 
@@ -36,10 +37,13 @@ class EngineChoice:
     half: bool  # FP16 (GPU only)
 
 
-def choose_engine(requested: str, model: str, device: str, *, available=importable) -> EngineChoice:
+def choose_engine(requested: str, model: str, device: str, *, available=importable,
+                  local_weights: bool = True) -> EngineChoice:
     """The engine for ``model`` on a ``device`` ("cpu" or "cuda") node.
 
-    ``available(module)`` says whether a module is importable (a parameter for the tests).
+    ``available(module)`` says whether a module is importable (a parameter for the tests);
+    ``local_weights`` whether ``model`` is a file here (``auto`` exports only from a file: a name
+    that ultralytics would download stays on torch).
     Raises ``ConfigError`` for combinations that cannot work (an export asked to be another engine).
     """
     if requested not in ENGINES:
@@ -54,6 +58,8 @@ def choose_engine(requested: str, model: str, device: str, *, available=importab
     if requested == "torch":
         return EngineChoice("torch", export=False, half=half)
     if requested == "auto":
+        if not local_weights:
+            return EngineChoice("torch", export=False, half=half)
         if device == "cuda":
             requested = "tensorrt" if available("tensorrt") else "torch"
         else:
@@ -67,5 +73,6 @@ def choose_engine(requested: str, model: str, device: str, *, available=importab
 
 def resolve(config: RunConfig, device: str, *, available=importable) -> RunConfig:
     """``config`` with the device and the engine it will use on ``device`` ("cpu" or "cuda")."""
-    choice = choose_engine(config.engine, config.model, device, available=available)
+    choice = choose_engine(config.engine, config.model, device, available=available,
+                           local_weights=Path(config.model).is_file())
     return config.replace(resolved_device=device, resolved_engine=choice.engine)
