@@ -202,3 +202,22 @@ def test_a_build_killed_from_outside_is_cleaned_up_by_the_next(tmp_path):
 def test_weights_that_are_not_a_local_file_are_an_export_error(tmp_path):
     with pytest.raises(ExportError, match="not a local weights file"):
         ensure_engine("yolo11n.pt", "openvino", (384, 640), cache_dir=tmp_path)
+
+
+# ---- falling back ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch_size, error", [(16, "no tensorrt here"), (128, "above the 64")])
+def test_an_engine_that_cannot_be_built_falls_back_to_torch(monkeypatch, model_path, batch_size, error):
+    """TensorRT's branch, without TensorRT: the build fails (or the batch is too large for the
+    engine) and the detector is torch's, with the reason kept for the driver's one warning."""
+    from pipeline.engines import open as opening
+
+    def no_tensorrt(*args, **kwargs):
+        raise ExportError("no tensorrt here")
+
+    monkeypatch.setattr(opening, "ensure_engine", no_tensorrt)
+    config = RunConfig(model=model_path, batch_size=batch_size, resolved_engine="tensorrt")
+    opened = opening.open_detector(config, "cpu", warm_shapes=((384, 640),))
+    assert opened.engine == "torch" and opened.detector.engine == "torch"
+    assert error in opened.fallback and opened.fallback.endswith("using torch")

@@ -48,15 +48,13 @@ def open_detector(config: RunConfig, device: str, *, warm_shapes: tuple[Shape, .
             if config.batch_size > TENSORRT_MAX_BATCH:
                 raise ExportError(f"--batch-size {config.batch_size} is above the {TENSORRT_MAX_BATCH} "
                                   "the TensorRT engine is built for")
-            export_s, path = {}, []
-            for shape in warm_shapes[:1]:
-                built = ensure_engine(config.model, "tensorrt", shape, half=True, cache_dir=cache_dir)
-                path.append(built.path / "model.engine")
-                if built.export_s is not None:
-                    export_s[f"{shape[0]}x{shape[1]}"] = built.export_s
-            if not path:
+            if not warm_shapes:
                 raise ExportError("a TensorRT engine is built for the videos' shape, and none is known yet")
-            return OpenedDetector(_torch_detector(str(path[0]), device, common), "tensorrt", export_s)
+            (h, w) = warm_shapes[0]  # the engine's batch and shape are dynamic: this one is what it is tuned for
+            built = ensure_engine(config.model, "tensorrt", (h, w), half=True, cache_dir=cache_dir)
+            export_s = {f"{h}x{w}": built.export_s} if built.export_s is not None else {}
+            detector = _torch_detector(str(built.path / "model.engine"), device, common)
+            return OpenedDetector(detector, "tensorrt", export_s)
     except (ExportError, ModelLoadError, ImportError, OSError) as exc:
         if given != "torch":  # a given export that does not load: nothing to fall back to
             raise ModelLoadError(str(exc)) from exc
