@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -72,34 +73,49 @@ def _save_boxes(path: str, kept: list) -> None:
              conf=np.concatenate([c for _, _, c, _ in kept]), cls=np.concatenate([k for _, _, _, k in kept]))
 
 
+def match_boxes(reference: list, ours: list, min_iou: float = 0.9) -> tuple[int, int, float]:
+    """``reference`` and ``ours``: per frame, ``(xyxy (n, 4), confidence (n,), class (n,))``. Returns
+    how many reference boxes have a box of the same class at IoU >= ``min_iou`` in ``ours``, out
+    of how many, and the largest confidence difference among the matched."""
+    import numpy as np
+
+    matched = total = 0
+    worst = 0.0
+    for (rx, rc, rk), (ox, oc, ok) in zip(reference, ours):
+        total += len(rx)
+        if not len(rx) or not len(ox):
+            continue
+        tl, br = np.maximum(rx[:, None, :2], ox[None, :, :2]), np.minimum(rx[:, None, 2:], ox[None, :, 2:])
+        inter = np.clip(br - tl, 0, None).prod(2)
+        area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+        ious = inter / (area(rx)[:, None] + area(ox)[None, :] - inter)
+        ious[np.asarray(rk)[:, None] != np.asarray(ok)[None, :]] = 0
+        best = ious.argmax(1)
+        hit = ious[np.arange(len(rx)), best] >= min_iou
+        matched += int(hit.sum())
+        if hit.any():
+            worst = max(worst, float(np.abs(rc[hit] - oc[best[hit]]).max()))
+    return matched, total, worst
+
+
 def box_parity(reference_npz: str, output: str, iou: float = 0.9) -> dict:
-    """How many of the naive loop's boxes the pipeline's output has: same frame, same class, IoU >=
-    ``iou``; and the largest confidence difference among the matched."""
+    """How many of the naive loop's boxes the pipeline's output has (``match_boxes``)."""
     import numpy as np
 
     from pipeline.results import read_detections
 
     ref = np.load(reference_npz)
     ours = read_detections(output)
-    by_frame = {f: g for f, g in ours.groupby("frame_index")}
-    matched, worst = 0, 0.0
+    by_frame = {int(f): g for f, g in ours.groupby("frame_index")}
+    empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+    reference, mine = [], []
     for f in np.unique(ref["frame"]):
         sel = ref["frame"] == f
-        mine = by_frame.get(int(f))
-        if mine is None:
-            continue
-        a, b = ref["xyxy"][sel], mine[["x1", "y1", "x2", "y2"]].to_numpy(np.float32)
-        tl, br = np.maximum(a[:, None, :2], b[None, :, :2]), np.minimum(a[:, None, 2:], b[None, :, 2:])
-        inter = np.clip(br - tl, 0, None).prod(2)
-        area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-        ious = inter / (area(a)[:, None] + area(b)[None, :] - inter)
-        ious[ref["cls"][sel][:, None] != mine["class_id"].to_numpy()[None, :]] = 0
-        best = ious.argmax(1)
-        ok = ious[np.arange(len(a)), best] >= iou
-        matched += int(ok.sum())
-        if ok.any():
-            worst = max(worst, float(np.abs(ref["conf"][sel][ok] - mine["confidence"].to_numpy()[best[ok]]).max()))
-    total = len(ref["frame"])
+        reference.append((ref["xyxy"][sel], ref["conf"][sel], ref["cls"][sel].astype(np.int64)))
+        g = by_frame.get(int(f))
+        mine.append(empty if g is None else (g[["x1", "y1", "x2", "y2"]].to_numpy(np.float32),
+                                             g["confidence"].to_numpy(), g["class_id"].to_numpy()))
+    matched, total, worst = match_boxes(reference, mine, iou)
     return {"reference_boxes": total, "pipeline_boxes": len(ours), "matched": matched,
             "matched_fraction": matched / total if total else 1.0, "max_abs_conf_diff": worst, "iou": iou}
 
@@ -439,6 +455,9 @@ def bench(argv: list[str] | None = None) -> int:
     print()
     print(format_table(summary))
     print(f"\nwritten: {args.json}")
+    shutil.rmtree(work, ignore_errors=True)  # the parity check's boxes and output
+    if args.concat > 1:
+        shutil.rmtree(Path(video).parent, ignore_errors=True)
     return 0
 
 

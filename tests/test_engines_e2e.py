@@ -8,10 +8,9 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
-from conftest import iou_matrix
+from pipeline.benchmark import match_boxes
 
 pytestmark = pytest.mark.slow
 
@@ -31,24 +30,6 @@ def predict_boxes(people_mp4, model_path):
         b = model.predict(frame, imgsz=640, conf=0.25, iou=0.7, verbose=False)[0].boxes
         out.append((b.xyxy.numpy(), b.conf.numpy(), b.cls.numpy().astype(int)))
     return out
-
-
-def _match(reference, ours, min_iou):
-    """Fraction of reference boxes matched (same class, IoU >= min_iou) and the worst |Δconf|."""
-    matched = total = 0
-    worst = 0.0
-    for (rx, rc, rk), (ox, oc, ok) in zip(reference, ours):
-        total += len(rx)
-        if not len(rx) or not len(ox):
-            continue
-        ious = iou_matrix(rx, ox)
-        ious[rk[:, None] != ok[None, :]] = 0
-        best = ious.argmax(1)
-        hit = ious[np.arange(len(rx)), best] >= min_iou
-        matched += int(hit.sum())
-        if hit.any():
-            worst = max(worst, float(np.abs(rc[hit] - oc[best[hit]]).max()))
-    return matched / total, worst, total
 
 
 @pytest.mark.parametrize("engine", ["openvino", "onnx"])
@@ -73,7 +54,8 @@ def test_an_exported_engine_gives_predicts_boxes(engine, people_mp4, model_path,
             start += c
         if len(ours) >= FRAMES:
             break
-    fraction, worst, total = _match(predict_boxes, ours[:FRAMES], 0.9)
+    matched, total, worst = match_boxes(predict_boxes, ours[:FRAMES], 0.9)
+    fraction = matched / total
     assert total > 500
     assert fraction >= 0.99, f"{engine}: {fraction:.4f} of {total} boxes matched at IoU >= 0.9"
     assert worst <= 0.02, f"{engine}: |Δconf| up to {worst}"

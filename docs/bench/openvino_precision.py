@@ -9,13 +9,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 
 def main(weights: str, video: str, frames: int = 64) -> None:
     import openvino as ov
     from ultralytics import YOLO
 
+    from pipeline.benchmark import match_boxes
     from pipeline.decode import VideoDecoder, iter_batches
     from pipeline.engines.lean import ExportedOnDemand, LeanDetector
     from pipeline.samples import read_frames
@@ -39,20 +39,7 @@ def main(weights: str, video: str, frames: int = 64) -> None:
                 ours.append((d.xyxy[start:start + c], d.confidence[start:start + c], d.class_id[start:start + c]))
                 start += c
         fps = frames / (time.perf_counter() - started)
-        matched = total = 0
-        worst = 0.0
-        for (rx, rc, rk), (ox, oc, ok) in zip(reference, ours):
-            total += len(rx)
-            for j in range(len(rx)):
-                a = rx[j]
-                iw = np.clip(np.minimum(a[2], ox[:, 2]) - np.maximum(a[0], ox[:, 0]), 0, None)
-                ih = np.clip(np.minimum(a[3], ox[:, 3]) - np.maximum(a[1], ox[:, 1]), 0, None)
-                inter = iw * ih
-                iou = inter / ((a[2] - a[0]) * (a[3] - a[1]) + (ox[:, 2] - ox[:, 0]) * (ox[:, 3] - ox[:, 1]) - inter)
-                iou[ok != rk[j]] = 0
-                if len(iou) and iou.max() >= 0.9:
-                    matched += 1
-                    worst = max(worst, abs(float(oc[iou.argmax()]) - float(rc[j])))
+        matched, total, worst = match_boxes(reference, ours, 0.9)
         print(f"precision {precision}: {matched}/{total} predict boxes matched at IoU >= 0.9 "
               f"({100 * matched / total:.1f}%), max |dconf| {worst:.2g}; engine alone {fps:.1f} frames/s")
 
