@@ -156,5 +156,6 @@ def ensure_engine(model: str | Path, engine: str, shape: tuple[int, int], *, hal
             os.rename(temp, entry)  # atomic: the entry is complete or absent
         finally:
             shutil.rmtree(temp, ignore_errors=True)
-        log.info("built the %s engine %s in %.1f s", engine, entry, time.perf_counter() - started)
-        return CachedEngine(_engine_in(entry), time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        log.info("built the %s engine %s in %.1f s", engine, entry, seconds)
+        return CachedEngine(_engine_in(entry), seconds)
