@@ -27,7 +27,7 @@ class StartupError(Exception):
 
 
 class RunStalled(Exception):
-    """The coordinator stopped answering: exit status 1, one line; complete videos are kept."""
+    """The coordinator stopped answering, or died: exit status 1, one line; complete videos are kept."""
 
 
 @dataclass(frozen=True)

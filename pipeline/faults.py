@@ -27,6 +27,7 @@ class FaultPlan:
     actor_hang_after_batches: int | None = None  # the first actor to reach this many batches hangs, once
     tracker_exit_video_id: str | None = None  # the tracking task of this video dies ...
     tracker_exit_times: int = 1  # ... this many times (a large number: always)
+    coordinator_exit_after_commit: bool = False  # the coordinator dies once, between a video's files and its record
     trace: bool = False  # append "produced"/"inferred" events with times to marker_dir/trace.log
 
     def _trace(self, event: str) -> None:
@@ -79,6 +80,11 @@ class FaultPlan:
                 if self.decoder_stalls:
                     time.sleep(3600)
                 os._exit(1)
+
+    def on_commit(self) -> None:
+        """Called once a video's files are in place, before its record is logged."""
+        if self.coordinator_exit_after_commit and self._claim_once("commit"):
+            os._exit(1)
 
     def on_tracking(self, video_id: str) -> None:
         if self.tracker_exit_video_id == video_id and self._count("tracker") < self.tracker_exit_times:

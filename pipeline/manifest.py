@@ -9,6 +9,11 @@ most while videos finish, but never more often than 20 times the last compaction
 (so they take at most 5 % of the coordinator's time), so readers of a running output are not
 far behind; and at the end of every run. Loading replays the log over the Parquet file: a run that died between two
 compactions loses nothing.
+
+Before a video's files are put in place, a ``{"committing": id}`` line is logged. A run killed
+between that line and the video's record leaves complete files without a record; the next fold of
+the log (``compact``, at the end of every run and before the next one plans) removes them, so
+readers never see rows that ``videos.parquet`` does not account for.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import time
 import uuid
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -127,6 +132,8 @@ class Manifest:
         self.records: dict[str, VideoRecord] = {}
         self.class_names: dict[int, str] | None = None  # the latest run's model classes
         self.logged = 0  # lines in the log since the last compaction
+        self.interrupted: set[str] = set()  # commits the log began but never recorded (a killed run)
+        self._committing: set[str] = set()  # commits begun by this process, not yet recorded
         self._compacted_at = time.monotonic()
         self._compaction_s = 0.0
         names = {f.name for f in fields(VideoRecord)}
@@ -144,12 +151,16 @@ class Manifest:
             for number, line in enumerate(f, 1):
                 try:
                     row = json.loads(line)
+                    if "committing" in row:
+                        self.interrupted.add(row["committing"])
+                        continue
                     record = VideoRecord(**{k: v for k, v in row.items() if k in names})
                 except (ValueError, TypeError) as exc:  # a line cut short by a crash: that video is redone
                     log.warning("%s line %d is unreadable (%s); its video will be processed again",
                                 self.log_path, number, exc)
                     continue
                 self.records[record.video_id] = record
+                self.interrupted.discard(record.video_id)
                 self.logged += 1
 
     @classmethod
@@ -176,17 +187,33 @@ class Manifest:
         """Change the record in memory only (``save`` writes it)."""
         self.records[record.video_id] = record
 
+    def committing(self, video_id: str) -> None:
+        """Log that this video's files are about to be put in place (before its record)."""
+        self._committing.add(video_id)
+        self._append({"committing": video_id})
+
     def record(self, record: VideoRecord) -> None:
         """Change the record and append it to the log: durable against a crash of this process, at
         a cost that does not depend on how many videos the manifest holds."""
         self.records[record.video_id] = record
-        line = (json.dumps(record.as_row(), separators=(",", ":")) + "\n").encode()
+        self._append(record.as_row())
+        self._committing.discard(record.video_id)
+        self.logged += 1
+
+    def forget_interrupted(self) -> None:
+        """After the caller removed the files of the interrupted commits: drop their records too
+        (an older record would describe rows that are gone), so those videos are processed again."""
+        for video_id in self.interrupted:
+            self.records.pop(video_id, None)
+        self.interrupted = set()
+
+    def _append(self, row: dict) -> None:
+        line = (json.dumps(row, separators=(",", ":")) + "\n").encode()
         fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line)  # one write of one line: a crash leaves whole lines and at most a torn last one
         finally:
             os.close(fd)
-        self.logged += 1
 
     def compaction_due(self, now: float | None = None) -> bool:
         """Whether to fold the log into videos.parquet now: it holds half as many lines as there
@@ -199,7 +226,11 @@ class Manifest:
         return now - self._compacted_at >= max(self.FRESH_S, self.FRESH_COST_FACTOR * self._compaction_s)
 
     def save(self) -> None:
-        """Write every record into videos.parquet (atomically), then empty the log."""
+        """Write every record into videos.parquet (atomically), then empty the log. Refuses while
+        interrupted commits are unsettled (their files would outlive the log that names them)."""
+        if self.interrupted:
+            raise RuntimeError(f"{len(self.interrupted)} interrupted commits: remove their files, "
+                               "then call forget_interrupted()")
         started = time.monotonic()
         schema = VIDEOS_SCHEMA
         if self.class_names is not None:
@@ -215,14 +246,23 @@ class Manifest:
         # Only now: a crash before this line replays lines that videos.parquet already holds, which
         # changes nothing.
         self.log_path.unlink(missing_ok=True)
+        for video_id in self._committing:  # commits in progress keep their line
+            self._append({"committing": video_id})
         self.logged = 0
         self._compacted_at = time.monotonic()
         self._compaction_s = self._compacted_at - started
 
 
-def compact(output: Path) -> bool:
-    """Fold a log left by a run that ended early into videos.parquet. True when there was one."""
+def compact(output: Path, remove_files: Callable[[str], None]) -> bool:
+    """Fold a log left by a run that ended early into videos.parquet. True when there was one.
+
+    ``remove_files(video_id)`` is called first for every commit the log began but never recorded,
+    and must remove that video's files wherever they were put."""
     if not (output / Manifest.LOG_NAME).exists():
         return False
-    Manifest(output).save()
+    manifest = Manifest(output)
+    for video_id in sorted(manifest.interrupted):
+        remove_files(video_id)
+    manifest.forget_interrupted()
+    manifest.save()
     return True

@@ -19,7 +19,7 @@ from pipeline.engines.choice import resolve as resolve_engine
 from pipeline.errors import UsageError
 from pipeline.inputs import VideoSource, expand_inputs
 from pipeline.lease import Lease
-from pipeline.manifest import Manifest, VideoRecord
+from pipeline.manifest import Manifest, VideoRecord, compact
 from pipeline.model_ref import ModelLoadError, check_model_available, model_fingerprint, read_class_names, resolve_classes
 from pipeline.results_writer import TEMP_PREFIX, durable_replace
 from pipeline.storage import RemoteOutput, is_uri, redact, staging_dir_for
@@ -161,6 +161,7 @@ def plan_run(inputs: list[str], output: str, config: RunConfig, *, local_cluster
     local, remote, created, lease = prepare_output(output)
     plan = RunPlan(output, local, remote, config, sources, [], 0, names, warnings, created, lease)
     try:
+        fold_manifest_log(local, remote)  # what a killed run left: its records, and no files without one
         if config.classes_resolved:
             manifest = Manifest(local)
             settings_hash = config.settings_hash()
@@ -196,6 +197,23 @@ def first_letterbox_shapes(todo: list, config: RunConfig, *, tries: int = 3) -> 
     return ()
 
 
+def remove_video_files(video_id: str, local: Path, remote: RemoteOutput | None) -> None:
+    for relative in (f"detections/{video_id}.parquet", f"tracks/{video_id}.parquet"):
+        (local / relative).unlink(missing_ok=True)
+        if remote:
+            remote.delete(relative)
+
+
+def fold_manifest_log(local: Path, remote: RemoteOutput | None) -> bool:
+    """Fold the log a run left into videos.parquet (publishing it), first removing the files of
+    any video whose commit that run began but never recorded. True when there was a log."""
+    if not compact(local, lambda video_id: remove_video_files(video_id, local, remote)):
+        return False
+    if remote:
+        remote.publish(local / Manifest.FILE_NAME, Manifest.FILE_NAME)
+    return True
+
+
 def finish_without_workers(plan: RunPlan) -> dict:
     """A run with nothing to decode: every video is complete, or unreadable. The unreadable ones
     are recorded as failed; Ray is not started and ``run.json`` keeps the last run that worked."""
@@ -209,10 +227,7 @@ def finish_without_workers(plan: RunPlan) -> dict:
         if plan.remote:
             plan.remote.publish(manifest.path, Manifest.FILE_NAME)
     for source in plan.todo:  # rows of an earlier, readable version must not outlive its record
-        for relative in (f"detections/{source.video_id}.parquet", f"tracks/{source.video_id}.parquet"):
-            (plan.local_output / relative).unlink(missing_ok=True)
-            if plan.remote:
-                plan.remote.delete(relative)
+        remove_video_files(source.video_id, plan.local_output, plan.remote)
     failed = len(plan.todo)
     record = {
         "exit_code": 3 if failed else 0,

@@ -131,9 +131,9 @@ def test_a_crash_between_compaction_and_emptying_the_log_changes_nothing(tmp_pat
 def test_compact_folds_a_left_log_into_videos_parquet(tmp_path):
     from pipeline.manifest import compact
 
-    assert compact(tmp_path) is False
+    assert compact(tmp_path, remove_files=lambda video_id: None) is False
     Manifest(tmp_path).record(record())
-    assert compact(tmp_path) is True
+    assert compact(tmp_path, remove_files=lambda video_id: None) is True
     assert not (tmp_path / Manifest.LOG_NAME).exists()
     import pyarrow.parquet as pq
 
@@ -150,3 +150,34 @@ def test_the_time_rule_keeps_readers_close_at_a_bounded_cost(tmp_path):
     manifest._compaction_s = 2.0  # a big manifest: compacting took 2 s
     assert not manifest.compaction_due(now=start + 39)
     assert manifest.compaction_due(now=start + 40)  # 20 x 2 s: at most 5 % of the time
+
+
+def test_a_commit_begun_but_never_recorded_has_its_files_removed_by_the_next_fold(tmp_path):
+    """A run killed between putting a video's files in place and recording it: the fold removes
+    the files (through the caller) and any older record of that video, so it is processed again."""
+    from pipeline.manifest import compact
+
+    manifest = Manifest(tmp_path)
+    manifest.record(record(video_id="old"))
+    manifest.committing("old")  # redone (say, the file changed), killed before the new record
+    manifest.committing("done")
+    manifest.record(record(video_id="done"))
+    manifest.committing("lost")
+    reloaded = Manifest(tmp_path)
+    assert reloaded.interrupted == {"old", "lost"}
+    with pytest.raises(RuntimeError, match="interrupted commits"):
+        reloaded.save()  # folding first would forget which files to remove
+    removed = []
+    assert compact(tmp_path, remove_files=removed.append) is True
+    assert removed == ["lost", "old"]
+    assert list(Manifest(tmp_path).records) == ["done"] and not (tmp_path / Manifest.LOG_NAME).exists()
+
+
+def test_a_compaction_while_a_commit_is_in_progress_keeps_its_line(tmp_path):
+    manifest = Manifest(tmp_path)
+    manifest.record(record(video_id="a"))
+    manifest.committing("b")
+    manifest.save()  # the coordinator folds the log while b's files are being published
+    assert Manifest(tmp_path).interrupted == {"b"}  # a kill now: b's files are still found and removed
+    manifest.record(record(video_id="b"))
+    assert Manifest(tmp_path).interrupted == set()

@@ -101,6 +101,25 @@ def test_decoder_killed_between_a_header_and_its_frames_redecodes_that_batch(cle
     assert_same_output(tmp_path / "out", clean_run)
 
 
+def test_coordinator_killed_between_a_video_s_files_and_its_record(clean_run, tmp_path, three_videos, model_path):
+    """The files of a video whose record never got written are removed when the run ends, so a
+    reader sees only the videos videos.parquet accounts for; the rerun redoes that video."""
+    from pipeline.errors import RunStalled
+    from pipeline.manifest import Manifest
+
+    out = tmp_path / "out"
+    plan = FaultPlan(marker_dir=str(tmp_path), coordinator_exit_after_commit=True)
+    with pytest.raises(RunStalled, match="coordinator's process died"):
+        run(three_videos, out, model_path, faults=plan, num_actors=2, max_open_videos=1)
+    assert list(tmp_path.glob("commit-*")), "the fault hook never fired"
+    recorded = {vid for vid, r in Manifest(out).records.items() if r.status == "ok"}
+    on_disk = {p.stem for p in (out / "detections").glob("*.parquet")}
+    assert on_disk == recorded and len(recorded) < 3
+    record = run(three_videos, out, model_path, num_actors=2)
+    assert record["exit_code"] == 0 and record["totals"]["videos_skipped"] == len(recorded)
+    assert_same_output(out, clean_run)
+
+
 @pytest.mark.timeout(300)  # without a deadline this run waits for the hung actor for an hour
 def test_a_hung_actor_is_killed_and_its_batch_goes_to_another(clean_run, tmp_path, three_videos, model_path):
     plan = FaultPlan(marker_dir=str(tmp_path), actor_hang_after_batches=2)

@@ -423,6 +423,10 @@ class Coordinator:
         num_tracks = None
         if self.config.track:
             tracked, tracks, num_tracks = await self._track(writer)
+        # A kill from here to the video's record leaves files without one: this line lets the
+        # next fold of the log remove them.
+        self.manifest.committing(video_id)
+        if self.config.track:
             durable_replace(tracks, writer.tracks_final_path)
             durable_replace(tracked, writer.final_path)
         else:
@@ -435,6 +439,8 @@ class Coordinator:
                 await asyncio.to_thread(self.remote.delete, tracks_relative)
             await asyncio.to_thread(self.remote.publish, writer.final_path, relative)
             writer.final_path.unlink()  # the staging folder stays small however long the backlog
+        if self.faults:
+            self.faults.on_commit()
         return num_tracks
 
     async def _discard(self, writer: VideoResultWriter | None, video_id: str) -> None:

@@ -22,7 +22,7 @@ from pipeline.model_ref import ModelLoadError, resolve_classes
 from pipeline.monitoring import PeakRss, Timeline
 from pipeline.placement import Placement, PlacementError, wanted_device
 from pipeline.placement import plan as plan_placement
-from pipeline.planning import RunPlan, first_letterbox_shapes, save_run_record
+from pipeline.planning import RunPlan, first_letterbox_shapes, fold_manifest_log, save_run_record
 from pipeline.progress import ProgressDisplay, ProgressFile
 from pipeline.results_writer import remove_stale_temp_files
 from pipeline.storage import RemoteOutput, redact
@@ -126,12 +126,16 @@ def _wait_for_actors(actors: list, stop: threading.Event) -> list[dict]:
     return facts
 
 
+def _coordinator_died() -> RunStalled:
+    return RunStalled("the coordinator's process died (its log is in the Ray dashboard); complete videos are "
+                      "kept: run the same command again to resume")
+
+
 def _compact_manifest(out: Path, remote: RemoteOutput | None) -> None:
-    from pipeline.manifest import Manifest, compact
+    from pipeline.manifest import Manifest
 
     try:
-        if compact(out) and remote:
-            remote.publish(out / Manifest.FILE_NAME, Manifest.FILE_NAME)
+        fold_manifest_log(out, remote)
     except Exception as exc:  # the log stays; the next run folds it in
         log.warning("could not fold %s into %s: %s", Manifest.LOG_NAME, Manifest.FILE_NAME, exc)
 
@@ -246,9 +250,14 @@ def execute(
                 if not ready and time.monotonic() - last_answer > config.stall_timeout_s:
                     raise RunStalled(f"the coordinator has not answered for {config.stall_timeout_s:.0f} s; "
                                      "complete videos are kept: run the same command again to resume") from None
+            except ray.exceptions.RayActorError:
+                raise _coordinator_died() from None
             if ready:
                 break
-        summary = ray.get(pending)
+        try:
+            summary = ray.get(pending)
+        except ray.exceptions.RayActorError:
+            raise _coordinator_died() from None
         display.close()
         record = _run_record(config, placement, facts, plan, summary, driver_memory, address)
         record["startup"] = _startup_figures(plan.started, ray_ready_at, actors_ready_at, summary)
