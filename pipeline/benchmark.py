@@ -10,6 +10,9 @@ Ceilings on the same machine:
   infer           the detector of --engine on batches already in memory, as the pipeline places it
 Measured once, not a contender:
   decode-parts    one decoder's milliseconds per frame: decode, colour conversion, letterbox resize
+  coordination    the pipeline on a synthetic engine (no model, fixed boxes) and four small
+                  generated videos: the coordinator's CPU per batch (its process CPU time), batches/s,
+                  and how many GPU nodes at 2,000 frames/s one coordinator could feed at --batch-size
 The contenders alternate over the repeats; the table reports medians. The pipeline's boxes are
 matched against the naive loop's (IoU >= 0.9, same class) on the first repeat.
 """
@@ -271,7 +274,9 @@ RUNNERS = {
     "decode": run_decode_ceiling,
     "infer": run_infer_ceiling,
     "decode-parts": run_decode_parts,
+    "coordination": _ray_runner("run_coordination"),
 }
+ONCE = ("decode-parts", "coordination")  # measured once, after the contenders
 
 
 # ---- the harness ----------------------------------------------------------------------------
@@ -371,6 +376,12 @@ def format_table(summary: dict) -> str:
         lines.append(f"box parity, pipeline vs naive: {q['matched']}/{q['reference_boxes']} naive boxes matched "
                      f"({100 * q['matched_fraction']:.2f}%) at IoU >= {q['iou']}, max |dconf| {q['max_abs_conf_diff']:.2g}; "
                      f"pipeline has {q['pipeline_boxes']} boxes")
+    if "coordination" in summary:
+        c = summary["coordination"]
+        lines.append(f"coordination (synthetic engine, batch {c['batch_size']}): {c['coordinator_cpu_ms_per_batch']:.3f} ms "
+                     f"of coordinator CPU per batch over {c['batches']} batches; {c['batches_per_s']:.0f} batches/s, "
+                     f"{c['frames_per_s']:.0f} frames/s here; one coordinator could feed "
+                     f"{c['coordinator_batches_per_s_ceiling']:.0f} batches/s = {c['gpu_nodes_fed']:.1f} GPU nodes at 2,000 frames/s")
     if "decode-parts" in summary:
         parts = ", ".join(f"{k[:-3]} {v:.2f}" for k, v in summary["decode-parts"]["parts_ms"].items())
         lines.append(f"one decoder, ms per frame: {parts}")
@@ -401,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--concat", type=int, default=1, help="repeat the video N times (remuxed, no re-encode)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per contender, alternated (default 3)")
     parser.add_argument("--contenders", default=",".join(CONTENDERS + CEILINGS + ("decode-parts",)),
-                        help="comma-separated subset of: " + ", ".join(CONTENDERS + CEILINGS + ("decode-parts",)))
+                        help="comma-separated subset of: " + ", ".join(CONTENDERS + CEILINGS + ONCE))
     parser.add_argument("--baseline-model", default=None,
                         help="model for the naive loop only (e.g. the .pt when --model is an OpenVINO export)")
     parser.add_argument("--json", default="bench.json", help="where to write the results (default %(default)s)")
@@ -421,7 +432,7 @@ def bench(argv: list[str] | None = None) -> int:
 
         video = str(Path(tempfile.mkdtemp(prefix="bench-input-")) / f"concat{args.concat}{Path(video).suffix}")
         concat_copies(args.video, video, args.concat)
-    once = [n for n in names if n == "decode-parts"]
+    once = [n for n in names if n in ONCE]
     names = [n for n in names if n not in once]
     work = Path(tempfile.mkdtemp(prefix="bench-work-"))
     parity_files = {"boxes_out": str(work / "naive-boxes.npz"), "keep_output": str(work / "pipeline-output")}

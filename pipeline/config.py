@@ -12,6 +12,9 @@ Device = Literal["auto", "cpu", "cuda"]
 DEVICES: tuple[str, ...] = get_args(Device)
 Engine = Literal["auto", "torch", "openvino", "onnx", "tensorrt"]
 ENGINES: tuple[str, ...] = get_args(Engine)
+# No model at all: fixed boxes per frame (pipeline.engines.synthetic). Not a choice of the
+# command line: the coordination benchmark uses it to measure the pipeline's own costs.
+SYNTHETIC_ENGINE = "synthetic"
 CpuPrecision = Literal["fp32", "bf16"]
 CPU_PRECISIONS: tuple[str, ...] = get_args(CpuPrecision)
 
@@ -79,7 +82,7 @@ class RunConfig:
                 raise ConfigError(message)
         if self.device not in DEVICES:
             raise ConfigError(f"--device must be one of {', '.join(DEVICES)}; got {self.device!r}")
-        if self.engine not in ENGINES:
+        if self.engine not in (*ENGINES, SYNTHETIC_ENGINE):
             raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}; got {self.engine!r}")
         if self.cpu_precision not in CPU_PRECISIONS:
             raise ConfigError(f"--cpu-precision must be one of {', '.join(CPU_PRECISIONS)}; got {self.cpu_precision!r}")

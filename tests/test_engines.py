@@ -221,3 +221,20 @@ def test_an_engine_that_cannot_be_built_falls_back_to_torch(monkeypatch, model_p
     opened = opening.open_detector(config, "cpu", warm_shapes=((384, 640),))
     assert opened.engine == "torch" and opened.detector.engine == "torch"
     assert error in opened.fallback and opened.fallback.endswith("using torch")
+
+
+def test_the_synthetic_engine_gives_the_same_boxes_on_every_frame_in_source_pixels():
+    import numpy as np
+
+    from pipeline.engines.synthetic import SyntheticDetector
+
+    detector = SyntheticDetector(imgsz=160)
+    geometry = detector.geometry(96, 160)
+    counts, boxes = detector.detect(np.zeros((3, *geometry.out_shape, 3), np.uint8), geometry)
+    assert counts.tolist() == [5, 5, 5] and len(boxes) == 15
+    assert np.array_equal(boxes.xyxy[:5], boxes.xyxy[10:]) and (boxes.confidence == np.float32(0.9)).all()
+    wide = detector.geometry(1080, 1920)  # boxes come back in the source frame's pixels
+    _, scaled = detector.detect(np.zeros((1, *wide.out_shape, 3), np.uint8), wide)
+    assert (wide.left, wide.top, wide.new_w / 1920) == (0, 3, 1 / 12)  # 160x90 padded to 160x96
+    expected = (boxes.xyxy[:5] - [0, 3, 0, 3]) * 12
+    assert np.allclose(scaled.xyxy, expected, atol=1e-3)

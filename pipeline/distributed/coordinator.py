@@ -94,6 +94,7 @@ class Coordinator:
             "videos_failed": 0,
             "videos_partial": 0,
             "frames_done": 0,
+            "batches_done": 0,
             "frames_expected": 0,
             "boxes": 0,
             "tracks": 0,
@@ -118,6 +119,7 @@ class Coordinator:
         self._completion_slots = asyncio.Semaphore(4 * tracking_tasks)
         self._completion_errors: list[BaseException] = []
         self.started = time.time()
+        self.cpu_started = time.process_time()
         self.first_batch_done_at: float | None = None  # wall clock, for the start-up figures
         self._slot_freed: asyncio.Condition | None = None
         self._probes: dict[int, asyncio.Task] = {}
@@ -229,6 +231,7 @@ class Coordinator:
         )
         t0 = time.perf_counter()
         if state.writer.add(result):
+            self.counts["batches_done"] += 1
             self.counts["frames_done"] += result.num_frames
             self.counts["boxes"] += len(result.detections)
             self.metrics.frames_inferred.inc(result.num_frames)
@@ -522,6 +525,7 @@ class Coordinator:
         self._slot_freed = asyncio.Condition()
         self._manifest_lock = asyncio.Lock()
         self.started = time.time()
+        self.cpu_started = time.process_time()  # this process's CPU, all its threads (Ray's included)
         self.counts["videos_total"] = len(sources)
         todo = iter(sources)
 
@@ -564,6 +568,7 @@ class Coordinator:
                 actor_stats.append(None)
         return {
             "elapsed_s": time.time() - self.started,
+            "cpu_s": time.process_time() - self.cpu_started,
             "first_batch_done_at": self.first_batch_done_at,
             "counts": dict(self.counts),
             "stage_s": dict(self.stage_s),

@@ -368,6 +368,11 @@ def _run_record(config, placement, facts, plan: RunPlan, summary, driver_memory,
             "processing_s": processing,
         },
         "stage_s": summary["stage_s"],
+        "coordinator": {  # its cost per batch sets the ceiling of a run (python -m pipeline bench --contenders coordination)
+            "cpu_s": summary["cpu_s"],
+            "batches": counts["batches_done"],
+            "cpu_ms_per_batch": 1000 * summary["cpu_s"] / counts["batches_done"] if counts["batches_done"] else None,
+        },
         "backpressure": {
             "peak_batches_in_flight": summary["peak_batches_in_flight"],
             "limit": summary["window_limit"],

@@ -90,7 +90,7 @@ class YoloActor:
         # a mis-set cluster) must not make us touch CUDA. OpenVINO and ONNX actors never import
         # torch (their memory stays lean), so they do not ask.
         use_cuda = False
-        if config.effective_engine not in ("openvino", "onnx"):
+        if config.effective_engine not in ("openvino", "onnx", "synthetic"):
             import torch
 
             use_cuda = config.device == "cuda" or (config.device == "auto" and bool(gpu_ids))

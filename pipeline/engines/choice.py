@@ -12,7 +12,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config import ENGINES, ConfigError, RunConfig, engine_for_model
+from pipeline.config import ENGINES, SYNTHETIC_ENGINE, ConfigError, RunConfig, engine_for_model
 
 # What each exported engine needs importable on the node that builds and runs it.
 ENGINE_MODULES = {"openvino": ("openvino",), "onnx": ("onnxruntime", "onnx"), "tensorrt": ("tensorrt",)}
@@ -46,6 +46,8 @@ def choose_engine(requested: str, model: str, device: str, *, available=importab
     that ultralytics would download stays on torch).
     Raises ``ConfigError`` for combinations that cannot work (an export asked to be another engine).
     """
+    if requested == SYNTHETIC_ENGINE:
+        return EngineChoice(SYNTHETIC_ENGINE, export=False, half=False)
     if requested not in ENGINES:
         raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}; got {requested!r}")
     half = device == "cuda"

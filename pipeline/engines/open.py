@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.config import RunConfig, engine_for_model
+from pipeline.config import SYNTHETIC_ENGINE, RunConfig, engine_for_model
 from pipeline.engines.cache import ExportError, ensure_engine
 from pipeline.engines.choice import choose_engine
 from pipeline.engines.export import TENSORRT_MAX_BATCH
@@ -34,6 +34,10 @@ def open_detector(config: RunConfig, device: str, *, warm_shapes: tuple[Shape, .
     common = dict(imgsz=config.imgsz, conf=config.conf, iou=config.iou, classes=config.classes,
                   max_det=config.max_det, max_batch=config.batch_size)
     given = engine_for_model(config.model)
+    if engine == SYNTHETIC_ENGINE:
+        from pipeline.engines.synthetic import SyntheticDetector
+
+        return OpenedDetector(SyntheticDetector(imgsz=config.imgsz), engine)
     try:
         if engine in ("openvino", "onnx"):
             from pipeline.engines.lean import ExportedOnDemand, GivenExport, LeanDetector
