@@ -250,19 +250,18 @@ def format_summary(record: dict, output: str) -> str:
 
 
 def _print_bad_videos(output: str, limit: int = 10) -> None:
-    from pipeline.results import read_videos
+    from pipeline.results import videos_not_ok
 
     try:
-        videos = read_videos(output)
+        bad, count = videos_not_ok(output, limit)
     except (OSError, UsageError) as exc:  # e.g. object storage unreachable now: the exit status stands
         print(f"(could not list them: reading {redact(output)}/videos.parquet failed: {redact(str(exc))})",
               file=sys.stderr)
         return
-    bad = videos[videos["status"] != "ok"]
-    for row in bad.head(limit).itertuples():
-        print(f"{row.status}: {row.path}: {row.error}", file=sys.stderr)
-    if len(bad) > limit:
-        print(f"... and {len(bad) - limit} more", file=sys.stderr)
+    for row in bad:
+        print(f"{row['status']}: {row['path']}: {row['error']}", file=sys.stderr)
+    if count > limit:
+        print(f"... and {count - limit} more", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,7 @@ import logging
 import os
 import time
 import uuid
+from itertools import islice
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Literal
@@ -64,7 +65,7 @@ VIDEOS_SCHEMA = pa.schema(
 )
 
 
-@dataclass
+@dataclass(slots=True)
 class VideoRecord:
     video_id: str
     path: str
@@ -125,6 +126,7 @@ class Manifest:
     COMPACT_MIN_LINES = 256  # below this many logged videos, the count rule never asks to compact
     FRESH_S = 10.0  # the time rule: compact when this much time passed since the last one ...
     FRESH_COST_FACTOR = 20  # ... and at least this many times the last compaction's duration
+    SAVE_CHUNK = 65536  # records turned into rows at a time by save()
 
     def __init__(self, output: Path):
         self.path = output / self.FILE_NAME
@@ -235,10 +237,15 @@ class Manifest:
         schema = VIDEOS_SCHEMA
         if self.class_names is not None:
             schema = schema.with_metadata({self.CLASS_NAMES_KEY: json.dumps(self.class_names)})
-        table = pa.Table.from_pylist([r.as_row() for r in self.records.values()], schema=schema)
         temp = self.path.with_name(f"{TEMP_PREFIX}videos-{uuid.uuid4().hex[:8]}.parquet")
         try:
-            pq.write_table(table, temp)
+            # A chunk of rows at a time: a million records never exist twice over as row dicts.
+            with pq.ParquetWriter(temp, schema) as writer:
+                records = iter(self.records.values())
+                while chunk := [r.as_row() for r in islice(records, self.SAVE_CHUNK)]:
+                    writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
+                if not self.records:
+                    writer.write_table(schema.empty_table())
             durable_replace(temp, self.path)
         except BaseException:
             temp.unlink(missing_ok=True)  # the last complete videos.parquet stays as it was

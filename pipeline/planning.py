@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import chain, islice
 from pathlib import Path
 
 from pipeline.config import RunConfig
 from pipeline.engines.choice import resolve as resolve_engine
 from pipeline.errors import UsageError
-from pipeline.inputs import VideoSource, expand_inputs
+from pipeline.inputs import InputError, InputWalk, VideoSource
 from pipeline.lease import Lease
 from pipeline.manifest import Manifest, VideoRecord, compact
 from pipeline.model_ref import ModelLoadError, check_model_available, model_fingerprint, read_class_names, resolve_classes
@@ -25,6 +27,10 @@ from pipeline.results_writer import TEMP_PREFIX, durable_replace
 from pipeline.storage import RemoteOutput, is_uri, redact, staging_dir_for
 
 RUN_FILE = "run.json"
+# Videos needing work that planning walks before deciding anything: enough to know whether a
+# small backlog needs Ray at all, and to see the first videos' shape; the rest is walked as the
+# run goes (a list of a million names is never held whole).
+HEAD_VIDEOS = 1000
 RUNS_FOLDER = "runs"  # one record per run, whether or not it had work to do
 
 
@@ -34,9 +40,10 @@ class RunPlan:
     local_output: Path  # where files are written: the output itself, or the staging folder of a URI
     remote: RemoteOutput | None
     config: RunConfig  # the model as an absolute path with its fingerprint, classes as ids when known
-    sources: list[VideoSource]  # every input video, in order
-    todo: list[VideoSource]  # videos to process (unreadable ones included: they get a 'failed' record)
-    skipped: int  # complete with the same content and settings
+    walk: InputWalk  # every input video, in order (walked lazily; ``walk.count`` so far)
+    todo: list[VideoSource]  # the first videos to process (unreadable ones included: they get a 'failed' record)
+    more: Iterator[VideoSource] | None  # the videos to process after ``todo``, walked lazily; None: none
+    skipped: int  # complete with the same content and settings (so far, while ``more`` is walked)
     class_names: dict[int, str] | None  # None when only loading the model can tell
     warnings: list[str] = field(default_factory=list)
     created: list[Path] = field(default_factory=list)  # folders this run created (removed if it stops on a mistake)
@@ -45,8 +52,14 @@ class RunPlan:
 
     @property
     def needs_workers(self) -> bool:
-        """Whether any video needs decoding and inference (else Ray is not started at all)."""
-        return any(s.error is None for s in self.todo)
+        """Whether any video needs decoding and inference (else Ray is not started at all). A
+        backlog longer than planning's look-ahead is assumed to."""
+        return self.more is not None or any(s.error is None for s in self.todo)
+
+    def videos_to_process(self) -> Iterator[VideoSource]:
+        """``todo``, then the rest of the walk (which is walked once)."""
+        more, self.more = self.more, None
+        return chain(self.todo, more or ())
 
     def release(self) -> None:
         """The run is over: other runs may use the output folder."""
@@ -126,6 +139,15 @@ def prepare_model(config: RunConfig) -> tuple[RunConfig, dict[int, str] | None]:
     return config, names
 
 
+def _needing_work(plan: RunPlan, videos: Iterator[VideoSource], manifest: Manifest | None,
+                  settings_hash: str) -> Iterator[VideoSource]:
+    for source in videos:
+        if source.error or manifest is None or not manifest.is_complete(source, settings_hash):
+            yield source
+        else:
+            plan.skipped += 1
+
+
 def local_device() -> str:
     """What ``--device auto`` becomes on a Ray started on this machine: cuda when NVML sees a GPU
     that ``CUDA_VISIBLE_DEVICES`` leaves visible. (The driver confirms it from Ray's resources;
@@ -151,7 +173,11 @@ def plan_run(inputs: list[str], output: str, config: RunConfig, *, local_cluster
     is created only once everything else is known to be right. The returned plan holds the
     output's lease: call ``plan.release()`` when the run is over.
     """
-    sources, warnings = expand_inputs(inputs)
+    walk = InputWalk(inputs)  # a named file that does not exist: InputError now
+    videos = iter(walk)
+    first = next(videos, None)
+    if first is None:
+        raise InputError("no video files found in the inputs: " + " ".join(walk.inputs))
     config, names = prepare_model(config)
     device = config.resolved_device or (config.device if config.device != "auto" else None)
     if device is None and local_cluster:
@@ -159,19 +185,19 @@ def plan_run(inputs: list[str], output: str, config: RunConfig, *, local_cluster
     if device:  # the settings hash, and so which videos are complete, depends on both
         config = resolve_engine(config, device)
     local, remote, created, lease = prepare_output(output)
-    plan = RunPlan(output, local, remote, config, sources, [], 0, names, warnings, created, lease)
+    plan = RunPlan(output, local, remote, config, walk, [], None, 0, names, walk.warnings, created, lease)
     try:
         fold_manifest_log(local, remote)  # what a killed run left: its records, and no files without one
-        if config.classes_resolved:
-            manifest = Manifest(local)
-            settings_hash = config.settings_hash()
-            plan.todo = [s for s in sources if s.error or not manifest.is_complete(s, settings_hash)]
-        else:  # the settings hash needs the class ids, which only the loaded model can tell
-            plan.todo = list(sources)
+        # Without class ids the settings hash is unknown (only the loaded model can tell): the
+        # coordinator, which checks every video again, decides then.
+        manifest = Manifest(local) if config.classes_resolved else None
+        settings_hash = config.settings_hash() if manifest else ""
+        needing = _needing_work(plan, chain([first], videos), manifest, settings_hash)
+        plan.todo = list(islice(needing, HEAD_VIDEOS))
+        plan.more = needing if len(plan.todo) == HEAD_VIDEOS else None
     except BaseException:
         plan.release()
         raise
-    plan.skipped = len(sources) - len(plan.todo)
     return plan
 
 
@@ -236,7 +262,7 @@ def finish_without_workers(plan: RunPlan) -> dict:
         "elapsed_s": time.time() - plan.started,
         "settings": plan.config.to_dict(),
         "settings_hash": settings_hash,
-        "totals": {"videos": len(plan.sources), "videos_ok": 0, "videos_partial": 0, "videos_failed": failed,
+        "totals": {"videos": plan.walk.count, "videos_ok": 0, "videos_partial": 0, "videos_failed": failed,
                    "videos_skipped": plan.skipped, "frames": 0, "detections": 0},
     }
     save_run_record(plan, record)

@@ -384,15 +384,39 @@ def read_tracks(
     return (table if mask is None else table.filter(mask)).to_pandas(types_mapper=NULLABLE_INTS)
 
 
-def read_videos(output: str | Path) -> pd.DataFrame:
+def read_videos(output: str | Path, *, columns: list[str] | None = None) -> pd.DataFrame:
     """``videos.parquet``: one row per video; integer columns are nullable (``width`` of a video
-    that could not be opened, ``num_tracks`` without ``--track``)."""
+    that could not be opened, ``num_tracks`` without ``--track``). ``columns``: only those."""
     fs, root = check_output(output)
     try:
-        table = pq.read_table(f"{root}/{Manifest.FILE_NAME}", filesystem=fs)
+        table = pq.read_table(f"{root}/{Manifest.FILE_NAME}", filesystem=fs, columns=columns)
     except FileNotFoundError:
         raise NotARunOutput(f"{output} has no videos.parquet yet: no video of its run has finished") from None
     return table.to_pandas(types_mapper=NULLABLE_INTS)
+
+
+def videos_not_ok(output: str | Path, limit: int = 10) -> tuple[list[dict], int]:
+    """The first ``limit`` videos that are not ``ok`` (status, path, error), and how many there
+    are; read a row group at a time, so a manifest of a million failures costs little memory."""
+    fs, root = check_output(output)
+    first: list[dict] = []
+    count = 0
+    with fs.open_input_file(f"{root}/{Manifest.FILE_NAME}") as f:
+        parquet = pq.ParquetFile(f)
+        for group in range(parquet.num_row_groups):
+            # The status column alone to count; paths and errors only of a group with rows to show.
+            # One thread: a thread pool's allocator arenas would cost the driver ~50 MB here.
+            status = parquet.read_row_group(group, columns=["status"], use_threads=False).column("status")
+            bad = pc.not_equal(status, "ok")
+            count += pc.sum(bad).as_py() or 0
+            if len(first) < limit and pc.any(bad).as_py():
+                for batch in parquet.iter_batches(batch_size=256, row_groups=[group], columns=["status", "path", "error"],
+                                                  use_threads=False):
+                    rows = batch.filter(pc.not_equal(batch.column("status"), "ok"))
+                    first.extend(rows.slice(0, limit - len(first)).to_pylist())
+                    if len(first) >= limit:
+                        break
+    return first, count
 
 
 def as_ray_dataset(output: str | Path):

@@ -336,10 +336,10 @@ def test_listing_the_bad_videos_at_the_end_never_ends_in_a_traceback(monkeypatch
     import pipeline.results
     from pipeline.cli import _print_bad_videos
 
-    def unreachable(output):
+    def unreachable(output, limit):
         raise OSError(f"When reading {output}: connection refused")
 
-    monkeypatch.setattr(pipeline.results, "read_videos", unreachable)
+    monkeypatch.setattr(pipeline.results, "videos_not_ok", unreachable)
     _print_bad_videos("s3://KEY:SECRET@bucket/out?endpoint_override=10.0.0.1:9000")
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "could not list them" in err and "connection refused" in err

@@ -121,3 +121,23 @@ def test_object_keys_typed_with_spaces_are_the_escaped_keys():
     with pytest.raises(InvalidUri) as err:
         filesystem_from_uri("s3://KEY:SECRET@b/x.mp4?region=us-east-1&bad=%zz")
     assert "SECRET" not in str(err.value)
+
+
+def test_the_id_set_agrees_with_a_python_set():
+    """Random ids, ids that share their low bits (the same slot), id 0, repeats, and growth."""
+    import random
+
+    from pipeline.inputs import IdSet
+
+    rng = random.Random(7)
+    keys = [rng.getrandbits(64) for _ in range(3000)]
+    keys += [(i << 40) | 5 for i in range(1, 200)]  # one slot for all of them, at any table size
+    keys += [0, 0, 1, 2**64 - 1]
+    keys += rng.sample(keys, 500)  # repeats
+    rng.shuffle(keys)
+    ids, reference = IdSet(capacity=8), set()
+    for key in keys:
+        assert ids.add(key) == (key not in reference)
+        reference.add(key)
+    assert len(ids) == len(reference)
+    assert not any(ids.add(key) for key in reference)

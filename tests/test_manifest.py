@@ -56,13 +56,13 @@ def test_save_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):
     manifest.save()
     first = (tmp_path / "videos.parquet").read_bytes()
     manifest.update(VideoRecord.failed(VideoSource("/v/b.mp4", "b"), "file not found", "h1"))
-    real_write = pq.write_table
+    real_write = pq.ParquetWriter.write_table
 
-    def write_then_die(table, where, *args, **kwargs):
-        real_write(table.slice(0, 1), where, *args, **kwargs)  # part of the file is out ...
+    def write_then_die(writer, table, *args, **kwargs):
+        real_write(writer, table.slice(0, 1), *args, **kwargs)  # part of the file is out ...
         raise OSError("disk full")  # ... and then the writer dies
 
-    monkeypatch.setattr(pq, "write_table", write_then_die)
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", write_then_die)
     with pytest.raises(OSError):
         manifest.save()
     monkeypatch.undo()
@@ -181,3 +181,37 @@ def test_a_compaction_while_a_commit_is_in_progress_keeps_its_line(tmp_path):
     assert Manifest(tmp_path).interrupted == {"b"}  # a kill now: b's files are still found and removed
     manifest.record(record(video_id="b"))
     assert Manifest(tmp_path).interrupted == set()
+
+
+def test_save_writes_in_chunks_and_keeps_every_record(tmp_path, monkeypatch):
+    monkeypatch.setattr(Manifest, "SAVE_CHUNK", 3)
+    manifest = Manifest(tmp_path)
+    for i in range(10):
+        manifest.update(record(video_id=f"v{i}", frames_processed=i + 1))
+    manifest.save()
+    again = Manifest(tmp_path)
+    assert list(again.records) == [f"v{i}" for i in range(10)]
+    assert [r.frames_processed for r in again.records.values()] == list(range(1, 11))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    Manifest(empty).save()  # no records: a valid file with no rows
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(empty / Manifest.FILE_NAME).num_rows == 0
+
+
+def test_the_videos_not_ok_are_counted_over_every_row_group_and_the_first_ones_shown(tmp_path, monkeypatch):
+    from pipeline.results import videos_not_ok
+
+    monkeypatch.setattr(Manifest, "SAVE_CHUNK", 4)  # row groups of 4
+    manifest = Manifest(tmp_path)
+    for i in range(14):
+        if i % 3 == 0:
+            manifest.update(VideoRecord.failed(VideoSource(f"/v/{i}.mp4", f"v{i}"), f"error {i}", "h1"))
+        else:
+            manifest.update(record(video_id=f"v{i}", path=f"/v/{i}.mp4"))
+    manifest.save()
+    first, count = videos_not_ok(tmp_path, limit=3)
+    assert count == 5  # 0, 3, 6, 9, 12
+    assert [(r["status"], r["path"], r["error"]) for r in first] == [
+        ("failed", "/v/0.mp4", "error 0"), ("failed", "/v/3.mp4", "error 3"), ("failed", "/v/6.mp4", "error 6")]

@@ -165,3 +165,52 @@ def test_a_second_plan_on_an_output_in_use_touches_nothing(tmp_path, model_path)
     first.release()
     (out / "videos.parquet").unlink()
     planned([str(video)], str(out), RunConfig(model=model_path, conf=0.5))  # free again
+
+
+def test_a_long_list_is_planned_from_its_head_and_the_rest_is_walked_lazily(tmp_path, model_path, monkeypatch):
+    """Planning walks only as far as its look-ahead; the rest comes as the run asks for it, in
+    order and without repeats, and the skipped count follows the walk."""
+    import pipeline.planning as planning
+
+    monkeypatch.setattr(planning, "HEAD_VIDEOS", 10)
+    done = tmp_path / "done.mp4"
+    done.write_bytes(b"video bytes")
+    out = tmp_path / "out"
+    config = planned([str(done)], str(out), RunConfig(model=model_path)).config
+    write_done(out, done, config)
+    names = [f"missing-{i:03d}.mp4" for i in range(25)]
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join([names[0], str(done), *names[1:], names[3], str(done)]) + "\n")
+    plan = planned([f"@{listing}"], str(out), RunConfig(model=model_path))
+    assert [Path(s.path).name for s in plan.todo] == names[:10] and plan.more is not None
+    assert plan.needs_workers  # more than the look-ahead: assumed to need the run
+    assert plan.walk.count == 11 and plan.skipped == 1  # walked only as far as the head
+    walked = [Path(s.path).name for s in plan.videos_to_process()]
+    assert walked == names and plan.skipped == 1 and plan.walk.count == 26  # a name given twice: once
+    assert all(s.error == "file not found" for s in plan.todo)
+
+
+def test_the_walk_reads_a_list_line_by_line(tmp_path):
+    """Lines appended after the walk started are still read: the file is not read whole up front."""
+    from pipeline.inputs import InputWalk
+
+    listing = tmp_path / "list.txt"
+    listing.write_text("a.mp4\n")
+    videos = iter(InputWalk([f"@{listing}"]))
+    assert Path(next(videos).path).name == "a.mp4"
+    with open(listing, "a") as f:
+        f.write("b.mp4\n")
+    assert [Path(v.path).name for v in videos] == ["b.mp4"]
+
+
+def test_an_unreadable_list_or_a_missing_named_file_stops_before_the_walk(tmp_path, model_path):
+    from pipeline.inputs import InputError
+
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match="cannot read input list"):
+        plan_run([f"@{tmp_path / 'nope.txt'}"], str(out), RunConfig(model=model_path))
+    listing = tmp_path / "list.txt"
+    listing.write_text("a.mp4\n")
+    with pytest.raises(InputError, match="input not found"):
+        plan_run([f"@{listing}", str(tmp_path / "typo.mp4")], str(out), RunConfig(model=model_path))
+    assert not out.exists()

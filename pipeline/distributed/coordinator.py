@@ -38,6 +38,9 @@ ACTOR_LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
 FRAMES_LOST = (ray.exceptions.ObjectLostError, ray.exceptions.NodeDiedError)
 
 
+BACKLOG_QUEUE = 2000  # videos queued here ahead of the workers
+
+
 class DecoderLost(Exception):
     """The decoder process died or stopped producing; the video may be retried."""
 
@@ -91,6 +94,7 @@ class Coordinator:
             "videos_total": 0,
             "videos_done": 0,
             "videos_skipped": 0,
+            "videos_ok": 0,
             "videos_failed": 0,
             "videos_partial": 0,
             "frames_done": 0,
@@ -122,6 +126,9 @@ class Coordinator:
         self.cpu_started = time.process_time()
         self.first_batch_done_at: float | None = None  # wall clock, for the start-up figures
         self._slot_freed: asyncio.Condition | None = None
+        # The backlog as the driver walks it: bounded, so a walk of a million names waits here
+        # instead of filling this process (None: the walk is over).
+        self._backlog: asyncio.Queue[VideoSource | None] = asyncio.Queue(maxsize=BACKLOG_QUEUE)
         self._probes: dict[int, asyncio.Task] = {}
         # What each actor said last (RSS, GPU use): the driver's timeline samples it.
         self.actor_last: list[dict | None] = [None] * len(actors)
@@ -508,17 +515,26 @@ class Coordinator:
                 if self.remote:
                     await asyncio.to_thread(self.remote.publish, self.manifest.path, Manifest.FILE_NAME)
         self.counts["videos_done"] += 1
-        if record.status == "failed":
-            self.counts["videos_failed"] += 1
-        elif record.status == "partial":
-            self.counts["videos_partial"] += 1
+        self.counts[f"videos_{record.status}"] += 1
         self.metrics.videos_finished.inc(tags={"status": record.status})
         self.memory.sample()
 
     # ---- the run -------------------------------------------------------------------------
 
-    async def run(self, sources: list[VideoSource], model_facts: dict) -> dict:
-        """Process ``sources``; ``model_facts`` is a YoloActor's ``ready()`` answer (letterbox shape, names)."""
+    async def add_videos(self, videos: list[VideoSource]) -> None:
+        """The driver's next part of the backlog; returns once it is queued (the queue is
+        bounded: the driver's walk waits for the run)."""
+        for video in videos:
+            await self._backlog.put(video)
+            self.counts["videos_total"] += 1
+
+    async def backlog_walked(self) -> None:
+        """No more videos will come."""
+        await self._backlog.put(None)
+
+    async def run(self, model_facts: dict) -> dict:
+        """Process the videos ``add_videos`` queues until ``backlog_walked``; ``model_facts`` is a
+        YoloActor's ``ready()`` answer (letterbox shape, names)."""
         self.names = model_facts["names"]
         self.manifest.class_names = self.names  # recorded in videos.parquet for the readers
         self.model_stride, self.rect = model_facts["model_stride"], model_facts["rect"]
@@ -526,13 +542,11 @@ class Coordinator:
         self._manifest_lock = asyncio.Lock()
         self.started = time.time()
         self.cpu_started = time.process_time()  # this process's CPU, all its threads (Ray's included)
-        self.counts["videos_total"] = len(sources)
-        todo = iter(sources)
 
         async def worker() -> None:
-            # A fixed set of workers pulling from one iterator: open videos (and so decoders) are
+            # A fixed set of workers pulling from one queue: open videos (and so decoders) are
             # capped, and the backlog is walked lazily however long it is.
-            for source in todo:
+            while (source := await self._backlog.get()) is not None:
                 if source.error:
                     await self._finish(VideoRecord.failed(source, source.error, self.settings_hash))
                     # Rows of an earlier version go too (once the record says failed, so a crash
@@ -543,6 +557,7 @@ class Coordinator:
                     self.counts["videos_done"] += 1
                 else:
                     await self._process_video(source)
+            self._backlog.put_nowait(None)  # for the next worker (one slot is free: this one took it)
 
         workers = [asyncio.create_task(worker()) for _ in range(self.config.max_open_videos or 1)]
         try:
@@ -577,7 +592,6 @@ class Coordinator:
             "coordinator_memory": self.memory.as_dict(),
             "tracker_peak_bytes": self.tracker_peak_rss or None,
             "actors": actor_stats,
-            "statuses": {vid: r.status for vid, r in self.manifest.records.items()},
         }
 
     async def progress(self) -> dict:

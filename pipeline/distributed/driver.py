@@ -9,6 +9,8 @@ import platform
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 
 import ray
@@ -18,6 +20,7 @@ from pipeline.config import ConfigError, RunConfig
 from pipeline.engines.choice import resolve as resolve_engine
 from pipeline.errors import ActorStartFailure, Interrupted, RunStalled, StartupError, UsageError
 from pipeline.faults import FaultPlan
+from pipeline.inputs import VideoSource
 from pipeline.model_ref import ModelLoadError, resolve_classes
 from pipeline.monitoring import PeakRss, Timeline
 from pipeline.placement import Placement, PlacementError, wanted_device
@@ -126,6 +129,32 @@ def _wait_for_actors(actors: list, stop: threading.Event) -> list[dict]:
     return facts
 
 
+class _BacklogFeeder(threading.Thread):
+    """Walks the backlog (stat of each file, a list file line by line) and hands it to the
+    coordinator a chunk at a time. The coordinator's queue is bounded, so the walk keeps only a
+    little ahead of the run: the driver's memory does not grow with the backlog."""
+
+    CHUNK = 500
+
+    def __init__(self, coordinator, videos: Iterator[VideoSource]):
+        super().__init__(name="backlog-feeder", daemon=True)
+        self.coordinator, self.videos = coordinator, videos
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                chunk = list(islice(self.videos, self.CHUNK))
+                if not chunk:
+                    ray.get(self.coordinator.backlog_walked.remote())
+                    return
+                ray.get(self.coordinator.add_videos.remote(chunk))
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which raises it
+            if not self.stop.is_set():
+                self.error = exc
+
+
 def _coordinator_died() -> RunStalled:
     return RunStalled("the coordinator's process died (its log is in the Ray dashboard); complete videos are "
                       "kept: run the same command again to resume")
@@ -194,7 +223,7 @@ def execute(
     removed = remove_stale_temp_files(out)
     if removed:
         log.info("removed %d temporary files left by an interrupted run", removed)
-    actors, coordinator, started_ray = [], None, False
+    actors, coordinator, started_ray, feeder = [], None, False, None
     terminated = threading.Event()
 
     def on_sigterm(signum, frame):
@@ -231,13 +260,17 @@ def execute(
         if not config.classes_resolved:  # class names that only the loaded model could check
             config = config.replace(classes=resolve_classes(config.classes, facts[0]["names"]))
             ray.get(coordinator.set_config.remote(config))
-        pending = coordinator.run.remote(plan.todo, facts[0])
+        pending = coordinator.run.remote(facts[0])
+        feeder = _BacklogFeeder(coordinator, plan.videos_to_process())
+        feeder.start()
         timeline = Timeline()
         last_answer = time.monotonic()
         while True:
             ready, _ = ray.wait([pending], timeout=0.5)
             if terminated.is_set():
                 raise Interrupted(signal.SIGTERM)
+            if feeder.error is not None:  # the walk met an unreadable list, say: one line, exit 1
+                raise feeder.error
             driver_memory.sample()
             try:
                 progress_now = ray.get(coordinator.progress.remote(), timeout=10)
@@ -268,6 +301,8 @@ def execute(
         raise Interrupted(signal.SIGINT) from None
     finally:
         display.close()
+        if feeder is not None:
+            feeder.stop.set()
         if sigterm_handled and previous_sigterm is not None:  # None: a handler set outside Python
             signal.signal(signal.SIGTERM, previous_sigterm)
         for handle in [coordinator, *actors]:
@@ -328,9 +363,7 @@ def _start_coordinator(out: Path, config: RunConfig, actors, faults, remote: Rem
 
 def _run_record(config, placement, facts, plan: RunPlan, summary, driver_memory, address) -> dict:
     counts = summary["counts"]
-    statuses = summary["statuses"]
-    this_run = [statuses.get(s.video_id) for s in plan.todo]
-    bad = sum(1 for s in this_run if s in ("failed", "partial"))
+    bad = counts["videos_failed"] + counts["videos_partial"]
     started = plan.started
     elapsed = time.time() - started
     processing = summary["elapsed_s"]
@@ -348,11 +381,10 @@ def _run_record(config, placement, facts, plan: RunPlan, summary, driver_memory,
         "ray": {"version": ray.__version__, "address": redact(address) if address else "local"},
         "host": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()},
         "totals": {
-            "videos": len(plan.sources),
-            # Videos the coordinator found complete are 'ok' in the manifest too: not this run's work.
-            "videos_ok": this_run.count("ok") - counts["videos_skipped"],
-            "videos_partial": this_run.count("partial"),
-            "videos_failed": this_run.count("failed"),
+            "videos": plan.walk.count,
+            "videos_ok": counts["videos_ok"],
+            "videos_partial": counts["videos_partial"],
+            "videos_failed": counts["videos_failed"],
             "videos_skipped": plan.skipped + counts["videos_skipped"],
             "frames": counts["frames_done"],
             "detections": counts["boxes"],
