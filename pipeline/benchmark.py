@@ -7,6 +7,7 @@ Contenders (each in its own process, so that the peak RSS of its whole process t
   pipeline-torch  this project with --engine torch
 Ceilings on the same machine:
   decode          decode + letterbox only, the pipeline's decoder, all cores
+  decode-2seg     the same, the video in 2 segments decoded by 2 processes at once (segment decoding)
   infer           the detector of --engine on batches already in memory, as the pipeline places it
 Measured once, not a contender:
   decode-parts    one decoder's milliseconds per frame: decode, colour conversion, letterbox resize
@@ -35,7 +36,7 @@ from pipeline.config import CPU_PRECISIONS, ENGINES, RunConfig
 from pipeline.monitoring import tree_rss_bytes
 
 CONTENDERS = ("naive", "raydata", "pipeline", "pipeline-torch")
-CEILINGS = ("decode", "infer")
+CEILINGS = ("decode", "decode-2seg", "infer")
 
 
 # ---- the contenders, each run inside its own process ------------------------------------
@@ -172,6 +173,38 @@ def run_decode_ceiling(args) -> dict:
     return {"frames": frames, "boxes": None, "seconds": time.perf_counter() - started}
 
 
+def _segment_worker(args, segment, barrier, results) -> None:
+    from pipeline.decode import VideoDecoder, iter_batches
+
+    geometry = _geometry(args)
+    decoder = VideoDecoder(args.video, stride=args.stride, segment=segment)
+    barrier.wait()
+    started = time.perf_counter()
+    frames = sum(len(b.frame_indices) for b in iter_batches(decoder, geometry, args.batch_size,
+                                                              first_seq=segment.first_seq))
+    results.put((frames, started, time.perf_counter()))
+
+
+def run_decode_segments(args, count: int = 2) -> dict:
+    """The decode ceiling with the video split as the pipeline splits a long one: one process
+    per segment, all started together; the time is from the first start to the last end."""
+    import multiprocessing as mp
+
+    from pipeline.segments import plan_segments, probe_frame_times
+
+    segments = plan_segments(probe_frame_times(args.video), count, stride=args.stride, batch_size=args.batch_size)
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(len(segments)), ctx.Queue()
+    workers = [ctx.Process(target=_segment_worker, args=(args, s, barrier, results)) for s in segments]
+    for w in workers:
+        w.start()
+    done = [results.get() for _ in workers]
+    for w in workers:
+        w.join()
+    return {"frames": sum(f for f, _, _ in done), "boxes": None,
+            "seconds": max(e for _, _, e in done) - min(s for _, s, _ in done), "segments": len(segments)}
+
+
 def _infer_worker(args, threads: int, frames_wanted: int, barrier, results) -> None:
     from pipeline.decode import VideoDecoder, iter_batches
     from pipeline.engines.open import open_detector
@@ -272,6 +305,7 @@ RUNNERS = {
     "pipeline": _ray_runner("run_pipeline"),
     "pipeline-torch": _ray_runner("run_pipeline_torch"),
     "decode": run_decode_ceiling,
+    "decode-2seg": run_decode_segments,
     "infer": run_infer_ceiling,
     "decode-parts": run_decode_parts,
     "coordination": _ray_runner("run_coordination"),

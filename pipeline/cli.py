@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--num-actors", type=int, default=None, help="YoloActors (default: one per GPU; on CPU one per core up to 4 cores, one per 2 cores above; 1 for OpenVINO/ONNX)")
     run.add_argument("--window", type=int, default=d.window_per_actor, help="batches in flight per actor: the backpressure bound (default %(default)s)")
     run.add_argument("--max-open-videos", type=int, default=None, help="videos decoded at once (default: planned from the cluster's CPUs)")
+    run.add_argument("--segments", type=int, default=None, metavar="N",
+                     help="decode each video in N parallel segments of at least 1,800 frames, with the rows of "
+                          "one decoder (default: split long files only when decoding is the bottleneck and "
+                          "decoders are free; 1: never)")
     run.add_argument("--cpu-threads", type=int, default=None, help="torch threads per CPU actor (default: its CPU share)")
     run.add_argument("--stall-timeout", type=float, default=d.stall_timeout_s, help="seconds without a frame before a video is failed (default %(default)s)")
     run.add_argument("--batch-timeout", type=float, default=None, help="seconds before an actor that has not answered a batch is killed and the batch sent to another (default: 10x the slowest batch so far, at least 30; 600 for the first)")
@@ -201,6 +205,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         num_actors=args.num_actors,
         window_per_actor=args.window,
         max_open_videos=args.max_open_videos,
+        segments=args.segments,
         stall_timeout_s=args.stall_timeout,
         batch_timeout_s=args.batch_timeout,
         cpu_threads=args.cpu_threads,

@@ -45,7 +45,11 @@ class RunConfig:
     num_actors: int | None = None  # None: one per GPU, or one on a CPU-only cluster
     window_per_actor: int = 2  # batches in flight per actor: one computing, one queued
     decoder_buffer: int = 2  # batches a decoder may run ahead of the coordinator
-    max_open_videos: int | None = None  # decoders running at once; None: planned from the cluster
+    max_open_videos: int | None = None  # videos decoded at once; None: planned from the cluster
+    # Long videos decoded in parallel segments (pipeline.segments): None decides by itself (when
+    # decoding is the bottleneck and decoders are free), 1 never, N splits videos long enough in N.
+    segments: int | None = None
+    segment_min_frames: int = 1800  # no segment shorter than this
     decode_retries: int = 2  # re-runs of a crashed decoder before its video is marked failed
     batch_retries: int = 3  # re-dispatches of a batch whose actor died
     stall_timeout_s: float = 300.0  # no frame from a decoder for this long: the video fails
@@ -70,6 +74,8 @@ class RunConfig:
             (self.window_per_actor >= 1, "--window must be at least 1"),
             (self.decoder_buffer >= 1, "decoder_buffer must be at least 1"),
             (self.max_open_videos is None or self.max_open_videos >= 1, "--max-open-videos must be at least 1"),
+            (self.segments is None or self.segments >= 1, "--segments must be at least 1"),
+            (self.segment_min_frames >= 1, "segment_min_frames must be at least 1"),
             (self.decode_retries >= 0, "decode_retries must be at least 0"),
             (self.batch_retries >= 0, "batch_retries must be at least 0"),
             (self.stall_timeout_s > 0, "--stall-timeout must be positive"),

@@ -18,6 +18,7 @@ import numpy as np
 
 from pipeline import storage
 from pipeline.letterbox import LetterboxGeometry
+from pipeline.segments import WHOLE_VIDEO, Segment
 
 
 class DecodeError(Exception):
@@ -74,13 +75,17 @@ class VideoDecoder:
     """One pass over one video's frames, in presentation order.
 
     ``stride`` keeps every Nth frame; the others are decoded (codecs need them) but not converted.
+    ``segment``: only its frames, with their indices in the whole video (``pipeline.segments``):
+    the decoder seeks to the keyframe at or before the segment's first frame and drops the frames
+    before it.
     """
 
-    def __init__(self, path: str, *, stride: int = 1, threads: int = 0):
+    def __init__(self, path: str, *, stride: int = 1, threads: int = 0, segment: Segment = WHOLE_VIDEO):
         if stride < 1:
             raise ValueError("stride must be at least 1")
         self.path = path
         self.stride = stride
+        self.segment = segment
         try:
             self._container = av.open(storage.open_input(path), mode="r", metadata_errors="ignore")
         except Exception as exc:  # PyAV raises a zoo of errno-specific classes
@@ -99,6 +104,12 @@ class VideoDecoder:
         if threads:
             ctx.thread_count = threads
         self.outcome = DecodeOutcome()
+        if segment.first_pts is not None:
+            try:
+                self._container.seek(segment.first_pts, stream=self._stream, backward=True, any_frame=False)
+            except (av.error.FFmpegError, ValueError) as exc:
+                self._container.close()
+                raise DecodeError(f"cannot seek to frame {segment.first_frame}: {exc}") from exc
         self._frames = self._container.decode(self._stream)
         # Peek at the first frame: the display rotation lives in frame side data, and a file that
         # opens but cannot decode a single frame is better reported now than as an empty video.
@@ -154,9 +165,16 @@ class VideoDecoder:
         time_base = s.time_base or Fraction(1, 1)
         start = s.start_time or 0
         fps = self.info.fps or 1.0
-        index = -1
+        segment = self.segment
+        index = segment.first_frame - 1
         try:
             for frame in itertools.chain([self._first], self._frames):
+                # A segment's decoder starts at a keyframe before its first frame, and stops at
+                # the next segment's (the probe made sure every frame has a pts).
+                if segment.first_pts is not None and frame.pts < segment.first_pts:
+                    continue
+                if segment.end_pts is not None and frame.pts >= segment.end_pts:
+                    break
                 index += 1
                 self.outcome.frames_decoded = index + 1
                 if index % self.stride:
@@ -174,7 +192,11 @@ class VideoDecoder:
             self.outcome.error = f"decoding stopped at frame {index + 1}: {type(exc).__name__}: {exc}"
         finally:
             self._container.close()
-        if self.outcome.error is None:
+        if self.outcome.error is None and segment.end_frame is not None:
+            if self.outcome.frames_decoded < segment.end_frame:
+                self.outcome.error = (f"stream ended early: decoded up to frame {self.outcome.frames_decoded} of the "
+                                      f"segment that ends at frame {segment.end_frame} (file truncated?)")
+        elif self.outcome.error is None:
             expected = self._expected_frames()
             got = self.outcome.frames_decoded
             # A cut file decodes cleanly up to the cut; only the header shows that frames are missing.
@@ -194,13 +216,16 @@ def iter_batches(
     *,
     skip_batches: int = 0,
     on_frame: Callable[[], None] | None = None,
+    first_seq: int = 0,
 ) -> Iterator[FrameBatch]:
     """Group the decoder's frames into letterboxed batches of ``batch_size`` (the last may be shorter).
 
     ``skip_batches`` drops the first batches without resizing them: a retried decoder resumes
-    where its previous attempt's output was already consumed.
+    where its previous attempt's output was already consumed. ``first_seq``: the first batch's
+    number (a segment's place in its video).
     """
-    seq = 0
+    seq = first_seq
+    skip_batches += first_seq
     canvas = None
     indices: list[int] = []
     stamps: list[float] = []
@@ -262,17 +287,19 @@ def stream_video(
     stride: int,
     batch_size: int,
     skip_batches: int = 0,
+    segment: Segment = WHOLE_VIDEO,
     before_batch: Callable[[int], None] | None = None,
     after_header: Callable[[int], None] | None = None,
 ):
     """The decode stream protocol: ``VideoOpened``, then ``BatchHeader``/frames pairs, then ``VideoEnded``.
 
-    A video that cannot be opened yields only ``VideoEnded(open_failed=True)``.
+    A video that cannot be opened yields only ``VideoEnded(open_failed=True)``. With a
+    ``segment``, only its batches (``skip_batches`` counts from its first).
     """
     import time
 
     try:
-        decoder = VideoDecoder(path, stride=stride)
+        decoder = VideoDecoder(path, stride=stride, segment=segment)
     except DecodeError as exc:
         yield VideoEnded(0, str(exc), open_failed=True)
         return
@@ -280,7 +307,7 @@ def stream_video(
     geometry = LetterboxGeometry.for_source(info.height, info.width, imgsz, stride=model_stride, rect=rect)
     yield VideoOpened(info, geometry)
     started = time.perf_counter()
-    for batch in iter_batches(decoder, geometry, batch_size, skip_batches=skip_batches):
+    for batch in iter_batches(decoder, geometry, batch_size, skip_batches=skip_batches, first_seq=segment.first_seq):
         if before_batch:
             before_batch(batch.seq)
         now = time.perf_counter()

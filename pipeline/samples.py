@@ -91,11 +91,17 @@ def make_demo_video(path: str | Path, frames_per_image: int = 45) -> int:
 
 def concat_copies(source: str | Path, dest: str | Path, copies: int) -> int:
     """``source`` repeated ``copies`` times, without re-encoding (packets remuxed with shifted times)."""
+    return concat_videos([source] * copies, dest)
+
+
+def concat_videos(sources: Iterable[str | Path], dest: str | Path) -> int:
+    """``sources`` one after the other, without re-encoding (packets remuxed with shifted times):
+    they must share their codec and its parameters (encoded with the same settings)."""
     written = 0
     with av.open(str(dest), mode="w") as out:
         out_stream = None
         offset = 0
-        for _ in range(copies):
+        for source in sources:
             with av.open(str(source)) as src:
                 in_stream = src.streams.video[0]
                 if out_stream is None:

@@ -21,12 +21,13 @@ from pipeline.decode import BatchHeader, VideoEnded, VideoInfo, VideoOpened
 from pipeline.deadlines import BatchDeadline
 from pipeline.detections import BatchResult
 from pipeline.distributed.metrics import PipelineMetrics
-from pipeline.distributed.workers import decode_video, track_video
+from pipeline.distributed.workers import decode_video, probe_video, track_video
 from pipeline.faults import FaultPlan
 from pipeline.inputs import VideoSource
 from pipeline.letterbox import LetterboxGeometry
 from pipeline.manifest import Manifest, VideoRecord
 from pipeline.monitoring import PeakRss
+from pipeline.segments import WHOLE_VIDEO, Segment, SplitPolicy, decode_bound, plan_segments
 from pipeline.results_writer import TEMP_PREFIX, VideoResultWriter, detections_path, durable_replace, tracks_path
 from pipeline.storage import RemoteOutput, redact
 
@@ -54,16 +55,24 @@ class TrackingFailed(Exception):
 
 
 @dataclass
+class SegmentStream:
+    """One decoder's share of a video (the whole video, unless it is split)."""
+
+    segment: Segment
+    received: int = 0  # batches of this segment taken from its decoder streams, over all attempts
+    attempts: int = 0
+
+
+@dataclass
 class VideoState:
     source: VideoSource
     info: VideoInfo | None = None
     geometry: LetterboxGeometry | None = None
     writer: VideoResultWriter | None = None
-    received: int = 0  # batches taken from the decoder stream, over all attempts
     tasks: set = field(default_factory=set)
     error: str | None = None
     frames_decoded: int = 0
-    attempts: int = 0
+    attempts: int = 0  # decoder streams started, over all segments
     lost: set = field(default_factory=set)  # batches whose frames died with a node: to decode again
 
 
@@ -109,7 +118,11 @@ class Coordinator:
             "batches_redecoded": 0,
             "open_decoders": 0,
             "peak_open_decoders": 0,
+            "videos_split": 0,  # videos decoded in segments ...
+            "segments": 0,  # ... and their segments
         }
+        self.split_policy = SplitPolicy(segments=config.segments, min_segment_frames=config.segment_min_frames)
+        self._frames_decoded = 0  # frames whose decode time is in stage_s["decode"]
         self.stage_s = {"decode": 0.0, "infer": 0.0, "batch_round_trip": 0.0, "write": 0.0}
         if config.track:
             self.stage_s["track"] = 0.0
@@ -138,6 +151,7 @@ class Coordinator:
         self.config = config
         self.deadline.fixed_s = config.batch_timeout_s
         self.settings_hash = config.settings_hash()
+        self.split_policy = SplitPolicy(segments=config.segments, min_segment_frames=config.segment_min_frames)
 
     # ---- the dispatch window -------------------------------------------------------------
 
@@ -271,7 +285,7 @@ class Coordinator:
         except (ray.exceptions.WorkerCrashedError, ray.exceptions.RayError) as exc:
             raise DecoderLost(f"decoder process died ({type(exc).__name__})") from exc
 
-    async def _consume(self, stream, state: VideoState, only: set[int] | None = None) -> VideoEnded:
+    async def _consume(self, stream, state: VideoState, part: SegmentStream, only: set[int] | None = None) -> VideoEnded:
         """Dispatch the stream's batches. A batch is sent only once the item after its frames
         has arrived intact: a decoder that dies between a header and its frames leaves an error
         where the frames should be (Ray's streaming generators do not raise for it), and only the
@@ -281,7 +295,7 @@ class Coordinator:
         while True:
             item = await self._fetch(await self._next(stream))  # DecoderLost drops ``held``
             if held is not None:
-                await self._dispatch(*held, state, only)
+                await self._dispatch(*held, state, part, only)
                 held = None
                 if only is not None and not only:  # every batch asked for is on its way again
                     return VideoEnded(state.frames_decoded, None)
@@ -296,16 +310,18 @@ class Coordinator:
             elif isinstance(item, VideoEnded):
                 return item
             if state.error:  # a batch failed for good: no point decoding the rest
-                return VideoEnded(state.received, state.error)
+                return VideoEnded(state.frames_decoded, state.error)
 
-    async def _dispatch(self, header: BatchHeader, frames_ref, state: VideoState, only: set[int] | None) -> None:
+    async def _dispatch(self, header: BatchHeader, frames_ref, state: VideoState, part: SegmentStream,
+                        only: set[int] | None) -> None:
         """Send one batch to an actor; with ``only``, just the batches in it (a repair pass)."""
-        state.received = header.seq + 1
+        part.received = header.seq - part.segment.first_seq + 1
         if only is not None:
             if header.seq not in only:
                 return  # its rows are safe already
             only.discard(header.seq)
         self.stage_s["decode"] += header.decode_s
+        self._frames_decoded += len(header.frame_indices)
         actor = await self._acquire()  # backpressure: wait here while every window is full
         state.frames_decoded = max(state.frames_decoded, int(header.frame_indices[-1]) + 1)  # kept if the decoder dies
         self.metrics.frames_decoded.inc(len(header.frame_indices))
@@ -313,11 +329,12 @@ class Coordinator:
         state.tasks.add(task)
         task.add_done_callback(state.tasks.discard)
 
-    async def _decode_with_retries(self, state: VideoState, only: set[int] | None = None) -> VideoEnded:
+    async def _decode_with_retries(self, state: VideoState, part: SegmentStream, only: set[int] | None = None) -> VideoEnded:
         cfg = self.config
         attempts = 0
         while True:
             attempts += 1
+            state.attempts += 1
             stream = decode_video.options(_generator_backpressure_num_objects=2 * cfg.decoder_buffer).remote(
                 state.source.path,
                 imgsz=cfg.imgsz,
@@ -325,13 +342,14 @@ class Coordinator:
                 rect=self.rect,
                 stride=cfg.stride,
                 batch_size=cfg.batch_size,
-                skip_batches=state.received,
+                skip_batches=part.received,
+                segment=part.segment,
                 faults=self.faults,
             )
             self.counts["open_decoders"] += 1
             self.counts["peak_open_decoders"] = max(self.counts["peak_open_decoders"], self.counts["open_decoders"])
             try:
-                ended = await self._consume(stream, state, only)
+                ended = await self._consume(stream, state, part, only)
                 if state.error or only is not None:  # the decoder must not run on alone
                     self._cancel(stream)
                 return ended
@@ -343,7 +361,33 @@ class Coordinator:
                 log.warning("retrying decoder of %s after: %s", redact(state.source.path), redact(str(exc)))
             finally:
                 self.counts["open_decoders"] -= 1
-                state.attempts = attempts
+                part.attempts = attempts
+
+    async def _segments(self, source: VideoSource) -> list[Segment]:
+        """The segments this video is decoded in: the whole video, unless the split policy says
+        otherwise for its length (which a probe finds), the free decoders and the bottleneck."""
+        policy = self.split_policy
+        if not policy.worth_probing(source.size_bytes):
+            return [WHOLE_VIDEO]
+        free = (self.config.max_open_videos or 1) - self.counts["open_decoders"] - 1  # less this video's own
+        frames = self.counts["frames_done"]
+        bound = decode_bound(
+            self.stage_s["decode"] / self._frames_decoded if self._frames_decoded else None,
+            self.stage_s["infer"] / frames if frames else None,
+            len(self.actors), on_gpu=self.config.resolved_device == "cuda")
+        if policy.segments is None and (not bound or free <= 0):
+            return [WHOLE_VIDEO]  # no probe: nothing it finds would split this video
+        try:
+            times = await probe_video.remote(source.path)
+        except ray.exceptions.RayError as exc:  # the decoder will say what is wrong with the file
+            log.info("not splitting %s: its probe failed (%s)", redact(source.path), type(exc).__name__)
+            return [WHOLE_VIDEO]
+        count = policy.count(len(times.pts), free_decoders=free, decode_bound=bound)
+        segments = plan_segments(times, count, stride=self.config.stride, batch_size=self.config.batch_size)
+        if len(segments) > 1:
+            self.counts["videos_split"] += 1
+            self.counts["segments"] += len(segments)
+        return segments
 
     @staticmethod
     def _cancel(stream) -> None:
@@ -358,7 +402,10 @@ class Coordinator:
         started = time.perf_counter()
         state = VideoState(source)
         try:
-            ended = await self._decode_with_retries(state)
+            parts = [SegmentStream(segment) for segment in await self._segments(source)]
+            ends = await asyncio.gather(*(self._decode_with_retries(state, part) for part in parts))
+            # The last segment's end speaks for the video's length; any segment's error for the video.
+            ended = VideoEnded(ends[-1].frames_decoded, next((e.error for e in ends if e.error), None))
             if state.tasks:
                 await asyncio.gather(*list(state.tasks))
             repairs = 0
@@ -369,10 +416,9 @@ class Coordinator:
                     break
                 only, state.lost = set(state.lost), set()
                 self.counts["batches_redecoded"] += len(only)
-                state.received = min(only)
                 log.warning("decoding %d batches of %s again: their frames were lost with a node",
                             len(only), redact(source.path))
-                repaired = await self._decode_with_retries(state, only)
+                repaired = await self._decode_with_retries(state, SegmentStream(WHOLE_VIDEO, received=min(only)), only)
                 if state.tasks:
                     await asyncio.gather(*list(state.tasks))
                 if repaired.error and not state.error:

@@ -394,6 +394,8 @@ def _run_record(config, placement, facts, plan: RunPlan, summary, driver_memory,
             "duplicate_batches_dropped": counts["duplicate_batches_dropped"],
             "actors_hung": counts["actors_hung"],
             "batches_redecoded": counts["batches_redecoded"],
+            "videos_split": counts["videos_split"],  # long videos decoded in parallel segments
+            "segments": counts["segments"],
         },
         "throughput": {
             "frames_per_s": counts["frames_done"] / processing if processing > 0 else 0.0,

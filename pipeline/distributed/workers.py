@@ -18,6 +18,7 @@ from pipeline.faults import FaultPlan
 from pipeline.letterbox import LetterboxGeometry
 from pipeline.model_ref import ModelLoadError
 from pipeline.monitoring import GpuSampler, PeakRss, process_rss_bytes
+from pipeline.segments import WHOLE_VIDEO, FrameTimes, Segment, probe_frame_times
 
 # Decoding one 1080p H.264 stream is mostly one core's work; a decoder reserves half a CPU so
 # that on a small machine inference keeps its cores while decoders overlap with it.
@@ -34,9 +35,10 @@ def decode_video(
     stride: int,
     batch_size: int,
     skip_batches: int = 0,
+    segment: Segment = WHOLE_VIDEO,
     faults: FaultPlan | None = None,
 ):
-    """Stream one video's letterboxed batches (see ``pipeline.decode.stream_video``).
+    """Stream one video's (or one segment's) letterboxed batches (see ``pipeline.decode.stream_video``).
 
     Ray does not retry it by itself (``max_retries=0``): the coordinator does, resuming after the
     batches it already received, so a retry never produces a batch twice.
@@ -51,9 +53,16 @@ def decode_video(
         stride=stride,
         batch_size=batch_size,
         skip_batches=skip_batches,
+        segment=segment,
         before_batch=hook,
         after_header=between,
     )
+
+
+@ray.remote(max_retries=1, num_cpus=DECODER_NUM_CPUS)
+def probe_video(path: str) -> FrameTimes:
+    """Every frame's pts, for the split of a long video (``pipeline.segments.probe_frame_times``)."""
+    return probe_frame_times(path)
 
 
 @ray.remote(max_retries=0, num_cpus=DECODER_NUM_CPUS)

@@ -1,0 +1,154 @@
+"""Segment decoding of long videos: the decisions, Ray-free.
+
+One decoder reads 150-400 1080p frames/s on a CPU core; a GPU infers thousands. A long video is
+therefore cut into segments decoded in parallel. Each segment's decoder seeks to the keyframe at
+or before the segment's first frame, decodes, and drops the frames before it; it stops at the next
+segment's first frame. Frame indices and timestamps stay exactly those of one decoder reading the
+whole video, because:
+
+- a probe (one demux pass, no decoding) lists every frame's presentation timestamp (pts); sorted,
+  the k-th pts is frame k, as a decoder outputs frames in pts order. A video whose packets do not
+  allow that (a packet without pts, two frames with one pts) is not split;
+- segments start at multiples of ``stride * batch_size`` frames, so every batch holds the same
+  frames as in a one-decoder run, and its number (``seq``) is the same too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A run of frames of one video for one decoder: ``[first_frame, end_frame)``."""
+
+    first_frame: int  # source frame index of its first frame
+    first_pts: int | None  # that frame's pts (stream time base); None: the video's start
+    end_frame: int | None  # the next segment's first frame; None: the video's end
+    end_pts: int | None  # that frame's pts
+    first_seq: int  # the seq of its first batch in the video
+
+    @property
+    def is_first(self) -> bool:
+        return self.first_pts is None
+
+    @property
+    def is_last(self) -> bool:
+        return self.end_pts is None
+
+
+WHOLE_VIDEO = Segment(first_frame=0, first_pts=None, end_frame=None, end_pts=None, first_seq=0)
+
+
+@dataclass(frozen=True)
+class FrameTimes:
+    """What a probe found: every frame's pts in presentation order, and whether the packets
+    allow splitting (each frame's pts known and distinct)."""
+
+    pts: np.ndarray  # int64, sorted
+    keyframes: np.ndarray  # frame indices of the keyframes, sorted
+    splittable: bool
+    reason: str | None = None  # why not, when not
+
+
+def probe_frame_times(path: str) -> FrameTimes:
+    """One demux pass over the video stream (packets are read, not decoded)."""
+    import av
+
+    from pipeline import storage
+
+    pts, key_pts = [], []
+    with av.open(storage.open_input(path), mode="r", metadata_errors="ignore") as container:
+        stream = container.streams.video[0]
+        for packet in container.demux(stream):
+            if packet.size == 0 or packet.is_discard:  # flush packets; frames an edit list hides
+                continue
+            if packet.pts is None:
+                return FrameTimes(np.zeros(0, np.int64), np.zeros(0, np.int64), False, "a packet has no pts")
+            pts.append(packet.pts)
+            if packet.is_keyframe:
+                key_pts.append(packet.pts)
+    order = np.sort(np.asarray(pts, np.int64))
+    if len(order) and (np.diff(order) == 0).any():
+        return FrameTimes(order, np.zeros(0, np.int64), False, "two frames share a pts")
+    keyframes = np.searchsorted(order, np.asarray(key_pts, np.int64))
+    return FrameTimes(order, np.sort(keyframes), True)
+
+
+def plan_segments(times: FrameTimes, count: int, *, stride: int, batch_size: int) -> list[Segment]:
+    """``count`` segments of about equal length, each starting on a batch boundary (a multiple of
+    ``stride * batch_size`` frames), nudged onto a keyframe when one is that close, so that its
+    decoder drops nothing. Fewer when the video is too short for ``count``."""
+    frames = len(times.pts)
+    unit = stride * batch_size  # frames per batch, before stride
+    units = frames // unit
+    if count <= 1 or not times.splittable or units < 2:
+        return [WHOLE_VIDEO]
+    count = min(count, units)
+    keyframes = set(int(k) for k in times.keyframes)
+    starts = []
+    for k in range(1, count):
+        start = round(k * units / count) * unit
+        # A keyframe on a batch boundary within a quarter segment saves decoding frames only to drop them.
+        reach = max(1, units // (4 * count))
+        for step in range(reach + 1):
+            nearby = [s for s in (start + step * unit, start - step * unit) if 0 < s < frames and s in keyframes]
+            if nearby:
+                start = nearby[0]
+                break
+        starts.append(start)
+    starts = sorted(set(s for s in starts if 0 < s < frames))
+    segments = []
+    bounds = [0, *starts]
+    for i, first in enumerate(bounds):
+        end = bounds[i + 1] if i + 1 < len(bounds) else None
+        segments.append(Segment(
+            first_frame=first,
+            first_pts=None if first == 0 else int(times.pts[first]),
+            end_frame=end,
+            end_pts=None if end is None else int(times.pts[end]),
+            first_seq=first // unit,
+        ))
+    return segments
+
+
+@dataclass(frozen=True)
+class SplitPolicy:
+    """How many segments a video gets.
+
+    ``segments``: None decides by itself; 1 never splits; N splits videos long enough into N.
+    By itself, it splits only when decoding is the bottleneck (one decoder is slower than the
+    actors can infer) and decoders are free, into as many segments as free decoders allow, each
+    at least ``min_segment_frames`` long.
+    """
+
+    segments: int | None = None
+    min_segment_frames: int = 1800  # a minute at 30 fps: shorter ones are not worth a seek and a probe
+    min_probe_bytes: int = 32 << 20  # by itself, smaller files are not probed (a short clip costs nothing extra)
+
+    def worth_probing(self, size_bytes: int) -> bool:
+        """Whether to probe a file for its length: always when segments were asked for, never when
+        splitting is off, and by itself only for files large enough to be long."""
+        if self.segments is not None:
+            return self.segments > 1
+        return size_bytes < 0 or size_bytes >= self.min_probe_bytes
+
+    def count(self, frames: int, *, free_decoders: int, decode_bound: bool) -> int:
+        by_length = max(1, frames // max(1, self.min_segment_frames))
+        if self.segments is not None:
+            return max(1, min(self.segments, by_length))
+        if not decode_bound:
+            return 1
+        return max(1, min(by_length, 1 + max(0, free_decoders)))
+
+
+def decode_bound(decode_s_per_frame: float | None, infer_s_per_frame: float | None, actors: int,
+                 on_gpu: bool) -> bool:
+    """Whether one decoder is slower than the actors together: measured once both are known,
+    else assumed on GPU nodes (a GPU infers faster than a CPU core decodes) and not on CPU ones."""
+    if decode_s_per_frame and infer_s_per_frame and actors:
+        return decode_s_per_frame > infer_s_per_frame / actors
+    return on_gpu
+
