@@ -27,6 +27,7 @@ from pipeline.inputs import VideoSource
 from pipeline.letterbox import LetterboxGeometry
 from pipeline.manifest import Manifest, VideoRecord
 from pipeline.monitoring import PeakRss
+from pipeline.outcomes import RunCounts, VideoOutcome, should_commit
 from pipeline.segments import WHOLE_VIDEO, Segment, SplitPolicy, decode_bound, plan_segments
 from pipeline.results_writer import TEMP_PREFIX, VideoResultWriter, detections_path, durable_replace, tracks_path
 from pipeline.storage import RemoteOutput, redact
@@ -99,28 +100,7 @@ class Coordinator:
         self.manifest = Manifest(self.output)
         self.metrics = PipelineMetrics()
         self.memory = PeakRss()
-        self.counts = {
-            "videos_total": 0,
-            "videos_done": 0,
-            "videos_skipped": 0,
-            "videos_ok": 0,
-            "videos_failed": 0,
-            "videos_partial": 0,
-            "frames_done": 0,
-            "batches_done": 0,
-            "frames_expected": 0,
-            "boxes": 0,
-            "tracks": 0,
-            "batches_retried": 0,
-            "decoder_retries": 0,
-            "duplicate_batches_dropped": 0,
-            "actors_hung": 0,
-            "batches_redecoded": 0,
-            "open_decoders": 0,
-            "peak_open_decoders": 0,
-            "videos_split": 0,  # videos decoded in segments ...
-            "segments": 0,  # ... and their segments
-        }
+        self.counts = RunCounts()
         self.split_policy = SplitPolicy(segments=config.segments, min_segment_frames=config.segment_min_frames)
         self._frames_decoded = 0  # frames whose decode time is in stage_s["decode"]
         self.stage_s = {"decode": 0.0, "infer": 0.0, "batch_round_trip": 0.0, "write": 0.0}
@@ -210,7 +190,7 @@ class Coordinator:
                     # Hung: kill it (once, for the first of its batches to time out); Ray starts a new one.
                     if isinstance(exc, asyncio.TimeoutError) and self.window.available[actor]:
                         log.warning("actor %d gave no answer in %.0f s: restarting it", actor, self.deadline.seconds())
-                        self.counts["actors_hung"] += 1
+                        self.counts.actors_hung += 1
                         self._restart(actor)
                     self._suspend_actor(actor)
                     await self._release(actor)
@@ -219,7 +199,7 @@ class Coordinator:
                         raise BatchFailed(
                             f"batch {header.seq} lost its actor {attempt + 1} times: {type(exc).__name__}"
                         ) from exc
-                    self.counts["batches_retried"] += 1
+                    self.counts.batches_retried += 1
                     actor = await self._acquire()
             await self._release(actor)
             actor = -1
@@ -252,16 +232,16 @@ class Coordinator:
         )
         t0 = time.perf_counter()
         if state.writer.add(result):
-            self.counts["batches_done"] += 1
-            self.counts["frames_done"] += result.num_frames
-            self.counts["boxes"] += len(result.detections)
+            self.counts.batches_done += 1
+            self.counts.frames_done += result.num_frames
+            self.counts.boxes += len(result.detections)
             self.metrics.frames_inferred.inc(result.num_frames)
             if state.writer.row_groups_written:
                 # Warm once rows have reached the disk: the Parquet writer's buffers and codecs
                 # are allocated then, so growth after this point is what a leak would look like.
                 self.memory.mark_warm()
         else:
-            self.counts["duplicate_batches_dropped"] += 1
+            self.counts.duplicate_batches_dropped += 1
         self.stage_s["write"] += time.perf_counter() - t0
 
     # ---- one video ---------------------------------------------------------------------
@@ -304,7 +284,7 @@ class Coordinator:
                     state.info, state.geometry = item.info, item.geometry
                     state.writer = VideoResultWriter(self.output, state.source.video_id, self.names)
                     if item.info.header_frames:
-                        self.counts["frames_expected"] += -(-item.info.header_frames // self.config.stride)
+                        self.counts.frames_expected += -(-item.info.header_frames // self.config.stride)
             elif isinstance(item, BatchHeader):
                 held = (item, await self._next(stream))
             elif isinstance(item, VideoEnded):
@@ -346,8 +326,7 @@ class Coordinator:
                 segment=part.segment,
                 faults=self.faults,
             )
-            self.counts["open_decoders"] += 1
-            self.counts["peak_open_decoders"] = max(self.counts["peak_open_decoders"], self.counts["open_decoders"])
+            self.counts.decoder_opened()
             try:
                 ended = await self._consume(stream, state, part, only)
                 if state.error or only is not None:  # the decoder must not run on alone
@@ -357,10 +336,10 @@ class Coordinator:
                 self._cancel(stream)
                 if attempts > cfg.decode_retries:
                     return VideoEnded(state.frames_decoded, f"{exc} (gave up after {attempts} attempts)")
-                self.counts["decoder_retries"] += 1
+                self.counts.decoder_retries += 1
                 log.warning("retrying decoder of %s after: %s", redact(state.source.path), redact(str(exc)))
             finally:
-                self.counts["open_decoders"] -= 1
+                self.counts.decoder_closed()
                 part.attempts = attempts
 
     async def _segments(self, source: VideoSource) -> list[Segment]:
@@ -369,8 +348,8 @@ class Coordinator:
         policy = self.split_policy
         if not policy.worth_probing(source.size_bytes):
             return [WHOLE_VIDEO]
-        free = (self.config.max_open_videos or 1) - self.counts["open_decoders"] - 1  # less this video's own
-        frames = self.counts["frames_done"]
+        free = (self.config.max_open_videos or 1) - self.counts.open_decoders - 1  # less this video's own
+        frames = self.counts.frames_done
         bound = decode_bound(
             self.stage_s["decode"] / self._frames_decoded if self._frames_decoded else None,
             self.stage_s["infer"] / frames if frames else None,
@@ -385,8 +364,8 @@ class Coordinator:
         count = policy.count(len(times.pts), free_decoders=free, decode_bound=bound)
         segments = plan_segments(times, count, stride=self.config.stride, batch_size=self.config.batch_size)
         if len(segments) > 1:
-            self.counts["videos_split"] += 1
-            self.counts["segments"] += len(segments)
+            self.counts.videos_split += 1
+            self.counts.segments += len(segments)
         return segments
 
     @staticmethod
@@ -415,7 +394,7 @@ class Coordinator:
                     state.error = f"batches {sorted(state.lost)} were lost {repairs - 1} times with their nodes"
                     break
                 only, state.lost = set(state.lost), set()
-                self.counts["batches_redecoded"] += len(only)
+                self.counts.batches_redecoded += len(only)
                 log.warning("decoding %d batches of %s again: their frames were lost with a node",
                             len(only), redact(source.path))
                 repaired = await self._decode_with_retries(state, SegmentStream(WHOLE_VIDEO, received=min(only)), only)
@@ -515,7 +494,7 @@ class Coordinator:
         frames = writer.rows_written if writer else 0
         num_tracks = None
         committed = False
-        if writer and frames and not writer.pending:
+        if writer and should_commit(frames, writer.pending):
             try:
                 num_tracks = await self._commit(writer)
                 committed = True
@@ -524,33 +503,16 @@ class Coordinator:
                 error = str(exc)
         if not committed:
             await self._discard(writer, source.video_id)
-            frames = 0
-            error = error or "no frames decoded"
-        status = "ok" if not error else ("partial" if frames else "failed")
-        if frames and num_tracks:
-            self.counts["tracks"] += num_tracks
-        info = state.info
-        record = VideoRecord(
-            video_id=source.video_id,
-            path=redact(source.path),
-            status=status,
-            frames_processed=frames,
-            width=info.width if info else None,
-            height=info.height if info else None,
-            fps=info.fps if info else None,
-            error=error,
-            frames_decoded=ended.frames_decoded,
-            num_detections=writer.boxes_written if writer and frames else 0,
-            class_counts=writer.class_totals() if writer and frames else [],
-            num_tracks=num_tracks if frames else None,
-            codec=info.codec if info else None,
-            rotation=info.rotation if info else 0,
-            size_bytes=source.size_bytes,
-            mtime_ns=source.mtime_ns,
-            settings_hash=self.settings_hash,
+        elif num_tracks:
+            self.counts.tracks += num_tracks
+        outcome = VideoOutcome(
+            source, state.info, error, committed, frames,
+            boxes=writer.boxes_written if committed else 0,
+            class_counts=writer.class_totals() if committed else [],
+            num_tracks=num_tracks, frames_decoded=ended.frames_decoded, attempts=state.attempts,
             processing_s=time.perf_counter() - started,
-            decode_attempts=state.attempts,
         )
+        record = outcome.record(self.settings_hash)
         await self._finish(record)
 
     async def _finish(self, record: VideoRecord) -> None:
@@ -560,8 +522,7 @@ class Coordinator:
                 self.manifest.save()
                 if self.remote:
                     await asyncio.to_thread(self.remote.publish, self.manifest.path, Manifest.FILE_NAME)
-        self.counts["videos_done"] += 1
-        self.counts[f"videos_{record.status}"] += 1
+        self.counts.video_finished(record.status)
         self.metrics.videos_finished.inc(tags={"status": record.status})
         self.memory.sample()
 
@@ -572,7 +533,7 @@ class Coordinator:
         bounded: the driver's walk waits for the run)."""
         for video in videos:
             await self._backlog.put(video)
-            self.counts["videos_total"] += 1
+            self.counts.videos_total += 1
 
     async def backlog_walked(self) -> None:
         """No more videos will come."""
@@ -599,8 +560,7 @@ class Coordinator:
                     # in between never leaves an 'ok' record without its rows).
                     await self._discard(None, source.video_id)
                 elif self.manifest.is_complete(source, self.settings_hash):
-                    self.counts["videos_skipped"] += 1
-                    self.counts["videos_done"] += 1
+                    self.counts.video_skipped()
                 else:
                     await self._process_video(source)
             self._backlog.put_nowait(None)  # for the next worker (one slot is free: this one took it)
@@ -631,7 +591,7 @@ class Coordinator:
             "elapsed_s": time.time() - self.started,
             "cpu_s": time.process_time() - self.cpu_started,
             "first_batch_done_at": self.first_batch_done_at,
-            "counts": dict(self.counts),
+            "counts": self.counts,
             "stage_s": dict(self.stage_s),
             "peak_batches_in_flight": self.window.peak_in_flight,
             "window_limit": self.window.limit,
@@ -643,7 +603,7 @@ class Coordinator:
     async def progress(self) -> dict:
         self.metrics.process_rss.set(self.memory.sample(), tags={"role": "coordinator"})
         return {
-            **self.counts,
+            **self.counts.as_dict(),
             "in_flight": self.window.total_in_flight,
             "peak_in_flight": self.window.peak_in_flight,
             "elapsed_s": time.time() - self.started,

@@ -363,7 +363,7 @@ def _start_coordinator(out: Path, config: RunConfig, actors, faults, remote: Rem
 
 def _run_record(config, placement, facts, plan: RunPlan, summary, driver_memory, address) -> dict:
     counts = summary["counts"]
-    bad = counts["videos_failed"] + counts["videos_partial"]
+    bad = counts.videos_failed + counts.videos_partial
     started = plan.started
     elapsed = time.time() - started
     processing = summary["elapsed_s"]
@@ -382,35 +382,35 @@ def _run_record(config, placement, facts, plan: RunPlan, summary, driver_memory,
         "host": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()},
         "totals": {
             "videos": plan.walk.count,
-            "videos_ok": counts["videos_ok"],
-            "videos_partial": counts["videos_partial"],
-            "videos_failed": counts["videos_failed"],
-            "videos_skipped": plan.skipped + counts["videos_skipped"],
-            "frames": counts["frames_done"],
-            "detections": counts["boxes"],
-            "tracks": counts["tracks"] if config.track else None,
-            "batches_retried": counts["batches_retried"],
-            "decoder_retries": counts["decoder_retries"],
-            "duplicate_batches_dropped": counts["duplicate_batches_dropped"],
-            "actors_hung": counts["actors_hung"],
-            "batches_redecoded": counts["batches_redecoded"],
-            "videos_split": counts["videos_split"],  # long videos decoded in parallel segments
-            "segments": counts["segments"],
+            "videos_ok": counts.videos_ok,
+            "videos_partial": counts.videos_partial,
+            "videos_failed": counts.videos_failed,
+            "videos_skipped": plan.skipped + counts.videos_skipped,
+            "frames": counts.frames_done,
+            "detections": counts.boxes,
+            "tracks": counts.tracks if config.track else None,
+            "batches_retried": counts.batches_retried,
+            "decoder_retries": counts.decoder_retries,
+            "duplicate_batches_dropped": counts.duplicate_batches_dropped,
+            "actors_hung": counts.actors_hung,
+            "batches_redecoded": counts.batches_redecoded,
+            "videos_split": counts.videos_split,  # long videos decoded in parallel segments
+            "segments": counts.segments,
         },
         "throughput": {
-            "frames_per_s": counts["frames_done"] / processing if processing > 0 else 0.0,
+            "frames_per_s": counts.frames_done / processing if processing > 0 else 0.0,
             "processing_s": processing,
         },
         "stage_s": summary["stage_s"],
         "coordinator": {  # its cost per batch sets the ceiling of a run (python -m pipeline bench --contenders coordination)
             "cpu_s": summary["cpu_s"],
-            "batches": counts["batches_done"],
-            "cpu_ms_per_batch": 1000 * summary["cpu_s"] / counts["batches_done"] if counts["batches_done"] else None,
+            "batches": counts.batches_done,
+            "cpu_ms_per_batch": 1000 * summary["cpu_s"] / counts.batches_done if counts.batches_done else None,
         },
         "backpressure": {
             "peak_batches_in_flight": summary["peak_batches_in_flight"],
             "limit": summary["window_limit"],
-            "peak_open_decoders": counts["peak_open_decoders"],
+            "peak_open_decoders": counts.peak_open_decoders,
             "max_open_videos": placement.max_open_videos,
         },
         "memory": _roles_memory(summary, driver_memory),
