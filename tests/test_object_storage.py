@@ -128,9 +128,20 @@ def test_s3_in_s3_out(s3, tmp_path, model_path):
     assert set(only_one["video_id"]) == {one} and len(only_one) == (flat["video_id"] == one).sum()
 
 
-def test_interrupted_s3_run_resumes_without_duplicates(s3, tmp_path, model_path):
+def test_interrupted_s3_run_resumes_without_duplicates(s3, tmp_path, model_path, people_mp4):
     fs, query = s3
-    args = (f"s3://videos/backlog/?{query}", "--output", f"s3://results/run2?{query}", "--model", model_path,
+    # A short video, a long one, a short one, in that order: the interrupt, sent as soon as the
+    # first is complete, lands while the long one is in progress (with three short clips the
+    # run could finish first).
+    import cv2
+
+    frames = [cv2.resize(f, (320, 180)) for f in read_frames(people_mp4, limit=40)]
+    lengths = {"a.mp4": 12, "b.mp4": 240, "c.mp4": 16}
+    for name, n in lengths.items():
+        local = tmp_path / name
+        write_video(local, [frames[i % len(frames)] for i in range(n)])
+        pafs.copy_files(str(local), f"videos/interrupted/{name}", destination_filesystem=fs)
+    args = (f"s3://videos/interrupted/?{query}", "--output", f"s3://results/run2?{query}", "--model", model_path,
             "--max-open-videos", "1")
     staging = str(tmp_path / "staging")
     proc = cli(*args, staging=staging)
@@ -139,7 +150,7 @@ def test_interrupted_s3_run_resumes_without_duplicates(s3, tmp_path, model_path)
     # once (the bucket's videos.parquet is only replaced when the log is folded into it).
     while not staged_ok(staging):
         assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
-        time.sleep(0.3)
+        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     subprocess.run([os.path.join(os.path.dirname(sys.executable), "ray"), "stop", "--force"], capture_output=True)
@@ -155,7 +166,7 @@ def test_interrupted_s3_run_resumes_without_duplicates(s3, tmp_path, model_path)
         record = json.loads(f.read())
     assert record["totals"]["videos_skipped"] == len(done_before)
     rows = remote_rows(fs, "results/run2")
-    assert len(rows) == 24 + 16 + 12 and not rows.duplicated(["video_id", "frame_index"]).any()
+    assert len(rows) == sum(lengths.values()) and not rows.duplicated(["video_id", "frame_index"]).any()
 
 
 def test_the_staging_folder_is_private_to_the_user_not_a_fixed_path_in_tmp(tmp_path, monkeypatch):

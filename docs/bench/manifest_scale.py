@@ -10,11 +10,15 @@ manifest, and how long a resume over 100,000 complete videos takes to plan and s
 2. Resume: 100,000 hard links to one tiny video, a manifest that has them all complete with the
    run's settings, then ``python -m pipeline run DIR --output OUT --model M``, timed with the peak
    RSS of its process.
+3. The same folder with one new video added: the run now has work, so Ray, the actors and the
+   coordinator start, and the coordinator loads the 100,000 records; ``run.json``'s peak RSS of the
+   driver and of the coordinator.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -65,6 +69,7 @@ def cost_per_video(existing: int) -> dict:
 
 def resume(model: str, count: int) -> dict:
     from pipeline.config import RunConfig
+    from pipeline.inputs import expand_inputs
     from pipeline.planning import plan_run
     from pipeline.samples import write_video
 
@@ -85,7 +90,7 @@ def resume(model: str, count: int) -> dict:
     plan = plan_run([str(videos)], str(out), RunConfig(model=model))  # the same identity and settings hash as the CLI
     try:
         manifest = Manifest(out)
-        for s in plan.sources:
+        for s in expand_inputs([str(videos)])[0]:
             manifest.update(VideoRecord(video_id=s.video_id, path=s.path, status="ok", frames_processed=2,
                                         size_bytes=s.size_bytes, mtime_ns=s.mtime_ns,
                                         settings_hash=plan.config.settings_hash()))
@@ -113,8 +118,21 @@ def resume(model: str, count: int) -> dict:
     seconds = time.perf_counter() - started
     stop.set()
     sampler.join()
-    return {"videos": count, "links_s": links_s, "exit_code": proc.returncode, "seconds": seconds,
-            "peak_rss_mib": peak / 2**20, "last_line": (stdout.strip().splitlines() or stderr.strip().splitlines() or [""])[-1]}
+    result = {"videos": count, "links_s": links_s, "exit_code": proc.returncode, "seconds": seconds,
+              "peak_rss_mib": peak / 2**20,
+              "last_line": (stdout.strip().splitlines() or stderr.strip().splitlines() or [""])[-1]}
+    write_video(videos / "new.mp4", [np.full((64, 64, 3), 90, np.uint8)] * 2)
+    started = time.perf_counter()
+    done = subprocess.run(command + ["--no-progress"], capture_output=True, text=True)
+    record = json.loads((out / "run.json").read_text())
+    result["with_one_new_video"] = {
+        "exit_code": done.returncode, "seconds": time.perf_counter() - started,
+        "videos_skipped": record["totals"]["videos_skipped"], "videos_ok": record["totals"]["videos_ok"],
+        "driver_peak_rss_mib": record["memory"]["driver"]["peak_bytes"] / 2**20,
+        "coordinator_peak_rss_mib": record["memory"]["coordinator"]["peak_bytes"] / 2**20,
+    }
+    shutil.rmtree(work, ignore_errors=True)
+    return result
 
 
 def main() -> int:
