@@ -100,14 +100,13 @@ def _read_list(list_path: str) -> Iterator[str]:
     return entries()
 
 
-def _scan_directory(folder: str) -> list[str]:
-    found = []
+def _scan_directory(folder: str) -> Iterator[str]:
+    """The video files under ``folder``, in sorted order, one directory listing at a time."""
     for root, dirs, files in os.walk(folder, followlinks=False):
         dirs.sort()
         for name in sorted(files):
             if Path(name).suffix.lower() in VIDEO_EXTENSIONS:
-                found.append(os.path.join(root, name))
-    return found
+                yield os.path.join(root, name)
 
 
 def _did_you_mean(path: str) -> str:
@@ -201,10 +200,9 @@ class InputWalk:
                 self.warnings.append(f"no video files under {storage.redact(item)}")
             return found
         if os.path.isdir(item):
-            found = _scan_directory(item)
-            if not found:
+            if next(_scan_directory(item), None) is None:  # stops at the first video found
                 self.warnings.append(f"no video files in directory {item}")
-            return found
+            return _scan_directory(item)  # walked again, lazily, when its turn comes
         return self._named(item)
 
     @staticmethod

@@ -214,3 +214,18 @@ def test_an_unreadable_list_or_a_missing_named_file_stops_before_the_walk(tmp_pa
     with pytest.raises(InputError, match="input not found"):
         plan_run([f"@{listing}", str(tmp_path / "typo.mp4")], str(out), RunConfig(model=model_path))
     assert not out.exists()
+
+
+def test_a_directory_is_listed_a_folder_at_a_time(tmp_path):
+    from pipeline.inputs import InputWalk
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "x.mp4").write_bytes(b"video")
+    videos = iter(InputWalk([str(tmp_path)]))
+    assert Path(next(videos).path).name == "x.mp4"
+    (tmp_path / "b" / "y.mp4").write_bytes(b"video")  # b is not listed yet
+    assert [Path(v.path).name for v in videos] == ["y.mp4"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert InputWalk([str(empty)]).warnings == [f"no video files in directory {empty}"]

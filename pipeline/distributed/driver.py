@@ -269,8 +269,10 @@ def execute(
             ready, _ = ray.wait([pending], timeout=0.5)
             if terminated.is_set():
                 raise Interrupted(signal.SIGTERM)
-            if feeder.error is not None:  # the walk met an unreadable list, say: one line, exit 1
-                raise feeder.error
+            if feeder.error is not None:
+                if isinstance(feeder.error, ray.exceptions.RayActorError):
+                    raise _coordinator_died() from None
+                raise feeder.error  # the walk could not go on (a list that became unreadable, say)
             driver_memory.sample()
             try:
                 progress_now = ray.get(coordinator.progress.remote(), timeout=10)
