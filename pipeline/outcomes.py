@@ -67,6 +67,28 @@ def should_commit(rows_written: int, batches_pending: int) -> bool:
     return rows_written > 0 and batches_pending == 0
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When the coordinator tries again, and when it gives up on a video."""
+
+    decode_retries: int = 2  # decoder streams started again after one died or stalled
+    batch_retries: int = 3  # re-dispatches of a batch whose actor died or hung
+
+    def retry_decoder(self, attempts: int) -> bool:
+        """After ``attempts`` streams of one segment, the last of which died: start another?"""
+        return attempts <= self.decode_retries
+
+    def retry_batch(self, attempts: int) -> bool:
+        """After ``attempts`` dispatches of one batch, the last of which lost its actor: again?"""
+        return attempts <= self.batch_retries
+
+    def repair_again(self, passes: int) -> bool:
+        """Batches of a video were lost with a node after ``passes`` passes that decoded them
+        again: one more pass? Up to ``decode_retries + 1`` passes (a node loss is not the video's
+        fault, so the first pass is not a retry)."""
+        return passes <= self.decode_retries
+
+
 @dataclass
 class RunCounts:
     """The run's counters (the coordinator's ``progress`` and ``summary``)."""

@@ -66,3 +66,16 @@ def test_the_counters():
     assert counts.as_dict()["videos_ok"] == 2 and set(counts.as_dict()) >= {"frames_done", "segments"}
     with pytest.raises(AttributeError):
         counts.video_finished("bogus")
+
+
+def test_the_retry_policy_counts_attempts_the_way_the_config_says():
+    from pipeline.outcomes import RetryPolicy
+
+    policy = RetryPolicy(decode_retries=2, batch_retries=3)
+    # decode_retries=2: three streams in all; batch_retries=3: four dispatches in all
+    assert [policy.retry_decoder(n) for n in (1, 2, 3)] == [True, True, False]
+    assert [policy.retry_batch(n) for n in (1, 2, 3, 4)] == [True, True, True, False]
+    # lost with a node: the first pass and up to two more
+    assert [policy.repair_again(n) for n in (0, 1, 2, 3)] == [True, True, True, False]
+    never = RetryPolicy(decode_retries=0, batch_retries=0)
+    assert not never.retry_decoder(1) and not never.retry_batch(1) and never.repair_again(0)

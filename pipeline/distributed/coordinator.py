@@ -4,6 +4,7 @@ window, collects the detections and writes them, one video at a time, exactly on
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import time
@@ -27,7 +28,7 @@ from pipeline.inputs import VideoSource
 from pipeline.letterbox import LetterboxGeometry
 from pipeline.manifest import Manifest, VideoRecord
 from pipeline.monitoring import PeakRss
-from pipeline.outcomes import RunCounts, VideoOutcome, should_commit
+from pipeline.outcomes import RetryPolicy, RunCounts, VideoOutcome, should_commit
 from pipeline.segments import WHOLE_VIDEO, Segment, SplitPolicy, decode_bound, plan_segments
 from pipeline.results_writer import TEMP_PREFIX, VideoResultWriter, detections_path, durable_replace, tracks_path
 from pipeline.storage import RemoteOutput, redact
@@ -101,6 +102,7 @@ class Coordinator:
         self.metrics = PipelineMetrics()
         self.memory = PeakRss()
         self.counts = RunCounts()
+        self.retry = RetryPolicy(config.decode_retries, config.batch_retries)
         self.split_policy = SplitPolicy(segments=config.segments, min_segment_frames=config.segment_min_frames)
         self._frames_decoded = 0  # frames whose decode time is in stage_s["decode"]
         self.stage_s = {"decode": 0.0, "infer": 0.0, "batch_round_trip": 0.0, "write": 0.0}
@@ -131,6 +133,7 @@ class Coordinator:
         self.config = config
         self.deadline.fixed_s = config.batch_timeout_s
         self.settings_hash = config.settings_hash()
+        self.retry = RetryPolicy(config.decode_retries, config.batch_retries)
         self.split_policy = SplitPolicy(segments=config.segments, min_segment_frames=config.segment_min_frames)
 
     # ---- the dispatch window -------------------------------------------------------------
@@ -180,7 +183,7 @@ class Coordinator:
     async def _infer(self, actor: int, header: BatchHeader, frames_ref, state: VideoState) -> None:
         sent = time.perf_counter()
         try:
-            for attempt in range(self.config.batch_retries + 1):
+            for attempt in itertools.count(1):
                 try:
                     call = self.actors[actor].infer.remote(frames_ref, state.geometry)
                     out = await asyncio.wait_for(call, timeout=self.deadline.seconds())
@@ -195,9 +198,9 @@ class Coordinator:
                     self._suspend_actor(actor)
                     await self._release(actor)
                     actor = -1
-                    if attempt == self.config.batch_retries:
+                    if not self.retry.retry_batch(attempt):
                         raise BatchFailed(
-                            f"batch {header.seq} lost its actor {attempt + 1} times: {type(exc).__name__}"
+                            f"batch {header.seq} lost its actor {attempt} times: {type(exc).__name__}"
                         ) from exc
                     self.counts.batches_retried += 1
                     actor = await self._acquire()
@@ -334,7 +337,7 @@ class Coordinator:
                 return ended
             except DecoderLost as exc:
                 self._cancel(stream)
-                if attempts > cfg.decode_retries:
+                if not self.retry.retry_decoder(attempts):
                     return VideoEnded(state.frames_decoded, f"{exc} (gave up after {attempts} attempts)")
                 self.counts.decoder_retries += 1
                 log.warning("retrying decoder of %s after: %s", redact(state.source.path), redact(str(exc)))
@@ -389,10 +392,10 @@ class Coordinator:
                 await asyncio.gather(*list(state.tasks))
             repairs = 0
             while state.lost and not state.error:  # frames lost with a node: decode those batches again
-                repairs += 1
-                if repairs > self.config.decode_retries + 1:
-                    state.error = f"batches {sorted(state.lost)} were lost {repairs - 1} times with their nodes"
+                if not self.retry.repair_again(repairs):
+                    state.error = f"batches {sorted(state.lost)} were lost {repairs} times with their nodes"
                     break
+                repairs += 1
                 only, state.lost = set(state.lost), set()
                 self.counts.batches_redecoded += len(only)
                 log.warning("decoding %d batches of %s again: their frames were lost with a node",
@@ -461,11 +464,13 @@ class Coordinator:
         # A kill from here to the video's record leaves files without one: this line lets the
         # next fold of the log remove them.
         self.manifest.committing(video_id)
+        # Closing the Parquet file, fsync and rename take milliseconds: off the event loop, which
+        # meanwhile keeps the other videos' batches moving.
         if self.config.track:
-            durable_replace(tracks, writer.tracks_final_path)
-            durable_replace(tracked, writer.final_path)
+            await asyncio.to_thread(durable_replace, tracks, writer.tracks_final_path)
+            await asyncio.to_thread(durable_replace, tracked, writer.final_path)
         else:
-            writer.commit()
+            await asyncio.to_thread(writer.commit)
         if self.remote:
             if num_tracks is not None:
                 await asyncio.to_thread(self.remote.publish, writer.tracks_final_path, tracks_relative)
