@@ -23,7 +23,7 @@ from pipeline.inputs import InputError, InputWalk, VideoSource
 from pipeline.lease import Lease
 from pipeline.manifest import Manifest, VideoRecord, compact
 from pipeline.model_ref import ModelLoadError, check_model_available, model_fingerprint, read_class_names, resolve_classes
-from pipeline.results_writer import TEMP_PREFIX, durable_replace
+from pipeline.results_writer import TEMP_PREFIX, durable_replace, remove_video_files
 from pipeline.storage import RemoteOutput, is_uri, redact, staging_dir_for
 
 RUN_FILE = "run.json"
@@ -221,13 +221,6 @@ def first_letterbox_shapes(todo: list, config: RunConfig, *, tries: int = 3) -> 
         geometry = LetterboxGeometry.for_source(decoder.info.height, decoder.info.width, config.imgsz, stride=32)
         return (geometry.out_shape,)
     return ()
-
-
-def remove_video_files(video_id: str, local: Path, remote: RemoteOutput | None) -> None:
-    for relative in (f"detections/{video_id}.parquet", f"tracks/{video_id}.parquet"):
-        (local / relative).unlink(missing_ok=True)
-        if remote:
-            remote.delete(relative)
 
 
 def fold_manifest_log(local: Path, remote: RemoteOutput | None) -> bool:

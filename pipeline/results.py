@@ -384,12 +384,12 @@ def read_tracks(
     return (table if mask is None else table.filter(mask)).to_pandas(types_mapper=NULLABLE_INTS)
 
 
-def read_videos(output: str | Path, *, columns: list[str] | None = None) -> pd.DataFrame:
+def read_videos(output: str | Path) -> pd.DataFrame:
     """``videos.parquet``: one row per video; integer columns are nullable (``width`` of a video
-    that could not be opened, ``num_tracks`` without ``--track``). ``columns``: only those."""
+    that could not be opened, ``num_tracks`` without ``--track``)."""
     fs, root = check_output(output)
     try:
-        table = pq.read_table(f"{root}/{Manifest.FILE_NAME}", filesystem=fs, columns=columns)
+        table = pq.read_table(f"{root}/{Manifest.FILE_NAME}", filesystem=fs)
     except FileNotFoundError:
         raise NotARunOutput(f"{output} has no videos.parquet yet: no video of its run has finished") from None
     return table.to_pandas(types_mapper=NULLABLE_INTS)

@@ -111,6 +111,14 @@ def tracks_path(output: Path, video_id: str) -> Path:
     return output / "tracks" / f"{video_id}.parquet"
 
 
+def remove_video_files(video_id: str, local: Path, remote=None) -> None:
+    """A video's detections and tracks files, in ``local`` and on ``remote`` (a ``RemoteOutput``)."""
+    for path in (detections_path(local, video_id), tracks_path(local, video_id)):
+        path.unlink(missing_ok=True)
+        if remote:
+            remote.delete(path.relative_to(local).as_posix())
+
+
 class VideoResultWriter:
     """Streams one video's batches into a temporary Parquet file, in frame order.
 

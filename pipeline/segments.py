@@ -30,14 +30,6 @@ class Segment:
     end_pts: int | None  # that frame's pts
     first_seq: int  # the seq of its first batch in the video
 
-    @property
-    def is_first(self) -> bool:
-        return self.first_pts is None
-
-    @property
-    def is_last(self) -> bool:
-        return self.end_pts is None
-
 
 WHOLE_VIDEO = Segment(first_frame=0, first_pts=None, end_frame=None, end_pts=None, first_seq=0)
 

@@ -30,7 +30,7 @@ from pipeline.manifest import Manifest, VideoRecord
 from pipeline.monitoring import PeakRss
 from pipeline.outcomes import RetryPolicy, RunCounts, VideoOutcome, should_commit
 from pipeline.segments import WHOLE_VIDEO, Segment, SplitPolicy, decode_bound, plan_segments
-from pipeline.results_writer import TEMP_PREFIX, VideoResultWriter, detections_path, durable_replace, tracks_path
+from pipeline.results_writer import TEMP_PREFIX, VideoResultWriter, durable_replace, remove_video_files
 from pipeline.storage import RemoteOutput, redact
 
 log = logging.getLogger(__name__)
@@ -487,11 +487,10 @@ class Coordinator:
         """No usable rows: remove this attempt's and any older version's files."""
         if writer:
             writer.abort()
-        for stale in (detections_path(self.output, video_id), tracks_path(self.output, video_id)):
-            stale.unlink(missing_ok=True)
-        if self.remote:
-            await asyncio.to_thread(self.remote.delete, f"detections/{video_id}.parquet")
-            await asyncio.to_thread(self.remote.delete, f"tracks/{video_id}.parquet")
+        if self.remote:  # object storage calls: off the event loop
+            await asyncio.to_thread(remove_video_files, video_id, self.output, self.remote)
+        else:
+            remove_video_files(video_id, self.output)
 
     async def _complete_video(self, state: VideoState, ended: VideoEnded, started: float) -> None:
         source, writer = state.source, state.writer
