@@ -13,8 +13,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.cli import main  # noqa: E402
-from pipeline.samples import make_demo_video  # noqa: E402
+from pipeline.cli.main import main  # noqa: E402
+from pipeline.media.samples import make_demo_video  # noqa: E402
 
 
 def pick_model() -> str:

@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from pipeline.detector import BatchDetector  # noqa: E402
-from pipeline.monitoring import GpuSampler  # noqa: E402
-from pipeline.samples import read_frames  # noqa: E402
+from pipeline.inference.torch_detector import BatchDetector  # noqa: E402
+from pipeline.runtime.monitoring import GpuSampler  # noqa: E402
+from pipeline.media.samples import read_frames  # noqa: E402
 
 
 def _model_path(spec: str, workdir: Path) -> str:
@@ -125,8 +125,8 @@ def bench_loop(model: str, frames: list[np.ndarray], device: str, seconds: float
 
 def bench_tensorrt(model: str, frames: list[np.ndarray], batches: list[int], seconds: float) -> list[dict]:
     """The TensorRT engine the pipeline's ``--engine auto`` builds on a GPU node, when it can."""
-    from pipeline.engines.cache import ensure_engine
-    from pipeline.letterbox import LetterboxGeometry
+    from pipeline.inference.engine_cache import ensure_engine
+    from pipeline.media.letterbox import LetterboxGeometry
 
     shape = LetterboxGeometry.for_source(*frames[0].shape[:2], 640, stride=32).out_shape
     try:
@@ -145,8 +145,8 @@ def bench_decode(video: str, seconds_cap: float = 60.0) -> dict:
     of 16), and NVDEC through PyAV's CUDA hwaccel when its FFmpeg has it."""
     import av
 
-    from pipeline.decode import VideoDecoder, iter_batches
-    from pipeline.letterbox import LetterboxGeometry
+    from pipeline.media.decode import VideoDecoder, iter_batches
+    from pipeline.media.letterbox import LetterboxGeometry
 
     out = {"pyav_version": av.__version__, "cpus": os.cpu_count()}
     decoder = VideoDecoder(video)

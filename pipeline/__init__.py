@@ -14,8 +14,8 @@ __all__ = ["RunConfig", "run", "read_detections", "read_tracks", "read_videos", 
 
 
 def run(inputs, *, output, config=None, **kwargs):
-    """Run the pipeline; see ``pipeline.launch.run``. Ray is imported only when there is work."""
-    from pipeline.launch import run as _run
+    """Run the pipeline; see ``pipeline.runtime.launch.run``. Ray is imported only when there is work."""
+    from pipeline.runtime.launch import run as _run
 
     return _run(inputs, output=output, config=config, **kwargs)
 

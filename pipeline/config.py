@@ -12,7 +12,7 @@ Device = Literal["auto", "cpu", "cuda"]
 DEVICES: tuple[str, ...] = get_args(Device)
 Engine = Literal["auto", "torch", "openvino", "onnx", "tensorrt"]
 ENGINES: tuple[str, ...] = get_args(Engine)
-# No model at all: fixed boxes per frame (pipeline.engines.synthetic). Not a choice of the
+# No model at all: fixed boxes per frame (pipeline.inference.synthetic). Not a choice of the
 # command line: the coordination benchmark uses it to measure the pipeline's own costs.
 SYNTHETIC_ENGINE = "synthetic"
 CpuPrecision = Literal["fp32", "bf16"]
@@ -46,7 +46,7 @@ class RunConfig:
     window_per_actor: int = 2  # batches in flight per actor: one computing, one queued
     decoder_buffer: int = 2  # batches a decoder may run ahead of the coordinator
     max_open_videos: int | None = None  # videos decoded at once; None: planned from the cluster
-    # Long videos decoded in parallel segments (pipeline.segments): None decides by itself (when
+    # Long videos decoded in parallel segments (pipeline.media.segments): None decides by itself (when
     # decoding is the bottleneck and decoders are free), 1 never, N splits videos long enough in N.
     segments: int | None = None
     segment_min_frames: int = 1800  # no segment shorter than this
@@ -58,7 +58,7 @@ class RunConfig:
     track: bool = False  # ByteTrack over each video's detections: a track_id per box, tracks/ summary
     model_fingerprint: str = field(default="", compare=False)  # size+mtime of a local model file
     resolved_device: str | None = field(default=None, compare=False)  # what "auto" became: cpu or cuda
-    resolved_engine: str | None = field(default=None, compare=False)  # what --engine became (pipeline.engines.choice)
+    resolved_engine: str | None = field(default=None, compare=False)  # what --engine became (pipeline.inference.engines)
 
     RESULT_FIELDS = ("model", "model_fingerprint", "imgsz", "conf", "iou", "stride", "classes", "max_det", "track")
 

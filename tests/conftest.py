@@ -48,7 +48,7 @@ def model_path() -> str:
 @pytest.fixture(scope="session")
 def clips(tmp_path_factory, people_mp4) -> dict[str, Path]:
     """Short real clips cut from people.mp4: re-encoded, shrunk, in other containers."""
-    from pipeline.samples import read_frames, write_video
+    from pipeline.media.samples import read_frames, write_video
     import cv2
 
     folder = tmp_path_factory.mktemp("clips")
@@ -98,7 +98,7 @@ def write_people_clips(folder: Path, people_mp4: Path, *, count: int, length: in
     """``count`` 320x180 clips of ``length`` frames cut from people.mp4, each ``step`` frames later."""
     import cv2
 
-    from pipeline.samples import read_frames, write_video
+    from pipeline.media.samples import read_frames, write_video
 
     frames = [cv2.resize(f, (320, 180)) for f in read_frames(people_mp4, limit=step * (count - 1) + length)]
     paths = []

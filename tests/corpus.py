@@ -8,7 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from pipeline.samples import write_video
+from pipeline.media.samples import write_video
 
 
 def noisy_frames(count: int, size=(160, 120), seed=0):

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import psutil
 
-from pipeline.manifest import Manifest, VideoRecord
+from pipeline.output.manifest import Manifest, VideoRecord
 
 
 def _record(i: int, prefix: str = "v") -> VideoRecord:
@@ -69,9 +69,9 @@ def cost_per_video(existing: int) -> dict:
 
 def resume(model: str, count: int) -> dict:
     from pipeline.config import RunConfig
-    from pipeline.inputs import expand_inputs
-    from pipeline.planning import plan_run
-    from pipeline.samples import write_video
+    from pipeline.plan.inputs import expand_inputs
+    from pipeline.plan.planning import plan_run
+    from pipeline.media.samples import write_video
 
     import numpy as np
 

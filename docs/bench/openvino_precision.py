@@ -15,10 +15,10 @@ def main(weights: str, video: str, frames: int = 64) -> None:
     import openvino as ov
     from ultralytics import YOLO
 
-    from pipeline.benchmark import match_boxes
-    from pipeline.decode import VideoDecoder, iter_batches
-    from pipeline.engines.lean import ExportedOnDemand, LeanDetector
-    from pipeline.samples import read_frames
+    from pipeline.bench.harness import match_boxes
+    from pipeline.media.decode import VideoDecoder, iter_batches
+    from pipeline.inference.lean_detector import ExportedOnDemand, LeanDetector
+    from pipeline.media.samples import read_frames
 
     model = YOLO(weights)
     reference = []

@@ -7,9 +7,9 @@ import time, numpy as np, itertools
 import openvino as ov
 from openvino.preprocess import ColorFormat, PrePostProcessor
 from pathlib import Path
-from pipeline.engines.cache import ensure_engine
-from pipeline.decode import VideoDecoder, iter_batches
-from pipeline.letterbox import LetterboxGeometry
+from pipeline.inference.engine_cache import ensure_engine
+from pipeline.media.decode import VideoDecoder, iter_batches
+from pipeline.media.letterbox import LetterboxGeometry
 W = Path("../shared/models/yolo11n-coco-int8dq.pt")
 folder = ensure_engine(W, "openvino", (384, 640)).path
 geo = LetterboxGeometry.for_source(1080, 1920, 640, stride=32)

@@ -21,10 +21,10 @@ for MB in 16 1; do
   SERVE=$!
   for i in $(seq 120); do curl -sf localhost:8000/health >/dev/null && break; sleep 1; done
   if [ $MB = 16 ]; then
-    $PY -m pipeline.service.loadtest --token-file "$W/token" --image "$W/frame.jpg" --concurrency 1,8,32 \
+    $PY -m pipeline.bench.loadtest --token-file "$W/token" --image "$W/frame.jpg" --concurrency 1,8,32 \
         --duration 60 --warmup 10 --job-input "$W/videos" --job-output "$W/out/job" --json "$W/batch16.json" || true
   else
-    $PY -m pipeline.service.loadtest --token-file "$W/token" --image "$W/frame.jpg" --concurrency 32 --warmup 10 \
+    $PY -m pipeline.bench.loadtest --token-file "$W/token" --image "$W/frame.jpg" --concurrency 32 --warmup 10 \
         --duration 60 --json "$W/batch1.json" || true
   fi
   kill -INT $SERVE; wait $SERVE || true

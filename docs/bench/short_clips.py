@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pyarrow.dataset as ds
 
-from pipeline.samples import concat_videos, read_frames, write_video
+from pipeline.media.samples import concat_videos, read_frames, write_video
 
 
 def source_frames(video: str):
@@ -83,7 +83,7 @@ def main() -> int:
         long_video = work / "long.mp4"
         concat_videos(clips, long_video)
         made_s = time.perf_counter() - started
-        from pipeline.inputs import video_id_for
+        from pipeline.plan.inputs import video_id_for
 
         order = {video_id_for(str(p)): i for i, p in enumerate(clips)}
         one = run([str(long_video)], work / "out-one", args.model, args.extra)

@@ -188,7 +188,7 @@ def make_router(
         limit: int = Query(PAGE_LIMIT_DEFAULT, ge=1, le=PAGE_LIMIT_MAX, description="rows per page"),
         cursor: str | None = Query(None, description="X-Next-Cursor of the previous page"),
     ) -> Response:
-        from pipeline.results import iter_detections
+        from pipeline.output.readers import iter_detections
 
         try:
             output = jobs.request_of(job_id).output

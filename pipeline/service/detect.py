@@ -60,7 +60,7 @@ class ImageDetector:
     """One warm ``BatchDetector``; thread-safe (calls are serialized: the model is the bottleneck)."""
 
     def __init__(self, settings: ServiceSettings):
-        from pipeline.detector import BatchDetector
+        from pipeline.inference.torch_detector import BatchDetector
 
         self.detector = BatchDetector(settings.model, device=settings.device, imgsz=settings.imgsz,
                                       conf=settings.conf, iou=settings.iou, max_batch=settings.max_batch)

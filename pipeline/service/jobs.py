@@ -18,12 +18,12 @@ from typing import Protocol
 
 from pipeline.config import ConfigError, RunConfig
 from pipeline.errors import UsageError
-from pipeline.inputs import InputError, expand_inputs
-from pipeline.progress import read_progress
-from pipeline.service.job_entry import is_queued
+from pipeline.plan.inputs import InputError, expand_inputs
+from pipeline.output.progress import read_progress
+from pipeline.cli.service_job import is_queued
 from pipeline.service.paths import confine
 from pipeline.service.settings import ServiceSettings
-from pipeline.storage import is_uri
+from pipeline.locations import is_uri
 
 JOB_KEY, ATTEMPT_KEY, REQUEST_KEY = "pipeline.job", "pipeline.attempt", "pipeline.request"
 MAX_ARGV_INPUTS = 1000  # more inputs than this travel in a list file (local outputs) or are refused
@@ -179,7 +179,7 @@ class JobService:
             list_file = lists / f"{submission_id}.txt"
             list_file.write_text("".join(f"{p}\n" for p in inputs))
             inputs = [f"@{list_file}"]
-        entrypoint = shlex.join([sys.executable, "-m", "pipeline.service.job_entry", *inputs,
+        entrypoint = shlex.join([sys.executable, "-m", "pipeline.cli.service_job", *inputs,
                                  *request.argv(self.settings.model)])
         env = {**dict(self.settings.job_env), "PIPELINE_JOB_ID": job_id}
         blob = json.dumps({"inputs": list(request.inputs), "output": request.output, "settings": request.settings})

@@ -8,7 +8,7 @@ import os
 from urllib.parse import urlsplit
 
 from pipeline.errors import UsageError
-from pipeline.storage import is_uri, redact
+from pipeline.locations import is_uri, redact
 
 
 class PathNotAllowed(UsageError):

@@ -1,0 +1,76 @@
+"""Open the detector a run's engine calls for, Ray-free (the ``YoloActor`` and the service call it).
+
+Exported engines load without torch (``pipeline.inference.lean_detector``); TensorRT and torch go through
+ultralytics' ``AutoBackend`` (``pipeline.inference.torch_detector``). An engine that cannot be built or loaded from
+``.pt`` weights falls back to torch: the run goes on, and ``fallback`` says why, for one warning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.config import SYNTHETIC_ENGINE, RunConfig, engine_for_model
+from pipeline.inference.engine_cache import ExportError, ensure_engine
+from pipeline.inference.engines import choose_engine
+from pipeline.inference.export import TENSORRT_MAX_BATCH
+from pipeline.inference.model_ref import ModelLoadError
+
+Shape = tuple[int, int]
+
+
+@dataclass
+class OpenedDetector:
+    detector: object  # BatchDetector or LeanDetector
+    engine: str  # the engine actually used
+    export_s: dict[str, float] = field(default_factory=dict)  # shape -> seconds, engines built by this call
+    fallback: str | None = None  # why the engine asked for was not used
+
+
+def open_detector(config: RunConfig, device: str, *, warm_shapes: tuple[Shape, ...] = (),
+                  cache_dir: Path | None = None) -> OpenedDetector:
+    """The warmed detector for ``config`` on ``device`` ("cpu" or "cuda")."""
+    engine = config.resolved_engine or choose_engine(config.engine, config.model, device).engine
+    common = dict(imgsz=config.imgsz, conf=config.conf, iou=config.iou, classes=config.classes,
+                  max_det=config.max_det, max_batch=config.batch_size)
+    given = engine_for_model(config.model)
+    if engine == SYNTHETIC_ENGINE:
+        from pipeline.inference.synthetic import SyntheticDetector
+
+        return OpenedDetector(SyntheticDetector(imgsz=config.imgsz), engine)
+    try:
+        if engine in ("openvino", "onnx"):
+            from pipeline.inference.lean_detector import ExportedOnDemand, GivenExport, LeanDetector
+
+            if given == engine:
+                source = GivenExport(Path(config.model))
+            else:
+                source = ExportedOnDemand(Path(config.model), engine, cache_dir=cache_dir)
+            detector = LeanDetector(source, engine, warm_shapes=warm_shapes, precision=config.cpu_precision, **common)
+            return OpenedDetector(detector, engine, detector.export_s)
+        if engine == "tensorrt" and given != "tensorrt":
+            if config.batch_size > TENSORRT_MAX_BATCH:
+                raise ExportError(f"--batch-size {config.batch_size} is above the {TENSORRT_MAX_BATCH} "
+                                  "the TensorRT engine is built for")
+            if not warm_shapes:
+                raise ExportError("a TensorRT engine is built for the videos' shape, and none is known yet")
+            (h, w) = warm_shapes[0]  # the engine's batch and shape are dynamic: this one is what it is tuned for
+            built = ensure_engine(config.model, "tensorrt", (h, w), half=True, cache_dir=cache_dir)
+            export_s = {f"{h}x{w}": built.export_s} if built.export_s is not None else {}
+            detector = _torch_detector(str(built.path / "model.engine"), device, common)
+            return OpenedDetector(detector, "tensorrt", export_s)
+    except (ExportError, ModelLoadError, ImportError, OSError) as exc:
+        if given != "torch":  # a given export that does not load: nothing to fall back to
+            raise ModelLoadError(str(exc)) from exc
+        reason = f"the {engine} engine is not available ({exc}); using torch"
+        # Not logged here: an actor's log lines reach the user's terminal once per actor; the
+        # driver prints the reason once.
+        return OpenedDetector(_torch_detector(config.model, device, common), "torch", fallback=reason)
+    detector = _torch_detector(config.model, device, common)
+    return OpenedDetector(detector, detector.engine)
+
+
+def _torch_detector(model: str, device: str, common: dict):
+    from pipeline.inference.torch_detector import BatchDetector
+
+    return BatchDetector(model, device=device, **common)

@@ -1,0 +1,38 @@
+"""A detector with no model: the same boxes on every frame, at almost no cost.
+
+The coordination benchmark runs the real decoder → coordinator → actor → writer path on it, so
+that what it measures is the pipeline's own cost per batch, not the model's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.inference.detections import Detections
+from pipeline.media.letterbox import LetterboxGeometry
+
+
+class SyntheticDetector:
+    """``BatchDetector``'s interface; ``boxes_per_frame`` fixed boxes in letterbox pixels."""
+
+    engine = "synthetic"
+    half = False
+
+    def __init__(self, *, imgsz: int = 640, boxes_per_frame: int = 5, **_ignored):
+        self.imgsz = imgsz
+        self.names = {0: "object"}
+        self.model_stride, self.rect = 32, True
+        self.batches_done = 0
+        side = np.linspace(8, 64, boxes_per_frame, dtype=np.float32)
+        # x1, y1, x2, y2, confidence, class: small boxes along the diagonal
+        self._rows = np.stack([side, side, side + 16, side + 16, np.full_like(side, 0.9), np.zeros_like(side)], axis=1)
+
+    def geometry(self, src_h: int, src_w: int) -> LetterboxGeometry:
+        return LetterboxGeometry.for_source(src_h, src_w, self.imgsz, stride=self.model_stride, rect=self.rect)
+
+    def detect(self, frames: np.ndarray, geometry: LetterboxGeometry) -> tuple[np.ndarray, Detections]:
+        batch = len(frames)
+        rows = np.tile(self._rows, (batch, 1))
+        geometry.boxes_to_source(rows[:, :4])
+        self.batches_done += 1
+        return np.full(batch, len(self._rows), np.int32), Detections.from_nms_rows(rows)

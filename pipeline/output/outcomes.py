@@ -1,0 +1,133 @@
+"""The coordinator's bookkeeping, Ray-free: what a finished video's record says, and the run's
+counters. The coordinator (``pipeline.runtime.coordinator``) only gathers the facts."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from pipeline.media.decode import VideoInfo
+from pipeline.plan.inputs import VideoSource
+from pipeline.output.manifest import VideoRecord
+from pipeline.locations import redact
+
+
+@dataclass(frozen=True)
+class VideoOutcome:
+    """What happened to one video, as the coordinator saw it."""
+
+    source: VideoSource
+    info: VideoInfo | None  # None: it never opened
+    error: str | None  # the first error: opening, decoding, a batch, tracking
+    committed: bool  # its rows were put in place (else any were removed)
+    frames: int  # rows written
+    boxes: int = 0
+    class_counts: list[dict] = field(default_factory=list)
+    num_tracks: int | None = None
+    frames_decoded: int = 0
+    attempts: int = 0  # decoder streams started
+    processing_s: float = 0.0
+
+    @property
+    def status(self) -> str:
+        """``ok``: every frame, no error; ``partial``: rows up to an error; ``failed``: no rows."""
+        if not self.committed:
+            return "failed"
+        return "ok" if not self.error else "partial"
+
+    def record(self, settings_hash: str) -> VideoRecord:
+        kept = self.committed
+        info = self.info
+        return VideoRecord(
+            video_id=self.source.video_id,
+            path=redact(self.source.path),
+            status=self.status,
+            frames_processed=self.frames if kept else 0,
+            width=info.width if info else None,
+            height=info.height if info else None,
+            fps=info.fps if info else None,
+            # Nothing kept and nothing said why: the decoder found no frame at all.
+            error=self.error or (None if kept else "no frames decoded"),
+            frames_decoded=self.frames_decoded,
+            num_detections=self.boxes if kept else 0,
+            class_counts=self.class_counts if kept else [],
+            num_tracks=self.num_tracks if kept else None,
+            codec=info.codec if info else None,
+            rotation=info.rotation if info else 0,
+            size_bytes=self.source.size_bytes,
+            mtime_ns=self.source.mtime_ns,
+            settings_hash=settings_hash,
+            processing_s=self.processing_s,
+            decode_attempts=self.attempts,
+        )
+
+
+def should_commit(rows_written: int, batches_pending: int) -> bool:
+    """A video's rows are put in place only when it has some and no batch is missing from the
+    middle (a batch that arrived after one that never did is not a video)."""
+    return rows_written > 0 and batches_pending == 0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When the coordinator tries again, and when it gives up on a video."""
+
+    decode_retries: int = 2  # decoder streams started again after one died or stalled
+    batch_retries: int = 3  # re-dispatches of a batch whose actor died or hung
+
+    def retry_decoder(self, attempts: int) -> bool:
+        """After ``attempts`` streams of one segment, the last of which died: start another?"""
+        return attempts <= self.decode_retries
+
+    def retry_batch(self, attempts: int) -> bool:
+        """After ``attempts`` dispatches of one batch, the last of which lost its actor: again?"""
+        return attempts <= self.batch_retries
+
+    def repair_again(self, passes: int) -> bool:
+        """Batches of a video were lost with a node after ``passes`` passes that decoded them
+        again: one more pass? Up to ``decode_retries + 1`` passes (a node loss is not the video's
+        fault, so the first pass is not a retry)."""
+        return passes <= self.decode_retries
+
+
+@dataclass
+class RunCounts:
+    """The run's counters (the coordinator's ``progress`` and ``summary``)."""
+
+    videos_total: int = 0  # handed to the coordinator so far
+    videos_done: int = 0
+    videos_skipped: int = 0  # found complete by the coordinator
+    videos_ok: int = 0
+    videos_failed: int = 0
+    videos_partial: int = 0
+    frames_done: int = 0
+    batches_done: int = 0
+    frames_expected: int = 0  # what the headers announce, after stride
+    boxes: int = 0
+    tracks: int = 0
+    batches_retried: int = 0
+    decoder_retries: int = 0
+    duplicate_batches_dropped: int = 0
+    actors_hung: int = 0
+    batches_redecoded: int = 0
+    open_decoders: int = 0
+    peak_open_decoders: int = 0
+    videos_split: int = 0  # videos decoded in segments ...
+    segments: int = 0  # ... and their segments
+
+    def video_finished(self, status: str) -> None:
+        self.videos_done += 1
+        setattr(self, f"videos_{status}", getattr(self, f"videos_{status}") + 1)
+
+    def video_skipped(self) -> None:
+        self.videos_skipped += 1
+        self.videos_done += 1
+
+    def decoder_opened(self) -> None:
+        self.open_decoders += 1
+        self.peak_open_decoders = max(self.peak_open_decoders, self.open_decoders)
+
+    def decoder_closed(self) -> None:
+        self.open_decoders -= 1
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)

@@ -1,0 +1,288 @@
+"""Everything decided before Ray starts: the inputs, the model and its classes, the output, and
+which videos still need work.
+
+Every user mistake is found here, in a second or two, and reported as one line: nothing has been
+started and nothing is left in the output. A rerun whose videos are all complete ends here too,
+without starting Ray or loading a model, and keeps the record of the run that did the work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import chain, islice
+from pathlib import Path
+
+from pipeline.config import RunConfig
+from pipeline.inference.engines import resolve as resolve_engine
+from pipeline.errors import UsageError
+from pipeline.plan.inputs import InputError, InputWalk, VideoSource
+from pipeline.plan.lease import Lease
+from pipeline.output.manifest import Manifest, VideoRecord, compact
+from pipeline.inference.model_ref import ModelLoadError, check_model_available, model_fingerprint, read_class_names, resolve_classes
+from pipeline.output.writer import TEMP_PREFIX, durable_replace, remove_video_files
+from pipeline.locations import RemoteOutput, is_uri, redact, staging_dir_for
+
+RUN_FILE = "run.json"
+# Videos needing work that planning walks before deciding anything: enough to know whether a
+# small backlog needs Ray at all, and to see the first videos' shape; the rest is walked as the
+# run goes (a list of a million names is never held whole).
+HEAD_VIDEOS = 1000
+RUNS_FOLDER = "runs"  # one record per run, whether or not it had work to do
+
+
+@dataclass
+class RunPlan:
+    output: str  # as the user gave it (a path or a URI)
+    local_output: Path  # where files are written: the output itself, or the staging folder of a URI
+    remote: RemoteOutput | None
+    config: RunConfig  # the model as an absolute path with its fingerprint, classes as ids when known
+    walk: InputWalk  # every input video, in order (walked lazily; ``walk.count`` so far)
+    todo: list[VideoSource]  # the first videos to process (unreadable ones included: they get a 'failed' record)
+    more: Iterator[VideoSource] | None  # the videos to process after ``todo``, walked lazily; None: none
+    skipped: int  # complete with the same content and settings (so far, while ``more`` is walked)
+    class_names: dict[int, str] | None  # None when only loading the model can tell
+    warnings: list[str] = field(default_factory=list)
+    created: list[Path] = field(default_factory=list)  # folders this run created (removed if it stops on a mistake)
+    lease: Lease | None = None  # held from planning to release(): one run per output folder
+    started: float = field(default_factory=time.time)
+
+    @property
+    def needs_workers(self) -> bool:
+        """Whether any video needs decoding and inference (else Ray is not started at all). A
+        backlog longer than planning's look-ahead is assumed to."""
+        return self.more is not None or any(s.error is None for s in self.todo)
+
+    def videos_to_process(self) -> Iterator[VideoSource]:
+        """``todo``, then the rest of the walk (which is walked once)."""
+        more, self.more = self.more, None
+        return chain(self.todo, more or ())
+
+    def release(self) -> None:
+        """The run is over: other runs may use the output folder."""
+        if self.lease is not None:
+            self.lease.release()
+
+    def remove_created_output(self) -> None:
+        """After a usage error found once Ray started: release the folder and leave no empty
+        folders behind."""
+        self.release()
+        _remove_if_empty(self.created)
+
+
+def _created_folders(path: Path) -> list[Path]:
+    """``path`` and its missing parents, outermost first: what ``mkdir(parents=True)`` will create."""
+    missing = []
+    while not path.exists() and path.parent != path:
+        missing.append(path)
+        path = path.parent
+    return missing[::-1]
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()  # only if still empty: nothing written is ever removed
+        except OSError:
+            pass
+
+
+def prepare_output(output: str) -> tuple[Path, RemoteOutput | None, list[Path], Lease]:
+    """The local folder files are written to, the remote output they are published to (if any),
+    the folders this call created, and the lease that keeps other runs out of the folder.
+
+    Nothing in the folder is touched before the lease is held: a second run on an output in use
+    stops here (``OutputInUse``) and leaves the first one's files alone."""
+    remote = None
+    if is_uri(output):
+        try:
+            remote = RemoteOutput(output)
+            remote.check_writable()
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"output {redact(output)} is not writable: {redact(str(exc))}") from exc
+        local, created = staging_dir_for(output), []
+    else:
+        local = Path(output).expanduser().absolute()
+        created = _created_folders(local / "detections")
+    try:
+        (local / "detections").mkdir(parents=True, exist_ok=True)
+        lease = Lease(local).acquire()  # creating the lease file also proves the folder writable
+    except OSError as exc:
+        _remove_if_empty(created)
+        raise UsageError(f"output directory {redact(output)} is not writable: {exc.strerror or exc} "
+                         "(choose another --output)") from exc
+    if remote:
+        try:
+            (local / Manifest.FILE_NAME).unlink(missing_ok=True)
+            remote.pull(Manifest.FILE_NAME, local / Manifest.FILE_NAME)  # resume from what the remote has
+        except BaseException:
+            lease.release()
+            raise
+    return local, remote, created, lease
+
+
+def prepare_model(config: RunConfig) -> tuple[RunConfig, dict[int, str] | None]:
+    """The model as an absolute path with its fingerprint, and ``--classes`` as ids checked
+    against the model's classes when they can be read without loading it."""
+    try:
+        check_model_available(config.model)
+        names = read_class_names(config.model)
+    except ModelLoadError as exc:
+        raise UsageError(str(exc)) from None
+    model = str(Path(config.model).absolute()) if Path(config.model).exists() else config.model
+    config = config.replace(model=model, model_fingerprint=model_fingerprint(model))
+    if names is not None:
+        config = config.replace(classes=resolve_classes(config.classes, names))
+    return config, names
+
+
+def _needing_work(plan: RunPlan, videos: Iterator[VideoSource], manifest: Manifest | None,
+                  settings_hash: str) -> Iterator[VideoSource]:
+    for source in videos:
+        if source.error or manifest is None or not manifest.is_complete(source, settings_hash):
+            yield source
+        else:
+            plan.skipped += 1
+
+
+def local_device() -> str:
+    """What ``--device auto`` becomes on a Ray started on this machine: cuda when NVML sees a GPU
+    that ``CUDA_VISIBLE_DEVICES`` leaves visible. (The driver confirms it from Ray's resources;
+    the coordinator records what the actors really used.)"""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return "cpu"
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return "cuda" if pynvml.nvmlDeviceGetCount() > 0 else "cpu"
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no driver, no library: no GPU
+        return "cpu"
+
+
+def plan_run(inputs: list[str], output: str, config: RunConfig, *, local_cluster: bool = True) -> RunPlan:
+    """Check the inputs, the model and the output, in that order, and decide what needs work.
+
+    Raises ``UsageError`` (or ``InputError``, ``ConfigError``) with one line; the output folder
+    is created only once everything else is known to be right. The returned plan holds the
+    output's lease: call ``plan.release()`` when the run is over.
+    """
+    walk = InputWalk(inputs)  # a named file that does not exist: InputError now
+    videos = iter(walk)
+    first = next(videos, None)
+    if first is None:
+        raise InputError("no video files found in the inputs: " + " ".join(walk.inputs))
+    config, names = prepare_model(config)
+    device = config.resolved_device or (config.device if config.device != "auto" else None)
+    if device is None and local_cluster:
+        device = local_device()
+    if device:  # the settings hash, and so which videos are complete, depends on both
+        config = resolve_engine(config, device)
+    local, remote, created, lease = prepare_output(output)
+    plan = RunPlan(output, local, remote, config, walk, [], None, 0, names, walk.warnings, created, lease)
+    try:
+        fold_manifest_log(local, remote)  # what a killed run left: its records, and no files without one
+        # Without class ids the settings hash is unknown (only the loaded model can tell): the
+        # coordinator, which checks every video again, decides then.
+        manifest = Manifest(local) if config.classes_resolved else None
+        settings_hash = config.settings_hash() if manifest else ""
+        needing = _needing_work(plan, chain([first], videos), manifest, settings_hash)
+        plan.todo = list(islice(needing, HEAD_VIDEOS))
+        plan.more = needing if len(plan.todo) == HEAD_VIDEOS else None
+    except BaseException:
+        plan.release()
+        raise
+    return plan
+
+
+def first_letterbox_shapes(todo: list, config: RunConfig, *, tries: int = 3) -> tuple[tuple[int, int], ...]:
+    """The model input shape of the first readable video of ``todo``, for engines exported per
+    shape: the actors build (or find) it while they start, so the first batch does not wait for
+    an export. Empty when the engine takes any shape, or no video opens within ``tries``."""
+    from pipeline.config import engine_for_model
+
+    if config.effective_engine not in ("openvino", "onnx", "tensorrt") or engine_for_model(config.model) != "torch":
+        return ()
+    from pipeline.media.decode import DecodeError, VideoDecoder
+    from pipeline.media.letterbox import LetterboxGeometry
+
+    for source in [s for s in todo if not s.error][:tries]:
+        try:
+            decoder = VideoDecoder(source.path)
+        except DecodeError:
+            continue
+        decoder.close()
+        geometry = LetterboxGeometry.for_source(decoder.info.height, decoder.info.width, config.imgsz, stride=32)
+        return (geometry.out_shape,)
+    return ()
+
+
+def fold_manifest_log(local: Path, remote: RemoteOutput | None) -> bool:
+    """Fold the log a run left into videos.parquet (publishing it), first removing the files of
+    any video whose commit that run began but never recorded. True when there was a log."""
+    if not compact(local, lambda video_id: remove_video_files(video_id, local, remote)):
+        return False
+    if remote:
+        remote.publish(local / Manifest.FILE_NAME, Manifest.FILE_NAME)
+    return True
+
+
+def finish_without_workers(plan: RunPlan) -> dict:
+    """A run with nothing to decode: every video is complete, or unreadable. The unreadable ones
+    are recorded as failed; Ray is not started and ``run.json`` keeps the last run that worked."""
+    manifest = Manifest(plan.local_output)
+    manifest.class_names = plan.class_names or manifest.class_names
+    settings_hash = plan.config.settings_hash()
+    for source in plan.todo:
+        manifest.update(VideoRecord.failed(source, source.error, settings_hash))
+    if plan.todo:
+        manifest.save()
+        if plan.remote:
+            plan.remote.publish(manifest.path, Manifest.FILE_NAME)
+    for source in plan.todo:  # rows of an earlier, readable version must not outlive its record
+        remove_video_files(source.video_id, plan.local_output, plan.remote)
+    failed = len(plan.todo)
+    record = {
+        "exit_code": 3 if failed else 0,
+        "did_work": False,
+        "started_at": _utc(plan.started),
+        "elapsed_s": time.time() - plan.started,
+        "settings": plan.config.to_dict(),
+        "settings_hash": settings_hash,
+        "totals": {"videos": plan.walk.count, "videos_ok": 0, "videos_partial": 0, "videos_failed": failed,
+                   "videos_skipped": plan.skipped, "frames": 0, "detections": 0},
+    }
+    save_run_record(plan, record)
+    return record
+
+
+def _utc(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def save_run_record(plan: RunPlan, record: dict) -> Path:
+    """Every run adds ``runs/<start time>.json``; ``run.json`` is replaced only by a run that
+    processed videos, so a rerun with nothing to do never wipes the figures of the one that did."""
+    folder = plan.local_output / RUNS_FOLDER
+    folder.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(plan.started)) + f"{plan.started % 1:.3f}"[1:] + "Z"
+    path = folder / f"{stamp}.json"
+    if path.exists():  # two runs started within the same millisecond
+        path = folder / f"{stamp}-{os.getpid()}.json"
+    text = json.dumps(record, indent=2, default=str)
+    targets = [(path, f"{RUNS_FOLDER}/{path.name}")]
+    if record.get("did_work", True):
+        targets.append((plan.local_output / RUN_FILE, RUN_FILE))
+    for target, relative in targets:
+        temp = target.with_name(f"{TEMP_PREFIX}{target.name}")
+        temp.write_text(text)
+        durable_replace(temp, target)
+        if plan.remote:
+            plan.remote.publish(target, relative)
+    return path

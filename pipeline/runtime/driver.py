@@ -1,0 +1,421 @@
+"""The driver: connect to Ray, start the actors and the coordinator, show progress, write run.json."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import platform
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from itertools import islice
+from pathlib import Path
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from pipeline.config import ConfigError, RunConfig
+from pipeline.inference.engines import resolve as resolve_engine
+from pipeline.errors import ActorStartFailure, Interrupted, RunStalled, StartupError, UsageError
+from pipeline.runtime.faults import FaultPlan
+from pipeline.plan.inputs import VideoSource
+from pipeline.inference.model_ref import ModelLoadError, resolve_classes
+from pipeline.runtime.monitoring import PeakRss, Timeline
+from pipeline.plan.placement import Placement, PlacementError, wanted_device
+from pipeline.plan.placement import plan as plan_placement
+from pipeline.plan.planning import RunPlan, first_letterbox_shapes, fold_manifest_log, save_run_record
+from pipeline.output.progress import ProgressDisplay, ProgressFile
+from pipeline.output.writer import remove_stale_temp_files
+from pipeline.locations import RemoteOutput, redact
+
+log = logging.getLogger(__name__)
+
+ACTOR_START_TIMEOUT_S = 900  # loading weights on a cold node (and downloading them) can take minutes
+PASSED_ENV = ("YOLO_OFFLINE", "YOLO_CONFIG_DIR", "ULTRALYTICS_SAFE_LOAD")
+
+
+def _connect(address: str | None) -> bool:
+    """Join or start Ray; returns whether this call started it (and so must shut it down)."""
+    if ray.is_initialized():
+        return False
+    env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
+    if address is None and os.environ.get("RAY_ADDRESS"):
+        env = {}  # inside `ray job submit`: the job's runtime env already applies, and Ray refuses to merge
+    # Ray 2.60 warns on every start that token authentication is on (it is, and stays on); the
+    # run's own output is what a user needs to read.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    # Ctrl-C in the middle of ray.init() leaves some of Ray's processes running for good, so it
+    # is held until Ray is up, then honoured (the caller shuts Ray down cleanly). A terminal's
+    # Ctrl-C also reaches Ray's own processes, and Ray then logs the failures it causes (a
+    # dashboard that did not start): those messages are held too, and dropped if so.
+    held = []
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum)) if in_main_thread else None
+    with _held_ray_logs() as ray_logs:
+        try:
+            ray.init(
+                address=address,
+                runtime_env={"env_vars": env} if env else None,
+                logging_level=logging.WARNING,
+                log_to_driver=True,
+            )
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGINT, previous)
+        if held:
+            ray_logs.clear()
+            ray.shutdown()
+            raise KeyboardInterrupt
+    return True
+
+
+@contextlib.contextmanager
+def _held_ray_logs():
+    """Ray's log records are kept back while the block runs, then shown, unless the block
+    cleared them or raised."""
+    records: list[logging.LogRecord] = []
+    handlers = logging.getLogger("ray").handlers
+
+    def hold(record: logging.LogRecord) -> bool:
+        records.append(record)
+        return False
+
+    for handler in handlers:
+        handler.addFilter(hold)
+    try:
+        yield records
+    finally:
+        for handler in handlers:
+            handler.removeFilter(hold)
+    for record in records:
+        logging.getLogger(record.name).handle(record)
+
+
+def _start_actors(config: RunConfig, placement: Placement, faults: FaultPlan | None, warm_shapes: tuple) -> list:
+    from pipeline.runtime.workers import YoloActor
+
+    actor_config = config.replace(cpu_threads=placement.cpu_threads)
+    return [
+        YoloActor.options(num_gpus=placement.actor_num_gpus, num_cpus=placement.actor_num_cpus).remote(
+            actor_config, faults, warm_shapes
+        )
+        for _ in range(placement.num_actors)
+    ]
+
+
+def _wait_for_actors(actors: list, stop: threading.Event) -> list[dict]:
+    refs = [a.ready.remote() for a in actors]
+    deadline = time.monotonic() + ACTOR_START_TIMEOUT_S
+    try:
+        while ray.wait(refs, num_returns=len(refs), timeout=0.5)[1]:
+            if stop.is_set():
+                raise Interrupted(signal.SIGTERM)
+            if time.monotonic() > deadline:
+                raise ray.exceptions.GetTimeoutError()
+        facts = ray.get(refs)
+    except ray.exceptions.GetTimeoutError:
+        raise StartupError(
+            f"the {len(actors)} YoloActor(s) did not start within {ACTOR_START_TIMEOUT_S} s; this may mean the "
+            "cluster does not have enough free resources (see `ray status`)"
+        ) from None
+    except ray.exceptions.RayActorError as exc:
+        raise StartupError(f"a YoloActor's process died while loading the model ({type(exc).__name__}); "
+                           "see the actor's log in the Ray dashboard") from None
+    for fact in facts:
+        if isinstance(fact, ActorStartFailure):
+            raise (ModelLoadError if fact.usage else StartupError)(fact.message)
+    return facts
+
+
+class _BacklogFeeder(threading.Thread):
+    """Walks the backlog (stat of each file, a list file line by line) and hands it to the
+    coordinator a chunk at a time. The coordinator's queue is bounded, so the walk keeps only a
+    little ahead of the run: the driver's memory does not grow with the backlog."""
+
+    CHUNK = 500
+
+    def __init__(self, coordinator, videos: Iterator[VideoSource]):
+        super().__init__(name="backlog-feeder", daemon=True)
+        self.coordinator, self.videos = coordinator, videos
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                chunk = list(islice(self.videos, self.CHUNK))
+                if not chunk:
+                    ray.get(self.coordinator.backlog_walked.remote())
+                    return
+                ray.get(self.coordinator.add_videos.remote(chunk))
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which raises it
+            if not self.stop.is_set():
+                self.error = exc
+
+
+def _coordinator_died() -> RunStalled:
+    return RunStalled("the coordinator's process died (its log is in the Ray dashboard); complete videos are "
+                      "kept: run the same command again to resume")
+
+
+def _compact_manifest(out: Path, remote: RemoteOutput | None) -> None:
+    from pipeline.output.manifest import Manifest
+
+    try:
+        fold_manifest_log(out, remote)
+    except Exception as exc:  # the log stays; the next run folds it in
+        log.warning("could not fold %s into %s: %s", Manifest.LOG_NAME, Manifest.FILE_NAME, exc)
+
+
+def _warm_decoders(count: int) -> None:
+    """Start the decoders' worker processes (and their imports) while the models load; nothing
+    waits for them."""
+    from pipeline.runtime.workers import warm_decoder
+
+    for _ in range(count):
+        warm_decoder.remote()
+
+
+def _engine_used(config: RunConfig, facts: list[dict]) -> RunConfig:
+    """The engine the actors really run (an export that failed fell back to torch): it is what the
+    settings hash and run.json record. One warning line per distinct reason."""
+    for reason in dict.fromkeys(f["engine_fallback"] for f in facts if f.get("engine_fallback")):
+        log.warning("%s", reason)
+    engines = [f["engine"] for f in facts]
+    if len(set(engines)) > 1:
+        log.warning("the actors run different engines (%s); the run records %s",
+                    ", ".join(sorted(set(engines))), engines[0])
+    return config.replace(resolved_engine=engines[0])
+
+
+def _startup_figures(started: float, ray_ready: float, actors_ready: float, summary: dict) -> dict:
+    """Seconds from the command (planning's start) to Ray up, to the actors ready, to the first
+    batch done; and from the actors ready to the first batch done."""
+    first = summary.get("first_batch_done_at")
+    return {
+        "ray_ready_s": ray_ready - started,
+        "actors_ready_s": actors_ready - started,
+        "first_batch_done_s": first - started if first else None,
+        "actors_ready_to_first_batch_s": first - actors_ready if first else None,
+    }
+
+
+def _roles_memory(summary: dict, driver: PeakRss) -> dict:
+    actors = [a["memory"] for a in summary["actors"] if a]
+    return {
+        "driver": driver.as_dict(),
+        "coordinator": summary["coordinator_memory"],
+        "actors": actors,
+        "actor_peak_bytes": max((a["peak_bytes"] for a in actors), default=None),
+        "tracker_peak_bytes": summary.get("tracker_peak_bytes"),  # tracking tasks (--track), at their end
+    }
+
+
+def execute(
+    plan: RunPlan, *, address: str | None = None, progress: bool = True, faults: FaultPlan | None = None
+) -> dict:
+    """Process the videos of ``plan`` on Ray: start (or join) Ray, the actors and the coordinator,
+    show progress, and write the run's record. Returns the record."""
+    config, out, remote = plan.config, plan.local_output, plan.remote
+    driver_memory = PeakRss()
+    removed = remove_stale_temp_files(out)
+    if removed:
+        log.info("removed %d temporary files left by an interrupted run", removed)
+    actors, coordinator, started_ray, feeder = [], None, False, None
+    terminated = threading.Event()
+
+    def on_sigterm(signum, frame):
+        # Only a flag: an exception raised here could surface inside Ray's C++ calls, which turn
+        # it into a SystemError. The progress loop below checks the flag twice a second.
+        terminated.set()
+
+    # Signal handlers can only be set from the main thread (the API may be called from others).
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    sigterm_handled, previous_sigterm = False, None
+    display = ProgressDisplay(enabled=progress)
+    progress_file = ProgressFile(out)
+    try:
+        started_ray = _connect(address)
+        if in_main_thread:  # after ray.init(), which installs a SIGTERM handler of its own
+            previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
+            sigterm_handled = True
+        ray_ready_at = time.time()
+        resources = ray.cluster_resources()
+        # The device and engine "auto" became are part of the settings hash: the coordinator records them.
+        try:
+            config = resolve_engine(config, wanted_device(config, resources.get("GPU", 0)))
+            placement = plan_placement(config, resources.get("CPU", 0), resources.get("GPU", 0))
+        except (PlacementError, ConfigError) as exc:
+            raise UsageError(str(exc)) from None
+        config = config.replace(max_open_videos=placement.max_open_videos)
+        actors = _start_actors(config, placement, faults, first_letterbox_shapes(plan.todo, config))
+        coordinator = _start_coordinator(out, config, actors, faults, remote)  # starts while the models load
+        _warm_decoders(placement.max_open_videos)
+        facts = _wait_for_actors(actors, terminated)
+        actors_ready_at = time.time()
+        config = _engine_used(config, facts)
+        ray.get(coordinator.set_config.remote(config))
+        if not config.classes_resolved:  # class names that only the loaded model could check
+            config = config.replace(classes=resolve_classes(config.classes, facts[0]["names"]))
+            ray.get(coordinator.set_config.remote(config))
+        pending = coordinator.run.remote(facts[0])
+        feeder = _BacklogFeeder(coordinator, plan.videos_to_process())
+        feeder.start()
+        timeline = Timeline()
+        last_answer = time.monotonic()
+        while True:
+            ready, _ = ray.wait([pending], timeout=0.5)
+            if terminated.is_set():
+                raise Interrupted(signal.SIGTERM)
+            if feeder.error is not None:
+                if isinstance(feeder.error, ray.exceptions.RayActorError):
+                    raise _coordinator_died() from None
+                raise feeder.error  # the walk could not go on (a list that became unreadable, say)
+            driver_memory.sample()
+            try:
+                progress_now = ray.get(coordinator.progress.remote(), timeout=10)
+                last_answer = time.monotonic()
+                display.update(progress_now)
+                progress_file.running(progress_now)
+                _sample_timeline(timeline, progress_now, driver_memory)
+            except ray.exceptions.GetTimeoutError:
+                # Its event loop is stuck (or its node is): no wait in this run is for ever.
+                if not ready and time.monotonic() - last_answer > config.stall_timeout_s:
+                    raise RunStalled(f"the coordinator has not answered for {config.stall_timeout_s:.0f} s; "
+                                     "complete videos are kept: run the same command again to resume") from None
+            except ray.exceptions.RayActorError:
+                raise _coordinator_died() from None
+            if ready:
+                break
+        try:
+            summary = ray.get(pending)
+        except ray.exceptions.RayActorError:
+            raise _coordinator_died() from None
+        display.close()
+        record = _run_record(config, placement, facts, plan, summary, driver_memory, address)
+        record["startup"] = _startup_figures(plan.started, ray_ready_at, actors_ready_at, summary)
+        record["timeline"] = {"interval_s": timeline.interval_s, "points": timeline.points}
+        save_run_record(plan, record)
+        return record
+    except KeyboardInterrupt:
+        raise Interrupted(signal.SIGINT) from None
+    finally:
+        display.close()
+        if feeder is not None:
+            feeder.stop.set()
+        if sigterm_handled and previous_sigterm is not None:  # None: a handler set outside Python
+            signal.signal(signal.SIGTERM, previous_sigterm)
+        for handle in [coordinator, *actors]:
+            if handle is not None:
+                try:
+                    ray.kill(handle)
+                except Exception:
+                    pass
+        remove_stale_temp_files(out)  # what the killed coordinator was writing; complete videos stay
+        _compact_manifest(out, remote)  # a run that ended early: its log folded into videos.parquet
+        if started_ray:
+            ray.shutdown()
+        _no_terminal_reset_at_exit()
+
+
+def _no_terminal_reset_at_exit() -> None:
+    """Ray's CLI logger calls ``colorama.init()`` when imported, whose exit hook writes a stray
+    ``ESC[0m`` after the run's summary on a terminal. The run prints no colours to reset."""
+    try:
+        import atexit
+
+        import colorama.initialise
+
+        atexit.unregister(colorama.initialise.reset_all)
+    except Exception:  # another colorama, or none: nothing registered
+        pass
+
+
+def _sample_timeline(timeline: Timeline, progress: dict, driver_memory: PeakRss) -> None:
+    """Frames done, work in flight, memory per role and GPU use, about once a second."""
+    actors = progress.get("actors") or []
+    gpu_util = [g["utilization_percent"] for a in actors if a and a.get("gpu") for g in a["gpu"]]
+    gpu_mem = [g["memory_used_bytes"] for a in actors if a and a.get("gpu") for g in a["gpu"]]
+    timeline.add(
+        progress["elapsed_s"],
+        frames_done=progress["frames_done"],
+        videos_done=progress["videos_done"],
+        in_flight=progress["in_flight"],
+        driver_rss=driver_memory.last,
+        coordinator_rss=progress.get("coordinator_rss"),
+        actor_rss=[a["rss"] if a else None for a in actors],
+        gpu_utilization_percent=gpu_util or None,
+        gpu_memory_used_bytes=gpu_mem or None,
+    )
+
+
+def _start_coordinator(out: Path, config: RunConfig, actors, faults, remote: RemoteOutput | None):
+    from pipeline.runtime.coordinator import Coordinator
+
+    # The coordinator writes the output files, so it lives on the driver's node (whose disk
+    # ``--output`` names), and it is an async actor so that thousands of awaits cost no threads.
+    here = ray.get_runtime_context().get_node_id()
+    return Coordinator.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
+        max_concurrency=1000,
+    ).remote(str(out), config, actors, faults, remote.uri if remote else None)
+
+
+def _run_record(config, placement, facts, plan: RunPlan, summary, driver_memory, address) -> dict:
+    counts = summary["counts"]
+    bad = counts.videos_failed + counts.videos_partial
+    started = plan.started
+    elapsed = time.time() - started
+    processing = summary["elapsed_s"]
+    gpus = [a["gpu"] for a in summary["actors"] if a and a.get("gpu")]
+    return {
+        "exit_code": 3 if bad else 0,
+        "did_work": True,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "elapsed_s": elapsed,
+        "settings": config.to_dict(),
+        "settings_hash": config.settings_hash(),
+        "placement": placement.__dict__,
+        "model": {k: facts[0][k] for k in ("device", "half", "engine", "rect", "model_stride", "engine_fallback")}
+        | {"engine_export_s": {k: v for f in facts for k, v in f["engine_export_s"].items()}},
+        "ray": {"version": ray.__version__, "address": redact(address) if address else "local"},
+        "host": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()},
+        "totals": {
+            "videos": plan.walk.count,
+            "videos_ok": counts.videos_ok,
+            "videos_partial": counts.videos_partial,
+            "videos_failed": counts.videos_failed,
+            "videos_skipped": plan.skipped + counts.videos_skipped,
+            "frames": counts.frames_done,
+            "detections": counts.boxes,
+            "tracks": counts.tracks if config.track else None,
+            "batches_retried": counts.batches_retried,
+            "decoder_retries": counts.decoder_retries,
+            "duplicate_batches_dropped": counts.duplicate_batches_dropped,
+            "actors_hung": counts.actors_hung,
+            "batches_redecoded": counts.batches_redecoded,
+            "videos_split": counts.videos_split,  # long videos decoded in parallel segments
+            "segments": counts.segments,
+        },
+        "throughput": {
+            "frames_per_s": counts.frames_done / processing if processing > 0 else 0.0,
+            "processing_s": processing,
+        },
+        "stage_s": summary["stage_s"],
+        "coordinator": {  # its cost per batch sets the ceiling of a run (python -m pipeline bench --contenders coordination)
+            "cpu_s": summary["cpu_s"],
+            "batches": counts.batches_done,
+            "cpu_ms_per_batch": 1000 * summary["cpu_s"] / counts.batches_done if counts.batches_done else None,
+        },
+        "backpressure": {
+            "peak_batches_in_flight": summary["peak_batches_in_flight"],
+            "limit": summary["window_limit"],
+            "peak_open_decoders": counts.peak_open_decoders,
+            "max_open_videos": placement.max_open_videos,
+        },
+        "memory": _roles_memory(summary, driver_memory),
+        "gpu": gpus or None,
+        "actors": [dict(stats or {}, node_id=f["node_id"]) for stats, f in zip(summary["actors"], facts)],
+    }

@@ -1,0 +1,217 @@
+import pytest
+
+from pipeline.plan.inputs import VideoSource
+from pipeline.output.manifest import Manifest, VideoRecord
+
+SOURCE = VideoSource("/v/a.mp4", "abc", size_bytes=100, mtime_ns=5)
+
+
+def record(**changes):
+    base = dict(video_id="abc", path="/v/a.mp4", status="ok", frames_processed=10, size_bytes=100, mtime_ns=5,
+                settings_hash="h1")
+    base.update(changes)
+    return VideoRecord(**base)
+
+
+@pytest.mark.parametrize(
+    "stored, source, settings, complete",
+    [
+        (record(), SOURCE, "h1", True),
+        (record(), SOURCE, "h2", False),  # settings that change results differ
+        (record(size_bytes=99), SOURCE, "h1", False),  # content changed
+        (record(mtime_ns=4), SOURCE, "h1", False),
+        (record(status="partial", error="cut"), SOURCE, "h1", False),  # retried: the file may be fixed
+        (record(status="failed", error="bad", frames_processed=0), SOURCE, "h1", False),
+        (None, SOURCE, "h1", False),
+    ],
+)
+def test_resume_decision(tmp_path, stored, source, settings, complete):
+    manifest = Manifest(tmp_path)
+    if stored:
+        manifest.update(stored)
+        manifest.save()
+    assert Manifest(tmp_path).is_complete(source, settings) is complete
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"frames_processed": 0}, "0 frames"),
+        ({"status": "failed"}, "needs an error"),
+        ({"status": "done"}, "ok, partial or failed"),
+    ],
+)
+def test_invalid_records_are_refused(changes, message):
+    with pytest.raises(ValueError, match=message):
+        record(**changes)
+
+
+def test_save_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):
+    """A save that dies while writing leaves the previous videos.parquet whole and readable; a
+    save that completes replaces it in one rename and leaves no temporary file."""
+    import pyarrow.parquet as pq
+
+    manifest = Manifest(tmp_path)
+    manifest.update(record())
+    manifest.save()
+    first = (tmp_path / "videos.parquet").read_bytes()
+    manifest.update(VideoRecord.failed(VideoSource("/v/b.mp4", "b"), "file not found", "h1"))
+    real_write = pq.ParquetWriter.write_table
+
+    def write_then_die(writer, table, *args, **kwargs):
+        real_write(writer, table.slice(0, 1), *args, **kwargs)  # part of the file is out ...
+        raise OSError("disk full")  # ... and then the writer dies
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", write_then_die)
+    with pytest.raises(OSError):
+        manifest.save()
+    monkeypatch.undo()
+    assert (tmp_path / "videos.parquet").read_bytes() == first  # the reader's view never changed
+    assert list(Manifest(tmp_path).records) == ["abc"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["videos.parquet"]  # no half file left
+    manifest.save()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["videos.parquet"]
+    again = Manifest(tmp_path)
+    assert again.records["b"].status == "failed" and again.records["b"].error == "file not found"
+    assert again.records["abc"].frames_processed == 10
+
+# ---- the log: O(1) per finished video, compacted from time to time --------------------------
+
+
+def test_a_recorded_video_survives_a_crash_before_any_compaction(tmp_path):
+    manifest = Manifest(tmp_path)
+    manifest.record(record())
+    manifest.record(record(video_id="def", path="/v/b.mp4"))
+    assert not (tmp_path / Manifest.FILE_NAME).exists()  # nothing rewritten per video
+    reloaded = Manifest(tmp_path)  # what the next run sees after this process died
+    assert set(reloaded.records) == {"abc", "def"} and reloaded.logged == 2
+    assert reloaded.is_complete(SOURCE, "h1")
+
+
+def test_the_log_wins_over_videos_parquet_and_a_torn_last_line_is_dropped(tmp_path, caplog):
+    manifest = Manifest(tmp_path)
+    manifest.update(record(status="failed", error="first try", frames_processed=0))
+    manifest.save()
+    manifest.record(record())  # the second try succeeded
+    manifest.record(record(video_id="def", path="/v/b.mp4"))
+    with open(tmp_path / Manifest.LOG_NAME, "r+b") as f:  # a crash in the middle of the last write
+        f.truncate(f.seek(0, 2) - 7)
+    reloaded = Manifest(tmp_path)
+    assert reloaded.records["abc"].status == "ok"
+    assert "def" not in reloaded.records  # processed again by the next run: never half a record
+    assert "unreadable" in caplog.text
+
+
+def test_compaction_is_due_once_the_log_holds_half_the_records(tmp_path):
+    manifest = Manifest(tmp_path)
+    for i in range(1000):
+        manifest.update(record(video_id=f"old{i}", path=f"/v/old{i}.mp4"))
+    manifest.save()
+    assert manifest.logged == 0
+    for i in range(998):
+        manifest.record(record(video_id=f"new{i}", path=f"/v/new{i}.mp4"))
+    assert not manifest.compaction_due(now=0)  # 998 lines < 1,998 records // 2
+    manifest.record(record(video_id="new998", path="/v/new998.mp4"))
+    assert manifest.compaction_due(now=0)  # 999 lines >= 1,999 // 2
+    manifest.save()
+    assert not (tmp_path / Manifest.LOG_NAME).exists() and manifest.logged == 0
+    assert len(Manifest(tmp_path).records) == 1999
+
+
+def test_a_crash_between_compaction_and_emptying_the_log_changes_nothing(tmp_path):
+    manifest = Manifest(tmp_path)
+    manifest.record(record())
+    log_bytes = (tmp_path / Manifest.LOG_NAME).read_bytes()
+    manifest.save()
+    (tmp_path / Manifest.LOG_NAME).write_bytes(log_bytes)  # as if save() died before unlinking it
+    reloaded = Manifest(tmp_path)
+    assert list(reloaded.records) == ["abc"] and reloaded.records["abc"] == record()
+
+
+def test_compact_folds_a_left_log_into_videos_parquet(tmp_path):
+    from pipeline.output.manifest import compact
+
+    assert compact(tmp_path, remove_files=lambda video_id: None) is False
+    Manifest(tmp_path).record(record())
+    assert compact(tmp_path, remove_files=lambda video_id: None) is True
+    assert not (tmp_path / Manifest.LOG_NAME).exists()
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(tmp_path / Manifest.FILE_NAME).column("video_id").to_pylist() == ["abc"]
+
+
+def test_the_time_rule_keeps_readers_close_at_a_bounded_cost(tmp_path):
+    manifest = Manifest(tmp_path)
+    start = manifest._compacted_at
+    assert not manifest.compaction_due(now=start + 3600)  # nothing logged: nothing to do
+    manifest.record(record())
+    assert not manifest.compaction_due(now=start + 9)
+    assert manifest.compaction_due(now=start + 10)  # FRESH_S
+    manifest._compaction_s = 2.0  # a big manifest: compacting took 2 s
+    assert not manifest.compaction_due(now=start + 39)
+    assert manifest.compaction_due(now=start + 40)  # 20 x 2 s: at most 5 % of the time
+
+
+def test_a_commit_begun_but_never_recorded_has_its_files_removed_by_the_next_fold(tmp_path):
+    """A run killed between putting a video's files in place and recording it: the fold removes
+    the files (through the caller) and any older record of that video, so it is processed again."""
+    from pipeline.output.manifest import compact
+
+    manifest = Manifest(tmp_path)
+    manifest.record(record(video_id="old"))
+    manifest.committing("old")  # redone (say, the file changed), killed before the new record
+    manifest.committing("done")
+    manifest.record(record(video_id="done"))
+    manifest.committing("lost")
+    reloaded = Manifest(tmp_path)
+    assert reloaded.interrupted == {"old", "lost"}
+    with pytest.raises(RuntimeError, match="interrupted commits"):
+        reloaded.save()  # folding first would forget which files to remove
+    removed = []
+    assert compact(tmp_path, remove_files=removed.append) is True
+    assert removed == ["lost", "old"]
+    assert list(Manifest(tmp_path).records) == ["done"] and not (tmp_path / Manifest.LOG_NAME).exists()
+
+
+def test_a_compaction_while_a_commit_is_in_progress_keeps_its_line(tmp_path):
+    manifest = Manifest(tmp_path)
+    manifest.record(record(video_id="a"))
+    manifest.committing("b")
+    manifest.save()  # the coordinator folds the log while b's files are being published
+    assert Manifest(tmp_path).interrupted == {"b"}  # a kill now: b's files are still found and removed
+    manifest.record(record(video_id="b"))
+    assert Manifest(tmp_path).interrupted == set()
+
+
+def test_save_writes_in_chunks_and_keeps_every_record(tmp_path, monkeypatch):
+    monkeypatch.setattr(Manifest, "SAVE_CHUNK", 3)
+    manifest = Manifest(tmp_path)
+    for i in range(10):
+        manifest.update(record(video_id=f"v{i}", frames_processed=i + 1))
+    manifest.save()
+    again = Manifest(tmp_path)
+    assert list(again.records) == [f"v{i}" for i in range(10)]
+    assert [r.frames_processed for r in again.records.values()] == list(range(1, 11))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    Manifest(empty).save()  # no records: a valid file with no rows
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(empty / Manifest.FILE_NAME).num_rows == 0
+
+
+def test_the_videos_not_ok_are_counted_over_every_row_group_and_the_first_ones_shown(tmp_path, monkeypatch):
+    from pipeline.output.readers import videos_not_ok
+
+    monkeypatch.setattr(Manifest, "SAVE_CHUNK", 4)  # row groups of 4
+    manifest = Manifest(tmp_path)
+    for i in range(14):
+        if i % 3 == 0:
+            manifest.update(VideoRecord.failed(VideoSource(f"/v/{i}.mp4", f"v{i}"), f"error {i}", "h1"))
+        else:
+            manifest.update(record(video_id=f"v{i}", path=f"/v/{i}.mp4"))
+    manifest.save()
+    first, count = videos_not_ok(tmp_path, limit=3)
+    assert count == 5  # 0, 3, 6, 9, 12
+    assert [(r["status"], r["path"], r["error"]) for r in first] == [
+        ("failed", "/v/0.mp4", "error 0"), ("failed", "/v/3.mp4", "error 3"), ("failed", "/v/6.mp4", "error 6")]
