@@ -1,4 +1,5 @@
 # make demo: run the pipeline on a generated sample.  make test: run the test suite.
+# make lint: ruff (lint and format) and mypy (the Ray-free packages).  make fast: the fast tier.
 # Both create .venv and install the project into it on first use.
 PYTHON ?= python3
 VENV ?= .venv
@@ -6,7 +7,7 @@ PY := $(VENV)/bin/python
 # torch 2.14.1 / torchvision 0.29.1 is the tested pair (any pair that imports together works).
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test fast lint format clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +23,18 @@ demo: install
 
 test: install
 	YOLO_OFFLINE=1 $(PY) -m pytest -q -ra
+
+fast: install
+	YOLO_OFFLINE=1 $(PY) -m pytest -q -ra -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 clean:
 	rm -rf demo-out .pytest_cache

@@ -31,7 +31,19 @@ def demo(workdir: Path) -> int:
         frames = make_demo_video(sample)
         print(f"made {sample} ({frames} frames, 640x480)")
     output = workdir / "output"
-    code = main(["run", str(sample), "--output", str(output), "--model", pick_model(), "--batch-size", "8", "--track"])
+    code = main(
+        [
+            "run",
+            str(sample),
+            "--output",
+            str(output),
+            "--model",
+            pick_model(),
+            "--batch-size",
+            "8",
+            "--track",
+        ]
+    )
     if code == 0:
         import pipeline
 
@@ -43,7 +55,17 @@ def demo(workdir: Path) -> int:
         print("\nTracks (one row per object followed across frames):")
         print(pipeline.read_tracks(output).head(8).to_string(index=False))
         print()
-        main(["render", str(sample), "--results", str(output), "--output", str(workdir / "sample-boxes.mp4"), "--no-progress"])
+        main(
+            [
+                "render",
+                str(sample),
+                "--results",
+                str(output),
+                "--output",
+                str(workdir / "sample-boxes.mp4"),
+                "--no-progress",
+            ]
+        )
         main(["report", str(output)])
     return code
 

@@ -34,8 +34,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from pipeline.inference.torch_detector import BatchDetector  # noqa: E402
-from pipeline.runtime.monitoring import GpuSampler  # noqa: E402
 from pipeline.media.samples import read_frames  # noqa: E402
+from pipeline.runtime.monitoring import GpuSampler  # noqa: E402
 
 
 def _model_path(spec: str, workdir: Path) -> str:
@@ -77,14 +77,21 @@ class UtilizationProbe:
         return statistics.mean(self.samples) if self.samples else None
 
 
-def bench_engine(model: str, frames: list[np.ndarray], batch: int, device: str, seconds: float) -> dict:
+def bench_engine(
+    model: str, frames: list[np.ndarray], batch: int, device: str, seconds: float
+) -> dict:
     detector = BatchDetector(model, device=device, max_batch=batch)
     return _time_detector(detector, frames, batch, device, seconds)
 
 
-def _time_detector(detector, frames: list[np.ndarray], batch: int, device: str, seconds: float) -> dict:
+def _time_detector(
+    detector, frames: list[np.ndarray], batch: int, device: str, seconds: float
+) -> dict:
     geometry = detector.geometry(*frames[0].shape[:2])
-    batches = [np.stack([geometry.apply(f) for f in frames[i : i + batch]]) for i in range(0, len(frames) - batch + 1, batch)]
+    batches = [
+        np.stack([geometry.apply(f) for f in frames[i : i + batch]])
+        for i in range(0, len(frames) - batch + 1, batch)
+    ]
     batches = batches or [np.stack([geometry.apply(frames[i % len(frames)]) for i in range(batch)])]
     for b in batches[:2]:
         detector.detect(b, geometry)
@@ -99,8 +106,13 @@ def _time_detector(detector, frames: list[np.ndarray], batch: int, device: str, 
                 detector.detect(b, geometry)
                 images += len(b)
         elapsed = time.perf_counter() - started
-    result = {"batch": batch, "images_per_s": images / elapsed, "gpu_util_mean_percent": probe.mean,
-              "half": detector.half, "engine": detector.engine}
+    result = {
+        "batch": batch,
+        "images_per_s": images / elapsed,
+        "gpu_util_mean_percent": probe.mean,
+        "half": detector.half,
+        "engine": detector.engine,
+    }
     if device == "cuda":
         result["memory_allocated_growth_bytes"] = torch.cuda.memory_allocated() - allocated_before
     return result
@@ -123,7 +135,9 @@ def bench_loop(model: str, frames: list[np.ndarray], device: str, seconds: float
     return {"images_per_s": images / elapsed, "gpu_util_mean_percent": probe.mean}
 
 
-def bench_tensorrt(model: str, frames: list[np.ndarray], batches: list[int], seconds: float) -> list[dict]:
+def bench_tensorrt(
+    model: str, frames: list[np.ndarray], batches: list[int], seconds: float
+) -> list[dict]:
     """The TensorRT engine the pipeline's ``--engine auto`` builds on a GPU node, when it can."""
     from pipeline.inference.engine_cache import ensure_engine
     from pipeline.media.letterbox import LetterboxGeometry
@@ -136,7 +150,9 @@ def bench_tensorrt(model: str, frames: list[np.ndarray], batches: list[int], sec
     results = []
     for batch in batches:
         detector = BatchDetector(str(built.path / "model.engine"), device="cuda", max_batch=batch)
-        results.append(dict(_time_detector(detector, frames, batch, "cuda", seconds), export_s=built.export_s))
+        results.append(
+            dict(_time_detector(detector, frames, batch, "cuda", seconds), export_s=built.export_s)
+        )
     return results
 
 
@@ -162,11 +178,15 @@ def bench_decode(video: str, seconds_cap: float = 60.0) -> dict:
         out["hwdevices"] = list(hwdevices_available())
         if "cuda" not in out["hwdevices"]:
             raise RuntimeError("PyAV's FFmpeg has no CUDA device type")
-        with av.open(video, hwaccel=HWAccel(device_type="cuda", allow_software_fallback=False)) as container:
+        with av.open(
+            video, hwaccel=HWAccel(device_type="cuda", allow_software_fallback=False)
+        ) as container:
             stream = container.streams.video[0]
             started, n = time.perf_counter(), 0
             for frame in container.decode(stream):
-                frame.to_ndarray(format="bgr24")  # downloaded and converted, as the pipeline needs it
+                frame.to_ndarray(
+                    format="bgr24"
+                )  # downloaded and converted, as the pipeline needs it
                 n += 1
                 if time.perf_counter() - started > seconds_cap:
                     break
@@ -184,14 +204,23 @@ def targets(entry: dict) -> dict:
         return {"measured": False}
     best = max(big, key=lambda r: r["images_per_s"])
     util = best["gpu_util_mean_percent"]
-    return {"batch": best["batch"], "speedup_vs_loop": best["speedup_vs_loop"],
-            "engine_10x_loop": best["speedup_vs_loop"] >= 10,
-            "gpu_util_mean_percent": util, "gpu_80_percent_busy": None if util is None else util >= 80}
+    return {
+        "batch": best["batch"],
+        "speedup_vs_loop": best["speedup_vs_loop"],
+        "engine_10x_loop": best["speedup_vs_loop"] >= 10,
+        "gpu_util_mean_percent": util,
+        "gpu_80_percent_busy": None if util is None else util >= 80,
+    }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--video", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "people.mp4"))
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--video",
+        default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "people.mp4"),
+    )
     parser.add_argument("--models", default="yolo11n.yaml,yolo11l.yaml")
     parser.add_argument("--batches", default="1,8,16,32,64")
     parser.add_argument("--frames", type=int, default=64)
@@ -203,14 +232,22 @@ def main() -> int:
     frames = list(read_frames(args.video, limit=args.frames))
     workdir = Path(args.json).resolve().parent
     card = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
-    report = {"device": card, "torch": torch.__version__, "python": sys.version.split()[0],
-              "ray_installed": importlib.util.find_spec("ray") is not None, "models": {}}
+    report = {
+        "device": card,
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "ray_installed": importlib.util.find_spec("ray") is not None,
+        "models": {},
+    }
     report["decode"] = bench_decode(args.video)
     print(f"decode: {report['decode']}", flush=True)
     batches = [int(b) for b in args.batches.split(",")]
     for spec in args.models.split(","):
         model = _model_path(spec, workdir)
-        entry = {"engine": [], "per_frame_loop": bench_loop(model, frames, args.device, args.seconds)}
+        entry = {
+            "engine": [],
+            "per_frame_loop": bench_loop(model, frames, args.device, args.seconds),
+        }
         print(f"{spec} per-frame loop: {entry['per_frame_loop']}", flush=True)
         for batch in batches:
             r = bench_engine(model, frames, batch, args.device, args.seconds)

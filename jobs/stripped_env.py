@@ -15,7 +15,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-BARE_MACHINE = ("torch", "torchvision", "pyarrow", "psutil", "opencv-python-headless", "nvidia-ml-py", "numpy")
+BARE_MACHINE = (
+    "torch",
+    "torchvision",
+    "pyarrow",
+    "psutil",
+    "opencv-python-headless",
+    "nvidia-ml-py",
+    "numpy",
+)
 
 
 def _requirements(name: str) -> list[str]:
@@ -60,7 +68,9 @@ def top_level_entries(name: str) -> set[str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("venv", type=Path)
     args = parser.parse_args()
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(args.venv)], check=True)

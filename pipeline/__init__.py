@@ -6,23 +6,44 @@
     people = pipeline.read_detections("out", video_id=vid, classes=["person"], start_s=60, end_s=120)
     tracks = pipeline.read_tracks("out")             # runs with --track: one row per track
     dataset = pipeline.as_ray_dataset("out")         # ray.data.Dataset, one row per frame
+
+The packages, in the order of the data path (each ``__init__`` says what it owns and imports):
+``plan`` (before Ray) → ``media`` (decoding) → ``inference`` (detectors) → ``output`` (the
+output contract) → ``analysis`` (tracking) → ``runtime`` (the only Ray code) → ``views``,
+``service``, ``bench``, ``cli``.
 """
 
 from pipeline.config import RunConfig
+from pipeline.output.readers import (
+    plan_scan,
+    read_detections,
+    read_frames,
+    read_tracks,
+    read_videos,
+)
 
-__all__ = ["RunConfig", "run", "read_detections", "read_tracks", "read_videos", "as_ray_dataset"]
 
-
-def run(inputs, *, output, config=None, **kwargs):
+def run(inputs, *, output, config=None, **kwargs) -> dict:
     """Run the pipeline; see ``pipeline.runtime.launch.run``. Ray is imported only when there is work."""
     from pipeline.runtime.launch import run as _run
 
     return _run(inputs, output=output, config=config, **kwargs)
 
 
-def __getattr__(name):
-    if name in ("read_detections", "read_tracks", "read_videos", "as_ray_dataset", "read_frames", "plan_scan"):
-        from pipeline import results
+def as_ray_dataset(output):
+    """The detections as a ``ray.data.Dataset``; see ``pipeline.runtime.datasets``. Imports Ray."""
+    from pipeline.runtime.datasets import as_ray_dataset as _as_ray_dataset
 
-        return getattr(results, name)
-    raise AttributeError(name)
+    return _as_ray_dataset(output)
+
+
+__all__ = [
+    "RunConfig",
+    "run",
+    "read_detections",
+    "read_tracks",
+    "read_videos",
+    "read_frames",
+    "plan_scan",
+    "as_ray_dataset",
+]

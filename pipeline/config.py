@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
+from pipeline.errors import UsageError
+
 Device = Literal["auto", "cpu", "cuda"]
 DEVICES: tuple[str, ...] = get_args(Device)
 Engine = Literal["auto", "torch", "openvino", "onnx", "tensorrt"]
@@ -19,7 +21,7 @@ CpuPrecision = Literal["fp32", "bf16"]
 CPU_PRECISIONS: tuple[str, ...] = get_args(CpuPrecision)
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """A setting is out of range; the message names the option and the allowed values."""
 
 
@@ -36,12 +38,16 @@ class RunConfig:
     conf: float = 0.25
     iou: float = 0.7
     stride: int = 1
-    classes: tuple[int | str, ...] | None = None  # ids or names; names become ids once the model's are known
+    classes: tuple[int | str, ...] | None = (
+        None  # ids or names; names become ids once the model's are known
+    )
     max_det: int = 300
     batch_size: int = 16
     device: Device = "auto"
     engine: Engine = "auto"  # auto: OpenVINO on CPU nodes, TensorRT (else torch fp16) on GPU nodes
-    cpu_precision: CpuPrecision = "fp32"  # OpenVINO's arithmetic; bf16 is faster on CPUs with bf16 units, boxes move
+    cpu_precision: CpuPrecision = (
+        "fp32"  # OpenVINO's arithmetic; bf16 is faster on CPUs with bf16 units, boxes move
+    )
     num_actors: int | None = None  # None: one per GPU, or one on a CPU-only cluster
     window_per_actor: int = 2  # batches in flight per actor: one computing, one queued
     decoder_buffer: int = 2  # batches a decoder may run ahead of the coordinator
@@ -53,18 +59,39 @@ class RunConfig:
     decode_retries: int = 2  # re-runs of a crashed decoder before its video is marked failed
     batch_retries: int = 3  # re-dispatches of a batch whose actor died
     stall_timeout_s: float = 300.0  # no frame from a decoder for this long: the video fails
-    batch_timeout_s: float | None = None  # an actor's answer later than this: the actor is hung; None: derived
+    batch_timeout_s: float | None = (
+        None  # an actor's answer later than this: the actor is hung; None: derived
+    )
     cpu_threads: int | None = None  # torch threads of a CPU actor; None: the node's cores
-    track: bool = False  # ByteTrack over each video's detections: a track_id per box, tracks/ summary
+    track: bool = (
+        False  # ByteTrack over each video's detections: a track_id per box, tracks/ summary
+    )
     model_fingerprint: str = field(default="", compare=False)  # size+mtime of a local model file
-    resolved_device: str | None = field(default=None, compare=False)  # what "auto" became: cpu or cuda
-    resolved_engine: str | None = field(default=None, compare=False)  # what --engine became (pipeline.inference.engines)
+    resolved_device: str | None = field(
+        default=None, compare=False
+    )  # what "auto" became: cpu or cuda
+    resolved_engine: str | None = field(
+        default=None, compare=False
+    )  # what --engine became (pipeline.inference.engines)
 
-    RESULT_FIELDS = ("model", "model_fingerprint", "imgsz", "conf", "iou", "stride", "classes", "max_det", "track")
+    RESULT_FIELDS = (
+        "model",
+        "model_fingerprint",
+        "imgsz",
+        "conf",
+        "iou",
+        "stride",
+        "classes",
+        "max_det",
+        "track",
+    )
 
     def __post_init__(self) -> None:
         checks = [
-            (self.imgsz >= 32 and self.imgsz % 32 == 0, "--imgsz must be a multiple of 32, at least 32"),
+            (
+                self.imgsz >= 32 and self.imgsz % 32 == 0,
+                "--imgsz must be a multiple of 32, at least 32",
+            ),
             (0.0 <= self.conf <= 1.0, "--conf must be between 0 and 1"),
             (0.0 <= self.iou <= 1.0, "--iou must be between 0 and 1"),
             (self.stride >= 1, "--stride must be at least 1"),
@@ -73,13 +100,19 @@ class RunConfig:
             (self.num_actors is None or self.num_actors >= 1, "--num-actors must be at least 1"),
             (self.window_per_actor >= 1, "--window must be at least 1"),
             (self.decoder_buffer >= 1, "decoder_buffer must be at least 1"),
-            (self.max_open_videos is None or self.max_open_videos >= 1, "--max-open-videos must be at least 1"),
+            (
+                self.max_open_videos is None or self.max_open_videos >= 1,
+                "--max-open-videos must be at least 1",
+            ),
             (self.segments is None or self.segments >= 1, "--segments must be at least 1"),
             (self.segment_min_frames >= 1, "segment_min_frames must be at least 1"),
             (self.decode_retries >= 0, "decode_retries must be at least 0"),
             (self.batch_retries >= 0, "batch_retries must be at least 0"),
             (self.stall_timeout_s > 0, "--stall-timeout must be positive"),
-            (self.batch_timeout_s is None or self.batch_timeout_s > 0, "--batch-timeout must be positive"),
+            (
+                self.batch_timeout_s is None or self.batch_timeout_s > 0,
+                "--batch-timeout must be positive",
+            ),
             (self.cpu_threads is None or self.cpu_threads >= 1, "--cpu-threads must be at least 1"),
             (bool(self.model), "--model must not be empty"),
         ]
@@ -91,7 +124,9 @@ class RunConfig:
         if self.engine not in (*ENGINES, SYNTHETIC_ENGINE):
             raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}; got {self.engine!r}")
         if self.cpu_precision not in CPU_PRECISIONS:
-            raise ConfigError(f"--cpu-precision must be one of {', '.join(CPU_PRECISIONS)}; got {self.cpu_precision!r}")
+            raise ConfigError(
+                f"--cpu-precision must be one of {', '.join(CPU_PRECISIONS)}; got {self.cpu_precision!r}"
+            )
         if self.classes is not None:
             object.__setattr__(self, "classes", class_keys(self.classes))
 
@@ -110,8 +145,12 @@ class RunConfig:
         settings = {name: getattr(self, name) for name in self.RESULT_FIELDS}
         device = self.resolved_device or self.device
         engine = self.effective_engine
-        settings.update(device=device, half=device == "cuda" and engine in ("torch", "tensorrt"), engine=engine)
-        if engine == "openvino" and self.cpu_precision != "fp32":  # absent at fp32: earlier hashes stay valid
+        settings.update(
+            device=device, half=device == "cuda" and engine in ("torch", "tensorrt"), engine=engine
+        )
+        if (
+            engine == "openvino" and self.cpu_precision != "fp32"
+        ):  # absent at fp32: earlier hashes stay valid
             settings["cpu_precision"] = self.cpu_precision
         return settings
 
@@ -137,8 +176,13 @@ def engine_for_model(model: str) -> str:
     name = model.rstrip("/").lower()
     if name.endswith(("_openvino_model", ".xml")):
         return "openvino"
-    for suffix, engine in ((".onnx", "onnx"), (".engine", "tensorrt"), (".torchscript", "torchscript"),
-                           (".tflite", "tflite"), (".mlpackage", "coreml")):
+    for suffix, engine in (
+        (".onnx", "onnx"),
+        (".engine", "tensorrt"),
+        (".torchscript", "torchscript"),
+        (".tflite", "tflite"),
+        (".mlpackage", "coreml"),
+    ):
         if name.endswith(suffix):
             return engine
     return "torch"  # .pt weights, or an ultralytics name such as yolo11n

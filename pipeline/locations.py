@@ -1,18 +1,12 @@
-"""Object storage (s3://, gs://, …) through ``pyarrow.fs``, for inputs and for the output.
+"""Where things are: local paths and object storage URIs (s3://, gs://, …) through ``pyarrow.fs``.
 
 Credentials come only from the environment or the provider's chain (pyarrow reads them); URIs
 are redacted before they reach logs, ``run.json`` or ``videos.parquet``. A custom endpoint (an
 S3-compatible server) goes in the URI: ``s3://bucket/path?endpoint_override=host:port&scheme=http``.
-
-The output on object storage is staged: the coordinator writes each file locally, exactly as
-for a local output, and then publishes it with one PUT. A PUT is atomic (readers see the old
-object or the new one, never a part), so a video's rows appear at once and ``videos.parquet``
-is replaced whole, as with the local rename.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +15,21 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-_SECRET_KEYS = {"access_key", "secret_key", "session_token", "aws_access_key_id", "aws_secret_access_key"}
+from pipeline.errors import UsageError
+
+_SECRET_KEYS = {
+    "access_key",
+    "secret_key",
+    "session_token",
+    "aws_access_key_id",
+    "aws_secret_access_key",
+}
 
 
 def is_uri(location: str) -> bool:
-    return bool(re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", location)) and not location.startswith("file://")
+    return bool(re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", location)) and not location.startswith(
+        "file://"
+    )
 
 
 _URI_IN_TEXT = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"]+")
@@ -51,7 +55,7 @@ def redact(location: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
-class InvalidUri(ValueError):
+class InvalidUri(UsageError, ValueError):
     """A URI that names no object pyarrow can reach (the message is redacted)."""
 
 
@@ -62,7 +66,9 @@ def filesystem_from_uri(uri: str) -> tuple[pafs.FileSystem, str]:
         return pafs.FileSystem.from_uri(uri)
     except pa.ArrowInvalid:
         parts = urlsplit(uri)
-        escaped = urlunsplit((parts.scheme, parts.netloc, quote(parts.path, safe="/%"), parts.query, ""))
+        escaped = urlunsplit(
+            (parts.scheme, parts.netloc, quote(parts.path, safe="/%"), parts.query, "")
+        )
         try:
             return pafs.FileSystem.from_uri(escaped)
         except pa.ArrowInvalid as exc:
@@ -91,7 +97,9 @@ class RemoteLocation:
 
     def join(self, relative: str) -> str:
         parts = urlsplit(self.uri)
-        return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/" + relative, parts.query, ""))
+        return urlunsplit(
+            (parts.scheme, parts.netloc, parts.path.rstrip("/") + "/" + relative, parts.query, "")
+        )
 
 
 def open_input(location: str):
@@ -120,61 +128,7 @@ def list_files(location: str, suffixes: frozenset[str]) -> list[str] | None:
         return None
     found = fs.get_file_info(pafs.FileSelector(path, recursive=True))
     return sorted(
-        remote.child_uri(f.path) for f in found if f.type == pafs.FileType.File and Path(f.path).suffix.lower() in suffixes
+        remote.child_uri(f.path)
+        for f in found
+        if f.type == pafs.FileType.File and Path(f.path).suffix.lower() in suffixes
     )
-
-
-class RemoteOutput:
-    """Publishes files of a local staging folder to an output folder on object storage."""
-
-    def __init__(self, uri: str):
-        self.uri = uri
-        self.fs, self.root = RemoteLocation(uri).filesystem_and_path
-        self.fs.create_dir(self.root, recursive=True)
-
-    def check_writable(self) -> None:
-        probe = f"{self.root}/.write-test"
-        with self.fs.open_output_stream(probe) as f:
-            f.write(b"")
-        self.fs.delete_file(probe)
-
-    def pull(self, relative: str, local: Path) -> bool:
-        """Copy a remote file into the staging folder, when there is one."""
-        remote = f"{self.root}/{relative}"
-        if self.fs.get_file_info(remote).type != pafs.FileType.File:
-            return False
-        local.parent.mkdir(parents=True, exist_ok=True)
-        pafs.copy_files(remote, str(local), source_filesystem=self.fs, destination_filesystem=pafs.LocalFileSystem())
-        return True
-
-    def publish(self, local: Path, relative: str) -> None:
-        """One PUT of a complete local file: atomic for readers of the remote folder."""
-        pafs.copy_files(str(local), f"{self.root}/{relative}", source_filesystem=pafs.LocalFileSystem(),
-                        destination_filesystem=self.fs)
-
-    def delete(self, relative: str) -> None:
-        try:
-            self.fs.delete_file(f"{self.root}/{relative}")
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            if "not found" not in str(exc).lower() and "does not exist" not in str(exc).lower():
-                raise
-
-
-def staging_dir_for(uri: str) -> Path:
-    """A local folder, stable per output URI, where a remote output is staged (and resumed from).
-
-    It is in the user's cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``), private to the user:
-    a fixed path in a shared ``/tmp`` could be created first, or read, by another user.
-    ``PIPELINE_STAGING_DIR`` puts it elsewhere (a large local disk, say)."""
-    import hashlib
-
-    digest = hashlib.sha256(redact(uri).encode()).hexdigest()[:16]
-    if os.environ.get("PIPELINE_STAGING_DIR"):
-        return Path(os.environ["PIPELINE_STAGING_DIR"]) / digest
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    base = cache / "yolo-pipeline" / "staging"
-    base.mkdir(parents=True, exist_ok=True, mode=0o700)
-    base.chmod(0o700)
-    return base / digest

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    import pandas
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_VERBOSE", "False")
@@ -48,8 +52,9 @@ def model_path() -> str:
 @pytest.fixture(scope="session")
 def clips(tmp_path_factory, people_mp4) -> dict[str, Path]:
     """Short real clips cut from people.mp4: re-encoded, shrunk, in other containers."""
-    from pipeline.media.samples import read_frames, write_video
     import cv2
+
+    from pipeline.media.samples import read_frames, write_video
 
     folder = tmp_path_factory.mktemp("clips")
     frames = list(read_frames(people_mp4, limit=40))
@@ -64,7 +69,13 @@ def clips(tmp_path_factory, people_mp4) -> dict[str, Path]:
     write_video(out["short_1080p"], frames[:24])
     write_video(out["small_h264"], small)
     write_video(out["small_mjpeg"], small[:20], codec="mjpeg", pix_fmt="yuvj420p")
-    write_video(out["small_vp9"], small[:20], codec="libvpx-vp9", pix_fmt="yuv420p", options={"deadline": "realtime", "cpu-used": "8"})
+    write_video(
+        out["small_vp9"],
+        small[:20],
+        codec="libvpx-vp9",
+        pix_fmt="yuv420p",
+        options={"deadline": "realtime", "cpu-used": "8"},
+    )
     write_video(out["tiny_17"], small[:17])
     return out
 
@@ -82,7 +93,7 @@ def ray_local():
         ray.shutdown()
 
 
-def read_rows(output) -> "pandas.DataFrame":
+def read_rows(output) -> pandas.DataFrame:
     import pyarrow.dataset as ds
 
     return ds.dataset(Path(output) / "detections", format="parquet").to_table().to_pandas()
@@ -94,13 +105,18 @@ def read_status(output) -> dict:
     return {r["path"]: r for r in pq.read_table(Path(output) / "videos.parquet").to_pylist()}
 
 
-def write_people_clips(folder: Path, people_mp4: Path, *, count: int, length: int, step: int) -> list[Path]:
+def write_people_clips(
+    folder: Path, people_mp4: Path, *, count: int, length: int, step: int
+) -> list[Path]:
     """``count`` 320x180 clips of ``length`` frames cut from people.mp4, each ``step`` frames later."""
     import cv2
 
     from pipeline.media.samples import read_frames, write_video
 
-    frames = [cv2.resize(f, (320, 180)) for f in read_frames(people_mp4, limit=step * (count - 1) + length)]
+    frames = [
+        cv2.resize(f, (320, 180))
+        for f in read_frames(people_mp4, limit=step * (count - 1) + length)
+    ]
     paths = []
     for i in range(count):
         path = folder / f"v{i}.mp4"

@@ -22,7 +22,10 @@ def scene_frames(source_frames, count: int, size=(320, 240)):
     """Real content (people) at a small size, cycling through ``source_frames``."""
     import cv2
 
-    return [cv2.resize(source_frames[i % len(source_frames)], size, interpolation=cv2.INTER_AREA) for i in range(count)]
+    return [
+        cv2.resize(source_frames[i % len(source_frames)], size, interpolation=cv2.INTER_AREA)
+        for i in range(count)
+    ]
 
 
 def make_bad_corpus(folder: Path) -> dict[str, tuple[str, str]]:
@@ -45,7 +48,9 @@ def make_bad_corpus(folder: Path) -> dict[str, tuple[str, str]]:
     data = (folder / "_full.mkv").read_bytes()
     (folder / "truncated.mkv").write_bytes(data[: len(data) // 2])
 
-    (folder / "unknown_codec.mp4").write_bytes((folder / "_full.mp4").read_bytes().replace(b"avc1", b"zzzz"))
+    (folder / "unknown_codec.mp4").write_bytes(
+        (folder / "_full.mp4").read_bytes().replace(b"avc1", b"zzzz")
+    )
 
     write_audio_only(folder / "audio_only.m4a")
     for helper in folder.glob("_full*"):
@@ -68,7 +73,9 @@ def write_audio_only(path: Path) -> None:
     """An AAC file with no video stream."""
     with av.open(str(path), "w") as c:
         stream = c.add_stream("aac", rate=16000)
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame = av.AudioFrame.from_ndarray(
+            np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
+        )
         frame.sample_rate = 16000
         for i in range(8):
             frame.pts = i * 1024

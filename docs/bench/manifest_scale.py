@@ -35,10 +35,21 @@ from pipeline.output.manifest import Manifest, VideoRecord
 
 
 def _record(i: int, prefix: str = "v") -> VideoRecord:
-    return VideoRecord(video_id=f"{prefix}{i:08d}", path=f"/videos/{prefix}{i:08d}.mp4", status="ok",
-                       frames_processed=300, width=1920, height=1080, fps=30.0, num_detections=4500,
-                       size_bytes=10_000_000, mtime_ns=i, settings_hash="0123456789abcdef", processing_s=10.0,
-                       class_counts=[{"class_id": 0, "class_name": "person", "count": 4500}])
+    return VideoRecord(
+        video_id=f"{prefix}{i:08d}",
+        path=f"/videos/{prefix}{i:08d}.mp4",
+        status="ok",
+        frames_processed=300,
+        width=1920,
+        height=1080,
+        fps=30.0,
+        num_detections=4500,
+        size_bytes=10_000_000,
+        mtime_ns=i,
+        settings_hash="0123456789abcdef",
+        processing_s=10.0,
+        class_counts=[{"class_id": 0, "class_name": "person", "count": 4500}],
+    )
 
 
 def cost_per_video(existing: int) -> dict:
@@ -48,7 +59,9 @@ def cost_per_video(existing: int) -> dict:
         for i in range(existing):
             manifest.update(_record(i))
         manifest.save()
-        finished = existing  # the count rule compacts once the log holds half the records: at the last one
+        finished = (
+            existing  # the count rule compacts once the log holds half the records: at the last one
+        )
         compactions = 0
         started = time.perf_counter()
         for i in range(finished):
@@ -63,17 +76,22 @@ def cost_per_video(existing: int) -> dict:
             manifest.update(_record(i, "again"))
             manifest.save()
             rewrites.append(time.perf_counter() - started)
-    return {"existing": existing, "finished": finished, "compactions": compactions,
-            "log_ms_per_video": 1000 * logged, "rewrite_ms_per_video": 1000 * statistics.median(rewrites)}
+    return {
+        "existing": existing,
+        "finished": finished,
+        "compactions": compactions,
+        "log_ms_per_video": 1000 * logged,
+        "rewrite_ms_per_video": 1000 * statistics.median(rewrites),
+    }
 
 
 def resume(model: str, count: int) -> dict:
+    import numpy as np
+
     from pipeline.config import RunConfig
+    from pipeline.media.samples import write_video
     from pipeline.plan.inputs import expand_inputs
     from pipeline.plan.planning import plan_run
-    from pipeline.media.samples import write_video
-
-    import numpy as np
 
     work = Path(tempfile.mkdtemp(prefix="manifest-scale-"))
     videos, out = work / "videos", work / "out"
@@ -87,17 +105,37 @@ def resume(model: str, count: int) -> dict:
             shutil.copyfile(tiny, source)
         os.link(source, videos / f"v{i:06d}.mp4")
     links_s = time.perf_counter() - started
-    plan = plan_run([str(videos)], str(out), RunConfig(model=model))  # the same identity and settings hash as the CLI
+    plan = plan_run(
+        [str(videos)], str(out), RunConfig(model=model)
+    )  # the same identity and settings hash as the CLI
     try:
         manifest = Manifest(out)
         for s in expand_inputs([str(videos)])[0]:
-            manifest.update(VideoRecord(video_id=s.video_id, path=s.path, status="ok", frames_processed=2,
-                                        size_bytes=s.size_bytes, mtime_ns=s.mtime_ns,
-                                        settings_hash=plan.config.settings_hash()))
+            manifest.update(
+                VideoRecord(
+                    video_id=s.video_id,
+                    path=s.path,
+                    status="ok",
+                    frames_processed=2,
+                    size_bytes=s.size_bytes,
+                    mtime_ns=s.mtime_ns,
+                    settings_hash=plan.config.settings_hash(),
+                )
+            )
         manifest.save()
     finally:
         plan.release()
-    command = [sys.executable, "-m", "pipeline", "run", str(videos), "--output", str(out), "--model", model]
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "run",
+        str(videos),
+        "--output",
+        str(out),
+        "--model",
+        model,
+    ]
     peak = 0
     started = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -118,16 +156,23 @@ def resume(model: str, count: int) -> dict:
     seconds = time.perf_counter() - started
     stop.set()
     sampler.join()
-    result = {"videos": count, "links_s": links_s, "exit_code": proc.returncode, "seconds": seconds,
-              "peak_rss_mib": peak / 2**20,
-              "last_line": (stdout.strip().splitlines() or stderr.strip().splitlines() or [""])[-1]}
+    result = {
+        "videos": count,
+        "links_s": links_s,
+        "exit_code": proc.returncode,
+        "seconds": seconds,
+        "peak_rss_mib": peak / 2**20,
+        "last_line": (stdout.strip().splitlines() or stderr.strip().splitlines() or [""])[-1],
+    }
     write_video(videos / "new.mp4", [np.full((64, 64, 3), 90, np.uint8)] * 2)
     started = time.perf_counter()
     done = subprocess.run(command + ["--no-progress"], capture_output=True, text=True)
     record = json.loads((out / "run.json").read_text())
     result["with_one_new_video"] = {
-        "exit_code": done.returncode, "seconds": time.perf_counter() - started,
-        "videos_skipped": record["totals"]["videos_skipped"], "videos_ok": record["totals"]["videos_ok"],
+        "exit_code": done.returncode,
+        "seconds": time.perf_counter() - started,
+        "videos_skipped": record["totals"]["videos_skipped"],
+        "videos_ok": record["totals"]["videos_ok"],
         "driver_peak_rss_mib": record["memory"]["driver"]["peak_bytes"] / 2**20,
         "coordinator_peak_rss_mib": record["memory"]["coordinator"]["peak_bytes"] / 2**20,
     }
@@ -136,7 +181,9 @@ def resume(model: str, count: int) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", required=True)
     parser.add_argument("--resume-videos", type=int, default=100_000)
     args = parser.parse_args()

@@ -38,7 +38,9 @@ def _every(samples: list[tuple[float, int]], seconds: float) -> list[tuple[float
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", required=True)
     parser.add_argument("--video", required=True, help="the real video on the list's first line")
     parser.add_argument("--lines", type=int, default=1_000_000)
@@ -54,9 +56,24 @@ def main() -> int:
         env = {**os.environ, "YOLO_OFFLINE": "1"}
         env.pop("RAY_ADDRESS", None)
         started = time.time()
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline", "run", f"@{listing}", "--output", str(out),
-                                 "--model", args.model, "--no-progress"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                "run",
+                f"@{listing}",
+                "--output",
+                str(out),
+                "--model",
+                args.model,
+                "--no-progress",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         peak, samples = 0, []
         stop = threading.Event()
 
@@ -79,7 +96,9 @@ def main() -> int:
         stop.set()
         sampler.join()
         record = json.loads((out / "run.json").read_text())
-        statuses = pq.read_table(out / "videos.parquet", columns=["status"]).column("status").to_pylist()
+        statuses = (
+            pq.read_table(out / "videos.parquet", columns=["status"]).column("status").to_pylist()
+        )
         result = {
             "lines": args.lines,
             "exit_code": proc.returncode,

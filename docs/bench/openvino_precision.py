@@ -10,14 +10,13 @@ import time
 from pathlib import Path
 
 
-
 def main(weights: str, video: str, frames: int = 64) -> None:
     import openvino as ov
     from ultralytics import YOLO
 
     from pipeline.bench.harness import match_boxes
-    from pipeline.media.decode import VideoDecoder, iter_batches
     from pipeline.inference.lean_detector import ExportedOnDemand, LeanDetector
+    from pipeline.media.decode import VideoDecoder, iter_batches
     from pipeline.media.samples import read_frames
 
     model = YOLO(weights)
@@ -25,23 +24,42 @@ def main(weights: str, video: str, frames: int = 64) -> None:
     for frame in read_frames(video, limit=frames):
         b = model.predict(frame, imgsz=640, conf=0.25, iou=0.7, verbose=False)[0].boxes
         reference.append((b.xyxy.numpy(), b.conf.numpy(), b.cls.numpy().astype(int)))
-    print(f"CPU bf16 units: {'avx512_bf16' in Path('/proc/cpuinfo').read_text()}, openvino {ov.__version__}")
-    for precision in ("fp32", "bf16"):  # bf16: what OpenVINO picks by default on CPUs with bf16 units
-        detector = LeanDetector(ExportedOnDemand(Path(weights), "openvino"), "openvino", warm_shapes=((384, 640),),
-                                precision=precision)
+    print(
+        f"CPU bf16 units: {'avx512_bf16' in Path('/proc/cpuinfo').read_text()}, openvino {ov.__version__}"
+    )
+    for precision in (
+        "fp32",
+        "bf16",
+    ):  # bf16: what OpenVINO picks by default on CPUs with bf16 units
+        detector = LeanDetector(
+            ExportedOnDemand(Path(weights), "openvino"),
+            "openvino",
+            warm_shapes=((384, 640),),
+            precision=precision,
+        )
         geometry = detector.geometry(1080, 1920)
-        batches = [b.frames for b in iter_batches(VideoDecoder(video), geometry, 16)][: frames // 16]
+        batches = [b.frames for b in iter_batches(VideoDecoder(video), geometry, 16)][
+            : frames // 16
+        ]
         ours, started = [], time.perf_counter()
         for batch in batches:
             counts, d = detector.detect(batch, geometry)
             start = 0
             for c in counts:
-                ours.append((d.xyxy[start:start + c], d.confidence[start:start + c], d.class_id[start:start + c]))
+                ours.append(
+                    (
+                        d.xyxy[start : start + c],
+                        d.confidence[start : start + c],
+                        d.class_id[start : start + c],
+                    )
+                )
                 start += c
         fps = frames / (time.perf_counter() - started)
         matched, total, worst = match_boxes(reference, ours, 0.9)
-        print(f"precision {precision}: {matched}/{total} predict boxes matched at IoU >= 0.9 "
-              f"({100 * matched / total:.1f}%), max |dconf| {worst:.2g}; engine alone {fps:.1f} frames/s")
+        print(
+            f"precision {precision}: {matched}/{total} predict boxes matched at IoU >= 0.9 "
+            f"({100 * matched / total:.1f}%), max |dconf| {worst:.2g}; engine alone {fps:.1f} frames/s"
+        )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,11 @@ FRAMES = np.zeros((32, 96, 160, 3), np.uint8)  # a batch of 32 small frames
 @ray.remote
 class Sink:
     def infer(self, frames, geometry):
-        return {"counts": np.zeros(32, np.int32), "rows": np.zeros((160, 6), np.float32), "infer_s": 0.0}
+        return {
+            "counts": np.zeros(32, np.int32),
+            "rows": np.zeros((160, 6), np.float32),
+            "infer_s": 0.0,
+        }
 
 
 @ray.remote(num_returns="streaming")
@@ -60,11 +64,18 @@ def main() -> None:
     try:
         sink, caller = Sink.remote(), Caller.remote()
         ray.get(sink.infer.remote(None, None))
-        print(json.dumps({
-            "actor_call_ms_cpu_one_in_flight": ray.get(caller.calls.remote(sink, 2000, 1)),
-            "actor_call_ms_cpu_eight_in_flight": ray.get(caller.calls.remote(sink, 2000, 8)),
-            "stream_two_items_ms_cpu_per_batch": ray.get(caller.stream.remote(1000)),
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "actor_call_ms_cpu_one_in_flight": ray.get(caller.calls.remote(sink, 2000, 1)),
+                    "actor_call_ms_cpu_eight_in_flight": ray.get(
+                        caller.calls.remote(sink, 2000, 8)
+                    ),
+                    "stream_two_items_ms_cpu_per_batch": ray.get(caller.stream.remote(1000)),
+                },
+                indent=2,
+            )
+        )
     finally:
         ray.shutdown()
 

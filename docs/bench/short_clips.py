@@ -38,15 +38,36 @@ def run(inputs: list[str], out: Path, model: str, extra: list[str]) -> dict:
     env = {**os.environ, "YOLO_OFFLINE": "1"}
     env.pop("RAY_ADDRESS", None)
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "pipeline", "run", *inputs, "--output", str(out), "--model", model,
-                           "--no-progress", *extra], capture_output=True, text=True, env=env)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "run",
+            *inputs,
+            "--output",
+            str(out),
+            "--model",
+            model,
+            "--no-progress",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"run failed ({done.returncode}): {done.stderr[-2000:]}")
     record = json.loads((out / "run.json").read_text())
-    return {"frames": record["totals"]["frames"], "frames_per_s": record["throughput"]["frames_per_s"],
-            "processing_s": record["throughput"]["processing_s"], "wall_s": wall,
-            "coordinator": record.get("coordinator"), "batches": record.get("coordinator", {}).get("batches")}
+    return {
+        "frames": record["totals"]["frames"],
+        "frames_per_s": record["throughput"]["frames_per_s"],
+        "processing_s": record["throughput"]["processing_s"],
+        "wall_s": wall,
+        "coordinator": record.get("coordinator"),
+        "batches": record.get("coordinator", {}).get("batches"),
+    }
 
 
 def boxes_by_frame(out: Path, order: dict[str, int], frames_per_clip: int) -> list:
@@ -54,15 +75,27 @@ def boxes_by_frame(out: Path, order: dict[str, int], frames_per_clip: int) -> li
     table = ds.dataset(out / "detections", format="parquet").to_table().to_pylist()
     rows = []
     for r in table:
-        position = order[r["video_id"]] * frames_per_clip + r["frame_index"] if order else r["frame_index"]
-        boxes = sorted((d["class_id"], round(d["x1"], 2), round(d["y1"], 2), round(d["x2"], 2), round(d["y2"], 2))
-                       for d in r["detections"])
+        position = (
+            order[r["video_id"]] * frames_per_clip + r["frame_index"] if order else r["frame_index"]
+        )
+        boxes = sorted(
+            (
+                d["class_id"],
+                round(d["x1"], 2),
+                round(d["y1"], 2),
+                round(d["x2"], 2),
+                round(d["y2"], 2),
+            )
+            for d in r["detections"]
+        )
         rows.append((position, r["timestamp_s"] if not order else None, boxes))
     return sorted((p, b) for p, _, b in rows)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", required=True)
     parser.add_argument("--video", required=True)
     parser.add_argument("--clips", type=int, default=1000)
@@ -78,25 +111,39 @@ def main() -> int:
         clips = []
         for i in range(args.clips):
             path = clips_dir / f"clip{i:05d}.mp4"
-            write_video(path, (next(frames) for _ in range(args.frames_per_clip)), options={"preset": "veryfast"})
+            write_video(
+                path,
+                (next(frames) for _ in range(args.frames_per_clip)),
+                options={"preset": "veryfast"},
+            )
             clips.append(path)
         long_video = work / "long.mp4"
         concat_videos(clips, long_video)
         made_s = time.perf_counter() - started
-        from pipeline.plan.inputs import video_id_for
+        from pipeline.media.source import video_id_for
 
         order = {video_id_for(str(p)): i for i, p in enumerate(clips)}
         one = run([str(long_video)], work / "out-one", args.model, args.extra)
         many = run([str(clips_dir)], work / "out-clips", args.model, args.extra)
         same = boxes_by_frame(work / "out-clips", order, args.frames_per_clip) == boxes_by_frame(
-            work / "out-one", {}, args.frames_per_clip)
-        print(json.dumps({
-            "clips": args.clips, "frames_per_clip": args.frames_per_clip, "inputs_made_s": made_s,
-            "extra_options": args.extra, "one_video": one, "clips_run": many,
-            "clips_fps_over_one_video_fps": many["frames_per_s"] / one["frames_per_s"],
-            "clips_wall_over_one_video_wall": one["wall_s"] / many["wall_s"],
-            "same_boxes_frame_for_frame": same,
-        }, indent=2))
+            work / "out-one", {}, args.frames_per_clip
+        )
+        print(
+            json.dumps(
+                {
+                    "clips": args.clips,
+                    "frames_per_clip": args.frames_per_clip,
+                    "inputs_made_s": made_s,
+                    "extra_options": args.extra,
+                    "one_video": one,
+                    "clips_run": many,
+                    "clips_fps_over_one_video_fps": many["frames_per_s"] / one["frames_per_s"],
+                    "clips_wall_over_one_video_wall": one["wall_s"] / many["wall_s"],
+                    "same_boxes_frame_for_frame": same,
+                },
+                indent=2,
+            )
+        )
         return 0
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -16,29 +16,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
-
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.inference.detections import Detections
-from pipeline.output.writer import TRACKED_BOX_TYPE, detections_schema
+from pipeline.output.schema import TRACKED_BOX_TYPE, TRACKS_SCHEMA, detections_schema
 
 NO_TRACK = -1  # a detection the tracker did not (yet) confirm: stored as a null track_id
-
-TRACKS_SCHEMA = pa.schema(
-    [
-        ("video_id", pa.string()),
-        ("track_id", pa.int32()),
-        ("class_id", pa.int32()),
-        ("class_name", pa.string()),
-        ("first_frame", pa.int64()),
-        ("last_frame", pa.int64()),
-        ("num_frames", pa.int64()),
-        ("first_timestamp_s", pa.float64()),
-        ("last_timestamp_s", pa.float64()),
-        ("mean_confidence", pa.float32()),
-    ]
-)
 
 
 def bytetrack_settings() -> dict:
@@ -108,21 +92,30 @@ class VideoTracker:
     def update(self, frame_index: int, timestamp_s: float, detections: Detections) -> np.ndarray:
         """Track ids (int32, ``NO_TRACK`` where none) for this frame's detections, in their order."""
         if frame_index <= self._last_frame:
-            raise ValueError(f"frames must come in order: frame {frame_index} after {self._last_frame}")
+            raise ValueError(
+                f"frames must come in order: frame {frame_index} after {self._last_frame}"
+            )
         self._last_frame = frame_index
         track_ids = np.full(len(detections), NO_TRACK, dtype=np.int32)
-        boxes = _Boxes(detections.xyxy, detections.confidence, detections.class_id.astype(np.float32))
+        boxes = _Boxes(
+            detections.xyxy, detections.confidence, detections.class_id.astype(np.float32)
+        )
         tracked = self._tracker.update(boxes)
         for row in tracked:  # [x1, y1, x2, y2, track_id, score, cls, detection index]
             raw_id, det_index = int(row[-4]), int(row[-1])
             local = self._ids.setdefault(raw_id, len(self._ids) + 1)
             track_ids[det_index] = local
-        for det_index in np.flatnonzero(track_ids != NO_TRACK):
-            local = int(track_ids[det_index])
+        for tracked_index in np.flatnonzero(track_ids != NO_TRACK):
+            local = int(track_ids[tracked_index])
             stats = self._stats.get(local)
             if stats is None:
                 stats = self._stats[local] = _TrackStats(frame_index, timestamp_s)
-            stats.add(frame_index, timestamp_s, int(detections.class_id[det_index]), float(detections.confidence[det_index]))
+            stats.add(
+                frame_index,
+                timestamp_s,
+                int(detections.class_id[tracked_index]),
+                float(detections.confidence[tracked_index]),
+            )
         return track_ids
 
     @property
@@ -158,7 +151,13 @@ def _with_track_ids(table: pa.Table, tracker: VideoTracker) -> pa.Table:
     offsets = lists.offsets.to_numpy()
     offsets = offsets - offsets[0]
     boxes = lists.flatten()
-    xyxy = np.stack([pc.struct_field(boxes, k).to_numpy(zero_copy_only=False) for k in ("x1", "y1", "x2", "y2")], axis=1)
+    xyxy = np.stack(
+        [
+            pc.struct_field(boxes, k).to_numpy(zero_copy_only=False)
+            for k in ("x1", "y1", "x2", "y2")
+        ],
+        axis=1,
+    )
     confidence = pc.struct_field(boxes, "confidence").to_numpy(zero_copy_only=False)
     class_id = pc.struct_field(boxes, "class_id").to_numpy(zero_copy_only=False)
     track_ids = np.full(len(boxes), NO_TRACK, np.int32)
@@ -166,16 +165,30 @@ def _with_track_ids(table: pa.Table, tracker: VideoTracker) -> pa.Table:
     stamps = table["timestamp_s"].to_numpy()
     for i in range(table.num_rows):
         a, b = offsets[i], offsets[i + 1]
-        track_ids[a:b] = tracker.update(int(frames[i]), float(stamps[i]), Detections(xyxy[a:b], confidence[a:b], class_id[a:b]))
+        track_ids[a:b] = tracker.update(
+            int(frames[i]), float(stamps[i]), Detections(xyxy[a:b], confidence[a:b], class_id[a:b])
+        )
     fields = boxes.flatten()
     fields.append(pa.array(track_ids, pa.int32(), mask=track_ids == NO_TRACK))
     tracked_boxes = pa.StructArray.from_arrays(fields, fields=list(TRACKED_BOX_TYPE))
-    tracked_lists = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), tracked_boxes, type=pa.list_(TRACKED_BOX_TYPE))
-    return table.set_column(table.schema.get_field_index("detections"), pa.field("detections", tracked_lists.type), tracked_lists)
+    tracked_lists = pa.ListArray.from_arrays(
+        pa.array(offsets, pa.int32()), tracked_boxes, type=pa.list_(TRACKED_BOX_TYPE)
+    )
+    return table.set_column(
+        table.schema.get_field_index("detections"),
+        pa.field("detections", tracked_lists.type),
+        tracked_lists,
+    )
 
 
 def track_detections_file(
-    source: Path, tracked: Path, tracks: Path, *, video_id: str, names: dict[int, str], settings: dict | None = None
+    source: Path,
+    tracked: Path,
+    tracks: Path,
+    *,
+    video_id: str,
+    names: dict[int, str],
+    settings: dict | None = None,
 ) -> int:
     """Track one video: read its detections (``source``, in frame order) a row group at a time,
     write the same rows with track ids to ``tracked`` (same row groups) and the per-track
@@ -185,6 +198,8 @@ def track_detections_file(
     with pq.ParquetWriter(tracked, detections_schema(tracked=True), compression="zstd") as writer:
         for group in range(parquet.num_row_groups):
             table = parquet.read_row_group(group)
-            writer.write_table(_with_track_ids(table, tracker), row_group_size=max(table.num_rows, 1))
+            writer.write_table(
+                _with_track_ids(table, tracker), row_group_size=max(table.num_rows, 1)
+            )
     pq.write_table(tracker.summary_table(video_id, names), tracks, compression="zstd")
     return tracker.num_tracks

@@ -56,7 +56,9 @@ def run_naive(args) -> dict:
         if not ok:
             break
         if index % args.stride == 0:
-            result = model.predict(frame, imgsz=args.imgsz, conf=args.conf, iou=args.iou, verbose=False)[0]
+            result = model.predict(
+                frame, imgsz=args.imgsz, conf=args.conf, iou=args.iou, verbose=False
+            )[0]
             boxes += len(result.boxes)
             frames += 1
             if args.boxes_out:
@@ -72,9 +74,13 @@ def run_naive(args) -> dict:
 def _save_boxes(path: str, kept: list) -> None:
     import numpy as np
 
-    np.savez(path, frame=np.concatenate([np.full(len(x), i) for i, x, _, _ in kept]),
-             xyxy=np.concatenate([x for _, x, _, _ in kept]).reshape(-1, 4),
-             conf=np.concatenate([c for _, _, c, _ in kept]), cls=np.concatenate([k for _, _, _, k in kept]))
+    np.savez(
+        path,
+        frame=np.concatenate([np.full(len(x), i) for i, x, _, _ in kept]),
+        xyxy=np.concatenate([x for _, x, _, _ in kept]).reshape(-1, 4),
+        conf=np.concatenate([c for _, _, c, _ in kept]),
+        cls=np.concatenate([k for _, _, _, k in kept]),
+    )
 
 
 def match_boxes(reference: list, ours: list, min_iou: float = 0.9) -> tuple[int, int, float]:
@@ -89,7 +95,10 @@ def match_boxes(reference: list, ours: list, min_iou: float = 0.9) -> tuple[int,
         total += len(rx)
         if not len(rx) or not len(ox):
             continue
-        tl, br = np.maximum(rx[:, None, :2], ox[None, :, :2]), np.minimum(rx[:, None, 2:], ox[None, :, 2:])
+        tl, br = (
+            np.maximum(rx[:, None, :2], ox[None, :, :2]),
+            np.minimum(rx[:, None, 2:], ox[None, :, 2:]),
+        )
         inter = np.clip(br - tl, 0, None).prod(2)
         area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
         ious = inter / (area(rx)[:, None] + area(ox)[None, :] - inter)
@@ -117,11 +126,24 @@ def box_parity(reference_npz: str, output: str, iou: float = 0.9) -> dict:
         sel = ref["frame"] == f
         reference.append((ref["xyxy"][sel], ref["conf"][sel], ref["cls"][sel].astype(np.int64)))
         g = by_frame.get(int(f))
-        mine.append(empty if g is None else (g[["x1", "y1", "x2", "y2"]].to_numpy(np.float32),
-                                             g["confidence"].to_numpy(), g["class_id"].to_numpy()))
+        mine.append(
+            empty
+            if g is None
+            else (
+                g[["x1", "y1", "x2", "y2"]].to_numpy(np.float32),
+                g["confidence"].to_numpy(),
+                g["class_id"].to_numpy(),
+            )
+        )
     matched, total, worst = match_boxes(reference, mine, iou)
-    return {"reference_boxes": total, "pipeline_boxes": len(ours), "matched": matched,
-            "matched_fraction": matched / total if total else 1.0, "max_abs_conf_diff": worst, "iou": iou}
+    return {
+        "reference_boxes": total,
+        "pipeline_boxes": len(ours),
+        "matched": matched,
+        "matched_fraction": matched / total if total else 1.0,
+        "max_abs_conf_diff": worst,
+        "iou": iou,
+    }
 
 
 def run_decode_parts(args) -> dict:
@@ -133,16 +155,21 @@ def run_decode_parts(args) -> dict:
 
     geometry = _geometry(args)
     canvas = geometry.new_canvas(1)[0]
-    inner = canvas[geometry.top : geometry.top + geometry.new_h, geometry.left : geometry.left + geometry.new_w]
+    inner = canvas[
+        geometry.top : geometry.top + geometry.new_h, geometry.left : geometry.left + geometry.new_w
+    ]
     size = (geometry.new_w, geometry.new_h)
 
     steps = {
         "decode": lambda f: None,
         "decode+bgr": lambda f: f.to_ndarray(format="bgr24"),
-        "decode+bgr+resize": lambda f: cv2.resize(f.to_ndarray(format="bgr24"), size, dst=inner,
-                                                  interpolation=cv2.INTER_LINEAR),
-        "decode+swscale_bgr_resize": lambda f: inner.__setitem__(..., f.to_ndarray(
-            width=size[0], height=size[1], format="bgr24", interpolation="BILINEAR")),
+        "decode+bgr+resize": lambda f: cv2.resize(
+            f.to_ndarray(format="bgr24"), size, dst=inner, interpolation=cv2.INTER_LINEAR
+        ),
+        "decode+swscale_bgr_resize": lambda f: inner.__setitem__(
+            ...,
+            f.to_ndarray(width=size[0], height=size[1], format="bgr24", interpolation="BILINEAR"),
+        ),
     }
     ms = {}
     frames = 0
@@ -155,11 +182,19 @@ def run_decode_parts(args) -> dict:
                 step(frame)
                 frames += 1
             ms[name] = 1000 * (time.perf_counter() - started) / frames
-    parts = {"decode_ms": ms["decode"], "bgr_conversion_ms": ms["decode+bgr"] - ms["decode"],
-             "letterbox_resize_ms": ms["decode+bgr+resize"] - ms["decode+bgr"],
-             "swscale_conversion_and_resize_ms": ms["decode+swscale_bgr_resize"] - ms["decode"]}
-    return {"frames": frames, "boxes": None, "seconds": sum(ms.values()) * frames / 1000, "ms_per_frame": ms,
-            "parts_ms": parts}
+    parts = {
+        "decode_ms": ms["decode"],
+        "bgr_conversion_ms": ms["decode+bgr"] - ms["decode"],
+        "letterbox_resize_ms": ms["decode+bgr+resize"] - ms["decode+bgr"],
+        "swscale_conversion_and_resize_ms": ms["decode+swscale_bgr_resize"] - ms["decode"],
+    }
+    return {
+        "frames": frames,
+        "boxes": None,
+        "seconds": sum(ms.values()) * frames / 1000,
+        "ms_per_frame": ms,
+        "parts_ms": parts,
+    }
 
 
 def run_decode_ceiling(args) -> dict:
@@ -168,7 +203,9 @@ def run_decode_ceiling(args) -> dict:
     geometry = _geometry(args)
     started = time.perf_counter()
     frames = 0
-    for batch in iter_batches(VideoDecoder(args.video, stride=args.stride), geometry, args.batch_size):
+    for batch in iter_batches(
+        VideoDecoder(args.video, stride=args.stride), geometry, args.batch_size
+    ):
         frames += len(batch.frame_indices)
     return {"frames": frames, "boxes": None, "seconds": time.perf_counter() - started}
 
@@ -180,8 +217,10 @@ def _segment_worker(args, segment, barrier, results) -> None:
     decoder = VideoDecoder(args.video, stride=args.stride, segment=segment)
     barrier.wait()
     started = time.perf_counter()
-    frames = sum(len(b.frame_indices) for b in iter_batches(decoder, geometry, args.batch_size,
-                                                              first_seq=segment.first_seq))
+    frames = sum(
+        len(b.frame_indices)
+        for b in iter_batches(decoder, geometry, args.batch_size, first_seq=segment.first_seq)
+    )
     results.put((frames, started, time.perf_counter()))
 
 
@@ -192,22 +231,30 @@ def run_decode_segments(args, count: int = 2) -> dict:
 
     from pipeline.media.segments import plan_segments, probe_frame_times
 
-    segments = plan_segments(probe_frame_times(args.video), count, stride=args.stride, batch_size=args.batch_size)
+    segments = plan_segments(
+        probe_frame_times(args.video), count, stride=args.stride, batch_size=args.batch_size
+    )
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(len(segments)), ctx.Queue()
-    workers = [ctx.Process(target=_segment_worker, args=(args, s, barrier, results)) for s in segments]
+    workers = [
+        ctx.Process(target=_segment_worker, args=(args, s, barrier, results)) for s in segments
+    ]
     for w in workers:
         w.start()
     done = [results.get() for _ in workers]
     for w in workers:
         w.join()
-    return {"frames": sum(f for f, _, _ in done), "boxes": None,
-            "seconds": max(e for _, _, e in done) - min(s for _, s, _ in done), "segments": len(segments)}
+    return {
+        "frames": sum(f for f, _, _ in done),
+        "boxes": None,
+        "seconds": max(e for _, _, e in done) - min(s for _, s, _ in done),
+        "segments": len(segments),
+    }
 
 
 def _infer_worker(args, threads: int, frames_wanted: int, barrier, results) -> None:
-    from pipeline.media.decode import VideoDecoder, iter_batches
     from pipeline.inference.open import open_detector
+    from pipeline.media.decode import VideoDecoder, iter_batches
 
     config = _resolved_config(args)
     if config.resolved_engine not in ("openvino", "onnx"):
@@ -217,7 +264,9 @@ def _infer_worker(args, threads: int, frames_wanted: int, barrier, results) -> N
     geometry = _geometry(args)
     detector = open_detector(config, "cpu", warm_shapes=(geometry.out_shape,)).detector
     batches = []
-    for batch in iter_batches(VideoDecoder(args.video, stride=args.stride), geometry, args.batch_size):
+    for batch in iter_batches(
+        VideoDecoder(args.video, stride=args.stride), geometry, args.batch_size
+    ):
         batches.append(batch.frames)
         if len(batches) * args.batch_size >= 128:  # enough to time; memory stays modest
             break
@@ -245,16 +294,25 @@ def run_infer_ceiling(args) -> dict:
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(placement.num_actors), ctx.Queue()
     share = -(-total // placement.num_actors)
-    workers = [ctx.Process(target=_infer_worker, args=(args, placement.cpu_threads, share, barrier, results))
-               for _ in range(placement.num_actors)]
+    workers = [
+        ctx.Process(
+            target=_infer_worker, args=(args, placement.cpu_threads, share, barrier, results)
+        )
+        for _ in range(placement.num_actors)
+    ]
     for w in workers:
         w.start()
     done = [results.get() for _ in workers]
     for w in workers:
         w.join()
     frames = sum(f for f, _ in done)
-    return {"frames": frames, "boxes": None, "seconds": max(s for _, s in done),
-            "actors": placement.num_actors, "threads_per_actor": placement.cpu_threads}
+    return {
+        "frames": frames,
+        "boxes": None,
+        "seconds": max(s for _, s in done),
+        "actors": placement.num_actors,
+        "threads_per_actor": placement.cpu_threads,
+    }
 
 
 def _source_shape(video: str) -> tuple[int, int]:
@@ -267,8 +325,16 @@ def _source_shape(video: str) -> tuple[int, int]:
 def _resolved_config(args) -> RunConfig:
     from pipeline.inference.engines import resolve
 
-    config = RunConfig(model=args.model, imgsz=args.imgsz, conf=args.conf, iou=args.iou, stride=args.stride,
-                       batch_size=args.batch_size, engine=args.engine, cpu_precision=args.cpu_precision)
+    config = RunConfig(
+        model=args.model,
+        imgsz=args.imgsz,
+        conf=args.conf,
+        iou=args.iou,
+        stride=args.stride,
+        batch_size=args.batch_size,
+        engine=args.engine,
+        cpu_precision=args.cpu_precision,
+    )
     return resolve(config, "cpu")
 
 
@@ -292,7 +358,7 @@ def _count_frames(video: str, stride: int) -> int:
 
 def _ray_runner(name: str):
     def run(args) -> dict:
-        from pipeline.distributed import bench_contenders  # Ray is imported only there
+        from pipeline.runtime import bench_contenders  # Ray is imported only there
 
         return getattr(bench_contenders, name)(args)
 
@@ -318,9 +384,31 @@ ONCE = ("decode-parts", "coordination")  # measured once, after the contenders
 
 def _measure(name: str, args) -> dict:
     """Run one contender in a child process; sample its process tree's RSS for the peak."""
-    cmd = [sys.executable, "-m", "pipeline.bench.harness", "_one", name, "--video", args.video, "--model", args.model,
-           "--imgsz", str(args.imgsz), "--conf", str(args.conf), "--iou", str(args.iou), "--stride", str(args.stride),
-           "--batch-size", str(args.batch_size), "--engine", args.engine, "--cpu-precision", args.cpu_precision]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipeline.bench.harness",
+        "_one",
+        name,
+        "--video",
+        args.video,
+        "--model",
+        args.model,
+        "--imgsz",
+        str(args.imgsz),
+        "--conf",
+        str(args.conf),
+        "--iou",
+        str(args.iou),
+        "--stride",
+        str(args.stride),
+        "--batch-size",
+        str(args.batch_size),
+        "--engine",
+        args.engine,
+        "--cpu-precision",
+        args.cpu_precision,
+    ]
     if getattr(args, "boxes_out", None):
         cmd += ["--boxes-out", args.boxes_out]
     if getattr(args, "keep_output", None):
@@ -367,7 +455,8 @@ def _summarize(runs: dict[str, list[dict]]) -> dict:
             summary[name]["startup"] = [r["startup"] for r in results]
         if "memory_by_role" in results[0]:
             summary[name]["peak_rss_mib_by_role"] = {
-                role: max(r["memory_by_role"][role] or 0 for r in results) / 2**20 for role in results[0]["memory_by_role"]
+                role: max(r["memory_by_role"][role] or 0 for r in results) / 2**20
+                for role in results[0]["memory_by_role"]
             }
     if "decode" in summary and "infer" in summary:
         d, i = summary["decode"]["median_fps"], summary["infer"]["median_fps"]
@@ -376,20 +465,25 @@ def _summarize(runs: dict[str, list[dict]]) -> dict:
 
 
 def format_table(summary: dict) -> str:
-    lines = [f"{'contender':<15} {'median fps':>10} {'runs (fps)':<28} {'frames':>7} {'boxes':>7} {'peak RSS (tree)':>16}"]
+    lines = [
+        f"{'contender':<15} {'median fps':>10} {'runs (fps)':<28} {'frames':>7} {'boxes':>7} {'peak RSS (tree)':>16}"
+    ]
     for name in (*CONTENDERS, *CEILINGS):
         if name in summary:
             s = summary[name]
             boxes = "-" if s["boxes"] is None else s["boxes"]
             lines.append(
                 f"{name:<15} {s['median_fps']:>10.2f} {str(s['fps']):<28} {s['frames']:>7} {boxes:>7} "
-                f"{s['peak_tree_rss_mib']:>12.0f} MiB" + (f"  ({s['engine']})" if s.get("engine") else "")
+                f"{s['peak_tree_rss_mib']:>12.0f} MiB"
+                + (f"  ({s['engine']})" if s.get("engine") else "")
             )
     p = summary.get("pipeline")
     if p:
         for other in ("naive", "raydata"):
             if other in summary:
-                lines.append(f"pipeline / {other}: {p['median_fps'] / summary[other]['median_fps']:.2f}x")
+                lines.append(
+                    f"pipeline / {other}: {p['median_fps'] / summary[other]['median_fps']:.2f}x"
+                )
         if "bound_fps" in summary:
             lines.append(
                 f"bound 1/(1/decode + 1/infer) = {summary['bound_fps']:.2f} fps; "
@@ -397,27 +491,40 @@ def format_table(summary: dict) -> str:
             )
         if "naive" in summary and summary["naive"]["boxes"]:
             diff = 100 * (p["boxes"] - summary["naive"]["boxes"]) / summary["naive"]["boxes"]
-            lines.append(f"boxes: pipeline {p['boxes']} vs naive {summary['naive']['boxes']} ({diff:+.2f}%)")
+            lines.append(
+                f"boxes: pipeline {p['boxes']} vs naive {summary['naive']['boxes']} ({diff:+.2f}%)"
+            )
         for name in ("pipeline", "pipeline-torch"):
             if "peak_rss_mib_by_role" in summary.get(name, {}):
-                roles = ", ".join(f"{k} {v:.0f} MiB" for k, v in summary[name]["peak_rss_mib_by_role"].items())
+                roles = ", ".join(
+                    f"{k} {v:.0f} MiB" for k, v in summary[name]["peak_rss_mib_by_role"].items()
+                )
                 lines.append(f"{name} peak RSS by role: {roles}")
         for start in p.get("startup") or []:
-            lines.append(f"pipeline start-up: first batch done {start['first_batch_done_s']:.2f} s after the call, "
-                         f"{start['actors_ready_to_first_batch_s']:.2f} s after the actors were ready")
+            lines.append(
+                f"pipeline start-up: first batch done {start['first_batch_done_s']:.2f} s after the call, "
+                f"{start['actors_ready_to_first_batch_s']:.2f} s after the actors were ready"
+            )
     if "parity" in summary:
         q = summary["parity"]
-        lines.append(f"box parity, pipeline vs naive: {q['matched']}/{q['reference_boxes']} naive boxes matched "
-                     f"({100 * q['matched_fraction']:.2f}%) at IoU >= {q['iou']}, max |dconf| {q['max_abs_conf_diff']:.2g}; "
-                     f"pipeline has {q['pipeline_boxes']} boxes")
+        lines.append(
+            f"box parity, pipeline vs naive: {q['matched']}/{q['reference_boxes']} naive boxes matched "
+            f"({100 * q['matched_fraction']:.2f}%) at IoU >= {q['iou']}, max |dconf| {q['max_abs_conf_diff']:.2g}; "
+            f"pipeline has {q['pipeline_boxes']} boxes"
+        )
     if "coordination" in summary:
         c = summary["coordination"]
-        lines.append(f"coordination (synthetic engine, batch {c['batch_size']}): {c['coordinator_cpu_ms_per_batch']:.3f} ms "
-                     f"of coordinator CPU per batch over {c['batches']} batches; {c['batches_per_s']:.0f} batches/s, "
-                     f"{c['frames_per_s']:.0f} frames/s here; one coordinator could feed "
-                     f"{c['coordinator_batches_per_s_ceiling']:.0f} batches/s = {c['gpu_nodes_fed']:.1f} GPU nodes at 2,000 frames/s")
+        lines.append(
+            f"coordination (synthetic engine, batch {c['batch_size']}): {c['coordinator_cpu_ms_per_batch']:.3f} ms "
+            f"of coordinator CPU per batch over {c['batches']} batches; {c['batches_per_s']:.0f} batches/s, "
+            f"{c['frames_per_s']:.0f} frames/s here; one coordinator could feed "
+            f"{c['coordinator_batches_per_s_ceiling']:.0f} batches/s = "
+            f"{c['gpu_nodes_fed']:.1f} GPU nodes at 2,000 frames/s"
+        )
     if "decode-parts" in summary:
-        parts = ", ".join(f"{k[:-3]} {v:.2f}" for k, v in summary["decode-parts"]["parts_ms"].items())
+        parts = ", ".join(
+            f"{k[:-3]} {v:.2f}" for k, v in summary["decode-parts"]["parts_ms"].items()
+        )
         lines.append(f"one decoder, ms per frame: {parts}")
     return "\n".join(lines)
 
@@ -426,30 +533,65 @@ def _common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video", required=True, help="input video")
     parser.add_argument("--model", required=True, help="model for every contender")
     d = RunConfig()  # the same defaults as `run`, so the contenders are compared as users run them
-    parser.add_argument("--imgsz", type=int, default=d.imgsz, help="model input size (default %(default)s)")
-    parser.add_argument("--conf", type=float, default=d.conf, help="confidence threshold (default %(default)s)")
-    parser.add_argument("--iou", type=float, default=d.iou, help="NMS IoU threshold (default %(default)s)")
-    parser.add_argument("--stride", type=int, default=d.stride, help="process every Nth frame (default %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=d.batch_size,
-                        help="frames per batch for the pipeline and Ray Data (default %(default)s)")
-    parser.add_argument("--engine", choices=ENGINES, default=d.engine,
-                        help="the pipeline's and the infer ceiling's engine (default %(default)s; "
-                             "pipeline-torch always uses torch)")
-    parser.add_argument("--cpu-precision", choices=CPU_PRECISIONS, default=d.cpu_precision,
-                        help="OpenVINO's arithmetic for the pipeline and the infer ceiling (default %(default)s)")
+    parser.add_argument(
+        "--imgsz", type=int, default=d.imgsz, help="model input size (default %(default)s)"
+    )
+    parser.add_argument(
+        "--conf", type=float, default=d.conf, help="confidence threshold (default %(default)s)"
+    )
+    parser.add_argument(
+        "--iou", type=float, default=d.iou, help="NMS IoU threshold (default %(default)s)"
+    )
+    parser.add_argument(
+        "--stride", type=int, default=d.stride, help="process every Nth frame (default %(default)s)"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=d.batch_size,
+        help="frames per batch for the pipeline and Ray Data (default %(default)s)",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=d.engine,
+        help="the pipeline's and the infer ceiling's engine (default %(default)s; "
+        "pipeline-torch always uses torch)",
+    )
+    parser.add_argument(
+        "--cpu-precision",
+        choices=CPU_PRECISIONS,
+        default=d.cpu_precision,
+        help="OpenVINO's arithmetic for the pipeline and the infer ceiling (default %(default)s)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _common_args(parser)
-    parser.add_argument("--concat", type=int, default=1, help="repeat the video N times (remuxed, no re-encode)")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per contender, alternated (default 3)")
-    parser.add_argument("--contenders", default=",".join(CONTENDERS + CEILINGS + ("decode-parts",)),
-                        help="comma-separated subset of: " + ", ".join(CONTENDERS + CEILINGS + ONCE))
-    parser.add_argument("--baseline-model", default=None,
-                        help="model for the naive loop only (e.g. the .pt when --model is an OpenVINO export)")
-    parser.add_argument("--json", default="bench.json", help="where to write the results (default %(default)s)")
+    parser.add_argument(
+        "--concat", type=int, default=1, help="repeat the video N times (remuxed, no re-encode)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="runs per contender, alternated (default 3)"
+    )
+    parser.add_argument(
+        "--contenders",
+        default=",".join(CONTENDERS + CEILINGS + ("decode-parts",)),
+        help="comma-separated subset of: " + ", ".join(CONTENDERS + CEILINGS + ONCE),
+    )
+    parser.add_argument(
+        "--baseline-model",
+        default=None,
+        help="model for the naive loop only (e.g. the .pt when --model is an OpenVINO export)",
+    )
+    parser.add_argument(
+        "--json", default="bench.json", help="where to write the results (default %(default)s)"
+    )
     return parser
 
 
@@ -458,18 +600,27 @@ def bench(argv: list[str] | None = None) -> int:
     names = [n.strip() for n in args.contenders.split(",") if n.strip()]
     unknown = set(names) - set(RUNNERS)
     if unknown:
-        print(f"error: unknown contenders {sorted(unknown)}; choose from {', '.join(RUNNERS)}", file=sys.stderr)
+        print(
+            f"error: unknown contenders {sorted(unknown)}; choose from {', '.join(RUNNERS)}",
+            file=sys.stderr,
+        )
         return 2
     video = args.video
     if args.concat > 1:
         from pipeline.media.samples import concat_copies
 
-        video = str(Path(tempfile.mkdtemp(prefix="bench-input-")) / f"concat{args.concat}{Path(video).suffix}")
+        video = str(
+            Path(tempfile.mkdtemp(prefix="bench-input-"))
+            / f"concat{args.concat}{Path(video).suffix}"
+        )
         concat_copies(args.video, video, args.concat)
     once = [n for n in names if n in ONCE]
     names = [n for n in names if n not in once]
     work = Path(tempfile.mkdtemp(prefix="bench-work-"))
-    parity_files = {"boxes_out": str(work / "naive-boxes.npz"), "keep_output": str(work / "pipeline-output")}
+    parity_files = {
+        "boxes_out": str(work / "naive-boxes.npz"),
+        "keep_output": str(work / "pipeline-output"),
+    }
     runs: dict[str, list[dict]] = {n: [] for n in names}
     for repeat in range(args.repeats):
         order = names if repeat % 2 == 0 else names[::-1]
@@ -477,13 +628,18 @@ def bench(argv: list[str] | None = None) -> int:
             run_args = argparse.Namespace(**{**vars(args), "video": video})
             if name == "naive" and args.baseline_model:
                 run_args.model = args.baseline_model
-            if repeat == 0 and {"naive", "pipeline"} <= set(names):  # boxes kept for the parity check
+            if repeat == 0 and {"naive", "pipeline"} <= set(
+                names
+            ):  # boxes kept for the parity check
                 run_args.boxes_out = parity_files["boxes_out"] if name == "naive" else None
                 run_args.keep_output = parity_files["keep_output"] if name == "pipeline" else None
             result = _measure(name, run_args)
             runs[name].append(result)
-            print(f"[{repeat + 1}/{args.repeats}] {name}: {result['fps']:.2f} fps, {result['frames']} frames, "
-                  f"{result['boxes']} boxes, peak RSS {result['peak_tree_rss_bytes'] / 2**20:.0f} MiB", flush=True)
+            print(
+                f"[{repeat + 1}/{args.repeats}] {name}: {result['fps']:.2f} fps, {result['frames']} frames, "
+                f"{result['boxes']} boxes, peak RSS {result['peak_tree_rss_bytes'] / 2**20:.0f} MiB",
+                flush=True,
+            )
     summary = _summarize(runs)
     if Path(parity_files["boxes_out"]).exists() and Path(parity_files["keep_output"]).exists():
         summary["parity"] = box_parity(parity_files["boxes_out"], parity_files["keep_output"])
@@ -491,7 +647,9 @@ def bench(argv: list[str] | None = None) -> int:
         summary[name] = _measure(name, argparse.Namespace(**{**vars(args), "video": video}))
     record = {
         "settings": {k: v for k, v in vars(args).items() if k != "json"},
-        "input": video if args.concat == 1 else f"<tmp>/{Path(video).name}",  # the temporary copy's path says nothing
+        "input": video
+        if args.concat == 1
+        else f"<tmp>/{Path(video).name}",  # the temporary copy's path says nothing
         "host": {"cpus": os.cpu_count(), "machine": os.uname().machine},
         "summary": summary,
         "runs": runs,

@@ -43,7 +43,7 @@ class PhaseResult:
 
     @property
     def rss_growth_second_half_mb(self) -> float | None:
-        half = self.rss_samples_mb[len(self.rss_samples_mb) // 2:]
+        half = self.rss_samples_mb[len(self.rss_samples_mb) // 2 :]
         return max(half) - half[0] if len(half) >= 2 else None
 
 
@@ -103,18 +103,41 @@ async def _hammer(client, name: str, concurrency: int, duration_s: float, reques
     await asyncio.gather(sample_memory(), *(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
     p50, p95, p99 = _percentiles(latencies)
-    return PhaseResult(name, concurrency, elapsed, len(latencies) + len(errors), len(errors),
-                       len(latencies) / elapsed, p50, p95, p99, rss_start, replica_rss_mb(), errors[:5], samples)
+    return PhaseResult(
+        name,
+        concurrency,
+        elapsed,
+        len(latencies) + len(errors),
+        len(errors),
+        len(latencies) / elapsed,
+        p50,
+        p95,
+        p99,
+        rss_start,
+        replica_rss_mb(),
+        errors[:5],
+        samples,
+    )
 
 
-async def run_load(url: str, token: str, image: bytes, concurrency: list[int], duration_s: float,
-                   job: dict | None = None, poll_concurrency: int = 4, warmup_s: float = 0.0) -> list[PhaseResult]:
+async def run_load(
+    url: str,
+    token: str,
+    image: bytes,
+    concurrency: list[int],
+    duration_s: float,
+    job: dict | None = None,
+    poll_concurrency: int = 4,
+    warmup_s: float = 0.0,
+) -> list[PhaseResult]:
     import httpx
 
     headers = {"Authorization": f"Bearer {token}"}
     limits = httpx.Limits(max_connections=max(concurrency + [poll_concurrency + 8]) + 4)
     results = []
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=url, headers=headers, timeout=120, limits=limits
+    ) as client:
         detect = lambda c: c.post("/detect", content=image)  # noqa: E731
         await detect(client)  # the first request may load code paths: not part of the figures
         for n in concurrency:
@@ -127,8 +150,11 @@ async def run_load(url: str, token: str, image: bytes, concurrency: list[int], d
             job_id = submitted.json()["id"]
             status = lambda c: c.get(f"/jobs/{job_id}")  # noqa: E731
             polls, detects = await asyncio.gather(
-                _hammer(client, "GET /jobs/{id} during a job", poll_concurrency, duration_s, status),
-                _hammer(client, "POST /detect during a job", 8, duration_s, detect))
+                _hammer(
+                    client, "GET /jobs/{id} during a job", poll_concurrency, duration_s, status
+                ),
+                _hammer(client, "POST /detect during a job", 8, duration_s, detect),
+            )
             results += [polls, detects]
             await client.delete(f"/jobs/{job_id}")
     return results
@@ -141,25 +167,54 @@ def format_table(results: list[PhaseResult]) -> str:
     def mb(v):
         return "-" if v is None else f"{v:.0f}"
 
-    lines = ["| phase | clients | requests | errors | req/s | p50 ms | p95 ms | p99 ms | replica RSS start → end MB "
-             "| RSS growth, 2nd half MB |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| phase | clients | requests | errors | req/s | p50 ms | p95 ms | p99 ms | replica RSS start → end MB "
+        "| RSS growth, 2nd half MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
-        lines.append(f"| {r.name} | {r.concurrency} | {r.requests} | {r.errors} | {r.requests_per_s:.1f} | "
-                     f"{ms(r.p50_ms)} | {ms(r.p95_ms)} | {ms(r.p99_ms)} | {mb(r.replica_rss_start_mb)} → "
-                     f"{mb(r.replica_rss_end_mb)} | {mb(r.rss_growth_second_half_mb)} |")
+        lines.append(
+            f"| {r.name} | {r.concurrency} | {r.requests} | {r.errors} | {r.requests_per_s:.1f} | "
+            f"{ms(r.p50_ms)} | {ms(r.p95_ms)} | {ms(r.p99_ms)} | {mb(r.replica_rss_start_mb)} → "
+            f"{mb(r.replica_rss_end_mb)} | {mb(r.rss_growth_second_half_mb)} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.bench.loadtest", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", default="http://127.0.0.1:8000", help="the service (localhost only)")
-    parser.add_argument("--token-file", required=True, help="file holding the service's bearer token")
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.bench.loadtest",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--url", default="http://127.0.0.1:8000", help="the service (localhost only)"
+    )
+    parser.add_argument(
+        "--token-file", required=True, help="file holding the service's bearer token"
+    )
     parser.add_argument("--image", required=True, help="image sent by every POST /detect")
-    parser.add_argument("--concurrency", default="1,8,32", help="clients per phase, comma-separated (default %(default)s)")
-    parser.add_argument("--duration", type=float, default=60.0, help="seconds per phase, at most 600 (default %(default)s)")
-    parser.add_argument("--warmup", type=float, default=0.0, help="seconds of unmeasured load before each phase (default %(default)s)")
-    parser.add_argument("--job-input", help="with --job-output: submit this folder as a job and poll it during a phase")
+    parser.add_argument(
+        "--concurrency",
+        default="1,8,32",
+        help="clients per phase, comma-separated (default %(default)s)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=60.0,
+        help="seconds per phase, at most 600 (default %(default)s)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=0.0,
+        help="seconds of unmeasured load before each phase (default %(default)s)",
+    )
+    parser.add_argument(
+        "--job-input",
+        help="with --job-output: submit this folder as a job and poll it during a phase",
+    )
     parser.add_argument("--job-output", help="the job's output folder")
     parser.add_argument("--json", help="write the figures here as JSON too")
     args = parser.parse_args(argv)
@@ -171,13 +226,33 @@ def main(argv: list[str] | None = None) -> int:
     levels = [int(c) for c in args.concurrency.split(",")]
     if not all(1 <= c <= 256 for c in levels):
         parser.error("--concurrency values must be between 1 and 256")
-    job = {"inputs": [args.job_input], "output": args.job_output} if args.job_input and args.job_output else None
-    results = asyncio.run(run_load(args.url, Path(args.token_file).read_text().strip(), Path(args.image).read_bytes(),
-                                   levels, args.duration, job, warmup_s=args.warmup))
+    job = (
+        {"inputs": [args.job_input], "output": args.job_output}
+        if args.job_input and args.job_output
+        else None
+    )
+    results = asyncio.run(
+        run_load(
+            args.url,
+            Path(args.token_file).read_text().strip(),
+            Path(args.image).read_bytes(),
+            levels,
+            args.duration,
+            job,
+            warmup_s=args.warmup,
+        )
+    )
     print(format_table(results))
     if args.json:
-        Path(args.json).write_text(json.dumps(
-            [{**asdict(r), "rss_growth_second_half_mb": r.rss_growth_second_half_mb} for r in results], indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                [
+                    {**asdict(r), "rss_growth_second_half_mb": r.rss_growth_second_half_mb}
+                    for r in results
+                ],
+                indent=2,
+            )
+        )
     return 1 if any(r.errors for r in results) else 0
 
 

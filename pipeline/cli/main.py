@@ -9,14 +9,11 @@ import signal
 import sys
 from pathlib import Path
 
-from pipeline.config import CPU_PRECISIONS, DEVICES, ENGINES, ConfigError, RunConfig
-from pipeline.errors import UsageError
+from pipeline.cli.parser import Parser
+from pipeline.config import RunConfig
+from pipeline.errors import EXIT_OK, EXIT_UNEXPECTED, Interrupted, PipelineError, UsageError
 from pipeline.locations import redact
-
-EXIT_OK = 0
-EXIT_UNEXPECTED = 1
-EXIT_USAGE = 2
-EXIT_VIDEOS_FAILED = 3
+from pipeline.options import RUN_OPTIONS, config_from_options, names_or_ids
 
 RUN_EPILOG = """\
 inputs:
@@ -43,22 +40,21 @@ examples:
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # exit status 2 with one line, as the contract says
-        print(f"error: {message} (see: {self.prog} --help)", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
-
-
-def _names_or_ids(text: str) -> list:
-    """``--classes``: class names or ids, comma-separated (``person,car`` or ``0,2``)."""
-    return text.split(",")  # RunConfig and the readers turn these into ids and names
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m pipeline", description="YOLO object detection over video backlogs, on Ray.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    sub.add_parser("bench", help="benchmark against a per-frame loop and Ray Data (see bench --help)", add_help=False)
-    sub.add_parser("serve", help="serve the HTTP API: jobs, results, single images (see serve --help)", add_help=False)
+    parser = Parser(
+        prog="python -m pipeline", description="YOLO object detection over video backlogs, on Ray."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    sub.add_parser(
+        "bench",
+        help="benchmark against a per-frame loop and Ray Data (see bench --help)",
+        add_help=False,
+    )
+    sub.add_parser(
+        "serve",
+        help="serve the HTTP API: jobs, results, single images (see serve --help)",
+        add_help=False,
+    )
     run = sub.add_parser(
         "run",
         help="detect objects in every (Nth) frame of the inputs",
@@ -66,39 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=RUN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    d = RunConfig()
-    run.add_argument("inputs", nargs="+", metavar="INPUT", help="video file, directory, or @list.txt")
-    run.add_argument("--output", "-o", required=True, metavar="DIR", help="output directory (created if missing)")
-    run.add_argument("--model", default=d.model, help="weights path, exported model (OpenVINO dir, .onnx, .engine) or ultralytics name (default %(default)s)")
-    run.add_argument("--batch-size", type=int, default=d.batch_size, help="frames per inference batch (default %(default)s)")
-    run.add_argument("--stride", type=int, default=d.stride, help="process every Nth frame (default %(default)s)")
-    run.add_argument("--imgsz", type=int, default=d.imgsz, help="model input size, multiple of 32 (default %(default)s)")
-    run.add_argument("--conf", type=float, default=d.conf, help="confidence threshold (default %(default)s)")
-    run.add_argument("--iou", type=float, default=d.iou, help="NMS IoU threshold (default %(default)s)")
-    run.add_argument("--classes", type=_names_or_ids, default=None, help="keep only these classes: names or ids, e.g. person,car or 0,2 (checked against the model's classes)")
-    run.add_argument("--max-det", type=int, default=d.max_det, help="most boxes per frame (default %(default)s)")
-    run.add_argument("--device", choices=DEVICES, default=d.device, help="auto: CUDA when the cluster has GPUs (default %(default)s)")
-    run.add_argument("--engine", choices=ENGINES, default=d.engine,
-                     help="inference engine. auto: OpenVINO FP32 on CPU nodes, TensorRT FP16 on GPU nodes when tensorrt "
-                          "is installed, else torch; built from .pt weights at the videos' letterbox shape and cached "
-                          "per node ($PIPELINE_ENGINE_CACHE, default ~/.cache/yolo-ray-pipeline/engines). An engine "
-                          "that cannot be built falls back to torch with a warning (default %(default)s)")
-    run.add_argument("--cpu-precision", choices=CPU_PRECISIONS, default=d.cpu_precision,
-                     help="OpenVINO's arithmetic on the CPU. bf16 runs about 2x faster on CPUs with bf16 units "
-                          "(AVX512-BF16, AMX) but moves boxes and confidences; fp32 gives YOLO.predict's boxes "
-                          "(default %(default)s)")
-    run.add_argument("--num-actors", type=int, default=None, help="YoloActors (default: one per GPU; on CPU one per core up to 4 cores, one per 2 cores above; 1 for OpenVINO/ONNX)")
-    run.add_argument("--window", type=int, default=d.window_per_actor, help="batches in flight per actor: the backpressure bound (default %(default)s)")
-    run.add_argument("--max-open-videos", type=int, default=None, help="videos decoded at once (default: planned from the cluster's CPUs)")
-    run.add_argument("--segments", type=int, default=None, metavar="N",
-                     help="decode each video in N parallel segments of at least 1,800 frames, with the rows of "
-                          "one decoder (default: split long files only when decoding is the bottleneck and "
-                          "decoders are free; 1: never)")
-    run.add_argument("--cpu-threads", type=int, default=None, help="torch threads per CPU actor (default: its CPU share)")
-    run.add_argument("--stall-timeout", type=float, default=d.stall_timeout_s, help="seconds without a frame before a video is failed (default %(default)s)")
-    run.add_argument("--batch-timeout", type=float, default=None, help="seconds before an actor that has not answered a batch is killed and the batch sent to another (default: 10x the slowest batch so far, at least 30; 600 for the first)")
-    run.add_argument("--track", action="store_true", help="follow objects across frames (ByteTrack): a track_id per box and a tracks/ summary per video")
-    run.add_argument("--address", default=None, help="Ray address to join, e.g. auto or ray://host:10001 (default: start a local Ray)")
+    run.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="video file, directory, or @list.txt"
+    )
+    run.add_argument(
+        "--output", "-o", required=True, metavar="DIR", help="output directory (created if missing)"
+    )
+    for option in RUN_OPTIONS:
+        run.add_argument(option.flag, **option.argparse_kwargs())
+    run.add_argument(
+        "--address",
+        default=None,
+        help="Ray address to join, e.g. auto or ray://host:10001 (default: start a local Ray)",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress display")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress and no summary")
     _add_render_parser(sub)
@@ -115,7 +91,7 @@ no H.264 encoder, with a warning).
 examples:
   python -m pipeline render traffic/cam1.mp4 --results out --output cam1-boxes.mp4
   python -m pipeline render cam1.mp4 --results out --output cars.mp4 --start 60 --end 90 --classes car,truck --min-conf 0.5
-"""
+"""  # noqa: E501 - an example command, as the user types it
 
 
 def _add_render_parser(sub) -> None:
@@ -127,12 +103,25 @@ def _add_render_parser(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     render.add_argument("video", metavar="VIDEO", help="a video the run processed")
-    render.add_argument("--results", required=True, metavar="DIR", help="the run's --output directory")
+    render.add_argument(
+        "--results", required=True, metavar="DIR", help="the run's --output directory"
+    )
     render.add_argument("--output", "-o", required=True, metavar="FILE", help="the MP4 to write")
-    render.add_argument("--start", type=float, default=None, metavar="SECONDS", help="first timestamp to render")
-    render.add_argument("--end", type=float, default=None, metavar="SECONDS", help="last timestamp to render")
-    render.add_argument("--classes", type=_names_or_ids, default=None, help="only these classes: names or ids, e.g. person,car or 0,2")
-    render.add_argument("--min-conf", type=float, default=None, help="only boxes with at least this confidence")
+    render.add_argument(
+        "--start", type=float, default=None, metavar="SECONDS", help="first timestamp to render"
+    )
+    render.add_argument(
+        "--end", type=float, default=None, metavar="SECONDS", help="last timestamp to render"
+    )
+    render.add_argument(
+        "--classes",
+        type=names_or_ids,
+        default=None,
+        help="only these classes: names or ids, e.g. person,car or 0,2",
+    )
+    render.add_argument(
+        "--min-conf", type=float, default=None, help="only boxes with at least this confidence"
+    )
     render.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -143,9 +132,22 @@ def _add_report_parser(sub) -> None:
         description="Write one HTML file (plots embedded) that opens in a browser with no server or network.",
     )
     report.add_argument("results", metavar="DIR", help="the run's --output directory")
-    report.add_argument("--output", "-o", default=None, metavar="FILE", help="the HTML file (default DIR/report.html)")
-    report.add_argument("--top-classes", type=int, default=5, help="classes plotted over time (default %(default)s)")
-    report.add_argument("--max-videos", type=int, default=12, help="videos with their own plot, busiest first (default %(default)s)")
+    report.add_argument(
+        "--output",
+        "-o",
+        default=None,
+        metavar="FILE",
+        help="the HTML file (default DIR/report.html)",
+    )
+    report.add_argument(
+        "--top-classes", type=int, default=5, help="classes plotted over time (default %(default)s)"
+    )
+    report.add_argument(
+        "--max-videos",
+        type=int,
+        default=12,
+        help="videos with their own plot, busiest first (default %(default)s)",
+    )
 
 
 def _check_writable_file(path: str, option: str = "--output") -> None:
@@ -168,12 +170,23 @@ def render_main(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.video}: file not found")
     _check_writable_file(args.output)
     if Path(args.output).absolute() == Path(args.video).absolute() or (
-            Path(args.output).exists() and Path(args.output).samefile(args.video)):
+        Path(args.output).exists() and Path(args.output).samefile(args.video)
+    ):
         raise UsageError(f"--output {args.output} is the input video; give another file name")
-    summary = render(args.video, args.results, args.output, start_s=args.start, end_s=args.end, classes=args.classes,
-                     min_confidence=args.min_conf, progress=not args.no_progress)
-    print(f"Wrote {summary.output}: {summary.frames} frames {summary.width}x{summary.height} ({summary.codec}), "
-          f"{summary.boxes_drawn} boxes, {summary.frames_held} frames with held boxes")
+    summary = render(
+        args.video,
+        args.results,
+        args.output,
+        start_s=args.start,
+        end_s=args.end,
+        classes=args.classes,
+        min_confidence=args.min_conf,
+        progress=not args.no_progress,
+    )
+    print(
+        f"Wrote {summary.output}: {summary.frames} frames {summary.width}x{summary.height} ({summary.codec}), "
+        f"{summary.boxes_drawn} boxes, {summary.frames_held} frames with held boxes"
+    )
     return EXIT_OK
 
 
@@ -184,43 +197,32 @@ def report_main(args: argparse.Namespace) -> int:
         raise UsageError("--top-classes and --max-videos must be at least 1")
     if args.output:
         _check_writable_file(args.output)
-    path = write_report(args.results, args.output, top_classes=args.top_classes, max_videos=args.max_videos)
+    path = write_report(
+        args.results, args.output, top_classes=args.top_classes, max_videos=args.max_videos
+    )
     print(f"Wrote {path}")
     return EXIT_OK
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    return RunConfig(
-        model=args.model,
-        imgsz=args.imgsz,
-        conf=args.conf,
-        iou=args.iou,
-        stride=args.stride,
-        classes=args.classes,
-        max_det=args.max_det,
-        batch_size=args.batch_size,
-        device=args.device,
-        engine=args.engine,
-        cpu_precision=args.cpu_precision,
-        num_actors=args.num_actors,
-        window_per_actor=args.window,
-        max_open_videos=args.max_open_videos,
-        segments=args.segments,
-        stall_timeout_s=args.stall_timeout,
-        batch_timeout_s=args.batch_timeout,
-        cpu_threads=args.cpu_threads,
-        track=args.track,
-    )
+    return config_from_options(vars(args))
 
 
 def format_summary(record: dict, output: str) -> str:
     output = redact(output)  # an object-storage output may carry credentials
     t = record["totals"]
     if not record.get("did_work", True):
-        done = f"All {t['videos_skipped']} videos already done" if not t["videos_failed"] else (
-            f"{t['videos_skipped']} videos already done, {t['videos_failed']} unreadable (recorded as failed)")
-        return (f"{done} in {output} (same content and settings): nothing to process. "
-                f"run.json still describes the last run that processed videos.")
+        done = (
+            f"All {t['videos_skipped']} videos already done"
+            if not t["videos_failed"]
+            else (
+                f"{t['videos_skipped']} videos already done, {t['videos_failed']} unreadable (recorded as failed)"
+            )
+        )
+        return (
+            f"{done} in {output} (same content and settings): nothing to process. "
+            f"run.json still describes the last run that processed videos."
+        )
     mem = record["memory"]
     mib = 1024 * 1024
     lines = [
@@ -229,27 +231,43 @@ def format_summary(record: dict, output: str) -> str:
         f"{t['videos_skipped']} already done)",
         f"Frames: {t['frames']} in {record['throughput']['processing_s']:.1f} s "
         f"({record['throughput']['frames_per_s']:.1f} frames/s), detections: {t['detections']}",
-        f"Device: {record['model']['device']}" + (" fp16" if record["model"]["half"] else "")
+        f"Device: {record['model']['device']}"
+        + (" fp16" if record["model"]["half"] else "")
         + f", engine: {record['model']['engine']}"
-        + "".join(f" (built for {shape} in {s:.1f} s)" for shape, s in record["model"].get("engine_export_s", {}).items())
+        + "".join(
+            f" (built for {shape} in {s:.1f} s)"
+            for shape, s in record["model"].get("engine_export_s", {}).items()
+        )
         + f", actors: {record['placement']['num_actors']}, batch {record['settings']['batch_size']}",
         f"Peak memory: driver {mem['driver']['peak_bytes'] / mib:.0f} MiB, coordinator "
         f"{mem['coordinator']['peak_bytes'] / mib:.0f} MiB"
-        + (f", actor {mem['actor_peak_bytes'] / mib:.0f} MiB" if mem.get("actor_peak_bytes") else ""),
+        + (
+            f", actor {mem['actor_peak_bytes'] / mib:.0f} MiB"
+            if mem.get("actor_peak_bytes")
+            else ""
+        ),
     ]
     startup = record.get("startup") or {}
     if startup.get("first_batch_done_s") is not None:
-        lines.append(f"Start-up: first batch done {startup['first_batch_done_s']:.1f} s after the command, "
-                     f"{startup['actors_ready_to_first_batch_s']:.1f} s after the actors were ready")
+        lines.append(
+            f"Start-up: first batch done {startup['first_batch_done_s']:.1f} s after the command, "
+            f"{startup['actors_ready_to_first_batch_s']:.1f} s after the actors were ready"
+        )
     if record.get("gpu"):
         for g in record["gpu"]:
             if g.get("mean_utilization_percent") is not None:
                 lines.append(f"GPU: {g['mean_utilization_percent']:.0f}% busy on average")
     if record["settings"].get("track"):
-        lines.append(f"Tracks: {t.get('tracks', 0)} (one row per track in {output}/tracks/, a track_id per box)")
+        lines.append(
+            f"Tracks: {t.get('tracks', 0)} (one row per track in {output}/tracks/, a track_id per box)"
+        )
     if t["videos_failed"] or t["videos_partial"]:
-        lines.append(f"Some videos were not fully read; see the 'error' column of {output}/videos.parquet")
-    outputs = f"{output}/detections (Parquet), " + (f"{output}/tracks, " if record["settings"].get("track") else "")
+        lines.append(
+            f"Some videos were not fully read; see the 'error' column of {output}/videos.parquet"
+        )
+    outputs = f"{output}/detections (Parquet), " + (
+        f"{output}/tracks, " if record["settings"].get("track") else ""
+    )
     lines.append(f"Output: {outputs}{output}/videos.parquet, {output}/run.json")
     return "\n".join(lines)
 
@@ -259,9 +277,14 @@ def _print_bad_videos(output: str, limit: int = 10) -> None:
 
     try:
         bad, count = videos_not_ok(output, limit)
-    except (OSError, UsageError) as exc:  # e.g. object storage unreachable now: the exit status stands
-        print(f"(could not list them: reading {redact(output)}/videos.parquet failed: {redact(str(exc))})",
-              file=sys.stderr)
+    except (
+        OSError,
+        UsageError,
+    ) as exc:  # e.g. object storage unreachable now: the exit status stands
+        print(
+            f"(could not list them: reading {redact(output)}/videos.parquet failed: {redact(str(exc))})",
+            file=sys.stderr,
+        )
         return
     for row in bad:
         print(f"{row['status']}: {row['path']}: {row['error']}", file=sys.stderr)
@@ -273,13 +296,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(sys.argv[1:] if argv is None else argv)
     except KeyboardInterrupt:  # Ctrl-C before the run's own handling (imports, Ray's start-up)
-        print("\ninterrupted (Ctrl-C): complete videos are kept; run the same command again to resume",
-              file=sys.stderr)
+        print(
+            "\ninterrupted (Ctrl-C): complete videos are kept; run the same command again to resume",
+            file=sys.stderr,
+        )
         return 128 + signal.SIGINT
 
 
 def _main(argv: list[str]) -> int:
-    if argv[:1] == ["bench"]:  # its own parser: the contenders share options that `run` does not have
+    if argv[:1] == [
+        "bench"
+    ]:  # its own parser: the contenders share options that `run` does not have
         from pipeline.bench.harness import bench
 
         return bench(argv[1:])
@@ -293,29 +320,19 @@ def _main(argv: list[str]) -> int:
     if args.command in ("render", "report"):
         try:
             return render_main(args) if args.command == "render" else report_main(args)
-        except (UsageError, ConfigError) as exc:
+        except PipelineError as exc:
             print(f"error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-    try:
-        config = config_from_args(args)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-
-    import pipeline
-    from pipeline.errors import Interrupted, RunStalled, StartupError
-    from pipeline.plan.inputs import InputError
-    from pipeline.inference.model_ref import ModelLoadError
+            return exc.exit_code
+    from pipeline import run
 
     try:
-        record = pipeline.run(args.inputs, output=args.output, config=config, address=args.address,
-                              progress=not (args.no_progress or args.quiet))
-    except (UsageError, InputError, ModelLoadError, ConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (StartupError, RunStalled) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_UNEXPECTED
+        record = run(
+            args.inputs,
+            output=args.output,
+            config=config_from_args(args),
+            address=args.address,
+            progress=not (args.no_progress or args.quiet),
+        )
     except Interrupted as exc:
         print(
             f"\n{exc}: complete videos are kept in {redact(args.output)}. "
@@ -323,11 +340,17 @@ def _main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return exc.exit_code
+    except PipelineError as exc:  # a mistake in the command (2), workers that could not start (1)
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     except Exception:
         import traceback
 
         traceback.print_exc()
-        print("error: unexpected failure (traceback above); complete videos are kept, re-run to resume", file=sys.stderr)
+        print(
+            "error: unexpected failure (traceback above); complete videos are kept, re-run to resume",
+            file=sys.stderr,
+        )
         return EXIT_UNEXPECTED
     if not args.quiet:
         print(format_summary(record, args.output))

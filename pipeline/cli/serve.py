@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
-import threading
 
+from pipeline.cli.parser import Parser
 from pipeline.config import DEVICES, RunConfig
 from pipeline.service.settings import TOKEN_ENV, ServiceSettings, SettingsError, read_token_file
 
@@ -27,31 +26,100 @@ needs the token. Jobs may read only under --input-root and write only under --ou
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pipeline.cli.main import _Parser
-
-    parser = _Parser(prog="python -m pipeline serve", description="Serve the detection API (FastAPI on Ray Serve).",
-                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(
+        prog="python -m pipeline serve",
+        description="Serve the detection API (FastAPI on Ray Serve).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     d = RunConfig()
-    parser.add_argument("--input-root", action="append", required=True, metavar="DIR",
-                        help="folder (or URI prefix) jobs may read videos from; repeat for several")
-    parser.add_argument("--output-root", action="append", required=True, metavar="DIR",
-                        help="folder (or URI prefix) jobs may write outputs to; repeat for several")
-    parser.add_argument("--token-file", metavar="FILE", help=f"file holding the bearer token (default: ${TOKEN_ENV})")
-    parser.add_argument("--no-auth", action="store_true", help="accept requests without a token (trusted networks only)")
-    parser.add_argument("--model", default=d.model, help="model of POST /detect and of jobs (default %(default)s)")
-    parser.add_argument("--imgsz", type=int, default=d.imgsz, help="POST /detect input size (default %(default)s)")
-    parser.add_argument("--conf", type=float, default=d.conf, help="POST /detect confidence threshold (default %(default)s)")
-    parser.add_argument("--iou", type=float, default=d.iou, help="POST /detect NMS IoU threshold (default %(default)s)")
-    parser.add_argument("--device", choices=[x for x in DEVICES if x != "auto"], default="cpu",
-                        help="POST /detect device (default %(default)s)")
-    parser.add_argument("--max-batch", type=int, default=None, help="POST /detect: most images per dynamic batch (default: 16 on cuda; 1 on cpu, where batching measured no gain)")
-    parser.add_argument("--batch-wait-ms", type=float, default=10.0, help="POST /detect: longest wait for a batch to fill (default %(default)s)")
-    parser.add_argument("--max-upload-mb", type=float, default=20.0, help="largest POST /detect body (default %(default)s)")
-    parser.add_argument("--detector-replicas", type=int, default=1, help="detector deployments (default %(default)s)")
-    parser.add_argument("--host", default="127.0.0.1", help="HTTP host (default %(default)s; 0.0.0.0 for all interfaces)")
+    parser.add_argument(
+        "--input-root",
+        action="append",
+        required=True,
+        metavar="DIR",
+        help="folder (or URI prefix) jobs may read videos from; repeat for several",
+    )
+    parser.add_argument(
+        "--output-root",
+        action="append",
+        required=True,
+        metavar="DIR",
+        help="folder (or URI prefix) jobs may write outputs to; repeat for several",
+    )
+    parser.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help=f"file holding the bearer token (default: ${TOKEN_ENV})",
+    )
+    parser.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="accept requests without a token (trusted networks only)",
+    )
+    parser.add_argument(
+        "--model", default=d.model, help="model of POST /detect and of jobs (default %(default)s)"
+    )
+    parser.add_argument(
+        "--imgsz", type=int, default=d.imgsz, help="POST /detect input size (default %(default)s)"
+    )
+    parser.add_argument(
+        "--conf",
+        type=float,
+        default=d.conf,
+        help="POST /detect confidence threshold (default %(default)s)",
+    )
+    parser.add_argument(
+        "--iou",
+        type=float,
+        default=d.iou,
+        help="POST /detect NMS IoU threshold (default %(default)s)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=[x for x in DEVICES if x != "auto"],
+        default="cpu",
+        help="POST /detect device (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=None,
+        help="POST /detect: most images per dynamic batch "
+        "(default: 16 on cuda; 1 on cpu, where batching measured no gain)",
+    )
+    parser.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=10.0,
+        help="POST /detect: longest wait for a batch to fill (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=20.0,
+        help="largest POST /detect body (default %(default)s)",
+    )
+    parser.add_argument(
+        "--detector-replicas",
+        type=int,
+        default=1,
+        help="detector deployments (default %(default)s)",
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="HTTP host (default %(default)s; 0.0.0.0 for all interfaces)",
+    )
     parser.add_argument("--port", type=int, default=8000, help="HTTP port (default %(default)s)")
-    parser.add_argument("--address", default="auto", help="Ray cluster to join (default %(default)s)")
-    parser.add_argument("--dashboard", default="http://127.0.0.1:8265", help="Ray's job API address (default %(default)s)")
+    parser.add_argument(
+        "--address", default="auto", help="Ray cluster to join (default %(default)s)"
+    )
+    parser.add_argument(
+        "--dashboard",
+        default="http://127.0.0.1:8265",
+        help="Ray's job API address (default %(default)s)",
+    )
     return parser
 
 
@@ -61,9 +129,17 @@ def settings_from_args(args: argparse.Namespace, env: dict | None = None) -> Ser
     return ServiceSettings(
         input_roots=tuple(os.path.abspath(r) if "://" not in r else r for r in args.input_root),
         output_roots=tuple(os.path.abspath(r) if "://" not in r else r for r in args.output_root),
-        token=token, auth=not args.no_auth, model=args.model, imgsz=args.imgsz, conf=args.conf, iou=args.iou,
-        device=args.device, max_batch=args.max_batch or (16 if args.device == "cuda" else 1), batch_wait_s=args.batch_wait_ms / 1000,
-        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), ray_dashboard=args.dashboard,
+        token=token,
+        auth=not args.no_auth,
+        model=args.model,
+        imgsz=args.imgsz,
+        conf=args.conf,
+        iou=args.iou,
+        device=args.device,
+        max_batch=args.max_batch or (16 if args.device == "cuda" else 1),
+        batch_wait_s=args.batch_wait_ms / 1000,
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        ray_dashboard=args.dashboard,
         job_env=tuple((k, env[k]) for k in ("YOLO_OFFLINE",) if k in env),
     )
 
@@ -76,32 +152,17 @@ def serve_main(argv: list[str]) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    import ray
-    from ray import serve
-
-    from pipeline.service.app import service_app
+    from pipeline.service.app import ClusterNotRunning, serve_until_stopped
 
     try:
-        ray.init(address=args.address, logging_level=logging.WARNING, log_to_driver=False)
-    except ConnectionError:
-        print("error: no Ray cluster is running: start one with `ray start --head` (see --help)", file=sys.stderr)
+        serve_until_stopped(
+            settings,
+            address=args.address,
+            host=args.host,
+            port=args.port,
+            detector_replicas=args.detector_replicas,
+        )
+    except ClusterNotRunning as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    stop = threading.Event()
-    # Both set explicitly: a service started in the background of a script inherits an ignored
-    # SIGINT, and Ctrl-C or `kill -INT` would then do nothing.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    try:
-        serve.start(http_options={"host": args.host, "port": args.port})
-        serve.run(service_app(settings, detector_replicas=args.detector_replicas), name="pipeline", route_prefix="/")
-        print(f"serving on http://{args.host}:{args.port} (API docs: /docs); Ctrl-C stops the service, "
-              "not its jobs", flush=True)
-        while not stop.wait(0.5):
-            pass
-    finally:
-        try:
-            serve.delete("pipeline")
-        except Exception:
-            pass
-        ray.shutdown()
     return 0

@@ -37,7 +37,11 @@ class Detections:
     def from_ultralytics(cls, result) -> Detections:
         """From one ``ultralytics.engine.results.Results`` (what ``YOLO.predict`` returns per image)."""
         boxes = result.boxes
-        return cls(boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy().astype(np.int32))
+        return cls(
+            boxes.xyxy.cpu().numpy(),
+            boxes.conf.cpu().numpy(),
+            boxes.cls.cpu().numpy().astype(np.int32),
+        )
 
     @classmethod
     def from_nms_rows(cls, rows: np.ndarray) -> Detections:
@@ -65,7 +69,9 @@ class BatchResult:
         if not (len(self.frame_indices) == len(self.timestamps) == len(self.counts)):
             raise ValueError("frame_indices, timestamps and counts must have one entry per frame")
         if int(self.counts.sum()) != len(self.detections):
-            raise ValueError(f"counts add up to {int(self.counts.sum())} boxes but {len(self.detections)} were given")
+            raise ValueError(
+                f"counts add up to {int(self.counts.sum())} boxes but {len(self.detections)} were given"
+            )
 
     @property
     def num_frames(self) -> int:

@@ -81,14 +81,23 @@ class EngineKey:
 
     @classmethod
     def for_model(cls, model: Path, engine: str, shape: tuple[int, int], half: bool) -> EngineKey:
-        return cls(file_digest(model), engine, shape[0], shape[1], half, engine_version(engine),
-                   _version("ultralytics"))
+        return cls(
+            file_digest(model),
+            engine,
+            shape[0],
+            shape[1],
+            half,
+            engine_version(engine),
+            _version("ultralytics"),
+        )
 
     @property
     def name(self) -> str:
         precision = "fp16" if self.half else "fp32"
-        return (f"{self.model_sha256[:16]}-{self.engine}-{self.height}x{self.width}-{precision}"
-                f"-{self.engine}{self.engine_version}-ultralytics{self.ultralytics_version}")
+        return (
+            f"{self.model_sha256[:16]}-{self.engine}-{self.height}x{self.width}-{precision}"
+            f"-{self.engine}{self.engine_version}-ultralytics{self.ultralytics_version}"
+        )
 
 
 @dataclass(frozen=True)
@@ -103,18 +112,39 @@ Exporter = Callable[[Path, EngineKey, Path], None]  # (weights, key, empty folde
 def export_in_child(model: Path, key: EngineKey, into: Path) -> None:
     """Run ``pipeline.inference.export`` in a child process: torch and ultralytics are loaded there,
     never in the actor that asked (whose memory stays lean)."""
-    command = [sys.executable, "-m", "pipeline.inference.export", str(model), "--engine", key.engine,
-               "--height", str(key.height), "--width", str(key.width), "--output", str(into)]
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline.inference.export",
+        str(model),
+        "--engine",
+        key.engine,
+        "--height",
+        str(key.height),
+        "--width",
+        str(key.width),
+        "--output",
+        str(into),
+    ]
     if key.half:
         command.append("--half")
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S,
-                              env=dict(os.environ, YOLO_VERBOSE="False"))
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=EXPORT_TIMEOUT_S,
+            env=dict(os.environ, YOLO_VERBOSE="False"),
+        )
     except subprocess.TimeoutExpired:
-        raise ExportError(f"the {key.engine} export did not finish within {EXPORT_TIMEOUT_S:.0f} s") from None
+        raise ExportError(
+            f"the {key.engine} export did not finish within {EXPORT_TIMEOUT_S:.0f} s"
+        ) from None
     if done.returncode != 0:
         lines = [line for line in (done.stderr or done.stdout).strip().splitlines() if line.strip()]
-        raise ExportError(lines[-1].strip() if lines else f"the exporter exited with status {done.returncode}")
+        raise ExportError(
+            lines[-1].strip() if lines else f"the exporter exited with status {done.returncode}"
+        )
 
 
 def _engine_in(entry: Path) -> Path:
@@ -124,8 +154,15 @@ def _engine_in(entry: Path) -> Path:
     return target
 
 
-def ensure_engine(model: str | Path, engine: str, shape: tuple[int, int], *, half: bool = False,
-                  cache_dir: Path | None = None, exporter: Exporter = export_in_child) -> CachedEngine:
+def ensure_engine(
+    model: str | Path,
+    engine: str,
+    shape: tuple[int, int],
+    *,
+    half: bool = False,
+    cache_dir: Path | None = None,
+    exporter: Exporter = export_in_child,
+) -> CachedEngine:
     """The cached ``engine`` for ``model`` at input ``shape`` (height, width), built if missing.
 
     Concurrent callers on one node (processes or threads) build it once: the others wait on the

@@ -15,7 +15,11 @@ from pathlib import Path
 from pipeline.config import ENGINES, SYNTHETIC_ENGINE, ConfigError, RunConfig, engine_for_model
 
 # What each exported engine needs importable on the node that builds and runs it.
-ENGINE_MODULES = {"openvino": ("openvino",), "onnx": ("onnxruntime", "onnx"), "tensorrt": ("tensorrt",)}
+ENGINE_MODULES = {
+    "openvino": ("openvino",),
+    "onnx": ("onnxruntime", "onnx"),
+    "tensorrt": ("tensorrt",),
+}
 
 
 def importable(module: str) -> bool:
@@ -37,8 +41,9 @@ class EngineChoice:
     half: bool  # FP16 (GPU only)
 
 
-def choose_engine(requested: str, model: str, device: str, *, available=importable,
-                  local_weights: bool = True) -> EngineChoice:
+def choose_engine(
+    requested: str, model: str, device: str, *, available=importable, local_weights: bool = True
+) -> EngineChoice:
     """The engine for ``model`` on a ``device`` ("cpu" or "cuda") node.
 
     ``available(module)`` says whether a module is importable (a parameter for the tests);
@@ -54,8 +59,10 @@ def choose_engine(requested: str, model: str, device: str, *, available=importab
     given = engine_for_model(model)
     if given != "torch":  # an export: it is its own engine
         if requested not in ("auto", given):
-            raise ConfigError(f"--engine {requested}: the model {model} is already a {given} export; "
-                              f"pass the .pt weights to build a {requested} engine, or --engine auto")
+            raise ConfigError(
+                f"--engine {requested}: the model {model} is already a {given} export; "
+                f"pass the .pt weights to build a {requested} engine, or --engine auto"
+            )
         return EngineChoice(given, export=False, half=half)
     if requested == "torch":
         return EngineChoice("torch", export=False, half=half)
@@ -69,12 +76,19 @@ def choose_engine(requested: str, model: str, device: str, *, available=importab
         if requested == "torch":
             return EngineChoice("torch", export=False, half=half)
     if requested == "tensorrt" and device != "cuda":
-        raise ConfigError("--engine tensorrt needs a GPU node (--device cuda, or auto on a cluster with GPUs)")
+        raise ConfigError(
+            "--engine tensorrt needs a GPU node (--device cuda, or auto on a cluster with GPUs)"
+        )
     return EngineChoice(requested, export=True, half=half and requested == "tensorrt")
 
 
 def resolve(config: RunConfig, device: str, *, available=importable) -> RunConfig:
     """``config`` with the device and the engine it will use on ``device`` ("cpu" or "cuda")."""
-    choice = choose_engine(config.engine, config.model, device, available=available,
-                           local_weights=Path(config.model).is_file())
+    choice = choose_engine(
+        config.engine,
+        config.model,
+        device,
+        available=available,
+        local_weights=Path(config.model).is_file(),
+    )
     return config.replace(resolved_device=device, resolved_engine=choice.engine)

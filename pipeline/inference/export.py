@@ -33,10 +33,21 @@ def export(weights: Path, engine: str, height: int, width: int, half: bool, outp
             # TensorRT: dynamic batch (up to TENSORRT_MAX_BATCH, tuned for the shape given); the
             # CPU engines: batch 1, run as parallel requests.
             dynamic = engine == "tensorrt"
-            produced = Path(model.export(format=FORMATS[engine], imgsz=(height, width), half=half, int8=False,
-                                         dynamic=dynamic, batch=TENSORRT_MAX_BATCH if dynamic else 1, verbose=False))
+            produced = Path(
+                model.export(
+                    format=FORMATS[engine],
+                    imgsz=(height, width),
+                    half=half,
+                    int8=False,
+                    dynamic=dynamic,
+                    batch=TENSORRT_MAX_BATCH if dynamic else 1,
+                    verbose=False,
+                )
+            )
         if not produced.is_absolute():
-            produced = Path(work) / produced if (Path(work) / produced).exists() else produced.resolve()
+            produced = (
+                Path(work) / produced if (Path(work) / produced).exists() else produced.resolve()
+            )
         if produced.is_dir():
             shutil.move(str(produced), output)
         else:
@@ -50,23 +61,41 @@ def _write_metadata(model, height: int, width: int, half: bool, path: Path) -> N
 
     names = {int(k): str(v) for k, v in model.names.items()}
     stride = int(max(model.model.stride)) if hasattr(model.model, "stride") else 32
-    path.write_text(yaml.safe_dump({"task": "detect", "stride": stride, "batch": 1, "imgsz": [height, width],
-                                    "half": half, "names": names}, sort_keys=False))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "task": "detect",
+                "stride": stride,
+                "batch": 1,
+                "imgsz": [height, width],
+                "half": half,
+                "names": names,
+            },
+            sort_keys=False,
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.inference.export", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.inference.export", description=__doc__
+    )
     parser.add_argument("weights", type=Path)
     parser.add_argument("--engine", choices=sorted(FORMATS), required=True)
     parser.add_argument("--height", type=int, required=True)
     parser.add_argument("--width", type=int, required=True)
     parser.add_argument("--half", action="store_true")
-    parser.add_argument("--output", type=Path, required=True, help="folder to create (must not exist)")
+    parser.add_argument(
+        "--output", type=Path, required=True, help="folder to create (must not exist)"
+    )
     args = parser.parse_args(argv)
     try:
         export(args.weights, args.engine, args.height, args.width, args.half, args.output)
     except Exception as exc:  # one line for the cache's error message
-        print(f"{args.engine} export failed: {type(exc).__name__}: {exc}".replace("\n", " "), file=sys.stderr)
+        print(
+            f"{args.engine} export failed: {type(exc).__name__}: {exc}".replace("\n", " "),
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -18,9 +18,9 @@ import yaml
 
 from pipeline.inference.detections import Detections
 from pipeline.inference.engine_cache import CachedEngine, ensure_engine
+from pipeline.inference.model_ref import ModelLoadError, read_class_names, resolve_classes
 from pipeline.inference.nms import non_max_suppression
 from pipeline.media.letterbox import LetterboxGeometry
-from pipeline.inference.model_ref import ModelLoadError, read_class_names, resolve_classes
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +37,25 @@ class ExportMetadata:
     def read(cls, folder: Path) -> ExportMetadata:
         path = folder / "metadata.yaml"
         if not path.exists():
-            raise ModelLoadError(f"{folder} has no metadata.yaml (export the model with ultralytics)")
+            raise ModelLoadError(
+                f"{folder} has no metadata.yaml (export the model with ultralytics)"
+            )
         meta = yaml.safe_load(path.read_text()) or {}
         if meta.get("task", "detect") != "detect":
-            raise ModelLoadError(f"model {folder} is a {meta['task']} model; this pipeline needs a detection model")
+            raise ModelLoadError(
+                f"model {folder} is a {meta['task']} model; this pipeline needs a detection model"
+            )
         imgsz = meta.get("imgsz") or [640, 640]
-        imgsz = (int(imgsz[0]), int(imgsz[-1])) if isinstance(imgsz, (list, tuple)) else (int(imgsz), int(imgsz))
+        imgsz = (
+            (int(imgsz[0]), int(imgsz[-1]))
+            if isinstance(imgsz, (list, tuple))
+            else (int(imgsz), int(imgsz))
+        )
         names = meta.get("names") or {}
-        names = {int(k): str(v) for k, v in (names.items() if isinstance(names, dict) else enumerate(names))}
+        names = {
+            int(k): str(v)
+            for k, v in (names.items() if isinstance(names, dict) else enumerate(names))
+        }
         return cls(names, max(int(meta.get("stride", 32)), 32), imgsz)
 
 
@@ -67,22 +78,44 @@ class GivenExport(EngineSource):
         self.folder = folder
         meta = ExportMetadata.read(folder)
         if meta.imgsz[0] != meta.imgsz[1]:
-            raise ModelLoadError(f"{folder} has a static {meta.imgsz[0]}x{meta.imgsz[1]} input; pass the .pt weights "
-                                 "and the pipeline exports one engine per video shape itself")
-        self.names, self.stride, self.imgsz, self.rect = meta.names, meta.stride, meta.imgsz[0], False
+            raise ModelLoadError(
+                f"{folder} has a static {meta.imgsz[0]}x{meta.imgsz[1]} input; pass the .pt weights "
+                "and the pipeline exports one engine per video shape itself"
+            )
+        self.names, self.stride, self.imgsz, self.rect = (
+            meta.names,
+            meta.stride,
+            meta.imgsz[0],
+            False,
+        )
 
     def engine_for(self, shape: Shape) -> Path:
         if shape != (self.imgsz, self.imgsz):
-            raise ValueError(f"the export takes {self.imgsz}x{self.imgsz} inputs, not {shape[1]}x{shape[0]}")
+            raise ValueError(
+                f"the export takes {self.imgsz}x{self.imgsz} inputs, not {shape[1]}x{shape[0]}"
+            )
         return self.folder
 
 
 class ExportedOnDemand(EngineSource):
     """Engines exported from ``.pt`` weights, one per letterbox shape, through the node's cache."""
 
-    def __init__(self, weights: Path, engine: str, *, cache_dir: Path | None = None, half: bool = False,
-                 ensure: Callable[..., CachedEngine] = ensure_engine):
-        self.weights, self.engine, self.cache_dir, self.half, self._ensure = weights, engine, cache_dir, half, ensure
+    def __init__(
+        self,
+        weights: Path,
+        engine: str,
+        *,
+        cache_dir: Path | None = None,
+        half: bool = False,
+        ensure: Callable[..., CachedEngine] = ensure_engine,
+    ):
+        self.weights, self.engine, self.cache_dir, self.half, self._ensure = (
+            weights,
+            engine,
+            cache_dir,
+            half,
+            ensure,
+        )
         names = read_class_names(str(weights))
         if not names:
             raise ModelLoadError(f"cannot read the class names of {weights}")
@@ -90,7 +123,9 @@ class ExportedOnDemand(EngineSource):
         self.export_s: dict[Shape, float] = {}  # shapes this process built (absent: from the cache)
 
     def engine_for(self, shape: Shape) -> Path:
-        built = self._ensure(self.weights, self.engine, shape, half=self.half, cache_dir=self.cache_dir)
+        built = self._ensure(
+            self.weights, self.engine, shape, half=self.half, cache_dir=self.cache_dir
+        )
         if built.export_s is not None:
             self.export_s[shape] = built.export_s
         return built.path
@@ -109,16 +144,25 @@ class _OpenVinoRunner:
             raise ModelLoadError(f"no OpenVINO .xml model in {folder}")
         graph = core.read_model(xml)
         ppp = PrePostProcessor(graph)
-        ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_color_format(ColorFormat.BGR)
-        ppp.input().preprocess().convert_element_type(ov.Type.f32).convert_color(ColorFormat.RGB).scale(255.0)
+        ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(
+            ov.Layout("NHWC")
+        ).set_color_format(ColorFormat.BGR)
+        ppp.input().preprocess().convert_element_type(ov.Type.f32).convert_color(
+            ColorFormat.RGB
+        ).scale(255.0)
         ppp.input().model().set_layout(ov.Layout("NCHW"))
         # f32 explicitly: on CPUs with bf16 units OpenVINO would otherwise run in bf16, and the
         # boxes would drift from the weights' own (|Δconf| up to 0.18 measured).
-        options = {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+        options: dict[str, str | int] = {
+            "PERFORMANCE_HINT": "THROUGHPUT",
+            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+        }
         if threads:
             options["INFERENCE_NUM_THREADS"] = threads
         self.compiled = core.compile_model(ppp.build(), "CPU", options)
-        self.queue = ov.AsyncInferQueue(self.compiled, self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self.queue = ov.AsyncInferQueue(
+            self.compiled, self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
+        )
         self._outputs: list = []
         self.queue.set_callback(self._collect)
 
@@ -166,20 +210,40 @@ class LeanDetector:
 
     half = False
 
-    def __init__(self, source: EngineSource, engine: str, *, imgsz: int = 640, conf: float = 0.25, iou: float = 0.7,
-                 classes=None, max_det: int = 300, max_batch: int = 16, threads: int | None = None,
-                 warm_shapes: tuple[Shape, ...] = (), precision: str = "fp32"):
+    def __init__(
+        self,
+        source: EngineSource,
+        engine: str,
+        *,
+        imgsz: int = 640,
+        conf: float = 0.25,
+        iou: float = 0.7,
+        classes=None,
+        max_det: int = 300,
+        max_batch: int = 16,
+        threads: int | None = None,
+        warm_shapes: tuple[Shape, ...] = (),
+        precision: str = "fp32",
+    ):
         if engine not in ("openvino", "onnx"):
             raise ValueError(f"no lean runner for {engine}")
         self.source, self.engine = source, engine
-        self.imgsz, self.conf, self.iou, self.max_det, self.max_batch = imgsz, conf, iou, max_det, max_batch
+        self.imgsz, self.conf, self.iou, self.max_det, self.max_batch = (
+            imgsz,
+            conf,
+            iou,
+            max_det,
+            max_batch,
+        )
         self.names = dict(source.names)
         resolved = resolve_classes(classes, self.names)
         self.classes = list(resolved) if resolved else None
         self.model_stride, self.rect = source.stride, source.rect
         self.threads, self.precision = threads, precision
         if not source.rect and source.imgsz != imgsz:
-            raise ModelLoadError(f"the export takes {source.imgsz}x{source.imgsz} inputs; pass --imgsz {source.imgsz}")
+            raise ModelLoadError(
+                f"the export takes {source.imgsz}x{source.imgsz} inputs; pass --imgsz {source.imgsz}"
+            )
         self._runners: dict[Shape, object] = {}
         self._core = None
         if engine == "openvino":
@@ -193,19 +257,26 @@ class LeanDetector:
             self.warmup(shape)
 
     def geometry(self, src_h: int, src_w: int) -> LetterboxGeometry:
-        return LetterboxGeometry.for_source(src_h, src_w, self.imgsz, stride=self.model_stride, rect=self.rect)
+        return LetterboxGeometry.for_source(
+            src_h, src_w, self.imgsz, stride=self.model_stride, rect=self.rect
+        )
 
     def _runner(self, shape: Shape):
         runner = self._runners.get(shape)
         if runner is None:
             folder = self.source.engine_for(shape)
             try:
-                runner = (_OpenVinoRunner(self._core, folder, self.threads, self.precision) if self.engine == "openvino"
-                          else _OnnxRunner(folder, self.threads))
+                runner = (
+                    _OpenVinoRunner(self._core, folder, self.threads, self.precision)
+                    if self.engine == "openvino"
+                    else _OnnxRunner(folder, self.threads)
+                )
             except ModelLoadError:
                 raise
             except Exception as exc:
-                raise ModelLoadError(f"cannot load the {self.engine} model {folder}: {type(exc).__name__}: {exc}") from exc
+                raise ModelLoadError(
+                    f"cannot load the {self.engine} model {folder}: {type(exc).__name__}: {exc}"
+                ) from exc
             self._runners[shape] = runner
         return runner
 
@@ -213,14 +284,22 @@ class LeanDetector:
         """Build (or find) and compile the engine for ``shape``, and run one frame through it."""
         self._runner(shape)(np.full((1, *shape, 3), 114, np.uint8))
 
-    def detect(self, frames: np.ndarray, geometry: LetterboxGeometry) -> tuple[np.ndarray, Detections]:
+    def detect(
+        self, frames: np.ndarray, geometry: LetterboxGeometry
+    ) -> tuple[np.ndarray, Detections]:
         if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8:
-            raise ValueError(f"frames must be uint8 (B, H, W, 3), got {frames.dtype} {frames.shape}")
+            raise ValueError(
+                f"frames must be uint8 (B, H, W, 3), got {frames.dtype} {frames.shape}"
+            )
         if frames.shape[1:3] != geometry.out_shape:
-            raise ValueError(f"frames are {frames.shape[2]}x{frames.shape[1]} but the letterbox geometry says "
-                             f"{geometry.out_w}x{geometry.out_h}")
+            raise ValueError(
+                f"frames are {frames.shape[2]}x{frames.shape[1]} but the letterbox geometry says "
+                f"{geometry.out_w}x{geometry.out_h}"
+            )
         predictions = self._runner(geometry.out_shape)(frames)
-        per_image = non_max_suppression(predictions, self.conf, self.iou, self.classes, self.max_det)
+        per_image = non_max_suppression(
+            predictions, self.conf, self.iou, self.classes, self.max_det
+        )
         counts = np.array([len(p) for p in per_image], np.int32)
         rows = np.concatenate(per_image) if per_image else np.zeros((0, 6), np.float32)
         geometry.boxes_to_source(rows[:, :4])
@@ -231,4 +310,3 @@ class LeanDetector:
     def export_s(self) -> dict[str, float]:
         built = getattr(self.source, "export_s", {})
         return {f"{h}x{w}": s for (h, w), s in built.items()}
-

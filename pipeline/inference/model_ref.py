@@ -12,12 +12,13 @@ from pathlib import Path
 import yaml
 
 from pipeline.config import ConfigError
+from pipeline.errors import UsageError
 
 ULTRALYTICS_NAMES_HINT = ("yolo", "rtdetr")
 
 
-class ModelLoadError(Exception):
-    """The model cannot be loaded; the message says what to pass instead."""
+class ModelLoadError(UsageError):
+    """The model cannot be loaded; the message says what to pass instead. Exit status 2."""
 
 
 class ClassesError(ConfigError):
@@ -38,9 +39,13 @@ def check_model_available(model: str) -> None:
     if Path(model).exists():
         return
     looks_like_path = os.sep in model or model.startswith(".")
-    is_known_name = Path(model).name.startswith(ULTRALYTICS_NAMES_HINT) and Path(model).suffix == ".pt"
+    is_known_name = (
+        Path(model).name.startswith(ULTRALYTICS_NAMES_HINT) and Path(model).suffix == ".pt"
+    )
     if looks_like_path or not is_known_name:
-        raise ModelLoadError(f"model not found: {model}. Pass --model PATH to a .pt file or an exported model directory")
+        raise ModelLoadError(
+            f"model not found: {model}. Pass --model PATH to a .pt file or an exported model directory"
+        )
     if os.environ.get("YOLO_OFFLINE", "").lower() in ("1", "true", "yes"):
         raise ModelLoadError(
             f"model {model} is not on disk and YOLO_OFFLINE is set, so it cannot be downloaded. "
@@ -65,8 +70,15 @@ class _Opaque:
         return _Opaque()
 
 
-_SAFE_BUILTINS = {("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset"),
-                  ("builtins", "dict"), ("builtins", "list"), ("builtins", "tuple"), ("builtins", "slice")}
+_SAFE_BUILTINS = {
+    ("collections", "OrderedDict"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+    ("builtins", "dict"),
+    ("builtins", "list"),
+    ("builtins", "tuple"),
+    ("builtins", "slice"),
+}
 
 
 class _NamesUnpickler(pickle.Unpickler):
@@ -91,13 +103,17 @@ def _names_from_checkpoint(path: Path) -> dict[int, str] | None:
             with archive.open(pickled[0]) as f:
                 checkpoint = _NamesUnpickler(f).load()
     except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError) as exc:
-        raise ModelLoadError(f"model {path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {exc}). "
-                             "Pass --model PATH to YOLO weights (.pt) or an exported model") from None
+        raise ModelLoadError(
+            f"model {path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {exc}). "
+            "Pass --model PATH to YOLO weights (.pt) or an exported model"
+        ) from None
     if not isinstance(checkpoint, dict):
         return None
     if checkpoint.get("model") is None and checkpoint.get("ema") is None:
-        raise ModelLoadError(f"model {path} is a PyTorch file but not a YOLO checkpoint (it holds no model). "
-                             "Pass --model PATH to YOLO weights (.pt) or an exported model")
+        raise ModelLoadError(
+            f"model {path} is a PyTorch file but not a YOLO checkpoint (it holds no model). "
+            "Pass --model PATH to YOLO weights (.pt) or an exported model"
+        )
     for key in ("model", "ema"):
         state = getattr(checkpoint.get(key), "state", None)
         if isinstance(state, tuple):  # (__dict__, slots) from some pickle protocols
@@ -124,7 +140,11 @@ def read_class_names(model: str) -> dict[int, str] | None:
     if path.is_dir():
         metadata = path / "metadata.yaml"
         try:
-            return _as_names((yaml.safe_load(metadata.read_text()) or {}).get("names")) if metadata.exists() else None
+            return (
+                _as_names((yaml.safe_load(metadata.read_text()) or {}).get("names"))
+                if metadata.exists()
+                else None
+            )
         except (OSError, yaml.YAMLError):
             return None
     if path.is_file() and path.suffix == ".pt":
@@ -132,7 +152,9 @@ def read_class_names(model: str) -> dict[int, str] | None:
     return None
 
 
-def resolve_classes(classes, names: dict[int, str], *, context: str = "--classes: the model") -> tuple[int, ...] | None:
+def resolve_classes(
+    classes, names: dict[int, str], *, context: str = "--classes: the model"
+) -> tuple[int, ...] | None:
     """``--classes`` as sorted class ids: ids or names (case-insensitive), checked against the
     model's classes, so that a typo fails at once instead of writing a run with no boxes.
     ``context`` starts the error message (the readers say "the run's model")."""
@@ -144,14 +166,22 @@ def resolve_classes(classes, names: dict[int, str], *, context: str = "--classes
         if isinstance(c, str) and not c.strip().lstrip("-").isdigit():
             if c.strip().lower() not in by_name:
                 close = difflib.get_close_matches(c.strip().lower(), list(by_name), n=1, cutoff=0.6)
-                known = ", ".join(names[i] for i in sorted(names)[:12]) + (", ..." if len(names) > 12 else "")
-                hint = f"did you mean {names[by_name[close[0]]]!r}?" if close else f"it has {len(names)}: {known}"
+                known = ", ".join(names[i] for i in sorted(names)[:12]) + (
+                    ", ..." if len(names) > 12 else ""
+                )
+                hint = (
+                    f"did you mean {names[by_name[close[0]]]!r}?"
+                    if close
+                    else f"it has {len(names)}: {known}"
+                )
                 raise ClassesError(f"{context} has no class named {c!r} ({hint})")
             ids.add(by_name[c.strip().lower()])
         else:
             i = int(c)
             if i not in names:
-                raise ClassesError(f"{context} has no class id {i}: it has {len(names)} classes, "
-                                   f"ids 0 to {max(names)}")
+                raise ClassesError(
+                    f"{context} has no class id {i}: it has {len(names)} classes, "
+                    f"ids 0 to {max(names)}"
+                )
             ids.add(i)
     return tuple(sorted(ids))

@@ -29,8 +29,13 @@ def greedy_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> n
     return np.asarray(keep, np.int64)
 
 
-def non_max_suppression(predictions: np.ndarray, conf: float, iou: float, classes: list[int] | None = None,
-                        max_det: int = 300) -> list[np.ndarray]:
+def non_max_suppression(
+    predictions: np.ndarray,
+    conf: float,
+    iou: float,
+    classes: list[int] | None = None,
+    max_det: int = 300,
+) -> list[np.ndarray]:
     """``predictions`` (B, 4 + classes, anchors) of xywh boxes and class scores -> per image, rows
     (n, 6) of x1, y1, x2, y2, confidence, class (float32), highest confidence first."""
     nc = predictions.shape[1] - 4
@@ -45,7 +50,7 @@ def non_max_suppression(predictions: np.ndarray, conf: float, iou: float, classe
         x = pred[:, candidates].T  # (n, 4 + nc)
         xy, half_wh = x[:, :2], x[:, 2:4] / 2
         box = np.concatenate([xy - half_wh, xy + half_wh], axis=1)
-        cls = x[:, 4:4 + nc].argmax(1)
+        cls = x[:, 4 : 4 + nc].argmax(1)
         score = best[candidates]
         if classes is not None:
             keep = np.isin(cls, classes)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pipeline.config import SYNTHETIC_ENGINE, RunConfig, engine_for_model
 from pipeline.inference.engine_cache import ExportError, ensure_engine
@@ -23,16 +24,29 @@ Shape = tuple[int, int]
 class OpenedDetector:
     detector: object  # BatchDetector or LeanDetector
     engine: str  # the engine actually used
-    export_s: dict[str, float] = field(default_factory=dict)  # shape -> seconds, engines built by this call
+    export_s: dict[str, float] = field(
+        default_factory=dict
+    )  # shape -> seconds, engines built by this call
     fallback: str | None = None  # why the engine asked for was not used
 
 
-def open_detector(config: RunConfig, device: str, *, warm_shapes: tuple[Shape, ...] = (),
-                  cache_dir: Path | None = None) -> OpenedDetector:
+def open_detector(
+    config: RunConfig,
+    device: str,
+    *,
+    warm_shapes: tuple[Shape, ...] = (),
+    cache_dir: Path | None = None,
+) -> OpenedDetector:
     """The warmed detector for ``config`` on ``device`` ("cpu" or "cuda")."""
     engine = config.resolved_engine or choose_engine(config.engine, config.model, device).engine
-    common = dict(imgsz=config.imgsz, conf=config.conf, iou=config.iou, classes=config.classes,
-                  max_det=config.max_det, max_batch=config.batch_size)
+    common: dict[str, Any] = dict(
+        imgsz=config.imgsz,
+        conf=config.conf,
+        iou=config.iou,
+        classes=config.classes,
+        max_det=config.max_det,
+        max_batch=config.batch_size,
+    )
     given = engine_for_model(config.model)
     if engine == SYNTHETIC_ENGINE:
         from pipeline.inference.synthetic import SyntheticDetector
@@ -42,19 +56,28 @@ def open_detector(config: RunConfig, device: str, *, warm_shapes: tuple[Shape, .
         if engine in ("openvino", "onnx"):
             from pipeline.inference.lean_detector import ExportedOnDemand, GivenExport, LeanDetector
 
+            source: GivenExport | ExportedOnDemand
             if given == engine:
                 source = GivenExport(Path(config.model))
             else:
                 source = ExportedOnDemand(Path(config.model), engine, cache_dir=cache_dir)
-            detector = LeanDetector(source, engine, warm_shapes=warm_shapes, precision=config.cpu_precision, **common)
+            detector = LeanDetector(
+                source, engine, warm_shapes=warm_shapes, precision=config.cpu_precision, **common
+            )
             return OpenedDetector(detector, engine, detector.export_s)
         if engine == "tensorrt" and given != "tensorrt":
             if config.batch_size > TENSORRT_MAX_BATCH:
-                raise ExportError(f"--batch-size {config.batch_size} is above the {TENSORRT_MAX_BATCH} "
-                                  "the TensorRT engine is built for")
+                raise ExportError(
+                    f"--batch-size {config.batch_size} is above the {TENSORRT_MAX_BATCH} "
+                    "the TensorRT engine is built for"
+                )
             if not warm_shapes:
-                raise ExportError("a TensorRT engine is built for the videos' shape, and none is known yet")
-            (h, w) = warm_shapes[0]  # the engine's batch and shape are dynamic: this one is what it is tuned for
+                raise ExportError(
+                    "a TensorRT engine is built for the videos' shape, and none is known yet"
+                )
+            (h, w) = warm_shapes[
+                0
+            ]  # the engine's batch and shape are dynamic: this one is what it is tuned for
             built = ensure_engine(config.model, "tensorrt", (h, w), half=True, cache_dir=cache_dir)
             export_s = {f"{h}x{w}": built.export_s} if built.export_s is not None else {}
             detector = _torch_detector(str(built.path / "model.engine"), device, common)
@@ -65,7 +88,9 @@ def open_detector(config: RunConfig, device: str, *, warm_shapes: tuple[Shape, .
         reason = f"the {engine} engine is not available ({exc}); using torch"
         # Not logged here: an actor's log lines reach the user's terminal once per actor; the
         # driver prints the reason once.
-        return OpenedDetector(_torch_detector(config.model, device, common), "torch", fallback=reason)
+        return OpenedDetector(
+            _torch_detector(config.model, device, common), "torch", fallback=reason
+        )
     detector = _torch_detector(config.model, device, common)
     return OpenedDetector(detector, detector.engine)
 

@@ -25,12 +25,18 @@ class SyntheticDetector:
         self.batches_done = 0
         side = np.linspace(8, 64, boxes_per_frame, dtype=np.float32)
         # x1, y1, x2, y2, confidence, class: small boxes along the diagonal
-        self._rows = np.stack([side, side, side + 16, side + 16, np.full_like(side, 0.9), np.zeros_like(side)], axis=1)
+        self._rows = np.stack(
+            [side, side, side + 16, side + 16, np.full_like(side, 0.9), np.zeros_like(side)], axis=1
+        )
 
     def geometry(self, src_h: int, src_w: int) -> LetterboxGeometry:
-        return LetterboxGeometry.for_source(src_h, src_w, self.imgsz, stride=self.model_stride, rect=self.rect)
+        return LetterboxGeometry.for_source(
+            src_h, src_w, self.imgsz, stride=self.model_stride, rect=self.rect
+        )
 
-    def detect(self, frames: np.ndarray, geometry: LetterboxGeometry) -> tuple[np.ndarray, Detections]:
+    def detect(
+        self, frames: np.ndarray, geometry: LetterboxGeometry
+    ) -> tuple[np.ndarray, Detections]:
         batch = len(frames)
         rows = np.tile(self._rows, (batch, 1))
         geometry.boxes_to_source(rows[:, :4])

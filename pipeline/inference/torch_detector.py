@@ -1,5 +1,6 @@
-"""The torch batch detector (also TensorRT, through ultralytics' loader): one warmed ultralytics backend, preallocated input tensors, one forward
-pass and one batched NMS per batch, boxes returned in source-frame pixels.
+"""The torch batch detector (also TensorRT, through ultralytics' loader): one warmed ultralytics
+backend, preallocated input tensors, one forward pass and one batched NMS per batch, boxes
+returned in source-frame pixels.
 
 Ray-free on purpose: the ``YoloActor`` is a thin shell around it, and tests drive it directly.
 """
@@ -16,10 +17,11 @@ import numpy as np
 import torch
 
 from pipeline.inference.detections import Detections
-from pipeline.media.letterbox import LetterboxGeometry
 from pipeline.inference.model_ref import ModelLoadError, check_model_available, resolve_classes
+from pipeline.media.letterbox import LetterboxGeometry
 
 log = logging.getLogger(__name__)
+
 
 def load_backend(model: str, device: torch.device, *, half: bool):
     """An ultralytics ``AutoBackend`` (the loader ``YOLO.predict`` uses), for .pt, ONNX, OpenVINO, TensorRT…"""
@@ -32,10 +34,14 @@ def load_backend(model: str, device: torch.device, *, half: bool):
             backend = AutoBackend(model, device=device, fp16=half, fuse=True, verbose=False)
     except Exception as exc:
         hint = "" if Path(model).exists() else " (no network? Pass --model PATH to local weights)"
-        raise ModelLoadError(f"cannot load model {model}: {type(exc).__name__}: {exc}{hint}") from exc
+        raise ModelLoadError(
+            f"cannot load model {model}: {type(exc).__name__}: {exc}{hint}"
+        ) from exc
     backend.eval()
     if getattr(backend, "task", "detect") not in ("detect", None):
-        raise ModelLoadError(f"model {model} is a {backend.task} model; this pipeline needs a detection model")
+        raise ModelLoadError(
+            f"model {model} is a {backend.task} model; this pipeline needs a detection model"
+        )
     return backend
 
 
@@ -61,11 +67,19 @@ class BatchDetector:
     ):
         self.device = torch.device(device)
         self.half = self.device.type == "cuda" if half is None else half
-        self.imgsz, self.conf, self.iou, self.max_det, self.max_batch = imgsz, conf, iou, max_det, max_batch
+        self.imgsz, self.conf, self.iou, self.max_det, self.max_batch = (
+            imgsz,
+            conf,
+            iou,
+            max_det,
+            max_batch,
+        )
         self.backend = load_backend(model, self.device, half=self.half)
         self.half = bool(self.backend.fp16)
         self.names: dict[int, str] = dict(self.backend.names)
-        resolved = resolve_classes(classes, self.names)  # ids or names; unknown ones raise ClassesError
+        resolved = resolve_classes(
+            classes, self.names
+        )  # ids or names; unknown ones raise ClassesError
         self.classes = list(resolved) if resolved else None
         self.model_stride = max(int(self.backend.stride), 32) if self.backend.format == "pt" else 32
         # Exported static-shape models need the square input; PyTorch models take the minimal
@@ -100,7 +114,9 @@ class BatchDetector:
         return int(batch) if isinstance(batch, int) and batch > 0 else 1
 
     def geometry(self, src_h: int, src_w: int) -> LetterboxGeometry:
-        return LetterboxGeometry.for_source(src_h, src_w, self.imgsz, stride=self.model_stride, rect=self.rect)
+        return LetterboxGeometry.for_source(
+            src_h, src_w, self.imgsz, stride=self.model_stride, rect=self.rect
+        )
 
     def warmup(self) -> None:
         """A forward pass so that the first real batch is not slow. On CUDA at the full batch
@@ -127,22 +143,32 @@ class BatchDetector:
         else:
             src = host
         x = self._input.view(-1)[: b * 3 * h * w].view(b, 3, h, w)
-        for c in range(3):  # BGR -> RGB and HWC -> CHW, with the dtype cast, in one strided copy per channel
+        for c in range(
+            3
+        ):  # BGR -> RGB and HWC -> CHW, with the dtype cast, in one strided copy per channel
             x[:, c].copy_(src[..., 2 - c])
         return x.div_(255)
 
     @torch.inference_mode()
-    def detect(self, frames: np.ndarray, geometry: LetterboxGeometry) -> tuple[np.ndarray, Detections]:
+    def detect(
+        self, frames: np.ndarray, geometry: LetterboxGeometry
+    ) -> tuple[np.ndarray, Detections]:
         """Return ``(counts, detections)``: boxes per frame, and all boxes concatenated in frame order."""
         from ultralytics.utils.nms import non_max_suppression
 
         if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8:
-            raise ValueError(f"frames must be uint8 (B, H, W, 3), got {frames.dtype} {frames.shape}")
+            raise ValueError(
+                f"frames must be uint8 (B, H, W, 3), got {frames.dtype} {frames.shape}"
+            )
         b, h, w, _ = frames.shape
         if b > self.max_batch or h > self.imgsz or w > self.imgsz:
-            raise ValueError(f"batch {frames.shape} exceeds the preallocated ({self.max_batch}, {self.imgsz}, {self.imgsz}, 3)")
+            raise ValueError(
+                f"batch {frames.shape} exceeds the preallocated ({self.max_batch}, {self.imgsz}, {self.imgsz}, 3)"
+            )
         if (h, w) != geometry.out_shape:
-            raise ValueError(f"frames are {w}x{h} but the letterbox geometry says {geometry.out_w}x{geometry.out_h}")
+            raise ValueError(
+                f"frames are {w}x{h} but the letterbox geometry says {geometry.out_w}x{geometry.out_h}"
+            )
         preds = self._forward(self._to_input(frames))
         per_image = non_max_suppression(
             preds,
@@ -175,4 +201,3 @@ class BatchDetector:
             out = out[0] if isinstance(out, (list, tuple)) else out
             outputs.append(out[:real])
         return torch.cat(outputs)
-

@@ -1,0 +1,6 @@
+"""Videos in: a video's identity (``source``), PyAV decoding with exact frame indices and
+timestamps into letterboxed batches (``decode``), segment decoding of long videos (``segments``),
+ultralytics' letterbox geometry (``letterbox``), and generated sample videos (``samples``).
+
+Imports: ``locations`` (videos on object storage); never Ray.
+"""

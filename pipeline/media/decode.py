@@ -16,7 +16,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from pipeline import storage
+from pipeline import locations
 from pipeline.media.letterbox import LetterboxGeometry
 from pipeline.media.segments import WHOLE_VIDEO, Segment
 
@@ -66,7 +66,10 @@ def _open_error_message(exc: Exception, path: str) -> str:
     if isinstance(exc, av.error.InvalidDataError):
         hint = ""
         if path.lower().endswith((".mp4", ".m4v", ".mov")):
-            hint = " (for MP4/MOV this usually means the index, the 'moov' atom, is missing: a file cut short or still being written)"
+            hint = (
+                " (for MP4/MOV this usually means the index, the 'moov' atom, is missing: "
+                "a file cut short or still being written)"
+            )
         return f"not a readable video container: invalid data{hint}"
     return f"cannot open: {type(exc).__name__}: {text}"
 
@@ -80,14 +83,18 @@ class VideoDecoder:
     before it.
     """
 
-    def __init__(self, path: str, *, stride: int = 1, threads: int = 0, segment: Segment = WHOLE_VIDEO):
+    def __init__(
+        self, path: str, *, stride: int = 1, threads: int = 0, segment: Segment = WHOLE_VIDEO
+    ):
         if stride < 1:
             raise ValueError("stride must be at least 1")
         self.path = path
         self.stride = stride
         self.segment = segment
         try:
-            self._container = av.open(storage.open_input(path), mode="r", metadata_errors="ignore")
+            self._container = av.open(
+                locations.open_input(path), mode="r", metadata_errors="ignore"
+            )
         except Exception as exc:  # PyAV raises a zoo of errno-specific classes
             raise DecodeError(_open_error_message(exc, path)) from exc
         if not self._container.streams.video:
@@ -99,14 +106,18 @@ class VideoDecoder:
         if ctx is None or not ctx.name or ctx.name == "none":
             tag = getattr(ctx, "codec_tag", "") if ctx is not None else ""
             self._container.close()
-            raise DecodeError(f"unsupported or unknown video codec{f' (tag {tag!r})' if tag else ''}")
+            raise DecodeError(
+                f"unsupported or unknown video codec{f' (tag {tag!r})' if tag else ''}"
+            )
         self._stream.thread_type = "AUTO"
         if threads:
             ctx.thread_count = threads
         self.outcome = DecodeOutcome()
         if segment.first_pts is not None:
             try:
-                self._container.seek(segment.first_pts, stream=self._stream, backward=True, any_frame=False)
+                self._container.seek(
+                    segment.first_pts, stream=self._stream, backward=True, any_frame=False
+                )
             except (av.error.FFmpegError, ValueError) as exc:
                 self._container.close()
                 raise DecodeError(f"cannot seek to frame {segment.first_frame}: {exc}") from exc
@@ -189,13 +200,17 @@ class VideoDecoder:
                 self.outcome.frames_yielded += 1
                 yield index, ts, image
         except (av.error.FFmpegError, ValueError) as exc:
-            self.outcome.error = f"decoding stopped at frame {index + 1}: {type(exc).__name__}: {exc}"
+            self.outcome.error = (
+                f"decoding stopped at frame {index + 1}: {type(exc).__name__}: {exc}"
+            )
         finally:
             self._container.close()
         if self.outcome.error is None and segment.end_frame is not None:
             if self.outcome.frames_decoded < segment.end_frame:
-                self.outcome.error = (f"stream ended early: decoded up to frame {self.outcome.frames_decoded} of the "
-                                      f"segment that ends at frame {segment.end_frame} (file truncated?)")
+                self.outcome.error = (
+                    f"stream ended early: decoded up to frame {self.outcome.frames_decoded} of the "
+                    f"segment that ends at frame {segment.end_frame} (file truncated?)"
+                )
         elif self.outcome.error is None:
             expected = self._expected_frames()
             got = self.outcome.frames_decoded
@@ -203,7 +218,8 @@ class VideoDecoder:
             # 2 % slack: headers round durations and some muxers count frames loosely.
             if expected and got < expected - max(2, math.ceil(0.02 * expected)):
                 self.outcome.error = (
-                    f"stream ended early: decoded {got} of the {expected} frames the header announces (file truncated?)"
+                    f"stream ended early: decoded {got} of the {expected} frames the header "
+                    "announces (file truncated?)"
                 )
             elif got == 0:
                 self.outcome.error = "no decodable frames"
@@ -243,11 +259,16 @@ def iter_batches(
         indices.append(index)
         stamps.append(ts)
         if len(indices) == batch_size:
-            yield FrameBatch(seq, np.asarray(indices, np.int64), np.asarray(stamps, np.float64), canvas)
+            yield FrameBatch(
+                seq, np.asarray(indices, np.int64), np.asarray(stamps, np.float64), canvas
+            )
             seq, canvas, indices, stamps = seq + 1, None, [], []
     if indices and seq >= skip_batches:
+        assert canvas is not None  # drawn into for every frame past skip_batches
         n = len(indices)
-        yield FrameBatch(seq, np.asarray(indices, np.int64), np.asarray(stamps, np.float64), canvas[:n].copy())
+        yield FrameBatch(
+            seq, np.asarray(indices, np.int64), np.asarray(stamps, np.float64), canvas[:n].copy()
+        )
 
 
 @dataclass(frozen=True)
@@ -304,10 +325,14 @@ def stream_video(
         yield VideoEnded(0, str(exc), open_failed=True)
         return
     info = decoder.info
-    geometry = LetterboxGeometry.for_source(info.height, info.width, imgsz, stride=model_stride, rect=rect)
+    geometry = LetterboxGeometry.for_source(
+        info.height, info.width, imgsz, stride=model_stride, rect=rect
+    )
     yield VideoOpened(info, geometry)
     started = time.perf_counter()
-    for batch in iter_batches(decoder, geometry, batch_size, skip_batches=skip_batches, first_seq=segment.first_seq):
+    for batch in iter_batches(
+        decoder, geometry, batch_size, skip_batches=skip_batches, first_seq=segment.first_seq
+    ):
         if before_batch:
             before_batch(batch.seq)
         now = time.perf_counter()

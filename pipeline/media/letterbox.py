@@ -27,7 +27,9 @@ class LetterboxGeometry:
     left: int
 
     @classmethod
-    def for_source(cls, src_h: int, src_w: int, imgsz: int, *, stride: int = 32, rect: bool = True) -> LetterboxGeometry:
+    def for_source(
+        cls, src_h: int, src_w: int, imgsz: int, *, stride: int = 32, rect: bool = True
+    ) -> LetterboxGeometry:
         """``rect=True`` pads only up to the next multiple of ``stride`` (ultralytics' ``auto`` for
         PyTorch models, what ``predict`` does); ``rect=False`` pads to ``imgsz x imgsz`` (static
         exported models)."""
@@ -38,10 +40,12 @@ class LetterboxGeometry:
         dw, dh = imgsz - new_w, imgsz - new_h
         if rect:
             dw, dh = dw % stride, dh % stride
-        dw, dh = dw / 2, dh / 2
-        top, bottom = round(dh - 0.1), round(dh + 0.1)
-        left, right = round(dw - 0.1), round(dw + 0.1)
-        return cls(src_h, src_w, new_h + top + bottom, new_w + left + right, new_h, new_w, top, left)
+        half_w, half_h = dw / 2, dh / 2
+        top, bottom = round(half_h - 0.1), round(half_h + 0.1)
+        left, right = round(half_w - 0.1), round(half_w + 0.1)
+        return cls(
+            src_h, src_w, new_h + top + bottom, new_w + left + right, new_h, new_w, top, left
+        )
 
     @property
     def out_shape(self) -> tuple[int, int]:
@@ -54,7 +58,9 @@ class LetterboxGeometry:
     def draw(self, frame: np.ndarray, canvas_slot: np.ndarray) -> None:
         """Resize ``frame`` (src_h, src_w, 3) into one slot of a canvas, leaving the border grey."""
         if frame.shape[:2] != (self.src_h, self.src_w):
-            raise ValueError(f"frame is {frame.shape[1]}x{frame.shape[0]}, geometry expects {self.src_w}x{self.src_h}")
+            raise ValueError(
+                f"frame is {frame.shape[1]}x{frame.shape[0]}, geometry expects {self.src_w}x{self.src_h}"
+            )
         inner = canvas_slot[self.top : self.top + self.new_h, self.left : self.left + self.new_w]
         if (self.new_h, self.new_w) == (self.src_h, self.src_w):
             inner[...] = frame

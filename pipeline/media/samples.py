@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import av
 import cv2
@@ -25,7 +26,9 @@ def ultralytics_asset(name: str) -> np.ndarray:
     return image
 
 
-def panning_frames(image: np.ndarray, count: int, size: tuple[int, int] = (640, 480)) -> Iterator[np.ndarray]:
+def panning_frames(
+    image: np.ndarray, count: int, size: tuple[int, int] = (640, 480)
+) -> Iterator[np.ndarray]:
     """A slow pan and zoom over ``image`` (BGR): real objects that move a little every frame."""
     h, w = image.shape[:2]
     out_w, out_h = size
@@ -34,7 +37,9 @@ def panning_frames(image: np.ndarray, count: int, size: tuple[int, int] = (640, 
         scale = 0.85 + 0.15 * t
         cw, ch = int(w * scale), int(h * scale)
         x0, y0 = int((w - cw) * t), int((h - ch) * (1 - t) / 2)
-        yield cv2.resize(image[y0 : y0 + ch, x0 : x0 + cw], (out_w, out_h), interpolation=cv2.INTER_AREA)
+        yield cv2.resize(
+            image[y0 : y0 + ch, x0 : x0 + cw], (out_w, out_h), interpolation=cv2.INTER_AREA
+        )
 
 
 def write_video(
@@ -51,10 +56,12 @@ def write_video(
     """Encode BGR frames to ``path``; returns the number of frames written."""
     count = 0
     with av.open(str(path), mode="w", options=container_options or {}) as container:
-        stream = None
+        stream: av.VideoStream | None = None
         for frame in frames:
             if stream is None:
-                stream = container.add_stream(codec, rate=fps, options=options or {})
+                stream = cast(
+                    av.VideoStream, container.add_stream(codec, rate=fps, options=options or {})
+                )
                 stream.height, stream.width = frame.shape[:2]
                 stream.pix_fmt = pix_fmt
                 stream.time_base = Fraction(1, fps)

@@ -49,16 +49,18 @@ def probe_frame_times(path: str) -> FrameTimes:
     """One demux pass over the video stream (packets are read, not decoded)."""
     import av
 
-    from pipeline import storage
+    from pipeline import locations
 
     pts, key_pts = [], []
-    with av.open(storage.open_input(path), mode="r", metadata_errors="ignore") as container:
+    with av.open(locations.open_input(path), mode="r", metadata_errors="ignore") as container:
         stream = container.streams.video[0]
         for packet in container.demux(stream):
             if packet.size == 0 or packet.is_discard:  # flush packets; frames an edit list hides
                 continue
             if packet.pts is None:
-                return FrameTimes(np.zeros(0, np.int64), np.zeros(0, np.int64), False, "a packet has no pts")
+                return FrameTimes(
+                    np.zeros(0, np.int64), np.zeros(0, np.int64), False, "a packet has no pts"
+                )
             pts.append(packet.pts)
             if packet.is_keyframe:
                 key_pts.append(packet.pts)
@@ -86,7 +88,11 @@ def plan_segments(times: FrameTimes, count: int, *, stride: int, batch_size: int
         # A keyframe on a batch boundary within a quarter segment saves decoding frames only to drop them.
         reach = max(1, units // (4 * count))
         for step in range(reach + 1):
-            nearby = [s for s in (start + step * unit, start - step * unit) if 0 < s < frames and s in keyframes]
+            nearby = [
+                s
+                for s in (start + step * unit, start - step * unit)
+                if 0 < s < frames and s in keyframes
+            ]
             if nearby:
                 start = nearby[0]
                 break
@@ -96,13 +102,15 @@ def plan_segments(times: FrameTimes, count: int, *, stride: int, batch_size: int
     bounds = [0, *starts]
     for i, first in enumerate(bounds):
         end = bounds[i + 1] if i + 1 < len(bounds) else None
-        segments.append(Segment(
-            first_frame=first,
-            first_pts=None if first == 0 else int(times.pts[first]),
-            end_frame=end,
-            end_pts=None if end is None else int(times.pts[end]),
-            first_seq=first // unit,
-        ))
+        segments.append(
+            Segment(
+                first_frame=first,
+                first_pts=None if first == 0 else int(times.pts[first]),
+                end_frame=end,
+                end_pts=None if end is None else int(times.pts[end]),
+                first_seq=first // unit,
+            )
+        )
     return segments
 
 
@@ -117,8 +125,12 @@ class SplitPolicy:
     """
 
     segments: int | None = None
-    min_segment_frames: int = 1800  # a minute at 30 fps: shorter ones are not worth a seek and a probe
-    min_probe_bytes: int = 32 << 20  # by itself, smaller files are not probed (a short clip costs nothing extra)
+    min_segment_frames: int = (
+        1800  # a minute at 30 fps: shorter ones are not worth a seek and a probe
+    )
+    min_probe_bytes: int = (
+        32 << 20
+    )  # by itself, smaller files are not probed (a short clip costs nothing extra)
 
     def worth_probing(self, size_bytes: int) -> bool:
         """Whether to probe a file for its length: always when segments were asked for, never when
@@ -136,11 +148,11 @@ class SplitPolicy:
         return max(1, min(by_length, 1 + max(0, free_decoders)))
 
 
-def decode_bound(decode_s_per_frame: float | None, infer_s_per_frame: float | None, actors: int,
-                 on_gpu: bool) -> bool:
+def decode_bound(
+    decode_s_per_frame: float | None, infer_s_per_frame: float | None, actors: int, on_gpu: bool
+) -> bool:
     """Whether one decoder is slower than the actors together: measured once both are known,
     else assumed on GPU nodes (a GPU infers faster than a CPU core decodes) and not on CPU ones."""
     if decode_s_per_frame and infer_s_per_frame and actors:
         return decode_s_per_frame > infer_s_per_frame / actors
     return on_gpu
-

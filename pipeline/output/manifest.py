@@ -23,17 +23,18 @@ import logging
 import os
 import time
 import uuid
-from itertools import islice
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from itertools import islice
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.plan.inputs import VideoSource
-from pipeline.output.writer import TEMP_PREFIX, durable_replace
 from pipeline.locations import redact
+from pipeline.media.source import VideoSource
+from pipeline.output.writer import TEMP_PREFIX, durable_replace
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,14 @@ VIDEOS_SCHEMA = pa.schema(
         ("processing_s", pa.float64()),
         ("decode_attempts", pa.int32()),
         # Boxes per class, busiest first: lets readers skip the files of videos without a class.
-        ("class_counts", pa.list_(pa.struct([("class_id", pa.int32()), ("class_name", pa.string()), ("count", pa.int64())]))),
+        (
+            "class_counts",
+            pa.list_(
+                pa.struct(
+                    [("class_id", pa.int32()), ("class_name", pa.string()), ("count", pa.int64())]
+                )
+            ),
+        ),
         ("num_tracks", pa.int32()),  # null when the run did not track
     ]
 )
@@ -88,7 +96,9 @@ class VideoRecord:
     num_tracks: int | None = None
 
     def __post_init__(self) -> None:
-        self.class_counts = list(self.class_counts or [])  # null in files written before the column existed
+        self.class_counts = list(
+            self.class_counts or []
+        )  # null in files written before the column existed
         if self.status not in ("ok", "partial", "failed"):
             raise ValueError(f"status must be ok, partial or failed; got {self.status!r}")
         if self.status == "ok" and self.frames_processed == 0:
@@ -134,7 +144,9 @@ class Manifest:
         self.records: dict[str, VideoRecord] = {}
         self.class_names: dict[int, str] | None = None  # the latest run's model classes
         self.logged = 0  # lines in the log since the last compaction
-        self.interrupted: set[str] = set()  # commits the log began but never recorded (a killed run)
+        self.interrupted: set[str] = (
+            set()
+        )  # commits the log began but never recorded (a killed run)
         self._committing: set[str] = set()  # commits begun by this process, not yet recorded
         self._compacted_at = time.monotonic()
         self._compaction_s = 0.0
@@ -157,9 +169,16 @@ class Manifest:
                         self.interrupted.add(row["committing"])
                         continue
                     record = VideoRecord(**{k: v for k, v in row.items() if k in names})
-                except (ValueError, TypeError) as exc:  # a line cut short by a crash: that video is redone
-                    log.warning("%s line %d is unreadable (%s); its video will be processed again",
-                                self.log_path, number, exc)
+                except (
+                    ValueError,
+                    TypeError,
+                ) as exc:  # a line cut short by a crash: that video is redone
+                    log.warning(
+                        "%s line %d is unreadable (%s); its video will be processed again",
+                        self.log_path,
+                        number,
+                        exc,
+                    )
                     continue
                 self.records[record.video_id] = record
                 self.interrupted.discard(record.video_id)
@@ -213,7 +232,9 @@ class Manifest:
         line = (json.dumps(row, separators=(",", ":")) + "\n").encode()
         fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, line)  # one write of one line: a crash leaves whole lines and at most a torn last one
+            os.write(
+                fd, line
+            )  # one write of one line: a crash leaves whole lines and at most a torn last one
         finally:
             os.close(fd)
 
@@ -225,14 +246,18 @@ class Manifest:
         if self.logged >= max(self.COMPACT_MIN_LINES, len(self.records) // 2):
             return True
         now = time.monotonic() if now is None else now
-        return now - self._compacted_at >= max(self.FRESH_S, self.FRESH_COST_FACTOR * self._compaction_s)
+        return now - self._compacted_at >= max(
+            self.FRESH_S, self.FRESH_COST_FACTOR * self._compaction_s
+        )
 
     def save(self) -> None:
         """Write every record into videos.parquet (atomically), then empty the log. Refuses while
         interrupted commits are unsettled (their files would outlive the log that names them)."""
         if self.interrupted:
-            raise RuntimeError(f"{len(self.interrupted)} interrupted commits: remove their files, "
-                               "then call forget_interrupted()")
+            raise RuntimeError(
+                f"{len(self.interrupted)} interrupted commits: remove their files, "
+                "then call forget_interrupted()"
+            )
         started = time.monotonic()
         schema = VIDEOS_SCHEMA
         if self.class_names is not None:

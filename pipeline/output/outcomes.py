@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from pipeline.media.decode import VideoInfo
-from pipeline.plan.inputs import VideoSource
-from pipeline.output.manifest import VideoRecord
 from pipeline.locations import redact
+from pipeline.media.decode import VideoInfo
+from pipeline.media.source import VideoSource
+from pipeline.output.manifest import Status, VideoRecord
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class VideoOutcome:
     processing_s: float = 0.0
 
     @property
-    def status(self) -> str:
+    def status(self) -> Status:
         """``ok``: every frame, no error; ``partial``: rows up to an error; ``failed``: no rows."""
         if not self.committed:
             return "failed"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -30,7 +31,7 @@ class ProgressDisplay:
         self.enabled = enabled
         self.interactive = enabled and self.stream.isatty()
         self.interval_s = interval_s
-        self._bar = None
+        self._bar: tqdm | None = None
         self._last_line = 0.0
         self._started = time.monotonic()
 
@@ -40,13 +41,16 @@ class ProgressDisplay:
         done, expected = p["frames_done"], max(p["frames_expected"], p["frames_done"])
         videos = f"{p['videos_done']}/{p['videos_total']} videos"
         if self.interactive:
-            if self._bar is None:
-                self._bar = tqdm(total=expected or None, unit="frame", file=self.stream, dynamic_ncols=True)
-            if expected and self._bar.total != expected:
-                self._bar.total = expected
-            self._bar.n = done
-            self._bar.set_postfix_str(f"{videos}, {p['in_flight']} in flight", refresh=False)
-            self._bar.refresh()
+            bar = self._bar
+            if bar is None:
+                bar = self._bar = tqdm(
+                    total=expected or None, unit="frame", file=self.stream, dynamic_ncols=True
+                )
+            if expected and bar.total != expected:
+                bar.total = expected
+            bar.n = done
+            bar.set_postfix_str(f"{videos}, {p['in_flight']} in flight", refresh=False)
+            bar.refresh()
             return
         now = time.monotonic()
         if now - self._last_line >= self.interval_s:
@@ -89,7 +93,9 @@ class ProgressFile:
         self.path = Path(folder) / PROGRESS_FILE
         self.job_id = os.environ.get("PIPELINE_JOB_ID")
         self.interval_s = interval_s
-        self._last = 0.0
+        self._last = (
+            -math.inf
+        )  # the first snapshot is always written (monotonic time may start near 0)
 
     def running(self, p: dict) -> None:
         """From the coordinator's ``progress()``; written at most every ``interval_s``."""
@@ -102,24 +108,48 @@ class ProgressFile:
         fps = done / elapsed if elapsed > 0 else 0.0
         skipped = p.get("videos_skipped", 0)
         failed, partial = p.get("videos_failed", 0), p.get("videos_partial", 0)
-        self._write("running", frames_done=done, frames_expected=expected, frames_per_s=fps,
-                    eta_s=(expected - done) / fps if fps and expected else None,
-                    videos={"total": p["videos_total"], "done": p["videos_done"],
-                            "ok": p["videos_done"] - failed - partial - skipped, "partial": partial,
-                            "failed": failed, "skipped": skipped})
+        self._write(
+            "running",
+            frames_done=done,
+            frames_expected=expected,
+            frames_per_s=fps,
+            eta_s=(expected - done) / fps if fps and expected else None,
+            videos={
+                "total": p["videos_total"],
+                "done": p["videos_done"],
+                "ok": p["videos_done"] - failed - partial - skipped,
+                "partial": partial,
+                "failed": failed,
+                "skipped": skipped,
+            },
+        )
 
     def finished(self, record: dict) -> None:
         totals = record.get("totals", {})
-        videos = {"total": totals.get("videos", 0), "done": totals.get("videos", 0),
-                  "ok": totals.get("videos_ok", 0), "partial": totals.get("videos_partial", 0),
-                  "failed": totals.get("videos_failed", 0), "skipped": totals.get("videos_skipped", 0)}
-        self._write("finished", exit_code=record.get("exit_code"), frames_done=totals.get("frames", 0),
-                    frames_expected=totals.get("frames", 0),
-                    frames_per_s=record.get("throughput", {}).get("frames_per_s", 0.0), eta_s=0.0, videos=videos)
+        videos = {
+            "total": totals.get("videos", 0),
+            "done": totals.get("videos", 0),
+            "ok": totals.get("videos_ok", 0),
+            "partial": totals.get("videos_partial", 0),
+            "failed": totals.get("videos_failed", 0),
+            "skipped": totals.get("videos_skipped", 0),
+        }
+        self._write(
+            "finished",
+            exit_code=record.get("exit_code"),
+            frames_done=totals.get("frames", 0),
+            frames_expected=totals.get("frames", 0),
+            frames_per_s=record.get("throughput", {}).get("frames_per_s", 0.0),
+            eta_s=0.0,
+            videos=videos,
+        )
 
     def _write(self, state: str, **fields) -> None:
         try:
-            _write_json(self.path, {"state": state, "job_id": self.job_id, "updated_at": time.time(), **fields})
+            _write_json(
+                self.path,
+                {"state": state, "job_id": self.job_id, "updated_at": time.time(), **fields},
+            )
         except OSError as exc:  # progress is a convenience: never fail a run over it
             log.debug("cannot write %s: %s", self.path, exc)
 

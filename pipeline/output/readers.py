@@ -12,10 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
@@ -23,16 +22,23 @@ import pyarrow.parquet as pq
 
 from pipeline.config import class_keys
 from pipeline.errors import UsageError
-from pipeline.output.manifest import Manifest
 from pipeline.inference.model_ref import ClassesError, resolve_classes
-from pipeline.output.writer import DETECTIONS_SCHEMA
 from pipeline.locations import RemoteLocation, is_uri
-from pipeline.analysis.tracking import TRACKS_SCHEMA
+from pipeline.output.manifest import Manifest
+from pipeline.output.schema import DETECTIONS_SCHEMA, TRACKS_SCHEMA
 
 BOX_COLUMNS = ["class_id", "class_name", "confidence", "x1", "y1", "x2", "y2"]
 Table = Literal["detections", "tracks"]
-# Integer columns that may hold nulls come back as pandas' nullable integers (1, <NA>), not floats.
-NULLABLE_INTS = {pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype()}.get
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def NULLABLE_INTS(arrow_type: pa.DataType):  # noqa: N802 - used as pyarrow's types_mapper
+    """Integer columns that may hold nulls come back as pandas' nullable integers (1, <NA>), not
+    floats. pandas is imported here, on the first read, not with ``import pipeline``."""
+    import pandas as pd
+
+    return {pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype()}.get(arrow_type)
 
 
 class NotARunOutput(UsageError, FileNotFoundError):
@@ -60,7 +66,9 @@ def _child(output: str | Path, name: str) -> str:
     return RemoteLocation(output).join(name) if is_uri(output) else str(Path(output) / name)
 
 
-def filesystem_for(output: str | Path, filesystem: pafs.FileSystem | None = None) -> tuple[pafs.FileSystem, str]:
+def filesystem_for(
+    output: str | Path, filesystem: pafs.FileSystem | None = None
+) -> tuple[pafs.FileSystem, str]:
     """The filesystem an output directory (local path or URI) lives on, and its path there."""
     if filesystem is not None:
         return filesystem, str(output).rstrip("/")
@@ -84,7 +92,9 @@ def _videos_with_classes(fs: pafs.FileSystem, root: str, classes: set) -> set[st
     """Videos whose boxes include one of ``classes`` (names or ids), from ``videos.parquet``;
     None when the manifest cannot tell (then no video is skipped)."""
     try:
-        table = pq.read_table(f"{root}/{Manifest.FILE_NAME}", columns=["video_id", "class_counts"], filesystem=fs)
+        table = pq.read_table(
+            f"{root}/{Manifest.FILE_NAME}", columns=["video_id", "class_counts"], filesystem=fs
+        )
     except (FileNotFoundError, KeyError, pa.ArrowInvalid):
         return None
     names = {c.lower() for c in classes if isinstance(c, str)}
@@ -98,7 +108,9 @@ def _videos_with_classes(fs: pafs.FileSystem, root: str, classes: set) -> set[st
     return keep
 
 
-def _overlapping_row_groups(meta: pq.FileMetaData, start_s: float | None, end_s: float | None) -> tuple[int, ...]:
+def _overlapping_row_groups(
+    meta: pq.FileMetaData, start_s: float | None, end_s: float | None
+) -> tuple[int, ...]:
     column = meta.schema.names.index("timestamp_s")
     keep = []
     for i in range(meta.num_row_groups):
@@ -113,7 +125,9 @@ def _overlapping_row_groups(meta: pq.FileMetaData, start_s: float | None, end_s:
     return tuple(keep)
 
 
-def check_output(output: str | Path, filesystem: pafs.FileSystem | None = None) -> tuple[pafs.FileSystem, str]:
+def check_output(
+    output: str | Path, filesystem: pafs.FileSystem | None = None
+) -> tuple[pafs.FileSystem, str]:
     """The filesystem and root of a run's output; ``NotARunOutput`` when the folder is not one
     (a typo in the path would otherwise read as a run with no detections)."""
     fs, root = filesystem_for(output, filesystem)
@@ -122,13 +136,17 @@ def check_output(output: str | Path, filesystem: pafs.FileSystem | None = None) 
         return fs, root
     if fs.get_file_info(root).type == pafs.FileType.NotFound:
         raise NotARunOutput(f"{output} does not exist: give the --output folder of a run")
-    raise NotARunOutput(f"{output} is not the output of a run (it has no videos.parquet and no detections/ folder)")
+    raise NotARunOutput(
+        f"{output} is not the output of a run (it has no videos.parquet and no detections/ folder)"
+    )
 
 
 def known_classes(fs: pafs.FileSystem, root: str) -> dict[int, str] | None:
     """The run's model classes, recorded in ``videos.parquet`` (None for outputs written before that)."""
     try:
-        return Manifest.class_names_in(pq.read_schema(f"{root}/{Manifest.FILE_NAME}", filesystem=fs))
+        return Manifest.class_names_in(
+            pq.read_schema(f"{root}/{Manifest.FILE_NAME}", filesystem=fs)
+        )
     except (FileNotFoundError, OSError, pa.ArrowInvalid):
         return None
 
@@ -162,7 +180,9 @@ def plan_scan(
         check_classes(wanted_classes, known_classes(fs, root))
     folder = f"{root}/{table}"
     if table == "tracks" and fs.get_file_info(folder).type != pafs.FileType.Directory:
-        raise NoTracks(f"{output} has no tracks: the run was made without --track (run it again with --track)")
+        raise NoTracks(
+            f"{output} has no tracks: the run was made without --track (run it again with --track)"
+        )
     videos = _as_set(video_id)
     if videos is not None:
         wanted = [f"{folder}/{v}.parquet" for v in sorted(videos)]
@@ -175,8 +195,11 @@ def plan_scan(
             listing = []
         # Hidden names are files being written (or left by a killed run): never part of the output.
         paths = sorted(
-            i.path for i in listing
-            if i.type == pafs.FileType.File and i.base_name.endswith(".parquet") and not i.base_name.startswith((".", "_"))
+            i.path
+            for i in listing
+            if i.type == pafs.FileType.File
+            and i.base_name.endswith(".parquet")
+            and not i.base_name.startswith((".", "_"))
         )
     if wanted_classes is not None:
         having = _videos_with_classes(fs, root, wanted_classes)
@@ -193,12 +216,18 @@ def plan_scan(
     return scans
 
 
-def _read(fs: pafs.FileSystem, scans: list[FileScan], schema: pa.Schema, columns: list[str] | None = None) -> pa.Table:
+def _read(
+    fs: pafs.FileSystem, scans: list[FileScan], schema: pa.Schema, columns: list[str] | None = None
+) -> pa.Table:
     tables = []
     for scan in scans:
         with fs.open_input_file(scan.path) as f:
             parquet = pq.ParquetFile(f)
-            groups = list(scan.row_groups) if scan.row_groups is not None else list(range(parquet.num_row_groups))
+            groups = (
+                list(scan.row_groups)
+                if scan.row_groups is not None
+                else list(range(parquet.num_row_groups))
+            )
             tables.append(parquet.read_row_groups(groups, columns=columns))
     if not tables:
         empty = schema.empty_table()
@@ -214,7 +243,9 @@ def _all_of(conditions: list) -> pa.Array | None:
     return mask
 
 
-def _filter_rows(table: pa.Table, videos: set | None, start_s: float | None, end_s: float | None) -> pa.Table:
+def _filter_rows(
+    table: pa.Table, videos: set | None, start_s: float | None, end_s: float | None
+) -> pa.Table:
     conditions = []
     if videos is not None:
         conditions.append(pc.is_in(table["video_id"], pa.array(sorted(videos), pa.string())))
@@ -238,7 +269,9 @@ def _flatten(table: pa.Table) -> pa.Table:
         columns[name] = pc.struct_field(boxes, name)
     # track_id is always there (null for runs without --track), so every result has the same columns.
     has_tracks = boxes.type.get_field_index("track_id") >= 0
-    columns["track_id"] = pc.struct_field(boxes, "track_id") if has_tracks else pa.nulls(len(boxes), pa.int32())
+    columns["track_id"] = (
+        pc.struct_field(boxes, "track_id") if has_tracks else pa.nulls(len(boxes), pa.int32())
+    )
     return pa.table(columns)
 
 
@@ -255,7 +288,11 @@ def _keep_boxes(table: pa.Table, classes: set | None, min_confidence: float | No
     boxes = lists.flatten()
     conditions = []
     if classes is not None:
-        conditions.append(_class_mask(pc.struct_field(boxes, "class_id"), pc.struct_field(boxes, "class_name"), classes))
+        conditions.append(
+            _class_mask(
+                pc.struct_field(boxes, "class_id"), pc.struct_field(boxes, "class_name"), classes
+            )
+        )
     if min_confidence is not None:
         conditions.append(pc.greater_equal(pc.struct_field(boxes, "confidence"), min_confidence))
     mask = _all_of(conditions)
@@ -266,7 +303,11 @@ def _keep_boxes(table: pa.Table, classes: set | None, min_confidence: float | No
     offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]), pa.int32())
     kept = pa.ListArray.from_arrays(offsets, boxes.filter(mask), type=lists.type)
     table = table.set_column(table.schema.get_field_index("detections"), "detections", kept)
-    return table.set_column(table.schema.get_field_index("num_detections"), "num_detections", pa.array(counts, pa.int32()))
+    return table.set_column(
+        table.schema.get_field_index("num_detections"),
+        "num_detections",
+        pa.array(counts, pa.int32()),
+    )
 
 
 def read_detections(
@@ -294,14 +335,30 @@ def read_detections(
     if columns is not None:
         if flat:
             raise ValueError("columns= applies to per-frame rows: pass flat=False")
-        needed = [c for c in ("video_id", "timestamp_s") if c not in columns and (video_id is not None or start_s is not None or end_s is not None)]
+        needed = [
+            c
+            for c in ("video_id", "timestamp_s")
+            if c not in columns
+            and (video_id is not None or start_s is not None or end_s is not None)
+        ]
         if classes is not None or min_confidence is not None:
-            raise ValueError("columns= cannot be combined with classes= or min_confidence= (they filter the boxes)")
+            raise ValueError(
+                "columns= cannot be combined with classes= or min_confidence= (they filter the boxes)"
+            )
     fs, _ = filesystem_for(output, filesystem)
-    scans = plan_scan(output, "detections", video_id=video_id, classes=classes, start_s=start_s, end_s=end_s,
-                      filesystem=filesystem)
+    scans = plan_scan(
+        output,
+        "detections",
+        video_id=video_id,
+        classes=classes,
+        start_s=start_s,
+        end_s=end_s,
+        filesystem=filesystem,
+    )
     read_columns = None if columns is None else list(dict.fromkeys([*columns, *needed]))
-    table = _filter_rows(_read(fs, scans, DETECTIONS_SCHEMA, read_columns), _as_set(video_id), start_s, end_s)
+    table = _filter_rows(
+        _read(fs, scans, DETECTIONS_SCHEMA, read_columns), _as_set(video_id), start_s, end_s
+    )
     if columns is not None:
         return table.select(columns).to_pandas()
     table = _keep_boxes(table, _as_classes(classes), min_confidence)
@@ -332,8 +389,15 @@ def iter_detections(
     ``after=(video_id, row)`` starts at that row of that video (a page's cursor): earlier
     videos are not opened."""
     fs, _ = filesystem_for(output, filesystem)
-    scans = plan_scan(output, "detections", video_id=video_id, classes=classes, start_s=start_s, end_s=end_s,
-                      filesystem=filesystem)
+    scans = plan_scan(
+        output,
+        "detections",
+        video_id=video_id,
+        classes=classes,
+        start_s=start_s,
+        end_s=end_s,
+        filesystem=filesystem,
+    )
     wanted_videos, wanted_classes = _as_set(video_id), _as_classes(classes)
     for scan in sorted(scans, key=lambda s: Path(s.path).stem):
         vid = Path(scan.path).stem
@@ -391,7 +455,9 @@ def read_videos(output: str | Path) -> pd.DataFrame:
     try:
         table = pq.read_table(f"{root}/{Manifest.FILE_NAME}", filesystem=fs)
     except FileNotFoundError:
-        raise NotARunOutput(f"{output} has no videos.parquet yet: no video of its run has finished") from None
+        raise NotARunOutput(
+            f"{output} has no videos.parquet yet: no video of its run has finished"
+        ) from None
     return table.to_pandas(types_mapper=NULLABLE_INTS)
 
 
@@ -406,22 +472,20 @@ def videos_not_ok(output: str | Path, limit: int = 10) -> tuple[list[dict], int]
         for group in range(parquet.num_row_groups):
             # The status column alone to count; paths and errors only of a group with rows to show.
             # One thread: a thread pool's allocator arenas would cost the driver ~50 MB here.
-            status = parquet.read_row_group(group, columns=["status"], use_threads=False).column("status")
+            status = parquet.read_row_group(group, columns=["status"], use_threads=False).column(
+                "status"
+            )
             bad = pc.not_equal(status, "ok")
             count += pc.sum(bad).as_py() or 0
             if len(first) < limit and pc.any(bad).as_py():
-                for batch in parquet.iter_batches(batch_size=256, row_groups=[group], columns=["status", "path", "error"],
-                                                  use_threads=False):
+                for batch in parquet.iter_batches(
+                    batch_size=256,
+                    row_groups=[group],
+                    columns=["status", "path", "error"],
+                    use_threads=False,
+                ):
                     rows = batch.filter(pc.not_equal(batch.column("status"), "ok"))
                     first.extend(rows.slice(0, limit - len(first)).to_pylist())
                     if len(first) >= limit:
                         break
     return first, count
-
-
-def as_ray_dataset(output: str | Path):
-    """The detections as a ``ray.data.Dataset`` (one row per frame), ready for a next Ray step."""
-    import ray.data
-
-    output = str(output)
-    return ray.data.read_parquet(_child(output, "detections") if is_uri(output) else str(Path(output).absolute() / "detections"))

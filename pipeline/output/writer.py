@@ -1,4 +1,4 @@
-"""The detections schema and the per-video writer.
+"""The per-video writer.
 
 Each video's rows go to one Parquet file, ``detections/<video_id>.parquet``, written under a
 hidden temporary name and renamed into place when the video is complete: readers (pyarrow,
@@ -18,36 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.inference.detections import BatchResult
+from pipeline.output.schema import BOX_TYPE, DETECTIONS_SCHEMA
 
-BOX_TYPE = pa.struct(
-    [
-        ("class_id", pa.int32()),
-        ("class_name", pa.string()),
-        ("confidence", pa.float32()),
-        ("x1", pa.float32()),
-        ("y1", pa.float32()),
-        ("x2", pa.float32()),
-        ("y2", pa.float32()),
-    ]
-)
-
-# With --track: the same box plus its track id (null for a box no track has confirmed yet).
-TRACKED_BOX_TYPE = pa.struct([*BOX_TYPE, ("track_id", pa.int32())])
-
-
-def detections_schema(tracked: bool = False) -> pa.Schema:
-    return pa.schema(
-        [
-            ("video_id", pa.string()),
-            ("frame_index", pa.int64()),
-            ("timestamp_s", pa.float64()),
-            ("num_detections", pa.int32()),
-            ("detections", pa.list_(TRACKED_BOX_TYPE if tracked else BOX_TYPE)),
-        ]
-    )
-
-
-DETECTIONS_SCHEMA = detections_schema(tracked=False)
 TEMP_PREFIX = ".tmp-"
 # Frames per Parquet row group: big enough for fast scans, small enough that a time filter
 # skips most of a long video (512 frames is 17 s at 30 fps).
@@ -57,9 +29,13 @@ ROW_GROUP_FRAMES = 512
 def batch_to_table(result: BatchResult, names: dict[int, str]) -> pa.Table:
     """One row per frame of the batch, frames with no boxes included."""
     det = result.detections
-    lookup = np.array([names.get(i, str(i)) for i in range(max(names, default=-1) + 1)] or [""], dtype=object)
+    lookup = np.array(
+        [names.get(i, str(i)) for i in range(max(names, default=-1) + 1)] or [""], dtype=object
+    )
     in_range = (det.class_id >= 0) & (det.class_id < len(lookup))
-    class_names = np.where(in_range, lookup[np.clip(det.class_id, 0, len(lookup) - 1)], det.class_id.astype(str))
+    class_names = np.where(
+        in_range, lookup[np.clip(det.class_id, 0, len(lookup) - 1)], det.class_id.astype(str)
+    )
     boxes = pa.StructArray.from_arrays(
         [
             pa.array(det.class_id, pa.int32()),
@@ -128,13 +104,21 @@ class VideoResultWriter:
     ``finish()`` closes the (still hidden) file for the tracker, which reads it in frame order.
     """
 
-    def __init__(self, output: Path, video_id: str, names: dict[int, str], row_group_frames: int = ROW_GROUP_FRAMES):
+    def __init__(
+        self,
+        output: Path,
+        video_id: str,
+        names: dict[int, str],
+        row_group_frames: int = ROW_GROUP_FRAMES,
+    ):
         self.video_id = video_id
         self.names = names
         self.row_group_frames = row_group_frames
         self.final_path = detections_path(output, video_id)
         self.final_path.parent.mkdir(parents=True, exist_ok=True)
-        self.temp_path = self.final_path.with_name(f"{TEMP_PREFIX}{video_id}-{uuid.uuid4().hex[:8]}.parquet")
+        self.temp_path = self.final_path.with_name(
+            f"{TEMP_PREFIX}{video_id}-{uuid.uuid4().hex[:8]}.parquet"
+        )
         self.tracks_final_path = tracks_path(output, video_id)
         self._writer: pq.ParquetWriter | None = None
         self._pending: dict[int, BatchResult] = {}
@@ -180,20 +164,27 @@ class VideoResultWriter:
         if self._writer is None:
             self._writer = pq.ParquetWriter(self.temp_path, DETECTIONS_SCHEMA, compression="zstd")
         if self._row_group:
-            self._writer.write_table(pa.concat_tables(self._row_group), row_group_size=max(self._row_group_rows, 1))
+            self._writer.write_table(
+                pa.concat_tables(self._row_group), row_group_size=max(self._row_group_rows, 1)
+            )
             self.row_groups_written += 1
         self._row_group, self._row_group_rows = [], 0
 
     def class_totals(self) -> list[dict]:
         """Boxes per class in this video, busiest first (stored in ``videos.parquet``)."""
         ranked = sorted(self.class_counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        return [{"class_id": c, "class_name": self.names.get(c, str(c)), "count": n} for c, n in ranked]
+        return [
+            {"class_id": c, "class_name": self.names.get(c, str(c)), "count": n} for c, n in ranked
+        ]
 
     def finish(self) -> Path:
         """Close the file, still under its hidden name, and return that name."""
         if self._pending:
-            raise RuntimeError(f"video {self.video_id}: batches {sorted(self._pending)} arrived but {self.next_seq} never did")
+            raise RuntimeError(
+                f"video {self.video_id}: batches {sorted(self._pending)} arrived but {self.next_seq} never did"
+            )
         self._flush()  # a video with no frames still gets a (valid, empty) file
+        assert self._writer is not None  # _flush opens it
         self._writer.close()
         return self.temp_path
 

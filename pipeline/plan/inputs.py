@@ -3,82 +3,23 @@
 from __future__ import annotations
 
 import difflib
-import hashlib
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import numpy as np
 
-from pipeline import storage
+from pipeline import locations
+from pipeline.errors import UsageError
+from pipeline.media.source import VideoSource, describe
 
 VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mov .mkv .webm .avi .mpg .mpeg .ts .mts .m2ts .flv .wmv .3gp .ogv .h264 .h265 .hevc".split()
 )
 
 
-class InputError(ValueError):
+class InputError(UsageError, ValueError):
     """The inputs as a whole are unusable (nothing to process, unreadable list file)."""
-
-
-@dataclass(frozen=True)
-class VideoSource:
-    path: str  # what is opened: the real path of a local file, the URI as given for object storage
-    video_id: str  # hash of the canonical location (``canonical_location``): stable, safe as a file name
-    size_bytes: int = -1
-    mtime_ns: int = -1
-    error: str | None = None  # set when the file cannot even be opened for reading
-
-    @property
-    def content_identity(self) -> str:
-        return f"{self.size_bytes}:{self.mtime_ns}"
-
-
-def canonical_location(path: str) -> str:
-    """One name per file, whichever way it was given: a local file's real path (symlinks and
-    ``..`` resolved), an object's URI without credentials, query or fragment."""
-    if storage.is_uri(path):
-        parts = urlsplit(path)
-        host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
-        return urlunsplit((parts.scheme.lower(), host, quote(unquote(parts.path), safe="/"), "", ""))
-    return os.path.realpath(path)
-
-
-def video_id_for(path: str) -> str:
-    return hashlib.sha256(os.fsencode(canonical_location(path))).hexdigest()[:16]
-
-
-def describe(path: str) -> VideoSource:
-    """Identity of one file; problems that stop it from being read are recorded, not raised."""
-    if storage.is_uri(path):
-        vid = video_id_for(path)
-        try:
-            found = storage.stat(path)
-        except storage.InvalidUri as exc:
-            return VideoSource(path, vid, error=str(exc))
-        except OSError as exc:
-            return VideoSource(path, vid, error=f"cannot read from object storage: {storage.redact(str(exc))}")
-        if found is None:
-            return VideoSource(path, vid, error="file not found")
-        size, mtime_ns = found
-        return VideoSource(path, vid, size, mtime_ns, error="empty file (0 bytes)" if size == 0 else None)
-    absolute = os.path.realpath(path)
-    vid = video_id_for(absolute)
-    try:
-        st = os.stat(absolute)
-    except FileNotFoundError:
-        return VideoSource(absolute, vid, error="file not found")
-    except OSError as exc:
-        return VideoSource(absolute, vid, error=f"cannot stat file: {exc.strerror or exc}")
-    if not os.path.isfile(absolute):
-        return VideoSource(absolute, vid, st.st_size, st.st_mtime_ns, error="not a regular file")
-    if not os.access(absolute, os.R_OK):
-        return VideoSource(absolute, vid, st.st_size, st.st_mtime_ns, error="permission denied (file is not readable)")
-    if st.st_size == 0:
-        return VideoSource(absolute, vid, 0, st.st_mtime_ns, error="empty file (0 bytes)")
-    return VideoSource(absolute, vid, st.st_size, st.st_mtime_ns)
 
 
 def _read_list(list_path: str) -> Iterator[str]:
@@ -95,7 +36,9 @@ def _read_list(list_path: str) -> Iterator[str]:
             for line in handle:
                 line = line.strip()
                 if line and not line.startswith("#"):
-                    yield line if os.path.isabs(line) or storage.is_uri(line) else str(base / line)
+                    yield (
+                        line if os.path.isabs(line) or locations.is_uri(line) else str(base / line)
+                    )
 
     return entries()
 
@@ -111,7 +54,7 @@ def _scan_directory(folder: str) -> Iterator[str]:
 
 def _did_you_mean(path: str) -> str:
     """A hint for a misspelled local file name: the closest names in its folder."""
-    if storage.is_uri(path):
+    if locations.is_uri(path):
         return ""
     folder, name = os.path.split(os.path.abspath(path))
     try:
@@ -119,7 +62,11 @@ def _did_you_mean(path: str) -> str:
     except OSError:
         return f" (no such folder: {os.path.dirname(path) or folder})"
     close = difflib.get_close_matches(name, names, n=1, cutoff=0.7)
-    return f" (did you mean {os.path.join(os.path.dirname(path), close[0])}?)" if close else " (no such file)"
+    return (
+        f" (did you mean {os.path.join(os.path.dirname(path), close[0])}?)"
+        if close
+        else " (no such file)"
+    )
 
 
 class IdSet:
@@ -189,15 +136,15 @@ class InputWalk:
     def _expand(self, item: str) -> Iterable[str] | VideoSource:
         if item.startswith("@"):
             return _read_list(item[1:])
-        if storage.is_uri(item):
+        if locations.is_uri(item):
             try:
-                found = storage.list_files(item, VIDEO_EXTENSIONS)
-            except storage.InvalidUri as exc:
+                found = locations.list_files(item, VIDEO_EXTENSIONS)
+            except locations.InvalidUri as exc:
                 raise InputError(str(exc)) from None
             if found is None:
                 return self._named(item)
             if not found:
-                self.warnings.append(f"no video files under {storage.redact(item)}")
+                self.warnings.append(f"no video files under {locations.redact(item)}")
             return found
         if os.path.isdir(item):
             if next(_scan_directory(item), None) is None:  # stops at the first video found
@@ -209,7 +156,7 @@ class InputWalk:
     def _named(path: str) -> VideoSource:
         source = describe(path)
         if source.error == "file not found":
-            raise InputError(f"input not found: {storage.redact(path)}{_did_you_mean(path)}")
+            raise InputError(f"input not found: {locations.redact(path)}{_did_you_mean(path)}")
         return source
 
     def __iter__(self) -> Iterator[VideoSource]:
@@ -218,7 +165,9 @@ class InputWalk:
         self._started = True
         for part in self._parts:
             for source in [part] if isinstance(part, VideoSource) else map(describe, part):
-                if self._seen.add(int(source.video_id, 16)):  # one file given twice, or through a link: one video
+                if self._seen.add(
+                    int(source.video_id, 16)
+                ):  # one file given twice, or through a link: one video
                     self.count += 1
                     yield source
         self._parts = []

@@ -41,8 +41,12 @@ class Holder:
     def me(cls) -> Holder:
         import psutil
 
-        return cls(socket.gethostname(), os.getpid(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                   psutil.Process().create_time())
+        return cls(
+            socket.gethostname(),
+            os.getpid(),
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            psutil.Process().create_time(),
+        )
 
 
 def _holder_running(holder: Holder) -> bool:
@@ -87,7 +91,9 @@ class Lease:
             self._thread = threading.Thread(target=self._refresh, name="output-lease", daemon=True)
             self._thread.start()
             return self
-        raise OutputInUse(f"{self.path.parent} is being taken by another run at this moment; try again")
+        raise OutputInUse(
+            f"{self.path.parent} is being taken by another run at this moment; try again"
+        )
 
     def _take_over_if_stale(self) -> None:
         try:
@@ -98,14 +104,19 @@ class Lease:
         except (ValueError, TypeError):  # half-written by a run that died while creating it
             holder, age = None, time.time() - self.path.stat().st_mtime
             if age <= STALE_S:
-                raise OutputInUse(f"{self.path.parent} is being taken by another run at this moment; try again") from None
+                raise OutputInUse(
+                    f"{self.path.parent} is being taken by another run at this moment; try again"
+                ) from None
         if holder is not None and not holder_is_gone(holder, age):
             raise OutputInUse(
                 f"{self.path.parent} is in use by another run (pid {holder.pid} on {holder.host}, started "
-                f"{holder.started_at}): wait for it to end or stop it, or give another --output")
+                f"{holder.started_at}): wait for it to end or stop it, or give another --output"
+            )
         aside = self.path.with_name(f"{LEASE_NAME}-stale-{uuid.uuid4().hex[:8]}")
         try:
-            os.rename(self.path, aside)  # atomic: of two runs taking over, one renames, the other finds none
+            os.rename(
+                self.path, aside
+            )  # atomic: of two runs taking over, one renames, the other finds none
             aside.unlink()
         except FileNotFoundError:
             pass

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 
 from pipeline.config import RunConfig
+from pipeline.errors import UsageError
 
 DECODER_NUM_CPUS = 0.5  # keep in step with pipeline.runtime.workers.decode_video
 OPEN_VIDEOS_PER_GPU_ACTOR = 4  # a GPU eats batches faster than one decoder makes them
@@ -22,7 +23,7 @@ def default_cpu_actors(total_cpus: float) -> int:
     return max(1, int(total_cpus // threads))
 
 
-class PlacementError(ValueError):
+class PlacementError(UsageError, ValueError):
     """The cluster cannot host what was asked for; the message says what to change."""
 
 
@@ -46,8 +47,12 @@ def runs_its_own_threads(config: RunConfig) -> bool:
 
 
 def wanted_device(config: RunConfig, total_gpus: float) -> str:
-    """"cuda" when the actors will reserve GPUs, else "cpu"."""
-    return "cuda" if config.device == "cuda" or (config.device == "auto" and total_gpus >= 1) else "cpu"
+    """ "cuda" when the actors will reserve GPUs, else "cpu"."""
+    return (
+        "cuda"
+        if config.device == "cuda" or (config.device == "auto" and total_gpus >= 1)
+        else "cpu"
+    )
 
 
 def plan(config: RunConfig, total_cpus: float, total_gpus: float) -> Placement:
@@ -67,10 +72,14 @@ def plan(config: RunConfig, total_cpus: float, total_gpus: float) -> Placement:
                 "lower --num-actors, add GPU nodes, or pass --device cuda to wait for an autoscaler"
             )
         cpu_bound = int((total_cpus - num_actors) / DECODER_NUM_CPUS)
-        open_videos = config.max_open_videos or max(num_actors, min(OPEN_VIDEOS_PER_GPU_ACTOR * num_actors, cpu_bound))
+        open_videos = config.max_open_videos or max(
+            num_actors, min(OPEN_VIDEOS_PER_GPU_ACTOR * num_actors, cpu_bound)
+        )
         return Placement(num_actors, 1.0, 1.0, None, open_videos)
 
-    num_actors = config.num_actors or (1 if runs_its_own_threads(config) else default_cpu_actors(total_cpus))
+    num_actors = config.num_actors or (
+        1 if runs_its_own_threads(config) else default_cpu_actors(total_cpus)
+    )
     open_videos = config.max_open_videos or num_actors
     # Whatever the decoders do not reserve goes to the actors, whose torch threads match their share.
     left = total_cpus - DECODER_NUM_CPUS * open_videos

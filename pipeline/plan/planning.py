@@ -17,14 +17,22 @@ from itertools import chain, islice
 from pathlib import Path
 
 from pipeline.config import RunConfig
+from pipeline.errors import EXIT_OK, EXIT_VIDEOS_FAILED, UsageError
 from pipeline.inference.engines import resolve as resolve_engine
-from pipeline.errors import UsageError
-from pipeline.plan.inputs import InputError, InputWalk, VideoSource
-from pipeline.plan.lease import Lease
+from pipeline.inference.model_ref import (
+    ModelLoadError,
+    check_model_available,
+    model_fingerprint,
+    read_class_names,
+    resolve_classes,
+)
+from pipeline.locations import is_uri, redact
+from pipeline.media.source import VideoSource
 from pipeline.output.manifest import Manifest, VideoRecord, compact
-from pipeline.inference.model_ref import ModelLoadError, check_model_available, model_fingerprint, read_class_names, resolve_classes
+from pipeline.output.store import RemoteOutput, staging_dir_for
 from pipeline.output.writer import TEMP_PREFIX, durable_replace, remove_video_files
-from pipeline.locations import RemoteOutput, is_uri, redact, staging_dir_for
+from pipeline.plan.inputs import InputError, InputWalk
+from pipeline.plan.lease import Lease
 
 RUN_FILE = "run.json"
 # Videos needing work that planning walks before deciding anything: enough to know whether a
@@ -39,14 +47,22 @@ class RunPlan:
     output: str  # as the user gave it (a path or a URI)
     local_output: Path  # where files are written: the output itself, or the staging folder of a URI
     remote: RemoteOutput | None
-    config: RunConfig  # the model as an absolute path with its fingerprint, classes as ids when known
+    config: (
+        RunConfig  # the model as an absolute path with its fingerprint, classes as ids when known
+    )
     walk: InputWalk  # every input video, in order (walked lazily; ``walk.count`` so far)
-    todo: list[VideoSource]  # the first videos to process (unreadable ones included: they get a 'failed' record)
-    more: Iterator[VideoSource] | None  # the videos to process after ``todo``, walked lazily; None: none
+    todo: list[
+        VideoSource
+    ]  # the first videos to process (unreadable ones included: they get a 'failed' record)
+    more: (
+        Iterator[VideoSource] | None
+    )  # the videos to process after ``todo``, walked lazily; None: none
     skipped: int  # complete with the same content and settings (so far, while ``more`` is walked)
     class_names: dict[int, str] | None  # None when only loading the model can tell
     warnings: list[str] = field(default_factory=list)
-    created: list[Path] = field(default_factory=list)  # folders this run created (removed if it stops on a mistake)
+    created: list[Path] = field(
+        default_factory=list
+    )  # folders this run created (removed if it stops on a mistake)
     lease: Lease | None = None  # held from planning to release(): one run per output folder
     started: float = field(default_factory=time.time)
 
@@ -102,7 +118,9 @@ def prepare_output(output: str) -> tuple[Path, RemoteOutput | None, list[Path], 
             remote = RemoteOutput(output)
             remote.check_writable()
         except (OSError, ValueError) as exc:
-            raise UsageError(f"output {redact(output)} is not writable: {redact(str(exc))}") from exc
+            raise UsageError(
+                f"output {redact(output)} is not writable: {redact(str(exc))}"
+            ) from exc
         local, created = staging_dir_for(output), []
     else:
         local = Path(output).expanduser().absolute()
@@ -112,12 +130,16 @@ def prepare_output(output: str) -> tuple[Path, RemoteOutput | None, list[Path], 
         lease = Lease(local).acquire()  # creating the lease file also proves the folder writable
     except OSError as exc:
         _remove_if_empty(created)
-        raise UsageError(f"output directory {redact(output)} is not writable: {exc.strerror or exc} "
-                         "(choose another --output)") from exc
+        raise UsageError(
+            f"output directory {redact(output)} is not writable: {exc.strerror or exc} "
+            "(choose another --output)"
+        ) from exc
     if remote:
         try:
             (local / Manifest.FILE_NAME).unlink(missing_ok=True)
-            remote.pull(Manifest.FILE_NAME, local / Manifest.FILE_NAME)  # resume from what the remote has
+            remote.pull(
+                Manifest.FILE_NAME, local / Manifest.FILE_NAME
+            )  # resume from what the remote has
         except BaseException:
             lease.release()
             raise
@@ -139,8 +161,9 @@ def prepare_model(config: RunConfig) -> tuple[RunConfig, dict[int, str] | None]:
     return config, names
 
 
-def _needing_work(plan: RunPlan, videos: Iterator[VideoSource], manifest: Manifest | None,
-                  settings_hash: str) -> Iterator[VideoSource]:
+def _needing_work(
+    plan: RunPlan, videos: Iterator[VideoSource], manifest: Manifest | None, settings_hash: str
+) -> Iterator[VideoSource]:
     for source in videos:
         if source.error or manifest is None or not manifest.is_complete(source, settings_hash):
             yield source
@@ -166,7 +189,9 @@ def local_device() -> str:
         return "cpu"
 
 
-def plan_run(inputs: list[str], output: str, config: RunConfig, *, local_cluster: bool = True) -> RunPlan:
+def plan_run(
+    inputs: list[str], output: str, config: RunConfig, *, local_cluster: bool = True
+) -> RunPlan:
     """Check the inputs, the model and the output, in that order, and decide what needs work.
 
     Raises ``UsageError`` (or ``InputError``, ``ConfigError``) with one line; the output folder
@@ -185,9 +210,13 @@ def plan_run(inputs: list[str], output: str, config: RunConfig, *, local_cluster
     if device:  # the settings hash, and so which videos are complete, depends on both
         config = resolve_engine(config, device)
     local, remote, created, lease = prepare_output(output)
-    plan = RunPlan(output, local, remote, config, walk, [], None, 0, names, walk.warnings, created, lease)
+    plan = RunPlan(
+        output, local, remote, config, walk, [], None, 0, names, walk.warnings, created, lease
+    )
     try:
-        fold_manifest_log(local, remote)  # what a killed run left: its records, and no files without one
+        fold_manifest_log(
+            local, remote
+        )  # what a killed run left: its records, and no files without one
         # Without class ids the settings hash is unknown (only the loaded model can tell): the
         # coordinator, which checks every video again, decides then.
         manifest = Manifest(local) if config.classes_resolved else None
@@ -201,13 +230,18 @@ def plan_run(inputs: list[str], output: str, config: RunConfig, *, local_cluster
     return plan
 
 
-def first_letterbox_shapes(todo: list, config: RunConfig, *, tries: int = 3) -> tuple[tuple[int, int], ...]:
+def first_letterbox_shapes(
+    todo: list, config: RunConfig, *, tries: int = 3
+) -> tuple[tuple[int, int], ...]:
     """The model input shape of the first readable video of ``todo``, for engines exported per
     shape: the actors build (or find) it while they start, so the first batch does not wait for
     an export. Empty when the engine takes any shape, or no video opens within ``tries``."""
     from pipeline.config import engine_for_model
 
-    if config.effective_engine not in ("openvino", "onnx", "tensorrt") or engine_for_model(config.model) != "torch":
+    if (
+        config.effective_engine not in ("openvino", "onnx", "tensorrt")
+        or engine_for_model(config.model) != "torch"
+    ):
         return ()
     from pipeline.media.decode import DecodeError, VideoDecoder
     from pipeline.media.letterbox import LetterboxGeometry
@@ -218,7 +252,9 @@ def first_letterbox_shapes(todo: list, config: RunConfig, *, tries: int = 3) -> 
         except DecodeError:
             continue
         decoder.close()
-        geometry = LetterboxGeometry.for_source(decoder.info.height, decoder.info.width, config.imgsz, stride=32)
+        geometry = LetterboxGeometry.for_source(
+            decoder.info.height, decoder.info.width, config.imgsz, stride=32
+        )
         return (geometry.out_shape,)
     return ()
 
@@ -240,7 +276,7 @@ def finish_without_workers(plan: RunPlan) -> dict:
     manifest.class_names = plan.class_names or manifest.class_names
     settings_hash = plan.config.settings_hash()
     for source in plan.todo:
-        manifest.update(VideoRecord.failed(source, source.error, settings_hash))
+        manifest.update(VideoRecord.failed(source, source.error or "unreadable", settings_hash))
     if plan.todo:
         manifest.save()
         if plan.remote:
@@ -249,14 +285,21 @@ def finish_without_workers(plan: RunPlan) -> dict:
         remove_video_files(source.video_id, plan.local_output, plan.remote)
     failed = len(plan.todo)
     record = {
-        "exit_code": 3 if failed else 0,
+        "exit_code": EXIT_VIDEOS_FAILED if failed else EXIT_OK,
         "did_work": False,
         "started_at": _utc(plan.started),
         "elapsed_s": time.time() - plan.started,
         "settings": plan.config.to_dict(),
         "settings_hash": settings_hash,
-        "totals": {"videos": plan.walk.count, "videos_ok": 0, "videos_partial": 0, "videos_failed": failed,
-                   "videos_skipped": plan.skipped, "frames": 0, "detections": 0},
+        "totals": {
+            "videos": plan.walk.count,
+            "videos_ok": 0,
+            "videos_partial": 0,
+            "videos_failed": failed,
+            "videos_skipped": plan.skipped,
+            "frames": 0,
+            "detections": 0,
+        },
     }
     save_run_record(plan, record)
     return record
@@ -271,7 +314,11 @@ def save_run_record(plan: RunPlan, record: dict) -> Path:
     processed videos, so a rerun with nothing to do never wipes the figures of the one that did."""
     folder = plan.local_output / RUNS_FOLDER
     folder.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(plan.started)) + f"{plan.started % 1:.3f}"[1:] + "Z"
+    stamp = (
+        time.strftime("%Y%m%dT%H%M%S", time.gmtime(plan.started))
+        + f"{plan.started % 1:.3f}"[1:]
+        + "Z"
+    )
     path = folder / f"{stamp}.json"
     if path.exists():  # two runs started within the same millisecond
         path = folder / f"{stamp}-{os.getpid()}.json"

@@ -6,6 +6,7 @@ import os
 import tempfile
 import time
 
+
 class _RayDataPredictor:
     """What a Ray Data user writes: a callable class holding the model, predict on the batch."""
 
@@ -18,9 +19,14 @@ class _RayDataPredictor:
     def __call__(self, batch: dict) -> dict:
         import numpy as np
 
-        frames = [np.ascontiguousarray(f[..., ::-1]) for f in batch["frame"]]  # read_videos gives RGB
+        frames = [
+            np.ascontiguousarray(f[..., ::-1]) for f in batch["frame"]
+        ]  # read_videos gives RGB
         results = self.model.predict(frames, **self.kwargs)
-        return {"frame_index": batch["frame_index"], "num_detections": np.array([len(r.boxes) for r in results])}
+        return {
+            "frame_index": batch["frame_index"],
+            "num_detections": np.array([len(r.boxes) for r in results]),
+        }
 
 
 def run_raydata(args) -> dict:
@@ -44,7 +50,11 @@ def run_raydata(args) -> dict:
         ).write_parquet(out)
         seconds = time.perf_counter() - started
         table = ds.dataset(out, format="parquet").to_table()
-        return {"frames": table.num_rows, "boxes": int(sum(table["num_detections"].to_pylist())), "seconds": seconds}
+        return {
+            "frames": table.num_rows,
+            "boxes": int(sum(table["num_detections"].to_pylist())),
+            "seconds": seconds,
+        }
     finally:
         ray.shutdown()
 
@@ -63,8 +73,14 @@ def run_pipeline(args) -> dict:
     try:
         out = args.keep_output or tempfile.mkdtemp(prefix="bench-pipeline-")
         config = pipeline.RunConfig(
-            model=args.model, imgsz=args.imgsz, conf=args.conf, iou=args.iou, stride=args.stride,
-            batch_size=args.batch_size, engine=args.engine, cpu_precision=args.cpu_precision,
+            model=args.model,
+            imgsz=args.imgsz,
+            conf=args.conf,
+            iou=args.iou,
+            stride=args.stride,
+            batch_size=args.batch_size,
+            engine=args.engine,
+            cpu_precision=args.cpu_precision,
         )
         started = time.perf_counter()
         record = pipeline.run([args.video], output=out, config=config, progress=False)
@@ -88,16 +104,18 @@ def run_pipeline(args) -> dict:
         ray.shutdown()
 
 
-
-
 # A GPU node's pace for the node count a coordinator could feed: one H100 runs yolo11n at about
 # 2,000 frames/s (the issue's figure; docs/BENCHMARKS.md has this project's own GPU figures).
 NODE_FRAMES_PER_S = 2000
 COORDINATION_VIDEOS, COORDINATION_FRAMES, COORDINATION_SIZE = 4, 4800, (96, 160)
 
 
-def write_coordination_videos(folder: str, videos: int = COORDINATION_VIDEOS, frames: int = COORDINATION_FRAMES,
-                              size: tuple[int, int] = COORDINATION_SIZE) -> list[str]:
+def write_coordination_videos(
+    folder: str,
+    videos: int = COORDINATION_VIDEOS,
+    frames: int = COORDINATION_FRAMES,
+    size: tuple[int, int] = COORDINATION_SIZE,
+) -> list[str]:
     """Small synthetic videos (160x96, a moving gradient): cheap to decode, so that the decoders
     feed the coordinator as fast as they can."""
     import numpy as np
@@ -109,8 +127,14 @@ def write_coordination_videos(folder: str, videos: int = COORDINATION_VIDEOS, fr
     paths = []
     for v in range(videos):
         path = os.path.join(folder, f"synthetic{v}.mp4")
-        write_video(path, ((np.dstack([ramp + i, ramp + 2 * i, ramp + 40 * v]) % 256).astype(np.uint8) for i in range(frames)),
-                    options={"preset": "ultrafast"})
+        write_video(
+            path,
+            (
+                (np.dstack([ramp + i, ramp + 2 * i, ramp + 40 * v]) % 256).astype(np.uint8)
+                for i in range(frames)
+            ),
+            options={"preset": "ultrafast"},
+        )
         paths.append(path)
     return paths
 
@@ -128,9 +152,13 @@ def run_coordination(args) -> dict:
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
     try:
         videos = write_coordination_videos(work)
-        config = pipeline.RunConfig(model=args.model, engine="synthetic", imgsz=160, batch_size=args.batch_size)
+        config = pipeline.RunConfig(
+            model=args.model, engine="synthetic", imgsz=160, batch_size=args.batch_size
+        )
         started = time.perf_counter()
-        record = pipeline.run(videos, output=os.path.join(work, "out"), config=config, progress=False)
+        record = pipeline.run(
+            videos, output=os.path.join(work, "out"), config=config, progress=False
+        )
         seconds = time.perf_counter() - started
         coordinator = record["coordinator"]
         processing = record["throughput"]["processing_s"]

@@ -13,25 +13,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from pipeline.runtime.backpressure import DispatchWindow
 from pipeline.config import RunConfig
-from pipeline.media.decode import BatchHeader, VideoEnded, VideoInfo, VideoOpened
-from pipeline.runtime.deadlines import BatchDeadline
 from pipeline.inference.detections import BatchResult
-from pipeline.runtime.metrics import PipelineMetrics
-from pipeline.runtime.workers import decode_video, probe_video, track_video
-from pipeline.runtime.faults import FaultPlan
-from pipeline.plan.inputs import VideoSource
+from pipeline.locations import redact
+from pipeline.media.decode import BatchHeader, VideoEnded, VideoInfo, VideoOpened
 from pipeline.media.letterbox import LetterboxGeometry
-from pipeline.output.manifest import Manifest, VideoRecord
-from pipeline.runtime.monitoring import PeakRss
-from pipeline.output.outcomes import RetryPolicy, RunCounts, VideoOutcome, should_commit
 from pipeline.media.segments import WHOLE_VIDEO, Segment, SplitPolicy, decode_bound, plan_segments
-from pipeline.output.writer import TEMP_PREFIX, VideoResultWriter, durable_replace, remove_video_files
-from pipeline.locations import RemoteOutput, redact
+from pipeline.media.source import VideoSource
+from pipeline.output.manifest import Manifest, VideoRecord
+from pipeline.output.outcomes import RetryPolicy, RunCounts, VideoOutcome, should_commit
+from pipeline.output.store import RemoteOutput
+from pipeline.output.writer import (
+    TEMP_PREFIX,
+    VideoResultWriter,
+    durable_replace,
+    remove_video_files,
+)
+from pipeline.runtime.backpressure import DispatchWindow
+from pipeline.runtime.deadlines import BatchDeadline
+from pipeline.runtime.faults import FaultPlan
+from pipeline.runtime.metrics import PipelineMetrics
+from pipeline.runtime.monitoring import PeakRss
+from pipeline.runtime.workers import decode_video, probe_video, track_video
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +94,9 @@ class Coordinator:
         faults: FaultPlan | None = None,
         remote_output: str | None = None,
     ):
-        self.output = Path(output)  # where files are written (the staging folder of a remote output)
+        self.output = Path(
+            output
+        )  # where files are written (the staging folder of a remote output)
         self.remote = RemoteOutput(remote_output) if remote_output else None
         self.config = config
         self.actors = actors
@@ -103,7 +111,9 @@ class Coordinator:
         self.memory = PeakRss()
         self.counts = RunCounts()
         self.retry = RetryPolicy(config.decode_retries, config.batch_retries)
-        self.split_policy = SplitPolicy(segments=config.segments, min_segment_frames=config.segment_min_frames)
+        self.split_policy = SplitPolicy(
+            segments=config.segments, min_segment_frames=config.segment_min_frames
+        )
         self._frames_decoded = 0  # frames whose decode time is in stage_s["decode"]
         self.stage_s = {"decode": 0.0, "infer": 0.0, "batch_round_trip": 0.0, "write": 0.0}
         if config.track:
@@ -113,7 +123,9 @@ class Coordinator:
         # ultralytics (and so torch) in memory.
         tracking_tasks = max(1, min(8, (os.cpu_count() or 2) // 2))
         self._tracking_slots = asyncio.Semaphore(tracking_tasks)
-        self._on_this_node = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+        self._on_this_node = NodeAffinitySchedulingStrategy(
+            node_id=ray.get_runtime_context().get_node_id(), soft=False
+        )
         self._completing: set[asyncio.Task] = set()
         self._completion_slots = asyncio.Semaphore(4 * tracking_tasks)
         self._completion_errors: list[BaseException] = []
@@ -134,7 +146,9 @@ class Coordinator:
         self.deadline.fixed_s = config.batch_timeout_s
         self.settings_hash = config.settings_hash()
         self.retry = RetryPolicy(config.decode_retries, config.batch_retries)
-        self.split_policy = SplitPolicy(segments=config.segments, min_segment_frames=config.segment_min_frames)
+        self.split_policy = SplitPolicy(
+            segments=config.segments, min_segment_frames=config.segment_min_frames
+        )
 
     # ---- the dispatch window -------------------------------------------------------------
 
@@ -167,12 +181,18 @@ class Coordinator:
     async def _probe(self, i: int) -> None:
         while True:
             try:  # a restarted actor loads its model first: the first batch's allowance
-                await asyncio.wait_for(self.actors[i].ready.remote(), timeout=self.deadline.first_batch_s)
+                await asyncio.wait_for(
+                    self.actors[i].ready.remote(), timeout=self.deadline.first_batch_s
+                )
                 break
             except ACTOR_LOST:
                 await asyncio.sleep(1.0)
             except asyncio.TimeoutError:
-                log.warning("actor %d did not come back in %.0f s: restarting it", i, self.deadline.first_batch_s)
+                log.warning(
+                    "actor %d did not come back in %.0f s: restarting it",
+                    i,
+                    self.deadline.first_batch_s,
+                )
                 self._restart(i)
         async with self._slot_freed:
             self.window.set_available(i, True)
@@ -192,7 +212,11 @@ class Coordinator:
                 except (*ACTOR_LOST, asyncio.TimeoutError) as exc:
                     # Hung: kill it (once, for the first of its batches to time out); Ray starts a new one.
                     if isinstance(exc, asyncio.TimeoutError) and self.window.available[actor]:
-                        log.warning("actor %d gave no answer in %.0f s: restarting it", actor, self.deadline.seconds())
+                        log.warning(
+                            "actor %d gave no answer in %.0f s: restarting it",
+                            actor,
+                            self.deadline.seconds(),
+                        )
                         self.counts.actors_hung += 1
                         self._restart(actor)
                     self._suspend_actor(actor)
@@ -218,7 +242,10 @@ class Coordinator:
                 # fault. It is decoded again once this pass over the video is over.
                 state.lost.add(header.seq)
                 return
-            state.error = state.error or f"inference failed on batch {header.seq}: {type(cause).__name__}: {cause}"
+            state.error = (
+                state.error
+                or f"inference failed on batch {header.seq}: {type(cause).__name__}: {cause}"
+            )
             return
         finally:
             del frames_ref  # the batch's frames can leave the object store now
@@ -231,7 +258,12 @@ class Coordinator:
         self.stage_s["batch_round_trip"] += latency
         self.stage_s["infer"] += out["infer_s"]
         result = BatchResult(
-            state.source.video_id, header.seq, header.frame_indices, header.timestamps, out["counts"], out["detections"]
+            state.source.video_id,
+            header.seq,
+            header.frame_indices,
+            header.timestamps,
+            out["counts"],
+            out["detections"],
         )
         t0 = time.perf_counter()
         if state.writer.add(result):
@@ -253,7 +285,9 @@ class Coordinator:
         try:
             return await asyncio.wait_for(stream.__anext__(), timeout=self.config.stall_timeout_s)
         except asyncio.TimeoutError:
-            raise DecoderLost(f"decoder stalled: nothing for {self.config.stall_timeout_s:.0f} s") from None
+            raise DecoderLost(
+                f"decoder stalled: nothing for {self.config.stall_timeout_s:.0f} s"
+            ) from None
         except StopAsyncIteration:
             raise DecoderLost("decoder stream ended without its end marker") from None
         except ray.exceptions.RayError as exc:
@@ -268,7 +302,9 @@ class Coordinator:
         except (ray.exceptions.WorkerCrashedError, ray.exceptions.RayError) as exc:
             raise DecoderLost(f"decoder process died ({type(exc).__name__})") from exc
 
-    async def _consume(self, stream, state: VideoState, part: SegmentStream, only: set[int] | None = None) -> VideoEnded:
+    async def _consume(
+        self, stream, state: VideoState, part: SegmentStream, only: set[int] | None = None
+    ) -> VideoEnded:
         """Dispatch the stream's batches. A batch is sent only once the item after its frames
         has arrived intact: a decoder that dies between a header and its frames leaves an error
         where the frames should be (Ray's streaming generators do not raise for it), and only the
@@ -287,7 +323,9 @@ class Coordinator:
                     state.info, state.geometry = item.info, item.geometry
                     state.writer = VideoResultWriter(self.output, state.source.video_id, self.names)
                     if item.info.header_frames:
-                        self.counts.frames_expected += -(-item.info.header_frames // self.config.stride)
+                        self.counts.frames_expected += -(
+                            -item.info.header_frames // self.config.stride
+                        )
             elif isinstance(item, BatchHeader):
                 held = (item, await self._next(stream))
             elif isinstance(item, VideoEnded):
@@ -295,8 +333,14 @@ class Coordinator:
             if state.error:  # a batch failed for good: no point decoding the rest
                 return VideoEnded(state.frames_decoded, state.error)
 
-    async def _dispatch(self, header: BatchHeader, frames_ref, state: VideoState, part: SegmentStream,
-                        only: set[int] | None) -> None:
+    async def _dispatch(
+        self,
+        header: BatchHeader,
+        frames_ref,
+        state: VideoState,
+        part: SegmentStream,
+        only: set[int] | None,
+    ) -> None:
         """Send one batch to an actor; with ``only``, just the batches in it (a repair pass)."""
         part.received = header.seq - part.segment.first_seq + 1
         if only is not None:
@@ -306,19 +350,25 @@ class Coordinator:
         self.stage_s["decode"] += header.decode_s
         self._frames_decoded += len(header.frame_indices)
         actor = await self._acquire()  # backpressure: wait here while every window is full
-        state.frames_decoded = max(state.frames_decoded, int(header.frame_indices[-1]) + 1)  # kept if the decoder dies
+        state.frames_decoded = max(
+            state.frames_decoded, int(header.frame_indices[-1]) + 1
+        )  # kept if the decoder dies
         self.metrics.frames_decoded.inc(len(header.frame_indices))
         task = asyncio.create_task(self._infer(actor, header, frames_ref, state))
         state.tasks.add(task)
         task.add_done_callback(state.tasks.discard)
 
-    async def _decode_with_retries(self, state: VideoState, part: SegmentStream, only: set[int] | None = None) -> VideoEnded:
+    async def _decode_with_retries(
+        self, state: VideoState, part: SegmentStream, only: set[int] | None = None
+    ) -> VideoEnded:
         cfg = self.config
         attempts = 0
         while True:
             attempts += 1
             state.attempts += 1
-            stream = decode_video.options(_generator_backpressure_num_objects=2 * cfg.decoder_buffer).remote(
+            stream = decode_video.options(
+                _generator_backpressure_num_objects=2 * cfg.decoder_buffer
+            ).remote(
                 state.source.path,
                 imgsz=cfg.imgsz,
                 model_stride=self.model_stride,
@@ -338,9 +388,13 @@ class Coordinator:
             except DecoderLost as exc:
                 self._cancel(stream)
                 if not self.retry.retry_decoder(attempts):
-                    return VideoEnded(state.frames_decoded, f"{exc} (gave up after {attempts} attempts)")
+                    return VideoEnded(
+                        state.frames_decoded, f"{exc} (gave up after {attempts} attempts)"
+                    )
                 self.counts.decoder_retries += 1
-                log.warning("retrying decoder of %s after: %s", redact(state.source.path), redact(str(exc)))
+                log.warning(
+                    "retrying decoder of %s after: %s", redact(state.source.path), redact(str(exc))
+                )
             finally:
                 self.counts.decoder_closed()
                 part.attempts = attempts
@@ -351,21 +405,29 @@ class Coordinator:
         policy = self.split_policy
         if not policy.worth_probing(source.size_bytes):
             return [WHOLE_VIDEO]
-        free = (self.config.max_open_videos or 1) - self.counts.open_decoders - 1  # less this video's own
+        free = (
+            (self.config.max_open_videos or 1) - self.counts.open_decoders - 1
+        )  # less this video's own
         frames = self.counts.frames_done
         bound = decode_bound(
             self.stage_s["decode"] / self._frames_decoded if self._frames_decoded else None,
             self.stage_s["infer"] / frames if frames else None,
-            len(self.actors), on_gpu=self.config.resolved_device == "cuda")
+            len(self.actors),
+            on_gpu=self.config.resolved_device == "cuda",
+        )
         if policy.segments is None and (not bound or free <= 0):
             return [WHOLE_VIDEO]  # no probe: nothing it finds would split this video
         try:
             times = await probe_video.remote(source.path)
         except ray.exceptions.RayError as exc:  # the decoder will say what is wrong with the file
-            log.info("not splitting %s: its probe failed (%s)", redact(source.path), type(exc).__name__)
+            log.info(
+                "not splitting %s: its probe failed (%s)", redact(source.path), type(exc).__name__
+            )
             return [WHOLE_VIDEO]
         count = policy.count(len(times.pts), free_decoders=free, decode_bound=bound)
-        segments = plan_segments(times, count, stride=self.config.stride, batch_size=self.config.batch_size)
+        segments = plan_segments(
+            times, count, stride=self.config.stride, batch_size=self.config.batch_size
+        )
         if len(segments) > 1:
             self.counts.videos_split += 1
             self.counts.segments += len(segments)
@@ -387,20 +449,31 @@ class Coordinator:
             parts = [SegmentStream(segment) for segment in await self._segments(source)]
             ends = await asyncio.gather(*(self._decode_with_retries(state, part) for part in parts))
             # The last segment's end speaks for the video's length; any segment's error for the video.
-            ended = VideoEnded(ends[-1].frames_decoded, next((e.error for e in ends if e.error), None))
+            ended = VideoEnded(
+                ends[-1].frames_decoded, next((e.error for e in ends if e.error), None)
+            )
             if state.tasks:
                 await asyncio.gather(*list(state.tasks))
             repairs = 0
-            while state.lost and not state.error:  # frames lost with a node: decode those batches again
+            while (
+                state.lost and not state.error
+            ):  # frames lost with a node: decode those batches again
                 if not self.retry.repair_again(repairs):
-                    state.error = f"batches {sorted(state.lost)} were lost {repairs} times with their nodes"
+                    state.error = (
+                        f"batches {sorted(state.lost)} were lost {repairs} times with their nodes"
+                    )
                     break
                 repairs += 1
                 only, state.lost = set(state.lost), set()
                 self.counts.batches_redecoded += len(only)
-                log.warning("decoding %d batches of %s again: their frames were lost with a node",
-                            len(only), redact(source.path))
-                repaired = await self._decode_with_retries(state, SegmentStream(WHOLE_VIDEO, received=min(only)), only)
+                log.warning(
+                    "decoding %d batches of %s again: their frames were lost with a node",
+                    len(only),
+                    redact(source.path),
+                )
+                repaired = await self._decode_with_retries(
+                    state, SegmentStream(WHOLE_VIDEO, received=min(only)), only
+                )
                 if state.tasks:
                     await asyncio.gather(*list(state.tasks))
                 if repaired.error and not state.error:
@@ -473,7 +546,9 @@ class Coordinator:
             await asyncio.to_thread(writer.commit)
         if self.remote:
             if num_tracks is not None:
-                await asyncio.to_thread(self.remote.publish, writer.tracks_final_path, tracks_relative)
+                await asyncio.to_thread(
+                    self.remote.publish, writer.tracks_final_path, tracks_relative
+                )
                 writer.tracks_final_path.unlink()
             else:
                 await asyncio.to_thread(self.remote.delete, tracks_relative)
@@ -510,10 +585,16 @@ class Coordinator:
         elif num_tracks:
             self.counts.tracks += num_tracks
         outcome = VideoOutcome(
-            source, state.info, error, committed, frames,
+            source,
+            state.info,
+            error,
+            committed,
+            frames,
             boxes=writer.boxes_written if committed else 0,
             class_counts=writer.class_totals() if committed else [],
-            num_tracks=num_tracks, frames_decoded=ended.frames_decoded, attempts=state.attempts,
+            num_tracks=num_tracks,
+            frames_decoded=ended.frames_decoded,
+            attempts=state.attempts,
             processing_s=time.perf_counter() - started,
         )
         record = outcome.record(self.settings_hash)
@@ -521,11 +602,17 @@ class Coordinator:
 
     async def _finish(self, record: VideoRecord) -> None:
         async with self._manifest_lock:  # one writer at a time: an older upload never lands last
-            self.manifest.record(record)  # after the rows are in place: an 'ok' record always has its rows
-            if self.manifest.compaction_due():  # O(N), every N/2 videos (or ≤ 5 % of the time): O(1) per video
+            self.manifest.record(
+                record
+            )  # after the rows are in place: an 'ok' record always has its rows
+            if (
+                self.manifest.compaction_due()
+            ):  # O(N), every N/2 videos (or ≤ 5 % of the time): O(1) per video
                 self.manifest.save()
                 if self.remote:
-                    await asyncio.to_thread(self.remote.publish, self.manifest.path, Manifest.FILE_NAME)
+                    await asyncio.to_thread(
+                        self.remote.publish, self.manifest.path, Manifest.FILE_NAME
+                    )
         self.counts.video_finished(record.status)
         self.metrics.videos_finished.inc(tags={"status": record.status})
         self.memory.sample()
@@ -552,7 +639,9 @@ class Coordinator:
         self._slot_freed = asyncio.Condition()
         self._manifest_lock = asyncio.Lock()
         self.started = time.time()
-        self.cpu_started = time.process_time()  # this process's CPU, all its threads (Ray's included)
+        self.cpu_started = (
+            time.process_time()
+        )  # this process's CPU, all its threads (Ray's included)
 
         async def worker() -> None:
             # A fixed set of workers pulling from one queue: open videos (and so decoders) are
@@ -567,7 +656,9 @@ class Coordinator:
                     self.counts.video_skipped()
                 else:
                     await self._process_video(source)
-            self._backlog.put_nowait(None)  # for the next worker (one slot is free: this one took it)
+            self._backlog.put_nowait(
+                None
+            )  # for the next worker (one slot is free: this one took it)
 
         workers = [asyncio.create_task(worker()) for _ in range(self.config.max_open_videos or 1)]
         try:

@@ -17,22 +17,38 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from pipeline.config import ConfigError, RunConfig
+from pipeline.errors import (
+    EXIT_OK,
+    EXIT_VIDEOS_FAILED,
+    ActorStartFailure,
+    Interrupted,
+    RunStalled,
+    StartupError,
+    UsageError,
+)
 from pipeline.inference.engines import resolve as resolve_engine
-from pipeline.errors import ActorStartFailure, Interrupted, RunStalled, StartupError, UsageError
-from pipeline.runtime.faults import FaultPlan
-from pipeline.plan.inputs import VideoSource
 from pipeline.inference.model_ref import ModelLoadError, resolve_classes
-from pipeline.runtime.monitoring import PeakRss, Timeline
+from pipeline.locations import redact
+from pipeline.media.source import VideoSource
+from pipeline.output.progress import ProgressDisplay, ProgressFile
+from pipeline.output.store import RemoteOutput
+from pipeline.output.writer import remove_stale_temp_files
 from pipeline.plan.placement import Placement, PlacementError, wanted_device
 from pipeline.plan.placement import plan as plan_placement
-from pipeline.plan.planning import RunPlan, first_letterbox_shapes, fold_manifest_log, save_run_record
-from pipeline.output.progress import ProgressDisplay, ProgressFile
-from pipeline.output.writer import remove_stale_temp_files
-from pipeline.locations import RemoteOutput, redact
+from pipeline.plan.planning import (
+    RunPlan,
+    first_letterbox_shapes,
+    fold_manifest_log,
+    save_run_record,
+)
+from pipeline.runtime.faults import FaultPlan
+from pipeline.runtime.monitoring import PeakRss, Timeline
 
 log = logging.getLogger(__name__)
 
-ACTOR_START_TIMEOUT_S = 900  # loading weights on a cold node (and downloading them) can take minutes
+ACTOR_START_TIMEOUT_S = (
+    900  # loading weights on a cold node (and downloading them) can take minutes
+)
 PASSED_ENV = ("YOLO_OFFLINE", "YOLO_CONFIG_DIR", "ULTRALYTICS_SAFE_LOAD")
 
 
@@ -45,14 +61,20 @@ def _connect(address: str | None) -> bool:
         env = {}  # inside `ray job submit`: the job's runtime env already applies, and Ray refuses to merge
     # Ray 2.60 warns on every start that token authentication is on (it is, and stays on); the
     # run's own output is what a user needs to read.
-    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+        logging.ERROR
+    )
     # Ctrl-C in the middle of ray.init() leaves some of Ray's processes running for good, so it
     # is held until Ray is up, then honoured (the caller shuts Ray down cleanly). A terminal's
     # Ctrl-C also reaches Ray's own processes, and Ray then logs the failures it causes (a
     # dashboard that did not start): those messages are held too, and dropped if so.
     held = []
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum)) if in_main_thread else None
+    previous = (
+        signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+        if in_main_thread
+        else None
+    )
     with _held_ray_logs() as ray_logs:
         try:
             ray.init(
@@ -93,14 +115,16 @@ def _held_ray_logs():
         logging.getLogger(record.name).handle(record)
 
 
-def _start_actors(config: RunConfig, placement: Placement, faults: FaultPlan | None, warm_shapes: tuple) -> list:
+def _start_actors(
+    config: RunConfig, placement: Placement, faults: FaultPlan | None, warm_shapes: tuple
+) -> list:
     from pipeline.runtime.workers import YoloActor
 
     actor_config = config.replace(cpu_threads=placement.cpu_threads)
     return [
-        YoloActor.options(num_gpus=placement.actor_num_gpus, num_cpus=placement.actor_num_cpus).remote(
-            actor_config, faults, warm_shapes
-        )
+        YoloActor.options(
+            num_gpus=placement.actor_num_gpus, num_cpus=placement.actor_num_cpus
+        ).remote(actor_config, faults, warm_shapes)
         for _ in range(placement.num_actors)
     ]
 
@@ -121,8 +145,10 @@ def _wait_for_actors(actors: list, stop: threading.Event) -> list[dict]:
             "cluster does not have enough free resources (see `ray status`)"
         ) from None
     except ray.exceptions.RayActorError as exc:
-        raise StartupError(f"a YoloActor's process died while loading the model ({type(exc).__name__}); "
-                           "see the actor's log in the Ray dashboard") from None
+        raise StartupError(
+            f"a YoloActor's process died while loading the model ({type(exc).__name__}); "
+            "see the actor's log in the Ray dashboard"
+        ) from None
     for fact in facts:
         if isinstance(fact, ActorStartFailure):
             raise (ModelLoadError if fact.usage else StartupError)(fact.message)
@@ -156,8 +182,10 @@ class _BacklogFeeder(threading.Thread):
 
 
 def _coordinator_died() -> RunStalled:
-    return RunStalled("the coordinator's process died (its log is in the Ray dashboard); complete videos are "
-                      "kept: run the same command again to resume")
+    return RunStalled(
+        "the coordinator's process died (its log is in the Ray dashboard); complete videos are "
+        "kept: run the same command again to resume"
+    )
 
 
 def _compact_manifest(out: Path, remote: RemoteOutput | None) -> None:
@@ -185,8 +213,11 @@ def _engine_used(config: RunConfig, facts: list[dict]) -> RunConfig:
         log.warning("%s", reason)
     engines = [f["engine"] for f in facts]
     if len(set(engines)) > 1:
-        log.warning("the actors run different engines (%s); the run records %s",
-                    ", ".join(sorted(set(engines))), engines[0])
+        log.warning(
+            "the actors run different engines (%s); the run records %s",
+            ", ".join(sorted(set(engines))),
+            engines[0],
+        )
     return config.replace(resolved_engine=engines[0])
 
 
@@ -209,12 +240,18 @@ def _roles_memory(summary: dict, driver: PeakRss) -> dict:
         "coordinator": summary["coordinator_memory"],
         "actors": actors,
         "actor_peak_bytes": max((a["peak_bytes"] for a in actors), default=None),
-        "tracker_peak_bytes": summary.get("tracker_peak_bytes"),  # tracking tasks (--track), at their end
+        "tracker_peak_bytes": summary.get(
+            "tracker_peak_bytes"
+        ),  # tracking tasks (--track), at their end
     }
 
 
 def execute(
-    plan: RunPlan, *, address: str | None = None, progress: bool = True, faults: FaultPlan | None = None
+    plan: RunPlan,
+    *,
+    address: str | None = None,
+    progress: bool = True,
+    faults: FaultPlan | None = None,
 ) -> dict:
     """Process the videos of ``plan`` on Ray: start (or join) Ray, the actors and the coordinator,
     show progress, and write the run's record. Returns the record."""
@@ -251,7 +288,9 @@ def execute(
             raise UsageError(str(exc)) from None
         config = config.replace(max_open_videos=placement.max_open_videos)
         actors = _start_actors(config, placement, faults, first_letterbox_shapes(plan.todo, config))
-        coordinator = _start_coordinator(out, config, actors, faults, remote)  # starts while the models load
+        coordinator = _start_coordinator(
+            out, config, actors, faults, remote
+        )  # starts while the models load
         _warm_decoders(placement.max_open_videos)
         facts = _wait_for_actors(actors, terminated)
         actors_ready_at = time.time()
@@ -283,8 +322,10 @@ def execute(
             except ray.exceptions.GetTimeoutError:
                 # Its event loop is stuck (or its node is): no wait in this run is for ever.
                 if not ready and time.monotonic() - last_answer > config.stall_timeout_s:
-                    raise RunStalled(f"the coordinator has not answered for {config.stall_timeout_s:.0f} s; "
-                                     "complete videos are kept: run the same command again to resume") from None
+                    raise RunStalled(
+                        f"the coordinator has not answered for {config.stall_timeout_s:.0f} s; "
+                        "complete videos are kept: run the same command again to resume"
+                    ) from None
             except ray.exceptions.RayActorError:
                 raise _coordinator_died() from None
             if ready:
@@ -313,7 +354,9 @@ def execute(
                     ray.kill(handle)
                 except Exception:
                     pass
-        remove_stale_temp_files(out)  # what the killed coordinator was writing; complete videos stay
+        remove_stale_temp_files(
+            out
+        )  # what the killed coordinator was writing; complete videos stay
         _compact_manifest(out, remote)  # a run that ended early: its log folded into videos.parquet
         if started_ray:
             ray.shutdown()
@@ -371,17 +414,24 @@ def _run_record(config, placement, facts, plan: RunPlan, summary, driver_memory,
     processing = summary["elapsed_s"]
     gpus = [a["gpu"] for a in summary["actors"] if a and a.get("gpu")]
     return {
-        "exit_code": 3 if bad else 0,
+        "exit_code": EXIT_VIDEOS_FAILED if bad else EXIT_OK,
         "did_work": True,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "elapsed_s": elapsed,
         "settings": config.to_dict(),
         "settings_hash": config.settings_hash(),
         "placement": placement.__dict__,
-        "model": {k: facts[0][k] for k in ("device", "half", "engine", "rect", "model_stride", "engine_fallback")}
+        "model": {
+            k: facts[0][k]
+            for k in ("device", "half", "engine", "rect", "model_stride", "engine_fallback")
+        }
         | {"engine_export_s": {k: v for f in facts for k, v in f["engine_export_s"].items()}},
         "ray": {"version": ray.__version__, "address": redact(address) if address else "local"},
-        "host": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()},
+        "host": {
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+        },
         "totals": {
             "videos": plan.walk.count,
             "videos_ok": counts.videos_ok,
@@ -404,10 +454,14 @@ def _run_record(config, placement, facts, plan: RunPlan, summary, driver_memory,
             "processing_s": processing,
         },
         "stage_s": summary["stage_s"],
-        "coordinator": {  # its cost per batch sets the ceiling of a run (python -m pipeline bench --contenders coordination)
+        # The coordinator's cost per batch sets the ceiling of a run
+        # (python -m pipeline bench --contenders coordination).
+        "coordinator": {
             "cpu_s": summary["cpu_s"],
             "batches": counts.batches_done,
-            "cpu_ms_per_batch": 1000 * summary["cpu_s"] / counts.batches_done if counts.batches_done else None,
+            "cpu_ms_per_batch": 1000 * summary["cpu_s"] / counts.batches_done
+            if counts.batches_done
+            else None,
         },
         "backpressure": {
             "peak_batches_in_flight": summary["peak_batches_in_flight"],
@@ -417,5 +471,7 @@ def _run_record(config, placement, facts, plan: RunPlan, summary, driver_memory,
         },
         "memory": _roles_memory(summary, driver_memory),
         "gpu": gpus or None,
-        "actors": [dict(stats or {}, node_id=f["node_id"]) for stats, f in zip(summary["actors"], facts)],
+        "actors": [
+            dict(stats or {}, node_id=f["node_id"]) for stats, f in zip(summary["actors"], facts)
+        ],
     }

@@ -17,17 +17,25 @@ from pathlib import Path
 @dataclass(frozen=True)
 class FaultPlan:
     marker_dir: str
-    actor_exit_after_batches: int | None = None  # the first actor to reach this many batches dies, once
+    actor_exit_after_batches: int | None = (
+        None  # the first actor to reach this many batches dies, once
+    )
     actor_delay_s: float = 0.0  # slow every batch down (backpressure tests)
     decoder_exit_video: str | None = None  # substring of the path whose decoder dies
     decoder_exit_times: int = 1  # how many times it dies (a large number: always)
     decoder_exit_after_batches: int = 0
-    decoder_exit_between_header_and_frames: bool = False  # die after a batch's header, before its frames
+    decoder_exit_between_header_and_frames: bool = (
+        False  # die after a batch's header, before its frames
+    )
     decoder_stalls: bool = False  # instead of dying, the decoder hangs (sleeps for an hour)
-    actor_hang_after_batches: int | None = None  # the first actor to reach this many batches hangs, once
+    actor_hang_after_batches: int | None = (
+        None  # the first actor to reach this many batches hangs, once
+    )
     tracker_exit_video_id: str | None = None  # the tracking task of this video dies ...
     tracker_exit_times: int = 1  # ... this many times (a large number: always)
-    coordinator_exit_after_commit: bool = False  # the coordinator dies once, between a video's files and its record
+    coordinator_exit_after_commit: bool = (
+        False  # the coordinator dies once, between a video's files and its record
+    )
     trace: bool = False  # append "produced"/"inferred" events with times to marker_dir/trace.log
 
     def _trace(self, event: str) -> None:
@@ -40,7 +48,9 @@ class FaultPlan:
         path = Path(self.marker_dir, "trace.log")
         if not path.exists():
             return []
-        return sorted((float(t), e) for t, e in (line.split() for line in path.read_text().splitlines()))
+        return sorted(
+            (float(t), e) for t, e in (line.split() for line in path.read_text().splitlines())
+        )
 
     def _count(self, kind: str) -> int:
         return len(list(Path(self.marker_dir).glob(f"{kind}-*")))
@@ -52,7 +62,9 @@ class FaultPlan:
         """True for exactly one caller across processes: the one whose exclusive create of the
         marker succeeds (two actors checking a count, then marking, could both fire)."""
         try:
-            os.close(os.open(Path(self.marker_dir, f"{kind}-once"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            os.close(
+                os.open(Path(self.marker_dir, f"{kind}-once"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            )
         except FileExistsError:
             return False
         return True
@@ -61,20 +73,32 @@ class FaultPlan:
         if self.actor_delay_s:
             time.sleep(self.actor_delay_s)
         self._trace("inferred")
-        if self.actor_hang_after_batches is not None and batches_done >= self.actor_hang_after_batches:
+        if (
+            self.actor_hang_after_batches is not None
+            and batches_done >= self.actor_hang_after_batches
+        ):
             if self._claim_once("hang"):
                 time.sleep(3600)  # a stuck kernel: alive, answering nothing
-        if self.actor_exit_after_batches is not None and batches_done >= self.actor_exit_after_batches:
+        if (
+            self.actor_exit_after_batches is not None
+            and batches_done >= self.actor_exit_after_batches
+        ):
             if self._claim_once("actor"):
                 os._exit(1)
 
-    def on_decoder_batch(self, path: str, seq: int, *, between_header_and_frames: bool = False) -> None:
+    def on_decoder_batch(
+        self, path: str, seq: int, *, between_header_and_frames: bool = False
+    ) -> None:
         """Called before each batch's header, and again between the header and the frames."""
         if not between_header_and_frames:
             self._trace("produced")
         if between_header_and_frames != self.decoder_exit_between_header_and_frames:
             return  # not the moment this plan kills at
-        if self.decoder_exit_video and self.decoder_exit_video in path and seq >= self.decoder_exit_after_batches:
+        if (
+            self.decoder_exit_video
+            and self.decoder_exit_video in path
+            and seq >= self.decoder_exit_after_batches
+        ):
             if self._count("decoder") < self.decoder_exit_times:
                 self._mark("decoder")
                 if self.decoder_stalls:
@@ -87,6 +111,9 @@ class FaultPlan:
             os._exit(1)
 
     def on_tracking(self, video_id: str) -> None:
-        if self.tracker_exit_video_id == video_id and self._count("tracker") < self.tracker_exit_times:
+        if (
+            self.tracker_exit_video_id == video_id
+            and self._count("tracker") < self.tracker_exit_times
+        ):
             self._mark("tracker")
             os._exit(1)

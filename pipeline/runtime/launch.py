@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 import os
 
-from pipeline.config import ConfigError, RunConfig
+from pipeline.config import RunConfig
 from pipeline.errors import UsageError
-from pipeline.runtime.faults import FaultPlan
-from pipeline.inference.model_ref import ModelLoadError
-from pipeline.plan.planning import finish_without_workers, plan_run
 from pipeline.output.progress import ProgressFile
+from pipeline.plan.planning import finish_without_workers, plan_run
+from pipeline.runtime.faults import FaultPlan
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +32,12 @@ def run(
     starts, and ``Interrupted`` on SIGINT/SIGTERM after stopping cleanly.
     """
     # OutputInUse (a UsageError) here when another run is using the output folder.
-    plan = plan_run([os.fspath(i) for i in inputs], os.fspath(output), config or RunConfig(),
-                    local_cluster=address is None)
+    plan = plan_run(
+        [os.fspath(i) for i in inputs],
+        os.fspath(output),
+        config or RunConfig(),
+        local_cluster=address is None,
+    )
     for warning in plan.warnings:
         log.warning(warning)
     try:
@@ -46,7 +49,7 @@ def run(
             record = execute(plan, address=address, progress=progress, faults=faults)
         ProgressFile(plan.local_output).finished(record)
         return record
-    except (UsageError, ModelLoadError, ConfigError):
+    except UsageError:  # ConfigError, ModelLoadError and InputError are UsageErrors too
         plan.remove_created_output()  # a mistake found only once the model loaded: leave no folder
         raise
     finally:

@@ -11,9 +11,15 @@ class PipelineMetrics:
     """Created once per process that records (Ray metric objects are cheap but not free)."""
 
     def __init__(self) -> None:
-        self.frames_decoded = metrics.Counter("pipeline_frames_decoded", "Frames decoded and sent to inference")
-        self.frames_inferred = metrics.Counter("pipeline_frames_inferred", "Frames whose detections were written")
-        self.batches_in_flight = metrics.Gauge("pipeline_batches_in_flight", "Batches sent to actors, not yet back")
+        self.frames_decoded = metrics.Counter(
+            "pipeline_frames_decoded", "Frames decoded and sent to inference"
+        )
+        self.frames_inferred = metrics.Counter(
+            "pipeline_frames_inferred", "Frames whose detections were written"
+        )
+        self.batches_in_flight = metrics.Gauge(
+            "pipeline_batches_in_flight", "Batches sent to actors, not yet back"
+        )
         self.batch_latency = metrics.Histogram(
             "pipeline_batch_latency_s",
             "Seconds from dispatching a batch to receiving its detections",
@@ -23,7 +29,9 @@ class PipelineMetrics:
             "pipeline_videos_finished", "Videos finished, by status", tag_keys=("status",)
         )
         self.process_rss = metrics.Gauge(
-            "pipeline_process_rss_bytes", "Resident memory of a pipeline process", tag_keys=("role",)
+            "pipeline_process_rss_bytes",
+            "Resident memory of a pipeline process",
+            tag_keys=("role",),
         )
         self.gpu_utilization = metrics.Gauge(
             "pipeline_gpu_utilization_percent", "GPU utilization from NVML", tag_keys=("gpu",)

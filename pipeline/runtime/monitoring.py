@@ -50,7 +50,12 @@ class PeakRss:
         return self.last
 
     def as_dict(self) -> dict:
-        return {"start_bytes": self.start, "warm_bytes": self.warm, "peak_bytes": self.peak, "last_bytes": self.last}
+        return {
+            "start_bytes": self.start,
+            "warm_bytes": self.warm,
+            "peak_bytes": self.peak,
+            "last_bytes": self.last,
+        }
 
 
 class GpuSampler:
@@ -80,7 +85,13 @@ class GpuSampler:
             try:
                 util = self._nvml.nvmlDeviceGetUtilizationRates(handle)
                 mem = self._nvml.nvmlDeviceGetMemoryInfo(handle)
-                out.append({"gpu": index, "utilization_percent": float(util.gpu), "memory_used_bytes": int(mem.used)})
+                out.append(
+                    {
+                        "gpu": index,
+                        "utilization_percent": float(util.gpu),
+                        "memory_used_bytes": int(mem.used),
+                    }
+                )
             except Exception as exc:
                 log.debug("NVML sample failed on GPU %s: %s", index, exc)
         return out

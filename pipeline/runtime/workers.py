@@ -11,14 +11,14 @@ import numpy as np
 import ray
 
 from pipeline.config import ConfigError, RunConfig
-from pipeline.media.decode import stream_video
-from pipeline.runtime.metrics import PipelineMetrics
 from pipeline.errors import ActorStartFailure
-from pipeline.runtime.faults import FaultPlan
-from pipeline.media.letterbox import LetterboxGeometry
 from pipeline.inference.model_ref import ModelLoadError
-from pipeline.runtime.monitoring import GpuSampler, PeakRss, process_rss_bytes
+from pipeline.media.decode import stream_video
+from pipeline.media.letterbox import LetterboxGeometry
 from pipeline.media.segments import WHOLE_VIDEO, FrameTimes, Segment, probe_frame_times
+from pipeline.runtime.faults import FaultPlan
+from pipeline.runtime.metrics import PipelineMetrics
+from pipeline.runtime.monitoring import GpuSampler, PeakRss, process_rss_bytes
 
 # Decoding one 1080p H.264 stream is mostly one core's work; a decoder reserves half a CPU so
 # that on a small machine inference keeps its cores while decoders overlap with it.
@@ -44,7 +44,11 @@ def decode_video(
     batches it already received, so a retry never produces a batch twice.
     """
     hook = (lambda seq: faults.on_decoder_batch(path, seq)) if faults else None
-    between = (lambda seq: faults.on_decoder_batch(path, seq, between_header_and_frames=True)) if faults else None
+    between = (
+        (lambda seq: faults.on_decoder_batch(path, seq, between_header_and_frames=True))
+        if faults
+        else None
+    )
     yield from stream_video(
         path,
         imgsz=imgsz,
@@ -105,8 +109,10 @@ class YoloActor:
             use_cuda = config.device == "cuda" or (config.device == "auto" and bool(gpu_ids))
             if use_cuda and not torch.cuda.is_available():
                 if config.device == "cuda":
-                    raise ConfigError("--device cuda was asked for, but CUDA is not available on this node "
-                                      "(use --device auto or cpu)")
+                    raise ConfigError(
+                        "--device cuda was asked for, but CUDA is not available on this node "
+                        "(use --device auto or cpu)"
+                    )
                 use_cuda = False
             if not use_cuda:
                 torch.set_num_threads(config.cpu_threads or os.cpu_count() or 1)
@@ -199,7 +205,12 @@ class YoloActor:
 # writes hidden files that the coordinator renames, so a rerun is harmless.
 @ray.remote(num_cpus=0, max_retries=2)
 def track_video(
-    untracked: str, tracked: str, tracks: str, video_id: str, names: dict[int, str], faults: FaultPlan | None = None
+    untracked: str,
+    tracked: str,
+    tracks: str,
+    video_id: str,
+    names: dict[int, str],
+    faults: FaultPlan | None = None,
 ) -> dict:
     """Track one finished video (see ``pipeline.analysis.tracking.track_detections_file``)."""
     from pipeline.analysis.tracking import track_detections_file
@@ -207,5 +218,11 @@ def track_video(
     if faults:
         faults.on_tracking(video_id)
     started = time.perf_counter()
-    num_tracks = track_detections_file(Path(untracked), Path(tracked), Path(tracks), video_id=video_id, names=names)
-    return {"num_tracks": num_tracks, "track_s": time.perf_counter() - started, "rss": process_rss_bytes()}
+    num_tracks = track_detections_file(
+        Path(untracked), Path(tracked), Path(tracks), video_id=video_id, names=names
+    )
+    return {
+        "num_tracks": num_tracks,
+        "track_s": time.perf_counter() - started,
+        "rss": process_rss_bytes(),
+    }

@@ -39,10 +39,19 @@ PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX = 10_000, 100_000
 
 
 class JobSubmission(BaseModel):
-    inputs: list[str] = Field(min_length=1, max_length=10_000, description="video files, folders or @list.txt files, inside the service's input roots")
-    output: str = Field(min_length=1, description="output folder, inside the service's output roots")
+    inputs: list[str] = Field(
+        min_length=1,
+        max_length=10_000,
+        description="video files, folders or @list.txt files, inside the service's input roots",
+    )
+    output: str = Field(
+        min_length=1, description="output folder, inside the service's output roots"
+    )
     settings: dict[str, int | float | bool | str | list[int | str]] = Field(
-        default_factory=dict, description="run options by name: batch_size, stride, imgsz, conf, iou, classes, max_det, device, num_actors, track")
+        default_factory=dict,
+        description="run options by name: batch_size, stride, imgsz, conf, iou, classes, max_det, "
+        "device, num_actors, track",
+    )
 
 
 class LocalDetector:
@@ -69,7 +78,9 @@ def _decode_cursor(cursor: str) -> tuple[str, int]:
             raise ValueError
         return video_id, row
     except (ValueError, TypeError, binascii.Error):
-        raise HTTPException(400, "cursor is not one this service gave out (use X-Next-Cursor of the previous page)") from None
+        raise HTTPException(
+            400, "cursor is not one this service gave out (use X-Next-Cursor of the previous page)"
+        ) from None
 
 
 def _http_error(exc: Exception) -> HTTPException:
@@ -106,8 +117,11 @@ def make_router(
         given = credentials.credentials.encode() if credentials else b""
         # compare_digest: the time taken does not say how much of a guess was right.
         if credentials is None or not hmac.compare_digest(given, settings.token.encode()):
-            raise HTTPException(401, "missing or wrong bearer token (Authorization: Bearer <token>)",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401,
+                "missing or wrong bearer token (Authorization: Bearer <token>)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     class TimedRoute(APIRoute):
         def get_route_handler(self):
@@ -140,7 +154,9 @@ def make_router(
     def service_metrics() -> Response:
         return Response(metrics.exposition(), media_type="text/plain; version=0.0.4")
 
-    @router.post("/jobs", status_code=201, dependencies=guarded, summary="start a backlog run (a Ray job)")
+    @router.post(
+        "/jobs", status_code=201, dependencies=guarded, summary="start a backlog run (a Ray job)"
+    )
     def submit_job(body: JobSubmission) -> dict:
         try:
             request = check_request(body.inputs, body.output, body.settings, settings)
@@ -152,30 +168,46 @@ def make_router(
     def list_jobs() -> dict:
         return {"jobs": jobs.list()}
 
-    @router.get("/jobs/{job_id}", dependencies=guarded, summary="a job's state, frames done, frames/s, ETA and video counts")
+    @router.get(
+        "/jobs/{job_id}",
+        dependencies=guarded,
+        summary="a job's state, frames done, frames/s, ETA and video counts",
+    )
     def show_job(job_id: str) -> dict:
         try:
             return jobs.show(job_id)
         except JobNotFound as exc:
             raise _http_error(exc) from None
 
-    @router.delete("/jobs/{job_id}", status_code=202, dependencies=guarded, summary="stop a job (resume it with POST /jobs/{id}/resume)")
+    @router.delete(
+        "/jobs/{job_id}",
+        status_code=202,
+        dependencies=guarded,
+        summary="stop a job (resume it with POST /jobs/{id}/resume)",
+    )
     def stop_job(job_id: str) -> dict:
         try:
             return jobs.stop(job_id)
         except JobNotFound as exc:
             raise _http_error(exc) from None
 
-    @router.post("/jobs/{job_id}/resume", status_code=201, dependencies=guarded,
-                 summary="run a stopped or finished job again: complete videos are skipped")
+    @router.post(
+        "/jobs/{job_id}/resume",
+        status_code=201,
+        dependencies=guarded,
+        summary="run a stopped or finished job again: complete videos are skipped",
+    )
     def resume_job(job_id: str) -> dict:
         try:
             return jobs.resume(job_id)
         except (JobNotFound, JobConflict) as exc:
             raise _http_error(exc) from None
 
-    @router.get("/jobs/{job_id}/detections", dependencies=guarded,
-                summary="a job's detections, filtered and paginated (JSON lines or Parquet)")
+    @router.get(
+        "/jobs/{job_id}/detections",
+        dependencies=guarded,
+        summary="a job's detections, filtered and paginated (JSON lines or Parquet)",
+    )
     def job_detections(
         job_id: str,
         video: list[str] | None = Query(None, description="video_id (repeat for several)"),
@@ -183,9 +215,13 @@ def make_router(
         start_s: float | None = Query(None, description="first timestamp, seconds (inclusive)"),
         end_s: float | None = Query(None, description="last timestamp, seconds (inclusive)"),
         min_conf: float | None = Query(None, ge=0, le=1, description="lowest confidence kept"),
-        flat: bool = Query(True, description="one row per box (true) or per processed frame (false)"),
+        flat: bool = Query(
+            True, description="one row per box (true) or per processed frame (false)"
+        ),
         format: Literal["jsonl", "parquet"] = Query("jsonl"),
-        limit: int = Query(PAGE_LIMIT_DEFAULT, ge=1, le=PAGE_LIMIT_MAX, description="rows per page"),
+        limit: int = Query(
+            PAGE_LIMIT_DEFAULT, ge=1, le=PAGE_LIMIT_MAX, description="rows per page"
+        ),
         cursor: str | None = Query(None, description="X-Next-Cursor of the previous page"),
     ) -> Response:
         from pipeline.output.readers import iter_detections
@@ -197,12 +233,21 @@ def make_router(
         after = _decode_cursor(cursor) if cursor else None
         class_filter = [c for c in classes.split(",") if c.strip()] if classes else None
         if classes is not None and not class_filter:
-            raise HTTPException(400, "classes is empty: give class names or ids, e.g. person,car or 0,2")
+            raise HTTPException(
+                400, "classes is empty: give class names or ids, e.g. person,car or 0,2"
+            )
         pages, rows, next_cursor = [], 0, None
         try:
             for video_id, first, table in iter_detections(
-                    output, flat=flat, after=after, video_id=video, classes=class_filter,
-                    start_s=start_s, end_s=end_s, min_confidence=min_conf):
+                output,
+                flat=flat,
+                after=after,
+                video_id=video,
+                classes=class_filter,
+                start_s=start_s,
+                end_s=end_s,
+                min_confidence=min_conf,
+            ):
                 room = limit - rows
                 if table.num_rows > room:
                     pages.append(table.slice(0, room))
@@ -214,17 +259,27 @@ def make_router(
                     next_cursor = _encode_cursor(video_id, first + table.num_rows)
                     break
         except UsageError as exc:  # not a run's output yet, an unknown class
-            raise HTTPException(409 if isinstance(exc, FileNotFoundError) else 400, str(exc)) from None
+            raise HTTPException(
+                409 if isinstance(exc, FileNotFoundError) else 400, str(exc)
+            ) from None
         headers = {"X-Next-Cursor": next_cursor} if next_cursor else {}
         if format == "parquet":
             page = pa.concat_tables(pages, promote_options="permissive") if pages else None
             buffer = io.BytesIO()
             if page is not None:
                 pq.write_table(page, buffer)
-            return Response(buffer.getvalue(), media_type="application/vnd.apache.parquet", headers=headers)
-        return StreamingResponse(_json_lines(pages), media_type="application/x-ndjson", headers=headers)
+            return Response(
+                buffer.getvalue(), media_type="application/vnd.apache.parquet", headers=headers
+            )
+        return StreamingResponse(
+            _json_lines(pages), media_type="application/x-ndjson", headers=headers
+        )
 
-    @router.post("/detect", dependencies=guarded, summary="boxes for one image (the request body: JPEG, PNG, ...)")
+    @router.post(
+        "/detect",
+        dependencies=guarded,
+        summary="boxes for one image (the request body: JPEG, PNG, ...)",
+    )
     async def detect_image(request: Request) -> dict:
         data = await _read_limited(request, settings.max_upload_bytes)
         try:
@@ -264,7 +319,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def one_sentence(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path"))
-        message = f"{where}: {first.get('msg', 'invalid value')}" if where else first.get("msg", "invalid request")
+        message = (
+            f"{where}: {first.get('msg', 'invalid value')}"
+            if where
+            else first.get("msg", "invalid request")
+        )
         return JSONResponse({"detail": message}, status_code=422)
 
     @app.exception_handler(Exception)
@@ -274,8 +333,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def build_fastapi_app(settings: ServiceSettings, **router_options) -> FastAPI:
-    app = FastAPI(title="YOLO video pipeline", description="Detection jobs over video backlogs, their results, "
-                  "and detection on single images.")
+    app = FastAPI(
+        title="YOLO video pipeline",
+        description="Detection jobs over video backlogs, their results, "
+        "and detection on single images.",
+    )
     app.include_router(make_router(settings, **router_options))
     install_error_handlers(app)
     return app

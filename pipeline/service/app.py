@@ -3,14 +3,18 @@ deployment that holds the warm model and batches concurrent ``POST /detect`` req
 (``@serve.batch``). Jobs run as Ray jobs, so they outlive the service.
 
 ``build_app`` is the import path for ``serve run`` (see ``deploy/serve.yaml``);
-``python -m pipeline serve`` (``serve_main``) starts the same app on a running Ray cluster.
+``python -m pipeline serve`` starts the same app on a running Ray cluster (``serve_until_stopped``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import signal
+import threading
 
 import numpy as np
+import ray
 from fastapi import FastAPI
 from ray import serve
 
@@ -55,7 +59,9 @@ class ServiceIngress:
 
 
 def service_app(settings: ServiceSettings, *, detector_replicas: int = 1):
-    return ServiceIngress.bind(settings, DetectorDeployment.options(num_replicas=detector_replicas).bind(settings))
+    return ServiceIngress.bind(
+        settings, DetectorDeployment.options(num_replicas=detector_replicas).bind(settings)
+    )
 
 
 def build_app(args: dict):
@@ -72,3 +78,44 @@ def build_app(args: dict):
     replicas = int(args.pop("detector_replicas", 1))
     overrides.update(args)
     return service_app(ServiceSettings.from_env(**overrides), detector_replicas=replicas)
+
+
+class ClusterNotRunning(ConnectionError):
+    """No Ray cluster at the address the service was told to join."""
+
+
+def serve_until_stopped(
+    settings: ServiceSettings, *, address: str, host: str, port: int, detector_replicas: int = 1
+) -> None:
+    """Run the service on the Ray cluster at ``address`` until SIGINT or SIGTERM; its jobs go on."""
+    try:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    except ConnectionError:
+        raise ClusterNotRunning(
+            "no Ray cluster is running: start one with `ray start --head` (see --help)"
+        ) from None
+    stop = threading.Event()
+    # Both set explicitly: a service started in the background of a script inherits an ignored
+    # SIGINT, and Ctrl-C or `kill -INT` would then do nothing.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        serve.start(http_options={"host": host, "port": port})
+        serve.run(
+            service_app(settings, detector_replicas=detector_replicas),
+            name="pipeline",
+            route_prefix="/",
+        )
+        print(
+            f"serving on http://{host}:{port} (API docs: /docs); Ctrl-C stops the service, "
+            "not its jobs",
+            flush=True,
+        )
+        while not stop.wait(0.5):
+            pass
+    finally:
+        try:
+            serve.delete("pipeline")
+        except Exception:
+            pass
+        ray.shutdown()

@@ -33,8 +33,12 @@ class ImageBoxes:
     detections: list[dict]
 
     def as_dict(self) -> dict:
-        return {"width": self.width, "height": self.height, "num_detections": len(self.detections),
-                "detections": self.detections}
+        return {
+            "width": self.width,
+            "height": self.height,
+            "num_detections": len(self.detections),
+            "detections": self.detections,
+        }
 
 
 def decode_image(data: bytes) -> np.ndarray:
@@ -47,9 +51,13 @@ def decode_image(data: bytes) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as header:
             width, height = header.size
     except Exception:
-        raise BadImage("the body is not an image that OpenCV can read (JPEG, PNG, BMP, WebP, TIFF)") from None
+        raise BadImage(
+            "the body is not an image that OpenCV can read (JPEG, PNG, BMP, WebP, TIFF)"
+        ) from None
     if width * height > MAX_PIXELS:
-        raise BadImage(f"the image is {width}x{height}, more than {MAX_PIXELS // 1_000_000} megapixels")
+        raise BadImage(
+            f"the image is {width}x{height}, more than {MAX_PIXELS // 1_000_000} megapixels"
+        )
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise BadImage("the body is not an image that OpenCV can read (JPEG, PNG, BMP, WebP, TIFF)")
@@ -62,8 +70,14 @@ class ImageDetector:
     def __init__(self, settings: ServiceSettings):
         from pipeline.inference.torch_detector import BatchDetector
 
-        self.detector = BatchDetector(settings.model, device=settings.device, imgsz=settings.imgsz,
-                                      conf=settings.conf, iou=settings.iou, max_batch=settings.max_batch)
+        self.detector = BatchDetector(
+            settings.model,
+            device=settings.device,
+            imgsz=settings.imgsz,
+            conf=settings.conf,
+            iou=settings.iou,
+            max_batch=settings.max_batch,
+        )
         self.names = self.detector.names
         self._lock = threading.Lock()
 
@@ -84,12 +98,23 @@ class ImageDetector:
                     counts, dets = self.detector.detect(canvas, geometry)
                     offsets = np.concatenate([[0], np.cumsum(counts)])
                     for slot, i in enumerate(chunk):
-                        results[i] = ImageBoxes(w, h, self._boxes(dets[offsets[slot] : offsets[slot + 1]]))
+                        results[i] = ImageBoxes(
+                            w, h, self._boxes(dets[offsets[slot] : offsets[slot + 1]])
+                        )
         return results  # type: ignore[return-value]
 
     def _boxes(self, dets) -> list[dict]:
         return [
-            {"class_id": int(c), "class_name": self.names.get(int(c), str(int(c))), "confidence": float(conf),
-             "x1": float(x1), "y1": float(y1), "x2": float(x2), "y2": float(y2)}
-            for (x1, y1, x2, y2), conf, c in zip(dets.xyxy.tolist(), dets.confidence.tolist(), dets.class_id.tolist())
+            {
+                "class_id": int(c),
+                "class_name": self.names.get(int(c), str(int(c))),
+                "confidence": float(conf),
+                "x1": float(x1),
+                "y1": float(y1),
+                "x2": float(x2),
+                "y2": float(y2),
+            }
+            for (x1, y1, x2, y2), conf, c in zip(
+                dets.xyxy.tolist(), dets.confidence.tolist(), dets.class_id.tolist()
+            )
         ]

@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Protocol
 
 from pipeline.config import ConfigError, RunConfig
-from pipeline.errors import UsageError
-from pipeline.plan.inputs import InputError, expand_inputs
-from pipeline.output.progress import read_progress
-from pipeline.cli.service_job import is_queued
-from pipeline.service.paths import confine
-from pipeline.service.settings import ServiceSettings
+from pipeline.errors import EXIT_OK, EXIT_VIDEOS_FAILED, UsageError
 from pipeline.locations import is_uri
+from pipeline.options import REQUEST_OPTIONS
+from pipeline.output.progress import read_progress
+from pipeline.plan.inputs import InputError, expand_inputs
+from pipeline.service.paths import confine
+from pipeline.service.queue import is_queued
+from pipeline.service.settings import ServiceSettings
 
 JOB_KEY, ATTEMPT_KEY, REQUEST_KEY = "pipeline.job", "pipeline.attempt", "pipeline.request"
 MAX_ARGV_INPUTS = 1000  # more inputs than this travel in a list file (local outputs) or are refused
@@ -53,7 +54,9 @@ class Submission:
 class JobBackend(Protocol):
     """Where runs execute: Ray's job API in production (``RayJobBackend``)."""
 
-    def submit(self, submission_id: str, entrypoint: str, env: dict[str, str], metadata: dict[str, str]) -> None: ...
+    def submit(
+        self, submission_id: str, entrypoint: str, env: dict[str, str], metadata: dict[str, str]
+    ) -> None: ...
 
     def list(self) -> list[Submission]: ...
 
@@ -75,19 +78,32 @@ class RayJobBackend:
             self._client = job_client(self.address)
         return self._client
 
-    def submit(self, submission_id: str, entrypoint: str, env: dict[str, str], metadata: dict[str, str]) -> None:
-        self.client.submit_job(entrypoint=entrypoint, submission_id=submission_id, metadata=metadata,
-                               runtime_env={"env_vars": env})
+    def submit(
+        self, submission_id: str, entrypoint: str, env: dict[str, str], metadata: dict[str, str]
+    ) -> None:
+        self.client.submit_job(
+            entrypoint=entrypoint,
+            submission_id=submission_id,
+            metadata=metadata,
+            runtime_env={"env_vars": env},
+        )
 
     def list(self) -> list[Submission]:
         out = []
         for job in self.client.list_jobs():
             if job.submission_id is None or JOB_KEY not in (job.metadata or {}):
                 continue
-            out.append(Submission(job.submission_id, str(getattr(job.status, "value", job.status)), dict(job.metadata),
-                                  getattr(job, "driver_exit_code", None), job.message,
-                                  job.start_time / 1000 if job.start_time else None,
-                                  job.end_time / 1000 if job.end_time else None))
+            out.append(
+                Submission(
+                    job.submission_id,
+                    str(getattr(job.status, "value", job.status)),
+                    dict(job.metadata),
+                    getattr(job, "driver_exit_code", None),
+                    job.message,
+                    job.start_time / 1000 if job.start_time else None,
+                    job.end_time / 1000 if job.end_time else None,
+                )
+            )
         return out
 
     def stop(self, submission_id: str) -> None:
@@ -97,12 +113,12 @@ class RayJobBackend:
 def job_state(status: str, exit_code: int | None) -> str:
     """The service's job state from Ray's status and the run's exit status (the CLI's contract:
     0 all complete, 3 some videos failed while the others completed). A running job that waits
-    for another to finish is shown as ``queued`` (see ``job_entry``)."""
+    for another to finish is shown as ``queued`` (see ``pipeline.service.queue``)."""
     if status in ("PENDING", "RUNNING", "STOPPED"):
         return {"PENDING": "pending", "RUNNING": "running", "STOPPED": "stopped"}[status]
     if status == "SUCCEEDED" or exit_code == 0:
         return "succeeded"
-    if exit_code == 3:
+    if exit_code == EXIT_VIDEOS_FAILED:
         return "completed_with_failures"
     return "failed"
 
@@ -115,48 +131,52 @@ class JobRequestError(UsageError):
 class JobRequest:
     inputs: tuple[str, ...]
     output: str
-    settings: dict  # RunConfig fields a request may set (see ALLOWED_SETTINGS)
-
-    ALLOWED_SETTINGS = {"batch_size": "--batch-size", "stride": "--stride", "imgsz": "--imgsz", "conf": "--conf",
-                        "iou": "--iou", "classes": "--classes", "max_det": "--max-det", "device": "--device",
-                        "num_actors": "--num-actors", "track": "--track"}
+    settings: dict  # RunConfig fields a request may set (pipeline.options.REQUEST_OPTIONS)
 
     def argv(self, model: str) -> list[str]:
         args = ["--output", self.output, "--model", model]
         for name, value in sorted(self.settings.items()):
-            option = self.ALLOWED_SETTINGS[name]
-            if name == "track":
-                args += [option] if value else []
-            elif name == "classes":
-                args += [option, ",".join(str(c) for c in value)]
-            else:
-                args += [option, str(value)]
+            args += REQUEST_OPTIONS[name].argv(value)
         return args
 
 
-def check_request(inputs: list[str], output: str, settings: dict, service: ServiceSettings) -> JobRequest:
+def check_request(
+    inputs: list[str], output: str, settings: dict, service: ServiceSettings
+) -> JobRequest:
     """Confine the paths, check the settings, and expand the inputs now, so that the job reads
     exactly the files that were checked (a symlink inside a root pointing out of it is refused)."""
     if not inputs:
         raise JobRequestError("inputs is empty: give at least one video, folder or @list.txt")
-    unknown = sorted(set(settings) - set(JobRequest.ALLOWED_SETTINGS))
+    unknown = sorted(set(settings) - set(REQUEST_OPTIONS))
     if unknown:
-        raise JobRequestError(f"unknown setting {unknown[0]!r}; allowed: {', '.join(sorted(JobRequest.ALLOWED_SETTINGS))}")
+        raise JobRequestError(
+            f"unknown setting {unknown[0]!r}; allowed: {', '.join(sorted(REQUEST_OPTIONS))}"
+        )
     try:
         RunConfig(model=service.model, **settings)
     except (ConfigError, TypeError) as exc:
         # The CLI's messages name options (--batch-size); a request names fields (batch_size).
         message = re.sub(r"--([a-z-]+)", lambda m: m.group(1).replace("-", "_"), str(exc))
-        raise JobRequestError(message if isinstance(exc, ConfigError) else f"bad settings: {message}") from None
+        raise JobRequestError(
+            message if isinstance(exc, ConfigError) else f"bad settings: {message}"
+        ) from None
     output = confine(output, service.output_roots, what="output")
-    named = [("@" + confine(i[1:], service.input_roots, what="list file")) if i.startswith("@")
-             else confine(i, service.input_roots, what="input") for i in inputs]
+    named = [
+        ("@" + confine(i[1:], service.input_roots, what="list file"))
+        if i.startswith("@")
+        else confine(i, service.input_roots, what="input")
+        for i in inputs
+    ]
     try:
         sources, _ = expand_inputs(named)
     except InputError as exc:
         raise JobRequestError(str(exc)) from None
-    files = [source.path if is_uri(source.path) else confine(source.path, service.input_roots, what="input")
-             for source in sources]
+    files = [
+        source.path
+        if is_uri(source.path)
+        else confine(source.path, service.input_roots, what="input")
+        for source in sources
+    ]
     return JobRequest(tuple(files), output, dict(settings))
 
 
@@ -173,16 +193,27 @@ class JobService:
         inputs = list(request.inputs)
         if len(inputs) > MAX_ARGV_INPUTS:
             if is_uri(request.output):
-                raise JobRequestError(f"{len(inputs)} inputs: give a folder or an @list.txt for more than {MAX_ARGV_INPUTS}")
+                raise JobRequestError(
+                    f"{len(inputs)} inputs: give a folder or an @list.txt for more than {MAX_ARGV_INPUTS}"
+                )
             lists = Path(request.output) / ".jobs"
             lists.mkdir(parents=True, exist_ok=True)
             list_file = lists / f"{submission_id}.txt"
             list_file.write_text("".join(f"{p}\n" for p in inputs))
             inputs = [f"@{list_file}"]
-        entrypoint = shlex.join([sys.executable, "-m", "pipeline.cli.service_job", *inputs,
-                                 *request.argv(self.settings.model)])
+        entrypoint = shlex.join(
+            [
+                sys.executable,
+                "-m",
+                "pipeline.cli.service_job",
+                *inputs,
+                *request.argv(self.settings.model),
+            ]
+        )
         env = {**dict(self.settings.job_env), "PIPELINE_JOB_ID": job_id}
-        blob = json.dumps({"inputs": list(request.inputs), "output": request.output, "settings": request.settings})
+        blob = json.dumps(
+            {"inputs": list(request.inputs), "output": request.output, "settings": request.settings}
+        )
         metadata = {JOB_KEY: job_id, ATTEMPT_KEY: str(attempt), REQUEST_KEY: blob}
         self.backend.submit(submission_id, entrypoint, env, metadata)
         return {"id": job_id, "state": "pending", "attempt": attempt}
@@ -210,7 +241,10 @@ class JobService:
         return self._view(job_id, self._latest(job_id))
 
     def list(self) -> list[dict]:
-        views = [self._view(job_id, subs, with_progress=False) for job_id, subs in self._attempts().items()]
+        views = [
+            self._view(job_id, subs, with_progress=False)
+            for job_id, subs in self._attempts().items()
+        ]
         return sorted(views, key=lambda v: v["submitted_at"] or 0, reverse=True)
 
     def stop(self, job_id: str) -> dict:
@@ -223,7 +257,9 @@ class JobService:
     def resume(self, job_id: str) -> dict:
         attempts = self._latest(job_id)
         if attempts[-1].status in ("PENDING", "RUNNING"):
-            raise JobConflict(f"job {job_id} is still running: stop it first (DELETE /jobs/{job_id})")
+            raise JobConflict(
+                f"job {job_id} is still running: stop it first (DELETE /jobs/{job_id})"
+            )
         return self.submit(self.request_of(job_id), job_id=job_id, attempt=len(attempts) + 1)
 
     def _view(self, job_id: str, attempts: list[Submission], *, with_progress: bool = True) -> dict:
@@ -242,10 +278,14 @@ class JobService:
             "output": request["output"],
             "settings": request["settings"],
         }
-        if latest.status == "FAILED" and latest.exit_code not in (0, 3):
+        if latest.status == "FAILED" and latest.exit_code not in (EXIT_OK, EXIT_VIDEOS_FAILED):
             view["error"] = (latest.message or "the run failed").splitlines()[-1][:300]
         if with_progress:
-            view.update(self._progress(job_id, request["output"], running=latest.status in ("PENDING", "RUNNING")))
+            view.update(
+                self._progress(
+                    job_id, request["output"], running=latest.status in ("PENDING", "RUNNING")
+                )
+            )
         return view
 
     @staticmethod
@@ -256,5 +296,10 @@ class JobService:
         eta = progress.get("eta_s")
         if running and progress.get("state") == "running" and eta is not None:
             eta = max(0.0, eta - (time.time() - progress.get("updated_at", time.time())))
-        return {"frames_done": progress.get("frames_done"), "frames_expected": progress.get("frames_expected"),
-                "frames_per_s": progress.get("frames_per_s"), "eta_s": eta, "videos": progress.get("videos")}
+        return {
+            "frames_done": progress.get("frames_done"),
+            "frames_expected": progress.get("frames_expected"),
+            "frames_per_s": progress.get("frames_per_s"),
+            "eta_s": eta,
+            "videos": progress.get("videos"),
+        }

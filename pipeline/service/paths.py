@@ -26,7 +26,8 @@ def _inside_uri(uri: str, root: str) -> bool:
         return False  # no credentials, no query strings and no parent segments in job URIs
     prefix = root_parts.path.rstrip("/")
     return (parts.scheme, parts.netloc) == (root_parts.scheme, root_parts.netloc) and (
-        parts.path.rstrip("/") == prefix or parts.path.startswith(prefix + "/"))
+        parts.path.rstrip("/") == prefix or parts.path.startswith(prefix + "/")
+    )
 
 
 def confine(location: str, roots: tuple[str, ...], *, what: str) -> str:

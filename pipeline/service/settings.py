@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.config import RunConfig
+from pipeline.errors import UsageError
 
 TOKEN_ENV = "PIPELINE_SERVICE_TOKEN"
 
 
-class SettingsError(ValueError):
+class SettingsError(UsageError, ValueError):
     """A service setting that cannot work (no roots, no token, a token file that cannot be read)."""
 
 
@@ -39,13 +40,19 @@ class ServiceSettings:
 
     def __post_init__(self) -> None:
         if not self.input_roots or not self.output_roots:
-            raise SettingsError("the service needs at least one input root and one output root "
-                                "(--input-root DIR --output-root DIR)")
+            raise SettingsError(
+                "the service needs at least one input root and one output root "
+                "(--input-root DIR --output-root DIR)"
+            )
         if self.auth and not self.token:
-            raise SettingsError(f"no token: set {TOKEN_ENV}, or --token-file FILE "
-                                "(or run with --no-auth on a trusted network)")
+            raise SettingsError(
+                f"no token: set {TOKEN_ENV}, or --token-file FILE "
+                "(or run with --no-auth on a trusted network)"
+            )
         if self.max_upload_bytes < 1 or self.max_batch < 1 or self.batch_wait_s < 0:
-            raise SettingsError("max upload size and max batch must be positive, batch wait non-negative")
+            raise SettingsError(
+                "max upload size and max batch must be positive, batch wait non-negative"
+            )
 
     @classmethod
     def from_env(cls, env: dict | None = None, **overrides) -> ServiceSettings:

@@ -19,9 +19,9 @@ import av
 import cv2
 import numpy as np
 
-from pipeline.media.decode import DecodeError, VideoDecoder
 from pipeline.errors import UsageError
-from pipeline.plan.inputs import video_id_for
+from pipeline.media.decode import DecodeError, VideoDecoder
+from pipeline.media.source import video_id_for
 from pipeline.output.readers import read_detections, read_videos
 from pipeline.output.writer import TEMP_PREFIX
 
@@ -29,10 +29,26 @@ log = logging.getLogger(__name__)
 
 # 20 well-separated colours (BGR); a box takes one by its track id, or by its class without one.
 PALETTE = [
-    (56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72),
-    (23, 204, 146), (134, 219, 61), (52, 147, 26), (187, 212, 0), (168, 153, 44), (255, 194, 0),
-    (147, 69, 52), (255, 115, 100), (236, 24, 0), (255, 56, 132), (133, 0, 82), (255, 56, 203),
-    (200, 149, 255), (199, 55, 255),
+    (56, 56, 255),
+    (151, 157, 255),
+    (31, 112, 255),
+    (29, 178, 255),
+    (49, 210, 207),
+    (10, 249, 72),
+    (23, 204, 146),
+    (134, 219, 61),
+    (52, 147, 26),
+    (187, 212, 0),
+    (168, 153, 44),
+    (255, 194, 0),
+    (147, 69, 52),
+    (255, 115, 100),
+    (236, 24, 0),
+    (255, 56, 132),
+    (133, 0, 82),
+    (255, 56, 203),
+    (200, 149, 255),
+    (199, 55, 255),
 ]
 # How far before --start the boxes are read, so the first frames of a range can show held boxes.
 HELD_LOOKBACK_S = 10.0
@@ -73,19 +89,25 @@ def pick_encoder() -> str:
         except Exception:
             continue
         if name != "libx264":
-            log.warning("H.264 encoder (libx264) is not available in this PyAV build; writing MPEG-4 Part 2 instead")
+            log.warning(
+                "H.264 encoder (libx264) is not available in this PyAV build; writing MPEG-4 Part 2 instead"
+            )
         return name
     raise UsageError("no usable video encoder (libx264 or mpeg4) in this PyAV build")
 
 
-Tab = tuple[int, int, int, int]  # x1, y1, x2, y2 of a label's filled tab, in pixels (x2, y2 exclusive)
+Tab = tuple[
+    int, int, int, int
+]  # x1, y1, x2, y2 of a label's filled tab, in pixels (x2, y2 exclusive)
 
 
 def _overlaps(a: Tab, b: Tab) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def place_labels(boxes: list[Tab], sizes: list[tuple[int, int]], width: int, height: int) -> list[Tab | None]:
+def place_labels(
+    boxes: list[Tab], sizes: list[tuple[int, int]], width: int, height: int
+) -> list[Tab | None]:
     """Where each box's label tab goes, so that every tab lies inside the frame and no two overlap.
 
     Boxes are placed in the order given (put the most confident first: they get the best spots).
@@ -96,12 +118,17 @@ def place_labels(boxes: list[Tab], sizes: list[tuple[int, int]], width: int, hei
     """
     placed: list[Tab] = []
     tabs: list[Tab | None] = []
-    for (x1, y1, x2, y2), (tw, th) in zip(boxes, sizes):
+    for (x1, y1, _x2, y2), (tw, th) in zip(boxes, sizes):
         if tw > width or th > height:
             tabs.append(None)
             continue
         left = min(max(x1, 0), width - tw)
-        anchors = [y1 - th, y1, y2, y2 - th]  # above the top edge, inside it, below the bottom, inside it
+        anchors = [
+            y1 - th,
+            y1,
+            y2,
+            y2 - th,
+        ]  # above the top edge, inside it, below the bottom, inside it
         candidates = [(0, k, y) for k, y in enumerate(anchors)]
         for step in range(1, height // th + 1):  # then slide away from the top edge, nearest first
             candidates += [(step, 4, y1 - th - step * th), (step, 5, y1 + step * th)]
@@ -132,22 +159,37 @@ class BoxPainter:
         self.thickness = max(2, round(short / 400))
         self.font_scale = max(0.4, short / 1800)
         self.font_thickness = max(1, round(short / 900))
-        self.last_tabs: list[Tab | None] = []  # the label tabs of the last frame drawn, per box (tests read them)
+        self.last_tabs: list[
+            Tab | None
+        ] = []  # the label tabs of the last frame drawn, per box (tests read them)
 
     @staticmethod
     def color(class_id: int, track_id) -> tuple[int, int, int]:
         key = int(track_id) if track_id is not None and track_id == track_id else int(class_id)
         return PALETTE[key % len(PALETTE)]
 
-    def _dashed_rectangle(self, frame: np.ndarray, p1: tuple[int, int], p2: tuple[int, int], color) -> None:
+    def _dashed_rectangle(
+        self, frame: np.ndarray, p1: tuple[int, int], p2: tuple[int, int], color
+    ) -> None:
         (x1, y1), (x2, y2) = p1, p2
         dash = 4 * self.thickness + 4
-        for a, b in (((x1, y1), (x2, y1)), ((x2, y1), (x2, y2)), ((x2, y2), (x1, y2)), ((x1, y2), (x1, y1))):
+        for a, b in (
+            ((x1, y1), (x2, y1)),
+            ((x2, y1), (x2, y2)),
+            ((x2, y2), (x1, y2)),
+            ((x1, y2), (x1, y1)),
+        ):
             length = max(abs(b[0] - a[0]), abs(b[1] - a[1]))
             for start in range(0, length, 2 * dash):
                 end = min(start + dash, length)
-                s = (a[0] + (b[0] - a[0]) * start // max(length, 1), a[1] + (b[1] - a[1]) * start // max(length, 1))
-                e = (a[0] + (b[0] - a[0]) * end // max(length, 1), a[1] + (b[1] - a[1]) * end // max(length, 1))
+                s = (
+                    a[0] + (b[0] - a[0]) * start // max(length, 1),
+                    a[1] + (b[1] - a[1]) * start // max(length, 1),
+                )
+                e = (
+                    a[0] + (b[0] - a[0]) * end // max(length, 1),
+                    a[1] + (b[1] - a[1]) * end // max(length, 1),
+                )
                 cv2.line(frame, s, e, color, self.thickness, cv2.LINE_AA)
 
     @staticmethod
@@ -172,7 +214,9 @@ class BoxPainter:
             else:
                 cv2.rectangle(frame, rect[:2], rect[2:], color, self.thickness, cv2.LINE_AA)
             text = self.label(box, held=held)
-            (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, self.font_scale, self.font_thickness)
+            (tw, th), base = cv2.getTextSize(
+                text, cv2.FONT_HERSHEY_SIMPLEX, self.font_scale, self.font_thickness
+            )
             rects.append(rect)
             colors.append(color)
             labels.append((text, th))
@@ -187,8 +231,16 @@ class BoxPainter:
                 continue
             (text, th), color = labels[i], colors[i]
             cv2.rectangle(frame, tab[:2], (tab[2] - 1, tab[3] - 1), color, -1)
-            cv2.putText(frame, text, (tab[0] + 1, tab[1] + th + 1), cv2.FONT_HERSHEY_SIMPLEX, self.font_scale,
-                        text_color(color), self.font_thickness, cv2.LINE_AA)
+            cv2.putText(
+                frame,
+                text,
+                (tab[0] + 1, tab[1] + th + 1),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                self.font_scale,
+                text_color(color),
+                self.font_thickness,
+                cv2.LINE_AA,
+            )
 
 
 def render(
@@ -204,14 +256,32 @@ def render(
 ) -> RenderSummary:
     video_id = resolve_video_id(video, results)
     lookback = None if start_s is None else max(0.0, start_s - HELD_LOOKBACK_S)
-    boxes = read_detections(results, video_id=video_id, start_s=lookback, end_s=end_s, classes=classes,
-                            min_confidence=min_confidence)
+    boxes = read_detections(
+        results,
+        video_id=video_id,
+        start_s=lookback,
+        end_s=end_s,
+        classes=classes,
+        min_confidence=min_confidence,
+    )
     boxes = boxes.sort_values("frame_index", kind="stable")
-    by_frame: dict[int, list[dict]] = {int(f): g.to_dict("records") for f, g in boxes.groupby("frame_index")}
-    processed = set(read_detections(results, flat=False, video_id=video_id, start_s=lookback, end_s=end_s,
-                                    columns=["frame_index"])["frame_index"].tolist())
+    by_frame: dict[int, list[dict]] = {
+        int(f): g.to_dict("records") for f, g in boxes.groupby("frame_index")
+    }
+    processed = set(
+        read_detections(
+            results,
+            flat=False,
+            video_id=video_id,
+            start_s=lookback,
+            end_s=end_s,
+            columns=["frame_index"],
+        )["frame_index"].tolist()
+    )
     if not processed:
-        raise UsageError(f"the results in {results} have no processed frames of {video} in that time range")
+        raise UsageError(
+            f"the results in {results} have no processed frames of {video} in that time range"
+        )
 
     try:
         decoder = VideoDecoder(str(video))
@@ -225,7 +295,9 @@ def render(
     even = info.width % 2 == 0 and info.height % 2 == 0
     pix_fmt = "yuv420p" if even or codec != "libx264" else "yuv444p"
     if not even and codec != "libx264":
-        raise UsageError(f"{video} is {info.width}x{info.height}; MPEG-4 Part 2 needs even sizes (install a PyAV with libx264)")
+        raise UsageError(
+            f"{video} is {info.width}x{info.height}; MPEG-4 Part 2 needs even sizes (install a PyAV with libx264)"
+        )
 
     summary = RenderSummary(str(output), 0, 0, 0, 0, codec, info.width, info.height)
     held: list[dict] = []
@@ -238,8 +310,14 @@ def render(
     # leaves no half video where the output should be (nor replaces an older one).
     temp = Path(output).with_name(f"{TEMP_PREFIX}{Path(output).name}")
     try:
-        with av.open(str(temp), mode="w") as container:  # the container from the extension, which the name keeps
-            stream = container.add_stream(codec, rate=rate, options={"crf": "18", "preset": "veryfast"} if codec == "libx264" else {})
+        with av.open(
+            str(temp), mode="w"
+        ) as container:  # the container from the extension, which the name keeps
+            stream = container.add_stream(
+                codec,
+                rate=rate,
+                options={"crf": "18", "preset": "veryfast"} if codec == "libx264" else {},
+            )
             stream.width, stream.height, stream.pix_fmt = info.width, info.height, pix_fmt
             stream.time_base = 1 / rate
             if codec != "libx264":

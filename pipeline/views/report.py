@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import UsageError
-from pipeline.output.readers import read_detections, read_videos
 from pipeline.locations import is_uri
+from pipeline.output.readers import read_detections, read_videos
 
 MIB = 1024 * 1024
 STAGE_NOTES = {
@@ -56,7 +56,9 @@ def _table(frame: pd.DataFrame, css: str = "") -> str:
     for row in frame.itertuples(index=False):
         cells = "".join(f"<td>{html.escape('' if _missing(v) else str(v))}</td>" for v in row)
         rows.append(f"<tr>{cells}</tr>")
-    return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    return (
+        f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    )
 
 
 def _missing(value) -> bool:
@@ -74,14 +76,20 @@ def bin_size_for(duration_s: float, bins: int = 60) -> float:
     return next((step for step in BIN_STEPS_S if step * bins >= duration_s), BIN_STEPS_S[-1])
 
 
-def class_counts_over_time(boxes: pd.DataFrame, frame_times: pd.Series, classes: list[str], bin_s: float) -> pd.DataFrame:
+def class_counts_over_time(
+    boxes: pd.DataFrame, frame_times: pd.Series, classes: list[str], bin_s: float
+) -> pd.DataFrame:
     """Mean boxes per processed frame, per class and time bin (index: bin start in seconds;
     columns: classes). ``frame_times`` are the timestamps of every processed frame, boxes or not,
     so a bin's mean does not depend on the stride or the bin width."""
     frames_per_bin = (frame_times // bin_s).astype(int).value_counts()
     index = np.arange(int(frame_times.max() // bin_s) + 1) if len(frame_times) else np.zeros(0, int)
     chosen = boxes[boxes["class_name"].isin(classes)]
-    counts = chosen.groupby([(chosen["timestamp_s"] // bin_s).astype(int), "class_name"]).size().unstack(fill_value=0)
+    counts = (
+        chosen.groupby([(chosen["timestamp_s"] // bin_s).astype(int), "class_name"])
+        .size()
+        .unstack(fill_value=0)
+    )
     counts = counts.reindex(index=index, columns=classes, fill_value=0)
     frames = frames_per_bin.reindex(index, fill_value=0).to_numpy()
     means = counts.div(np.where(frames > 0, frames, np.nan), axis=0)
@@ -125,10 +133,17 @@ def _plot_confidence(boxes: pd.DataFrame, classes: list[str], threshold: float |
     bins = np.linspace(0, 1, 41)
     ax.hist(boxes["confidence"], bins=bins, color="#bbb", label="all classes")
     for name in classes:
-        ax.hist(boxes.loc[boxes["class_name"] == name, "confidence"], bins=bins, histtype="step", linewidth=1.4,
-                label=name)
+        ax.hist(
+            boxes.loc[boxes["class_name"] == name, "confidence"],
+            bins=bins,
+            histtype="step",
+            linewidth=1.4,
+            label=name,
+        )
     if threshold is not None:
-        ax.axvline(threshold, color="#b00020", linestyle="--", linewidth=1, label=f"--conf {threshold:g}")
+        ax.axvline(
+            threshold, color="#b00020", linestyle="--", linewidth=1, label=f"--conf {threshold:g}"
+        )
     ax.set_xlabel("confidence")
     ax.set_ylabel("boxes")
     ax.set_title("Confidence of the stored boxes")
@@ -143,13 +158,21 @@ def _plot_classes_over_time(per_video: list[tuple[str, pd.DataFrame, float]]) ->
     fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 2.6 * rows), squeeze=False)
     for ax, (title, table, bin_s) in zip(axes.flat, per_video):
         for name in table.columns:
-            ax.plot(table.index, table[name], label=name, linewidth=1.4, marker="o" if len(table) < 8 else None)
-        ax.set_title(f"{title} (bins of {bin_s:g} s)", fontsize=9, parse_math=False)  # names may hold $
+            ax.plot(
+                table.index,
+                table[name],
+                label=name,
+                linewidth=1.4,
+                marker="o" if len(table) < 8 else None,
+            )
+        ax.set_title(
+            f"{title} (bins of {bin_s:g} s)", fontsize=9, parse_math=False
+        )  # names may hold $
         ax.set_xlabel("video time (s)")
         ax.set_ylabel("boxes per frame")
         ax.set_ylim(bottom=0)
         ax.legend(fontsize=7, loc="upper right")
-    for ax in list(axes.flat)[len(per_video):]:
+    for ax in list(axes.flat)[len(per_video) :]:
         ax.axis("off")
     fig.tight_layout()
     return _png(fig)
@@ -163,7 +186,13 @@ def _plot_throughput(points: list[dict]) -> str:
     ax.set_xlabel("run time (s)")
     ax.set_ylabel("frames per second")
     ax2 = ax.twinx()
-    ax2.plot([p["t_s"] for p in points], [p["frames_done"] for p in points], color="#999", linewidth=1, label="frames done")
+    ax2.plot(
+        [p["t_s"] for p in points],
+        [p["frames_done"] for p in points],
+        color="#999",
+        linewidth=1,
+        label="frames done",
+    )
     ax2.set_ylabel("frames done")
     ax.set_title("Throughput over time")
     return _png(fig)
@@ -191,11 +220,19 @@ def _plot_memory(memory: dict, points: list[dict]) -> str | None:
     if not roles:
         return None
     has_timeline = any(p.get("coordinator_rss") for p in points)
-    fig, axes = plt.subplots(1, 2 if has_timeline else 1, figsize=(12 if has_timeline else 7, 3.2), squeeze=False)
+    fig, axes = plt.subplots(
+        1, 2 if has_timeline else 1, figsize=(12 if has_timeline else 7, 3.2), squeeze=False
+    )
     ax = axes[0][0]
     x = np.arange(len(roles))
-    for k, (key, label) in enumerate((("start_bytes", "start"), ("warm_bytes", "warm"), ("peak_bytes", "peak"),
-                                      ("last_bytes", "last"))):
+    for k, (key, label) in enumerate(
+        (
+            ("start_bytes", "start"),
+            ("warm_bytes", "warm"),
+            ("peak_bytes", "peak"),
+            ("last_bytes", "last"),
+        )
+    ):
         values = [(m.get(key) or 0) / MIB for _, m in roles]
         ax.bar(x + (k - 1.5) * 0.2, values, width=0.2, label=label)
     ax.set_xticks(x, [name for name, _ in roles], fontsize=8)
@@ -206,7 +243,9 @@ def _plot_memory(memory: dict, points: list[dict]) -> str | None:
         ax = axes[0][1]
         t = [p["t_s"] for p in points]
         ax.plot(t, [(p.get("driver_rss") or np.nan) / MIB for p in points], label="driver")
-        ax.plot(t, [(p.get("coordinator_rss") or np.nan) / MIB for p in points], label="coordinator")
+        ax.plot(
+            t, [(p.get("coordinator_rss") or np.nan) / MIB for p in points], label="coordinator"
+        )
         actors = max((len(p.get("actor_rss") or []) for p in points), default=0)
         for i in range(actors):
             series = [((p.get("actor_rss") or [None] * actors)[i] or np.nan) / MIB for p in points]
@@ -220,7 +259,11 @@ def _plot_memory(memory: dict, points: list[dict]) -> str | None:
 
 
 def _plot_gpu(points: list[dict]) -> str | None:
-    samples = [(p["t_s"], np.mean(p["gpu_utilization_percent"])) for p in points if p.get("gpu_utilization_percent")]
+    samples = [
+        (p["t_s"], np.mean(p["gpu_utilization_percent"]))
+        for p in points
+        if p.get("gpu_utilization_percent")
+    ]
     if not samples:
         return None
     plt = _plt()
@@ -250,7 +293,9 @@ def sample_frame(path: str, boxes: pd.DataFrame, frame_index: int) -> str | None
     if is_uri(path) or not Path(path).is_file():
         return None
     try:
-        decoder = VideoDecoder(path, stride=max(frame_index, 1))  # converts only frames 0 and frame_index
+        decoder = VideoDecoder(
+            path, stride=max(frame_index, 1)
+        )  # converts only frames 0 and frame_index
         image = next((img for index, _, img in decoder.frames() if index == frame_index), None)
     except DecodeError:
         return None
@@ -259,9 +304,13 @@ def sample_frame(path: str, boxes: pd.DataFrame, frame_index: int) -> str | None
     BoxPainter(image.shape[1], image.shape[0]).draw(image, boxes.to_dict("records"))
     scale = SAMPLE_WIDTH / image.shape[1]
     if scale < 1:
-        image = cv2.resize(image, (SAMPLE_WIDTH, round(image.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+        image = cv2.resize(
+            image, (SAMPLE_WIDTH, round(image.shape[0] * scale)), interpolation=cv2.INTER_AREA
+        )
     ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])
-    return "data:image/jpeg;base64," + base64.b64encode(jpeg.tobytes()).decode("ascii") if ok else None
+    return (
+        "data:image/jpeg;base64," + base64.b64encode(jpeg.tobytes()).decode("ascii") if ok else None
+    )
 
 
 def _samples_section(videos: pd.DataFrame, boxes: pd.DataFrame, count: int = 3) -> str | None:
@@ -280,13 +329,19 @@ def _samples_section(videos: pd.DataFrame, boxes: pd.DataFrame, count: int = 3) 
         if uri is None:
             unreadable.append(name)
             continue
-        caption = (f"{name}, frame {frame_index} ({frame_boxes['timestamp_s'].iloc[0]:.2f} s): "
-                   f"{len(frame_boxes)} boxes")
-        figures.append(f'<figure>{_img(uri, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>')
+        caption = (
+            f"{name}, frame {frame_index} ({frame_boxes['timestamp_s'].iloc[0]:.2f} s): "
+            f"{len(frame_boxes)} boxes"
+        )
+        figures.append(
+            f"<figure>{_img(uri, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>"
+        )
     note = ""
     if unreadable:
-        note = (f'<p class="note">Source video not readable here, so no sample: '
-                f"{html.escape(', '.join(unreadable))}.</p>")
+        note = (
+            f'<p class="note">Source video not readable here, so no sample: '
+            f"{html.escape(', '.join(unreadable))}.</p>"
+        )
     if not figures and not note:
         return None
     return "".join(figures) + note
@@ -296,7 +351,9 @@ def _samples_section(videos: pd.DataFrame, boxes: pd.DataFrame, count: int = 3) 
 
 
 def _key_values(pairs: list[tuple[str, object]]) -> str:
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in pairs)
+    rows = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in pairs
+    )
     return f'<table class="kv">{rows}</table>'
 
 
@@ -353,18 +410,30 @@ def _tracks_section(root: Path, names: dict[str, str], longest: int = 10) -> str
         return None
     per_class = tracks["class_name"].value_counts()
     top = tracks.sort_values(["num_frames", "mean_confidence"], ascending=False).head(longest)
-    table = pd.DataFrame({
-        "video": top["video_id"].map(lambda v: names.get(v, v)),
-        "track": top["track_id"],
-        "class": top["class_name"],
-        "frames seen": top["num_frames"],
-        "from (s)": top["first_timestamp_s"].map(lambda t: f"{t:.2f}"),
-        "to (s)": top["last_timestamp_s"].map(lambda t: f"{t:.2f}"),
-        "mean confidence": top["mean_confidence"].map(lambda c: f"{c:.2f}"),
-    })
-    return (_img(_plot_counts(per_class.head(15), xlabel="tracks (all videos)", title="Tracks per class",
-                              color="#2a9d8f"), "tracks per class")
-            + f"<h3>The {len(top)} longest tracks</h3>" + _table(table))
+    table = pd.DataFrame(
+        {
+            "video": top["video_id"].map(lambda v: names.get(v, v)),
+            "track": top["track_id"],
+            "class": top["class_name"],
+            "frames seen": top["num_frames"],
+            "from (s)": top["first_timestamp_s"].map(lambda t: f"{t:.2f}"),
+            "to (s)": top["last_timestamp_s"].map(lambda t: f"{t:.2f}"),
+            "mean confidence": top["mean_confidence"].map(lambda c: f"{c:.2f}"),
+        }
+    )
+    return (
+        _img(
+            _plot_counts(
+                per_class.head(15),
+                xlabel="tracks (all videos)",
+                title="Tracks per class",
+                color="#2a9d8f",
+            ),
+            "tracks per class",
+        )
+        + f"<h3>The {len(top)} longest tracks</h3>"
+        + _table(table)
+    )
 
 
 # ---- the page ----------------------------------------------------------------------------
@@ -390,10 +459,14 @@ def _status_cell(status: str) -> str:
     return f'<span class="{css}">{html.escape(status)}</span>'
 
 
-def build_report(results: str | Path, *, top_classes: int = 5, max_videos: int = 12, bin_s: float | None = None) -> str:
+def build_report(
+    results: str | Path, *, top_classes: int = 5, max_videos: int = 12, bin_s: float | None = None
+) -> str:
     """The report's HTML for one output directory."""
     if is_uri(str(results)):
-        raise UsageError("report reads a local output directory; copy the output from object storage first")
+        raise UsageError(
+            "report reads a local output directory; copy the output from object storage first"
+        )
     root = Path(results)
     videos = read_videos(root)  # NotARunOutput (a UsageError) when it is not a run's output
     run_file = root / "run.json"
@@ -403,17 +476,26 @@ def build_report(results: str | Path, *, top_classes: int = 5, max_videos: int =
 
     parts = [f"<h1>Detection run report: {html.escape(root.absolute().name)}</h1>"]
     generated = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    parts.append(f'<p class="note">Output directory {html.escape(str(root.absolute()))}; report made {generated}.</p>')
-    parts.append('<p class="note">Sections: <a href="#summary">summary</a> · <a href="#settings">settings</a> · '
-                 '<a href="#videos">videos</a> · <a href="#samples">sample frames</a> · '
-                 '<a href="#classes">classes</a> · <a href="#tracks">tracks</a> · '
-                 '<a href="#run">throughput, stages, memory, GPU</a> · <a href="#failures">failures</a></p>')
+    parts.append(
+        f'<p class="note">Output directory {html.escape(str(root.absolute()))}; report made {generated}.</p>'
+    )
+    parts.append(
+        '<p class="note">Sections: <a href="#summary">summary</a> · <a href="#settings">settings</a> · '
+        '<a href="#videos">videos</a> · <a href="#samples">sample frames</a> · '
+        '<a href="#classes">classes</a> · <a href="#tracks">tracks</a> · '
+        '<a href="#run">throughput, stages, memory, GPU</a> · <a href="#failures">failures</a></p>'
+    )
 
     # Summary
     counts = videos["status"].value_counts()
-    summary = [("videos", len(videos)), ("ok", int(counts.get("ok", 0))), ("partial", int(counts.get("partial", 0))),
-               ("failed", int(counts.get("failed", 0))), ("frames processed", int(videos["frames_processed"].sum())),
-               ("detections", int(videos["num_detections"].sum()))]
+    summary = [
+        ("videos", len(videos)),
+        ("ok", int(counts.get("ok", 0))),
+        ("partial", int(counts.get("partial", 0))),
+        ("failed", int(counts.get("failed", 0))),
+        ("frames processed", int(videos["frames_processed"].sum())),
+        ("detections", int(videos["num_detections"].sum())),
+    ]
     if "num_tracks" in videos and videos["num_tracks"].notna().any():
         summary.append(("tracks", int(videos["num_tracks"].fillna(0).sum())))
     if run:
@@ -427,27 +509,41 @@ def build_report(results: str | Path, *, top_classes: int = 5, max_videos: int =
         parts.append(_section("Settings", "settings", _settings(run, known_classes_of(root))))
 
     # Per video
-    shown = pd.DataFrame({
-        "path": videos["path"],
-        "status": videos["status"],
-        "duration (s)": [_duration(r.frames_decoded, r.fps) for r in videos.itertuples()],
-        "frames processed": videos["frames_processed"],
-        "detections": videos["num_detections"],
-        "size": [f"{r.width}x{r.height}" if not _missing(r.width) else "" for r in videos.itertuples()],
-        "fps": videos["fps"].map(lambda v: "" if _missing(v) else f"{v:.2f}"),
-    })
+    shown = pd.DataFrame(
+        {
+            "path": videos["path"],
+            "status": videos["status"],
+            "duration (s)": [_duration(r.frames_decoded, r.fps) for r in videos.itertuples()],
+            "frames processed": videos["frames_processed"],
+            "detections": videos["num_detections"],
+            "size": [
+                f"{r.width}x{r.height}" if not _missing(r.width) else ""
+                for r in videos.itertuples()
+            ],
+            "fps": videos["fps"].map(lambda v: "" if _missing(v) else f"{v:.2f}"),
+        }
+    )
     if "num_tracks" in videos and videos["num_tracks"].notna().any():
         shown["tracks"] = videos["num_tracks"]
     body = _table(shown)
     for status in ("ok", "partial", "failed"):  # colour the status column
         body = body.replace(f"<td>{status}</td>", f"<td>{_status_cell(status)}</td>")
-    parts.append(_section("Videos", "videos", body + '<p class="note">Duration: frames decoded / frame rate.</p>'))
+    parts.append(
+        _section(
+            "Videos", "videos", body + '<p class="note">Duration: frames decoded / frame rate.</p>'
+        )
+    )
 
     samples = _samples_section(videos, boxes)
     if samples:
-        parts.append(_section("Sample frames", "samples",
-                              '<p class="note">The frame with the most boxes early in each of the busiest videos, '
-                              "drawn from the stored boxes.</p>" + samples))
+        parts.append(
+            _section(
+                "Sample frames",
+                "samples",
+                '<p class="note">The frame with the most boxes early in each of the busiest videos, '
+                "drawn from the stored boxes.</p>" + samples,
+            )
+        )
 
     # Classes
     if boxes.empty:
@@ -456,21 +552,44 @@ def build_report(results: str | Path, *, top_classes: int = 5, max_videos: int =
         totals = boxes["class_name"].value_counts()
         busiest = list(totals.index[:top_classes])
         busiest_videos = list(boxes["video_id"].value_counts().index[:max_videos])
-        frame_times = read_detections(root, flat=False, video_id=busiest_videos, columns=["video_id", "timestamp_s"])
+        frame_times = read_detections(
+            root, flat=False, video_id=busiest_videos, columns=["video_id", "timestamp_s"]
+        )
         per_video = []
         for v in busiest_videos:
             times = frame_times.loc[frame_times["video_id"] == v, "timestamp_s"]
             step = bin_s or bin_size_for(float(times.max()))
-            per_video.append((names.get(v, v), class_counts_over_time(boxes[boxes["video_id"] == v], times, busiest, step), step))
-        note = (f'<p class="note">The {len(busiest)} busiest classes: mean boxes per processed frame over video '
-                f"time, for the {len(per_video)} videos with the most detections.</p>")
+            per_video.append(
+                (
+                    names.get(v, v),
+                    class_counts_over_time(boxes[boxes["video_id"] == v], times, busiest, step),
+                    step,
+                )
+            )
+        note = (
+            f'<p class="note">The {len(busiest)} busiest classes: mean boxes per processed frame over video '
+            f"time, for the {len(per_video)} videos with the most detections.</p>"
+        )
         threshold = run["settings"].get("conf") if run else None
-        parts.append(_section("Classes", "classes",
-                              _img(_plot_counts(totals.head(max(top_classes, 10)), xlabel="boxes (all videos)",
-                                                title="Detections per class", color="#3b7dd8"), "detections per class")
-                              + _img(_plot_confidence(boxes, busiest[:3], threshold), "confidence histogram")
-                              + "<h3>Classes over time</h3>" + note
-                              + _img(_plot_classes_over_time(per_video), "classes over time")))
+        parts.append(
+            _section(
+                "Classes",
+                "classes",
+                _img(
+                    _plot_counts(
+                        totals.head(max(top_classes, 10)),
+                        xlabel="boxes (all videos)",
+                        title="Detections per class",
+                        color="#3b7dd8",
+                    ),
+                    "detections per class",
+                )
+                + _img(_plot_confidence(boxes, busiest[:3], threshold), "confidence histogram")
+                + "<h3>Classes over time</h3>"
+                + note
+                + _img(_plot_classes_over_time(per_video), "classes over time"),
+            )
+        )
 
     tracks = _tracks_section(root, names)
     if tracks:
@@ -478,7 +597,11 @@ def build_report(results: str | Path, *, top_classes: int = 5, max_videos: int =
 
     # The run
     if run is None:
-        parts.append(_section("Run", "run", "<p>No run.json: the run was interrupted before its summary.</p>"))
+        parts.append(
+            _section(
+                "Run", "run", "<p>No run.json: the run was interrupted before its summary.</p>"
+            )
+        )
     else:
         points = (run.get("timeline") or {}).get("points") or []
         run_parts = []
@@ -487,11 +610,17 @@ def build_report(results: str | Path, *, top_classes: int = 5, max_videos: int =
         else:
             run_parts.append('<p class="note">The run was too short for a throughput timeline.</p>')
         stage_rows = pd.DataFrame(
-            [{"stage": k, "seconds": f"{v:.2f}", "what": STAGE_NOTES.get(k, "")} for k, v in run["stage_s"].items()]
+            [
+                {"stage": k, "seconds": f"{v:.2f}", "what": STAGE_NOTES.get(k, "")}
+                for k, v in run["stage_s"].items()
+            ]
         )
         stages_plot = _plot_stages(run["stage_s"])
-        run_parts.append("<h3>Time per stage</h3>" + (_img(stages_plot, "time per stage") if stages_plot else "")
-                         + _table(stage_rows))
+        run_parts.append(
+            "<h3>Time per stage</h3>"
+            + (_img(stages_plot, "time per stage") if stages_plot else "")
+            + _table(stage_rows)
+        )
         memory_plot = _plot_memory(run["memory"], points)
         if memory_plot:
             run_parts.append("<h3>Memory per role</h3>" + _img(memory_plot, "memory per role"))
@@ -503,11 +632,16 @@ def build_report(results: str | Path, *, top_classes: int = 5, max_videos: int =
                 f"<td>{(g.get('peak_memory_used_bytes') or 0) / MIB:.0f} MiB</td></tr>"
                 for i, g in enumerate(gpus)
             )
-            run_parts.append("<h3>GPU</h3>" + (_img(gpu_plot, "GPU utilization") if gpu_plot else "")
-                             + f"<table><tr><th>actor</th><th>mean utilization</th><th>peak memory</th></tr>{rows}</table>")
+            run_parts.append(
+                "<h3>GPU</h3>"
+                + (_img(gpu_plot, "GPU utilization") if gpu_plot else "")
+                + f"<table><tr><th>actor</th><th>mean utilization</th><th>peak memory</th></tr>{rows}</table>"
+            )
         else:
-            run_parts.append('<h3>GPU</h3><p class="note">No GPU in this run (device '
-                             f"{html.escape(str(run['model']['device']))}).</p>")
+            run_parts.append(
+                '<h3>GPU</h3><p class="note">No GPU in this run (device '
+                f"{html.escape(str(run['model']['device']))}).</p>"
+            )
         parts.append(_section("Throughput, stages, memory, GPU", "run", "\n".join(run_parts)))
 
     # Failures
@@ -515,10 +649,15 @@ def build_report(results: str | Path, *, top_classes: int = 5, max_videos: int =
     if bad.empty:
         parts.append(_section("Failures", "failures", "<p>None: every video is complete.</p>"))
     else:
-        parts.append(_section("Failures", "failures",
-                              _table(bad[["path", "status", "frames_processed", "error"]], css="failed")))
+        parts.append(
+            _section(
+                "Failures",
+                "failures",
+                _table(bad[["path", "status", "frames_processed", "error"]], css="failed"),
+            )
+        )
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>Run report: {html.escape(root.absolute().name)}</title><style>{CSS}</style></head><body>\n"
         + "\n".join(parts)
         + "\n</body></html>\n"

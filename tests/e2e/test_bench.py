@@ -19,10 +19,27 @@ def test_the_bench_runs_every_kind_of_contender_and_checks_the_boxes(clips, mode
     before = set(Path(tempfile.gettempdir()).glob("bench-*"))
     out = tmp_path / "bench.json"
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline", "bench", "--video", str(clips["short_1080p"]), "--model", model_path,
-         "--concat", "2", "--repeats", "1", "--contenders", "naive,pipeline,decode,infer,decode-parts,coordination",
-         "--json", str(out)],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "bench",
+            "--video",
+            str(clips["short_1080p"]),
+            "--model",
+            model_path,
+            "--concat",
+            "2",
+            "--repeats",
+            "1",
+            "--contenders",
+            "naive,pipeline,decode,infer,decode-parts,coordination",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(out.read_text())["summary"]
@@ -30,16 +47,29 @@ def test_the_bench_runs_every_kind_of_contender_and_checks_the_boxes(clips, mode
     assert summary["pipeline"]["engine"] == "openvino"
     assert summary["pipeline"]["startup"][0]["actors_ready_to_first_batch_s"] > 0
     assert summary["infer"]["median_fps"] > 0 and summary["decode"]["median_fps"] > 0
-    assert summary["bound_fps"] < min(summary["infer"]["median_fps"], summary["decode"]["median_fps"])
+    assert summary["bound_fps"] < min(
+        summary["infer"]["median_fps"], summary["decode"]["median_fps"]
+    )
     parity = summary["parity"]
     assert parity["reference_boxes"] == summary["naive"]["boxes"] > 100
     assert parity["matched_fraction"] >= 0.99 and parity["max_abs_conf_diff"] <= 0.02
     parts = summary["decode-parts"]["parts_ms"]
     assert all(parts[k] > 0 for k in ("decode_ms", "bgr_conversion_ms", "letterbox_resize_ms"))
     coordination = summary["coordination"]  # the synthetic engine: 5 fixed boxes on every frame
-    assert coordination["frames"] == 4 * 4800 and coordination["boxes"] == 5 * coordination["frames"]
-    assert coordination["batches"] == 4 * -(-4800 // 16)  # the default batch size; no video shares a batch
-    assert 0 < coordination["coordinator_cpu_ms_per_batch"] < 1000 * coordination["seconds"] / coordination["batches"] * 2
+    assert (
+        coordination["frames"] == 4 * 4800 and coordination["boxes"] == 5 * coordination["frames"]
+    )
+    assert coordination["batches"] == 4 * -(
+        -4800 // 16
+    )  # the default batch size; no video shares a batch
+    assert (
+        0
+        < coordination["coordinator_cpu_ms_per_batch"]
+        < 1000 * coordination["seconds"] / coordination["batches"] * 2
+    )
     assert "of coordinator CPU per batch" in done.stdout
-    assert "box parity, pipeline vs naive" in done.stdout and "one decoder, ms per frame" in done.stdout
+    assert (
+        "box parity, pipeline vs naive" in done.stdout
+        and "one decoder, ms per frame" in done.stdout
+    )
     assert set(Path(tempfile.gettempdir()).glob("bench-*")) <= before  # no temporary folder left

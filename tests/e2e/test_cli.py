@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 
 from pipeline.inference.detections import BatchResult, Detections
-from pipeline.plan.inputs import video_id_for
+from pipeline.media.samples import write_video
+from pipeline.media.source import video_id_for
 from pipeline.output.manifest import Manifest, VideoRecord
 from pipeline.output.writer import VideoResultWriter
-from pipeline.media.samples import write_video
 
 USAGE_SECONDS = 2.0  # a usage error is reported within this, Python's start-up included
 
@@ -30,10 +30,18 @@ USAGE_SECONDS = 2.0  # a usage error is reported within this, Python's start-up 
 def pipeline_cli(*args, cwd=None, block_ray: Path | None = None, timeout=120):
     env = {**os.environ, "YOLO_OFFLINE": "1"}
     if block_ray is not None:
-        env["PYTHONPATH"] = os.pathsep.join([str(block_ray), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        env["PYTHONPATH"] = os.pathsep.join([str(block_ray), env.get("PYTHONPATH", "")]).rstrip(
+            os.pathsep
+        )
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=timeout,
+    )
     return done, time.monotonic() - started
 
 
@@ -49,14 +57,22 @@ def no_ray(tmp_path_factory) -> Path:
 def test_help_explains_inputs_outputs_and_exit_statuses():
     done, _ = pipeline_cli("run", "--help")
     assert done.returncode == 0
-    for text in ("@list.txt", "videos.parquet", "run.json", "--stride", "--device", "exit status", "resume"):
+    for text in (
+        "@list.txt",
+        "videos.parquet",
+        "run.json",
+        "--stride",
+        "--device",
+        "exit status",
+        "resume",
+    ):
         assert text in done.stdout
 
 
 def test_bench_help_gives_every_option_a_meaning_and_default():
     done, _ = pipeline_cli("bench", "--help")
     assert done.returncode == 0
-    options = done.stdout[done.stdout.index("options:"):]
+    options = done.stdout[done.stdout.index("options:") :]
     for option in ("--imgsz", "--conf", "--iou", "--stride", "--batch-size"):
         # the option's entry: from its name to the next option's
         entry = re.search(rf"^  {option} .*?(?=^  -)", options, re.S | re.M).group(0)
@@ -68,7 +84,9 @@ class Mistake:
     """One user mistake: the command, what the single error line must say, and the exit status."""
 
     argv: list[str]
-    says: list[str]  # fragments of the error line: the problem, and what to do where there is a hint
+    says: list[
+        str
+    ]  # fragments of the error line: the problem, and what to do where there is a hint
     code: int = 2
     uses_ray: bool = False  # found only once the model loads in a YoloActor
     writes: list[str] = field(default_factory=lambda: ["{tmp}/o"])  # must not exist afterwards
@@ -82,59 +100,136 @@ class NotAYoloModel:
 
 MISTAKES = {
     # argparse and option ranges
-    "unknown option": Mistake(["run", "{video}", "-o", "{tmp}/o", "--bogus"], ["unrecognized arguments: --bogus"]),
+    "unknown option": Mistake(
+        ["run", "{video}", "-o", "{tmp}/o", "--bogus"], ["unrecognized arguments: --bogus"]
+    ),
     "no --output": Mistake(["run", "{video}"], ["--output"]),
-    "bad --device": Mistake(["run", "{video}", "-o", "{tmp}/o", "--device", "tpu"], ["invalid choice: 'tpu'"]),
-    "--conf 2": Mistake(["run", "{video}", "-o", "{tmp}/o", "--conf", "2"], ["--conf must be between 0 and 1"]),
-    "--imgsz 100": Mistake(["run", "{video}", "-o", "{tmp}/o", "--imgsz", "100"], ["--imgsz must be a multiple of 32"]),
-    "--batch-size 0": Mistake(["run", "{video}", "-o", "{tmp}/o", "--batch-size", "0"], ["--batch-size must be between"]),
-    "--stride 0": Mistake(["run", "{video}", "-o", "{tmp}/o", "--stride", "0"], ["--stride must be at least 1"]),
-    "empty --classes": Mistake(["run", "{video}", "-o", "{tmp}/o", "--classes", ","], ["--classes is empty", "person,car"]),
+    "bad --device": Mistake(
+        ["run", "{video}", "-o", "{tmp}/o", "--device", "tpu"], ["invalid choice: 'tpu'"]
+    ),
+    "--conf 2": Mistake(
+        ["run", "{video}", "-o", "{tmp}/o", "--conf", "2"], ["--conf must be between 0 and 1"]
+    ),
+    "--imgsz 100": Mistake(
+        ["run", "{video}", "-o", "{tmp}/o", "--imgsz", "100"], ["--imgsz must be a multiple of 32"]
+    ),
+    "--batch-size 0": Mistake(
+        ["run", "{video}", "-o", "{tmp}/o", "--batch-size", "0"], ["--batch-size must be between"]
+    ),
+    "--stride 0": Mistake(
+        ["run", "{video}", "-o", "{tmp}/o", "--stride", "0"], ["--stride must be at least 1"]
+    ),
+    "empty --classes": Mistake(
+        ["run", "{video}", "-o", "{tmp}/o", "--classes", ","], ["--classes is empty", "person,car"]
+    ),
     # inputs
-    "misspelled input": Mistake(["run", "{tmp}/clip.mpp4", "-o", "{tmp}/o"], ["input not found", "did you mean", "clip.mp4"]),
-    "missing input folder": Mistake(["run", "{tmp}/nowhere/a.mp4", "-o", "{tmp}/o"], ["input not found", "no such folder"]),
-    "empty directory": Mistake(["run", "{tmp}/empty_dir", "-o", "{tmp}/o"], ["no video files found"]),
-    "missing @list": Mistake(["run", "@{tmp}/missing.txt", "-o", "{tmp}/o"], ["cannot read input list"]),
+    "misspelled input": Mistake(
+        ["run", "{tmp}/clip.mpp4", "-o", "{tmp}/o"], ["input not found", "did you mean", "clip.mp4"]
+    ),
+    "missing input folder": Mistake(
+        ["run", "{tmp}/nowhere/a.mp4", "-o", "{tmp}/o"], ["input not found", "no such folder"]
+    ),
+    "empty directory": Mistake(
+        ["run", "{tmp}/empty_dir", "-o", "{tmp}/o"], ["no video files found"]
+    ),
+    "missing @list": Mistake(
+        ["run", "@{tmp}/missing.txt", "-o", "{tmp}/o"], ["cannot read input list"]
+    ),
     # the model and its classes
-    "offline default model": Mistake(["run", "{video}", "-o", "{tmp}/o", "--model", "yolo11n.pt"],
-                                     ["cannot be downloaded", "Pass --model PATH"]),
-    "missing model": Mistake(["run", "{video}", "-o", "{tmp}/o", "--model", "{tmp}/nope.pt"],
-                             ["model not found", "Pass --model PATH"]),
-    "corrupt .pt": Mistake(["run", "{video}", "-o", "{tmp}/o", "--model", "{tmp}/garbage.pt"],
-                           ["not a readable PyTorch checkpoint", "Pass --model PATH"]),
-    ".pt without a model": Mistake(["run", "{video}", "-o", "{tmp}/o", "--model", "{tmp}/no_model.pt"],
-                                   ["not a YOLO checkpoint", "Pass --model PATH"]),
-    "--classes 99": Mistake(["run", "{video}", "-o", "{tmp}/o", "--classes", "99", "--model", "{model}"],
-                            ["the model has no class id 99", "ids 0 to 79"]),
-    "--classes persn": Mistake(["run", "{video}", "-o", "{tmp}/o", "--classes", "persn", "--model", "{model}"],
-                               ["no class named 'persn'", "did you mean 'person'"]),
+    "offline default model": Mistake(
+        ["run", "{video}", "-o", "{tmp}/o", "--model", "yolo11n.pt"],
+        ["cannot be downloaded", "Pass --model PATH"],
+    ),
+    "missing model": Mistake(
+        ["run", "{video}", "-o", "{tmp}/o", "--model", "{tmp}/nope.pt"],
+        ["model not found", "Pass --model PATH"],
+    ),
+    "corrupt .pt": Mistake(
+        ["run", "{video}", "-o", "{tmp}/o", "--model", "{tmp}/garbage.pt"],
+        ["not a readable PyTorch checkpoint", "Pass --model PATH"],
+    ),
+    ".pt without a model": Mistake(
+        ["run", "{video}", "-o", "{tmp}/o", "--model", "{tmp}/no_model.pt"],
+        ["not a YOLO checkpoint", "Pass --model PATH"],
+    ),
+    "--classes 99": Mistake(
+        ["run", "{video}", "-o", "{tmp}/o", "--classes", "99", "--model", "{model}"],
+        ["the model has no class id 99", "ids 0 to 79"],
+    ),
+    "--classes persn": Mistake(
+        ["run", "{video}", "-o", "{tmp}/o", "--classes", "persn", "--model", "{model}"],
+        ["no class named 'persn'", "did you mean 'person'"],
+    ),
     # the output
-    "output under a file": Mistake(["run", "{video}", "-o", "{video}/o", "--model", "{model}"], ["is not writable"],
-                                   writes=["{video}/o"]),
+    "output under a file": Mistake(
+        ["run", "{video}", "-o", "{video}/o", "--model", "{model}"],
+        ["is not writable"],
+        writes=["{video}/o"],
+    ),
     # a model that only fails once an actor loads it: one line too, and no output folder left
-    "unloadable checkpoint": Mistake(["run", "{video}", "-o", "{tmp}/o", "--model", "{tmp}/not_yolo.pt", "--device", "cpu"],
-                                     ["cannot load model", "not_yolo.pt"], uses_ray=True),
+    "unloadable checkpoint": Mistake(
+        ["run", "{video}", "-o", "{tmp}/o", "--model", "{tmp}/not_yolo.pt", "--device", "cpu"],
+        ["cannot load model", "not_yolo.pt"],
+        uses_ray=True,
+    ),
     # render
-    "render: output folder missing": Mistake(["render", "{video}", "--results", "{results}", "-o", "{tmp}/missing_dir/x.mp4"],
-                                             ["missing_dir", "does not exist", "create it first"], writes=["{tmp}/missing_dir"]),
-    "render: output is the input": Mistake(["render", "{video}", "--results", "{results}", "-o", "{video}"],
-                                           ["is the input video", "another file name"], writes=[]),
-    "render: unknown class": Mistake(["render", "{video}", "--results", "{results}", "-o", "{tmp}/x.mp4", "--classes", "persn"],
-                                     ["the run's model has no class named 'persn'", "did you mean 'person'"], writes=["{tmp}/x.mp4"]),
-    "render: missing video": Mistake(["render", "{tmp}/missing.mp4", "--results", "{results}", "-o", "{tmp}/x.mp4"],
-                                     ["file not found"], writes=["{tmp}/x.mp4"]),
-    "render: --end before --start": Mistake(["render", "{video}", "--results", "{results}", "-o", "{tmp}/x.mp4",
-                                             "--start", "5", "--end", "1"], ["--end must not be before --start"],
-                                            writes=["{tmp}/x.mp4"]),
-    "render: not a run output": Mistake(["render", "{video}", "--results", "{tmp}/nothing-here", "-o", "{tmp}/x.mp4"],
-                                        ["nothing-here", "does not exist", "--output folder of a run"], writes=["{tmp}/x.mp4"]),
+    "render: output folder missing": Mistake(
+        ["render", "{video}", "--results", "{results}", "-o", "{tmp}/missing_dir/x.mp4"],
+        ["missing_dir", "does not exist", "create it first"],
+        writes=["{tmp}/missing_dir"],
+    ),
+    "render: output is the input": Mistake(
+        ["render", "{video}", "--results", "{results}", "-o", "{video}"],
+        ["is the input video", "another file name"],
+        writes=[],
+    ),
+    "render: unknown class": Mistake(
+        ["render", "{video}", "--results", "{results}", "-o", "{tmp}/x.mp4", "--classes", "persn"],
+        ["the run's model has no class named 'persn'", "did you mean 'person'"],
+        writes=["{tmp}/x.mp4"],
+    ),
+    "render: missing video": Mistake(
+        ["render", "{tmp}/missing.mp4", "--results", "{results}", "-o", "{tmp}/x.mp4"],
+        ["file not found"],
+        writes=["{tmp}/x.mp4"],
+    ),
+    "render: --end before --start": Mistake(
+        [
+            "render",
+            "{video}",
+            "--results",
+            "{results}",
+            "-o",
+            "{tmp}/x.mp4",
+            "--start",
+            "5",
+            "--end",
+            "1",
+        ],
+        ["--end must not be before --start"],
+        writes=["{tmp}/x.mp4"],
+    ),
+    "render: not a run output": Mistake(
+        ["render", "{video}", "--results", "{tmp}/nothing-here", "-o", "{tmp}/x.mp4"],
+        ["nothing-here", "does not exist", "--output folder of a run"],
+        writes=["{tmp}/x.mp4"],
+    ),
     # report
-    "report: output folder missing": Mistake(["report", "{results}", "-o", "{tmp}/missing_dir/r.html"],
-                                             ["missing_dir", "does not exist"], writes=["{tmp}/missing_dir"]),
-    "report: not a run output": Mistake(["report", "{tmp}/nothing-here"], ["does not exist", "--output folder of a run"],
-                                        writes=["{tmp}/nothing-here"]),
-    "report: --top-classes 0": Mistake(["report", "{results}", "--top-classes", "0"], ["at least 1"],
-                                       writes=["{results}/report.html"]),
+    "report: output folder missing": Mistake(
+        ["report", "{results}", "-o", "{tmp}/missing_dir/r.html"],
+        ["missing_dir", "does not exist"],
+        writes=["{tmp}/missing_dir"],
+    ),
+    "report: not a run output": Mistake(
+        ["report", "{tmp}/nothing-here"],
+        ["does not exist", "--output folder of a run"],
+        writes=["{tmp}/nothing-here"],
+    ),
+    "report: --top-classes 0": Mistake(
+        ["report", "{results}", "--top-classes", "0"],
+        ["at least 1"],
+        writes=["{results}/report.html"],
+    ),
 }
 
 
@@ -156,26 +251,51 @@ def workspace(tmp_path_factory, model_path) -> dict:
     names = {0: "person", 2: "car"}
     writer = VideoResultWriter(results, vid, names)
     idx = np.arange(3)
-    writer.add(BatchResult(vid, 0, idx, idx / 30, [1, 0, 1], Detections(np.array([[4, 4, 20, 20]] * 2, float),
-                                                                         np.array([0.9, 0.8]), [0, 2])))
+    writer.add(
+        BatchResult(
+            vid,
+            0,
+            idx,
+            idx / 30,
+            [1, 0, 1],
+            Detections(np.array([[4, 4, 20, 20]] * 2, float), np.array([0.9, 0.8]), [0, 2]),
+        )
+    )
     writer.commit()
     manifest = Manifest(results)
     manifest.class_names = names
-    manifest.update(VideoRecord(vid, str(video), "ok", frames_processed=3, num_detections=2,
-                                class_counts=writer.class_totals()))
+    manifest.update(
+        VideoRecord(
+            vid,
+            str(video),
+            "ok",
+            frames_processed=3,
+            num_detections=2,
+            class_counts=writer.class_totals(),
+        )
+    )
     manifest.save()
     return {"tmp": tmp, "video": video, "results": results, "model": model_path}
 
 
 @pytest.mark.parametrize(
-    "name", [pytest.param(name, marks=pytest.mark.slow) if m.uses_ray else name for name, m in MISTAKES.items()])
+    "name",
+    [
+        pytest.param(name, marks=pytest.mark.slow) if m.uses_ray else name
+        for name, m in MISTAKES.items()
+    ],
+)
 def test_each_mistake_gets_one_line_and_leaves_nothing(name, workspace, no_ray):
     mistake = MISTAKES[name]
     fill = lambda text: text.format(**workspace)  # noqa: E731
     leftovers = [Path(fill(w)) for w in mistake.writes]
     before = {path: path.exists() for path in leftovers}
-    done, seconds = pipeline_cli(*map(fill, mistake.argv), cwd=workspace["tmp"],
-                                 block_ray=None if mistake.uses_ray else no_ray, timeout=300)
+    done, seconds = pipeline_cli(
+        *map(fill, mistake.argv),
+        cwd=workspace["tmp"],
+        block_ray=None if mistake.uses_ray else no_ray,
+        timeout=300,
+    )
     print(f"{name}: exit {done.returncode} in {seconds:.2f} s: {done.stderr.strip()}")
     assert done.returncode == mistake.code, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
@@ -190,29 +310,47 @@ def test_each_mistake_gets_one_line_and_leaves_nothing(name, workspace, no_ray):
         assert seconds < USAGE_SECONDS, f"{name} took {seconds:.2f} s"
 
 
-def test_a_list_entry_that_is_missing_is_a_failed_video_not_a_usage_error(tmp_path, no_ray, model_path):
+def test_a_list_entry_that_is_missing_is_a_failed_video_not_a_usage_error(
+    tmp_path, no_ray, model_path
+):
     """Only inputs named on the command line are checked up front; a @list's entries are videos
     to report. With nothing else to do, no Ray is started for it."""
     listing = tmp_path / "list.txt"
     listing.write_text("gone.mp4\n")
-    done, _ = pipeline_cli("run", f"@{listing}", "-o", tmp_path / "o", "--model", model_path, block_ray=no_ray)
+    done, _ = pipeline_cli(
+        "run", f"@{listing}", "-o", tmp_path / "o", "--model", model_path, block_ray=no_ray
+    )
     assert done.returncode == 3, done.stderr
     assert "gone.mp4: file not found" in done.stderr
     import pyarrow.parquet as pq
 
     rows = pq.read_table(tmp_path / "o" / "videos.parquet").to_pylist()
-    assert [(Path(r["path"]).name, r["status"], r["error"]) for r in rows] == [("gone.mp4", "failed", "file not found")]
+    assert [(Path(r["path"]).name, r["status"], r["error"]) for r in rows] == [
+        ("gone.mp4", "failed", "file not found")
+    ]
 
 
 # ---- with Ray: a rerun with nothing to do, and Ctrl-C while Ray starts ----------------------------
 
 
 @pytest.mark.slow
-def test_a_rerun_with_nothing_to_do_starts_nothing_and_keeps_the_record(tmp_path, clips, model_path, no_ray):
+def test_a_rerun_with_nothing_to_do_starts_nothing_and_keeps_the_record(
+    tmp_path, clips, model_path, no_ray
+):
     import json
 
     out = tmp_path / "out"
-    argv = ["run", clips["tiny_17"], "--output", out, "--model", model_path, "--device", "cpu", "--no-progress"]
+    argv = [
+        "run",
+        clips["tiny_17"],
+        "--output",
+        out,
+        "--model",
+        model_path,
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     first, _ = pipeline_cli(*argv, timeout=600)
     assert first.returncode == 0, first.stderr
     record = json.loads((out / "run.json").read_text())
@@ -238,15 +376,34 @@ def test_ctrl_c_while_ray_starts_exits_130_in_one_line(tmp_path, clips, model_pa
 
     def ray_processes() -> set[int]:
         listing = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-        return {int(line.split()[0]) for line in listing.splitlines()
-                if any(name in line for name in ("raylet", "gcs_server", "ray::"))}
+        return {
+            int(line.split()[0])
+            for line in listing.splitlines()
+            if any(name in line for name in ("raylet", "gcs_server", "ray::"))
+        }
 
     before = ray_processes()
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "run", str(clips["small_h264"]), "--output", str(tmp_path / "o"),
-         "--model", model_path, "--device", "cpu", "--no-progress"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        env={**os.environ, "YOLO_OFFLINE": "1"})
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "run",
+            str(clips["small_h264"]),
+            "--output",
+            str(tmp_path / "o"),
+            "--model",
+            model_path,
+            "--device",
+            "cpu",
+            "--no-progress",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "YOLO_OFFLINE": "1"},
+    )
     time.sleep(delay_s)
     os.killpg(process.pid, signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
@@ -254,7 +411,11 @@ def test_ctrl_c_while_ray_starts_exits_130_in_one_line(tmp_path, clips, model_pa
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
     lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "interrupted" in lines[0] and "run the same command again" in lines[0].lower()
+    assert (
+        len(lines) == 1
+        and "interrupted" in lines[0]
+        and "run the same command again" in lines[0].lower()
+    )
     deadline = time.monotonic() + 20
     while ray_processes() - before and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -270,9 +431,26 @@ def test_a_run_in_a_terminal_prints_only_its_own_output(tmp_path, clips, model_p
 
     main_fd, terminal = pty.openpty()
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "run", str(clips["tiny_17"]), "--output", str(tmp_path / "o"),
-         "--model", model_path, "--device", "cpu", "--track"],
-        stdin=terminal, stdout=terminal, stderr=terminal, env={**os.environ, "YOLO_OFFLINE": "1"}, close_fds=True)
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "run",
+            str(clips["tiny_17"]),
+            "--output",
+            str(tmp_path / "o"),
+            "--model",
+            model_path,
+            "--device",
+            "cpu",
+            "--track",
+        ],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env={**os.environ, "YOLO_OFFLINE": "1"},
+        close_fds=True,
+    )
     os.close(terminal)
     screen = b""
     deadline = time.monotonic() + 300
@@ -298,8 +476,9 @@ def test_a_run_in_a_terminal_prints_only_its_own_output(tmp_path, clips, model_p
 
 
 @pytest.mark.slow
-def test_a_second_run_on_an_output_in_use_stops_at_once_and_leaves_the_first_alone(tmp_path, people_mp4, model_path,
-                                                                                  no_ray):
+def test_a_second_run_on_an_output_in_use_stops_at_once_and_leaves_the_first_alone(
+    tmp_path, people_mp4, model_path, no_ray
+):
     import cv2
 
     from pipeline.media.samples import read_frames
@@ -307,14 +486,33 @@ def test_a_second_run_on_an_output_in_use_stops_at_once_and_leaves_the_first_alo
     video = tmp_path / "long.mp4"
     write_video(video, [cv2.resize(f, (320, 180)) for f in read_frames(people_mp4, limit=240)])
     out = tmp_path / "out"
-    argv = [sys.executable, "-m", "pipeline", "run", str(video), "--output", str(out), "--model", model_path,
-            "--device", "cpu", "--no-progress"]
-    first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "YOLO_OFFLINE": "1"})
+    argv = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "run",
+        str(video),
+        "--output",
+        str(out),
+        "--model",
+        model_path,
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
+    first = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "YOLO_OFFLINE": "1"},
+    )
     try:
         deadline = time.monotonic() + 120
         while not (out / ".lease").exists():  # the first run has begun
-            assert first.poll() is None and time.monotonic() < deadline, first.communicate()[1][-2000:]
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()[1][
+                -2000:
+            ]
             time.sleep(0.1)
         second, seconds = pipeline_cli(*argv[3:], block_ray=no_ray)
         print(f"second run: exit {second.returncode} in {seconds:.2f} s: {second.stderr.strip()}")

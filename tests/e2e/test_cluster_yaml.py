@@ -3,11 +3,10 @@
 import copy
 import re
 import shlex
-import tomllib
 
 import pytest
+import tomllib
 import yaml
-
 from conftest import REPO
 
 
@@ -48,9 +47,15 @@ def test_gpu_workers_autoscale_and_the_head_keeps_work_off_itself(config):
     head = types[config["head_node_type"]]
     assert head["resources"].get("CPU") == 0  # decoders and actors go to the GPU nodes
     gpu_types = {k: v for k, v in types.items() if k != config["head_node_type"]}
-    assert {v["node_config"]["InstanceType"] for v in gpu_types.values()} >= {"g5.2xlarge", "g5.12xlarge"}
+    assert {v["node_config"]["InstanceType"] for v in gpu_types.values()} >= {
+        "g5.2xlarge",
+        "g5.12xlarge",
+    }
     assert all(v["max_workers"] > v.get("min_workers", 0) for v in gpu_types.values())
-    assert any(v["node_config"].get("InstanceMarketOptions", {}).get("MarketType") == "spot" for v in gpu_types.values())
+    assert any(
+        v["node_config"].get("InstanceMarketOptions", {}).get("MarketType") == "spot"
+        for v in gpu_types.values()
+    )
 
 
 def test_metrics_are_exported_outside_rays_worker_ports(config):

@@ -33,10 +33,12 @@ def predict_boxes(people_mp4, model_path):
 
 
 @pytest.mark.parametrize("engine", ["openvino", "onnx"])
-def test_an_exported_engine_gives_predicts_boxes(engine, people_mp4, model_path, predict_boxes, tmp_path):
+def test_an_exported_engine_gives_predicts_boxes(
+    engine, people_mp4, model_path, predict_boxes, tmp_path
+):
     from pipeline.config import RunConfig
-    from pipeline.media.decode import VideoDecoder, iter_batches
     from pipeline.inference.open import open_detector
+    from pipeline.media.decode import VideoDecoder, iter_batches
 
     config = RunConfig(model=model_path, engine=engine, batch_size=16)
     opened = open_detector(config, "cpu", warm_shapes=((384, 640),), cache_dir=tmp_path)
@@ -50,7 +52,13 @@ def test_an_exported_engine_gives_predicts_boxes(engine, people_mp4, model_path,
         counts, d = detector.detect(batch.frames, geometry)
         start = 0
         for c in counts:
-            ours.append((d.xyxy[start : start + c], d.confidence[start : start + c], d.class_id[start : start + c]))
+            ours.append(
+                (
+                    d.xyxy[start : start + c],
+                    d.confidence[start : start + c],
+                    d.class_id[start : start + c],
+                )
+            )
             start += c
         if len(ours) >= FRAMES:
             break
@@ -76,15 +84,29 @@ g = opened.detector.geometry(1080, 1920)
 opened.detector.detect(np.full((2, 384, 640, 3), 114, np.uint8), g)
 print(opened.engine, "torch" in sys.modules, "ultralytics" in sys.modules)
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["openvino", "False", "False"]
 
 
 def _run(videos, output, model, env, *extra):
     videos = [videos] if not isinstance(videos, list) else videos
-    command = [sys.executable, "-m", "pipeline", "run", *map(str, videos), "--output", str(output), "--model", model,
-               "--device", "cpu", *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "run",
+        *map(str, videos),
+        "--output",
+        str(output),
+        "--model",
+        model,
+        "--device",
+        "cpu",
+        *extra,
+    ]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return done, json.loads((output / "run.json").read_text())
@@ -96,7 +118,11 @@ def test_a_second_run_reuses_the_cached_engine(clips, model_path, tmp_path):
     env = dict(os.environ, PIPELINE_ENGINE_CACHE=str(tmp_path / "engines"))
     _, first = _run(clips["short_1080p"], tmp_path / "out", model_path, env)
     _, second = _run([clips["short_1080p"], clips["tiny_17"]], tmp_path / "out", model_path, env)
-    assert (first["totals"]["frames"], second["totals"]["frames"], second["totals"]["videos_skipped"]) == (24, 17, 1)
+    assert (
+        first["totals"]["frames"],
+        second["totals"]["frames"],
+        second["totals"]["videos_skipped"],
+    ) == (24, 17, 1)
     assert first["model"]["engine"] == second["model"]["engine"] == "openvino"
     assert list(first["model"]["engine_export_s"]) == ["384x640"]
     assert second["model"]["engine_export_s"] == {}
@@ -109,7 +135,9 @@ def test_a_second_run_reuses_the_cached_engine(clips, model_path, tmp_path):
         assert start["actors_ready_to_first_batch_s"] > 0
 
 
-def test_an_engine_that_cannot_be_built_falls_back_to_torch_with_one_warning(clips, model_path, tmp_path):
+def test_an_engine_that_cannot_be_built_falls_back_to_torch_with_one_warning(
+    clips, model_path, tmp_path
+):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
     env = dict(os.environ, PIPELINE_ENGINE_CACHE=str(blocker / "engines"))  # cannot be created

@@ -16,16 +16,29 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import read_rows, write_people_clips
+
 from pipeline.media.samples import write_video
 
 pytestmark = pytest.mark.slow
 
 
 def command(inputs, out, model, *extra):
-    return [sys.executable, "-m", "pipeline", "run", *map(str, inputs), "--output", str(out), "--model", model,
-            "--batch-size", "4", "--no-progress", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "run",
+        *map(str, inputs),
+        "--output",
+        str(out),
+        "--model",
+        model,
+        "--batch-size",
+        "4",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def start(args) -> subprocess.Popen:
@@ -33,12 +46,20 @@ def start(args) -> subprocess.Popen:
     env.pop("RAY_ADDRESS", None)
     # Default SIGINT in the child, as in a terminal's foreground: a test run launched in the
     # background of a shell would otherwise pass on an ignored SIGINT.
-    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(
+        args,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def stop_orphaned_ray():
-    subprocess.run([str(Path(sys.executable).with_name("ray")), "stop", "--force"], capture_output=True)
+    subprocess.run(
+        [str(Path(sys.executable).with_name("ray")), "stop", "--force"], capture_output=True
+    )
 
 
 def ok_videos(out: Path) -> set[str]:
@@ -60,14 +81,21 @@ def wait_for(condition, proc, timeout=300):
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory, people_mp4):
-    return write_people_clips(tmp_path_factory.mktemp("kill"), people_mp4, count=5, length=32, step=5)
+    return write_people_clips(
+        tmp_path_factory.mktemp("kill"), people_mp4, count=5, length=32, step=5
+    )
 
 
 @pytest.fixture(scope="module")
 def clean_output(tmp_path_factory, videos, model_path):
     out = tmp_path_factory.mktemp("clean") / "out"
-    done = subprocess.run(command(videos, out, model_path), capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "YOLO_OFFLINE": "1"})
+    done = subprocess.run(
+        command(videos, out, model_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "YOLO_OFFLINE": "1"},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return comparable(out)
 
@@ -88,7 +116,10 @@ def ray_processes(since: float) -> list[str]:
         if proc.info["create_time"] < since:
             continue
         line = " ".join(proc.info["cmdline"] or [])
-        if any(key in line for key in ("raylet", "gcs_server", "ray::", "default_worker.py", "dashboard.py")):
+        if any(
+            key in line
+            for key in ("raylet", "gcs_server", "ray::", "default_worker.py", "dashboard.py")
+        ):
             found.append(line[:120])
     return found
 
@@ -98,7 +129,9 @@ def assert_no_orphans(since: float, core_timeout: float = 30, agents_timeout: fl
     could hide them: its daemons and workers within seconds, its dashboard and runtime-env
     agents (which poll for their raylet) within a few minutes."""
     started = time.time()
-    while (left := [p for p in ray_processes(since) if "Agent" not in p]) and time.time() - started < core_timeout:
+    while (
+        left := [p for p in ray_processes(since) if "Agent" not in p]
+    ) and time.time() - started < core_timeout:
         time.sleep(1)
     assert not left, f"processes outlived the driver: {left[:5]}"
     while (left := ray_processes(since)) and time.time() - started < agents_timeout:
@@ -106,7 +139,9 @@ def assert_no_orphans(since: float, core_timeout: float = 30, agents_timeout: fl
     assert not left, f"processes outlived the driver by {agents_timeout:.0f} s: {left[:5]}"
 
 
-def test_driver_sigkill_then_rerun_finishes_without_redoing_or_duplicating(tmp_path, videos, model_path, clean_output):
+def test_driver_sigkill_then_rerun_finishes_without_redoing_or_duplicating(
+    tmp_path, videos, model_path, clean_output
+):
     out = tmp_path / "out"
     started = time.time() - 1  # process start times are rounded
     proc = start(command(videos, out, model_path, "--max-open-videos", "1"))
@@ -122,8 +157,13 @@ def test_driver_sigkill_then_rerun_finishes_without_redoing_or_duplicating(tmp_p
     done_before_kill = ok_videos(out)
     assert 2 <= len(done_before_kill) < 5, "the kill must land mid-run"
 
-    rerun = subprocess.run(command(videos, out, model_path), capture_output=True, text=True, timeout=600,
-                           env={**os.environ, "YOLO_OFFLINE": "1"})
+    rerun = subprocess.run(
+        command(videos, out, model_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "YOLO_OFFLINE": "1"},
+    )
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     record = json.loads((out / "run.json").read_text())
     assert record["totals"]["videos_skipped"] >= len(done_before_kill)  # not decoded again
@@ -136,7 +176,9 @@ def test_driver_sigkill_then_rerun_finishes_without_redoing_or_duplicating(tmp_p
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_interrupt_stops_cleanly_and_says_how_to_resume(tmp_path, videos, model_path, clean_output, signum, code):
+def test_interrupt_stops_cleanly_and_says_how_to_resume(
+    tmp_path, videos, model_path, clean_output, signum, code
+):
     """Ctrl-C (SIGINT) and SIGTERM (``ray job stop``, a scheduler): a clean stop, then a resume."""
     out = tmp_path / "out"
     started = time.time() - 1  # process start times are rounded
@@ -154,8 +196,13 @@ def test_interrupt_stops_cleanly_and_says_how_to_resume(tmp_path, videos, model_
     kept = ok_videos(out)
     assert kept and set(read_rows(out)["video_id"]) == kept  # only complete videos are visible
 
-    rerun = subprocess.run(command(videos, out, model_path), capture_output=True, text=True, timeout=600,
-                           env={**os.environ, "YOLO_OFFLINE": "1"})
+    rerun = subprocess.run(
+        command(videos, out, model_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "YOLO_OFFLINE": "1"},
+    )
     assert rerun.returncode == 0
     pd.testing.assert_frame_equal(comparable(out), clean_output)
 
@@ -170,21 +217,33 @@ def test_long_run_memory_stays_flat(tmp_path, model_path):
     frames = (np.roll(base, i, axis=1) for i in range(10_000))
     write_video(video, frames, options={"preset": "ultrafast"})
     out = tmp_path / "out"
-    done = subprocess.run(command([video], out, model_path, "--imgsz", "64", "--batch-size", "32"),
-                          capture_output=True, text=True, timeout=900, env={**os.environ, "YOLO_OFFLINE": "1"})
+    done = subprocess.run(
+        command([video], out, model_path, "--imgsz", "64", "--batch-size", "32"),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "YOLO_OFFLINE": "1"},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     record = json.loads((out / "run.json").read_text())
     assert record["totals"]["frames"] == 10_000
     mib = 1024 * 1024
-    roles = {"coordinator": record["memory"]["coordinator"], **{f"actor{i}": a for i, a in enumerate(record["memory"]["actors"])}}
+    roles = {
+        "coordinator": record["memory"]["coordinator"],
+        **{f"actor{i}": a for i, a in enumerate(record["memory"]["actors"])},
+    }
     for role, mem in roles.items():
         growth = (mem["last_bytes"] - mem["warm_bytes"]) / mib
-        print(f"{role}: start {mem['start_bytes'] / mib:.0f} MiB, warm {mem['warm_bytes'] / mib:.0f} MiB, "
-              f"end {mem['last_bytes'] / mib:.0f} MiB, growth after warm-up {growth:.1f} MiB")
+        print(
+            f"{role}: start {mem['start_bytes'] / mib:.0f} MiB, warm {mem['warm_bytes'] / mib:.0f} MiB, "
+            f"end {mem['last_bytes'] / mib:.0f} MiB, growth after warm-up {growth:.1f} MiB"
+        )
         assert growth < 50, role
     # The coordinator's RSS over the run (run.json's timeline): flat from a fifth of the frames on.
     points = [p for p in record["timeline"]["points"] if p["coordinator_rss"]]
     settled = next(p for p in points if p["frames_done"] >= 2_000)
     drift = (points[-1]["coordinator_rss"] - settled["coordinator_rss"]) / mib
-    print(f"coordinator drift from {settled['frames_done']} to {points[-1]['frames_done']} frames: {drift:.1f} MiB")
+    print(
+        f"coordinator drift from {settled['frames_done']} to {points[-1]['frames_done']} frames: {drift:.1f} MiB"
+    )
     assert abs(drift) < 20

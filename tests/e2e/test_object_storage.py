@@ -23,8 +23,11 @@ from pipeline.media.samples import read_frames, write_video
 
 pytestmark = pytest.mark.slow
 
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing-key", "AWS_SECRET_ACCESS_KEY": "testing-secret-do-not-leak",
-               "AWS_DEFAULT_REGION": "us-east-1"}
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing-key",
+    "AWS_SECRET_ACCESS_KEY": "testing-secret-do-not-leak",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 def free_port() -> int:
@@ -44,8 +47,12 @@ def s3(tmp_path_factory, people_mp4):
     saved = {k: os.environ.get(k) for k in CREDENTIALS}
     os.environ.update(CREDENTIALS)
     query = f"endpoint_override=127.0.0.1:{port}&scheme=http"
-    fs = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", region="us-east-1",
-                          allow_bucket_creation=True)
+    fs = pafs.S3FileSystem(
+        endpoint_override=f"127.0.0.1:{port}",
+        scheme="http",
+        region="us-east-1",
+        allow_bucket_creation=True,
+    )
     fs.create_dir("videos")
     fs.create_dir("results")
     import cv2
@@ -68,21 +75,34 @@ def s3(tmp_path_factory, people_mp4):
 
 
 def cli(*args, credentials_in_env: bool = True, **popen):
-    env = {**os.environ, **CREDENTIALS, "YOLO_OFFLINE": "1", "PIPELINE_STAGING_DIR": popen.pop("staging")}
+    env = {
+        **os.environ,
+        **CREDENTIALS,
+        "YOLO_OFFLINE": "1",
+        "PIPELINE_STAGING_DIR": popen.pop("staging"),
+    }
     env.pop("RAY_ADDRESS", None)
     if not credentials_in_env:
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
             env.pop(key)
     # Default SIGINT in the child, as in a terminal's foreground (see test_interrupts.start).
-    return subprocess.Popen([sys.executable, "-m", "pipeline", "run", *args, "--no-progress", "--batch-size", "4"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **popen)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "run", *args, "--no-progress", "--batch-size", "4"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        **popen,
+    )
 
 
 def remote_rows(fs, prefix):
     import pyarrow.dataset as ds
 
-    return ds.dataset(f"{prefix}/detections", filesystem=fs, format="parquet").to_table().to_pandas()
+    return (
+        ds.dataset(f"{prefix}/detections", filesystem=fs, format="parquet").to_table().to_pandas()
+    )
 
 
 def remote_status(fs, prefix):
@@ -96,25 +116,41 @@ def remote_status(fs, prefix):
 def staged_ok(staging: str) -> set[str]:
     from pipeline.output.manifest import Manifest
 
-    return {vid for log in Path(staging).rglob(Manifest.LOG_NAME)
-            for vid, r in Manifest(log.parent).records.items() if r.status == "ok"}
+    return {
+        vid
+        for log in Path(staging).rglob(Manifest.LOG_NAME)
+        for vid, r in Manifest(log.parent).records.items()
+        if r.status == "ok"
+    }
 
 
 def test_s3_in_s3_out(s3, tmp_path, model_path):
     fs, query = s3
-    proc = cli(f"s3://videos/backlog/?{query}", "--output", f"s3://results/run1?{query}", "--model", model_path,
-               "--track", staging=str(tmp_path / "staging"))
+    proc = cli(
+        f"s3://videos/backlog/?{query}",
+        "--output",
+        f"s3://results/run1?{query}",
+        "--model",
+        model_path,
+        "--track",
+        staging=str(tmp_path / "staging"),
+    )
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-3000:]
     rows = remote_rows(fs, "results/run1")
     assert len(rows) == 24 + 16 + 12 and not rows.duplicated(["video_id", "frame_index"]).any()
     status = remote_status(fs, "results/run1")
     assert sorted(s["status"] for s in status) == ["ok"] * 3
-    assert sorted(s["path"].split("?")[0] for s in status) == [f"s3://videos/backlog/clip%20{i}.mp4" for i in range(3)]
+    assert sorted(s["path"].split("?")[0] for s in status) == [
+        f"s3://videos/backlog/clip%20{i}.mp4" for i in range(3)
+    ]
     with fs.open_input_file("results/run1/run.json") as f:
         record = f.read().decode()
     everything = record + json.dumps(status) + stdout + stderr
-    assert CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in everything and CREDENTIALS["AWS_ACCESS_KEY_ID"] not in everything
+    assert (
+        CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in everything
+        and CREDENTIALS["AWS_ACCESS_KEY_ID"] not in everything
+    )
     # the helpers read it back from the bucket, too
     import pipeline
 
@@ -141,8 +177,15 @@ def test_interrupted_s3_run_resumes_without_duplicates(s3, tmp_path, model_path,
         local = tmp_path / name
         write_video(local, [frames[i % len(frames)] for i in range(n)])
         pafs.copy_files(str(local), f"videos/interrupted/{name}", destination_filesystem=fs)
-    args = (f"s3://videos/interrupted/?{query}", "--output", f"s3://results/run2?{query}", "--model", model_path,
-            "--max-open-videos", "1")
+    args = (
+        f"s3://videos/interrupted/?{query}",
+        "--output",
+        f"s3://results/run2?{query}",
+        "--model",
+        model_path,
+        "--max-open-videos",
+        "1",
+    )
     staging = str(tmp_path / "staging")
     proc = cli(*args, staging=staging)
     deadline = time.time() + 300
@@ -153,11 +196,16 @@ def test_interrupted_s3_run_resumes_without_duplicates(s3, tmp_path, model_path,
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
-    subprocess.run([os.path.join(os.path.dirname(sys.executable), "ray"), "stop", "--force"], capture_output=True)
+    subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "ray"), "stop", "--force"],
+        capture_output=True,
+    )
     assert proc.returncode == 130, stderr[-3000:]
     done_before = {s["video_id"] for s in remote_status(fs, "results/run2") if s["status"] == "ok"}
     assert 1 <= len(done_before) < 3
-    assert set(remote_rows(fs, "results/run2")["video_id"]) == done_before  # only complete videos visible
+    assert (
+        set(remote_rows(fs, "results/run2")["video_id"]) == done_before
+    )  # only complete videos visible
 
     proc = cli(*args, staging=str(tmp_path / "other-staging"))  # resume state comes from the bucket
     _, stderr = proc.communicate(timeout=600)
@@ -166,21 +214,26 @@ def test_interrupted_s3_run_resumes_without_duplicates(s3, tmp_path, model_path,
         record = json.loads(f.read())
     assert record["totals"]["videos_skipped"] == len(done_before)
     rows = remote_rows(fs, "results/run2")
-    assert len(rows) == sum(lengths.values()) and not rows.duplicated(["video_id", "frame_index"]).any()
+    assert (
+        len(rows) == sum(lengths.values())
+        and not rows.duplicated(["video_id", "frame_index"]).any()
+    )
 
 
 def test_the_staging_folder_is_private_to_the_user_not_a_fixed_path_in_tmp(tmp_path, monkeypatch):
     import stat
     import tempfile
 
-    from pipeline.locations import staging_dir_for
+    from pipeline.output.store import staging_dir_for
 
     monkeypatch.delenv("PIPELINE_STAGING_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     folder = staging_dir_for("s3://bucket/out?endpoint_override=localhost:9000")
     assert folder.parent == tmp_path / "cache" / "yolo-pipeline" / "staging"
     assert stat.S_IMODE(folder.parent.stat().st_mode) == 0o700
-    assert folder == staging_dir_for("s3://bucket/out?endpoint_override=localhost:9000")  # stable: resume, lease
+    assert folder == staging_dir_for(
+        "s3://bucket/out?endpoint_override=localhost:9000"
+    )  # stable: resume, lease
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     folder = staging_dir_for("s3://bucket/out")
@@ -192,9 +245,14 @@ def test_the_staging_folder_is_private_to_the_user_not_a_fixed_path_in_tmp(tmp_p
     "text, shown",
     [
         ("s3://KEY:SECRET@bucket/out", "s3://bucket/out"),
-        ("s3://bucket/v.mp4?secret_key=S&endpoint_override=h:9000", "s3://bucket/v.mp4?endpoint_override=h%3A9000"),
-        ("When reading s3://KEY:SECRET@bucket/out?x=1: refused (gs://a:b@c/d).",
-         "When reading s3://bucket/out?x=1: refused (gs://c/d)."),
+        (
+            "s3://bucket/v.mp4?secret_key=S&endpoint_override=h:9000",
+            "s3://bucket/v.mp4?endpoint_override=h%3A9000",
+        ),
+        (
+            "When reading s3://KEY:SECRET@bucket/out?x=1: refused (gs://a:b@c/d).",
+            "When reading s3://bucket/out?x=1: refused (gs://c/d).",
+        ),
         ("/local/path with: colons.mp4", "/local/path with: colons.mp4"),
     ],
 )
@@ -211,14 +269,28 @@ def test_credentials_inside_the_uri_are_never_shown_or_stored(s3, tmp_path, mode
     key, secret = CREDENTIALS["AWS_ACCESS_KEY_ID"], CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
     uri = lambda path: f"s3://{key}:{secret}@{path}?{query}"  # noqa: E731
     staging = tmp_path / "staging"
-    typo = cli(uri("videos/backlog/clip 9.mp4"), "--output", uri("results/creds"), "--model", model_path,
-               staging=str(staging), credentials_in_env=False)
+    typo = cli(
+        uri("videos/backlog/clip 9.mp4"),
+        "--output",
+        uri("results/creds"),
+        "--model",
+        model_path,
+        staging=str(staging),
+        credentials_in_env=False,
+    )
     out, err = typo.communicate(timeout=600)
     assert typo.returncode == 2 and "input not found: s3://videos/backlog/clip 9.mp4" in err, err
     listing = tmp_path / "list.txt"
     listing.write_text(f"{uri('videos/backlog/clip 1.mp4')}\n{uri('videos/backlog/gone.mp4')}\n")
-    run = cli(f"@{listing}", "--output", uri("results/creds"), "--model", model_path, staging=str(staging),
-              credentials_in_env=False)
+    run = cli(
+        f"@{listing}",
+        "--output",
+        uri("results/creds"),
+        "--model",
+        model_path,
+        staging=str(staging),
+        credentials_in_env=False,
+    )
     stdout, stderr = run.communicate(timeout=600)
     assert run.returncode == 3, stderr[-3000:]  # one video read through the URI's keys, one missing
     assert "Videos: 2 (1 ok" in stdout

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from pipeline.cli.main import main
-from pipeline.media.decode import VideoDecoder
 from pipeline.inference.detections import BatchResult, Detections
-from pipeline.plan.inputs import describe
+from pipeline.media.decode import VideoDecoder
+from pipeline.media.samples import write_video
+from pipeline.media.source import describe
 from pipeline.output.manifest import Manifest, VideoRecord
-from pipeline.views.render import BoxPainter, pick_encoder, render
 from pipeline.output.readers import read_detections
 from pipeline.output.writer import VideoResultWriter
-from pipeline.media.samples import write_video
+from pipeline.views.render import BoxPainter, pick_encoder, render
 
 CHANGED = 48  # max channel difference that counts as drawn; re-encoding noise stays under ~30 here
 FAR_PX = 150  # labels reach past a narrow box's edge; nothing is drawn farther than this from a box
@@ -41,15 +41,33 @@ def outline_mask(shape, boxes: np.ndarray) -> np.ndarray:
 def run_output(ray_local, tmp_path_factory, clips, model_path):
     clip = clips["short_1080p"]  # 24 frames of people.mp4, 1080p
     out = tmp_path_factory.mktemp("render") / "out"
-    assert main(["run", str(clip), "--output", str(out), "--model", str(model_path), "--device", "cpu",
-                 "--track", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(clip),
+                "--output",
+                str(out),
+                "--model",
+                str(model_path),
+                "--device",
+                "cpu",
+                "--track",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return clip, out
 
 
 def test_render_draws_the_stored_boxes_and_nothing_else(run_output, tmp_path):
     clip, out = run_output
     video = tmp_path / "boxes.mp4"
-    assert main(["render", str(clip), "--results", str(out), "--output", str(video), "--no-progress"]) == 0
+    assert (
+        main(["render", str(clip), "--results", str(out), "--output", str(video), "--no-progress"])
+        == 0
+    )
     source, source_ts = decoded(clip)
     rendered, rendered_ts = decoded(video)
     assert len(rendered) == len(source) == 24
@@ -63,18 +81,32 @@ def test_render_draws_the_stored_boxes_and_nothing_else(run_output, tmp_path):
         outline = outline_mask(before.shape, xyxy)
         distance = cv2.distanceTransform(255 - outline, cv2.DIST_L2, 3)
         assert changed[outline > 0].mean() > 0.95, f"frame {index}: box edges not drawn"
-        assert not changed[distance > FAR_PX].any(), f"frame {index}: pixels changed far from every box"
+        assert not changed[distance > FAR_PX].any(), (
+            f"frame {index}: pixels changed far from every box"
+        )
 
 
 def test_time_range_class_and_confidence_filters(run_output, tmp_path):
     clip, out = run_output
     video = tmp_path / "people.mp4"
-    summary = render(str(clip), out, video, start_s=0.2, end_s=0.5, classes=["person"], min_confidence=0.5,
-                     progress=False)
+    summary = render(
+        str(clip),
+        out,
+        video,
+        start_s=0.2,
+        end_s=0.5,
+        classes=["person"],
+        min_confidence=0.5,
+        progress=False,
+    )
     frames, stamps = decoded(video)
     boxes = read_detections(out)
-    wanted = boxes[(boxes["timestamp_s"] >= 0.2) & (boxes["timestamp_s"] <= 0.5)
-                   & (boxes["class_name"] == "person") & (boxes["confidence"] >= 0.5)]
+    wanted = boxes[
+        (boxes["timestamp_s"] >= 0.2)
+        & (boxes["timestamp_s"] <= 0.5)
+        & (boxes["class_name"] == "person")
+        & (boxes["confidence"] >= 0.5)
+    ]
     assert len(frames) == summary.frames == 10  # frames 6..15 at 30 fps
     assert summary.boxes_drawn == len(wanted) > 0
     assert summary.frames_held == 0
@@ -84,7 +116,10 @@ def test_unknown_video_is_a_usage_error(run_output, tmp_path, capsys):
     _, out = run_output
     other = tmp_path / "other.mp4"
     write_video(other, [np.zeros((64, 64, 3), np.uint8)] * 2)
-    assert main(["render", str(other), "--results", str(out), "--output", str(tmp_path / "x.mp4")]) == 2
+    assert (
+        main(["render", str(other), "--results", str(out), "--output", str(tmp_path / "x.mp4")])
+        == 2
+    )
     assert "no results for" in capsys.readouterr().err
 
 
@@ -97,8 +132,19 @@ def stride_3_result(tmp_path):
     out = tmp_path / "out"
     writer = VideoResultWriter(out, source.video_id, {0: "person"})
     processed = np.arange(0, 12, 3)
-    xyxy = np.array([[40 + 20 * k, 60, 120 + 20 * k, 200] for k in range(len(processed))], np.float32)
-    writer.add(BatchResult(source.video_id, 0, processed, processed / 30, np.ones(4), Detections(xyxy, np.full(4, 0.9), np.zeros(4))))
+    xyxy = np.array(
+        [[40 + 20 * k, 60, 120 + 20 * k, 200] for k in range(len(processed))], np.float32
+    )
+    writer.add(
+        BatchResult(
+            source.video_id,
+            0,
+            processed,
+            processed / 30,
+            np.ones(4),
+            Detections(xyxy, np.full(4, 0.9), np.zeros(4)),
+        )
+    )
     writer.commit()
     manifest = Manifest(out)
     manifest.update(VideoRecord(source.video_id, source.path, "ok", frames_processed=4))
@@ -120,10 +166,14 @@ def test_frames_between_processed_ones_hold_the_last_boxes(tmp_path):
         if index % 3 == 0:
             assert drawn > 0.9, f"frame {index}: its own box not drawn"
         else:  # the box of the last processed frame, dashed: about half its outline
-            assert 0.3 < drawn < 0.8, f"frame {index}: box of frame {index // 3 * 3} not drawn dashed ({drawn:.2f})"
+            assert 0.3 < drawn < 0.8, (
+                f"frame {index}: box of frame {index // 3 * 3} not drawn dashed ({drawn:.2f})"
+            )
 
 
-def test_a_render_that_fails_midway_leaves_the_previous_file_and_no_partial_one(tmp_path, monkeypatch):
+def test_a_render_that_fails_midway_leaves_the_previous_file_and_no_partial_one(
+    tmp_path, monkeypatch
+):
     video, out, _ = stride_3_result(tmp_path)
     target = tmp_path / "boxes.mp4"
     target.write_bytes(b"an earlier render")
@@ -138,7 +188,11 @@ def test_a_render_that_fails_midway_leaves_the_previous_file_and_no_partial_one(
     with pytest.raises(RuntimeError, match="disk full"):
         render(str(video), out, target, progress=False)
     assert target.read_bytes() == b"an earlier render"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["boxes.mp4", "out", "square.mp4"]  # no temporary file
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "boxes.mp4",
+        "out",
+        "square.mp4",
+    ]  # no temporary file
 
 
 def test_without_h264_it_falls_back_to_mpeg4_and_says_so(monkeypatch, caplog):
@@ -169,7 +223,16 @@ def test_rotated_video_is_rendered_upright_with_boxes_in_display_pixels(tmp_path
     writer = VideoResultWriter(out, source.video_id, {0: "person"})
     box = np.array([[30, 200, 200, 300]], np.float32)  # only fits the portrait frame
     idx = np.arange(6)
-    writer.add(BatchResult(source.video_id, 0, idx, idx / 30, np.ones(6), Detections(np.repeat(box, 6, 0), np.full(6, 0.9), np.zeros(6))))
+    writer.add(
+        BatchResult(
+            source.video_id,
+            0,
+            idx,
+            idx / 30,
+            np.ones(6),
+            Detections(np.repeat(box, 6, 0), np.full(6, 0.9), np.zeros(6)),
+        )
+    )
     writer.commit()
     manifest = Manifest(out)
     manifest.update(VideoRecord(source.video_id, source.path, "ok", frames_processed=6))
@@ -191,7 +254,7 @@ def assert_tabs_inside_and_apart(tabs, width, height):
         x1, y1, x2, y2 = tab
         assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height, tab
     for i, a in enumerate(tabs):
-        for b in tabs[i + 1:]:
+        for b in tabs[i + 1 :]:
             assert not _overlaps(a, b), (a, b)
 
 
@@ -230,7 +293,9 @@ def test_labels_of_a_crowded_frame_stay_inside_and_never_overlap(run_output):
     [
         [(100, 100, 200, 300)] * 30,  # one spot, many boxes
         [(-40, -10, 60, 50), (1880, 1050, 1990, 1100), (0, 0, 1920, 1080)],  # past every edge
-        [(x, 5, x + 40, 60) for x in range(0, 1900, 30)],  # a row along the top edge, tabs wider than boxes
+        [
+            (x, 5, x + 40, 60) for x in range(0, 1900, 30)
+        ],  # a row along the top edge, tabs wider than boxes
     ],
 )
 def test_place_labels_keeps_tabs_in_the_frame_and_apart(boxes):

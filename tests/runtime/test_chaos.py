@@ -13,8 +13,8 @@ import time
 import pandas as pd
 import psutil
 import pytest
-
 from conftest import read_rows, read_status, write_people_clips
+
 from pipeline.config import RunConfig
 
 pytestmark = pytest.mark.slow
@@ -25,21 +25,42 @@ TARGETS = ("ray::decode_video", "ray::YoloActor")
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory, people_mp4):
-    return write_people_clips(tmp_path_factory.mktemp("chaos"), people_mp4, count=10, length=150, step=15)
+    return write_people_clips(
+        tmp_path_factory.mktemp("chaos"), people_mp4, count=10, length=150, step=15
+    )
 
 
 def config(model: str) -> RunConfig:
     # Retry budgets above the kill count: every kill may land on the same video or batch.
-    return RunConfig(model=model, imgsz=320, batch_size=8, num_actors=2, decode_retries=6, batch_retries=6)
+    return RunConfig(
+        model=model, imgsz=320, batch_size=8, num_actors=2, decode_retries=6, batch_retries=6
+    )
 
 
 def canonical(out) -> pd.DataFrame:
     rows = read_rows(out)
     names = {s["video_id"]: os.path.basename(p) for p, s in read_status(out).items()}
     rows["video"] = rows["video_id"].map(names)
-    rows["boxes"] = [tuple(sorted((d["class_id"], round(d["x1"], 1), round(d["y1"], 1), round(d["x2"], 1),
-                                   round(d["y2"], 1)) for d in ds)) for ds in rows["detections"]]
-    return rows[["video", "frame_index", "timestamp_s", "boxes"]].sort_values(["video", "frame_index"]).reset_index(drop=True)
+    rows["boxes"] = [
+        tuple(
+            sorted(
+                (
+                    d["class_id"],
+                    round(d["x1"], 1),
+                    round(d["y1"], 1),
+                    round(d["x2"], 1),
+                    round(d["y2"], 1),
+                )
+                for d in ds
+            )
+        )
+        for ds in rows["detections"]
+    ]
+    return (
+        rows[["video", "frame_index", "timestamp_s", "boxes"]]
+        .sort_values(["video", "frame_index"])
+        .reset_index(drop=True)
+    )
 
 
 def worker_pids() -> dict[int, str]:
@@ -94,12 +115,16 @@ def test_random_sigkills_of_decoders_and_actors(clean, videos, tmp_path, model_p
     killer = Killer(seed, kills=4, done=done)
     killer.start()
     try:
-        record = pipeline.run(videos, output=tmp_path / "out", config=config(model_path), progress=False)
+        record = pipeline.run(
+            videos, output=tmp_path / "out", config=config(model_path), progress=False
+        )
     finally:
         done.set()
         killer.join()
-    print(f"seed {seed}: killed {killer.killed}; retries: decoders {record['totals']['decoder_retries']}, "
-          f"batches {record['totals']['batches_retried']}")
+    print(
+        f"seed {seed}: killed {killer.killed}; retries: decoders {record['totals']['decoder_retries']}, "
+        f"batches {record['totals']['batches_retried']}"
+    )
     assert len(killer.killed) >= 4, f"only {len(killer.killed)} kills landed before the run ended"
     assert record["exit_code"] == 0, read_status(tmp_path / "out")
     rows = read_rows(tmp_path / "out")

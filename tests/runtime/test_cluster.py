@@ -12,18 +12,19 @@ import threading
 import time
 
 import pytest
-
 from conftest import read_rows, read_status, write_people_clips
+
 from pipeline.config import RunConfig
 from pipeline.runtime.faults import FaultPlan
-
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory, people_mp4):
-    return write_people_clips(tmp_path_factory.mktemp("cluster"), people_mp4, count=4, length=20, step=1)
+    return write_people_clips(
+        tmp_path_factory.mktemp("cluster"), people_mp4, count=4, length=20, step=1
+    )
 
 
 @contextlib.contextmanager
@@ -34,7 +35,9 @@ def cluster_of_gpu_nodes(*, head_cpus: int, worker_cpus: int, dashboard: bool = 
     from ray.cluster_utils import Cluster
 
     os.environ.pop("RAY_ADDRESS", None)
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": head_cpus, "include_dashboard": dashboard})
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": head_cpus, "include_dashboard": dashboard}
+    )
     workers = [cluster.add_node(num_cpus=worker_cpus, num_gpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, logging_level="ERROR")
@@ -56,8 +59,12 @@ def test_one_actor_per_gpu_node_and_complete_output(two_gpu_nodes, tmp_path, vid
     import pipeline
 
     cluster, workers = two_gpu_nodes
-    record = pipeline.run([str(v) for v in videos], output=str(tmp_path / "out"),
-                          config=RunConfig(model=model_path, batch_size=4), progress=False)
+    record = pipeline.run(
+        [str(v) for v in videos],
+        output=str(tmp_path / "out"),
+        config=RunConfig(model=model_path, batch_size=4),
+        progress=False,
+    )
     assert record["exit_code"] == 0
     assert record["placement"]["num_actors"] == 2 and record["placement"]["actor_num_gpus"] == 1.0
     actor_nodes = [a["node_id"] for a in record["actors"]]
@@ -66,7 +73,9 @@ def test_one_actor_per_gpu_node_and_complete_output(two_gpu_nodes, tmp_path, vid
     assert len(read_rows(tmp_path / "out")) == 80
 
 
-def test_losing_a_node_mid_run_still_completes_without_duplicates(two_gpu_nodes, tmp_path, videos, model_path):
+def test_losing_a_node_mid_run_still_completes_without_duplicates(
+    two_gpu_nodes, tmp_path, videos, model_path
+):
     import pipeline
 
     cluster, workers = two_gpu_nodes
@@ -74,8 +83,13 @@ def test_losing_a_node_mid_run_still_completes_without_duplicates(two_gpu_nodes,
     result = {}
 
     def go():
-        result["record"] = pipeline.run([str(v) for v in videos], output=str(tmp_path / "out"),
-                                        config=RunConfig(model=model_path, batch_size=4), faults=plan, progress=False)
+        result["record"] = pipeline.run(
+            [str(v) for v in videos],
+            output=str(tmp_path / "out"),
+            config=RunConfig(model=model_path, batch_size=4),
+            faults=plan,
+            progress=False,
+        )
 
     thread = threading.Thread(target=go)
     thread.start()
@@ -102,7 +116,9 @@ def decoders_on_gpu_nodes():
         yield nodes
 
 
-def test_losing_a_node_with_decoders_on_it_redecodes_its_videos(decoders_on_gpu_nodes, tmp_path, videos, model_path):
+def test_losing_a_node_with_decoders_on_it_redecodes_its_videos(
+    decoders_on_gpu_nodes, tmp_path, videos, model_path
+):
     import pipeline
 
     cluster, workers = decoders_on_gpu_nodes
@@ -110,9 +126,13 @@ def test_losing_a_node_with_decoders_on_it_redecodes_its_videos(decoders_on_gpu_
     result = {}
 
     def go():
-        result["record"] = pipeline.run([str(v) for v in videos], output=str(tmp_path / "out"),
-                                        config=RunConfig(model=model_path, batch_size=4, max_open_videos=4),
-                                        faults=plan, progress=False)
+        result["record"] = pipeline.run(
+            [str(v) for v in videos],
+            output=str(tmp_path / "out"),
+            config=RunConfig(model=model_path, batch_size=4, max_open_videos=4),
+            faults=plan,
+            progress=False,
+        )
 
     thread = threading.Thread(target=go)
     thread.start()
@@ -122,18 +142,28 @@ def test_losing_a_node_with_decoders_on_it_redecodes_its_videos(decoders_on_gpu_
     def decoders_on_doomed() -> int:
         from ray.util.state import list_tasks
 
-        running = list_tasks(filters=[("state", "=", "RUNNING"), ("name", "=", "decode_video")], limit=100)
+        running = list_tasks(
+            filters=[("state", "=", "RUNNING"), ("name", "=", "decode_video")], limit=100
+        )
         return sum(t.node_id == doomed for t in running)
 
-    while not (sum(e == "inferred" for _, e in plan.read_trace()) >= 4 and decoders_on_doomed() >= 1):
-        assert time.time() < deadline and thread.is_alive(), "no decoder ever ran on the node to remove"
+    while not (
+        sum(e == "inferred" for _, e in plan.read_trace()) >= 4 and decoders_on_doomed() >= 1
+    ):
+        assert time.time() < deadline and thread.is_alive(), (
+            "no decoder ever ran on the node to remove"
+        )
         time.sleep(0.2)
     cluster.remove_node(workers[1], allow_graceful=False)
     thread.join(timeout=600)
     assert not thread.is_alive()
     record = result["record"]
-    assert record["exit_code"] == 0, [(s["status"], s["error"]) for s in read_status(tmp_path / "out").values()]
-    assert record["totals"]["decoder_retries"] >= 1  # decoders died with the node and were started again
+    assert record["exit_code"] == 0, [
+        (s["status"], s["error"]) for s in read_status(tmp_path / "out").values()
+    ]
+    assert (
+        record["totals"]["decoder_retries"] >= 1
+    )  # decoders died with the node and were started again
     # Batches whose frames were in the lost node's object store: decoded again, not failed.
     assert record["totals"]["batches_redecoded"] >= 1
     rows = read_rows(tmp_path / "out")

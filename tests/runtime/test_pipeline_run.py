@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import iou_matrix, read_rows, read_status
+
 from pipeline.cli.main import main
 from pipeline.config import RunConfig
 from pipeline.runtime.faults import FaultPlan
@@ -20,7 +19,9 @@ def cli(*args) -> int:
     return main(["run", *map(str, args), "--no-progress"])
 
 
-def test_people_mp4_matches_yolo_predict_on_every_frame(ray_local, tmp_path, people_mp4, model_path):
+def test_people_mp4_matches_yolo_predict_on_every_frame(
+    ray_local, tmp_path, people_mp4, model_path
+):
     import cv2
     from ultralytics import YOLO
 
@@ -37,7 +38,11 @@ def test_people_mp4_matches_yolo_predict_on_every_frame(ray_local, tmp_path, peo
         ok, frame = cap.read()
         assert ok
         ref = reference.predict(frame, conf=0.25, iou=0.7, imgsz=640, verbose=False)[0].boxes
-        ref_xyxy, ref_conf, ref_cls = ref.xyxy.numpy(), ref.conf.numpy(), ref.cls.numpy().astype(int)
+        ref_xyxy, ref_conf, ref_cls = (
+            ref.xyxy.numpy(),
+            ref.conf.numpy(),
+            ref.cls.numpy().astype(int),
+        )
         ours = row.detections
         ours_xyxy = np.array([[d["x1"], d["y1"], d["x2"], d["y2"]] for d in ours]).reshape(-1, 4)
         ours_conf = np.array([d["confidence"] for d in ours])
@@ -49,8 +54,11 @@ def test_people_mp4_matches_yolo_predict_on_every_frame(ray_local, tmp_path, peo
             used = set()
             for i in range(len(ref_xyxy)):
                 candidates = [
-                    j for j in np.argsort(-iou[i])
-                    if j not in used and iou[i, j] >= 0.9 and ours_cls[j] == ref_cls[i]
+                    j
+                    for j in np.argsort(-iou[i])
+                    if j not in used
+                    and iou[i, j] >= 0.9
+                    and ours_cls[j] == ref_cls[i]
                     and abs(ours_conf[j] - ref_conf[i]) <= 0.02
                 ]
                 if candidates:
@@ -64,13 +72,22 @@ def test_people_mp4_matches_yolo_predict_on_every_frame(ray_local, tmp_path, peo
     record = json.loads((out / "run.json").read_text())
     assert record["totals"]["frames"] == 302 and record["exit_code"] == 0
     status = read_status(out)[str(people_mp4)]
-    assert status["status"] == "ok" and status["frames_processed"] == 302 and status["error"] is None
+    assert (
+        status["status"] == "ok" and status["frames_processed"] == 302 and status["error"] is None
+    )
     assert (status["width"], status["height"], status["fps"]) == (1920, 1080, 30.0)
 
 
-def test_stride_keeps_every_nth_frame_with_exact_timestamps(ray_local, tmp_path, people_mp4, model_path):
+def test_stride_keeps_every_nth_frame_with_exact_timestamps(
+    ray_local, tmp_path, people_mp4, model_path
+):
     out = tmp_path / "out"
-    assert cli(people_mp4, "--output", out, "--model", model_path, "--stride", "5", "--batch-size", "8") == 0
+    assert (
+        cli(
+            people_mp4, "--output", out, "--model", model_path, "--stride", "5", "--batch-size", "8"
+        )
+        == 0
+    )
     rows = read_rows(out).sort_values("frame_index")
     assert rows["frame_index"].tolist() == list(range(0, 302, 5))
     np.testing.assert_allclose(rows["timestamp_s"], rows["frame_index"] / 30, atol=1e-3)
@@ -80,21 +97,29 @@ def test_stride_keeps_every_nth_frame_with_exact_timestamps(ray_local, tmp_path,
 def five_video_run(ray_local, tmp_path_factory, clips, model_path):
     """Five videos (re-encoded, shortened, other codecs and containers) in one run."""
     out = tmp_path_factory.mktemp("five") / "out"
-    videos = [clips[k] for k in ("short_1080p", "small_h264", "small_mjpeg", "small_vp9", "tiny_17")]
+    videos = [
+        clips[k] for k in ("short_1080p", "small_h264", "small_mjpeg", "small_vp9", "tiny_17")
+    ]
     code = cli(*videos, "--output", out, "--model", model_path, "--batch-size", "8")
     return code, out, videos
 
 
 def test_five_videos_are_each_complete_and_correct(five_video_run, model_path):
-    from pipeline.media.decode import VideoDecoder, iter_batches
     from pipeline.inference.torch_detector import BatchDetector
+    from pipeline.media.decode import VideoDecoder, iter_batches
 
     code, out, videos = five_video_run
     assert code == 0
     rows = read_rows(out)
     statuses = read_status(out)
     detector = BatchDetector(model_path, max_batch=8)
-    expected_frames = {"short_1080p": 24, "small_h264": 40, "small_mjpeg": 20, "small_vp9": 20, "tiny_17": 17}
+    expected_frames = {
+        "short_1080p": 24,
+        "small_h264": 40,
+        "small_mjpeg": 20,
+        "small_vp9": 20,
+        "tiny_17": 17,
+    }
     for video in videos:
         status = statuses[str(video)]
         assert status["status"] == "ok", status
@@ -133,7 +158,13 @@ def test_changed_settings_reprocess_and_replace_old_rows(ray_local, tmp_path, cl
     assert len(read_rows(out)) == 17
     assert cli(video, "--output", out, "--model", model_path, "--stride", "4") == 0
     rows = read_rows(out)
-    assert sorted(rows["frame_index"]) == [0, 4, 8, 12, 16]  # the stride-1 rows are gone, not mixed in
+    assert sorted(rows["frame_index"]) == [
+        0,
+        4,
+        8,
+        12,
+        16,
+    ]  # the stride-1 rows are gone, not mixed in
 
 
 def test_backpressure_bounds_batches_alive(ray_local, tmp_path, clips, model_path):
@@ -141,10 +172,21 @@ def test_backpressure_bounds_batches_alive(ray_local, tmp_path, clips, model_pat
     import pipeline
 
     plan = FaultPlan(marker_dir=str(tmp_path), actor_delay_s=0.25, trace=True)
-    config = RunConfig(model=model_path, batch_size=2, window_per_actor=2, decoder_buffer=1, max_open_videos=1,
-                       num_actors=1)
-    record = pipeline.run([str(clips["small_h264"])], output=str(tmp_path / "out"), config=config,
-                          faults=plan, progress=False)
+    config = RunConfig(
+        model=model_path,
+        batch_size=2,
+        window_per_actor=2,
+        decoder_buffer=1,
+        max_open_videos=1,
+        num_actors=1,
+    )
+    record = pipeline.run(
+        [str(clips["small_h264"])],
+        output=str(tmp_path / "out"),
+        config=config,
+        faults=plan,
+        progress=False,
+    )
     assert record["totals"]["frames"] == 40
     alive = peak = 0
     produced = 0
@@ -156,6 +198,8 @@ def test_backpressure_bounds_batches_alive(ray_local, tmp_path, clips, model_pat
     # window (2) + the batch the coordinator holds until the stream's next item proves its frames
     # (1) + the decoder's buffer (1) + the batch a paused decoder holds while it waits (1)
     bound = config.window_per_actor + 1 + config.decoder_buffer + 1
-    print(f"peak batches alive: {peak} (bound {bound}); coordinator's in-flight peak {record['backpressure']}")
+    print(
+        f"peak batches alive: {peak} (bound {bound}); coordinator's in-flight peak {record['backpressure']}"
+    )
     assert peak <= bound
     assert record["backpressure"]["peak_batches_in_flight"] <= config.window_per_actor

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import read_rows, read_status
-from corpus import make_bad_corpus, noisy_frames, scene_frames, write_vfr
+from corpus import make_bad_corpus, scene_frames, write_vfr
+
 from pipeline.cli.main import main
 from pipeline.config import RunConfig
-from pipeline.runtime.faults import FaultPlan
 from pipeline.media.samples import read_frames, write_video
+from pipeline.runtime.faults import FaultPlan
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +38,9 @@ def run(inputs, out, model, faults=None, **settings):
     import pipeline
 
     config = RunConfig(model=model, batch_size=4, **settings)
-    return pipeline.run([str(p) for p in inputs], output=str(out), config=config, faults=faults, progress=False)
+    return pipeline.run(
+        [str(p) for p in inputs], output=str(out), config=config, faults=faults, progress=False
+    )
 
 
 def canonical(out) -> pd.DataFrame:
@@ -49,12 +49,25 @@ def canonical(out) -> pd.DataFrame:
     paths = {s["video_id"]: os.path.basename(p) for p, s in read_status(out).items()}
     rows["video"] = rows["video_id"].map(paths)
     rows["boxes"] = [
-        tuple(sorted((d["class_id"], round(d["x1"], 1), round(d["y1"], 1), round(d["x2"], 1), round(d["y2"], 1))
-                     for d in ds))
+        tuple(
+            sorted(
+                (
+                    d["class_id"],
+                    round(d["x1"], 1),
+                    round(d["y1"], 1),
+                    round(d["x2"], 1),
+                    round(d["y2"], 1),
+                )
+                for d in ds
+            )
+        )
         for ds in rows["detections"]
     ]
-    return rows[["video", "frame_index", "timestamp_s", "num_detections", "boxes"]].sort_values(
-        ["video", "frame_index"]).reset_index(drop=True)
+    return (
+        rows[["video", "frame_index", "timestamp_s", "num_detections", "boxes"]]
+        .sort_values(["video", "frame_index"])
+        .reset_index(drop=True)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +85,9 @@ def assert_same_output(out, clean: pd.DataFrame):
     pd.testing.assert_frame_equal(got, clean)
 
 
-def test_killed_actor_mid_run_output_equals_clean_run(clean_run, tmp_path, three_videos, model_path):
+def test_killed_actor_mid_run_output_equals_clean_run(
+    clean_run, tmp_path, three_videos, model_path
+):
     plan = FaultPlan(marker_dir=str(tmp_path), actor_exit_after_batches=2)
     record = run(three_videos, tmp_path / "out", model_path, faults=plan, num_actors=2)
     assert list(tmp_path.glob("actor-*")), "the fault hook never fired"
@@ -81,27 +96,38 @@ def test_killed_actor_mid_run_output_equals_clean_run(clean_run, tmp_path, three
     assert_same_output(tmp_path / "out", clean_run)
 
 
-def test_decoder_killed_once_is_retried_and_output_equals_clean_run(clean_run, tmp_path, three_videos, model_path):
-    plan = FaultPlan(marker_dir=str(tmp_path), decoder_exit_video="clip0", decoder_exit_after_batches=2)
+def test_decoder_killed_once_is_retried_and_output_equals_clean_run(
+    clean_run, tmp_path, three_videos, model_path
+):
+    plan = FaultPlan(
+        marker_dir=str(tmp_path), decoder_exit_video="clip0", decoder_exit_after_batches=2
+    )
     record = run(three_videos, tmp_path / "out", model_path, faults=plan, num_actors=2)
     assert len(list(tmp_path.glob("decoder-*"))) == 1
     assert record["exit_code"] == 0 and record["totals"]["decoder_retries"] == 1
     assert_same_output(tmp_path / "out", clean_run)
 
 
-def test_decoder_killed_between_a_header_and_its_frames_redecodes_that_batch(clean_run, tmp_path, three_videos,
-                                                                            model_path):
+def test_decoder_killed_between_a_header_and_its_frames_redecodes_that_batch(
+    clean_run, tmp_path, three_videos, model_path
+):
     """The window the before-header kill never hits: the stream hands back an error where the
     frames should be. That batch must be decoded again, and the video must end ok."""
-    plan = FaultPlan(marker_dir=str(tmp_path), decoder_exit_video="clip0", decoder_exit_after_batches=2,
-                     decoder_exit_between_header_and_frames=True)
+    plan = FaultPlan(
+        marker_dir=str(tmp_path),
+        decoder_exit_video="clip0",
+        decoder_exit_after_batches=2,
+        decoder_exit_between_header_and_frames=True,
+    )
     record = run(three_videos, tmp_path / "out", model_path, faults=plan, num_actors=2)
     assert len(list(tmp_path.glob("decoder-*"))) == 1
     assert record["exit_code"] == 0 and record["totals"]["decoder_retries"] == 1
     assert_same_output(tmp_path / "out", clean_run)
 
 
-def test_coordinator_killed_between_a_video_s_files_and_its_record(clean_run, tmp_path, three_videos, model_path):
+def test_coordinator_killed_between_a_video_s_files_and_its_record(
+    clean_run, tmp_path, three_videos, model_path
+):
     """The files of a video whose record never got written are removed when the run ends, so a
     reader sees only the videos videos.parquet accounts for; the rerun redoes that video."""
     from pipeline.errors import RunStalled
@@ -121,9 +147,13 @@ def test_coordinator_killed_between_a_video_s_files_and_its_record(clean_run, tm
 
 
 @pytest.mark.timeout(300)  # without a deadline this run waits for the hung actor for an hour
-def test_a_hung_actor_is_killed_and_its_batch_goes_to_another(clean_run, tmp_path, three_videos, model_path):
+def test_a_hung_actor_is_killed_and_its_batch_goes_to_another(
+    clean_run, tmp_path, three_videos, model_path
+):
     plan = FaultPlan(marker_dir=str(tmp_path), actor_hang_after_batches=2)
-    record = run(three_videos, tmp_path / "out", model_path, faults=plan, num_actors=2, batch_timeout_s=5)
+    record = run(
+        three_videos, tmp_path / "out", model_path, faults=plan, num_actors=2, batch_timeout_s=5
+    )
     assert list(tmp_path.glob("hang-*")), "the fault hook never fired"
     assert record["exit_code"] == 0 and record["totals"]["actors_hung"] == 1
     assert record["totals"]["batches_retried"] >= 1
@@ -131,27 +161,50 @@ def test_a_hung_actor_is_killed_and_its_batch_goes_to_another(clean_run, tmp_pat
 
 
 @pytest.mark.timeout(300)  # a leaked window slot leaves the only actor's window full for ever
-def test_a_decoder_stalled_after_a_header_gives_back_its_window_slot(clean_run, tmp_path, three_videos, model_path):
-    plan = FaultPlan(marker_dir=str(tmp_path), decoder_exit_video="clip0", decoder_exit_after_batches=1,
-                     decoder_exit_between_header_and_frames=True, decoder_stalls=True)
-    record = run(three_videos, tmp_path / "out", model_path, faults=plan, num_actors=1, window_per_actor=1,
-                 stall_timeout_s=3)
+def test_a_decoder_stalled_after_a_header_gives_back_its_window_slot(
+    clean_run, tmp_path, three_videos, model_path
+):
+    plan = FaultPlan(
+        marker_dir=str(tmp_path),
+        decoder_exit_video="clip0",
+        decoder_exit_after_batches=1,
+        decoder_exit_between_header_and_frames=True,
+        decoder_stalls=True,
+    )
+    record = run(
+        three_videos,
+        tmp_path / "out",
+        model_path,
+        faults=plan,
+        num_actors=1,
+        window_per_actor=1,
+        stall_timeout_s=3,
+    )
     assert len(list(tmp_path.glob("decoder-*"))) == 1
     assert record["exit_code"] == 0 and record["totals"]["decoder_retries"] == 1
     assert_same_output(tmp_path / "out", clean_run)
 
 
-def test_video_whose_decoder_always_dies_fails_and_the_others_complete(clean_run, tmp_path, three_videos, model_path):
+def test_video_whose_decoder_always_dies_fails_and_the_others_complete(
+    clean_run, tmp_path, three_videos, model_path
+):
     plan = FaultPlan(marker_dir=str(tmp_path), decoder_exit_video="clip1", decoder_exit_times=100)
-    record = run(three_videos, tmp_path / "out", model_path, faults=plan, num_actors=2, decode_retries=2)
+    record = run(
+        three_videos, tmp_path / "out", model_path, faults=plan, num_actors=2, decode_retries=2
+    )
     assert len(list(tmp_path.glob("decoder-*"))) == 3  # first try + 2 retries
     assert record["exit_code"] == 3
     status = {os.path.basename(p): s for p, s in read_status(tmp_path / "out").items()}
     assert status["clip1.mp4"]["status"] == "failed"
-    assert "decoder process died" in status["clip1.mp4"]["error"] and "3 attempts" in status["clip1.mp4"]["error"]
+    assert (
+        "decoder process died" in status["clip1.mp4"]["error"]
+        and "3 attempts" in status["clip1.mp4"]["error"]
+    )
     assert status["clip0.mp4"]["status"] == status["clip2.mp4"]["status"] == "ok"
     got = canonical(tmp_path / "out")
-    pd.testing.assert_frame_equal(got, clean_run[clean_run["video"] != "clip1.mp4"].reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        got, clean_run[clean_run["video"] != "clip1.mp4"].reset_index(drop=True)
+    )
 
 
 def test_bad_input_corpus(ray_local, tmp_path, model_path, people_small):
@@ -166,8 +219,19 @@ def test_bad_input_corpus(ray_local, tmp_path, model_path, people_small):
     listing.write_text(f"{folder / 'does_not_exist.mp4'}\n")
     inputs = [good, *sorted(folder.glob("*")), f"@{listing}", empty_dir]
     out = tmp_path / "out"
-    code = main(["run", *map(str, dict.fromkeys(inputs)), "--output", str(out), "--model", model_path,
-                 "--batch-size", "4", "--no-progress"])
+    code = main(
+        [
+            "run",
+            *map(str, dict.fromkeys(inputs)),
+            "--output",
+            str(out),
+            "--model",
+            model_path,
+            "--batch-size",
+            "4",
+            "--no-progress",
+        ]
+    )
     assert code == 3
     status = {os.path.basename(p): s for p, s in read_status(out).items()}
     assert status["good.mp4"]["status"] == "ok" and status["good.mp4"]["frames_processed"] == 10
@@ -181,7 +245,9 @@ def test_bad_input_corpus(ray_local, tmp_path, model_path, people_small):
             assert row["frames_processed"] == 0
     rows = read_rows(out)
     partial_ids = {s["video_id"] for s in status.values() if s["status"] == "partial"}
-    assert set(rows["video_id"]) == partial_ids | {status["good.mp4"]["video_id"]}  # kept frames of partial videos
+    assert set(rows["video_id"]) == partial_ids | {
+        status["good.mp4"]["video_id"]
+    }  # kept frames of partial videos
     assert not rows.duplicated(["video_id", "frame_index"]).any()
 
 
@@ -194,18 +260,45 @@ def test_awkward_but_valid_input(ray_local, tmp_path, model_path, people_small):
     vfr_times = [0, 0.05, 0.07, 0.2, 0.21, 0.5, 0.55, 0.9, 1.0, 1.3]
     write_vfr(folder / "vfr.mp4", frames, vfr_times)
     write_video(folder / "rotated.mp4", frames, rotation=90)
-    write_video(folder / "odd_size.mkv", [f[:239, :319] for f in frames], codec="ffv1", pix_fmt="bgr0")
-    write_video(folder / "gray.mkv", [cv2.cvtColor(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
-                                      for f in frames], codec="ffv1", pix_fmt="gray")
+    write_video(
+        folder / "odd_size.mkv", [f[:239, :319] for f in frames], codec="ffv1", pix_fmt="bgr0"
+    )
+    write_video(
+        folder / "gray.mkv",
+        [cv2.cvtColor(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR) for f in frames],
+        codec="ffv1",
+        pix_fmt="gray",
+    )
     write_video(folder / "ten_bit.mp4", frames, pix_fmt="yuv420p10le")
-    write_video(folder / "vp9.webm", frames, codec="libvpx-vp9", options={"deadline": "realtime", "cpu-used": "8"})
-    write_video(folder / "hevc.mkv", frames, codec="libx265", options={"x265-params": "log-level=none"})
+    write_video(
+        folder / "vp9.webm",
+        frames,
+        codec="libvpx-vp9",
+        options={"deadline": "realtime", "cpu-used": "8"},
+    )
+    write_video(
+        folder / "hevc.mkv", frames, codec="libx265", options={"x265-params": "log-level=none"}
+    )
     write_video(folder / "mjpeg.avi", frames, codec="mjpeg", pix_fmt="yuvj420p")
     write_video(folder / "one_frame.mp4", frames[:1])
     write_video(folder / "batch_plus_one.mp4", frames[:5])  # batch size 4 + 1
     out = tmp_path / "out"
-    assert main(["run", str(folder), "--output", str(out), "--model", model_path, "--batch-size", "4",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(folder),
+                "--output",
+                str(out),
+                "--model",
+                model_path,
+                "--batch-size",
+                "4",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     rows = read_rows(out)
     status = {os.path.basename(p): s for p, s in read_status(out).items()}
     expected_frames = {"one_frame.mp4": 1, "batch_plus_one.mp4": 5}
@@ -216,13 +309,18 @@ def test_awkward_but_valid_input(ray_local, tmp_path, model_path, people_small):
         if name == "vfr.mp4":
             np.testing.assert_allclose(mine["timestamp_s"], vfr_times, atol=1e-3)
         elif name not in ("mjpeg.avi",):
-            np.testing.assert_allclose(mine["timestamp_s"], np.arange(n) / 30, atol=1e-3, err_msg=name)
+            np.testing.assert_allclose(
+                mine["timestamp_s"], np.arange(n) / 30, atol=1e-3, err_msg=name
+            )
         width, height = s["width"], s["height"]
         for boxes in mine["detections"]:
             for d in boxes:
                 assert 0 <= d["x1"] <= d["x2"] <= width and 0 <= d["y1"] <= d["y2"] <= height, name
         assert mine["num_detections"].sum() > 0, name
-    assert (status["rotated.mp4"]["width"], status["rotated.mp4"]["height"]) == (240, 320)  # coded 320x240
+    assert (status["rotated.mp4"]["width"], status["rotated.mp4"]["height"]) == (
+        240,
+        320,
+    )  # coded 320x240
     assert status["rotated.mp4"]["rotation"] in (90, 270)
     assert (status["odd_size.mkv"]["width"], status["odd_size.mkv"]["height"]) == (319, 239)
 
@@ -232,7 +330,15 @@ def test_hostile_names_write_only_inside_the_output(ray_local, tmp_path, model_p
     hashed file names; one file reached through a symlink or a path with '..' is one video."""
     folder = tmp_path / "in"
     folder.mkdir()
-    names = ["..x.mp4", "a b.mp4", "quote'\"s.mp4", "new\nline.mp4", "видео ✓.mp4", "$(touch pwned).mp4", "-rf.mp4"]
+    names = [
+        "..x.mp4",
+        "a b.mp4",
+        "quote'\"s.mp4",
+        "new\nline.mp4",
+        "видео ✓.mp4",
+        "$(touch pwned).mp4",
+        "-rf.mp4",
+    ]
     files = []
     for i, name in enumerate(names):
         write_video(folder / name, people_small[i : i + 3])  # distinct content: distinct videos
@@ -243,12 +349,29 @@ def test_hostile_names_write_only_inside_the_output(ray_local, tmp_path, model_p
     traversal = folder / "..x" / ".." / "..x.mp4"  # the same file as '..x.mp4', through '..'
     out = tmp_path / "out"
     before = {p for p in tmp_path.rglob("*")}
-    assert main(["run", "--output", str(out), "--model", model_path, "--no-progress", "--",
-                 *map(str, files), str(link), str(traversal)]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--output",
+                str(out),
+                "--model",
+                model_path,
+                "--no-progress",
+                "--",
+                *map(str, files),
+                str(link),
+                str(traversal),
+            ]
+        )
+        == 0
+    )
     written = {p for p in tmp_path.rglob("*")} - before
     assert written and all(out in p.parents or p == out for p in written), written
     status = read_status(out)
-    assert sorted(os.path.basename(p) for p in status) == sorted(names)  # the link and '..' add none
+    assert sorted(os.path.basename(p) for p in status) == sorted(
+        names
+    )  # the link and '..' add none
     assert all(s["status"] == "ok" for s in status.values())
     assert read_rows(out).groupby("video_id").size().tolist() == [3] * len(names)
     for p in (out / "detections").iterdir():
@@ -256,7 +379,9 @@ def test_hostile_names_write_only_inside_the_output(ray_local, tmp_path, model_p
 
 
 @pytest.mark.parametrize("with_other_work", [True, False], ids=["on Ray", "without Ray"])
-def test_a_video_that_turned_bad_loses_its_old_rows(ray_local, tmp_path, model_path, people_small, with_other_work):
+def test_a_video_that_turned_bad_loses_its_old_rows(
+    ray_local, tmp_path, model_path, people_small, with_other_work
+):
     """An 'ok' video that is now empty (or missing) is recorded failed, and its earlier rows go:
     a video's rows and its manifest row agree, whether the rerun needs Ray (other videos to
     process) or not (nothing else to do)."""
@@ -276,7 +401,9 @@ def test_a_video_that_turned_bad_loses_its_old_rows(ray_local, tmp_path, model_p
     record = run([f"@{listing}"], out, model_path)
     assert record["exit_code"] == 3 and record["did_work"] is with_other_work
     status = {os.path.basename(p): s for p, s in read_status(out).items()}
-    assert status["first.mp4"]["status"] == "failed" and "empty file" in status["first.mp4"]["error"]
+    assert (
+        status["first.mp4"]["status"] == "failed" and "empty file" in status["first.mp4"]["error"]
+    )
     rows = read_rows(out)
     assert set(rows["video_id"]) == {status["second.mp4"]["video_id"]}
     assert not (out / "detections" / f"{status['first.mp4']['video_id']}.parquet").exists()

@@ -9,12 +9,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import read_rows, read_status
 from corpus import scene_frames, write_vfr
+
 from pipeline.config import RunConfig
-from pipeline.runtime.faults import FaultPlan
 from pipeline.media.samples import read_frames, write_video
+from pipeline.runtime.faults import FaultPlan
 
 pytestmark = pytest.mark.slow
 
@@ -28,10 +28,18 @@ def awkward(tmp_path_factory, people_mp4):
     folder = tmp_path_factory.mktemp("segments-run")
     frames = scene_frames(list(read_frames(people_mp4, limit=FRAMES)), FRAMES, size=(320, 192))
     bframes = "bframes=3:b-adapt=0:scenecut=0:keyint={k}:min-keyint={k}"
-    write_video(folder / "keyframe_on_boundary.mp4", frames, options={"x264-params": bframes.format(k=8)})
-    write_video(folder / "keyframe_off_boundary.mp4", frames, options={"x264-params": bframes.format(k=30)})
-    write_video(folder / "rotated.mp4", frames, rotation=90, options={"x264-params": bframes.format(k=10)})
-    write_video(folder / "odd_length.mkv", frames[:41], options={"x264-params": bframes.format(k=7)})
+    write_video(
+        folder / "keyframe_on_boundary.mp4", frames, options={"x264-params": bframes.format(k=8)}
+    )
+    write_video(
+        folder / "keyframe_off_boundary.mp4", frames, options={"x264-params": bframes.format(k=30)}
+    )
+    write_video(
+        folder / "rotated.mp4", frames, rotation=90, options={"x264-params": bframes.format(k=10)}
+    )
+    write_video(
+        folder / "odd_length.mkv", frames[:41], options={"x264-params": bframes.format(k=7)}
+    )
     times = np.cumsum(np.random.default_rng(3).uniform(0.01, 0.2, FRAMES)).tolist()
     write_vfr(folder / "vfr.mp4", frames, times)
     return folder
@@ -41,7 +49,9 @@ def run(folder, out, model, faults=None, **settings):
     import pipeline
 
     config = RunConfig(model=model, batch_size=4, **settings)
-    return pipeline.run([str(folder)], output=str(out), config=config, faults=faults, progress=False)
+    return pipeline.run(
+        [str(folder)], output=str(out), config=config, faults=faults, progress=False
+    )
 
 
 def rows(out) -> pd.DataFrame:
@@ -49,10 +59,15 @@ def rows(out) -> pd.DataFrame:
     table = read_rows(out)
     paths = {s["video_id"]: p for p, s in read_status(out).items()}
     table["video"] = table["video_id"].map(paths)
-    table["boxes"] = [tuple((d["class_id"], d["confidence"], d["x1"], d["y1"], d["x2"], d["y2"]) for d in ds)
-                      for ds in table["detections"]]
-    return table[["video", "frame_index", "timestamp_s", "num_detections", "boxes"]].sort_values(
-        ["video", "frame_index"]).reset_index(drop=True)
+    table["boxes"] = [
+        tuple((d["class_id"], d["confidence"], d["x1"], d["y1"], d["x2"], d["y2"]) for d in ds)
+        for ds in table["detections"]
+    ]
+    return (
+        table[["video", "frame_index", "timestamp_s", "num_detections", "boxes"]]
+        .sort_values(["video", "frame_index"])
+        .reset_index(drop=True)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -71,13 +86,18 @@ def test_two_segments_give_the_rows_of_one_decoder(one_decoder, tmp_path, awkwar
     got = rows(out)
     assert not got.duplicated(["video", "frame_index"]).any()
     pd.testing.assert_frame_equal(got, one_decoder)
-    assert all(s["decode_attempts"] == 2 for s in read_status(out).values())  # one stream per segment
+    assert all(
+        s["decode_attempts"] == 2 for s in read_status(out).values()
+    )  # one stream per segment
 
 
-def test_a_segment_decoder_that_dies_is_retried_and_the_rows_stay_the_same(one_decoder, tmp_path, awkward,
-                                                                           model_path):
+def test_a_segment_decoder_that_dies_is_retried_and_the_rows_stay_the_same(
+    one_decoder, tmp_path, awkward, model_path
+):
     out = tmp_path / "out"
-    plan = FaultPlan(marker_dir=str(tmp_path), decoder_exit_video="keyframe_off", decoder_exit_after_batches=7)
+    plan = FaultPlan(
+        marker_dir=str(tmp_path), decoder_exit_video="keyframe_off", decoder_exit_after_batches=7
+    )
     record = run(awkward, out, model_path, faults=plan, segments=3, segment_min_frames=8)
     assert len(list(tmp_path.glob("decoder-*"))) == 1, "the fault hook never fired"
     assert record["exit_code"] == 0 and record["totals"]["decoder_retries"] == 1

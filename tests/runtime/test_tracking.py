@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import iou_matrix
+
 from pipeline.cli.main import main
 from pipeline.output.readers import read_detections, read_tracks, read_videos
 
@@ -20,8 +20,26 @@ pytestmark = pytest.mark.slow
 def tracked_run(out, people_mp4, model_path, actors: int) -> pd.DataFrame:
     # One torch thread per actor in both runs, so the boxes themselves are bit-identical and any
     # difference in ids could only come from the order the tracker saw them in.
-    code = main(["run", str(people_mp4), "--output", str(out), "--model", str(model_path), "--device", "cpu",
-                 "--track", "--num-actors", str(actors), "--cpu-threads", "1", "--batch-size", "8", "--no-progress"])
+    code = main(
+        [
+            "run",
+            str(people_mp4),
+            "--output",
+            str(out),
+            "--model",
+            str(model_path),
+            "--device",
+            "cpu",
+            "--track",
+            "--num-actors",
+            str(actors),
+            "--cpu-threads",
+            "1",
+            "--batch-size",
+            "8",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     return read_detections(out).sort_values(["frame_index", "x1", "y1"]).reset_index(drop=True)
 
@@ -48,7 +66,9 @@ def test_each_person_keeps_one_id_across_consecutive_frames(runs):
         a, b = by_frame[f], by_frame[f + 1]
         # No two boxes of a frame share an id.
         assert a["track_id"].is_unique
-        overlap = iou_matrix(a[["x1", "y1", "x2", "y2"]].to_numpy(), b[["x1", "y1", "x2", "y2"]].to_numpy())
+        overlap = iou_matrix(
+            a[["x1", "y1", "x2", "y2"]].to_numpy(), b[["x1", "y1", "x2", "y2"]].to_numpy()
+        )
         for i, j in zip(*np.nonzero(overlap > 0.7)):  # the same person one frame later
             if a["track_id"].iloc[i] == b["track_id"].iloc[j]:
                 same += 1
@@ -66,7 +86,9 @@ def test_number_of_tracks_is_plausible(runs):
     # About 15 people per frame over 10 s, some walking in and out: tens of tracks, not one per box.
     assert per_frame.max() <= len(people) <= 4 * per_frame.max()
     assert len(tracks) < 0.02 * len(boxes)
-    assert (people["num_frames"] >= 100).sum() >= per_frame.median() / 2  # many followed for seconds
+    assert (
+        people["num_frames"] >= 100
+    ).sum() >= per_frame.median() / 2  # many followed for seconds
     videos = read_videos(root / "one")
     assert videos["num_tracks"].tolist() == [len(tracks)]
 
@@ -74,7 +96,11 @@ def test_number_of_tracks_is_plausible(runs):
 def test_tracks_summary_agrees_with_the_detections(runs):
     root, boxes, _ = runs
     tracks = read_tracks(root / "one").set_index("track_id")
-    seen = boxes.dropna(subset=["track_id"]).groupby("track_id")["frame_index"].agg(["min", "max", "count"])
+    seen = (
+        boxes.dropna(subset=["track_id"])
+        .groupby("track_id")["frame_index"]
+        .agg(["min", "max", "count"])
+    )
     seen.index = seen.index.astype(tracks.index.dtype)  # both nullable Int32
     assert sorted(seen.index) == sorted(tracks.index) == list(range(1, len(tracks) + 1))
     assert (seen["min"] == tracks.loc[seen.index, "first_frame"]).all()
@@ -85,7 +111,9 @@ def test_tracks_summary_agrees_with_the_detections(runs):
 def test_ids_are_the_same_with_one_actor_or_two(runs):
     root, one, two = runs
     actors = json.loads((root / "two" / "run.json").read_text())["actors"]
-    assert len(actors) == 2 and all(a["batches"] > 0 for a in actors)  # both inferred part of the video
+    assert len(actors) == 2 and all(
+        a["batches"] > 0 for a in actors
+    )  # both inferred part of the video
     assert len(one) == len(two) > 4000
     pd.testing.assert_frame_equal(one, two)  # boxes, confidences and track ids, row for row
 
@@ -98,8 +126,16 @@ def test_ids_agree_with_ultralytics_own_tracking(runs, people_mp4, model_path):
     _, boxes, _ = runs
     ours_to_ref, ref_to_ours = {}, {}
     compared = unmatched = 0
-    stream = YOLO(model_path).track(source=str(people_mp4), conf=0.25, iou=0.7, imgsz=640, persist=True,
-                                    tracker="bytetrack.yaml", stream=True, verbose=False)
+    stream = YOLO(model_path).track(
+        source=str(people_mp4),
+        conf=0.25,
+        iou=0.7,
+        imgsz=640,
+        persist=True,
+        tracker="bytetrack.yaml",
+        stream=True,
+        verbose=False,
+    )
     for frame_index, result in enumerate(stream):
         if result.boxes.id is None:
             continue
@@ -121,11 +157,12 @@ def test_ids_agree_with_ultralytics_own_tracking(runs, people_mp4, model_path):
 def test_a_tracking_task_that_dies_is_retried_and_one_that_always_dies_fails_only_its_video(
     ray_local, tmp_path, people_mp4, model_path
 ):
-    import pipeline
     from conftest import read_status, write_people_clips  # noqa: I001
+
+    import pipeline
     from pipeline.config import RunConfig
+    from pipeline.media.source import describe
     from pipeline.runtime.faults import FaultPlan
-    from pipeline.plan.inputs import describe
 
     clips = write_people_clips(tmp_path, people_mp4, count=2, length=24, step=30)
     victim = describe(str(clips[0])).video_id
@@ -134,7 +171,9 @@ def test_a_tracking_task_that_dies_is_retried_and_one_that_always_dies_fails_onl
         markers = tmp_path / f"markers-{times}"
         markers.mkdir()
         out = tmp_path / f"out-{times}"
-        plan = FaultPlan(marker_dir=str(markers), tracker_exit_video_id=victim, tracker_exit_times=times)
+        plan = FaultPlan(
+            marker_dir=str(markers), tracker_exit_video_id=victim, tracker_exit_times=times
+        )
         record = pipeline.run(clips, output=str(out), config=config, progress=False, faults=plan)
         status = {Path(p).name: s for p, s in read_status(out).items()}
         assert status["v1.mp4"]["status"] == "ok" and status["v1.mp4"]["num_tracks"] > 0
@@ -145,6 +184,9 @@ def test_a_tracking_task_that_dies_is_retried_and_one_that_always_dies_fails_onl
         else:  # the first run and Ray's 2 retries all died
             assert len(list(markers.iterdir())) == 3 and record["exit_code"] == 3
             assert "tracking failed" in status["v0.mp4"]["error"]
-            assert read_detections(out, video_id=victim).empty and read_tracks(out, video_id=victim).empty
+            assert (
+                read_detections(out, video_id=victim).empty
+                and read_tracks(out, video_id=victim).empty
+            )
         leftovers = [p.name for p in out.rglob(".tmp-*")]
         assert leftovers == []

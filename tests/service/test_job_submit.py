@@ -13,32 +13,40 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, read_rows, read_status
 
 pytestmark = pytest.mark.slow
 
-METRICS_PORT = int(os.environ.get("PIPELINE_TEST_METRICS_PORT", "8080"))  # outside Ray's worker ports
+METRICS_PORT = int(
+    os.environ.get("PIPELINE_TEST_METRICS_PORT", "8080")
+)  # outside Ray's worker ports
 
 
 def readme_block(heading: str) -> str:
     """The first ```bash block after ``heading`` in the README: what a user copies."""
     text = (REPO / "README.md").read_text()
-    after = text[text.index(heading):]
+    after = text[text.index(heading) :]
     return re.search(r"```bash\n(.*?)```", after, re.S).group(1)
 
 
 def fresh_shell_env() -> dict:
     """A new user's shell: this virtualenv activated, no Ray or test variables."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("RAY_", "PIPELINE_", "YOLO_", "PYTEST")) and k != "PYTHONPATH"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("RAY_", "PIPELINE_", "YOLO_", "PYTEST")) and k != "PYTHONPATH"
+    }
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     env["VIRTUAL_ENV"] = str(Path(sys.executable).parent.parent)
     return env
 
 
 def scrape(name: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10).read().decode()
+    text = (
+        urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10)
+        .read()
+        .decode()
+    )
     values = [float(m.group(1)) for m in re.finditer(rf"^{name}\{{[^}}]*\}} (\S+)$", text, re.M)]
     return sum(values) if values else -1.0
 
@@ -48,30 +56,49 @@ def test_readme_job_submission_block_runs_as_typed(tmp_path, clips, model_path):
     block = readme_block("## Running on a Ray cluster")
     assert "export RAY_AUTH_MODE=token" in block and "ray job submit" in block
     work = tmp_path / "src"
-    shutil.copytree(REPO, work, ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info", "demo-out"))
+    shutil.copytree(
+        REPO,
+        work,
+        ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info", "demo-out"),
+    )
     out = tmp_path / "out"
     inputs = tmp_path / "videos"
     inputs.mkdir()
     for name in ("small_h264", "tiny_17"):
         shutil.copy(clips[name], inputs / clips[name].name)
-    script = (block.replace("/data/videos", str(inputs)).replace("/data/out", str(out))
-              .replace("/models/yolo11n.pt", model_path))
+    script = (
+        block.replace("/data/videos", str(inputs))
+        .replace("/data/out", str(out))
+        .replace("/models/yolo11n.pt", model_path)
+    )
     assert f"--metrics-export-port {METRICS_PORT}" in script
     ray_bin = str(Path(sys.executable).with_name("ray"))
     subprocess.run([ray_bin, "stop", "--force"], capture_output=True)
     # The block ends with `ray stop`: the metrics are read while the head still runs, then it stops.
     before_stop, stop = script.rsplit("ray stop", 1)
     try:
-        job = subprocess.run(["bash", "-euo", "pipefail", "-c", before_stop], cwd=work, env=fresh_shell_env(),
-                             capture_output=True, text=True, timeout=600)
+        job = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", before_stop],
+            cwd=work,
+            env=fresh_shell_env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         logs = job.stdout + job.stderr
         assert job.returncode == 0, logs[-3000:]
         assert "succeeded" in logs and "Videos: 2 (2 ok" in logs
         assert len(read_rows(out)) == 40 + 17
         assert all(st["status"] == "ok" for st in read_status(out).values())
         check_metrics()
-        stopped = subprocess.run(["bash", "-euo", "pipefail", "-c", "ray stop" + stop], cwd=work,
-                                 env=fresh_shell_env(), capture_output=True, text=True, timeout=120)
+        stopped = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", "ray stop" + stop],
+            cwd=work,
+            env=fresh_shell_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert stopped.returncode == 0, stopped.stderr
     finally:
         subprocess.run([ray_bin, "stop", "--force"], capture_output=True)
@@ -79,7 +106,10 @@ def test_readme_job_submission_block_runs_as_typed(tmp_path, clips, model_path):
 
 def check_metrics() -> None:
     """Ray exports custom metrics about every 10 s: wait for the final values."""
-    expected = {"ray_pipeline_frames_inferred_total": 57.0, "ray_pipeline_frames_decoded_total": 57.0}
+    expected = {
+        "ray_pipeline_frames_inferred_total": 57.0,
+        "ray_pipeline_frames_decoded_total": 57.0,
+    }
     deadline = time.time() + 60
     while time.time() < deadline:
         got = {name: scrape(name) for name in expected}
@@ -87,5 +117,7 @@ def check_metrics() -> None:
             break
         time.sleep(3)
     assert got == expected
-    assert scrape("ray_pipeline_batch_latency_s_count") == 5.0  # ceil(40/16) + ceil(17/16) batches of 16
+    assert (
+        scrape("ray_pipeline_batch_latency_s_count") == 5.0
+    )  # ceil(40/16) + ceil(17/16) batches of 16
     assert scrape("ray_pipeline_process_rss_bytes") > 0

@@ -18,11 +18,11 @@ import cv2
 import httpx
 import numpy as np
 import pytest
-
 from conftest import REPO, read_rows, read_status
-from pipeline.media.samples import concat_copies
 from test_job_submit import fresh_shell_env, readme_block
 from test_service_api import assert_boxes_equal_predict, bad_requests
+
+from pipeline.media.samples import concat_copies
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,7 @@ def readme_python_block(heading: str) -> str:
     import re
 
     text = (REPO / "README.md").read_text()
-    return re.search(r"```python\n(.*?)```", text[text.index(heading):], re.S).group(1)
+    return re.search(r"```python\n(.*?)```", text[text.index(heading) :], re.S).group(1)
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.5):
@@ -69,7 +69,11 @@ def world(tmp_path_factory, clips, people_mp4, model_path):
     """The README block's cluster and service, Prometheus scraping Ray, and the folders."""
     base = tmp_path_factory.mktemp("service")
     work, videos, out = base / "src", base / "videos", base / "out"
-    shutil.copytree(REPO, work, ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info", "demo-out"))
+    shutil.copytree(
+        REPO,
+        work,
+        ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info", "demo-out"),
+    )
     (videos / "pair").mkdir(parents=True)
     out.mkdir()
     for name in ("small_h264", "tiny_17"):
@@ -79,8 +83,11 @@ def world(tmp_path_factory, clips, people_mp4, model_path):
     concat_copies(people_mp4, videos / "long" / "people.mp4", 4)
     shutil.copy(clips["short_1080p"], videos / "long" / "short_1080p.mp4")
     block = readme_block("## Service (HTTP API)")
-    script = (block.replace("/data/videos", str(videos)).replace("/data/out", str(out))
-              .replace("/models/yolo11n.pt", model_path))
+    script = (
+        block.replace("/data/videos", str(videos))
+        .replace("/data/out", str(out))
+        .replace("/models/yolo11n.pt", model_path)
+    )
     assert "export RAY_AUTH_MODE=token" in script and "python -m pipeline serve" in script
     setup, serve_line = script.split("python -m pipeline serve", 1)
     serve_line = "python -m pipeline serve" + serve_line
@@ -89,26 +96,50 @@ def world(tmp_path_factory, clips, people_mp4, model_path):
     env = fresh_shell_env()
     processes = {}
     try:
-        done = subprocess.run(["bash", "-euo", "pipefail", "-c", setup], cwd=work, env=env, capture_output=True,
-                              text=True, timeout=300)
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", setup],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         exports = "\n".join(line for line in setup.splitlines() if line.startswith("export "))
 
         def start_service():
             log = open(base / "serve.log", "a")
-            processes["serve"] = subprocess.Popen(["bash", "-euo", "pipefail", "-c", exports + "\n" + serve_line],
-                                                  cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                                  start_new_session=True)
+            processes["serve"] = subprocess.Popen(
+                ["bash", "-euo", "pipefail", "-c", exports + "\n" + serve_line],
+                cwd=work,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             wait_until(lambda: healthy(SERVICE), 180, "the service to answer /health")
 
         start_service()
         token = (work / "service-token").read_text().strip()
-        yield dict(work=work, videos=videos, out=out, token=token, env=env, exports=exports, base=base,
-                   start_service=start_service, processes=processes, prometheus=prometheus, model=model_path)
+        yield dict(
+            work=work,
+            videos=videos,
+            out=out,
+            token=token,
+            env=env,
+            exports=exports,
+            base=base,
+            start_service=start_service,
+            processes=processes,
+            prometheus=prometheus,
+            model=model_path,
+        )
     finally:
         for proc in processes.values():
             stop_process_group(proc)
-        subprocess.run(["bash", "-c", "ray stop"], cwd=work, env=env, capture_output=True, timeout=120)
+        subprocess.run(
+            ["bash", "-c", "ray stop"], cwd=work, env=env, capture_output=True, timeout=120
+        )
         if prometheus is not None:
             prometheus.terminate()
             prometheus.wait(30)
@@ -120,11 +151,20 @@ def start_prometheus(base: Path):
     binary = shutil.which("prometheus")
     if binary is None:
         if os.environ.get("PIPELINE_REQUIRE_PROMETHEUS") == "1":
-            pytest.fail("PIPELINE_REQUIRE_PROMETHEUS=1 but no prometheus binary (apt-get install prometheus)")
+            pytest.fail(
+                "PIPELINE_REQUIRE_PROMETHEUS=1 but no prometheus binary (apt-get install prometheus)"
+            )
         return None
-    proc = subprocess.Popen([binary, f"--config.file={REPO / 'deploy' / 'prometheus.yml'}",
-                             f"--storage.tsdb.path={base / 'prometheus-data'}", "--web.listen-address=127.0.0.1:9090"],
-                            stdout=subprocess.DEVNULL, stderr=open(base / "prometheus.log", "w"))
+    proc = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={REPO / 'deploy' / 'prometheus.yml'}",
+            f"--storage.tsdb.path={base / 'prometheus-data'}",
+            "--web.listen-address=127.0.0.1:9090",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(base / "prometheus.log", "w"),
+    )
     wait_until(lambda: _port_open(9090), 60, "prometheus to listen")
     return proc
 
@@ -138,11 +178,15 @@ class Api:
     """The calls a web backend makes, against a base URL (the Serve app or the mounted router)."""
 
     def __init__(self, base: str, token: str):
-        self.client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120)
+        self.client = httpx.Client(
+            base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120
+        )
 
     def submit(self, inputs, output, **settings) -> str:
-        r = self.client.post("/jobs", json={"inputs": [str(i) for i in inputs], "output": str(output),
-                                            "settings": settings})
+        r = self.client.post(
+            "/jobs",
+            json={"inputs": [str(i) for i in inputs], "output": str(output), "settings": settings},
+        )
         assert r.status_code == 201, r.text
         return r.json()["id"]
 
@@ -152,8 +196,11 @@ class Api:
         return r.json()
 
     def wait(self, job_id, states=("succeeded",), timeout=400) -> dict:
-        view = wait_until(lambda: (v := self.job(job_id))["state"] not in ("pending", "queued", "running") and v, timeout,
-                          f"job {job_id} to end")
+        view = wait_until(
+            lambda: (v := self.job(job_id))["state"] not in ("pending", "queued", "running") and v,
+            timeout,
+            f"job {job_id} to end",
+        )
         assert view["state"] in states, view
         return view
 
@@ -183,18 +230,29 @@ def exercise(api: Api, world: dict, name: str, image: np.ndarray, reference) -> 
     assert view["frames_done"] == 57 and view["videos"]["ok"] == 2 and view["eta_s"] == 0
     for filters in ({}, {"classes": "person", "min_conf": 0.5}, {"start_s": 0.3, "end_s": 1.0}):
         got = api.detections(job, **filters)
-        want = read_detections(out / "pair", classes=filters.get("classes"), min_confidence=filters.get("min_conf"),
-                               start_s=filters.get("start_s"), end_s=filters.get("end_s"))
+        want = read_detections(
+            out / "pair",
+            classes=filters.get("classes"),
+            min_confidence=filters.get("min_conf"),
+            start_s=filters.get("start_s"),
+            end_s=filters.get("end_s"),
+        )
         assert len(want) > 0 and len(got) == len(want)
         assert got["video_id"].tolist() == want["video_id"].tolist()
         assert got["frame_index"].tolist() == want["frame_index"].tolist()
-        np.testing.assert_array_equal(got["confidence"].to_numpy(np.float32), want["confidence"].to_numpy(np.float32))
+        np.testing.assert_array_equal(
+            got["confidence"].to_numpy(np.float32), want["confidence"].to_numpy(np.float32)
+        )
     one_video = read_detections(out / "pair")["video_id"].iloc[0]
     assert set(api.detections(job, video=one_video)["video_id"]) == {one_video}
     # Stop the long job once it has made progress, then resume it: every frame once, all ok.
     # (Submitted after the first job ended: jobs run one at a time, in no promised order.)
     long_job = api.submit([world["videos"] / "long"], out / "long")
-    wait_until(lambda: (api.job(long_job).get("frames_done") or 0) > 30, 300, "the long job to make progress")
+    wait_until(
+        lambda: (api.job(long_job).get("frames_done") or 0) > 30,
+        300,
+        "the long job to make progress",
+    )
     assert api.client.delete(f"/jobs/{long_job}").status_code == 202
     api.wait(long_job, states=("stopped",), timeout=120)
     assert api.client.post(f"/jobs/{long_job}/resume").status_code == 201
@@ -212,9 +270,13 @@ def exercise(api: Api, world: dict, name: str, image: np.ndarray, reference) -> 
     # The fuzz: 4xx, one sentence, never 5xx.
     roots = (world["videos"], world["out"], world["base"] / "outside")
     for method, path, options, status in bad_requests(roots, max_upload=20 * 2**20):
-        r = httpx.request(method, str(api.client.base_url).rstrip("/") + path, timeout=60,
-                          **{k: v for k, v in options.items() if k != "headers"},
-                          headers=_fuzz_headers(options, api))
+        r = httpx.request(
+            method,
+            str(api.client.base_url).rstrip("/") + path,
+            timeout=60,
+            **{k: v for k, v in options.items() if k != "headers"},
+            headers=_fuzz_headers(options, api),
+        )
         assert r.status_code < 500, (method, path, r.status_code, r.text)
         assert r.status_code == status, (method, path, r.status_code, r.text)
 
@@ -252,15 +314,26 @@ def test_router_example_in_a_plain_fastapi_app(world, reference_and_frame, tmp_p
     reference, frame = reference_and_frame
     example = readme_python_block("**In an existing FastAPI app**")
     (world["work"] / "myapp.py").write_text(example)
-    env = {**world["env"], "PIPELINE_SERVICE_TOKEN_FILE": str(world["work"] / "service-token"),
-           "PIPELINE_INPUT_ROOTS": str(world["videos"]), "PIPELINE_OUTPUT_ROOTS": str(world["out"]),
-           "PIPELINE_SERVICE_MODEL": world["model"]}
-    uvicorn = subprocess.Popen(["bash", "-c", world["exports"] + "\nexec uvicorn myapp:app --port 8001"],
-                               cwd=world["work"], env=env, stdout=open(tmp_path / "uvicorn.log", "w"),
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    env = {
+        **world["env"],
+        "PIPELINE_SERVICE_TOKEN_FILE": str(world["work"] / "service-token"),
+        "PIPELINE_INPUT_ROOTS": str(world["videos"]),
+        "PIPELINE_OUTPUT_ROOTS": str(world["out"]),
+        "PIPELINE_SERVICE_MODEL": world["model"],
+    }
+    uvicorn = subprocess.Popen(
+        ["bash", "-c", world["exports"] + "\nexec uvicorn myapp:app --port 8001"],
+        cwd=world["work"],
+        env=env,
+        stdout=open(tmp_path / "uvicorn.log", "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         wait_until(lambda: healthy("http://127.0.0.1:8001/yolo"), 120, "the plain FastAPI app")
-        exercise(Api("http://127.0.0.1:8001/yolo", world["token"]), world, "router", frame, reference)
+        exercise(
+            Api("http://127.0.0.1:8001/yolo", world["token"]), world, "router", frame, reference
+        )
     finally:
         stop_process_group(uvicorn)
 
@@ -271,13 +344,43 @@ def test_load_generator_is_bounded_and_reports(world, tmp_path, people_mp4):
     image = tmp_path / "frame.jpg"
     cv2.imwrite(str(image), next(iter(read_frames(people_mp4, limit=1))))
     token_file = world["work"] / "service-token"
-    refused = subprocess.run([sys.executable, "-m", "pipeline.bench.loadtest", "--url", "http://example.com",
-                              "--token-file", str(token_file), "--image", str(image)], capture_output=True, text=True)
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.bench.loadtest",
+            "--url",
+            "http://example.com",
+            "--token-file",
+            str(token_file),
+            "--image",
+            str(image),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert refused.returncode == 2 and "only to this machine" in refused.stderr
     started = time.time()
-    done = subprocess.run([sys.executable, "-m", "pipeline.bench.loadtest", "--token-file", str(token_file),
-                           "--image", str(image), "--concurrency", "1,4", "--duration", "3",
-                           "--json", str(tmp_path / "load.json")], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.bench.loadtest",
+            "--token-file",
+            str(token_file),
+            "--image",
+            str(image),
+            "--concurrency",
+            "1,4",
+            "--duration",
+            "3",
+            "--json",
+            str(tmp_path / "load.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert time.time() - started < 60
     import json
@@ -298,28 +401,49 @@ def promql(query: str) -> list:
 def test_prometheus_sees_the_runs_and_the_dashboard_queries_work(world):
     """Last in the module: the jobs above ran while Prometheus scraped Ray's metrics port."""
     if world["prometheus"] is None:
-        pytest.skip("no prometheus binary (apt-get install prometheus; CI sets PIPELINE_REQUIRE_PROMETHEUS=1)")
+        pytest.skip(
+            "no prometheus binary (apt-get install prometheus; CI sets PIPELINE_REQUIRE_PROMETHEUS=1)"
+        )
     # A few detections on the running service, so that its batch metrics are exported by a
     # replica that lives on (the service was restarted since the first test's requests).
     ok, jpeg = cv2.imencode(".jpg", np.full((360, 640, 3), 114, np.uint8))
     for _ in range(3):
-        r = httpx.post(f"{SERVICE}/detect", content=jpeg.tobytes(), timeout=120,
-                       headers={"Authorization": f"Bearer {world['token']}"})
+        r = httpx.post(
+            f"{SERVICE}/detect",
+            content=jpeg.tobytes(),
+            timeout=120,
+            headers={"Authorization": f"Bearer {world['token']}"},
+        )
         assert r.status_code == 200, r.text
     fps_query = "sum(rate(ray_pipeline_frames_inferred_total[10m]))"
     fps = wait_until(lambda: promql(fps_query), 60, "frames/s in Prometheus", interval=2)
     assert float(fps[0]["value"][1]) > 0
-    p99 = promql("histogram_quantile(0.99, sum by (le) (rate(ray_pipeline_batch_latency_s_bucket[10m])))")
+    p99 = promql(
+        "histogram_quantile(0.99, sum by (le) (rate(ray_pipeline_batch_latency_s_bucket[10m])))"
+    )
     assert 0 < float(p99[0]["value"][1]) < 120
     import json
 
     dashboard = json.loads((REPO / "deploy" / "grafana" / "pipeline-dashboard.json").read_text())
-    must_have_data = {"Frames per second", "Batch latency", "Video outcomes", "Service requests per second",
-                      "Service latency", "POST /detect batch size"}
+    must_have_data = {
+        "Frames per second",
+        "Batch latency",
+        "Video outcomes",
+        "Service requests per second",
+        "Service latency",
+        "POST /detect batch size",
+    }
     for panel in dashboard["panels"]:
         for target in panel["targets"]:
             query = target["expr"].replace("$__rate_interval", "10m")
-            if panel["title"] in must_have_data:  # Ray exports every ~10 s, Prometheus scrapes every 5 s
-                wait_until(lambda: promql(query), 60, f"data for {panel['title']!r}: {query}", interval=2)
+            if (
+                panel["title"] in must_have_data
+            ):  # Ray exports every ~10 s, Prometheus scrapes every 5 s
+                wait_until(
+                    lambda: promql(query),  # noqa: B023 - called before the loop moves on
+                    60,
+                    f"data for {panel['title']!r}: {query}",
+                    interval=2,
+                )
             else:
                 promql(query)  # valid PromQL, whether or not there is data (no GPU here)

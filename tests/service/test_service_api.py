@@ -22,8 +22,15 @@ from pipeline.output.readers import read_detections
 from pipeline.output.writer import VideoResultWriter
 from pipeline.service.api import build_fastapi_app
 from pipeline.service.detect import ImageBoxes
-from pipeline.service.jobs import (JobConflict, JobNotFound, JobRequestError, JobService,
-                                   Submission, check_request, job_state)
+from pipeline.service.jobs import (
+    JobConflict,
+    JobNotFound,
+    JobRequestError,
+    JobService,
+    Submission,
+    check_request,
+    job_state,
+)
 from pipeline.service.paths import PathNotAllowed, confine
 from pipeline.service.settings import ServiceSettings, SettingsError
 
@@ -40,7 +47,9 @@ class FakeBackend:
         self.envs: dict[str, dict] = {}
 
     def submit(self, submission_id, entrypoint, env, metadata):
-        self.jobs[submission_id] = Submission(submission_id, "RUNNING", dict(metadata), start_time=len(self.jobs))
+        self.jobs[submission_id] = Submission(
+            submission_id, "RUNNING", dict(metadata), start_time=len(self.jobs)
+        )
         self.entrypoints[submission_id] = entrypoint
         self.envs[submission_id] = env
 
@@ -49,12 +58,16 @@ class FakeBackend:
 
     def stop(self, submission_id):
         old = self.jobs[submission_id]
-        self.jobs[submission_id] = Submission(old.submission_id, "STOPPED", old.metadata, start_time=old.start_time)
+        self.jobs[submission_id] = Submission(
+            old.submission_id, "STOPPED", old.metadata, start_time=old.start_time
+        )
 
     def finish(self, submission_id, exit_code):
         old = self.jobs[submission_id]
         status = "SUCCEEDED" if exit_code == 0 else "FAILED"
-        self.jobs[submission_id] = Submission(old.submission_id, status, old.metadata, exit_code, start_time=old.start_time)
+        self.jobs[submission_id] = Submission(
+            old.submission_id, status, old.metadata, exit_code, start_time=old.start_time
+        )
 
 
 @pytest.fixture
@@ -71,29 +84,38 @@ def roots(tmp_path):
 @pytest.fixture
 def settings(roots, model_path):
     videos, out, _ = roots
-    return ServiceSettings(input_roots=(str(videos),), output_roots=(str(out),), token=TOKEN, model=model_path,
-                           max_upload_bytes=200_000)
+    return ServiceSettings(
+        input_roots=(str(videos),),
+        output_roots=(str(out),),
+        token=TOKEN,
+        model=model_path,
+        max_upload_bytes=200_000,
+    )
 
 
 # --- confinement -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("location, allowed", [
-    ("{videos}/a.mp4", True),
-    ("{videos}", True),
-    ("{videos}/sub/new.mp4", True),
-    ("{videos}/../outside/secret.mp4", False),
-    ("{videos}/link-out/secret.mp4", False),  # a symlink inside the root that leads out of it
-    ("{videos}_sibling/a.mp4", False),  # a prefix of the root's name is not the root
-    ("relative/a.mp4", False),
-    ("/etc/passwd", False),
-    ("s3://bucket/videos/a.mp4", True),
-    ("s3://bucket/videos", True),
-    ("s3://bucket/videos-other/a.mp4", False),
-    ("s3://bucket/videos/../private/a.mp4", False),
-    ("s3://KEY:SECRET@bucket/videos/a.mp4", False),
-    ("s3://bucket/videos/a.mp4?versionId=1", False),
-    ("gs://bucket/videos/a.mp4", False),
-])
+
+@pytest.mark.parametrize(
+    "location, allowed",
+    [
+        ("{videos}/a.mp4", True),
+        ("{videos}", True),
+        ("{videos}/sub/new.mp4", True),
+        ("{videos}/../outside/secret.mp4", False),
+        ("{videos}/link-out/secret.mp4", False),  # a symlink inside the root that leads out of it
+        ("{videos}_sibling/a.mp4", False),  # a prefix of the root's name is not the root
+        ("relative/a.mp4", False),
+        ("/etc/passwd", False),
+        ("s3://bucket/videos/a.mp4", True),
+        ("s3://bucket/videos", True),
+        ("s3://bucket/videos-other/a.mp4", False),
+        ("s3://bucket/videos/../private/a.mp4", False),
+        ("s3://KEY:SECRET@bucket/videos/a.mp4", False),
+        ("s3://bucket/videos/a.mp4?versionId=1", False),
+        ("gs://bucket/videos/a.mp4", False),
+    ],
+)
 def test_confine(roots, location, allowed):
     videos, _, outside = roots
     (videos / "link-out").symlink_to(outside, target_is_directory=True)
@@ -115,51 +137,78 @@ def test_settings_need_a_token_and_roots(tmp_path):
     assert ServiceSettings(input_roots=("/a",), output_roots=("/b",), auth=False).token is None
     token_file = tmp_path / "token"
     token_file.write_text("from-file\n")
-    env = {"PIPELINE_SERVICE_TOKEN_FILE": str(token_file), "PIPELINE_INPUT_ROOTS": f"/a{os.pathsep}/c",
-           "PIPELINE_OUTPUT_ROOTS": "/b"}
+    env = {
+        "PIPELINE_SERVICE_TOKEN_FILE": str(token_file),
+        "PIPELINE_INPUT_ROOTS": f"/a{os.pathsep}/c",
+        "PIPELINE_OUTPUT_ROOTS": "/b",
+    }
     s = ServiceSettings.from_env(env)
     assert s.token == "from-file" and s.input_roots == ("/a", "/c") and s.output_roots == ("/b",)
     assert "from-file" not in repr(s)
 
 
-@pytest.mark.parametrize("status, exit_code, state", [
-    ("PENDING", None, "pending"), ("RUNNING", None, "running"), ("STOPPED", None, "stopped"),
-    ("SUCCEEDED", 0, "succeeded"), ("FAILED", 3, "completed_with_failures"), ("FAILED", 1, "failed"),
-    ("FAILED", None, "failed"), ("FAILED", 2, "failed"),
-])
+@pytest.mark.parametrize(
+    "status, exit_code, state",
+    [
+        ("PENDING", None, "pending"),
+        ("RUNNING", None, "running"),
+        ("STOPPED", None, "stopped"),
+        ("SUCCEEDED", 0, "succeeded"),
+        ("FAILED", 3, "completed_with_failures"),
+        ("FAILED", 1, "failed"),
+        ("FAILED", None, "failed"),
+        ("FAILED", 2, "failed"),
+    ],
+)
 def test_job_state(status, exit_code, state):
     assert job_state(status, exit_code) == state
 
 
 # --- job requests ------------------------------------------------------------------------
 
+
 def test_check_request_expands_and_confines(roots, settings):
     videos, out, outside = roots
-    request = check_request([str(videos)], str(out / "run1"), {"stride": 5, "classes": ["person", 2]}, settings)
+    request = check_request(
+        [str(videos)], str(out / "run1"), {"stride": 5, "classes": ["person", 2]}, settings
+    )
     assert request.inputs == (str(videos / "a.mp4"), str(videos / "b.mp4"))
-    assert request.argv("m.pt") == ["--output", str(out / "run1"), "--model", "m.pt", "--classes", "person,2",
-                                    "--stride", "5"]
+    assert request.argv("m.pt") == [
+        "--output",
+        str(out / "run1"),
+        "--model",
+        "m.pt",
+        "--classes",
+        "person,2",
+        "--stride",
+        "5",
+    ]
     # A symlink inside the root that points out of it is found by the folder scan, and refused.
     (videos / "innocent.mp4").symlink_to(outside / "secret.mp4")
     with pytest.raises(PathNotAllowed, match="outside"):
         check_request([str(videos)], str(out / "run1"), {}, settings)
 
 
-@pytest.mark.parametrize("inputs, output, job_settings, match", [
-    ([], "{out}/x", {}, "inputs is empty"),
-    (["{videos}/a.mp4"], "{out}/x", {"model": "evil.pt"}, "unknown setting 'model'"),
-    (["{videos}/a.mp4"], "{out}/x", {"batch_size": 0}, "batch_size must be between 1 and 256"),
-    (["{videos}/a.mp4"], "{out}/x", {"imgsz": 33}, "imgsz must be a multiple of 32"),
-    (["{videos}/a.mp4"], "{out}/x", {"stride": "many"}, "bad settings"),
-    (["{videos}/missing.mp4"], "{out}/x", {}, "input not found"),
-    (["{videos}/a.mp4"], "{outside}/x", {}, "output .* is outside"),
-    (["@{outside}/list.txt"], "{out}/x", {}, "list file .* is outside"),
-])
+@pytest.mark.parametrize(
+    "inputs, output, job_settings, match",
+    [
+        ([], "{out}/x", {}, "inputs is empty"),
+        (["{videos}/a.mp4"], "{out}/x", {"model": "evil.pt"}, "unknown setting 'model'"),
+        (["{videos}/a.mp4"], "{out}/x", {"batch_size": 0}, "batch_size must be between 1 and 256"),
+        (["{videos}/a.mp4"], "{out}/x", {"imgsz": 33}, "imgsz must be a multiple of 32"),
+        (["{videos}/a.mp4"], "{out}/x", {"stride": "many"}, "bad settings"),
+        (["{videos}/missing.mp4"], "{out}/x", {}, "input not found"),
+        (["{videos}/a.mp4"], "{outside}/x", {}, "output .* is outside"),
+        (["@{outside}/list.txt"], "{out}/x", {}, "list file .* is outside"),
+    ],
+)
 def test_check_request_refuses(roots, settings, inputs, output, job_settings, match):
     videos, out, outside = roots
     fmt = dict(videos=videos, out=out, outside=outside)
     with pytest.raises((JobRequestError, PathNotAllowed), match=match):
-        check_request([i.format(**fmt) for i in inputs], output.format(**fmt), job_settings, settings)
+        check_request(
+            [i.format(**fmt) for i in inputs], output.format(**fmt), job_settings, settings
+        )
 
 
 def test_list_file_entries_are_confined(roots, settings):
@@ -172,6 +221,7 @@ def test_list_file_entries_are_confined(roots, settings):
 
 # --- jobs over a fake backend --------------------------------------------------------------
 
+
 def test_jobs_submit_show_stop_resume(roots, settings):
     videos, out, _ = roots
     backend = FakeBackend()
@@ -179,7 +229,10 @@ def test_jobs_submit_show_stop_resume(roots, settings):
     request = check_request([str(videos)], str(out / "run"), {"stride": 2}, settings)
     job = jobs.submit(request)
     assert backend.envs[job["id"]]["PIPELINE_JOB_ID"] == job["id"]
-    assert "-m pipeline.cli.service_job" in backend.entrypoints[job["id"]] and "--stride 2" in backend.entrypoints[job["id"]]
+    assert (
+        "-m pipeline.cli.service_job" in backend.entrypoints[job["id"]]
+        and "--stride 2" in backend.entrypoints[job["id"]]
+    )
     assert jobs.show(job["id"])["state"] == "running"
     with pytest.raises(JobConflict):
         jobs.resume(job["id"])
@@ -188,7 +241,9 @@ def test_jobs_submit_show_stop_resume(roots, settings):
     again = jobs.resume(job["id"])
     assert again == {"id": job["id"], "state": "pending", "attempt": 2}
     second = f"{job['id']}-attempt2"
-    assert backend.entrypoints[second] == backend.entrypoints[job["id"]]  # the same run again: resume
+    assert (
+        backend.entrypoints[second] == backend.entrypoints[job["id"]]
+    )  # the same run again: resume
     backend.finish(second, 3)
     view = jobs.show(job["id"])
     assert view["state"] == "completed_with_failures" and view["attempts"] == 2
@@ -204,18 +259,50 @@ def test_job_progress_comes_from_its_own_progress_file(roots, settings, monkeypa
     job = jobs.submit(check_request([str(videos)], str(out / "run"), {}, settings))
     (out / "run").mkdir()
     monkeypatch.setenv("PIPELINE_JOB_ID", "another-job")
-    ProgressFile(out / "run", interval_s=0).running({"frames_done": 5, "frames_expected": 10, "elapsed_s": 1.0,
-                                                      "videos_total": 2, "videos_done": 0})
-    assert jobs.show(job["id"])["frames_done"] is None  # a later run's file is not this job's progress
+    ProgressFile(out / "run", interval_s=0).running(
+        {
+            "frames_done": 5,
+            "frames_expected": 10,
+            "elapsed_s": 1.0,
+            "videos_total": 2,
+            "videos_done": 0,
+        }
+    )
+    assert (
+        jobs.show(job["id"])["frames_done"] is None
+    )  # a later run's file is not this job's progress
     monkeypatch.setenv("PIPELINE_JOB_ID", job["id"])
-    ProgressFile(out / "run", interval_s=0).running({"frames_done": 5, "frames_expected": 10, "elapsed_s": 1.0,
-                                                      "videos_total": 2, "videos_done": 1, "videos_failed": 1})
+    ProgressFile(out / "run", interval_s=0).running(
+        {
+            "frames_done": 5,
+            "frames_expected": 10,
+            "elapsed_s": 1.0,
+            "videos_total": 2,
+            "videos_done": 1,
+            "videos_failed": 1,
+        }
+    )
     view = jobs.show(job["id"])
     assert view["frames_done"] == 5 and view["frames_per_s"] == 5.0 and 0 <= view["eta_s"] <= 1.0
-    assert view["videos"] == {"total": 2, "done": 1, "ok": 0, "partial": 0, "failed": 1, "skipped": 0}
-    ProgressFile(out / "run").finished({"exit_code": 3, "totals": {"videos": 2, "videos_ok": 1, "videos_failed": 1,
-                                                                    "frames": 9}, "throughput": {"frames_per_s": 4.5}})
-    assert read_progress(out / "run")["state"] == "finished" and jobs.show(job["id"])["frames_done"] == 9
+    assert view["videos"] == {
+        "total": 2,
+        "done": 1,
+        "ok": 0,
+        "partial": 0,
+        "failed": 1,
+        "skipped": 0,
+    }
+    ProgressFile(out / "run").finished(
+        {
+            "exit_code": 3,
+            "totals": {"videos": 2, "videos_ok": 1, "videos_failed": 1, "frames": 9},
+            "throughput": {"frames_per_s": 4.5},
+        }
+    )
+    assert (
+        read_progress(out / "run")["state"] == "finished"
+        and jobs.show(job["id"])["frames_done"] == 9
+    )
 
 
 def test_many_inputs_travel_in_a_list_file(roots, settings):
@@ -223,13 +310,16 @@ def test_many_inputs_travel_in_a_list_file(roots, settings):
     for i in range(1005):
         (videos / f"clip{i:04d}.mp4").write_bytes(b"x")
     backend = FakeBackend()
-    job = JobService(settings, backend).submit(check_request([str(videos)], str(out / "run"), {}, settings))
+    job = JobService(settings, backend).submit(
+        check_request([str(videos)], str(out / "run"), {}, settings)
+    )
     entry = backend.entrypoints[job["id"]]
     list_file = out / "run" / ".jobs" / f"{job['id']}.txt"
     assert f"@{list_file}" in entry and len(list_file.read_text().splitlines()) == 1007
 
 
 # --- the HTTP router -------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def names():
@@ -246,12 +336,22 @@ def write_output(folder: Path, names: dict) -> None:
         counts = rng.integers(0, 5, frames)
         n = int(counts.sum())
         xy = rng.uniform(0, 500, (n, 2))
-        det = Detections(np.hstack([xy, xy + 20]), rng.uniform(0.25, 1, n), rng.choice([0, 2, 5], n))
+        det = Detections(
+            np.hstack([xy, xy + 20]), rng.uniform(0.25, 1, n), rng.choice([0, 2, 5], n)
+        )
         idx = np.arange(frames) * 3
         writer.add(BatchResult(vid, 0, idx, idx / 30, counts, det))
         writer.commit()
-        manifest.update(VideoRecord(vid, f"/videos/{vid}.mp4", "ok", frames_processed=frames, num_detections=n,
-                                    class_counts=writer.class_totals()))
+        manifest.update(
+            VideoRecord(
+                vid,
+                f"/videos/{vid}.mp4",
+                "ok",
+                frames_processed=frames,
+                num_detections=n,
+                class_counts=writer.class_totals(),
+            )
+        )
     manifest.save()
 
 
@@ -293,26 +393,36 @@ def all_pages(client, job_id, params, *, fmt="jsonl") -> tuple[pd.DataFrame, int
             return pd.DataFrame(rows), pages
 
 
-@pytest.mark.parametrize("filters", [
-    {},
-    {"classes": "person,bus"},
-    {"classes": "2", "min_conf": 0.6},
-    {"start_s": 0.2, "end_s": 0.9, "video": ["cccc", "aaaa"]},
-])
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {},
+        {"classes": "person,bus"},
+        {"classes": "2", "min_conf": 0.6},
+        {"start_s": 0.2, "end_s": 0.9, "video": ["cccc", "aaaa"]},
+    ],
+)
 @pytest.mark.parametrize("limit", [1, 7, 10_000])
 def test_detections_pages_equal_read_detections(client, roots, names, filters, limit):
     _, out, _ = roots
     write_output(out / "run", names)
     job_id = submit(client, roots)
     got, pages = all_pages(client, job_id, {**filters, "limit": limit})
-    expected = read_detections(out / "run", video_id=filters.get("video"), classes=filters["classes"].split(",") if "classes" in filters else None,
-                               start_s=filters.get("start_s"), end_s=filters.get("end_s"),
-                               min_confidence=filters.get("min_conf"))
+    expected = read_detections(
+        out / "run",
+        video_id=filters.get("video"),
+        classes=filters["classes"].split(",") if "classes" in filters else None,
+        start_s=filters.get("start_s"),
+        end_s=filters.get("end_s"),
+        min_confidence=filters.get("min_conf"),
+    )
     assert len(expected) > 0 and pages == len(expected) // limit + 1
     assert got["video_id"].tolist() == expected["video_id"].tolist()
     assert got["frame_index"].tolist() == expected["frame_index"].tolist()
     for column in ("x1", "y1", "x2", "y2", "confidence"):
-        assert np.array_equal(got[column].to_numpy(np.float32), expected[column].to_numpy(np.float32))
+        assert np.array_equal(
+            got[column].to_numpy(np.float32), expected[column].to_numpy(np.float32)
+        )
     assert got["class_name"].tolist() == expected["class_name"].tolist()
 
 
@@ -329,7 +439,12 @@ def test_detections_as_parquet_per_frame(client, roots, names):
 def test_detect_returns_the_detector_answer(client):
     ok, png = cv2.imencode(".png", np.zeros((48, 64, 3), np.uint8))
     r = client.post("/detect", content=png.tobytes(), headers=AUTH)
-    assert r.status_code == 200 and r.json() == {"width": 64, "height": 48, "num_detections": 0, "detections": []}
+    assert r.status_code == 200 and r.json() == {
+        "width": 64,
+        "height": 48,
+        "num_detections": 0,
+        "detections": [],
+    }
 
 
 def test_health_docs_and_metrics_need_no_token(client):
@@ -357,7 +472,12 @@ def bad_requests(roots, max_upload: int = 200_000) -> list[tuple[str, str, dict,
         ("GET", "/jobs", {"headers": {"Authorization": f"Bearer {TOKEN}x"}}, 401),
         ("POST", "/detect", {"content": png}, 401),
         ("POST", "/detect", {"content": b"\0" * (max_upload + 1), "headers": AUTH}, 413),
-        ("POST", "/detect", {"content": (b"\0" * (max_upload // 2 + 1) for _ in range(2)), "headers": AUTH}, 413),  # chunked
+        (
+            "POST",
+            "/detect",
+            {"content": (b"\0" * (max_upload // 2 + 1) for _ in range(2)), "headers": AUTH},
+            413,
+        ),  # chunked
         ("POST", "/detect", {"content": b"GIF89a not an image at all", "headers": AUTH}, 415),
         ("POST", "/detect", {"content": b"", "headers": AUTH}, 415),
         ("POST", "/detect", {"content": png[:20], "headers": AUTH}, 415),
@@ -367,19 +487,54 @@ def bad_requests(roots, max_upload: int = 200_000) -> list[tuple[str, str, dict,
         ("POST", "/jobs/job-unknown/resume", {"headers": AUTH}, 404),
         ("GET", "/jobs/job-unknown/detections", {"headers": AUTH}, 404),
         ("POST", "/jobs", {"json": {**job, "inputs": ["/etc/passwd"]}, "headers": AUTH}, 403),
-        ("POST", "/jobs", {"json": {**job, "inputs": [f"{videos}/../outside/secret.mp4"]}, "headers": AUTH}, 403),
+        (
+            "POST",
+            "/jobs",
+            {"json": {**job, "inputs": [f"{videos}/../outside/secret.mp4"]}, "headers": AUTH},
+            403,
+        ),
         ("POST", "/jobs", {"json": {**job, "output": "/var/elsewhere"}, "headers": AUTH}, 403),
         ("POST", "/jobs", {"json": {**job, "output": f"{out}/../outside"}, "headers": AUTH}, 403),
-        ("POST", "/jobs", {"json": {**job, "inputs": ["s3://KEY:SECRET@bucket/x.mp4"]}, "headers": AUTH}, 403),
+        (
+            "POST",
+            "/jobs",
+            {"json": {**job, "inputs": ["s3://KEY:SECRET@bucket/x.mp4"]}, "headers": AUTH},
+            403,
+        ),
         ("POST", "/jobs", {"json": {**job, "inputs": []}, "headers": AUTH}, 422),
         ("POST", "/jobs", {"json": {**job, "settings": {"batch_size": -1}}, "headers": AUTH}, 400),
-        ("POST", "/jobs", {"json": {**job, "settings": {"model": "/etc/passwd"}}, "headers": AUTH}, 400),
-        ("POST", "/jobs", {"json": {**job, "settings": {"stride": {"a": 1}}}, "headers": AUTH}, 422),
-        ("POST", "/jobs", {"json": {**job, "inputs": [f"{videos}/nope.mp4"]}, "headers": AUTH}, 400),
-        ("POST", "/jobs", {"content": b"{not json", "headers": {**AUTH, "Content-Type": "application/json"}}, 422),
+        (
+            "POST",
+            "/jobs",
+            {"json": {**job, "settings": {"model": "/etc/passwd"}}, "headers": AUTH},
+            400,
+        ),
+        (
+            "POST",
+            "/jobs",
+            {"json": {**job, "settings": {"stride": {"a": 1}}}, "headers": AUTH},
+            422,
+        ),
+        (
+            "POST",
+            "/jobs",
+            {"json": {**job, "inputs": [f"{videos}/nope.mp4"]}, "headers": AUTH},
+            400,
+        ),
+        (
+            "POST",
+            "/jobs",
+            {"content": b"{not json", "headers": {**AUTH, "Content-Type": "application/json"}},
+            422,
+        ),
         ("POST", "/jobs", {"json": ["a", "list"], "headers": AUTH}, 422),
         ("POST", "/jobs", {"json": {**job, "inputs": ["relative.mp4"]}, "headers": AUTH}, 403),
-        ("POST", "/jobs", {"json": {**job, "inputs": [f"{videos}/a\u0000.mp4"]}, "headers": AUTH}, 403),
+        (
+            "POST",
+            "/jobs",
+            {"json": {**job, "inputs": [f"{videos}/a\u0000.mp4"]}, "headers": AUTH},
+            403,
+        ),
     ]
 
 
@@ -390,7 +545,12 @@ def _png_header(width: int, height: int) -> bytes:
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     chunk = b"IHDR" + ihdr
-    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", len(ihdr))
+        + chunk
+        + struct.pack(">I", zlib.crc32(chunk))
+    )
 
 
 def test_fuzz_of_bad_requests_gets_no_5xx(client, roots, names):
@@ -398,23 +558,45 @@ def test_fuzz_of_bad_requests_gets_no_5xx(client, roots, names):
     write_output(out / "run", names)
     job_id = submit(client, roots)
     cases = bad_requests(roots) + [
-        ("GET", f"/jobs/{job_id}/detections", {"params": {"classes": "unicorn"}, "headers": AUTH}, 400),
+        (
+            "GET",
+            f"/jobs/{job_id}/detections",
+            {"params": {"classes": "unicorn"}, "headers": AUTH},
+            400,
+        ),
         ("GET", f"/jobs/{job_id}/detections", {"params": {"classes": ","}, "headers": AUTH}, 400),
-        ("GET", f"/jobs/{job_id}/detections", {"params": {"min_conf": "abc"}, "headers": AUTH}, 422),
+        (
+            "GET",
+            f"/jobs/{job_id}/detections",
+            {"params": {"min_conf": "abc"}, "headers": AUTH},
+            422,
+        ),
         ("GET", f"/jobs/{job_id}/detections", {"params": {"min_conf": 2}, "headers": AUTH}, 422),
         ("GET", f"/jobs/{job_id}/detections", {"params": {"limit": 0}, "headers": AUTH}, 422),
         ("GET", f"/jobs/{job_id}/detections", {"params": {"limit": 10**9}, "headers": AUTH}, 422),
         ("GET", f"/jobs/{job_id}/detections", {"params": {"format": "xml"}, "headers": AUTH}, 422),
         ("GET", f"/jobs/{job_id}/detections", {"params": {"cursor": "!!"}, "headers": AUTH}, 400),
-        ("GET", f"/jobs/{job_id}/detections", {"params": {"cursor": "WyJhIiwgLTFd"}, "headers": AUTH}, 400),
-        ("GET", f"/jobs/{job_id}/detections", {"params": {"start_s": "soon"}, "headers": AUTH}, 422),
+        (
+            "GET",
+            f"/jobs/{job_id}/detections",
+            {"params": {"cursor": "WyJhIiwgLTFd"}, "headers": AUTH},
+            400,
+        ),
+        (
+            "GET",
+            f"/jobs/{job_id}/detections",
+            {"params": {"start_s": "soon"}, "headers": AUTH},
+            422,
+        ),
         ("POST", f"/jobs/{job_id}/resume", {"headers": AUTH}, 409),
     ]
     for method, path, options, status in cases:
         r = client.request(method, path, **options)
         assert r.status_code == status, (method, path, r.status_code, r.text)
         detail = r.json()["detail"]
-        assert isinstance(detail, str) and "Traceback" not in detail and "SECRET" not in detail, detail
+        assert isinstance(detail, str) and "Traceback" not in detail and "SECRET" not in detail, (
+            detail
+        )
         assert len(detail.splitlines()) == 1
 
 
@@ -426,14 +608,18 @@ def test_detections_of_a_job_whose_run_has_not_written_yet(client, roots):
 
 def assert_boxes_equal_predict(answer: dict, image: np.ndarray, reference) -> None:
     """An answer of POST /detect against ``YOLO.predict`` on the same decoded image."""
-    want = Detections.from_ultralytics(reference.predict(image, conf=0.25, iou=0.7, imgsz=640, verbose=False)[0])
+    want = Detections.from_ultralytics(
+        reference.predict(image, conf=0.25, iou=0.7, imgsz=640, verbose=False)[0]
+    )
     got = answer["detections"]
     assert answer["num_detections"] == len(got) == len(want)
     assert (answer["width"], answer["height"]) == (image.shape[1], image.shape[0])
     xyxy = np.array([[b["x1"], b["y1"], b["x2"], b["y2"]] for b in got], np.float32).reshape(-1, 4)
     order_got, order_want = np.lexsort(xyxy.T[::-1]), np.lexsort(want.xyxy.T[::-1])
     np.testing.assert_allclose(xyxy[order_got], want.xyxy[order_want], atol=0.05)
-    np.testing.assert_allclose(np.array([b["confidence"] for b in got])[order_got], want.confidence[order_want], atol=1e-3)
+    np.testing.assert_allclose(
+        np.array([b["confidence"] for b in got])[order_got], want.confidence[order_want], atol=1e-3
+    )
     assert [got[i]["class_id"] for i in order_got] == want.class_id[order_want].tolist()
     assert all(b["class_name"] == reference.names[b["class_id"]] for b in got)
 
@@ -446,8 +632,12 @@ def test_image_detector_equals_yolo_predict_on_mixed_sizes(settings, people_mp4)
     from pipeline.service.detect import ImageDetector, decode_image
 
     frames = list(read_frames(people_mp4, limit=3))
-    encoded = [cv2.imencode(".jpg", frames[0])[1], cv2.imencode(".png", cv2.resize(frames[1], (640, 360)))[1],
-               cv2.imencode(".jpg", frames[2][:, 600:1300])[1], cv2.imencode(".jpg", frames[2])[1]]
+    encoded = [
+        cv2.imencode(".jpg", frames[0])[1],
+        cv2.imencode(".png", cv2.resize(frames[1], (640, 360)))[1],
+        cv2.imencode(".jpg", frames[2][:, 600:1300])[1],
+        cv2.imencode(".jpg", frames[2])[1],
+    ]
     images = [decode_image(e.tobytes()) for e in encoded]
     answers = ImageDetector(settings).detect(images)
     reference = YOLO(settings.model)
@@ -463,18 +653,39 @@ def test_jobs_run_one_at_a_time_and_a_waiting_job_can_be_stopped(tmp_path, monke
     import sys
     import time
 
-    from pipeline.cli.service_job import is_queued
+    from pipeline.service.queue import is_queued
 
     monkeypatch.setenv("PIPELINE_JOB_QUEUE_DIR", str(tmp_path / "q"))
     (tmp_path / "q").mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
-        "print('locked', flush=True); time.sleep(60)"), str(tmp_path / "q" / "run.lock")], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
+                "print('locked', flush=True); time.sleep(60)"
+            ),
+            str(tmp_path / "q" / "run.lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "locked"
     env = {**os.environ, "PIPELINE_JOB_ID": "job-a"}
-    waiting = subprocess.Popen([sys.executable, "-m", "pipeline.cli.service_job", str(tmp_path / "missing.mp4"),
-                                "--output", str(tmp_path / "out")], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    waiting = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli.service_job",
+            str(tmp_path / "missing.mp4"),
+            "--output",
+            str(tmp_path / "out"),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 30
     while not is_queued("job-a") and time.time() < deadline:
         time.sleep(0.1)
@@ -485,12 +696,24 @@ def test_jobs_run_one_at_a_time_and_a_waiting_job_can_be_stopped(tmp_path, monke
     assert waiting.returncode == 2 and "input not found" in err  # it ran: the CLI's own usage error
     assert not is_queued("job-a")
 
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
-        "print('locked', flush=True); time.sleep(60)"), str(tmp_path / "q" / "run.lock")], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
+                "print('locked', flush=True); time.sleep(60)"
+            ),
+            str(tmp_path / "q" / "run.lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "locked"
     env["PIPELINE_JOB_ID"] = "job-b"
-    stopped = subprocess.Popen([sys.executable, "-m", "pipeline.cli.service_job", "x.mp4", "--output", "o"], env=env)
+    stopped = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli.service_job", "x.mp4", "--output", "o"], env=env
+    )
     while not is_queued("job-b") and time.time() < deadline + 30:
         time.sleep(0.1)
     stopped.terminate()
@@ -509,31 +732,51 @@ def test_grafana_dashboard_is_importable_dashboard_json():
     dashboard = json.loads((REPO / "deploy" / "grafana" / "pipeline-dashboard.json").read_text())
     assert dashboard["title"] and dashboard["uid"] and isinstance(dashboard["schemaVersion"], int)
     assert dashboard["__inputs"][0]["pluginId"] == "prometheus"
-    exported = set(re.findall(r'"(pipeline_[a-z_]+)"', (REPO / "pipeline" / "distributed" / "metrics.py").read_text()))
+    exported = set(
+        re.findall(
+            r'"(pipeline_[a-z_]+)"', (REPO / "pipeline" / "runtime" / "metrics.py").read_text()
+        )
+    )
     cells = set()
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids)) >= 8
     for panel in dashboard["panels"]:
-        assert panel["type"] in {"timeseries", "stat", "gauge", "bargauge", "table"} and panel["title"]
+        assert (
+            panel["type"] in {"timeseries", "stat", "gauge", "bargauge", "table"} and panel["title"]
+        )
         pos = panel["gridPos"]
         assert 0 <= pos["x"] and pos["x"] + pos["w"] <= 24 and pos["h"] > 0
-        mine = {(x, y) for x in range(pos["x"], pos["x"] + pos["w"]) for y in range(pos["y"], pos["y"] + pos["h"])}
+        mine = {
+            (x, y)
+            for x in range(pos["x"], pos["x"] + pos["w"])
+            for y in range(pos["y"], pos["y"] + pos["h"])
+        }
         assert not cells & mine, f"panel {panel['title']!r} overlaps another"
         cells |= mine
-        assert panel["targets"] and len({t["refId"] for t in panel["targets"]}) == len(panel["targets"])
+        assert panel["targets"] and len({t["refId"] for t in panel["targets"]}) == len(
+            panel["targets"]
+        )
         for target in panel["targets"]:
-            for metric in re.findall(r"ray_(pipeline_[a-z_]+?)(?:_total|_bucket)?\b", target["expr"]):
+            for metric in re.findall(
+                r"ray_(pipeline_[a-z_]+?)(?:_total|_bucket)?\b", target["expr"]
+            ):
                 assert metric in exported, f"{metric} is not a metric the pipeline exports"
             assert re.findall(r"ray_(pipeline|serve)_", target["expr"])
     titles = " ".join(p["title"].lower() for p in dashboard["panels"])
-    for topic in ("frames per second", "in flight", "latency", "memory", "gpu utilization", "video outcomes"):
+    for topic in (
+        "frames per second",
+        "in flight",
+        "latency",
+        "memory",
+        "gpu utilization",
+        "video outcomes",
+    ):
         assert topic in titles
 
 
 def test_serve_config_builds_the_app(tmp_path):
     """deploy/serve.yaml's import path and args build the Serve application (nothing started)."""
     import yaml
-
     from conftest import REPO
 
     pytest.importorskip("ray.serve")
@@ -552,20 +795,42 @@ def test_serve_config_builds_the_app(tmp_path):
         build_app({**app["args"], "token_file": str(tmp_path / "missing")})
 
 
-@pytest.mark.parametrize("args, env, code, message", [
-    (["--help"], {}, 0, "--input-root"),
-    (["--input-root", "/a", "--output-root", "/b"], {}, 2, "error: no token: set PIPELINE_SERVICE_TOKEN"),
-    (["--output-root", "/b"], {"PIPELINE_SERVICE_TOKEN": "t"}, 2, "the following arguments are required: --input-root"),
-    (["--input-root", "/a", "--output-root", "/b", "--token-file", "/nonexistent"], {}, 2,
-     "error: cannot read the token file /nonexistent"),
-])
+@pytest.mark.parametrize(
+    "args, env, code, message",
+    [
+        (["--help"], {}, 0, "--input-root"),
+        (
+            ["--input-root", "/a", "--output-root", "/b"],
+            {},
+            2,
+            "error: no token: set PIPELINE_SERVICE_TOKEN",
+        ),
+        (
+            ["--output-root", "/b"],
+            {"PIPELINE_SERVICE_TOKEN": "t"},
+            2,
+            "the following arguments are required: --input-root",
+        ),
+        (
+            ["--input-root", "/a", "--output-root", "/b", "--token-file", "/nonexistent"],
+            {},
+            2,
+            "error: cannot read the token file /nonexistent",
+        ),
+    ],
+)
 def test_serve_command_line(args, env, code, message):
     import subprocess
     import sys
 
     clean = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_SERVICE")}
-    done = subprocess.run([sys.executable, "-m", "pipeline", "serve", *args], capture_output=True, text=True,
-                          env={**clean, **env}, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "serve", *args],
+        capture_output=True,
+        text=True,
+        env={**clean, **env},
+        timeout=60,
+    )
     assert done.returncode == code
     assert message in (done.stdout + done.stderr)
     if code == 2:
@@ -576,7 +841,9 @@ def test_pipeline_help_lists_serve():
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "pipeline", "--help"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0 and "serve" in done.stdout and "HTTP API" in done.stdout
 
 
@@ -588,17 +855,28 @@ def test_hostile_names_survive_the_job_entrypoint_shell(roots, settings, tmp_pat
     import sys
 
     videos, out, _ = roots
-    hostile = ["$(touch pwned).mp4", "a b;touch pwned2.mp4", "`touch pwned3`.mp4", "quote'\"s.mp4", "-rf.mp4"]
+    hostile = [
+        "$(touch pwned).mp4",
+        "a b;touch pwned2.mp4",
+        "`touch pwned3`.mp4",
+        "quote'\"s.mp4",
+        "-rf.mp4",
+    ]
     for name in hostile:
         (videos / name).write_bytes(b"x")
     backend = FakeBackend()
-    job = JobService(settings, backend).submit(check_request([str(videos)], str(out / "r"), {}, settings))
+    job = JobService(settings, backend).submit(
+        check_request([str(videos)], str(out / "r"), {}, settings)
+    )
     entry = backend.entrypoints[job["id"]]
     prefix = shlex.join([sys.executable, "-m", "pipeline.cli.service_job"])
     assert entry.startswith(prefix)
     echo = shlex.join([sys.executable, "-c", "import sys; print('\\0'.join(sys.argv[1:]), end='')"])
-    done = subprocess.run(["bash", "-c", echo + entry[len(prefix):]], cwd=tmp_path, capture_output=True, text=True)
+    done = subprocess.run(
+        ["bash", "-c", echo + entry[len(prefix) :]], cwd=tmp_path, capture_output=True, text=True
+    )
     argv = done.stdout.split("\0")
-    assert [a for a in argv if a.startswith(str(videos))] == [str(videos / n) for n in
-                                                              sorted(["a.mp4", "b.mp4", *hostile])]
+    assert [a for a in argv if a.startswith(str(videos))] == [
+        str(videos / n) for n in sorted(["a.mp4", "b.mp4", *hostile])
+    ]
     assert not list(tmp_path.glob("pwned*")) and not list(videos.glob("pwned*"))

@@ -51,15 +51,24 @@ def test_settings_hash_follows_only_result_changing_settings(changes, same):
     assert (base.settings_hash() == base.replace(**changes).settings_hash()) is same
 
 
-@pytest.mark.parametrize("model, engine", [
-    ("yolo11n.pt", "torch"), ("yolo11n", "torch"), ("/m/yolo11n_openvino_model/", "openvino"),
-    ("/m/yolo11n_openvino_model/yolo11n.xml", "openvino"), ("m.onnx", "onnx"), ("m.engine", "tensorrt"),
-])
+@pytest.mark.parametrize(
+    "model, engine",
+    [
+        ("yolo11n.pt", "torch"),
+        ("yolo11n", "torch"),
+        ("/m/yolo11n_openvino_model/", "openvino"),
+        ("/m/yolo11n_openvino_model/yolo11n.xml", "openvino"),
+        ("m.onnx", "onnx"),
+        ("m.engine", "tensorrt"),
+    ],
+)
 def test_engine_for_model(model, engine):
     from pipeline.config import engine_for_model
 
     assert engine_for_model(model) == engine
     # Weights: which engine "auto" becomes is decided once the device is known (test_engines).
-    assert RunConfig(model=model).result_settings()["engine"] == (engine if engine != "torch" else "auto")
+    assert RunConfig(model=model).result_settings()["engine"] == (
+        engine if engine != "torch" else "auto"
+    )
     if engine == "torch":
         assert RunConfig(model=model, engine="torch").result_settings()["engine"] == "torch"

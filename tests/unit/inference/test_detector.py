@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from pipeline.inference.detections import Detections
-from pipeline.inference.torch_detector import BatchDetector
 from pipeline.inference.model_ref import ModelLoadError, check_model_available
+from pipeline.inference.torch_detector import BatchDetector
 from pipeline.media.samples import read_frames
 
 
@@ -33,12 +33,16 @@ def test_matches_yolo_predict_box_for_box(detector, frames, model_path):
 
     reference = YOLO(model_path)
     for image, got in zip(frames[:4], run_batch(detector, frames[:4])):
-        want = Detections.from_ultralytics(reference.predict(image, conf=0.25, iou=0.7, imgsz=640, verbose=False)[0])
+        want = Detections.from_ultralytics(
+            reference.predict(image, conf=0.25, iou=0.7, imgsz=640, verbose=False)[0]
+        )
         assert len(got) == len(want) > 5
         order_got = np.lexsort(got.xyxy.T[::-1])
         order_want = np.lexsort(want.xyxy.T[::-1])
         np.testing.assert_allclose(got.xyxy[order_got], want.xyxy[order_want], atol=0.05)
-        np.testing.assert_allclose(got.confidence[order_got], want.confidence[order_want], atol=1e-3)
+        np.testing.assert_allclose(
+            got.confidence[order_got], want.confidence[order_want], atol=1e-3
+        )
         np.testing.assert_array_equal(got.class_id[order_got], want.class_id[order_want])
 
 
@@ -115,7 +119,9 @@ def test_openvino_export_matches_its_own_ultralytics_predict(frames, monkeypatch
     compile_model = ov.Core.compile_model
 
     def in_f32(self, model, device_name=None, config=None):
-        return compile_model(self, model, device_name or "CPU", {**(config or {}), "INFERENCE_PRECISION_HINT": "f32"})
+        return compile_model(
+            self, model, device_name or "CPU", {**(config or {}), "INFERENCE_PRECISION_HINT": "f32"}
+        )
 
     monkeypatch.setattr(ov.Core, "compile_model", in_f32)
     from conftest import OPENVINO_MODEL
@@ -129,7 +135,10 @@ def test_openvino_export_matches_its_own_ultralytics_predict(frames, monkeypatch
     opened = open_detector(RunConfig(model=str(OPENVINO_MODEL), batch_size=4), "cpu")
     detector = opened.detector
     assert opened.engine == "openvino" and "torch" not in type(detector).__module__
-    assert not detector.rect and detector.geometry(1080, 1920).out_shape == (640, 640)  # static square input
+    assert not detector.rect and detector.geometry(1080, 1920).out_shape == (
+        640,
+        640,
+    )  # static square input
     reference = YOLO(str(OPENVINO_MODEL), task="detect")
     for image, got in zip(frames[:3], run_batch(detector, frames[:3])):
         want = Detections.from_ultralytics(reference.predict(image, verbose=False)[0])

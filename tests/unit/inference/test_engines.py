@@ -60,8 +60,18 @@ def test_choose_engine_refuses_what_cannot_work(requested, model, device, messag
 
 
 def test_auto_keeps_a_name_to_download_on_torch():
-    assert choose_engine("auto", "yolo11n.pt", "cpu", available=_available("openvino"), local_weights=False).engine == "torch"
-    assert choose_engine("openvino", "yolo11n.pt", "cpu", available=_available("openvino"), local_weights=False).engine == "openvino"
+    assert (
+        choose_engine(
+            "auto", "yolo11n.pt", "cpu", available=_available("openvino"), local_weights=False
+        ).engine
+        == "torch"
+    )
+    assert (
+        choose_engine(
+            "openvino", "yolo11n.pt", "cpu", available=_available("openvino"), local_weights=False
+        ).engine
+        == "openvino"
+    )
 
 
 def test_the_settings_hash_follows_the_engine_used(tmp_path):
@@ -73,7 +83,10 @@ def test_the_settings_hash_follows_the_engine_used(tmp_path):
     assert on_openvino.result_settings()["engine"] == "openvino"
     assert on_torch.result_settings()["engine"] == "torch"
     assert on_openvino.settings_hash() != on_torch.settings_hash()
-    assert on_openvino.settings_hash() == resolve(config.replace(engine="openvino"), "cpu").settings_hash()
+    assert (
+        on_openvino.settings_hash()
+        == resolve(config.replace(engine="openvino"), "cpu").settings_hash()
+    )
     assert resolve(config, "cuda", available=_available()).result_settings()["half"] is True
     assert on_openvino.result_settings()["half"] is False
     with pytest.raises(ConfigError, match="--engine"):
@@ -120,7 +133,9 @@ def _fake_export(seconds: float, record: Path | None = None):
 
 def _ensure_in_process(weights, cache, record, barrier, results):
     barrier.wait()
-    built = ensure_engine(weights, "openvino", (384, 640), cache_dir=cache, exporter=_fake_export(1.0, record))
+    built = ensure_engine(
+        weights, "openvino", (384, 640), cache_dir=cache, exporter=_fake_export(1.0, record)
+    )
     results.put((str(built.path), built.export_s is not None))
 
 
@@ -130,8 +145,12 @@ def test_actors_starting_together_build_the_engine_once(tmp_path):
     record = tmp_path / "exports.txt"
     ctx = mp.get_context("fork")
     barrier, results = ctx.Barrier(4), ctx.Queue()
-    workers = [ctx.Process(target=_ensure_in_process, args=(weights, tmp_path / "cache", record, barrier, results))
-               for _ in range(4)]
+    workers = [
+        ctx.Process(
+            target=_ensure_in_process, args=(weights, tmp_path / "cache", record, barrier, results)
+        )
+        for _ in range(4)
+    ]
     for w in workers:
         w.start()
     answers = [results.get(timeout=60) for _ in workers]
@@ -168,7 +187,9 @@ def test_an_export_that_dies_leaves_no_engine_and_the_next_one_builds(tmp_path):
     with pytest.raises(ExportError, match="killed"):
         ensure_engine(weights, "openvino", (384, 640), cache_dir=cache, exporter=dies_halfway)
     assert [p.name for p in cache.iterdir() if not p.name.endswith(".lock")] == []
-    built = ensure_engine(weights, "openvino", (384, 640), cache_dir=cache, exporter=_fake_export(0))
+    built = ensure_engine(
+        weights, "openvino", (384, 640), cache_dir=cache, exporter=_fake_export(0)
+    )
     assert built.export_s is not None and (built.path / "model.xml").read_text() != "half"
 
 
@@ -181,7 +202,8 @@ def test_a_build_killed_from_outside_is_cleaned_up_by_the_next(tmp_path):
         "import sys, time; from pathlib import Path; from pipeline.inference.engine_cache import ensure_engine\n"
         "def slow(model, key, into):\n"
         "    into.mkdir(); (into / 'model.xml').write_text('partial'); time.sleep(60)\n"
-        f"ensure_engine(Path({str(weights)!r}), 'openvino', (384, 640), cache_dir=Path({str(cache)!r}), exporter=slow)\n"
+        f"ensure_engine(Path({str(weights)!r}), 'openvino', (384, 640), "
+        f"cache_dir=Path({str(cache)!r}), exporter=slow)\n"
     )
     rng = np.random.default_rng(7)
     for _ in range(3):
@@ -193,8 +215,14 @@ def test_a_build_killed_from_outside_is_cleaned_up_by_the_next(tmp_path):
         time.sleep(float(rng.uniform(0, 0.5)))
         child.kill()
         child.wait()
-        assert not [p for p in cache.iterdir() if not p.name.startswith(".") and not p.name.endswith(".lock")]
-    built = ensure_engine(weights, "openvino", (384, 640), cache_dir=cache, exporter=_fake_export(0))
+        assert not [
+            p
+            for p in cache.iterdir()
+            if not p.name.startswith(".") and not p.name.endswith(".lock")
+        ]
+    built = ensure_engine(
+        weights, "openvino", (384, 640), cache_dir=cache, exporter=_fake_export(0)
+    )
     assert built.export_s is not None
     assert [p.name for p in cache.iterdir() if p.name.startswith(".building-")] == []
 
@@ -208,10 +236,12 @@ def test_weights_that_are_not_a_local_file_are_an_export_error(tmp_path):
 
 
 @pytest.mark.parametrize("batch_size, error", [(16, "no tensorrt here"), (128, "above the 64")])
-def test_an_engine_that_cannot_be_built_falls_back_to_torch(monkeypatch, model_path, batch_size, error):
+def test_an_engine_that_cannot_be_built_falls_back_to_torch(
+    monkeypatch, model_path, batch_size, error
+):
     """TensorRT's branch, without TensorRT: the build fails (or the batch is too large for the
     engine) and the detector is torch's, with the reason kept for the driver's one warning."""
-    from pipeline.engines import open as opening
+    from pipeline.inference import open as opening
 
     def no_tensorrt(*args, **kwargs):
         raise ExportError("no tensorrt here")
@@ -232,7 +262,10 @@ def test_the_synthetic_engine_gives_the_same_boxes_on_every_frame_in_source_pixe
     geometry = detector.geometry(96, 160)
     counts, boxes = detector.detect(np.zeros((3, *geometry.out_shape, 3), np.uint8), geometry)
     assert counts.tolist() == [5, 5, 5] and len(boxes) == 15
-    assert np.array_equal(boxes.xyxy[:5], boxes.xyxy[10:]) and (boxes.confidence == np.float32(0.9)).all()
+    assert (
+        np.array_equal(boxes.xyxy[:5], boxes.xyxy[10:])
+        and (boxes.confidence == np.float32(0.9)).all()
+    )
     wide = detector.geometry(1080, 1920)  # boxes come back in the source frame's pixels
     _, scaled = detector.detect(np.zeros((1, *wide.out_shape, 3), np.uint8), wide)
     assert (wide.left, wide.top, wide.new_w / 1920) == (0, 3, 1 / 12)  # 160x90 padded to 160x96

@@ -50,7 +50,13 @@ def test_frames_are_the_right_frames(numbered_video):
 
 def test_header_info(numbered_video):
     info = VideoDecoder(str(numbered_video)).info
-    assert (info.width, info.height, info.fps, info.codec, info.rotation) == (96, 64, 25.0, "h264", 0)
+    assert (info.width, info.height, info.fps, info.codec, info.rotation) == (
+        96,
+        64,
+        25.0,
+        "h264",
+        0,
+    )
     assert info.header_frames == 50
 
 
@@ -77,7 +83,9 @@ def test_skip_batches_resumes_after_what_was_consumed(numbered_video):
 
 def test_stream_protocol(numbered_video):
     items = list(
-        stream_video(str(numbered_video), imgsz=320, model_stride=32, rect=True, stride=2, batch_size=10)
+        stream_video(
+            str(numbered_video), imgsz=320, model_stride=32, rect=True, stride=2, batch_size=10
+        )
     )
     assert isinstance(items[0], VideoOpened) and isinstance(items[-1], VideoEnded)
     body = items[1:-1]
@@ -98,8 +106,16 @@ def _write(path: Path, data: bytes) -> Path:
     [
         ("missing.mp4", None, "file not found"),
         ("empty.mp4", lambda p: _write(p, b""), "invalid data|no video|cannot open|no decodable"),
-        ("random.mp4", lambda p: _write(p, np.random.default_rng(0).bytes(50_000)), "invalid data|no video|cannot open|no decodable"),
-        ("text.mp4", lambda p: _write(p, b"this is not a video\n" * 100), "invalid data|no video|cannot open|no decodable"),
+        (
+            "random.mp4",
+            lambda p: _write(p, np.random.default_rng(0).bytes(50_000)),
+            "invalid data|no video|cannot open|no decodable",
+        ),
+        (
+            "text.mp4",
+            lambda p: _write(p, b"this is not a video\n" * 100),
+            "invalid data|no video|cannot open|no decodable",
+        ),
     ],
 )
 def test_unopenable_files_raise_a_clear_error(tmp_path, name, make, message):
@@ -112,7 +128,9 @@ def test_unopenable_files_raise_a_clear_error(tmp_path, name, make, message):
 
 def test_stream_of_a_bad_file_is_one_end_marker(tmp_path):
     path = _write(tmp_path / "bad.mp4", b"junk" * 10)
-    items = list(stream_video(str(path), imgsz=320, model_stride=32, rect=True, stride=1, batch_size=4))
+    items = list(
+        stream_video(str(path), imgsz=320, model_stride=32, rect=True, stride=1, batch_size=4)
+    )
     assert len(items) == 1 and items[0].open_failed and items[0].error
 
 
@@ -130,7 +148,9 @@ def test_truncated_file_keeps_frames_before_the_cut_and_says_so(tmp_path):
     and the header's frame count shows that the rest is missing."""
     path = tmp_path / "faststart.mp4"
     rng = np.random.default_rng(0)
-    noisy = (rng.integers(0, 256, (120, 160, 3), dtype=np.uint8) for _ in range(60))  # big frames: the cut lands mid-stream
+    noisy = (
+        rng.integers(0, 256, (120, 160, 3), dtype=np.uint8) for _ in range(60)
+    )  # big frames: the cut lands mid-stream
     write_video(path, noisy, container_options={"movflags": "faststart"})
     data = path.read_bytes()
     cut = _write(tmp_path / "cut.mp4", data[: len(data) // 2])

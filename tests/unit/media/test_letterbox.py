@@ -6,8 +6,16 @@ from ultralytics.utils.ops import scale_boxes
 
 from pipeline.media.letterbox import LetterboxGeometry
 
-
-SHAPES = [(1080, 1920), (720, 1280), (480, 640), (1920, 1080), (481, 639), (17, 33), (640, 640), (3000, 20)]
+SHAPES = [
+    (1080, 1920),
+    (720, 1280),
+    (480, 640),
+    (1920, 1080),
+    (481, 639),
+    (17, 33),
+    (640, 640),
+    (3000, 20),
+]
 
 
 @pytest.mark.parametrize("src_h, src_w", SHAPES)

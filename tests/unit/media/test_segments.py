@@ -8,12 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from corpus import scene_frames, write_vfr
+
 from pipeline.media.decode import VideoDecoder, iter_batches
 from pipeline.media.letterbox import LetterboxGeometry
 from pipeline.media.samples import read_frames, write_video
-from pipeline.media.segments import WHOLE_VIDEO, FrameTimes, Segment, SplitPolicy, decode_bound, plan_segments, probe_frame_times
+from pipeline.media.segments import (
+    WHOLE_VIDEO,
+    FrameTimes,
+    Segment,
+    SplitPolicy,
+    decode_bound,
+    plan_segments,
+    probe_frame_times,
+)
 
 FRAMES = 44  # 11 batches of 4
 
@@ -34,32 +42,50 @@ def awkward(tmp_path_factory, people_mp4) -> dict[str, Path]:
     paths = {}
     for name, settings in videos.items():
         paths[name] = folder / name
-        write_video(paths[name], frames[: FRAMES - 3] if name == "odd_length.mkv" else frames, **settings)
+        write_video(
+            paths[name], frames[: FRAMES - 3] if name == "odd_length.mkv" else frames, **settings
+        )
     times = np.cumsum(np.random.default_rng(3).uniform(0.01, 0.2, FRAMES)).tolist()
     paths["vfr.mp4"] = folder / "vfr.mp4"
     write_vfr(paths["vfr.mp4"], frames, times)
     return paths
 
 
-def decoded(path: Path, stride: int, segment: Segment = WHOLE_VIDEO) -> list[tuple[int, float, str]]:
+def decoded(
+    path: Path, stride: int, segment: Segment = WHOLE_VIDEO
+) -> list[tuple[int, float, str]]:
     decoder = VideoDecoder(str(path), stride=stride, segment=segment)
     return [(i, t, hashlib.md5(image.tobytes()).hexdigest()) for i, t, image in decoder.frames()]
 
 
-def batches(path: Path, stride: int, segment: Segment = WHOLE_VIDEO) -> list[tuple[int, list[int], str]]:
+def batches(
+    path: Path, stride: int, segment: Segment = WHOLE_VIDEO
+) -> list[tuple[int, list[int], str]]:
     decoder = VideoDecoder(str(path), stride=stride, segment=segment)
     geometry = LetterboxGeometry.for_source(decoder.info.height, decoder.info.width, 64)
-    return [(b.seq, b.frame_indices.tolist(), hashlib.md5(b.frames.tobytes()).hexdigest())
-            for b in iter_batches(decoder, geometry, 4, first_seq=segment.first_seq)]
+    return [
+        (b.seq, b.frame_indices.tolist(), hashlib.md5(b.frames.tobytes()).hexdigest())
+        for b in iter_batches(decoder, geometry, 4, first_seq=segment.first_seq)
+    ]
 
 
-@pytest.mark.parametrize("name", ["keyframes_on_boundaries.mp4", "keyframes_off_boundaries.mp4", "rotated.mp4",
-                                  "odd_length.mkv", "vfr.mp4"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "keyframes_on_boundaries.mp4",
+        "keyframes_off_boundaries.mp4",
+        "rotated.mp4",
+        "odd_length.mkv",
+        "vfr.mp4",
+    ],
+)
 @pytest.mark.parametrize("stride, count", [(1, 2), (1, 3), (2, 2)])
 def test_segments_give_exactly_the_frames_of_one_decoder(awkward, name, stride, count):
     path = awkward[name]
     times = probe_frame_times(str(path))
-    assert times.splittable and len(times.pts) == (FRAMES - 3 if name == "odd_length.mkv" else FRAMES)
+    assert times.splittable and len(times.pts) == (
+        FRAMES - 3 if name == "odd_length.mkv" else FRAMES
+    )
     segments = plan_segments(times, count, stride=stride, batch_size=4)
     assert len(segments) == count
     whole = decoded(path, stride)
@@ -88,17 +114,28 @@ def test_the_plan_covers_every_frame_once_on_batch_boundaries():
     assert [s.first_pts for s in segments] == [None, 320 * 512, 672 * 512]
     assert [s.end_pts for s in segments] == [320 * 512, 672 * 512, None]
     assert plan_segments(plain_times(40), 8, stride=1, batch_size=16) == [
-        Segment(0, None, 16, 16 * 512, 0), Segment(16, 16 * 512, None, None, 1)]  # two batches: two segments at most
-    assert plan_segments(plain_times(20), 2, stride=1, batch_size=16) == [WHOLE_VIDEO]  # one batch: no split
-    assert plan_segments(FrameTimes(np.zeros(0, np.int64), np.zeros(0), False, "no pts"), 4, stride=1,
-                         batch_size=4) == [WHOLE_VIDEO]
+        Segment(0, None, 16, 16 * 512, 0),
+        Segment(16, 16 * 512, None, None, 1),
+    ]  # two batches: two segments at most
+    assert plan_segments(plain_times(20), 2, stride=1, batch_size=16) == [
+        WHOLE_VIDEO
+    ]  # one batch: no split
+    assert plan_segments(
+        FrameTimes(np.zeros(0, np.int64), np.zeros(0), False, "no pts"), 4, stride=1, batch_size=4
+    ) == [WHOLE_VIDEO]
 
 
 @pytest.mark.parametrize(
     "policy, frames, free, bound, expected",
     [
         (SplitPolicy(), 100_000, 3, True, 4),  # decode-bound, three free decoders: four segments
-        (SplitPolicy(), 100_000, 3, False, 1),  # inference is the bottleneck: splitting gains nothing
+        (
+            SplitPolicy(),
+            100_000,
+            3,
+            False,
+            1,
+        ),  # inference is the bottleneck: splitting gains nothing
         (SplitPolicy(), 100_000, 0, True, 1),  # no free decoder
         (SplitPolicy(), 2_000, 3, True, 1),  # too short for two segments of a minute
         (SplitPolicy(), 4_000, 7, True, 2),
@@ -120,7 +157,11 @@ def test_only_files_that_may_be_long_are_probed():
 
 
 def test_decoding_is_the_bottleneck_when_one_decoder_is_slower_than_the_actors():
-    assert decode_bound(1 / 300, 1 / 2000, 1, on_gpu=True)  # a core decodes 300 fps, a GPU infers 2,000
+    assert decode_bound(
+        1 / 300, 1 / 2000, 1, on_gpu=True
+    )  # a core decodes 300 fps, a GPU infers 2,000
     assert not decode_bound(1 / 300, 1 / 60, 1, on_gpu=False)  # a CPU infers 60 fps
     assert decode_bound(1 / 300, 1 / 120, 4, on_gpu=False)  # four actors of 120 fps
-    assert decode_bound(None, None, 1, on_gpu=True) and not decode_bound(None, None, 1, on_gpu=False)
+    assert decode_bound(None, None, 1, on_gpu=True) and not decode_bound(
+        None, None, 1, on_gpu=False
+    )

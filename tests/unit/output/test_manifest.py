@@ -1,14 +1,21 @@
 import pytest
 
-from pipeline.plan.inputs import VideoSource
+from pipeline.media.source import VideoSource
 from pipeline.output.manifest import Manifest, VideoRecord
 
 SOURCE = VideoSource("/v/a.mp4", "abc", size_bytes=100, mtime_ns=5)
 
 
 def record(**changes):
-    base = dict(video_id="abc", path="/v/a.mp4", status="ok", frames_processed=10, size_bytes=100, mtime_ns=5,
-                settings_hash="h1")
+    base = dict(
+        video_id="abc",
+        path="/v/a.mp4",
+        status="ok",
+        frames_processed=10,
+        size_bytes=100,
+        mtime_ns=5,
+        settings_hash="h1",
+    )
     base.update(changes)
     return VideoRecord(**base)
 
@@ -20,7 +27,12 @@ def record(**changes):
         (record(), SOURCE, "h2", False),  # settings that change results differ
         (record(size_bytes=99), SOURCE, "h1", False),  # content changed
         (record(mtime_ns=4), SOURCE, "h1", False),
-        (record(status="partial", error="cut"), SOURCE, "h1", False),  # retried: the file may be fixed
+        (
+            record(status="partial", error="cut"),
+            SOURCE,
+            "h1",
+            False,
+        ),  # retried: the file may be fixed
         (record(status="failed", error="bad", frames_processed=0), SOURCE, "h1", False),
         (None, SOURCE, "h1", False),
     ],
@@ -74,6 +86,7 @@ def test_save_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):
     again = Manifest(tmp_path)
     assert again.records["b"].status == "failed" and again.records["b"].error == "file not found"
     assert again.records["abc"].frames_processed == 10
+
 
 # ---- the log: O(1) per finished video, compacted from time to time --------------------------
 
@@ -170,7 +183,9 @@ def test_a_commit_begun_but_never_recorded_has_its_files_removed_by_the_next_fol
     removed = []
     assert compact(tmp_path, remove_files=removed.append) is True
     assert removed == ["lost", "old"]
-    assert list(Manifest(tmp_path).records) == ["done"] and not (tmp_path / Manifest.LOG_NAME).exists()
+    assert (
+        list(Manifest(tmp_path).records) == ["done"] and not (tmp_path / Manifest.LOG_NAME).exists()
+    )
 
 
 def test_a_compaction_while_a_commit_is_in_progress_keeps_its_line(tmp_path):
@@ -178,7 +193,9 @@ def test_a_compaction_while_a_commit_is_in_progress_keeps_its_line(tmp_path):
     manifest.record(record(video_id="a"))
     manifest.committing("b")
     manifest.save()  # the coordinator folds the log while b's files are being published
-    assert Manifest(tmp_path).interrupted == {"b"}  # a kill now: b's files are still found and removed
+    assert Manifest(tmp_path).interrupted == {
+        "b"
+    }  # a kill now: b's files are still found and removed
     manifest.record(record(video_id="b"))
     assert Manifest(tmp_path).interrupted == set()
 
@@ -200,18 +217,25 @@ def test_save_writes_in_chunks_and_keeps_every_record(tmp_path, monkeypatch):
     assert pq.read_table(empty / Manifest.FILE_NAME).num_rows == 0
 
 
-def test_the_videos_not_ok_are_counted_over_every_row_group_and_the_first_ones_shown(tmp_path, monkeypatch):
+def test_the_videos_not_ok_are_counted_over_every_row_group_and_the_first_ones_shown(
+    tmp_path, monkeypatch
+):
     from pipeline.output.readers import videos_not_ok
 
     monkeypatch.setattr(Manifest, "SAVE_CHUNK", 4)  # row groups of 4
     manifest = Manifest(tmp_path)
     for i in range(14):
         if i % 3 == 0:
-            manifest.update(VideoRecord.failed(VideoSource(f"/v/{i}.mp4", f"v{i}"), f"error {i}", "h1"))
+            manifest.update(
+                VideoRecord.failed(VideoSource(f"/v/{i}.mp4", f"v{i}"), f"error {i}", "h1")
+            )
         else:
             manifest.update(record(video_id=f"v{i}", path=f"/v/{i}.mp4"))
     manifest.save()
     first, count = videos_not_ok(tmp_path, limit=3)
     assert count == 5  # 0, 3, 6, 9, 12
     assert [(r["status"], r["path"], r["error"]) for r in first] == [
-        ("failed", "/v/0.mp4", "error 0"), ("failed", "/v/3.mp4", "error 3"), ("failed", "/v/6.mp4", "error 6")]
+        ("failed", "/v/0.mp4", "error 0"),
+        ("failed", "/v/3.mp4", "error 3"),
+        ("failed", "/v/6.mp4", "error 6"),
+    ]

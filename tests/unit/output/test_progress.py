@@ -12,7 +12,13 @@ class Terminal(io.StringIO):
 
 
 def snapshot(done: int) -> dict:
-    return {"frames_done": done, "frames_expected": 100, "videos_done": done // 50, "videos_total": 2, "in_flight": 3}
+    return {
+        "frames_done": done,
+        "frames_expected": 100,
+        "videos_done": done // 50,
+        "videos_total": 2,
+        "in_flight": 3,
+    }
 
 
 def test_a_terminal_gets_one_updated_line():
@@ -32,7 +38,11 @@ def test_logs_get_periodic_plain_lines():
     for done in (10, 20):
         display.update(snapshot(done))
     lines = stream.getvalue().splitlines()
-    assert len(lines) == 2 and all(line.startswith("progress: ") for line in lines) and "\r" not in stream.getvalue()
+    assert (
+        len(lines) == 2
+        and all(line.startswith("progress: ") for line in lines)
+        and "\r" not in stream.getvalue()
+    )
     assert "20/100 frames (20%)" in lines[1]
 
 
@@ -41,6 +51,8 @@ def test_progress_file_is_throttled_and_replaced_whole(tmp_path):
     progress.running({**snapshot(10), "elapsed_s": 2.0})
     progress.running({**snapshot(20), "elapsed_s": 4.0})  # within the interval: not written
     state = read_progress(tmp_path)
-    assert state["state"] == "running" and state["frames_done"] == 10 and state["frames_per_s"] == 5.0
+    assert (
+        state["state"] == "running" and state["frames_done"] == 10 and state["frames_per_s"] == 5.0
+    )
     assert state["eta_s"] == 18.0
     assert [p.name for p in tmp_path.iterdir()] == ["progress.json"]  # no temporary file left

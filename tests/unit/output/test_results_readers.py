@@ -10,12 +10,20 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.inference.detections import BatchResult, Detections
-from pipeline.plan.inputs import VideoSource
+from pipeline.media.source import VideoSource
 from pipeline.output.manifest import Manifest, VideoRecord
-from pipeline.output.readers import (FileScan, NoTracks, NotARunOutput, UnknownClass, plan_scan, read_detections,
-                              read_tracks, read_videos)
-from pipeline.output.writer import VideoResultWriter, detections_schema
-from pipeline.analysis.tracking import TRACKS_SCHEMA
+from pipeline.output.readers import (
+    FileScan,
+    NotARunOutput,
+    NoTracks,
+    UnknownClass,
+    plan_scan,
+    read_detections,
+    read_tracks,
+    read_videos,
+)
+from pipeline.output.schema import TRACKS_SCHEMA, detections_schema
+from pipeline.output.writer import VideoResultWriter
 
 NAMES = {0: "person", 2: "car"}
 
@@ -26,13 +34,25 @@ def output(tmp_path):
     for vid, boxes_per_frame in (("aaaa", [2, 0, 1]), ("bbbb", [0, 3])):
         writer = VideoResultWriter(tmp_path, vid, NAMES)
         n = sum(boxes_per_frame)
-        det = Detections(np.tile([[10, 20, 30, 40]], (n, 1)), np.full(n, 0.5), [0, 2] * (n // 2) + [0] * (n % 2))
+        det = Detections(
+            np.tile([[10, 20, 30, 40]], (n, 1)), np.full(n, 0.5), [0, 2] * (n // 2) + [0] * (n % 2)
+        )
         idx = np.arange(len(boxes_per_frame))
         writer.add(BatchResult(vid, 0, idx, idx / 30, boxes_per_frame, det))
         writer.commit()
-        manifest.update(VideoRecord(vid, f"/videos/{vid}.mp4", "ok", frames_processed=len(boxes_per_frame),
-                                    num_detections=n, class_counts=writer.class_totals()))
-    manifest.update(VideoRecord.failed(VideoSource("/videos/bad.mp4", "cccc"), "no video stream", "h"))
+        manifest.update(
+            VideoRecord(
+                vid,
+                f"/videos/{vid}.mp4",
+                "ok",
+                frames_processed=len(boxes_per_frame),
+                num_detections=n,
+                class_counts=writer.class_totals(),
+            )
+        )
+    manifest.update(
+        VideoRecord.failed(VideoSource("/videos/bad.mp4", "cccc"), "no video stream", "h")
+    )
     manifest.save()
     return tmp_path
 
@@ -40,8 +60,19 @@ def output(tmp_path):
 def test_flat_has_one_row_per_box(output):
     flat = read_detections(output)
     assert len(flat) == 6
-    assert list(flat.columns) == ["video_id", "frame_index", "timestamp_s", "class_id", "class_name", "confidence",
-                                  "x1", "y1", "x2", "y2", "track_id"]
+    assert list(flat.columns) == [
+        "video_id",
+        "frame_index",
+        "timestamp_s",
+        "class_id",
+        "class_name",
+        "confidence",
+        "x1",
+        "y1",
+        "x2",
+        "y2",
+        "track_id",
+    ]
     assert flat["track_id"].isna().all()  # a run without --track: the column is there, empty
     assert sorted(flat.groupby("video_id").size().to_dict().items()) == [("aaaa", 3), ("bbbb", 3)]
     only_b = read_detections(output, video_id="bbbb")
@@ -55,14 +86,22 @@ def test_per_frame_keeps_empty_frames(output):
 
 def test_videos_table(output):
     videos = read_videos(output).set_index("video_id")
-    assert videos.loc["cccc", "status"] == "failed" and videos.loc["cccc", "error"] == "no video stream"
+    assert (
+        videos.loc["cccc", "status"] == "failed"
+        and videos.loc["cccc", "error"] == "no video stream"
+    )
 
 
 def test_readme_pandas_recipe(output):
     frames = pd.read_parquet(output / "detections")
     boxes = frames.explode("detections").dropna(subset=["detections"])
-    boxes = pd.concat([boxes.drop(columns="detections").reset_index(drop=True),
-                       pd.json_normalize(boxes["detections"].tolist())], axis=1)
+    boxes = pd.concat(
+        [
+            boxes.drop(columns="detections").reset_index(drop=True),
+            pd.json_normalize(boxes["detections"].tolist()),
+        ],
+        axis=1,
+    )
     assert len(boxes) == 6 and set(boxes["class_name"]) == {"person", "car"}
 
 
@@ -80,6 +119,7 @@ GROUP BY ALL ORDER BY boxes DESC, v.path, d.class_name
 
 
 # ---- filters and pushdown -------------------------------------------------------------------
+
 
 class CountingFileSystem(pafs.FileSystemHandler):
     """The local filesystem, recording every file opened for reading."""
@@ -115,15 +155,32 @@ class CountingFileSystem(pafs.FileSystemHandler):
         return self is not other
 
     # Readers never write; these are required by the interface.
-    def create_dir(self, *a): raise NotImplementedError
-    def delete_dir(self, *a): raise NotImplementedError
-    def delete_dir_contents(self, *a): raise NotImplementedError
-    def delete_root_dir_contents(self, *a): raise NotImplementedError
-    def delete_file(self, *a): raise NotImplementedError
-    def move(self, *a): raise NotImplementedError
-    def copy_file(self, *a): raise NotImplementedError
-    def open_output_stream(self, *a): raise NotImplementedError
-    def open_append_stream(self, *a): raise NotImplementedError
+    def create_dir(self, *a):
+        raise NotImplementedError
+
+    def delete_dir(self, *a):
+        raise NotImplementedError
+
+    def delete_dir_contents(self, *a):
+        raise NotImplementedError
+
+    def delete_root_dir_contents(self, *a):
+        raise NotImplementedError
+
+    def delete_file(self, *a):
+        raise NotImplementedError
+
+    def move(self, *a):
+        raise NotImplementedError
+
+    def copy_file(self, *a):
+        raise NotImplementedError
+
+    def open_output_stream(self, *a):
+        raise NotImplementedError
+
+    def open_append_stream(self, *a):
+        raise NotImplementedError
 
 
 def write_long_videos(root, count=6, frames=300, row_group_frames=50):
@@ -139,8 +196,16 @@ def write_long_videos(root, count=6, frames=300, row_group_frames=50):
             det = Detections(np.tile([[10, 20, 30, 40]], (25, 1)), np.full(25, 0.6), classes)
             writer.add(BatchResult(vid, seq, idx, idx / 30.0, np.ones(25), det))
         writer.commit()
-        manifest.update(VideoRecord(vid, f"/v/{vid}.mp4", "ok", frames_processed=frames, num_detections=frames,
-                                    class_counts=writer.class_totals()))
+        manifest.update(
+            VideoRecord(
+                vid,
+                f"/v/{vid}.mp4",
+                "ok",
+                frames_processed=frames,
+                num_detections=frames,
+                class_counts=writer.class_totals(),
+            )
+        )
     manifest.class_names = NAMES  # as a run records its model's classes
     manifest.save()
     return ids
@@ -149,11 +214,15 @@ def write_long_videos(root, count=6, frames=300, row_group_frames=50):
 def test_one_video_reads_only_that_videos_file(tmp_path):
     ids = write_long_videos(tmp_path)
     counting = CountingFileSystem()
-    rows = read_detections(tmp_path.absolute(), video_id="video3", filesystem=pafs.PyFileSystem(counting))
+    rows = read_detections(
+        tmp_path.absolute(), video_id="video3", filesystem=pafs.PyFileSystem(counting)
+    )
     assert counting.opened == ["video3.parquet"]  # 1 of 6 files
     assert len(rows) == 300 and set(rows["video_id"]) == {"video3"}
     assert "video3" in ids
-    assert plan_scan(tmp_path, video_id="video3") == [FileScan(str((tmp_path / "detections" / "video3.parquet").absolute()))]
+    assert plan_scan(tmp_path, video_id="video3") == [
+        FileScan(str((tmp_path / "detections" / "video3.parquet").absolute()))
+    ]
 
 
 def test_time_range_reads_only_overlapping_row_groups(tmp_path, monkeypatch):
@@ -175,7 +244,9 @@ def test_time_range_reads_only_overlapping_row_groups(tmp_path, monkeypatch):
 def test_class_filter_skips_videos_without_the_class(tmp_path):
     write_long_videos(tmp_path)
     counting = CountingFileSystem()
-    cars = read_detections(tmp_path.absolute(), classes=["car"], filesystem=pafs.PyFileSystem(counting))
+    cars = read_detections(
+        tmp_path.absolute(), classes=["car"], filesystem=pafs.PyFileSystem(counting)
+    )
     assert [name for name in counting.opened if name != "videos.parquet"] == ["video0.parquet"]
     assert len(cars) == 150 and set(cars["class_name"]) == {"car"}
     by_id = read_detections(tmp_path, classes=2)
@@ -210,7 +281,9 @@ def test_per_frame_rows_keep_frames_and_filter_their_boxes(tmp_path):
 
 def test_per_frame_columns_are_read_alone(tmp_path):
     write_long_videos(tmp_path, count=2)
-    frames = read_detections(tmp_path, flat=False, columns=["timestamp_s"], video_id="video1", end_s=1.0)
+    frames = read_detections(
+        tmp_path, flat=False, columns=["timestamp_s"], video_id="video1", end_s=1.0
+    )
     assert list(frames.columns) == ["timestamp_s"] and len(frames) == 31
     with pytest.raises(ValueError, match="flat=False"):
         read_detections(tmp_path, columns=["timestamp_s"])
@@ -219,9 +292,15 @@ def test_per_frame_columns_are_read_alone(tmp_path):
 def test_box_filters_keep_the_box_type_and_count_what_is_left(tmp_path):
     write_long_videos(tmp_path, count=1)
     frames = read_detections(tmp_path, flat=False, classes=[2], min_confidence=0.5, end_s=0.2)
-    assert frames["num_detections"].tolist() == [len(d) for d in frames["detections"]] == [1, 0, 1, 0, 1, 0, 1]
+    assert (
+        frames["num_detections"].tolist()
+        == [len(d) for d in frames["detections"]]
+        == [1, 0, 1, 0, 1, 0, 1]
+    )
     assert all(b["class_name"] == "car" for boxes in frames["detections"] for b in boxes)
-    assert len(read_detections(tmp_path, flat=False, min_confidence=0.9)) == 300  # every frame keeps its row
+    assert (
+        len(read_detections(tmp_path, flat=False, min_confidence=0.9)) == 300
+    )  # every frame keeps its row
 
 
 # ---- mistakes get an error, not an empty result ---------------------------------------------
@@ -238,13 +317,18 @@ def test_a_folder_that_is_not_a_run_output_is_an_error(tmp_path):
 
 def test_unknown_class_names_and_ids_are_errors(tmp_path):
     write_long_videos(tmp_path)
-    with pytest.raises(UnknownClass, match="the run's model has no class named 'persn' \\(did you mean 'person'\\?\\)"):
+    with pytest.raises(
+        UnknownClass,
+        match="the run's model has no class named 'persn' \\(did you mean 'person'\\?\\)",
+    ):
         read_detections(tmp_path, classes="persn")
     with pytest.raises(UnknownClass, match="class id 7"):
         read_detections(tmp_path, classes=[7])
     with pytest.raises(UnknownClass):
         read_tracks(tmp_path, classes="persn")
-    assert len(read_detections(tmp_path, classes="Person", video_id="video1")) == 300  # names ignore case
+    assert (
+        len(read_detections(tmp_path, classes="Person", video_id="video1")) == 300
+    )  # names ignore case
 
 
 def test_tracks_of_a_run_without_tracking_say_so(tmp_path):
@@ -255,23 +339,74 @@ def test_tracks_of_a_run_without_tracking_say_so(tmp_path):
 
 def write_tracked_video(root, vid="tracked"):
     """One video as --track writes it: frame 0 has a confirmed and an unconfirmed box, frame 1 none."""
-    boxes = [[{"class_id": 0, "class_name": "person", "confidence": 0.9, "x1": 1, "y1": 2, "x2": 3, "y2": 4,
-               "track_id": 1},
-              {"class_id": 2, "class_name": "car", "confidence": 0.4, "x1": 5, "y1": 6, "x2": 7, "y2": 8,
-               "track_id": None}], []]
-    table = pa.table({"video_id": [vid, vid], "frame_index": [0, 1], "timestamp_s": [0.0, 1 / 30],
-                      "num_detections": [2, 0], "detections": boxes}, schema=detections_schema(tracked=True))
+    boxes = [
+        [
+            {
+                "class_id": 0,
+                "class_name": "person",
+                "confidence": 0.9,
+                "x1": 1,
+                "y1": 2,
+                "x2": 3,
+                "y2": 4,
+                "track_id": 1,
+            },
+            {
+                "class_id": 2,
+                "class_name": "car",
+                "confidence": 0.4,
+                "x1": 5,
+                "y1": 6,
+                "x2": 7,
+                "y2": 8,
+                "track_id": None,
+            },
+        ],
+        [],
+    ]
+    table = pa.table(
+        {
+            "video_id": [vid, vid],
+            "frame_index": [0, 1],
+            "timestamp_s": [0.0, 1 / 30],
+            "num_detections": [2, 0],
+            "detections": boxes,
+        },
+        schema=detections_schema(tracked=True),
+    )
     (root / "detections").mkdir(parents=True, exist_ok=True)
     (root / "tracks").mkdir(exist_ok=True)
     pq.write_table(table, root / "detections" / f"{vid}.parquet")
-    tracks = pa.table({"video_id": [vid], "track_id": [1], "class_id": [0], "class_name": ["person"], "first_frame": [0],
-                       "last_frame": [0], "num_frames": [1], "first_timestamp_s": [0.0], "last_timestamp_s": [0.0],
-                       "mean_confidence": [0.9]}, schema=TRACKS_SCHEMA)
+    tracks = pa.table(
+        {
+            "video_id": [vid],
+            "track_id": [1],
+            "class_id": [0],
+            "class_name": ["person"],
+            "first_frame": [0],
+            "last_frame": [0],
+            "num_frames": [1],
+            "first_timestamp_s": [0.0],
+            "last_timestamp_s": [0.0],
+            "mean_confidence": [0.9],
+        },
+        schema=TRACKS_SCHEMA,
+    )
     pq.write_table(tracks, root / "tracks" / f"{vid}.parquet")
     manifest = Manifest(root)
     manifest.class_names = NAMES
-    manifest.update(VideoRecord(vid, f"/v/{vid}.mp4", "ok", frames_processed=2, num_detections=2, num_tracks=1,
-                                width=64, height=48))
+    manifest.update(
+        VideoRecord(
+            vid,
+            f"/v/{vid}.mp4",
+            "ok",
+            frames_processed=2,
+            num_detections=2,
+            num_tracks=1,
+            width=64,
+            height=48,
+        )
+    )
     manifest.update(VideoRecord.failed(VideoSource("/v/bad.mp4", "bad"), "no video stream", "h"))
     manifest.save()
 
@@ -286,7 +421,11 @@ def test_dtypes_are_nullable_integers_and_columns_do_not_depend_on_the_result(tm
     assert dict(empty.dtypes) == dict(flat.dtypes)
     frames = read_detections(tmp_path, flat=False)
     first = frames["detections"].iloc[0]
-    assert first[0]["track_id"] == 1 and isinstance(first[0]["track_id"], int) and first[1]["track_id"] is None
+    assert (
+        first[0]["track_id"] == 1
+        and isinstance(first[0]["track_id"], int)
+        and first[1]["track_id"] is None
+    )
     assert list(read_detections(tmp_path, flat=False, start_s=100).columns) == list(frames.columns)
     videos = read_videos(tmp_path).set_index("video_id")
     assert str(videos["num_tracks"].dtype) == "Int32" and str(videos["width"].dtype) == "Int32"

@@ -1,11 +1,13 @@
 import os
+
 import numpy as np
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
 from pipeline.inference.detections import BatchResult, Detections
-from pipeline.output.writer import DETECTIONS_SCHEMA, VideoResultWriter, batch_to_table, remove_stale_temp_files
+from pipeline.output.schema import DETECTIONS_SCHEMA
+from pipeline.output.writer import VideoResultWriter, batch_to_table, remove_stale_temp_files
 
 NAMES = {0: "person", 1: "bicycle", 2: "car"}
 
@@ -132,16 +134,23 @@ def test_untracked_commit_removes_an_older_tracks_file(tmp_path):
     assert pq.read_schema(tmp_path / "detections" / "vid.parquet").equals(DETECTIONS_SCHEMA)
 
 
-def test_a_committed_file_and_its_folder_entry_reach_the_disk_before_it_counts(tmp_path, monkeypatch):
+def test_a_committed_file_and_its_folder_entry_reach_the_disk_before_it_counts(
+    tmp_path, monkeypatch
+):
     """After a power loss an 'ok' row must never point at an empty file: the rows are synced
     before the rename, and the folder after it, for the detections and for videos.parquet."""
     from pipeline.output.manifest import Manifest, VideoRecord
 
     calls = []
     real_fsync, real_replace = os.fsync, os.replace
-    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))),
-                                                 real_fsync(fd))[1])
-    monkeypatch.setattr(os, "replace", lambda a, b: (calls.append(("replace", str(b))), real_replace(a, b))[1])
+    monkeypatch.setattr(
+        os,
+        "fsync",
+        lambda fd: (calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))), real_fsync(fd))[1],
+    )
+    monkeypatch.setattr(
+        os, "replace", lambda a, b: (calls.append(("replace", str(b))), real_replace(a, b))[1]
+    )
     writer = VideoResultWriter(tmp_path, "vid", NAMES)
     writer.add(batch(0))
     final = writer.commit()

@@ -2,7 +2,8 @@ import os
 
 import pytest
 
-from pipeline.plan.inputs import InputError, expand_inputs, video_id_for
+from pipeline.media.source import video_id_for
+from pipeline.plan.inputs import InputError, expand_inputs
 
 
 def touch(path, data=b"x"):
@@ -22,7 +23,10 @@ def test_directories_are_searched_recursively_for_videos(tmp_path):
 
 def test_list_files_resolve_relative_to_the_list_and_skip_comments(tmp_path):
     touch(tmp_path / "clips" / "a.mp4")
-    listing = touch(tmp_path / "clips" / "list.txt", b"# backlog\na.mp4\n\n" + str(tmp_path / "clips" / "a.mp4").encode())
+    listing = touch(
+        tmp_path / "clips" / "list.txt",
+        b"# backlog\na.mp4\n\n" + str(tmp_path / "clips" / "a.mp4").encode(),
+    )
     videos, _ = expand_inputs([f"@{listing}"])
     assert len(videos) == 1  # the same file twice is processed once
 
@@ -38,8 +42,11 @@ def test_bad_files_are_reported_not_raised(tmp_path):
 
 @pytest.mark.parametrize(
     "typed, hint",
-    [("clip.mpp4", "(did you mean {tmp}/clip.mp4?)"), ("other.mp4", "(no such file)"),
-     ("nowhere/clip.mp4", "(no such folder: {tmp}/nowhere)")],
+    [
+        ("clip.mpp4", "(did you mean {tmp}/clip.mp4?)"),
+        ("other.mp4", "(no such file)"),
+        ("nowhere/clip.mp4", "(no such folder: {tmp}/nowhere)"),
+    ],
 )
 def test_a_named_input_that_does_not_exist_is_a_mistake_in_the_command(tmp_path, typed, hint):
     touch(tmp_path / "clip.mp4")
@@ -95,24 +102,32 @@ def test_one_file_given_three_ways_is_one_video(tmp_path):
     link.symlink_to(real)
     listing = tmp_path / "videos" / "list.txt"
     listing.write_text("cam.mp4\n")
-    sources, _ = expand_inputs([str(link), str(tmp_path / "videos" / "sub" / ".." / "cam.mp4"), f"@{listing}"])
+    sources, _ = expand_inputs(
+        [str(link), str(tmp_path / "videos" / "sub" / ".." / "cam.mp4"), f"@{listing}"]
+    )
     assert len(sources) == 1 and sources[0].path == str(real)
     assert sources[0].video_id == video_id_for(str(real)) == video_id_for(str(link))
 
 
 def test_object_identity_ignores_credentials_and_query():
-    from pipeline.plan.inputs import canonical_location
+    from pipeline.media.source import canonical_location
 
-    ids = {video_id_for(u) for u in ("s3://bucket/cams/a.mp4", "s3://KEY:SECRET@bucket/cams/a.mp4",
-                                      "s3://bucket/cams/a.mp4?versionId=3&X-Amz-Signature=abc")}
+    ids = {
+        video_id_for(u)
+        for u in (
+            "s3://bucket/cams/a.mp4",
+            "s3://KEY:SECRET@bucket/cams/a.mp4",
+            "s3://bucket/cams/a.mp4?versionId=3&X-Amz-Signature=abc",
+        )
+    }
     assert len(ids) == 1
     assert canonical_location("s3://KEY:SECRET@bucket/cams/a.mp4?x=1") == "s3://bucket/cams/a.mp4"
     assert video_id_for("s3://bucket/cams/b.mp4") not in ids
 
 
 def test_object_keys_typed_with_spaces_are_the_escaped_keys():
-    from pipeline.plan.inputs import canonical_location
     from pipeline.locations import InvalidUri, filesystem_from_uri
+    from pipeline.media.source import canonical_location
 
     assert video_id_for("s3://b/cams/clip 1.mp4") == video_id_for("s3://b/cams/clip%201.mp4")
     assert canonical_location("s3://b/cams/clip 1.mp4") == "s3://b/cams/clip%201.mp4"

@@ -25,7 +25,11 @@ def dead_pid() -> int:
     [
         (Holder("here", os.getpid(), "t"), 1e6, False),  # this process runs, however old the lease
         (Holder("here", os.getpid(), "t", psutil.Process().create_time()), 0, False),
-        (Holder("here", os.getpid(), "t", psutil.Process().create_time() - 3600), 0, True),  # pid reused since
+        (
+            Holder("here", os.getpid(), "t", psutil.Process().create_time() - 3600),
+            0,
+            True,
+        ),  # pid reused since
         (Holder("here", 0, "t"), 0, None),  # filled in below with a pid that has ended
         (Holder("elsewhere", 1, "t"), 5.0, False),  # another host, refreshed 5 s ago
         (Holder("elsewhere", 1, "t"), STALE_S + 1, True),  # another host, silent for too long
@@ -49,7 +53,9 @@ def test_a_second_lease_on_the_same_folder_is_refused_until_the_first_is_release
 def test_a_lease_left_by_a_dead_run_is_taken_over(tmp_path):
     import socket
 
-    (tmp_path / LEASE_NAME).write_text(json.dumps({"host": socket.gethostname(), "pid": dead_pid(), "started_at": "t"}))
+    (tmp_path / LEASE_NAME).write_text(
+        json.dumps({"host": socket.gethostname(), "pid": dead_pid(), "started_at": "t"})
+    )
     lease = Lease(tmp_path).acquire()
     assert json.loads((tmp_path / LEASE_NAME).read_text())["pid"] == os.getpid()
     lease.release()

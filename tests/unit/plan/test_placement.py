@@ -17,14 +17,25 @@ from pipeline.plan.placement import PlacementError, plan
         (RunConfig(), 4, 2, (2, 1.0, 1.0, None, 4)),
         (RunConfig(device="cpu"), 8, 2, (4, 0.0, 1.5, 2, 4)),
         (RunConfig(max_open_videos=6), 16, 1, (1, 1.0, 1.0, None, 6)),
-        (RunConfig(device="cuda", num_actors=4), 0, 0, (4, 1.0, 1.0, None, 4)),  # autoscaler adds the GPUs
+        (
+            RunConfig(device="cuda", num_actors=4),
+            0,
+            0,
+            (4, 1.0, 1.0, None, 4),
+        ),  # autoscaler adds the GPUs
         (RunConfig(model="m/yolo11n_int8_openvino_model/"), 2, 0, (1, 0.0, 1.5, 2, 1)),
         (RunConfig(model="yolo11n.onnx"), 16, 0, (1, 0.0, 15.5, 16, 1)),
     ],
 )
 def test_plan(config, cpus, gpus, expected):
     p = plan(config, cpus, gpus)
-    assert (p.num_actors, p.actor_num_gpus, p.actor_num_cpus, p.cpu_threads, p.max_open_videos) == expected
+    assert (
+        p.num_actors,
+        p.actor_num_gpus,
+        p.actor_num_cpus,
+        p.cpu_threads,
+        p.max_open_videos,
+    ) == expected
 
 
 @pytest.mark.parametrize(

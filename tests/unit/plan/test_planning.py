@@ -10,9 +10,14 @@ import pytest
 
 from pipeline.config import ConfigError, RunConfig
 from pipeline.errors import UsageError
-from pipeline.plan.inputs import describe
+from pipeline.inference.model_ref import (
+    ClassesError,
+    ModelLoadError,
+    read_class_names,
+    resolve_classes,
+)
+from pipeline.media.source import describe
 from pipeline.output.manifest import Manifest, VideoRecord
-from pipeline.inference.model_ref import ClassesError, ModelLoadError, read_class_names, resolve_classes
 from pipeline.plan.planning import finish_without_workers, plan_run
 
 COCO_HEAD = {0: "person", 1: "bicycle", 2: "car"}
@@ -27,9 +32,11 @@ def test_reading_class_names_imports_neither_torch_nor_ultralytics(model_path):
     import subprocess
     import sys
 
-    code = ("import sys; from pipeline.inference.model_ref import read_class_names; "
-            f"n = read_class_names({model_path!r}); "
-            "print(len(n), 'torch' in sys.modules, 'ultralytics' in sys.modules)")
+    code = (
+        "import sys; from pipeline.inference.model_ref import read_class_names; "
+        f"n = read_class_names({model_path!r}); "
+        "print(len(n), 'torch' in sys.modules, 'ultralytics' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["80", "False", "False"]
 
@@ -40,7 +47,9 @@ def test_class_names_of_an_openvino_export(tmp_path):
     if not OPENVINO_MODEL.exists():
         pytest.skip("no OpenVINO export in the shared folder")
     assert read_class_names(str(OPENVINO_MODEL))[2] == "car"
-    assert read_class_names(str(tmp_path)) is None  # a folder without metadata: the actors tell later
+    assert (
+        read_class_names(str(tmp_path)) is None
+    )  # a folder without metadata: the actors tell later
 
 
 def test_files_that_are_not_checkpoints(tmp_path):
@@ -72,7 +81,9 @@ def test_files_that_are_not_checkpoints(tmp_path):
 def test_resolve_classes(classes, expected):
     config_classes = RunConfig(classes=classes).classes
     if isinstance(expected, Exception):
-        with pytest.raises(type(expected), match=str(expected).replace("(", "\\(").replace(")", "\\)")):
+        with pytest.raises(
+            type(expected), match=str(expected).replace("(", "\\(").replace(")", "\\)")
+        ):
             resolve_classes(config_classes, COCO_HEAD)
     else:
         assert resolve_classes(config_classes, COCO_HEAD) == expected
@@ -94,8 +105,17 @@ def planned(inputs, output, config):
 def write_done(output: Path, video: Path, config: RunConfig) -> None:
     manifest = Manifest(output)
     source = describe(str(video))
-    manifest.update(VideoRecord(source.video_id, source.path, "ok", frames_processed=3, size_bytes=source.size_bytes,
-                                mtime_ns=source.mtime_ns, settings_hash=config.settings_hash()))
+    manifest.update(
+        VideoRecord(
+            source.video_id,
+            source.path,
+            "ok",
+            frames_processed=3,
+            size_bytes=source.size_bytes,
+            mtime_ns=source.mtime_ns,
+            settings_hash=config.settings_hash(),
+        )
+    )
     manifest.save()
 
 
@@ -104,13 +124,17 @@ def test_plan_skips_complete_videos_and_needs_no_workers(tmp_path, model_path):
     for v in videos:
         v.write_bytes(b"video bytes")
     out = tmp_path / "out"
-    plan = planned([str(v) for v in videos], str(out), RunConfig(model=model_path, classes=["person"]))
+    plan = planned(
+        [str(v) for v in videos], str(out), RunConfig(model=model_path, classes=["person"])
+    )
     assert plan.config.classes == (0,) and plan.needs_workers and len(plan.todo) == 2
     write_done(out, videos[0], plan.config)
     write_done(out, videos[1], plan.config)
     again = planned([str(v) for v in videos], str(out), RunConfig(model=model_path, classes=[0]))
     assert again.skipped == 2 and again.todo == [] and not again.needs_workers
-    changed = planned([str(v) for v in videos], str(out), RunConfig(model=model_path, classes=[0], conf=0.5))
+    changed = planned(
+        [str(v) for v in videos], str(out), RunConfig(model=model_path, classes=[0], conf=0.5)
+    )
     assert changed.needs_workers and len(changed.todo) == 2  # another setting: done again
 
 
@@ -167,7 +191,9 @@ def test_a_second_plan_on_an_output_in_use_touches_nothing(tmp_path, model_path)
     planned([str(video)], str(out), RunConfig(model=model_path, conf=0.5))  # free again
 
 
-def test_a_long_list_is_planned_from_its_head_and_the_rest_is_walked_lazily(tmp_path, model_path, monkeypatch):
+def test_a_long_list_is_planned_from_its_head_and_the_rest_is_walked_lazily(
+    tmp_path, model_path, monkeypatch
+):
     """Planning walks only as far as its look-ahead; the rest comes as the run asks for it, in
     order and without repeats, and the skipped count follows the walk."""
     import pipeline.plan.planning as planning
@@ -186,7 +212,9 @@ def test_a_long_list_is_planned_from_its_head_and_the_rest_is_walked_lazily(tmp_
     assert plan.needs_workers  # more than the look-ahead: assumed to need the run
     assert plan.walk.count == 11 and plan.skipped == 1  # walked only as far as the head
     walked = [Path(s.path).name for s in plan.videos_to_process()]
-    assert walked == names and plan.skipped == 1 and plan.walk.count == 26  # a name given twice: once
+    assert (
+        walked == names and plan.skipped == 1 and plan.walk.count == 26
+    )  # a name given twice: once
     assert all(s.error == "file not found" for s in plan.todo)
 
 
