@@ -8,9 +8,8 @@ Inside a job, Ray sets RAY_ADDRESS, so the pipeline joins the cluster instead of
 import sys
 from pathlib import Path
 
-sys.path.insert(
-    0, str(Path(__file__).resolve().parent.parent)
-)  # the working dir, when not pip-installed
+# the working dir, when not pip-installed
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.cli.main import main  # noqa: E402
 

@@ -184,9 +184,8 @@ def bench_decode(video: str, seconds_cap: float = 60.0) -> dict:
             stream = container.streams.video[0]
             started, n = time.perf_counter(), 0
             for frame in container.decode(stream):
-                frame.to_ndarray(
-                    format="bgr24"
-                )  # downloaded and converted, as the pipeline needs it
+                # downloaded and converted, as the pipeline needs it
+                frame.to_ndarray(format="bgr24")
                 n += 1
                 if time.perf_counter() - started > seconds_cap:
                     break

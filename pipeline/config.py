@@ -67,12 +67,10 @@ class RunConfig:
         False  # ByteTrack over each video's detections: a track_id per box, tracks/ summary
     )
     model_fingerprint: str = field(default="", compare=False)  # size+mtime of a local model file
-    resolved_device: str | None = field(
-        default=None, compare=False
-    )  # what "auto" became: cpu or cuda
-    resolved_engine: str | None = field(
-        default=None, compare=False
-    )  # what --engine became (pipeline.inference.engines)
+    # what "auto" became: cpu or cuda
+    resolved_device: str | None = field(default=None, compare=False)
+    # what --engine became (pipeline.inference.engines)
+    resolved_engine: str | None = field(default=None, compare=False)
 
     RESULT_FIELDS = (
         "model",
@@ -148,9 +146,8 @@ class RunConfig:
         settings.update(
             device=device, half=device == "cuda" and engine in ("torch", "tensorrt"), engine=engine
         )
-        if (
-            engine == "openvino" and self.cpu_precision != "fp32"
-        ):  # absent at fp32: earlier hashes stay valid
+        # absent at fp32: earlier hashes stay valid
+        if engine == "openvino" and self.cpu_precision != "fp32":
             settings["cpu_precision"] = self.cpu_precision
         return settings
 

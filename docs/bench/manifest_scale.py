@@ -105,9 +105,8 @@ def resume(model: str, count: int) -> dict:
             shutil.copyfile(tiny, source)
         os.link(source, videos / f"v{i:06d}.mp4")
     links_s = time.perf_counter() - started
-    plan = plan_run(
-        [str(videos)], str(out), RunConfig(model=model)
-    )  # the same identity and settings hash as the CLI
+    # the same identity and settings hash as the CLI
+    plan = plan_run([str(videos)], str(out), RunConfig(model=model))
     try:
         manifest = Manifest(out)
         for s in expand_inputs([str(videos)])[0]:

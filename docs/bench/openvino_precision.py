@@ -27,10 +27,11 @@ def main(weights: str, video: str, frames: int = 64) -> None:
     print(
         f"CPU bf16 units: {'avx512_bf16' in Path('/proc/cpuinfo').read_text()}, openvino {ov.__version__}"
     )
+    # bf16: what OpenVINO picks by default on CPUs with bf16 units
     for precision in (
         "fp32",
         "bf16",
-    ):  # bf16: what OpenVINO picks by default on CPUs with bf16 units
+    ):
         detector = LeanDetector(
             ExportedOnDemand(Path(weights), "openvino"),
             "openvino",

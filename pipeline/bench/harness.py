@@ -628,9 +628,8 @@ def bench(argv: list[str] | None = None) -> int:
             run_args = argparse.Namespace(**{**vars(args), "video": video})
             if name == "naive" and args.baseline_model:
                 run_args.model = args.baseline_model
-            if repeat == 0 and {"naive", "pipeline"} <= set(
-                names
-            ):  # boxes kept for the parity check
+            # boxes kept for the parity check
+            if repeat == 0 and {"naive", "pipeline"} <= set(names):
                 run_args.boxes_out = parity_files["boxes_out"] if name == "naive" else None
                 run_args.keep_output = parity_files["keep_output"] if name == "pipeline" else None
             result = _measure(name, run_args)

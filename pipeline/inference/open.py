@@ -24,9 +24,8 @@ Shape = tuple[int, int]
 class OpenedDetector:
     detector: object  # BatchDetector or LeanDetector
     engine: str  # the engine actually used
-    export_s: dict[str, float] = field(
-        default_factory=dict
-    )  # shape -> seconds, engines built by this call
+    # shape -> seconds, engines built by this call
+    export_s: dict[str, float] = field(default_factory=dict)
     fallback: str | None = None  # why the engine asked for was not used
 
 
@@ -75,9 +74,8 @@ def open_detector(
                 raise ExportError(
                     "a TensorRT engine is built for the videos' shape, and none is known yet"
                 )
-            (h, w) = warm_shapes[
-                0
-            ]  # the engine's batch and shape are dynamic: this one is what it is tuned for
+            # the engine's batch and shape are dynamic: this one is what it is tuned for
+            (h, w) = warm_shapes[0]
             built = ensure_engine(config.model, "tensorrt", (h, w), half=True, cache_dir=cache_dir)
             export_s = {f"{h}x{w}": built.export_s} if built.export_s is not None else {}
             detector = _torch_detector(str(built.path / "model.engine"), device, common)

@@ -77,9 +77,8 @@ class BatchDetector:
         self.backend = load_backend(model, self.device, half=self.half)
         self.half = bool(self.backend.fp16)
         self.names: dict[int, str] = dict(self.backend.names)
-        resolved = resolve_classes(
-            classes, self.names
-        )  # ids or names; unknown ones raise ClassesError
+        # ids or names; unknown ones raise ClassesError
+        resolved = resolve_classes(classes, self.names)
         self.classes = list(resolved) if resolved else None
         self.model_stride = max(int(self.backend.stride), 32) if self.backend.format == "pt" else 32
         # Exported static-shape models need the square input; PyTorch models take the minimal
@@ -143,9 +142,8 @@ class BatchDetector:
         else:
             src = host
         x = self._input.view(-1)[: b * 3 * h * w].view(b, 3, h, w)
-        for c in range(
-            3
-        ):  # BGR -> RGB and HWC -> CHW, with the dtype cast, in one strided copy per channel
+        # BGR -> RGB and HWC -> CHW, with the dtype cast, in one strided copy per channel
+        for c in range(3):
             x[:, c].copy_(src[..., 2 - c])
         return x.div_(255)
 

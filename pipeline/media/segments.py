@@ -128,9 +128,8 @@ class SplitPolicy:
     min_segment_frames: int = (
         1800  # a minute at 30 fps: shorter ones are not worth a seek and a probe
     )
-    min_probe_bytes: int = (
-        32 << 20
-    )  # by itself, smaller files are not probed (a short clip costs nothing extra)
+    # by itself, smaller files are not probed (a short clip costs nothing extra)
+    min_probe_bytes: int = 32 << 20
 
     def worth_probing(self, size_bytes: int) -> bool:
         """Whether to probe a file for its length: always when segments were asked for, never when

@@ -96,9 +96,8 @@ class VideoRecord:
     num_tracks: int | None = None
 
     def __post_init__(self) -> None:
-        self.class_counts = list(
-            self.class_counts or []
-        )  # null in files written before the column existed
+        # null in files written before the column existed
+        self.class_counts = list(self.class_counts or [])
         if self.status not in ("ok", "partial", "failed"):
             raise ValueError(f"status must be ok, partial or failed; got {self.status!r}")
         if self.status == "ok" and self.frames_processed == 0:
@@ -144,9 +143,8 @@ class Manifest:
         self.records: dict[str, VideoRecord] = {}
         self.class_names: dict[int, str] | None = None  # the latest run's model classes
         self.logged = 0  # lines in the log since the last compaction
-        self.interrupted: set[str] = (
-            set()
-        )  # commits the log began but never recorded (a killed run)
+        # commits the log began but never recorded (a killed run)
+        self.interrupted: set[str] = set()
         self._committing: set[str] = set()  # commits begun by this process, not yet recorded
         self._compacted_at = time.monotonic()
         self._compaction_s = 0.0
@@ -232,9 +230,8 @@ class Manifest:
         line = (json.dumps(row, separators=(",", ":")) + "\n").encode()
         fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(
-                fd, line
-            )  # one write of one line: a crash leaves whole lines and at most a torn last one
+            # one write of one line: a crash leaves whole lines and at most a torn last one
+            os.write(fd, line)
         finally:
             os.close(fd)
 

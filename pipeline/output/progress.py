@@ -93,9 +93,8 @@ class ProgressFile:
         self.path = Path(folder) / PROGRESS_FILE
         self.job_id = os.environ.get("PIPELINE_JOB_ID")
         self.interval_s = interval_s
-        self._last = (
-            -math.inf
-        )  # the first snapshot is always written (monotonic time may start near 0)
+        # the first snapshot is always written (monotonic time may start near 0)
+        self._last = -math.inf
 
     def running(self, p: dict) -> None:
         """From the coordinator's ``progress()``; written at most every ``interval_s``."""

@@ -165,9 +165,8 @@ class InputWalk:
         self._started = True
         for part in self._parts:
             for source in [part] if isinstance(part, VideoSource) else map(describe, part):
-                if self._seen.add(
-                    int(source.video_id, 16)
-                ):  # one file given twice, or through a link: one video
+                # one file given twice, or through a link: one video
+                if self._seen.add(int(source.video_id, 16)):
                     self.count += 1
                     yield source
         self._parts = []

@@ -114,9 +114,8 @@ class Lease:
             )
         aside = self.path.with_name(f"{LEASE_NAME}-stale-{uuid.uuid4().hex[:8]}")
         try:
-            os.rename(
-                self.path, aside
-            )  # atomic: of two runs taking over, one renames, the other finds none
+            # atomic: of two runs taking over, one renames, the other finds none
+            os.rename(self.path, aside)
             aside.unlink()
         except FileNotFoundError:
             pass

@@ -51,18 +51,15 @@ class RunPlan:
         RunConfig  # the model as an absolute path with its fingerprint, classes as ids when known
     )
     walk: InputWalk  # every input video, in order (walked lazily; ``walk.count`` so far)
-    todo: list[
-        VideoSource
-    ]  # the first videos to process (unreadable ones included: they get a 'failed' record)
-    more: (
-        Iterator[VideoSource] | None
-    )  # the videos to process after ``todo``, walked lazily; None: none
+    # the first videos to process (unreadable ones included: they get a 'failed' record)
+    todo: list[VideoSource]
+    # the videos to process after ``todo``, walked lazily; None: none
+    more: Iterator[VideoSource] | None
     skipped: int  # complete with the same content and settings (so far, while ``more`` is walked)
     class_names: dict[int, str] | None  # None when only loading the model can tell
     warnings: list[str] = field(default_factory=list)
-    created: list[Path] = field(
-        default_factory=list
-    )  # folders this run created (removed if it stops on a mistake)
+    # folders this run created (removed if it stops on a mistake)
+    created: list[Path] = field(default_factory=list)
     lease: Lease | None = None  # held from planning to release(): one run per output folder
     started: float = field(default_factory=time.time)
 
@@ -137,9 +134,8 @@ def prepare_output(output: str) -> tuple[Path, RemoteOutput | None, list[Path], 
     if remote:
         try:
             (local / Manifest.FILE_NAME).unlink(missing_ok=True)
-            remote.pull(
-                Manifest.FILE_NAME, local / Manifest.FILE_NAME
-            )  # resume from what the remote has
+            # resume from what the remote has
+            remote.pull(Manifest.FILE_NAME, local / Manifest.FILE_NAME)
         except BaseException:
             lease.release()
             raise
@@ -214,9 +210,8 @@ def plan_run(
         output, local, remote, config, walk, [], None, 0, names, walk.warnings, created, lease
     )
     try:
-        fold_manifest_log(
-            local, remote
-        )  # what a killed run left: its records, and no files without one
+        # what a killed run left: its records, and no files without one
+        fold_manifest_log(local, remote)
         # Without class ids the settings hash is unknown (only the loaded model can tell): the
         # coordinator, which checks every video again, decides then.
         manifest = Manifest(local) if config.classes_resolved else None

@@ -94,9 +94,8 @@ class Coordinator:
         faults: FaultPlan | None = None,
         remote_output: str | None = None,
     ):
-        self.output = Path(
-            output
-        )  # where files are written (the staging folder of a remote output)
+        # where files are written (the staging folder of a remote output)
+        self.output = Path(output)
         self.remote = RemoteOutput(remote_output) if remote_output else None
         self.config = config
         self.actors = actors
@@ -350,9 +349,8 @@ class Coordinator:
         self.stage_s["decode"] += header.decode_s
         self._frames_decoded += len(header.frame_indices)
         actor = await self._acquire()  # backpressure: wait here while every window is full
-        state.frames_decoded = max(
-            state.frames_decoded, int(header.frame_indices[-1]) + 1
-        )  # kept if the decoder dies
+        # kept if the decoder dies
+        state.frames_decoded = max(state.frames_decoded, int(header.frame_indices[-1]) + 1)
         self.metrics.frames_decoded.inc(len(header.frame_indices))
         task = asyncio.create_task(self._infer(actor, header, frames_ref, state))
         state.tasks.add(task)
@@ -405,9 +403,8 @@ class Coordinator:
         policy = self.split_policy
         if not policy.worth_probing(source.size_bytes):
             return [WHOLE_VIDEO]
-        free = (
-            (self.config.max_open_videos or 1) - self.counts.open_decoders - 1
-        )  # less this video's own
+        # less this video's own
+        free = (self.config.max_open_videos or 1) - self.counts.open_decoders - 1
         frames = self.counts.frames_done
         bound = decode_bound(
             self.stage_s["decode"] / self._frames_decoded if self._frames_decoded else None,
@@ -455,9 +452,8 @@ class Coordinator:
             if state.tasks:
                 await asyncio.gather(*list(state.tasks))
             repairs = 0
-            while (
-                state.lost and not state.error
-            ):  # frames lost with a node: decode those batches again
+            # frames lost with a node: decode those batches again
+            while state.lost and not state.error:
                 if not self.retry.repair_again(repairs):
                     state.error = (
                         f"batches {sorted(state.lost)} were lost {repairs} times with their nodes"
@@ -602,12 +598,10 @@ class Coordinator:
 
     async def _finish(self, record: VideoRecord) -> None:
         async with self._manifest_lock:  # one writer at a time: an older upload never lands last
-            self.manifest.record(
-                record
-            )  # after the rows are in place: an 'ok' record always has its rows
-            if (
-                self.manifest.compaction_due()
-            ):  # O(N), every N/2 videos (or ≤ 5 % of the time): O(1) per video
+            # after the rows are in place: an 'ok' record always has its rows
+            self.manifest.record(record)
+            # O(N), every N/2 videos (or ≤ 5 % of the time): O(1) per video
+            if self.manifest.compaction_due():
                 self.manifest.save()
                 if self.remote:
                     await asyncio.to_thread(
@@ -639,9 +633,8 @@ class Coordinator:
         self._slot_freed = asyncio.Condition()
         self._manifest_lock = asyncio.Lock()
         self.started = time.time()
-        self.cpu_started = (
-            time.process_time()
-        )  # this process's CPU, all its threads (Ray's included)
+        # this process's CPU, all its threads (Ray's included)
+        self.cpu_started = time.process_time()
 
         async def worker() -> None:
             # A fixed set of workers pulling from one queue: open videos (and so decoders) are
@@ -656,9 +649,8 @@ class Coordinator:
                     self.counts.video_skipped()
                 else:
                     await self._process_video(source)
-            self._backlog.put_nowait(
-                None
-            )  # for the next worker (one slot is free: this one took it)
+            # for the next worker (one slot is free: this one took it)
+            self._backlog.put_nowait(None)
 
         workers = [asyncio.create_task(worker()) for _ in range(self.config.max_open_videos or 1)]
         try:

@@ -288,9 +288,8 @@ def execute(
             raise UsageError(str(exc)) from None
         config = config.replace(max_open_videos=placement.max_open_videos)
         actors = _start_actors(config, placement, faults, first_letterbox_shapes(plan.todo, config))
-        coordinator = _start_coordinator(
-            out, config, actors, faults, remote
-        )  # starts while the models load
+        # starts while the models load
+        coordinator = _start_coordinator(out, config, actors, faults, remote)
         _warm_decoders(placement.max_open_videos)
         facts = _wait_for_actors(actors, terminated)
         actors_ready_at = time.time()
@@ -354,9 +353,8 @@ def execute(
                     ray.kill(handle)
                 except Exception:
                     pass
-        remove_stale_temp_files(
-            out
-        )  # what the killed coordinator was writing; complete videos stay
+        # what the killed coordinator was writing; complete videos stay
+        remove_stale_temp_files(out)
         _compact_manifest(out, remote)  # a run that ended early: its log folded into videos.parquet
         if started_ray:
             ray.shutdown()

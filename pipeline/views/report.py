@@ -165,9 +165,8 @@ def _plot_classes_over_time(per_video: list[tuple[str, pd.DataFrame, float]]) ->
                 linewidth=1.4,
                 marker="o" if len(table) < 8 else None,
             )
-        ax.set_title(
-            f"{title} (bins of {bin_s:g} s)", fontsize=9, parse_math=False
-        )  # names may hold $
+        # names may hold $
+        ax.set_title(f"{title} (bins of {bin_s:g} s)", fontsize=9, parse_math=False)
         ax.set_xlabel("video time (s)")
         ax.set_ylabel("boxes per frame")
         ax.set_ylim(bottom=0)
@@ -293,9 +292,8 @@ def sample_frame(path: str, boxes: pd.DataFrame, frame_index: int) -> str | None
     if is_uri(path) or not Path(path).is_file():
         return None
     try:
-        decoder = VideoDecoder(
-            path, stride=max(frame_index, 1)
-        )  # converts only frames 0 and frame_index
+        # converts only frames 0 and frame_index
+        decoder = VideoDecoder(path, stride=max(frame_index, 1))
         image = next((img for index, _, img in decoder.frames() if index == frame_index), None)
     except DecodeError:
         return None

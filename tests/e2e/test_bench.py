@@ -59,9 +59,8 @@ def test_the_bench_runs_every_kind_of_contender_and_checks_the_boxes(clips, mode
     assert (
         coordination["frames"] == 4 * 4800 and coordination["boxes"] == 5 * coordination["frames"]
     )
-    assert coordination["batches"] == 4 * -(
-        -4800 // 16
-    )  # the default batch size; no video shares a batch
+    # the default batch size; no video shares a batch
+    assert coordination["batches"] == 4 * -(-4800 // 16)
     assert (
         0
         < coordination["coordinator_cpu_ms_per_batch"]

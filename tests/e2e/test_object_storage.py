@@ -203,9 +203,8 @@ def test_interrupted_s3_run_resumes_without_duplicates(s3, tmp_path, model_path,
     assert proc.returncode == 130, stderr[-3000:]
     done_before = {s["video_id"] for s in remote_status(fs, "results/run2") if s["status"] == "ok"}
     assert 1 <= len(done_before) < 3
-    assert (
-        set(remote_rows(fs, "results/run2")["video_id"]) == done_before
-    )  # only complete videos visible
+    # only complete videos visible
+    assert set(remote_rows(fs, "results/run2")["video_id"]) == done_before
 
     proc = cli(*args, staging=str(tmp_path / "other-staging"))  # resume state comes from the bucket
     _, stderr = proc.communicate(timeout=600)
@@ -231,9 +230,8 @@ def test_the_staging_folder_is_private_to_the_user_not_a_fixed_path_in_tmp(tmp_p
     folder = staging_dir_for("s3://bucket/out?endpoint_override=localhost:9000")
     assert folder.parent == tmp_path / "cache" / "yolo-pipeline" / "staging"
     assert stat.S_IMODE(folder.parent.stat().st_mode) == 0o700
-    assert folder == staging_dir_for(
-        "s3://bucket/out?endpoint_override=localhost:9000"
-    )  # stable: resume, lease
+    # stable: resume, lease
+    assert folder == staging_dir_for("s3://bucket/out?endpoint_override=localhost:9000")
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     folder = staging_dir_for("s3://bucket/out")

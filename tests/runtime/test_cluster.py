@@ -161,9 +161,8 @@ def test_losing_a_node_with_decoders_on_it_redecodes_its_videos(
     assert record["exit_code"] == 0, [
         (s["status"], s["error"]) for s in read_status(tmp_path / "out").values()
     ]
-    assert (
-        record["totals"]["decoder_retries"] >= 1
-    )  # decoders died with the node and were started again
+    # decoders died with the node and were started again
+    assert record["totals"]["decoder_retries"] >= 1
     # Batches whose frames were in the lost node's object store: decoded again, not failed.
     assert record["totals"]["batches_redecoded"] >= 1
     rows = read_rows(tmp_path / "out")

@@ -245,9 +245,8 @@ def test_bad_input_corpus(ray_local, tmp_path, model_path, people_small):
             assert row["frames_processed"] == 0
     rows = read_rows(out)
     partial_ids = {s["video_id"] for s in status.values() if s["status"] == "partial"}
-    assert set(rows["video_id"]) == partial_ids | {
-        status["good.mp4"]["video_id"]
-    }  # kept frames of partial videos
+    # kept frames of partial videos
+    assert set(rows["video_id"]) == partial_ids | {status["good.mp4"]["video_id"]}
     assert not rows.duplicated(["video_id", "frame_index"]).any()
 
 
@@ -317,10 +316,11 @@ def test_awkward_but_valid_input(ray_local, tmp_path, model_path, people_small):
             for d in boxes:
                 assert 0 <= d["x1"] <= d["x2"] <= width and 0 <= d["y1"] <= d["y2"] <= height, name
         assert mine["num_detections"].sum() > 0, name
+    # coded 320x240
     assert (status["rotated.mp4"]["width"], status["rotated.mp4"]["height"]) == (
         240,
         320,
-    )  # coded 320x240
+    )
     assert status["rotated.mp4"]["rotation"] in (90, 270)
     assert (status["odd_size.mkv"]["width"], status["odd_size.mkv"]["height"]) == (319, 239)
 
@@ -369,9 +369,8 @@ def test_hostile_names_write_only_inside_the_output(ray_local, tmp_path, model_p
     written = {p for p in tmp_path.rglob("*")} - before
     assert written and all(out in p.parents or p == out for p in written), written
     status = read_status(out)
-    assert sorted(os.path.basename(p) for p in status) == sorted(
-        names
-    )  # the link and '..' add none
+    # the link and '..' add none
+    assert sorted(os.path.basename(p) for p in status) == sorted(names)
     assert all(s["status"] == "ok" for s in status.values())
     assert read_rows(out).groupby("video_id").size().tolist() == [3] * len(names)
     for p in (out / "detections").iterdir():

@@ -86,9 +86,8 @@ def test_two_segments_give_the_rows_of_one_decoder(one_decoder, tmp_path, awkwar
     got = rows(out)
     assert not got.duplicated(["video", "frame_index"]).any()
     pd.testing.assert_frame_equal(got, one_decoder)
-    assert all(
-        s["decode_attempts"] == 2 for s in read_status(out).values()
-    )  # one stream per segment
+    # one stream per segment
+    assert all(s["decode_attempts"] == 2 for s in read_status(out).values())
 
 
 def test_a_segment_decoder_that_dies_is_retried_and_the_rows_stay_the_same(

@@ -111,9 +111,8 @@ def test_tracks_summary_agrees_with_the_detections(runs):
 def test_ids_are_the_same_with_one_actor_or_two(runs):
     root, one, two = runs
     actors = json.loads((root / "two" / "run.json").read_text())["actors"]
-    assert len(actors) == 2 and all(
-        a["batches"] > 0 for a in actors
-    )  # both inferred part of the video
+    # both inferred part of the video
+    assert len(actors) == 2 and all(a["batches"] > 0 for a in actors)
     assert len(one) == len(two) > 4000
     pd.testing.assert_frame_equal(one, two)  # boxes, confidences and track ids, row for row
 

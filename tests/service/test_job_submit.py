@@ -17,9 +17,8 @@ from conftest import REPO, read_rows, read_status
 
 pytestmark = pytest.mark.slow
 
-METRICS_PORT = int(
-    os.environ.get("PIPELINE_TEST_METRICS_PORT", "8080")
-)  # outside Ray's worker ports
+# outside Ray's worker ports
+METRICS_PORT = int(os.environ.get("PIPELINE_TEST_METRICS_PORT", "8080"))
 
 
 def readme_block(heading: str) -> str:
@@ -117,7 +116,6 @@ def check_metrics() -> None:
             break
         time.sleep(3)
     assert got == expected
-    assert (
-        scrape("ray_pipeline_batch_latency_s_count") == 5.0
-    )  # ceil(40/16) + ceil(17/16) batches of 16
+    # ceil(40/16) + ceil(17/16) batches of 16
+    assert scrape("ray_pipeline_batch_latency_s_count") == 5.0
     assert scrape("ray_pipeline_process_rss_bytes") > 0

@@ -436,9 +436,8 @@ def test_prometheus_sees_the_runs_and_the_dashboard_queries_work(world):
     for panel in dashboard["panels"]:
         for target in panel["targets"]:
             query = target["expr"].replace("$__rate_interval", "10m")
-            if (
-                panel["title"] in must_have_data
-            ):  # Ray exports every ~10 s, Prometheus scrapes every 5 s
+            # Ray exports every ~10 s, Prometheus scrapes every 5 s
+            if panel["title"] in must_have_data:
                 wait_until(
                     lambda: promql(query),  # noqa: B023 - called before the loop moves on
                     60,

@@ -241,9 +241,8 @@ def test_jobs_submit_show_stop_resume(roots, settings):
     again = jobs.resume(job["id"])
     assert again == {"id": job["id"], "state": "pending", "attempt": 2}
     second = f"{job['id']}-attempt2"
-    assert (
-        backend.entrypoints[second] == backend.entrypoints[job["id"]]
-    )  # the same run again: resume
+    # the same run again: resume
+    assert backend.entrypoints[second] == backend.entrypoints[job["id"]]
     backend.finish(second, 3)
     view = jobs.show(job["id"])
     assert view["state"] == "completed_with_failures" and view["attempts"] == 2
@@ -268,9 +267,8 @@ def test_job_progress_comes_from_its_own_progress_file(roots, settings, monkeypa
             "videos_done": 0,
         }
     )
-    assert (
-        jobs.show(job["id"])["frames_done"] is None
-    )  # a later run's file is not this job's progress
+    # a later run's file is not this job's progress
+    assert jobs.show(job["id"])["frames_done"] is None
     monkeypatch.setenv("PIPELINE_JOB_ID", job["id"])
     ProgressFile(out / "run", interval_s=0).running(
         {

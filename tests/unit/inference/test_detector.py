@@ -135,10 +135,11 @@ def test_openvino_export_matches_its_own_ultralytics_predict(frames, monkeypatch
     opened = open_detector(RunConfig(model=str(OPENVINO_MODEL), batch_size=4), "cpu")
     detector = opened.detector
     assert opened.engine == "openvino" and "torch" not in type(detector).__module__
+    # static square input
     assert not detector.rect and detector.geometry(1080, 1920).out_shape == (
         640,
         640,
-    )  # static square input
+    )
     reference = YOLO(str(OPENVINO_MODEL), task="detect")
     for image, got in zip(frames[:3], run_batch(detector, frames[:3])):
         want = Detections.from_ultralytics(reference.predict(image, verbose=False)[0])

@@ -148,9 +148,8 @@ def test_truncated_file_keeps_frames_before_the_cut_and_says_so(tmp_path):
     and the header's frame count shows that the rest is missing."""
     path = tmp_path / "faststart.mp4"
     rng = np.random.default_rng(0)
-    noisy = (
-        rng.integers(0, 256, (120, 160, 3), dtype=np.uint8) for _ in range(60)
-    )  # big frames: the cut lands mid-stream
+    # big frames: the cut lands mid-stream
+    noisy = (rng.integers(0, 256, (120, 160, 3), dtype=np.uint8) for _ in range(60))
     write_video(path, noisy, container_options={"movflags": "faststart"})
     data = path.read_bytes()
     cut = _write(tmp_path / "cut.mp4", data[: len(data) // 2])

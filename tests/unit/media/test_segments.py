@@ -113,13 +113,13 @@ def test_the_plan_covers_every_frame_once_on_batch_boundaries():
     assert all(s.first_frame % 32 == 0 and s.first_seq == s.first_frame // 32 for s in segments)
     assert [s.first_pts for s in segments] == [None, 320 * 512, 672 * 512]
     assert [s.end_pts for s in segments] == [320 * 512, 672 * 512, None]
+    # two batches: two segments at most
     assert plan_segments(plain_times(40), 8, stride=1, batch_size=16) == [
         Segment(0, None, 16, 16 * 512, 0),
         Segment(16, 16 * 512, None, None, 1),
-    ]  # two batches: two segments at most
-    assert plan_segments(plain_times(20), 2, stride=1, batch_size=16) == [
-        WHOLE_VIDEO
-    ]  # one batch: no split
+    ]
+    # one batch: no split
+    assert plan_segments(plain_times(20), 2, stride=1, batch_size=16) == [WHOLE_VIDEO]
     assert plan_segments(
         FrameTimes(np.zeros(0, np.int64), np.zeros(0), False, "no pts"), 4, stride=1, batch_size=4
     ) == [WHOLE_VIDEO]
@@ -157,9 +157,8 @@ def test_only_files_that_may_be_long_are_probed():
 
 
 def test_decoding_is_the_bottleneck_when_one_decoder_is_slower_than_the_actors():
-    assert decode_bound(
-        1 / 300, 1 / 2000, 1, on_gpu=True
-    )  # a core decodes 300 fps, a GPU infers 2,000
+    # a core decodes 300 fps, a GPU infers 2,000
+    assert decode_bound(1 / 300, 1 / 2000, 1, on_gpu=True)
     assert not decode_bound(1 / 300, 1 / 60, 1, on_gpu=False)  # a CPU infers 60 fps
     assert decode_bound(1 / 300, 1 / 120, 4, on_gpu=False)  # four actors of 120 fps
     assert decode_bound(None, None, 1, on_gpu=True) and not decode_bound(

@@ -298,9 +298,8 @@ def test_box_filters_keep_the_box_type_and_count_what_is_left(tmp_path):
         == [1, 0, 1, 0, 1, 0, 1]
     )
     assert all(b["class_name"] == "car" for boxes in frames["detections"] for b in boxes)
-    assert (
-        len(read_detections(tmp_path, flat=False, min_confidence=0.9)) == 300
-    )  # every frame keeps its row
+    # every frame keeps its row
+    assert len(read_detections(tmp_path, flat=False, min_confidence=0.9)) == 300
 
 
 # ---- mistakes get an error, not an empty result ---------------------------------------------
@@ -326,9 +325,8 @@ def test_unknown_class_names_and_ids_are_errors(tmp_path):
         read_detections(tmp_path, classes=[7])
     with pytest.raises(UnknownClass):
         read_tracks(tmp_path, classes="persn")
-    assert (
-        len(read_detections(tmp_path, classes="Person", video_id="video1")) == 300
-    )  # names ignore case
+    # names ignore case
+    assert len(read_detections(tmp_path, classes="Person", video_id="video1")) == 300
 
 
 def test_tracks_of_a_run_without_tracking_say_so(tmp_path):

@@ -47,9 +47,8 @@ def test_class_names_of_an_openvino_export(tmp_path):
     if not OPENVINO_MODEL.exists():
         pytest.skip("no OpenVINO export in the shared folder")
     assert read_class_names(str(OPENVINO_MODEL))[2] == "car"
-    assert (
-        read_class_names(str(tmp_path)) is None
-    )  # a folder without metadata: the actors tell later
+    # a folder without metadata: the actors tell later
+    assert read_class_names(str(tmp_path)) is None
 
 
 def test_files_that_are_not_checkpoints(tmp_path):
@@ -212,9 +211,8 @@ def test_a_long_list_is_planned_from_its_head_and_the_rest_is_walked_lazily(
     assert plan.needs_workers  # more than the look-ahead: assumed to need the run
     assert plan.walk.count == 11 and plan.skipped == 1  # walked only as far as the head
     walked = [Path(s.path).name for s in plan.videos_to_process()]
-    assert (
-        walked == names and plan.skipped == 1 and plan.walk.count == 26
-    )  # a name given twice: once
+    # a name given twice: once
+    assert walked == names and plan.skipped == 1 and plan.walk.count == 26
     assert all(s.error == "file not found" for s in plan.todo)
 
 
