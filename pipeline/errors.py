@@ -8,7 +8,6 @@ statuses are decided here, once, not by tuples of classes at each caller.
 from __future__ import annotations
 
 import signal
-from dataclasses import dataclass
 
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1  # anything unexpected: a bug, a dead coordinator
@@ -52,12 +51,3 @@ class StartupError(PipelineError):
 
 class RunStalled(PipelineError):
     """The coordinator stopped answering, or died: exit status 1, one line; complete videos are kept."""
-
-
-@dataclass(frozen=True)
-class ActorStartFailure:
-    """What a ``YoloActor`` answers instead of its model facts when its model did not load: the
-    driver reports it as one line, instead of Ray printing the actor's traceback."""
-
-    message: str
-    usage: bool  # a mistake in the command (a model that is not there or not a detector, unknown classes)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 import av
@@ -272,6 +272,25 @@ def iter_batches(
 
 
 @dataclass(frozen=True)
+class DecodeSpec:
+    """How a decoder turns one video (or one segment of it) into batches: the model's input
+    (``imgsz``, and the letterbox ``model_stride`` and ``rect`` the loaded model reports), the
+    run's sampling (``stride``, ``batch_size``), and where this attempt starts (``segment``, and
+    ``skip_batches`` already received from an earlier attempt, counted from the segment's first)."""
+
+    imgsz: int
+    model_stride: int
+    rect: bool
+    stride: int
+    batch_size: int
+    skip_batches: int = 0
+    segment: Segment = WHOLE_VIDEO
+
+    def resumed(self, segment: Segment, skip_batches: int) -> DecodeSpec:
+        return replace(self, segment=segment, skip_batches=skip_batches)
+
+
+@dataclass(frozen=True)
 class VideoOpened:
     """First item of a decode stream."""
 
@@ -301,38 +320,37 @@ class VideoEnded:
 
 def stream_video(
     path: str,
+    spec: DecodeSpec,
     *,
-    imgsz: int,
-    model_stride: int,
-    rect: bool,
-    stride: int,
-    batch_size: int,
-    skip_batches: int = 0,
-    segment: Segment = WHOLE_VIDEO,
     before_batch: Callable[[int], None] | None = None,
     after_header: Callable[[int], None] | None = None,
 ):
     """The decode stream protocol: ``VideoOpened``, then ``BatchHeader``/frames pairs, then ``VideoEnded``.
 
     A video that cannot be opened yields only ``VideoEnded(open_failed=True)``. With a
-    ``segment``, only its batches (``skip_batches`` counts from its first).
+    ``spec.segment``, only its batches (``spec.skip_batches`` counts from its first).
     """
     import time
 
     try:
-        decoder = VideoDecoder(path, stride=stride, segment=segment)
+        decoder = VideoDecoder(path, stride=spec.stride, segment=spec.segment)
     except DecodeError as exc:
         yield VideoEnded(0, str(exc), open_failed=True)
         return
     info = decoder.info
     geometry = LetterboxGeometry.for_source(
-        info.height, info.width, imgsz, stride=model_stride, rect=rect
+        info.height, info.width, spec.imgsz, stride=spec.model_stride, rect=spec.rect
     )
     yield VideoOpened(info, geometry)
     started = time.perf_counter()
-    for batch in iter_batches(
-        decoder, geometry, batch_size, skip_batches=skip_batches, first_seq=segment.first_seq
-    ):
+    batches = iter_batches(
+        decoder,
+        geometry,
+        spec.batch_size,
+        skip_batches=spec.skip_batches,
+        first_seq=spec.segment.first_seq,
+    )
+    for batch in batches:
         if before_batch:
             before_batch(batch.seq)
         now = time.perf_counter()

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from itertools import islice
@@ -34,7 +33,8 @@ import pyarrow.parquet as pq
 
 from pipeline.locations import redact
 from pipeline.media.source import VideoSource
-from pipeline.output.writer import TEMP_PREFIX, durable_replace
+from pipeline.output.layout import OutputLayout
+from pipeline.output.writer import durable_replace
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +129,8 @@ _RECORD_FIELDS = tuple(f.name for f in fields(VideoRecord))
 class Manifest:
     """The status of every video ever processed into one output directory."""
 
-    FILE_NAME = "videos.parquet"
-    LOG_NAME = "videos.log"
+    FILE_NAME = OutputLayout.MANIFEST
+    LOG_NAME = OutputLayout.MANIFEST_LOG
     CLASS_NAMES_KEY = b"pipeline.class_names"  # the model's classes, so readers can reject a typo
     COMPACT_MIN_LINES = 256  # below this many logged videos, the count rule never asks to compact
     FRESH_S = 10.0  # the time rule: compact when this much time passed since the last one ...
@@ -259,7 +259,7 @@ class Manifest:
         schema = VIDEOS_SCHEMA
         if self.class_names is not None:
             schema = schema.with_metadata({self.CLASS_NAMES_KEY: json.dumps(self.class_names)})
-        temp = self.path.with_name(f"{TEMP_PREFIX}videos-{uuid.uuid4().hex[:8]}.parquet")
+        temp = OutputLayout.temp_beside(self.path, "videos")
         try:
             # A chunk of rows at a time: a million records never exist twice over as row dicts.
             with pq.ParquetWriter(temp, schema) as writer:

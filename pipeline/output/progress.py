@@ -9,9 +9,13 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
+
+from pipeline.output.layout import TEMP_PREFIX, OutputLayout
+from pipeline.output.outcomes import RunCounts
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +29,29 @@ def format_eta(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+@dataclass(frozen=True)
+class RunProgress:
+    """Where a run stands (the coordinator's ``progress()``): its counters and what is in flight.
+    ``actors`` holds each actor's latest ``ActorSample`` (``pipeline.runtime.messages``), or None."""
+
+    counts: RunCounts
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    elapsed_s: float = 0.0
+    pid: int = 0
+    coordinator_rss: int | None = None
+    actors: tuple = field(default_factory=tuple)
+
+    @property
+    def frames_done(self) -> int:
+        return self.counts.frames_done
+
+    @property
+    def frames_expected(self) -> int:
+        """What the headers announce, never less than what is done."""
+        return max(self.counts.frames_expected, self.counts.frames_done)
+
+
 class ProgressDisplay:
     def __init__(self, *, enabled: bool = True, stream=None, interval_s: float = 10.0):
         self.stream = stream or sys.stderr
@@ -35,11 +62,11 @@ class ProgressDisplay:
         self._last_line = 0.0
         self._started = time.monotonic()
 
-    def update(self, p: dict) -> None:
+    def update(self, p: RunProgress) -> None:
         if not self.enabled:
             return
-        done, expected = p["frames_done"], max(p["frames_expected"], p["frames_done"])
-        videos = f"{p['videos_done']}/{p['videos_total']} videos"
+        done, expected = p.frames_done, p.frames_expected
+        videos = f"{p.counts.videos_done}/{p.counts.videos_total} videos"
         if self.interactive:
             bar = self._bar
             if bar is None:
@@ -49,7 +76,7 @@ class ProgressDisplay:
             if expected and bar.total != expected:
                 bar.total = expected
             bar.n = done
-            bar.set_postfix_str(f"{videos}, {p['in_flight']} in flight", refresh=False)
+            bar.set_postfix_str(f"{videos}, {p.in_flight} in flight", refresh=False)
             bar.refresh()
             return
         now = time.monotonic()
@@ -71,12 +98,12 @@ class ProgressDisplay:
             self._bar = None
 
 
-PROGRESS_FILE = "progress.json"
+PROGRESS_FILE = OutputLayout.PROGRESS_FILE
 
 
 def _write_json(path: Path, data: dict) -> None:
     """Replace ``path`` by a rename, so that a reader polling it never sees half a file."""
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    tmp = path.with_name(f"{TEMP_PREFIX}{path.name}-{os.getpid()}")
     tmp.write_text(json.dumps(data))
     os.replace(tmp, path)
 
@@ -96,17 +123,17 @@ class ProgressFile:
         # the first snapshot is always written (monotonic time may start near 0)
         self._last = -math.inf
 
-    def running(self, p: dict) -> None:
+    def running(self, p: RunProgress) -> None:
         """From the coordinator's ``progress()``; written at most every ``interval_s``."""
         now = time.monotonic()
         if now - self._last < self.interval_s:
             return
         self._last = now
-        done, expected = p["frames_done"], max(p["frames_expected"], p["frames_done"])
-        elapsed = p.get("elapsed_s") or 0.0
+        done, expected = p.frames_done, p.frames_expected
+        elapsed = p.elapsed_s
         fps = done / elapsed if elapsed > 0 else 0.0
-        skipped = p.get("videos_skipped", 0)
-        failed, partial = p.get("videos_failed", 0), p.get("videos_partial", 0)
+        c = p.counts
+        skipped, failed, partial = c.videos_skipped, c.videos_failed, c.videos_partial
         self._write(
             "running",
             frames_done=done,
@@ -114,9 +141,9 @@ class ProgressFile:
             frames_per_s=fps,
             eta_s=(expected - done) / fps if fps and expected else None,
             videos={
-                "total": p["videos_total"],
-                "done": p["videos_done"],
-                "ok": p["videos_done"] - failed - partial - skipped,
+                "total": c.videos_total,
+                "done": c.videos_done,
+                "ok": c.videos_done - failed - partial - skipped,
                 "partial": partial,
                 "failed": failed,
                 "skipped": skipped,

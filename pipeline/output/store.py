@@ -1,4 +1,6 @@
-"""Publishing an output on object storage.
+"""Where a run's output lives: a local folder, or object storage staged through a local folder.
+``OutputStore`` is the one place that knows which; everything else writes into
+``store.layout`` and calls ``publish`` once a file is complete.
 
 The output on object storage is staged: the coordinator writes each file locally, exactly as
 for a local output, and then publishes it with one PUT. A PUT is atomic (readers see the old
@@ -14,7 +16,8 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from pipeline.locations import RemoteLocation, redact
+from pipeline.locations import RemoteLocation, is_uri, redact
+from pipeline.output.layout import OutputLayout
 
 
 class RemoteOutput:
@@ -78,3 +81,69 @@ def staging_dir_for(uri: str) -> Path:
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
     base.chmod(0o700)
     return base / digest
+
+
+class OutputStore:
+    """A run's output: files are written (and renamed into place) in ``layout.root``; on object
+    storage each complete file is then published with one PUT."""
+
+    def __init__(self, root: Path, remote_uri: str | None = None):
+        self.layout = OutputLayout(Path(root))
+        self._remote = RemoteOutput(remote_uri) if remote_uri else None
+
+    @classmethod
+    def for_output(cls, output: str) -> OutputStore:
+        """The store of ``--output``: a local folder as an absolute path, or a URI staged in this
+        user's staging folder for it (after a write test: OSError or ValueError if refused)."""
+        if not is_uri(output):
+            return cls(Path(output).expanduser().absolute())
+        store = cls(staging_dir_for(output), output)
+        assert store._remote is not None
+        store._remote.check_writable()
+        return store
+
+    @property
+    def remote_uri(self) -> str | None:
+        """The object-storage output this store publishes to; None for a local output."""
+        return self._remote.uri if self._remote else None
+
+    @property
+    def is_remote(self) -> bool:
+        return self._remote is not None
+
+    def publish(self, path: Path) -> None:
+        """``path`` (complete, in place under ``layout.root``) is what readers of the output see
+        from now on: nothing more to do locally, one PUT on object storage."""
+        if self._remote:
+            self._remote.publish(path, self.layout.key(path))
+
+    def publish_video(self, video_id: str, *, with_tracks: bool) -> None:
+        """A committed video's files: tracks first (so a detections file with track ids always
+        has its summary), or the removal of tracks an earlier run with ``--track`` left. The
+        staged copies go once published: the staging folder stays small however long the backlog."""
+        if not self._remote:
+            return
+        layout = self.layout
+        if with_tracks:
+            self.publish(layout.tracks(video_id))
+            layout.tracks(video_id).unlink()
+        else:
+            self._remote.delete(layout.tracks_key(video_id))
+        self.publish(layout.detections(video_id))
+        layout.detections(video_id).unlink()
+
+    def remove_video(self, video_id: str) -> None:
+        """A video's detections and tracks files, here and on object storage."""
+        for key in (self.layout.detections_key(video_id), self.layout.tracks_key(video_id)):
+            self.layout.path(key).unlink(missing_ok=True)
+            if self._remote:
+                self._remote.delete(key)
+
+    def pull(self, key: str) -> bool:
+        """Replace the local copy of ``key`` by the remote one (resume from what object storage
+        has); False when it has none. A local output is its own copy: always False."""
+        if not self._remote:
+            return False
+        local = self.layout.path(key)
+        local.unlink(missing_ok=True)
+        return self._remote.pull(key, local)

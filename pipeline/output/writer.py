@@ -10,7 +10,6 @@ video is complete) and the video's track summary goes to ``tracks/<video_id>.par
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +17,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.inference.detections import BatchResult
+from pipeline.output.layout import OutputLayout
 from pipeline.output.schema import BOX_TYPE, DETECTIONS_SCHEMA
 
-TEMP_PREFIX = ".tmp-"
 # Frames per Parquet row group: big enough for fast scans, small enough that a time filter
 # skips most of a long video (512 frames is 17 s at 30 fps).
 ROW_GROUP_FRAMES = 512
@@ -79,22 +78,6 @@ def durable_replace(temp: Path, final: Path) -> None:
         os.close(folder)
 
 
-def detections_path(output: Path, video_id: str) -> Path:
-    return output / "detections" / f"{video_id}.parquet"
-
-
-def tracks_path(output: Path, video_id: str) -> Path:
-    return output / "tracks" / f"{video_id}.parquet"
-
-
-def remove_video_files(video_id: str, local: Path, remote=None) -> None:
-    """A video's detections and tracks files, in ``local`` and on ``remote`` (a ``RemoteOutput``)."""
-    for path in (detections_path(local, video_id), tracks_path(local, video_id)):
-        path.unlink(missing_ok=True)
-        if remote:
-            remote.delete(path.relative_to(local).as_posix())
-
-
 class VideoResultWriter:
     """Streams one video's batches into a temporary Parquet file, in frame order.
 
@@ -114,12 +97,11 @@ class VideoResultWriter:
         self.video_id = video_id
         self.names = names
         self.row_group_frames = row_group_frames
-        self.final_path = detections_path(output, video_id)
+        layout = OutputLayout(output)
+        self.final_path = layout.detections(video_id)
         self.final_path.parent.mkdir(parents=True, exist_ok=True)
-        self.temp_path = self.final_path.with_name(
-            f"{TEMP_PREFIX}{video_id}-{uuid.uuid4().hex[:8]}.parquet"
-        )
-        self.tracks_final_path = tracks_path(output, video_id)
+        self.temp_path = layout.temp_beside(self.final_path)
+        self.tracks_final_path = layout.tracks(video_id)
         self._writer: pq.ParquetWriter | None = None
         self._pending: dict[int, BatchResult] = {}
         self._row_group: list[pa.Table] = []
@@ -203,12 +185,7 @@ class VideoResultWriter:
 
 def remove_stale_temp_files(output: Path) -> int:
     """Temporary files left by a run that was killed; safe to delete before a new run starts."""
-    count = 0
-    for folder in (output, output / "detections", output / "tracks", output / "runs"):
-        if folder.is_dir():
-            for path in folder.glob(f"{TEMP_PREFIX}*"):
-                if path.is_dir():  # not one of ours (the pipeline writes only files): left alone
-                    continue
-                path.unlink(missing_ok=True)
-                count += 1
-    return count
+    stale = OutputLayout(output).stale_temp_files()
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)

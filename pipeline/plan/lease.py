@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import UsageError
+from pipeline.output.layout import OutputLayout
 
-LEASE_NAME = ".lease"
+LEASE_NAME = OutputLayout.LEASE_FILE
 HEARTBEAT_S = 10.0
 STALE_S = 60.0
 

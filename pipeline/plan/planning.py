@@ -8,7 +8,6 @@ without starting Ray or loading a model, and keeps the record of the run that di
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from itertools import chain, islice
 from pathlib import Path
 
 from pipeline.config import RunConfig
-from pipeline.errors import EXIT_OK, EXIT_VIDEOS_FAILED, UsageError
+from pipeline.errors import UsageError
 from pipeline.inference.engines import resolve as resolve_engine
 from pipeline.inference.model_ref import (
     ModelLoadError,
@@ -26,30 +25,27 @@ from pipeline.inference.model_ref import (
     read_class_names,
     resolve_classes,
 )
-from pipeline.locations import is_uri, redact
+from pipeline.locations import redact
 from pipeline.media.source import VideoSource
+from pipeline.output.layout import OutputLayout
 from pipeline.output.manifest import Manifest, VideoRecord, compact
-from pipeline.output.store import RemoteOutput, staging_dir_for
-from pipeline.output.writer import TEMP_PREFIX, durable_replace, remove_video_files
+from pipeline.output.run_record import RunRecord
+from pipeline.output.store import OutputStore
 from pipeline.plan.inputs import InputError, InputWalk
 from pipeline.plan.lease import Lease
 
-RUN_FILE = "run.json"
 # Videos needing work that planning walks before deciding anything: enough to know whether a
 # small backlog needs Ray at all, and to see the first videos' shape; the rest is walked as the
 # run goes (a list of a million names is never held whole).
 HEAD_VIDEOS = 1000
-RUNS_FOLDER = "runs"  # one record per run, whether or not it had work to do
 
 
 @dataclass
 class RunPlan:
     output: str  # as the user gave it (a path or a URI)
-    local_output: Path  # where files are written: the output itself, or the staging folder of a URI
-    remote: RemoteOutput | None
-    config: (
-        RunConfig  # the model as an absolute path with its fingerprint, classes as ids when known
-    )
+    store: OutputStore  # files are written in store.layout.root (a URI's staging folder), published
+    # the model as an absolute path with its fingerprint, classes as ids when known
+    config: RunConfig
     walk: InputWalk  # every input video, in order (walked lazily; ``walk.count`` so far)
     # the first videos to process (unreadable ones included: they get a 'failed' record)
     todo: list[VideoSource]
@@ -62,6 +58,11 @@ class RunPlan:
     created: list[Path] = field(default_factory=list)
     lease: Lease | None = None  # held from planning to release(): one run per output folder
     started: float = field(default_factory=time.time)
+
+    @property
+    def local_output(self) -> Path:
+        """Where the run's files are written: the output itself, or a URI's staging folder."""
+        return self.store.layout.root
 
     @property
     def needs_workers(self) -> bool:
@@ -103,43 +104,34 @@ def _remove_if_empty(folders: list[Path]) -> None:
             pass
 
 
-def prepare_output(output: str) -> tuple[Path, RemoteOutput | None, list[Path], Lease]:
-    """The local folder files are written to, the remote output they are published to (if any),
-    the folders this call created, and the lease that keeps other runs out of the folder.
+def prepare_output(output: str) -> tuple[OutputStore, list[Path], Lease]:
+    """The output's store (a local folder, or object storage staged through one), the folders
+    this call created, and the lease that keeps other runs out of the folder.
 
     Nothing in the folder is touched before the lease is held: a second run on an output in use
     stops here (``OutputInUse``) and leaves the first one's files alone."""
-    remote = None
-    if is_uri(output):
-        try:
-            remote = RemoteOutput(output)
-            remote.check_writable()
-        except (OSError, ValueError) as exc:
-            raise UsageError(
-                f"output {redact(output)} is not writable: {redact(str(exc))}"
-            ) from exc
-        local, created = staging_dir_for(output), []
-    else:
-        local = Path(output).expanduser().absolute()
-        created = _created_folders(local / "detections")
     try:
-        (local / "detections").mkdir(parents=True, exist_ok=True)
-        lease = Lease(local).acquire()  # creating the lease file also proves the folder writable
+        store = OutputStore.for_output(output)
+    except (OSError, ValueError) as exc:  # object storage that refused the write test
+        raise UsageError(f"output {redact(output)} is not writable: {redact(str(exc))}") from exc
+    # Folders of a local output that this run creates (its staging folder is the run's own).
+    created = [] if store.is_remote else _created_folders(store.layout.detections_folder)
+    try:
+        store.layout.detections_folder.mkdir(parents=True, exist_ok=True)
+        # creating the lease file also proves the folder writable
+        lease = Lease(store.layout.root).acquire()
     except OSError as exc:
         _remove_if_empty(created)
         raise UsageError(
             f"output directory {redact(output)} is not writable: {exc.strerror or exc} "
             "(choose another --output)"
         ) from exc
-    if remote:
-        try:
-            (local / Manifest.FILE_NAME).unlink(missing_ok=True)
-            # resume from what the remote has
-            remote.pull(Manifest.FILE_NAME, local / Manifest.FILE_NAME)
-        except BaseException:
-            lease.release()
-            raise
-    return local, remote, created, lease
+    try:
+        store.pull(OutputLayout.MANIFEST)  # an output on object storage resumes from what it has
+    except BaseException:
+        lease.release()
+        raise
+    return store, created, lease
 
 
 def prepare_model(config: RunConfig) -> tuple[RunConfig, dict[int, str] | None]:
@@ -205,16 +197,14 @@ def plan_run(
         device = local_device()
     if device:  # the settings hash, and so which videos are complete, depends on both
         config = resolve_engine(config, device)
-    local, remote, created, lease = prepare_output(output)
-    plan = RunPlan(
-        output, local, remote, config, walk, [], None, 0, names, walk.warnings, created, lease
-    )
+    store, created, lease = prepare_output(output)
+    plan = RunPlan(output, store, config, walk, [], None, 0, names, walk.warnings, created, lease)
     try:
         # what a killed run left: its records, and no files without one
-        fold_manifest_log(local, remote)
+        fold_manifest_log(store)
         # Without class ids the settings hash is unknown (only the loaded model can tell): the
         # coordinator, which checks every video again, decides then.
-        manifest = Manifest(local) if config.classes_resolved else None
+        manifest = Manifest(store.layout.root) if config.classes_resolved else None
         settings_hash = config.settings_hash() if manifest else ""
         needing = _needing_work(plan, chain([first], videos), manifest, settings_hash)
         plan.todo = list(islice(needing, HEAD_VIDEOS))
@@ -254,77 +244,37 @@ def first_letterbox_shapes(
     return ()
 
 
-def fold_manifest_log(local: Path, remote: RemoteOutput | None) -> bool:
+def fold_manifest_log(store: OutputStore) -> bool:
     """Fold the log a run left into videos.parquet (publishing it), first removing the files of
     any video whose commit that run began but never recorded. True when there was a log."""
-    if not compact(local, lambda video_id: remove_video_files(video_id, local, remote)):
+    if not compact(store.layout.root, store.remove_video):
         return False
-    if remote:
-        remote.publish(local / Manifest.FILE_NAME, Manifest.FILE_NAME)
+    store.publish(store.layout.manifest)
     return True
 
 
 def finish_without_workers(plan: RunPlan) -> dict:
     """A run with nothing to decode: every video is complete, or unreadable. The unreadable ones
     are recorded as failed; Ray is not started and ``run.json`` keeps the last run that worked."""
-    manifest = Manifest(plan.local_output)
+    store = plan.store
+    manifest = Manifest(store.layout.root)
     manifest.class_names = plan.class_names or manifest.class_names
     settings_hash = plan.config.settings_hash()
     for source in plan.todo:
         manifest.update(VideoRecord.failed(source, source.error or "unreadable", settings_hash))
     if plan.todo:
         manifest.save()
-        if plan.remote:
-            plan.remote.publish(manifest.path, Manifest.FILE_NAME)
+        store.publish(manifest.path)
     for source in plan.todo:  # rows of an earlier, readable version must not outlive its record
-        remove_video_files(source.video_id, plan.local_output, plan.remote)
-    failed = len(plan.todo)
-    record = {
-        "exit_code": EXIT_VIDEOS_FAILED if failed else EXIT_OK,
-        "did_work": False,
-        "started_at": _utc(plan.started),
-        "elapsed_s": time.time() - plan.started,
-        "settings": plan.config.to_dict(),
-        "settings_hash": settings_hash,
-        "totals": {
-            "videos": plan.walk.count,
-            "videos_ok": 0,
-            "videos_partial": 0,
-            "videos_failed": failed,
-            "videos_skipped": plan.skipped,
-            "frames": 0,
-            "detections": 0,
-        },
+        store.remove_video(source.video_id)
+    totals = {
+        "videos": plan.walk.count,
+        "videos_ok": 0,
+        "videos_partial": 0,
+        "videos_failed": len(plan.todo),
+        "videos_skipped": plan.skipped,
+        "frames": 0,
+        "detections": 0,
     }
-    save_run_record(plan, record)
-    return record
-
-
-def _utc(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
-
-
-def save_run_record(plan: RunPlan, record: dict) -> Path:
-    """Every run adds ``runs/<start time>.json``; ``run.json`` is replaced only by a run that
-    processed videos, so a rerun with nothing to do never wipes the figures of the one that did."""
-    folder = plan.local_output / RUNS_FOLDER
-    folder.mkdir(exist_ok=True)
-    stamp = (
-        time.strftime("%Y%m%dT%H%M%S", time.gmtime(plan.started))
-        + f"{plan.started % 1:.3f}"[1:]
-        + "Z"
-    )
-    path = folder / f"{stamp}.json"
-    if path.exists():  # two runs started within the same millisecond
-        path = folder / f"{stamp}-{os.getpid()}.json"
-    text = json.dumps(record, indent=2, default=str)
-    targets = [(path, f"{RUNS_FOLDER}/{path.name}")]
-    if record.get("did_work", True):
-        targets.append((plan.local_output / RUN_FILE, RUN_FILE))
-    for target, relative in targets:
-        temp = target.with_name(f"{TEMP_PREFIX}{target.name}")
-        temp.write_text(text)
-        durable_replace(temp, target)
-        if plan.remote:
-            plan.remote.publish(target, relative)
-    return path
+    record = RunRecord(plan.started, plan.config.to_dict(), settings_hash, totals, did_work=False)
+    return record.save(store)[0]

@@ -8,7 +8,6 @@ import itertools
 import logging
 import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,24 +16,24 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutErro
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from pipeline.config import RunConfig
-from pipeline.inference.detections import BatchResult
 from pipeline.locations import redact
-from pipeline.media.decode import BatchHeader, VideoEnded, VideoInfo, VideoOpened
+from pipeline.media.decode import BatchHeader, DecodeSpec, VideoEnded, VideoInfo, VideoOpened
 from pipeline.media.letterbox import LetterboxGeometry
 from pipeline.media.segments import WHOLE_VIDEO, Segment, SplitPolicy, decode_bound, plan_segments
 from pipeline.media.source import VideoSource
+from pipeline.output.layout import OutputLayout
 from pipeline.output.manifest import Manifest, VideoRecord
 from pipeline.output.outcomes import RetryPolicy, RunCounts, VideoOutcome, should_commit
-from pipeline.output.store import RemoteOutput
+from pipeline.output.progress import RunProgress
+from pipeline.output.store import OutputStore
 from pipeline.output.writer import (
-    TEMP_PREFIX,
     VideoResultWriter,
     durable_replace,
-    remove_video_files,
 )
 from pipeline.runtime.backpressure import DispatchWindow
 from pipeline.runtime.deadlines import BatchDeadline
 from pipeline.runtime.faults import FaultPlan
+from pipeline.runtime.messages import ActorSample, CoordinatorSummary, ModelFacts
 from pipeline.runtime.metrics import PipelineMetrics
 from pipeline.runtime.monitoring import PeakRss
 from pipeline.runtime.workers import decode_video, probe_video, track_video
@@ -94,13 +93,13 @@ class Coordinator:
         faults: FaultPlan | None = None,
         remote_output: str | None = None,
     ):
-        # where files are written (the staging folder of a remote output)
-        self.output = Path(output)
-        self.remote = RemoteOutput(remote_output) if remote_output else None
+        # Files are written in the store's folder (the staging folder of a remote output).
+        self.store = OutputStore(Path(output), remote_output)
+        self.output = self.store.layout.root
         self.config = config
         self.actors = actors
         self.names: dict[int, str] = {}
-        self.model_stride, self.rect = 32, True  # set by run() from what the actors report
+        self.decode_spec: DecodeSpec | None = None  # set by run() from what the actors report
         self.faults = faults
         self.settings_hash = config.settings_hash()
         self.window = DispatchWindow(len(actors), config.window_per_actor)
@@ -137,7 +136,7 @@ class Coordinator:
         self._backlog: asyncio.Queue[VideoSource | None] = asyncio.Queue(maxsize=BACKLOG_QUEUE)
         self._probes: dict[int, asyncio.Task] = {}
         # What each actor said last (RSS, GPU use): the driver's timeline samples it.
-        self.actor_last: list[dict | None] = [None] * len(actors)
+        self.actor_last: list[ActorSample | None] = [None] * len(actors)
 
     def set_config(self, config: RunConfig) -> None:
         """The settings once the loaded model turned class names into ids (the hash depends on them)."""
@@ -204,7 +203,9 @@ class Coordinator:
         try:
             for attempt in itertools.count(1):
                 try:
-                    call = self.actors[actor].infer.remote(frames_ref, state.geometry)
+                    call = self.actors[actor].infer.remote(
+                        frames_ref, state.geometry, state.source.video_id, header
+                    )
                     out = await asyncio.wait_for(call, timeout=self.deadline.seconds())
                     actor_used = actor
                     break
@@ -252,18 +253,11 @@ class Coordinator:
         if self.first_batch_done_at is None:
             self.first_batch_done_at = time.time()
         self.deadline.observe(latency)
-        self.actor_last[actor_used] = {"rss": out.get("rss"), "gpu": out.get("gpu")}
+        self.actor_last[actor_used] = out.sample
         self.metrics.batch_latency.observe(latency)
         self.stage_s["batch_round_trip"] += latency
-        self.stage_s["infer"] += out["infer_s"]
-        result = BatchResult(
-            state.source.video_id,
-            header.seq,
-            header.frame_indices,
-            header.timestamps,
-            out["counts"],
-            out["detections"],
-        )
+        self.stage_s["infer"] += out.infer_s
+        result = out.result
         t0 = time.perf_counter()
         if state.writer.add(result):
             self.counts.batches_done += 1
@@ -368,14 +362,8 @@ class Coordinator:
                 _generator_backpressure_num_objects=2 * cfg.decoder_buffer
             ).remote(
                 state.source.path,
-                imgsz=cfg.imgsz,
-                model_stride=self.model_stride,
-                rect=self.rect,
-                stride=cfg.stride,
-                batch_size=cfg.batch_size,
-                skip_batches=part.received,
-                segment=part.segment,
-                faults=self.faults,
+                self.decode_spec.resumed(part.segment, part.received),
+                self.faults,
             )
             self.counts.decoder_opened()
             try:
@@ -495,9 +483,8 @@ class Coordinator:
         """Track a finished video in a task on this node: (tracked file, tracks file, tracks),
         both files still under hidden names."""
         untracked = writer.finish()
-        suffix = f"{writer.video_id}-{uuid.uuid4().hex[:8]}.parquet"
-        tracked = writer.final_path.with_name(f"{TEMP_PREFIX}tracked-{suffix}")
-        tracks = writer.tracks_final_path.with_name(f"{TEMP_PREFIX}{suffix}")
+        tracked = OutputLayout.temp_beside(writer.final_path, f"tracked-{writer.video_id}")
+        tracks = OutputLayout.temp_beside(writer.tracks_final_path)
         tracks.parent.mkdir(parents=True, exist_ok=True)
         async with self._tracking_slots:
             task = track_video.options(scheduling_strategy=self._on_this_node).remote(
@@ -518,15 +505,14 @@ class Coordinator:
                 raise TrackingFailed(f"tracking failed: {type(cause).__name__}: {cause}") from exc
             finally:
                 untracked.unlink(missing_ok=True)
-        self.stage_s["track"] += out["track_s"]
-        self.tracker_peak_rss = max(self.tracker_peak_rss, out["rss"])
-        return tracked, tracks, out["num_tracks"]
+        self.stage_s["track"] += out.track_s
+        self.tracker_peak_rss = max(self.tracker_peak_rss, out.rss)
+        return tracked, tracks, out.num_tracks
 
     async def _commit(self, writer: VideoResultWriter) -> int | None:
         """Put a complete video's files in place (tracks first, so a detections file with track
         ids always has its summary) and publish them; returns the track count when tracking."""
         video_id = writer.video_id
-        relative, tracks_relative = f"detections/{video_id}.parquet", f"tracks/{video_id}.parquet"
         num_tracks = None
         if self.config.track:
             tracked, tracks, num_tracks = await self._track(writer)
@@ -540,28 +526,22 @@ class Coordinator:
             await asyncio.to_thread(durable_replace, tracked, writer.final_path)
         else:
             await asyncio.to_thread(writer.commit)
-        if self.remote:
-            if num_tracks is not None:
-                await asyncio.to_thread(
-                    self.remote.publish, writer.tracks_final_path, tracks_relative
-                )
-                writer.tracks_final_path.unlink()
-            else:
-                await asyncio.to_thread(self.remote.delete, tracks_relative)
-            await asyncio.to_thread(self.remote.publish, writer.final_path, relative)
-            writer.final_path.unlink()  # the staging folder stays small however long the backlog
+        # Object storage calls (nothing, for a local output): off the event loop.
+        await asyncio.to_thread(
+            self.store.publish_video, video_id, with_tracks=num_tracks is not None
+        )
         if self.faults:
             self.faults.on_commit()
         return num_tracks
+
+    async def _publish(self, path: Path) -> None:
+        await asyncio.to_thread(self.store.publish, path)  # one PUT on object storage: off the loop
 
     async def _discard(self, writer: VideoResultWriter | None, video_id: str) -> None:
         """No usable rows: remove this attempt's and any older version's files."""
         if writer:
             writer.abort()
-        if self.remote:  # object storage calls: off the event loop
-            await asyncio.to_thread(remove_video_files, video_id, self.output, self.remote)
-        else:
-            remove_video_files(video_id, self.output)
+        await asyncio.to_thread(self.store.remove_video, video_id)  # object storage: off the loop
 
     async def _complete_video(self, state: VideoState, ended: VideoEnded, started: float) -> None:
         source, writer = state.source, state.writer
@@ -603,10 +583,7 @@ class Coordinator:
             # O(N), every N/2 videos (or ≤ 5 % of the time): O(1) per video
             if self.manifest.compaction_due():
                 self.manifest.save()
-                if self.remote:
-                    await asyncio.to_thread(
-                        self.remote.publish, self.manifest.path, Manifest.FILE_NAME
-                    )
+                await self._publish(self.manifest.path)
         self.counts.video_finished(record.status)
         self.metrics.videos_finished.inc(tags={"status": record.status})
         self.memory.sample()
@@ -624,12 +601,18 @@ class Coordinator:
         """No more videos will come."""
         await self._backlog.put(None)
 
-    async def run(self, model_facts: dict) -> dict:
+    async def run(self, model_facts: ModelFacts) -> CoordinatorSummary:
         """Process the videos ``add_videos`` queues until ``backlog_walked``; ``model_facts`` is a
         YoloActor's ``ready()`` answer (letterbox shape, names)."""
-        self.names = model_facts["names"]
+        self.names = model_facts.names
         self.manifest.class_names = self.names  # recorded in videos.parquet for the readers
-        self.model_stride, self.rect = model_facts["model_stride"], model_facts["rect"]
+        self.decode_spec = DecodeSpec(
+            imgsz=self.config.imgsz,
+            model_stride=model_facts.model_stride,
+            rect=model_facts.rect,
+            stride=self.config.stride,
+            batch_size=self.config.batch_size,
+        )
         self._slot_freed = asyncio.Condition()
         self._manifest_lock = asyncio.Lock()
         self.started = time.time()
@@ -663,38 +646,37 @@ class Coordinator:
             for probe in self._probes.values():
                 probe.cancel()
         self.manifest.save()
-        if self.remote:
-            await asyncio.to_thread(self.remote.publish, self.manifest.path, Manifest.FILE_NAME)
+        await self._publish(self.manifest.path)
         return await self.summary()
 
-    async def summary(self) -> dict:
+    async def summary(self) -> CoordinatorSummary:
         actor_stats = []
         for handle in self.actors:
             try:
                 actor_stats.append(await asyncio.wait_for(handle.stats.remote(), timeout=30))
             except (asyncio.TimeoutError, GetTimeoutError, *ACTOR_LOST):
                 actor_stats.append(None)
-        return {
-            "elapsed_s": time.time() - self.started,
-            "cpu_s": time.process_time() - self.cpu_started,
-            "first_batch_done_at": self.first_batch_done_at,
-            "counts": self.counts,
-            "stage_s": dict(self.stage_s),
-            "peak_batches_in_flight": self.window.peak_in_flight,
-            "window_limit": self.window.limit,
-            "coordinator_memory": self.memory.as_dict(),
-            "tracker_peak_bytes": self.tracker_peak_rss or None,
-            "actors": actor_stats,
-        }
+        return CoordinatorSummary(
+            elapsed_s=time.time() - self.started,
+            cpu_s=time.process_time() - self.cpu_started,
+            first_batch_done_at=self.first_batch_done_at,
+            counts=self.counts,
+            stage_s=dict(self.stage_s),
+            peak_batches_in_flight=self.window.peak_in_flight,
+            window_limit=self.window.limit,
+            coordinator_memory=self.memory.as_dict(),
+            tracker_peak_bytes=self.tracker_peak_rss or None,
+            actors=actor_stats,
+        )
 
-    async def progress(self) -> dict:
+    async def progress(self) -> RunProgress:
         self.metrics.process_rss.set(self.memory.sample(), tags={"role": "coordinator"})
-        return {
-            **self.counts.as_dict(),
-            "in_flight": self.window.total_in_flight,
-            "peak_in_flight": self.window.peak_in_flight,
-            "elapsed_s": time.time() - self.started,
-            "pid": os.getpid(),
-            "coordinator_rss": self.memory.last,
-            "actors": list(self.actor_last),
-        }
+        return RunProgress(
+            counts=self.counts,
+            in_flight=self.window.total_in_flight,
+            peak_in_flight=self.window.peak_in_flight,
+            elapsed_s=time.time() - self.started,
+            pid=os.getpid(),
+            coordinator_rss=self.memory.last,
+            actors=tuple(self.actor_last),
+        )

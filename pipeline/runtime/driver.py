@@ -11,16 +11,12 @@ import threading
 import time
 from collections.abc import Iterator
 from itertools import islice
-from pathlib import Path
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from pipeline.config import ConfigError, RunConfig
 from pipeline.errors import (
-    EXIT_OK,
-    EXIT_VIDEOS_FAILED,
-    ActorStartFailure,
     Interrupted,
     RunStalled,
     StartupError,
@@ -30,18 +26,15 @@ from pipeline.inference.engines import resolve as resolve_engine
 from pipeline.inference.model_ref import ModelLoadError, resolve_classes
 from pipeline.locations import redact
 from pipeline.media.source import VideoSource
-from pipeline.output.progress import ProgressDisplay, ProgressFile
-from pipeline.output.store import RemoteOutput
+from pipeline.output.progress import ProgressDisplay, ProgressFile, RunProgress
+from pipeline.output.run_record import RunRecord
+from pipeline.output.store import OutputStore
 from pipeline.output.writer import remove_stale_temp_files
 from pipeline.plan.placement import Placement, PlacementError, wanted_device
 from pipeline.plan.placement import plan as plan_placement
-from pipeline.plan.planning import (
-    RunPlan,
-    first_letterbox_shapes,
-    fold_manifest_log,
-    save_run_record,
-)
+from pipeline.plan.planning import RunPlan, first_letterbox_shapes, fold_manifest_log
 from pipeline.runtime.faults import FaultPlan
+from pipeline.runtime.messages import ActorSample, ActorStartFailure, CoordinatorSummary, ModelFacts
 from pipeline.runtime.monitoring import PeakRss, Timeline
 
 log = logging.getLogger(__name__)
@@ -129,7 +122,7 @@ def _start_actors(
     ]
 
 
-def _wait_for_actors(actors: list, stop: threading.Event) -> list[dict]:
+def _wait_for_actors(actors: list, stop: threading.Event) -> list[ModelFacts]:
     refs = [a.ready.remote() for a in actors]
     deadline = time.monotonic() + ACTOR_START_TIMEOUT_S
     try:
@@ -188,11 +181,11 @@ def _coordinator_died() -> RunStalled:
     )
 
 
-def _compact_manifest(out: Path, remote: RemoteOutput | None) -> None:
+def _compact_manifest(store: OutputStore) -> None:
     from pipeline.output.manifest import Manifest
 
     try:
-        fold_manifest_log(out, remote)
+        fold_manifest_log(store)
     except Exception as exc:  # the log stays; the next run folds it in
         log.warning("could not fold %s into %s: %s", Manifest.LOG_NAME, Manifest.FILE_NAME, exc)
 
@@ -206,12 +199,12 @@ def _warm_decoders(count: int) -> None:
         warm_decoder.remote()
 
 
-def _engine_used(config: RunConfig, facts: list[dict]) -> RunConfig:
+def _engine_used(config: RunConfig, facts: list[ModelFacts]) -> RunConfig:
     """The engine the actors really run (an export that failed fell back to torch): it is what the
     settings hash and run.json record. One warning line per distinct reason."""
-    for reason in dict.fromkeys(f["engine_fallback"] for f in facts if f.get("engine_fallback")):
+    for reason in dict.fromkeys(f.engine_fallback for f in facts if f.engine_fallback):
         log.warning("%s", reason)
-    engines = [f["engine"] for f in facts]
+    engines = [f.engine for f in facts]
     if len(set(engines)) > 1:
         log.warning(
             "the actors run different engines (%s); the run records %s",
@@ -221,10 +214,12 @@ def _engine_used(config: RunConfig, facts: list[dict]) -> RunConfig:
     return config.replace(resolved_engine=engines[0])
 
 
-def _startup_figures(started: float, ray_ready: float, actors_ready: float, summary: dict) -> dict:
+def _startup_figures(
+    started: float, ray_ready: float, actors_ready: float, summary: CoordinatorSummary
+) -> dict:
     """Seconds from the command (planning's start) to Ray up, to the actors ready, to the first
     batch done; and from the actors ready to the first batch done."""
-    first = summary.get("first_batch_done_at")
+    first = summary.first_batch_done_at
     return {
         "ray_ready_s": ray_ready - started,
         "actors_ready_s": actors_ready - started,
@@ -233,16 +228,15 @@ def _startup_figures(started: float, ray_ready: float, actors_ready: float, summ
     }
 
 
-def _roles_memory(summary: dict, driver: PeakRss) -> dict:
-    actors = [a["memory"] for a in summary["actors"] if a]
+def _roles_memory(summary: CoordinatorSummary, driver: PeakRss) -> dict:
+    actors = [a.memory for a in summary.actors if a]
     return {
         "driver": driver.as_dict(),
-        "coordinator": summary["coordinator_memory"],
+        "coordinator": summary.coordinator_memory,
         "actors": actors,
         "actor_peak_bytes": max((a["peak_bytes"] for a in actors), default=None),
-        "tracker_peak_bytes": summary.get(
-            "tracker_peak_bytes"
-        ),  # tracking tasks (--track), at their end
+        # tracking tasks (--track), at their end
+        "tracker_peak_bytes": summary.tracker_peak_bytes,
     }
 
 
@@ -255,7 +249,8 @@ def execute(
 ) -> dict:
     """Process the videos of ``plan`` on Ray: start (or join) Ray, the actors and the coordinator,
     show progress, and write the run's record. Returns the record."""
-    config, out, remote = plan.config, plan.local_output, plan.remote
+    config, store = plan.config, plan.store
+    out = store.layout.root
     driver_memory = PeakRss()
     removed = remove_stale_temp_files(out)
     if removed:
@@ -289,14 +284,14 @@ def execute(
         config = config.replace(max_open_videos=placement.max_open_videos)
         actors = _start_actors(config, placement, faults, first_letterbox_shapes(plan.todo, config))
         # starts while the models load
-        coordinator = _start_coordinator(out, config, actors, faults, remote)
+        coordinator = _start_coordinator(store, config, actors, faults)
         _warm_decoders(placement.max_open_videos)
         facts = _wait_for_actors(actors, terminated)
         actors_ready_at = time.time()
         config = _engine_used(config, facts)
         ray.get(coordinator.set_config.remote(config))
         if not config.classes_resolved:  # class names that only the loaded model could check
-            config = config.replace(classes=resolve_classes(config.classes, facts[0]["names"]))
+            config = config.replace(classes=resolve_classes(config.classes, facts[0].names))
             ray.get(coordinator.set_config.remote(config))
         pending = coordinator.run.remote(facts[0])
         feeder = _BacklogFeeder(coordinator, plan.videos_to_process())
@@ -335,10 +330,11 @@ def execute(
             raise _coordinator_died() from None
         display.close()
         record = _run_record(config, placement, facts, plan, summary, driver_memory, address)
-        record["startup"] = _startup_figures(plan.started, ray_ready_at, actors_ready_at, summary)
-        record["timeline"] = {"interval_s": timeline.interval_s, "points": timeline.points}
-        save_run_record(plan, record)
-        return record
+        record.details["startup"] = _startup_figures(
+            plan.started, ray_ready_at, actors_ready_at, summary
+        )
+        record.details["timeline"] = {"interval_s": timeline.interval_s, "points": timeline.points}
+        return record.save(store)[0]
     except KeyboardInterrupt:
         raise Interrupted(signal.SIGINT) from None
     finally:
@@ -355,7 +351,7 @@ def execute(
                     pass
         # what the killed coordinator was writing; complete videos stay
         remove_stale_temp_files(out)
-        _compact_manifest(out, remote)  # a run that ended early: its log folded into videos.parquet
+        _compact_manifest(store)  # a run that ended early: its log folded into videos.parquet
         if started_ray:
             ray.shutdown()
         _no_terminal_reset_at_exit()
@@ -374,25 +370,25 @@ def _no_terminal_reset_at_exit() -> None:
         pass
 
 
-def _sample_timeline(timeline: Timeline, progress: dict, driver_memory: PeakRss) -> None:
+def _sample_timeline(timeline: Timeline, progress: RunProgress, driver_memory: PeakRss) -> None:
     """Frames done, work in flight, memory per role and GPU use, about once a second."""
-    actors = progress.get("actors") or []
-    gpu_util = [g["utilization_percent"] for a in actors if a and a.get("gpu") for g in a["gpu"]]
-    gpu_mem = [g["memory_used_bytes"] for a in actors if a and a.get("gpu") for g in a["gpu"]]
+    actors: tuple[ActorSample | None, ...] = progress.actors
+    gpu_util = [g["utilization_percent"] for a in actors if a and a.gpu for g in a.gpu]
+    gpu_mem = [g["memory_used_bytes"] for a in actors if a and a.gpu for g in a.gpu]
     timeline.add(
-        progress["elapsed_s"],
-        frames_done=progress["frames_done"],
-        videos_done=progress["videos_done"],
-        in_flight=progress["in_flight"],
+        progress.elapsed_s,
+        frames_done=progress.frames_done,
+        videos_done=progress.counts.videos_done,
+        in_flight=progress.in_flight,
         driver_rss=driver_memory.last,
-        coordinator_rss=progress.get("coordinator_rss"),
-        actor_rss=[a["rss"] if a else None for a in actors],
+        coordinator_rss=progress.coordinator_rss,
+        actor_rss=[a.rss if a else None for a in actors],
         gpu_utilization_percent=gpu_util or None,
         gpu_memory_used_bytes=gpu_mem or None,
     )
 
 
-def _start_coordinator(out: Path, config: RunConfig, actors, faults, remote: RemoteOutput | None):
+def _start_coordinator(store: OutputStore, config: RunConfig, actors, faults):
     from pipeline.runtime.coordinator import Coordinator
 
     # The coordinator writes the output files, so it lives on the driver's node (whose disk
@@ -401,75 +397,80 @@ def _start_coordinator(out: Path, config: RunConfig, actors, faults, remote: Rem
     return Coordinator.options(
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
         max_concurrency=1000,
-    ).remote(str(out), config, actors, faults, remote.uri if remote else None)
+    ).remote(str(store.layout.root), config, actors, faults, store.remote_uri)
 
 
-def _run_record(config, placement, facts, plan: RunPlan, summary, driver_memory, address) -> dict:
-    counts = summary["counts"]
-    bad = counts.videos_failed + counts.videos_partial
-    started = plan.started
-    elapsed = time.time() - started
-    processing = summary["elapsed_s"]
-    gpus = [a["gpu"] for a in summary["actors"] if a and a.get("gpu")]
-    return {
-        "exit_code": EXIT_VIDEOS_FAILED if bad else EXIT_OK,
-        "did_work": True,
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "elapsed_s": elapsed,
-        "settings": config.to_dict(),
-        "settings_hash": config.settings_hash(),
+def _run_record(
+    config: RunConfig,
+    placement: Placement,
+    facts: list[ModelFacts],
+    plan: RunPlan,
+    summary: CoordinatorSummary,
+    driver_memory: PeakRss,
+    address: str | None,
+) -> RunRecord:
+    counts = summary.counts
+    processing = summary.elapsed_s
+    gpus = [a.gpu for a in summary.actors if a and a.gpu]
+    totals = {
+        "videos": plan.walk.count,
+        "videos_ok": counts.videos_ok,
+        "videos_partial": counts.videos_partial,
+        "videos_failed": counts.videos_failed,
+        "videos_skipped": plan.skipped + counts.videos_skipped,
+        "frames": counts.frames_done,
+        "detections": counts.boxes,
+        "tracks": counts.tracks if config.track else None,
+        "batches_retried": counts.batches_retried,
+        "decoder_retries": counts.decoder_retries,
+        "duplicate_batches_dropped": counts.duplicate_batches_dropped,
+        "actors_hung": counts.actors_hung,
+        "batches_redecoded": counts.batches_redecoded,
+        "videos_split": counts.videos_split,  # long videos decoded in parallel segments
+        "segments": counts.segments,
+    }
+    details = {
         "placement": placement.__dict__,
-        "model": {
-            k: facts[0][k]
-            for k in ("device", "half", "engine", "rect", "model_stride", "engine_fallback")
-        }
-        | {"engine_export_s": {k: v for f in facts for k, v in f["engine_export_s"].items()}},
+        "model": facts[0].model_record()
+        | {"engine_export_s": {k: v for f in facts for k, v in f.engine_export_s.items()}},
         "ray": {"version": ray.__version__, "address": redact(address) if address else "local"},
         "host": {
             "python": platform.python_version(),
             "machine": platform.machine(),
             "cpus": os.cpu_count(),
         },
-        "totals": {
-            "videos": plan.walk.count,
-            "videos_ok": counts.videos_ok,
-            "videos_partial": counts.videos_partial,
-            "videos_failed": counts.videos_failed,
-            "videos_skipped": plan.skipped + counts.videos_skipped,
-            "frames": counts.frames_done,
-            "detections": counts.boxes,
-            "tracks": counts.tracks if config.track else None,
-            "batches_retried": counts.batches_retried,
-            "decoder_retries": counts.decoder_retries,
-            "duplicate_batches_dropped": counts.duplicate_batches_dropped,
-            "actors_hung": counts.actors_hung,
-            "batches_redecoded": counts.batches_redecoded,
-            "videos_split": counts.videos_split,  # long videos decoded in parallel segments
-            "segments": counts.segments,
-        },
         "throughput": {
             "frames_per_s": counts.frames_done / processing if processing > 0 else 0.0,
             "processing_s": processing,
         },
-        "stage_s": summary["stage_s"],
+        "stage_s": summary.stage_s,
         # The coordinator's cost per batch sets the ceiling of a run
         # (python -m pipeline bench --contenders coordination).
         "coordinator": {
-            "cpu_s": summary["cpu_s"],
+            "cpu_s": summary.cpu_s,
             "batches": counts.batches_done,
-            "cpu_ms_per_batch": 1000 * summary["cpu_s"] / counts.batches_done
+            "cpu_ms_per_batch": 1000 * summary.cpu_s / counts.batches_done
             if counts.batches_done
             else None,
         },
         "backpressure": {
-            "peak_batches_in_flight": summary["peak_batches_in_flight"],
-            "limit": summary["window_limit"],
+            "peak_batches_in_flight": summary.peak_batches_in_flight,
+            "limit": summary.window_limit,
             "peak_open_decoders": counts.peak_open_decoders,
             "max_open_videos": placement.max_open_videos,
         },
         "memory": _roles_memory(summary, driver_memory),
         "gpu": gpus or None,
         "actors": [
-            dict(stats or {}, node_id=f["node_id"]) for stats, f in zip(summary["actors"], facts)
+            dict(stats.as_dict() if stats else {}, node_id=f.node_id)
+            for stats, f in zip(summary.actors, facts)
         ],
     }
+    return RunRecord(
+        plan.started,
+        config.to_dict(),
+        config.settings_hash(),
+        totals,
+        did_work=True,
+        details=details,
+    )

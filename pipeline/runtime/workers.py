@@ -11,33 +11,27 @@ import numpy as np
 import ray
 
 from pipeline.config import ConfigError, RunConfig
-from pipeline.errors import ActorStartFailure
+from pipeline.inference.detections import BatchResult
 from pipeline.inference.model_ref import ModelLoadError
-from pipeline.media.decode import stream_video
+from pipeline.media.decode import BatchHeader, DecodeSpec, stream_video
 from pipeline.media.letterbox import LetterboxGeometry
-from pipeline.media.segments import WHOLE_VIDEO, FrameTimes, Segment, probe_frame_times
+from pipeline.media.segments import FrameTimes, probe_frame_times
+from pipeline.plan.placement import DECODER_NUM_CPUS
 from pipeline.runtime.faults import FaultPlan
+from pipeline.runtime.messages import (
+    ActorSample,
+    ActorStartFailure,
+    ActorStats,
+    InferredBatch,
+    ModelFacts,
+    TrackingReply,
+)
 from pipeline.runtime.metrics import PipelineMetrics
 from pipeline.runtime.monitoring import GpuSampler, PeakRss, process_rss_bytes
 
-# Decoding one 1080p H.264 stream is mostly one core's work; a decoder reserves half a CPU so
-# that on a small machine inference keeps its cores while decoders overlap with it.
-DECODER_NUM_CPUS = 0.5
-
 
 @ray.remote(num_returns="streaming", max_retries=0, num_cpus=DECODER_NUM_CPUS)
-def decode_video(
-    path: str,
-    *,
-    imgsz: int,
-    model_stride: int,
-    rect: bool,
-    stride: int,
-    batch_size: int,
-    skip_batches: int = 0,
-    segment: Segment = WHOLE_VIDEO,
-    faults: FaultPlan | None = None,
-):
+def decode_video(path: str, spec: DecodeSpec, faults: FaultPlan | None = None):
     """Stream one video's (or one segment's) letterboxed batches (see ``pipeline.media.decode.stream_video``).
 
     Ray does not retry it by itself (``max_retries=0``): the coordinator does, resuming after the
@@ -49,18 +43,7 @@ def decode_video(
         if faults
         else None
     )
-    yield from stream_video(
-        path,
-        imgsz=imgsz,
-        model_stride=model_stride,
-        rect=rect,
-        stride=stride,
-        batch_size=batch_size,
-        skip_batches=skip_batches,
-        segment=segment,
-        before_batch=hook,
-        after_header=between,
-    )
+    yield from stream_video(path, spec, before_batch=hook, after_header=between)
 
 
 @ray.remote(max_retries=1, num_cpus=DECODER_NUM_CPUS)
@@ -129,26 +112,29 @@ class YoloActor:
         self._last_report = 0.0
         self._last_gpu: list[dict] | None = None
 
-    def ready(self) -> dict | ActorStartFailure:
+    def ready(self) -> ModelFacts | ActorStartFailure:
         """Model facts the decoders need (letterbox shape), and a liveness answer for the coordinator;
         why the model did not load, if it did not."""
         if self.start_failure:
             return self.start_failure
         d = self.detector
-        return {
-            "names": d.names,
-            "model_stride": d.model_stride,
-            "rect": d.rect,
-            "device": self.device,
-            "half": d.half,
-            "engine": self.engine,
-            "engine_export_s": self.engine_export_s,  # engines this actor built (absent: from the cache)
-            "engine_fallback": self.engine_fallback,
-            "node_id": ray.get_runtime_context().get_node_id(),
-            "pid": os.getpid(),
-        }
+        return ModelFacts(
+            names=d.names,
+            model_stride=d.model_stride,
+            rect=d.rect,
+            device=self.device,
+            half=d.half,
+            engine=self.engine,
+            engine_export_s=self.engine_export_s,
+            engine_fallback=self.engine_fallback,
+            node_id=ray.get_runtime_context().get_node_id(),
+            pid=os.getpid(),
+        )
 
-    def infer(self, frames: np.ndarray, geometry: LetterboxGeometry) -> dict:
+    def infer(
+        self, frames: np.ndarray, geometry: LetterboxGeometry, video_id: str, header: BatchHeader
+    ) -> InferredBatch:
+        """The boxes of one batch of ``video_id`` (``header`` says which frames it holds)."""
         started = time.perf_counter()
         counts, detections = self.detector.detect(frames, geometry)
         self.busy_s += time.perf_counter() - started
@@ -158,13 +144,13 @@ class YoloActor:
             self._last_report = started
         if self.faults:
             self.faults.on_actor_batch(self.detector.batches_done)
-        return {
-            "counts": counts,
-            "detections": detections,
-            "infer_s": time.perf_counter() - started,
-            "rss": self.memory.sample(),
-            "gpu": self._last_gpu,  # the latest NVML sample (taken at most once a second)
-        }
+        infer_s = time.perf_counter() - started
+        result = BatchResult(
+            video_id, header.seq, header.frame_indices, header.timestamps, counts, detections
+        )
+        # The latest NVML sample: taken at most once a second.
+        sample = ActorSample(rss=self.memory.sample(), gpu=self._last_gpu)
+        return InferredBatch(result, infer_s=infer_s, sample=sample)
 
     def _report(self) -> None:
         self.metrics.process_rss.set(self.memory.sample(), tags={"role": "actor"})
@@ -177,7 +163,7 @@ class YoloActor:
                 self.gpu_util_n += 1
                 self.gpu_mem_peak = max(self.gpu_mem_peak, s["memory_used_bytes"])
 
-    def stats(self) -> dict:
+    def stats(self) -> ActorStats:
         self._report()
         gpu = None
         if self.gpu_util_n:
@@ -189,14 +175,14 @@ class YoloActor:
             import torch
 
             gpu = dict(gpu or {}, torch_memory_allocated_bytes=torch.cuda.memory_allocated())
-        return {
-            "pid": os.getpid(),
-            "device": self.device,
-            "batches": self.detector.batches_done,
-            "busy_s": self.busy_s,
-            "memory": self.memory.as_dict(),
-            "gpu": gpu,
-        }
+        return ActorStats(
+            pid=os.getpid(),
+            device=self.device,
+            batches=self.detector.batches_done,
+            busy_s=self.busy_s,
+            memory=self.memory.as_dict(),
+            gpu=gpu,
+        )
 
 
 # num_cpus=0: it must run on the coordinator's node (the files it reads and writes are there),
@@ -211,7 +197,7 @@ def track_video(
     video_id: str,
     names: dict[int, str],
     faults: FaultPlan | None = None,
-) -> dict:
+) -> TrackingReply:
     """Track one finished video (see ``pipeline.analysis.tracking.track_detections_file``)."""
     from pipeline.analysis.tracking import track_detections_file
 
@@ -221,8 +207,4 @@ def track_video(
     num_tracks = track_detections_file(
         Path(untracked), Path(tracked), Path(tracks), video_id=video_id, names=names
     )
-    return {
-        "num_tracks": num_tracks,
-        "track_s": time.perf_counter() - started,
-        "rss": process_rss_bytes(),
-    }
+    return TrackingReply(num_tracks, time.perf_counter() - started, process_rss_bytes())

@@ -22,8 +22,8 @@ import numpy as np
 from pipeline.errors import UsageError
 from pipeline.media.decode import DecodeError, VideoDecoder
 from pipeline.media.source import video_id_for
+from pipeline.output.layout import TEMP_PREFIX
 from pipeline.output.readers import read_detections, read_videos
-from pipeline.output.writer import TEMP_PREFIX
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,8 @@ from fastapi.testclient import TestClient
 
 from pipeline.inference.detections import BatchResult, Detections
 from pipeline.output.manifest import Manifest, VideoRecord
-from pipeline.output.progress import ProgressFile, read_progress
+from pipeline.output.outcomes import RunCounts
+from pipeline.output.progress import ProgressFile, RunProgress, read_progress
 from pipeline.output.readers import read_detections
 from pipeline.output.writer import VideoResultWriter
 from pipeline.service.api import build_fastapi_app
@@ -259,26 +260,21 @@ def test_job_progress_comes_from_its_own_progress_file(roots, settings, monkeypa
     (out / "run").mkdir()
     monkeypatch.setenv("PIPELINE_JOB_ID", "another-job")
     ProgressFile(out / "run", interval_s=0).running(
-        {
-            "frames_done": 5,
-            "frames_expected": 10,
-            "elapsed_s": 1.0,
-            "videos_total": 2,
-            "videos_done": 0,
-        }
+        RunProgress(
+            RunCounts(frames_done=5, frames_expected=10, videos_total=2, videos_done=0),
+            elapsed_s=1.0,
+        )
     )
     # a later run's file is not this job's progress
     assert jobs.show(job["id"])["frames_done"] is None
     monkeypatch.setenv("PIPELINE_JOB_ID", job["id"])
     ProgressFile(out / "run", interval_s=0).running(
-        {
-            "frames_done": 5,
-            "frames_expected": 10,
-            "elapsed_s": 1.0,
-            "videos_total": 2,
-            "videos_done": 1,
-            "videos_failed": 1,
-        }
+        RunProgress(
+            RunCounts(
+                frames_done=5, frames_expected=10, videos_total=2, videos_done=1, videos_failed=1
+            ),
+            elapsed_s=1.0,
+        )
     )
     view = jobs.show(job["id"])
     assert view["frames_done"] == 5 and view["frames_per_s"] == 5.0 and 0 <= view["eta_s"] <= 1.0

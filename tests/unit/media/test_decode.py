@@ -8,6 +8,7 @@ import pytest
 from pipeline.media.decode import (
     BatchHeader,
     DecodeError,
+    DecodeSpec,
     VideoDecoder,
     VideoEnded,
     VideoOpened,
@@ -84,7 +85,8 @@ def test_skip_batches_resumes_after_what_was_consumed(numbered_video):
 def test_stream_protocol(numbered_video):
     items = list(
         stream_video(
-            str(numbered_video), imgsz=320, model_stride=32, rect=True, stride=2, batch_size=10
+            str(numbered_video),
+            DecodeSpec(imgsz=320, model_stride=32, rect=True, stride=2, batch_size=10),
         )
     )
     assert isinstance(items[0], VideoOpened) and isinstance(items[-1], VideoEnded)
@@ -129,7 +131,9 @@ def test_unopenable_files_raise_a_clear_error(tmp_path, name, make, message):
 def test_stream_of_a_bad_file_is_one_end_marker(tmp_path):
     path = _write(tmp_path / "bad.mp4", b"junk" * 10)
     items = list(
-        stream_video(str(path), imgsz=320, model_stride=32, rect=True, stride=1, batch_size=4)
+        stream_video(
+            str(path), DecodeSpec(imgsz=320, model_stride=32, rect=True, stride=1, batch_size=4)
+        )
     )
     assert len(items) == 1 and items[0].open_failed and items[0].error
 

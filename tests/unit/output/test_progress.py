@@ -2,8 +2,10 @@
 progress file that the service polls."""
 
 import io
+from dataclasses import replace
 
-from pipeline.output.progress import ProgressDisplay, ProgressFile, read_progress
+from pipeline.output.outcomes import RunCounts
+from pipeline.output.progress import ProgressDisplay, ProgressFile, RunProgress, read_progress
 
 
 class Terminal(io.StringIO):
@@ -11,14 +13,11 @@ class Terminal(io.StringIO):
         return True
 
 
-def snapshot(done: int) -> dict:
-    return {
-        "frames_done": done,
-        "frames_expected": 100,
-        "videos_done": done // 50,
-        "videos_total": 2,
-        "in_flight": 3,
-    }
+def snapshot(done: int) -> RunProgress:
+    counts = RunCounts(
+        frames_done=done, frames_expected=100, videos_done=done // 50, videos_total=2
+    )
+    return RunProgress(counts, in_flight=3)
 
 
 def test_a_terminal_gets_one_updated_line():
@@ -48,8 +47,8 @@ def test_logs_get_periodic_plain_lines():
 
 def test_progress_file_is_throttled_and_replaced_whole(tmp_path):
     progress = ProgressFile(tmp_path, interval_s=3600)
-    progress.running({**snapshot(10), "elapsed_s": 2.0})
-    progress.running({**snapshot(20), "elapsed_s": 4.0})  # within the interval: not written
+    progress.running(replace(snapshot(10), elapsed_s=2.0))
+    progress.running(replace(snapshot(20), elapsed_s=4.0))  # within the interval: not written
     state = read_progress(tmp_path)
     assert (
         state["state"] == "running" and state["frames_done"] == 10 and state["frames_per_s"] == 5.0

@@ -1,0 +1,113 @@
+"""What crosses Ray between the driver, the coordinator and the workers: typed, never loose dicts.
+
+Each is a frozen dataclass that pickles as it is; the JSON of ``run.json`` is made from them at
+the driver, in one place (``pipeline.output.run_record``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipeline.inference.detections import BatchResult
+from pipeline.output.outcomes import RunCounts
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """A ``YoloActor``'s answer to ``ready()``: what the decoders need (the letterbox shape) and
+    what ``run.json`` records about the model."""
+
+    names: dict[int, str]
+    model_stride: int
+    rect: bool
+    device: str
+    half: bool
+    engine: str
+    engine_export_s: dict[str, float]  # engines this actor built (empty: all from the cache)
+    engine_fallback: str | None  # why the asked-for engine could not be used, if it could not
+    node_id: str
+    pid: int
+
+    def model_record(self) -> dict:
+        """The ``model`` part of ``run.json`` (less ``engine_export_s``, merged over actors)."""
+        return {
+            "device": self.device,
+            "half": self.half,
+            "engine": self.engine,
+            "rect": self.rect,
+            "model_stride": self.model_stride,
+            "engine_fallback": self.engine_fallback,
+        }
+
+
+@dataclass(frozen=True)
+class ActorStartFailure:
+    """What a ``YoloActor`` answers instead of its model facts when its model did not load: the
+    driver reports it as one line, instead of Ray printing the actor's traceback."""
+
+    message: str
+    usage: bool  # a mistake in the command (a model that is not there or not a detector, unknown classes)
+
+
+@dataclass(frozen=True)
+class ActorSample:
+    """An actor's latest memory and GPU figures, as its last batch brought them back."""
+
+    rss: int
+    gpu: list[dict] | None  # NVML samples (pipeline.runtime.monitoring.GpuSampler), at most 1/s
+
+
+@dataclass(frozen=True)
+class InferredBatch:
+    """A ``YoloActor``'s answer to ``infer()``: the batch's boxes, and what it cost."""
+
+    result: BatchResult
+    infer_s: float
+    sample: ActorSample
+
+
+@dataclass(frozen=True)
+class ActorStats:
+    """A ``YoloActor``'s answer to ``stats()`` at the end of a run (``run.json``'s ``actors``)."""
+
+    pid: int
+    device: str
+    batches: int
+    busy_s: float
+    memory: dict  # pipeline.runtime.monitoring.PeakRss.as_dict()
+    gpu: dict | None
+
+    def as_dict(self) -> dict:
+        return {
+            "pid": self.pid,
+            "device": self.device,
+            "batches": self.batches,
+            "busy_s": self.busy_s,
+            "memory": self.memory,
+            "gpu": self.gpu,
+        }
+
+
+@dataclass(frozen=True)
+class TrackingReply:
+    """A tracking task's answer: the video's track count, its time and its process's memory."""
+
+    num_tracks: int
+    track_s: float
+    rss: int
+
+
+@dataclass(frozen=True)
+class CoordinatorSummary:
+    """The coordinator's answer to ``run()``: the figures ``run.json`` is made of."""
+
+    elapsed_s: float
+    cpu_s: float  # the coordinator process's CPU time, all its threads
+    first_batch_done_at: float | None  # wall clock
+    counts: RunCounts
+    stage_s: dict[str, float]
+    peak_batches_in_flight: int
+    window_limit: int
+    coordinator_memory: dict
+    tracker_peak_bytes: int | None
+    actors: list[ActorStats | None] = field(default_factory=list)  # None: it did not answer
