@@ -17,6 +17,54 @@ ENGINES: tuple[str, ...] = get_args(Engine)
 # No model at all: fixed boxes per frame (pipeline.inference.synthetic). Not a choice of the
 # command line: the coordination benchmark uses it to measure the pipeline's own costs.
 SYNTHETIC_ENGINE = "synthetic"
+
+
+@dataclass(frozen=True)
+class EngineTraits:
+    """What sets an inference engine apart, for the code that must know (which detector opens
+    it, what an actor imports, how many actors a node gets, what is exported per shape)."""
+
+    name: str
+    needs_torch: bool = True  # its actor imports torch (threads, CUDA); the lean ones do not
+    lean: bool = False  # runs on the torch-free detector (pipeline.inference.lean_detector)
+    sizes_own_threads: bool = False  # sizes its thread pool to the machine: one actor per node
+    export_format: str | None = None  # ultralytics' export format, built per letterbox shape
+    fp16_on_cuda: bool = False  # runs in half precision on a GPU (part of the settings hash)
+    modules: tuple[str, ...] = ()  # what must be importable on the node that builds and runs it
+
+
+_ENGINE_TRAITS = {
+    e.name: e
+    for e in (
+        EngineTraits("torch", fp16_on_cuda=True),
+        EngineTraits(
+            "openvino",
+            needs_torch=False,
+            lean=True,
+            sizes_own_threads=True,
+            export_format="openvino",
+            modules=("openvino",),
+        ),
+        EngineTraits(
+            "onnx",
+            needs_torch=False,
+            lean=True,
+            sizes_own_threads=True,
+            export_format="onnx",
+            modules=("onnxruntime", "onnx"),
+        ),
+        EngineTraits("tensorrt", export_format="engine", fp16_on_cuda=True, modules=("tensorrt",)),
+        EngineTraits(SYNTHETIC_ENGINE, needs_torch=False),
+    )
+}
+
+
+def engine_traits(engine: str) -> EngineTraits:
+    """The traits of ``engine``; another format of a given export (TorchScript, TFLite, …) or
+    ``auto`` before it is resolved are loaded through ultralytics, with torch."""
+    return _ENGINE_TRAITS.get(engine) or EngineTraits(engine)
+
+
 CpuPrecision = Literal["fp32", "bf16"]
 CPU_PRECISIONS: tuple[str, ...] = get_args(CpuPrecision)
 
@@ -144,7 +192,9 @@ class RunConfig:
         device = self.resolved_device or self.device
         engine = self.effective_engine
         settings.update(
-            device=device, half=device == "cuda" and engine in ("torch", "tensorrt"), engine=engine
+            device=device,
+            half=device == "cuda" and engine_traits(engine).fp16_on_cuda,
+            engine=engine,
         )
         # absent at fp32: earlier hashes stay valid
         if engine == "openvino" and self.cpu_precision != "fp32":

@@ -32,7 +32,7 @@ import threading
 import time
 from pathlib import Path
 
-from pipeline.config import CPU_PRECISIONS, ENGINES, RunConfig
+from pipeline.config import CPU_PRECISIONS, ENGINES, RunConfig, engine_traits
 from pipeline.runtime.monitoring import tree_rss_bytes
 
 CONTENDERS = ("naive", "raydata", "pipeline", "pipeline-torch")
@@ -257,7 +257,7 @@ def _infer_worker(args, threads: int, frames_wanted: int, barrier, results) -> N
     from pipeline.media.decode import VideoDecoder, iter_batches
 
     config = _resolved_config(args)
-    if config.resolved_engine not in ("openvino", "onnx"):
+    if engine_traits(config.resolved_engine or config.engine).needs_torch:
         import torch
 
         torch.set_num_threads(threads)

@@ -12,14 +12,14 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config import ENGINES, SYNTHETIC_ENGINE, ConfigError, RunConfig, engine_for_model
-
-# What each exported engine needs importable on the node that builds and runs it.
-ENGINE_MODULES = {
-    "openvino": ("openvino",),
-    "onnx": ("onnxruntime", "onnx"),
-    "tensorrt": ("tensorrt",),
-}
+from pipeline.config import (
+    ENGINES,
+    SYNTHETIC_ENGINE,
+    ConfigError,
+    RunConfig,
+    engine_for_model,
+    engine_traits,
+)
 
 
 def importable(module: str) -> bool:
@@ -31,7 +31,8 @@ def importable(module: str) -> bool:
 
 
 def missing_modules(engine: str) -> list[str]:
-    return [m for m in ENGINE_MODULES.get(engine, ()) if not importable(m)]
+    """What ``engine`` needs importable on this node and is not."""
+    return [m for m in engine_traits(engine).modules if not importable(m)]
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-FORMATS = {"openvino": "openvino", "onnx": "onnx", "tensorrt": "engine"}
+from pipeline.config import engine_traits
+
+# ultralytics' export format of each engine built from .pt weights
+FORMATS = {e: engine_traits(e).export_format for e in ("openvino", "onnx", "tensorrt")}
 TENSORRT_MAX_BATCH = 64
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from pipeline.config import engine_traits
 from pipeline.inference.detections import Detections
 from pipeline.inference.engine_cache import CachedEngine, ensure_engine
 from pipeline.inference.model_ref import ModelLoadError, read_class_names, resolve_classes
@@ -225,7 +226,7 @@ class LeanDetector:
         warm_shapes: tuple[Shape, ...] = (),
         precision: str = "fp32",
     ):
-        if engine not in ("openvino", "onnx"):
+        if not engine_traits(engine).lean:
             raise ValueError(f"no lean runner for {engine}")
         self.source, self.engine = source, engine
         self.imgsz, self.conf, self.iou, self.max_det, self.max_batch = (

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import SYNTHETIC_ENGINE, RunConfig, engine_for_model
+from pipeline.config import SYNTHETIC_ENGINE, RunConfig, engine_for_model, engine_traits
+from pipeline.inference.detector import Detector
 from pipeline.inference.engine_cache import ExportError, ensure_engine
 from pipeline.inference.engines import choose_engine
 from pipeline.inference.export import TENSORRT_MAX_BATCH
@@ -22,7 +23,7 @@ Shape = tuple[int, int]
 
 @dataclass
 class OpenedDetector:
-    detector: object  # BatchDetector or LeanDetector
+    detector: Detector
     engine: str  # the engine actually used
     # shape -> seconds, engines built by this call
     export_s: dict[str, float] = field(default_factory=dict)
@@ -52,7 +53,7 @@ def open_detector(
 
         return OpenedDetector(SyntheticDetector(imgsz=config.imgsz), engine)
     try:
-        if engine in ("openvino", "onnx"):
+        if engine_traits(engine).lean:
             from pipeline.inference.lean_detector import ExportedOnDemand, GivenExport, LeanDetector
 
             source: GivenExport | ExportedOnDemand

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from pipeline.config import RunConfig
+from pipeline.config import RunConfig, engine_traits
 from pipeline.errors import UsageError
 
 DECODER_NUM_CPUS = 0.5  # keep in step with pipeline.runtime.workers.decode_video
@@ -43,7 +43,7 @@ def _floor_half(x: float) -> float:
 def runs_its_own_threads(config: RunConfig) -> bool:
     """Exported CPU runtimes (OpenVINO, ONNX Runtime) size their own thread pools to the machine,
     so one actor per node is right for them; several would fight over the cores."""
-    return config.effective_engine in ("openvino", "onnx")
+    return engine_traits(config.effective_engine).sizes_own_threads
 
 
 def wanted_device(config: RunConfig, total_gpus: float) -> str:

@@ -221,10 +221,10 @@ def first_letterbox_shapes(
     """The model input shape of the first readable video of ``todo``, for engines exported per
     shape: the actors build (or find) it while they start, so the first batch does not wait for
     an export. Empty when the engine takes any shape, or no video opens within ``tries``."""
-    from pipeline.config import engine_for_model
+    from pipeline.config import engine_for_model, engine_traits
 
     if (
-        config.effective_engine not in ("openvino", "onnx", "tensorrt")
+        engine_traits(config.effective_engine).export_format is None
         or engine_for_model(config.model) != "torch"
     ):
         return ()

@@ -26,6 +26,7 @@ from pipeline.inference.engines import resolve as resolve_engine
 from pipeline.inference.model_ref import ModelLoadError, resolve_classes
 from pipeline.locations import redact
 from pipeline.media.source import VideoSource
+from pipeline.output.outcomes import RunCounts
 from pipeline.output.progress import ProgressDisplay, ProgressFile, RunProgress
 from pipeline.output.run_record import RunRecord
 from pipeline.output.store import OutputStore
@@ -249,75 +250,110 @@ def execute(
 ) -> dict:
     """Process the videos of ``plan`` on Ray: start (or join) Ray, the actors and the coordinator,
     show progress, and write the run's record. Returns the record."""
-    config, store = plan.config, plan.store
-    out = store.layout.root
-    driver_memory = PeakRss()
-    removed = remove_stale_temp_files(out)
+    removed = remove_stale_temp_files(plan.local_output)
     if removed:
         log.info("removed %d temporary files left by an interrupted run", removed)
-    actors, coordinator, started_ray, feeder = [], None, False, None
-    terminated = threading.Event()
-
-    def on_sigterm(signum, frame):
-        # Only a flag: an exception raised here could surface inside Ray's C++ calls, which turn
-        # it into a SystemError. The progress loop below checks the flag twice a second.
-        terminated.set()
-
-    # Signal handlers can only be set from the main thread (the API may be called from others).
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    sigterm_handled, previous_sigterm = False, None
-    display = ProgressDisplay(enabled=progress)
-    progress_file = ProgressFile(out)
+    run = _DriverRun(plan, address, faults, ProgressDisplay(enabled=progress))
     try:
-        started_ray = _connect(address)
-        if in_main_thread:  # after ray.init(), which installs a SIGTERM handler of its own
-            previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
-            sigterm_handled = True
-        ray_ready_at = time.time()
+        run.start()
+        summary = run.watch()
+        return run.record(summary)
+    except KeyboardInterrupt:
+        raise Interrupted(signal.SIGINT) from None
+    finally:
+        run.close()
+
+
+class _DriverRun:
+    """One run's Ray side, as the driver holds it: Ray (joined or started), the actors, the
+    coordinator and the backlog feeder; the SIGTERM flag; progress and the timeline."""
+
+    def __init__(
+        self, plan: RunPlan, address: str | None, faults: FaultPlan | None, display: ProgressDisplay
+    ):
+        self.plan, self.address, self.faults, self.display = plan, address, faults, display
+        self.config = plan.config
+        self.actors: list = []
+        self.coordinator = None
+        self.feeder: _BacklogFeeder | None = None
+        self.started_ray = False
+        self.driver_memory = PeakRss()
+        self.timeline = Timeline()
+        self.progress_file = ProgressFile(plan.local_output)
+        self.terminated = threading.Event()
+        self._previous_sigterm = None
+        self._sigterm_handled = False
+
+    def _on_sigterm(self, signum, frame) -> None:
+        # Only a flag: an exception raised here could surface inside Ray's C++ calls, which turn
+        # it into a SystemError. The progress loop checks the flag twice a second.
+        self.terminated.set()
+
+    def start(self) -> None:
+        """Ray, the actors (their models loaded), the coordinator, and the feeder of the backlog."""
+        plan, faults = self.plan, self.faults
+        self.started_ray = _connect(self.address)
+        # Signal handlers can only be set from the main thread (the API may be called from
+        # others), and after ray.init(), which installs a SIGTERM handler of its own.
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
+            self._sigterm_handled = True
+        self.ray_ready_at = time.time()
         resources = ray.cluster_resources()
         # The device and engine "auto" became are part of the settings hash: the coordinator records them.
         try:
-            config = resolve_engine(config, wanted_device(config, resources.get("GPU", 0)))
+            config = resolve_engine(
+                self.config, wanted_device(self.config, resources.get("GPU", 0))
+            )
             placement = plan_placement(config, resources.get("CPU", 0), resources.get("GPU", 0))
         except (PlacementError, ConfigError) as exc:
             raise UsageError(str(exc)) from None
         config = config.replace(max_open_videos=placement.max_open_videos)
-        actors = _start_actors(config, placement, faults, first_letterbox_shapes(plan.todo, config))
+        self.placement = placement
+        self.actors = _start_actors(
+            config, placement, faults, first_letterbox_shapes(plan.todo, config)
+        )
         # starts while the models load
-        coordinator = _start_coordinator(store, config, actors, faults)
+        self.coordinator = _start_coordinator(plan.store, config, self.actors, faults)
         _warm_decoders(placement.max_open_videos)
-        facts = _wait_for_actors(actors, terminated)
-        actors_ready_at = time.time()
-        config = _engine_used(config, facts)
-        ray.get(coordinator.set_config.remote(config))
+        self.facts = _wait_for_actors(self.actors, self.terminated)
+        self.actors_ready_at = time.time()
+        config = _engine_used(config, self.facts)
+        ray.get(self.coordinator.set_config.remote(config))
         if not config.classes_resolved:  # class names that only the loaded model could check
-            config = config.replace(classes=resolve_classes(config.classes, facts[0].names))
-            ray.get(coordinator.set_config.remote(config))
-        pending = coordinator.run.remote(facts[0])
-        feeder = _BacklogFeeder(coordinator, plan.videos_to_process())
-        feeder.start()
-        timeline = Timeline()
+            config = config.replace(classes=resolve_classes(config.classes, self.facts[0].names))
+            ray.get(self.coordinator.set_config.remote(config))
+        self.config = config
+        self.pending = self.coordinator.run.remote(self.facts[0])
+        self.feeder = _BacklogFeeder(self.coordinator, plan.videos_to_process())
+        self.feeder.start()
+
+    def watch(self) -> CoordinatorSummary:
+        """Show progress until the coordinator's run ends; a stuck or dead coordinator, a failed
+        walk of the backlog and SIGTERM end the wait. Returns the coordinator's summary."""
+        assert self.feeder is not None and self.coordinator is not None
         last_answer = time.monotonic()
         while True:
-            ready, _ = ray.wait([pending], timeout=0.5)
-            if terminated.is_set():
+            ready, _ = ray.wait([self.pending], timeout=0.5)
+            if self.terminated.is_set():
                 raise Interrupted(signal.SIGTERM)
-            if feeder.error is not None:
-                if isinstance(feeder.error, ray.exceptions.RayActorError):
+            if self.feeder.error is not None:
+                if isinstance(self.feeder.error, ray.exceptions.RayActorError):
                     raise _coordinator_died() from None
-                raise feeder.error  # the walk could not go on (a list that became unreadable, say)
-            driver_memory.sample()
+                raise self.feeder.error  # the walk could not go on (a list that became unreadable, say)
+            self.driver_memory.sample()
             try:
-                progress_now = ray.get(coordinator.progress.remote(), timeout=10)
+                progress_now = ray.get(self.coordinator.progress.remote(), timeout=10)
                 last_answer = time.monotonic()
-                display.update(progress_now)
-                progress_file.running(progress_now)
-                _sample_timeline(timeline, progress_now, driver_memory)
+                self.display.update(progress_now)
+                self.progress_file.running(progress_now)
+                _sample_timeline(self.timeline, progress_now, self.driver_memory)
             except ray.exceptions.GetTimeoutError:
                 # Its event loop is stuck (or its node is): no wait in this run is for ever.
-                if not ready and time.monotonic() - last_answer > config.stall_timeout_s:
+                stall_s = self.config.stall_timeout_s
+                if not ready and time.monotonic() - last_answer > stall_s:
                     raise RunStalled(
-                        f"the coordinator has not answered for {config.stall_timeout_s:.0f} s; "
+                        f"the coordinator has not answered for {stall_s:.0f} s; "
                         "complete videos are kept: run the same command again to resume"
                     ) from None
             except ray.exceptions.RayActorError:
@@ -325,34 +361,47 @@ def execute(
             if ready:
                 break
         try:
-            summary = ray.get(pending)
+            return ray.get(self.pending)
         except ray.exceptions.RayActorError:
             raise _coordinator_died() from None
-        display.close()
-        record = _run_record(config, placement, facts, plan, summary, driver_memory, address)
-        record.details["startup"] = _startup_figures(
-            plan.started, ray_ready_at, actors_ready_at, summary
+
+    def record(self, summary: CoordinatorSummary) -> dict:
+        """Write the run's record (``run.json``, ``runs/``) and return it."""
+        self.display.close()
+        plan = self.plan
+        record = _run_record(
+            self.config, self.placement, self.facts, plan, summary, self.driver_memory, self.address
         )
-        record.details["timeline"] = {"interval_s": timeline.interval_s, "points": timeline.points}
-        return record.save(store)[0]
-    except KeyboardInterrupt:
-        raise Interrupted(signal.SIGINT) from None
-    finally:
-        display.close()
-        if feeder is not None:
-            feeder.stop.set()
-        if sigterm_handled and previous_sigterm is not None:  # None: a handler set outside Python
-            signal.signal(signal.SIGTERM, previous_sigterm)
-        for handle in [coordinator, *actors]:
+        record.details["startup"] = _startup_figures(
+            plan.started, self.ray_ready_at, self.actors_ready_at, summary
+        )
+        record.details["timeline"] = {
+            "interval_s": self.timeline.interval_s,
+            "points": self.timeline.points,
+        }
+        return record.save(plan.store)[0]
+
+    def close(self) -> None:
+        """However the run ended: Ray's processes of this run killed, temporary files removed,
+        the log folded, and Ray shut down if this run started it."""
+        self.display.close()
+        if self.feeder is not None:
+            self.feeder.stop.set()
+        # None: a handler set outside Python
+        if self._sigterm_handled and self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+        for handle in [self.coordinator, *self.actors]:
             if handle is not None:
                 try:
                     ray.kill(handle)
                 except Exception:
                     pass
         # what the killed coordinator was writing; complete videos stay
-        remove_stale_temp_files(out)
-        _compact_manifest(store)  # a run that ended early: its log folded into videos.parquet
-        if started_ray:
+        remove_stale_temp_files(self.plan.local_output)
+        _compact_manifest(
+            self.plan.store
+        )  # a run that ended early: its log folded into videos.parquet
+        if self.started_ray:
             ray.shutdown()
         _no_terminal_reset_at_exit()
 
@@ -400,6 +449,27 @@ def _start_coordinator(store: OutputStore, config: RunConfig, actors, faults):
     ).remote(str(store.layout.root), config, actors, faults, store.remote_uri)
 
 
+def _run_totals(plan: RunPlan, counts: RunCounts, track: bool) -> dict:
+    totals = {
+        "videos": plan.walk.count,
+        "videos_ok": counts.videos_ok,
+        "videos_partial": counts.videos_partial,
+        "videos_failed": counts.videos_failed,
+        "videos_skipped": plan.skipped + counts.videos_skipped,
+        "frames": counts.frames_done,
+        "detections": counts.boxes,
+        "tracks": counts.tracks if track else None,
+        "batches_retried": counts.batches_retried,
+        "decoder_retries": counts.decoder_retries,
+        "duplicate_batches_dropped": counts.duplicate_batches_dropped,
+        "actors_hung": counts.actors_hung,
+        "batches_redecoded": counts.batches_redecoded,
+        "videos_split": counts.videos_split,  # long videos decoded in parallel segments
+        "segments": counts.segments,
+    }
+    return totals
+
+
 def _run_record(
     config: RunConfig,
     placement: Placement,
@@ -412,23 +482,7 @@ def _run_record(
     counts = summary.counts
     processing = summary.elapsed_s
     gpus = [a.gpu for a in summary.actors if a and a.gpu]
-    totals = {
-        "videos": plan.walk.count,
-        "videos_ok": counts.videos_ok,
-        "videos_partial": counts.videos_partial,
-        "videos_failed": counts.videos_failed,
-        "videos_skipped": plan.skipped + counts.videos_skipped,
-        "frames": counts.frames_done,
-        "detections": counts.boxes,
-        "tracks": counts.tracks if config.track else None,
-        "batches_retried": counts.batches_retried,
-        "decoder_retries": counts.decoder_retries,
-        "duplicate_batches_dropped": counts.duplicate_batches_dropped,
-        "actors_hung": counts.actors_hung,
-        "batches_redecoded": counts.batches_redecoded,
-        "videos_split": counts.videos_split,  # long videos decoded in parallel segments
-        "segments": counts.segments,
-    }
+    totals = _run_totals(plan, counts, config.track)
     details = {
         "placement": placement.__dict__,
         "model": facts[0].model_record()

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from pipeline.config import ConfigError, RunConfig
+from pipeline.config import ConfigError, RunConfig, engine_traits
 from pipeline.inference.detections import BatchResult
 from pipeline.inference.model_ref import ModelLoadError
 from pipeline.media.decode import BatchHeader, DecodeSpec, stream_video
@@ -86,7 +86,7 @@ class YoloActor:
         # a mis-set cluster) must not make us touch CUDA. OpenVINO and ONNX actors never import
         # torch (their memory stays lean), so they do not ask.
         use_cuda = False
-        if config.effective_engine not in ("openvino", "onnx", "synthetic"):
+        if engine_traits(config.effective_engine).needs_torch:
             import torch
 
             use_cuda = config.device == "cuda" or (config.device == "auto" and bool(gpu_ids))

@@ -1,0 +1,180 @@
+"""A video whose pass is over: tracked (``--track``), its files put in place and published, and
+its record logged, exactly once and in that order (the crash-ordering rules are written where
+they are enforced). Finished videos wait here in a bounded set, so when tracking falls behind
+inference the video workers wait (backpressure) instead of piling them up."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import ray
+
+from pipeline.media.decode import VideoEnded
+from pipeline.output.layout import OutputLayout
+from pipeline.output.manifest import Manifest, VideoRecord
+from pipeline.output.outcomes import VideoOutcome, should_commit
+from pipeline.output.store import OutputStore
+from pipeline.output.writer import VideoResultWriter, durable_replace
+from pipeline.runtime.context import RunContext
+from pipeline.runtime.messages import TrackingReply
+from pipeline.runtime.ray_calls import RayCalls, error_cause
+from pipeline.runtime.video_pass import VideoState
+
+
+class TrackingFailed(Exception):
+    """The tracking task of a complete video failed; the video is recorded as failed."""
+
+
+class VideoCommitter:
+    def __init__(self, ctx: RunContext, store: OutputStore, calls: RayCalls):
+        self.ctx, self.store, self.calls = ctx, store, calls
+        self.manifest = Manifest(store.layout.root)
+        self.tracker_peak_rss = 0
+        # Tracking tasks run on this node (the files are here), a few at a time: each holds
+        # ultralytics (and so torch) in memory.
+        tracking_tasks = max(1, min(8, (os.cpu_count() or 2) // 2))
+        self._tracking_slots = asyncio.Semaphore(tracking_tasks)
+        self._completing: set[asyncio.Task] = set()
+        self._completion_slots = asyncio.Semaphore(4 * tracking_tasks)
+        self._completion_errors: list[BaseException] = []
+        self._manifest_lock: asyncio.Lock | None = None  # made on the event loop: start()
+
+    def start(self, names: dict[int, str]) -> None:
+        self.manifest.class_names = names  # recorded in videos.parquet for the readers
+        self._manifest_lock = asyncio.Lock()
+
+    async def complete_later(self, state: VideoState, ended: VideoEnded) -> None:
+        """Complete the video in the background; waits first while too many are completing."""
+        await self._completion_slots.acquire()
+        task = asyncio.create_task(self._complete(state, ended))
+        self._completing.add(task)
+        task.add_done_callback(self._completed)
+
+    def _completed(self, task: asyncio.Task) -> None:
+        self._completing.discard(task)
+        self._completion_slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            self._completion_errors.append(task.exception())  # raised by drain(), not lost
+
+    async def drain(self) -> None:
+        """Wait for the commits (and tracking) of the last videos; raise what any of them raised."""
+        while self._completing:
+            await asyncio.gather(*list(self._completing), return_exceptions=True)
+        if self._completion_errors:
+            raise self._completion_errors[0]
+
+    async def _complete(self, state: VideoState, ended: VideoEnded) -> None:
+        source, writer = state.source, state.writer
+        error = ended.error or state.error
+        frames = writer.rows_written if writer else 0
+        num_tracks = None
+        committed = False
+        if writer and should_commit(frames, writer.pending):
+            try:
+                num_tracks = await self._commit(writer)
+                committed = True
+                self.ctx.memory.mark_warm()  # a video shorter than a row group reaches the disk here
+            except TrackingFailed as exc:
+                error = str(exc)
+        if not committed:
+            await self.discard(writer, source.video_id)
+        elif num_tracks:
+            self.ctx.counts.tracks += num_tracks
+        outcome = VideoOutcome(
+            source,
+            state.info,
+            error,
+            committed,
+            frames,
+            boxes=writer.boxes_written if writer and committed else 0,
+            class_counts=writer.class_totals() if writer and committed else [],
+            num_tracks=num_tracks,
+            frames_decoded=ended.frames_decoded,
+            attempts=state.attempts,
+            processing_s=time.perf_counter() - state.started,
+        )
+        await self.record(outcome.record(self.ctx.settings_hash))
+
+    async def _track(self, writer: VideoResultWriter) -> tuple[Path, Path, int]:
+        """Track a finished video in a task on this node: (tracked file, tracks file, tracks),
+        both files still under hidden names."""
+        untracked = writer.finish()
+        tracked = OutputLayout.temp_beside(writer.final_path, f"tracked-{writer.video_id}")
+        tracks = OutputLayout.temp_beside(writer.tracks_final_path)
+        tracks.parent.mkdir(parents=True, exist_ok=True)
+        async with self._tracking_slots:
+            task = self.calls.track(
+                str(untracked), str(tracked), str(tracks), writer.video_id, self.ctx.names
+            )
+            # ByteTrack takes about a millisecond a frame: a hundred times that, and 5 minutes
+            # for start-up, before a silent task is called hung.
+            deadline = 300 + 0.1 * writer.rows_written
+            try:
+                out: TrackingReply = await asyncio.wait_for(task, timeout=deadline)
+            except (ray.exceptions.RayError, asyncio.TimeoutError) as exc:
+                for path in (tracked, tracks):
+                    path.unlink(missing_ok=True)
+                if isinstance(exc, asyncio.TimeoutError):
+                    self.calls.cancel(task)
+                    raise TrackingFailed(f"tracking gave no answer in {deadline:.0f} s") from None
+                cause = error_cause(exc)
+                raise TrackingFailed(f"tracking failed: {type(cause).__name__}: {cause}") from exc
+            finally:
+                untracked.unlink(missing_ok=True)
+        self.ctx.stage_s["track"] += out.track_s
+        self.tracker_peak_rss = max(self.tracker_peak_rss, out.rss)
+        return tracked, tracks, out.num_tracks
+
+    async def _commit(self, writer: VideoResultWriter) -> int | None:
+        """Put a complete video's files in place (tracks first, so a detections file with track
+        ids always has its summary) and publish them; returns the track count when tracking."""
+        video_id = writer.video_id
+        num_tracks = None
+        if self.ctx.config.track:
+            tracked, tracks, num_tracks = await self._track(writer)
+        # A kill from here to the video's record leaves files without one: this line lets the
+        # next fold of the log remove them.
+        self.manifest.committing(video_id)
+        # Closing the Parquet file, fsync and rename take milliseconds: off the event loop, which
+        # meanwhile keeps the other videos' batches moving.
+        if self.ctx.config.track:
+            await asyncio.to_thread(durable_replace, tracks, writer.tracks_final_path)
+            await asyncio.to_thread(durable_replace, tracked, writer.final_path)
+        else:
+            await asyncio.to_thread(writer.commit)
+        # Object storage calls (nothing, for a local output): off the event loop.
+        await asyncio.to_thread(
+            self.store.publish_video, video_id, with_tracks=num_tracks is not None
+        )
+        if self.ctx.faults:
+            self.ctx.faults.on_commit()
+        return num_tracks
+
+    async def publish(self, path: Path) -> None:
+        await asyncio.to_thread(self.store.publish, path)  # one PUT on object storage: off the loop
+
+    async def discard(self, writer: VideoResultWriter | None, video_id: str) -> None:
+        """No usable rows: remove this attempt's and any older version's files."""
+        if writer:
+            writer.abort()
+        await asyncio.to_thread(self.store.remove_video, video_id)  # object storage: off the loop
+
+    async def record(self, record: VideoRecord) -> None:
+        assert self._manifest_lock is not None
+        async with self._manifest_lock:  # one writer at a time: an older upload never lands last
+            # after the rows are in place: an 'ok' record always has its rows
+            self.manifest.record(record)
+            # O(N), every N/2 videos (or ≤ 5 % of the time): O(1) per video
+            if self.manifest.compaction_due():
+                self.manifest.save()
+                await self.publish(self.manifest.path)
+        self.ctx.counts.video_finished(record.status)
+        self.ctx.metrics.videos_finished.inc(tags={"status": record.status})
+        self.ctx.memory.sample()
+
+    async def save_manifest(self) -> None:
+        self.manifest.save()
+        await self.publish(self.manifest.path)

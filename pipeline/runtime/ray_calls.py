@@ -1,0 +1,66 @@
+"""The Ray calls the coordinator makes, in one place: start a decoder, cancel it, probe a video,
+track a finished one, restart an actor. The coordinator's logic reaches Ray only through this
+object (and the actor handles it is given), so tests drive that logic with fakes."""
+
+from __future__ import annotations
+
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from pipeline.media.decode import DecodeSpec
+from pipeline.runtime.faults import FaultPlan
+from pipeline.runtime.workers import decode_video, probe_video, track_video
+
+# An actor call that failed because of the actor (dead, restarting, unreachable), not the batch.
+ACTOR_LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
+# A batch's frames were in the object store of a node that died, and the decoder that made them
+# cannot make them again by itself (it is not retried by Ray): the coordinator decodes them again.
+FRAMES_LOST = (ray.exceptions.ObjectLostError, ray.exceptions.NodeDiedError)
+
+
+def error_cause(exc: BaseException) -> BaseException:
+    """What a task raised, inside Ray's wrapper (``RayTaskError.cause``)."""
+    cause = getattr(exc, "cause", None)
+    return cause if cause is not None else exc
+
+
+class RayCalls:
+    def __init__(self, faults: FaultPlan | None = None):
+        self.faults = faults
+        # Tracking tasks run on this node: the files they read and write are here.
+        self._on_this_node = NodeAffinitySchedulingStrategy(
+            node_id=ray.get_runtime_context().get_node_id(), soft=False
+        )
+
+    def start_decoder(self, path: str, spec: DecodeSpec, buffer: int):
+        """A decoder task's stream of refs; it runs at most ``buffer`` batches ahead."""
+        return decode_video.options(_generator_backpressure_num_objects=2 * buffer).remote(
+            path, spec, self.faults
+        )
+
+    @staticmethod
+    def cancel(task) -> None:
+        try:
+            ray.cancel(task, force=True)
+        except Exception:  # already finished, or its worker is gone
+            pass
+
+    @staticmethod
+    def probe(path: str):
+        return probe_video.remote(path)
+
+    def track(
+        self, untracked: str, tracked: str, tracks: str, video_id: str, names: dict[int, str]
+    ):
+        return track_video.options(scheduling_strategy=self._on_this_node).remote(
+            untracked, tracked, tracks, video_id, names, self.faults
+        )
+
+    @staticmethod
+    def restart_actor(handle) -> None:
+        """Kill a hung actor; Ray starts it again (unlimited restarts)."""
+        try:
+            ray.kill(handle, no_restart=False)
+        except Exception:  # already dead or restarting: Ray is on it
+            pass

@@ -1,0 +1,310 @@
+"""One video's pass through decoding and inference: its decoder streams (one per segment, each
+retried on its own), the batches sent to the actor pool as their frames arrive, the boxes put
+in the video's writer in frame order, and the repair of batches whose frames died with a node.
+What happens once the pass is over (tracking, the commit, the record) is ``commit``'s."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import ray
+
+from pipeline.locations import redact
+from pipeline.media.decode import BatchHeader, VideoEnded, VideoInfo, VideoOpened
+from pipeline.media.letterbox import LetterboxGeometry
+from pipeline.media.segments import WHOLE_VIDEO, Segment, decode_bound, plan_segments
+from pipeline.media.source import VideoSource
+from pipeline.output.writer import VideoResultWriter
+from pipeline.runtime.actor_pool import ActorPool, BatchFailed
+from pipeline.runtime.context import RunContext
+from pipeline.runtime.messages import InferredBatch
+from pipeline.runtime.ray_calls import FRAMES_LOST, RayCalls, error_cause
+
+log = logging.getLogger(__name__)
+
+
+class DecoderLost(Exception):
+    """The decoder process died or stopped producing; the video may be retried."""
+
+
+@dataclass
+class SegmentStream:
+    """One decoder's share of a video (the whole video, unless it is split)."""
+
+    segment: Segment
+    received: int = 0  # batches of this segment taken from its decoder streams, over all attempts
+    attempts: int = 0
+
+
+@dataclass
+class VideoState:
+    source: VideoSource
+    info: VideoInfo | None = None
+    geometry: LetterboxGeometry | None = None
+    writer: VideoResultWriter | None = None
+    tasks: set = field(default_factory=set)
+    error: str | None = None
+    frames_decoded: int = 0
+    attempts: int = 0  # decoder streams started, over all segments
+    lost: set = field(default_factory=set)  # batches whose frames died with a node: to decode again
+    started: float = field(default_factory=time.perf_counter)
+
+
+async def plan_video_segments(
+    ctx: RunContext, calls: RayCalls, num_actors: int, source: VideoSource
+) -> list[Segment]:
+    """The segments this video is decoded in: the whole video, unless the split policy says
+    otherwise for its length (which a probe finds), the free decoders and the bottleneck."""
+    policy = ctx.split_policy
+    if not policy.worth_probing(source.size_bytes):
+        return [WHOLE_VIDEO]
+    # less this video's own
+    free = (ctx.config.max_open_videos or 1) - ctx.counts.open_decoders - 1
+    frames = ctx.counts.frames_done
+    bound = decode_bound(
+        ctx.stage_s["decode"] / ctx.frames_decoded if ctx.frames_decoded else None,
+        ctx.stage_s["infer"] / frames if frames else None,
+        num_actors,
+        on_gpu=ctx.config.resolved_device == "cuda",
+    )
+    if policy.segments is None and (not bound or free <= 0):
+        return [WHOLE_VIDEO]  # no probe: nothing it finds would split this video
+    try:
+        times = await calls.probe(source.path)
+    except ray.exceptions.RayError as exc:  # the decoder will say what is wrong with the file
+        log.info("not splitting %s: its probe failed (%s)", redact(source.path), type(exc).__name__)
+        return [WHOLE_VIDEO]
+    count = policy.count(len(times.pts), free_decoders=free, decode_bound=bound)
+    segments = plan_segments(
+        times, count, stride=ctx.config.stride, batch_size=ctx.config.batch_size
+    )
+    if len(segments) > 1:
+        ctx.counts.videos_split += 1
+        ctx.counts.segments += len(segments)
+    return segments
+
+
+class VideoPass:
+    """Decodes and infers videos, one ``run`` per video (several run at once)."""
+
+    def __init__(self, ctx: RunContext, pool: ActorPool, calls: RayCalls, output):
+        self.ctx, self.pool, self.calls, self.output = ctx, pool, calls, output
+
+    async def run(self, source: VideoSource) -> tuple[VideoState, VideoEnded]:
+        """Every batch of ``source`` inferred and in its writer (or the video's error)."""
+        state = VideoState(source)
+        try:
+            segments = await plan_video_segments(
+                self.ctx, self.calls, len(self.pool.actors), source
+            )
+            parts = [SegmentStream(segment) for segment in segments]
+            ends = await asyncio.gather(*(self._decode_with_retries(state, part) for part in parts))
+            # The last segment's end speaks for the video's length; any segment's error for the video.
+            ended = VideoEnded(
+                ends[-1].frames_decoded, next((e.error for e in ends if e.error), None)
+            )
+            if state.tasks:
+                await asyncio.gather(*list(state.tasks))
+            await self._repair(state)
+        except BaseException:
+            if state.writer:
+                state.writer.abort()
+            raise
+        return state, ended
+
+    async def _repair(self, state: VideoState) -> None:
+        """Decode again, and infer, the batches whose frames were lost with a node."""
+        repairs = 0
+        while state.lost and not state.error:
+            if not self.ctx.retry.repair_again(repairs):
+                state.error = (
+                    f"batches {sorted(state.lost)} were lost {repairs} times with their nodes"
+                )
+                break
+            repairs += 1
+            only, state.lost = set(state.lost), set()
+            self.ctx.counts.batches_redecoded += len(only)
+            log.warning(
+                "decoding %d batches of %s again: their frames were lost with a node",
+                len(only),
+                redact(state.source.path),
+            )
+            repaired = await self._decode_with_retries(
+                state, SegmentStream(WHOLE_VIDEO, received=min(only)), only
+            )
+            if state.tasks:
+                await asyncio.gather(*list(state.tasks))
+            if repaired.error and not state.error:
+                state.error = repaired.error
+
+    # ---- one decoder stream --------------------------------------------------------------
+
+    async def _decode_with_retries(
+        self, state: VideoState, part: SegmentStream, only: set[int] | None = None
+    ) -> VideoEnded:
+        ctx = self.ctx
+        assert ctx.decode_spec is not None  # the model loaded before any video starts
+        attempts = 0
+        while True:
+            attempts += 1
+            state.attempts += 1
+            stream = self.calls.start_decoder(
+                state.source.path,
+                ctx.decode_spec.resumed(part.segment, part.received),
+                ctx.config.decoder_buffer,
+            )
+            ctx.counts.decoder_opened()
+            try:
+                ended = await self._consume(stream, state, part, only)
+                if state.error or only is not None:  # the decoder must not run on alone
+                    self.calls.cancel(stream)
+                return ended
+            except DecoderLost as exc:
+                self.calls.cancel(stream)
+                if not ctx.retry.retry_decoder(attempts):
+                    return VideoEnded(
+                        state.frames_decoded, f"{exc} (gave up after {attempts} attempts)"
+                    )
+                ctx.counts.decoder_retries += 1
+                log.warning(
+                    "retrying decoder of %s after: %s", redact(state.source.path), redact(str(exc))
+                )
+            finally:
+                ctx.counts.decoder_closed()
+                part.attempts = attempts
+
+    async def _next(self, stream):
+        stall_s = self.ctx.config.stall_timeout_s
+        try:
+            return await asyncio.wait_for(stream.__anext__(), timeout=stall_s)
+        except asyncio.TimeoutError:
+            raise DecoderLost(f"decoder stalled: nothing for {stall_s:.0f} s") from None
+        except StopAsyncIteration:
+            raise DecoderLost("decoder stream ended without its end marker") from None
+        except ray.exceptions.RayError as exc:
+            raise DecoderLost(f"decoder process died ({type(exc).__name__})") from exc
+
+    @staticmethod
+    async def _fetch(ref):
+        try:
+            return await ref
+        except ray.exceptions.RayTaskError as exc:
+            cause = error_cause(exc)
+            raise DecoderLost(f"decoder raised {type(cause).__name__}: {cause}") from exc
+        except (ray.exceptions.WorkerCrashedError, ray.exceptions.RayError) as exc:
+            raise DecoderLost(f"decoder process died ({type(exc).__name__})") from exc
+
+    async def _consume(
+        self, stream, state: VideoState, part: SegmentStream, only: set[int] | None = None
+    ) -> VideoEnded:
+        """Dispatch the stream's batches. A batch is sent only once the item after its frames
+        has arrived intact: a decoder that dies between a header and its frames leaves an error
+        where the frames should be (Ray's streaming generators do not raise for it), and only the
+        next item proves the frames real. Until then the batch is not counted as received, so a
+        retried decoder decodes it again."""
+        held: tuple[BatchHeader, object] | None = None
+        while True:
+            item = await self._fetch(await self._next(stream))  # DecoderLost drops ``held``
+            if held is not None:
+                await self._dispatch(*held, state, part, only)
+                held = None
+                if only is not None and not only:  # every batch asked for is on its way again
+                    return VideoEnded(state.frames_decoded, None)
+            if isinstance(item, VideoOpened):
+                self._opened(state, item)
+            elif isinstance(item, BatchHeader):
+                held = (item, await self._next(stream))
+            elif isinstance(item, VideoEnded):
+                return item
+            if state.error:  # a batch failed for good: no point decoding the rest
+                return VideoEnded(state.frames_decoded, state.error)
+
+    def _opened(self, state: VideoState, opened: VideoOpened) -> None:
+        if state.info is not None:  # a retried decoder, or another segment: opened already
+            return
+        state.info, state.geometry = opened.info, opened.geometry
+        state.writer = VideoResultWriter(self.output, state.source.video_id, self.ctx.names)
+        if opened.info.header_frames:
+            self.ctx.counts.frames_expected += -(
+                -opened.info.header_frames // self.ctx.config.stride
+            )
+
+    async def _dispatch(
+        self,
+        header: BatchHeader,
+        frames_ref,
+        state: VideoState,
+        part: SegmentStream,
+        only: set[int] | None,
+    ) -> None:
+        """Send one batch to an actor; with ``only``, just the batches in it (a repair pass)."""
+        part.received = header.seq - part.segment.first_seq + 1
+        if only is not None:
+            if header.seq not in only:
+                return  # its rows are safe already
+            only.discard(header.seq)
+        ctx = self.ctx
+        ctx.stage_s["decode"] += header.decode_s
+        ctx.frames_decoded += len(header.frame_indices)
+        actor = await self.pool.acquire()  # backpressure: wait here while every window is full
+        # kept if the decoder dies
+        state.frames_decoded = max(state.frames_decoded, int(header.frame_indices[-1]) + 1)
+        ctx.metrics.frames_decoded.inc(len(header.frame_indices))
+        task = asyncio.create_task(self._infer(actor, header, frames_ref, state))
+        state.tasks.add(task)
+        task.add_done_callback(state.tasks.discard)
+
+    # ---- one batch -----------------------------------------------------------------------
+
+    async def _infer(self, actor: int, header: BatchHeader, frames_ref, state: VideoState) -> None:
+        sent = time.perf_counter()
+        try:
+            out, _ = await self.pool.infer(
+                actor, frames_ref, state.geometry, state.source.video_id, header, self.ctx.retry
+            )
+        except BatchFailed as exc:
+            state.error = state.error or str(exc)
+            return
+        except (ray.exceptions.RayTaskError, *FRAMES_LOST) as exc:
+            cause = error_cause(exc)
+            if isinstance(cause, FRAMES_LOST):
+                # The frames were in the object store of a node that is gone: not the batch's
+                # fault. It is decoded again once this pass over the video is over.
+                state.lost.add(header.seq)
+                return
+            state.error = (
+                state.error
+                or f"inference failed on batch {header.seq}: {type(cause).__name__}: {cause}"
+            )
+            return
+        finally:
+            del frames_ref  # the batch's frames can leave the object store now
+        self._received(out, time.perf_counter() - sent, state)
+
+    def _received(self, out: InferredBatch, latency: float, state: VideoState) -> None:
+        """A batch's boxes are back: into the video's writer (in frame order), and the figures."""
+        ctx = self.ctx
+        if ctx.first_batch_done_at is None:
+            ctx.first_batch_done_at = time.time()
+        self.pool.deadline.observe(latency)
+        ctx.metrics.batch_latency.observe(latency)
+        ctx.stage_s["batch_round_trip"] += latency
+        ctx.stage_s["infer"] += out.infer_s
+        result = out.result
+        t0 = time.perf_counter()
+        assert state.writer is not None  # made when the stream opened, before any batch
+        if state.writer.add(result):
+            ctx.counts.batches_done += 1
+            ctx.counts.frames_done += result.num_frames
+            ctx.counts.boxes += len(result.detections)
+            ctx.metrics.frames_inferred.inc(result.num_frames)
+            if state.writer.row_groups_written:
+                # Warm once rows have reached the disk: the Parquet writer's buffers and codecs
+                # are allocated then, so growth after this point is what a leak would look like.
+                ctx.memory.mark_warm()
+        else:
+            ctx.counts.duplicate_batches_dropped += 1
+        ctx.stage_s["write"] += time.perf_counter() - t0
