@@ -86,16 +86,14 @@ class RunConfig:
     conf: float = 0.25
     iou: float = 0.7
     stride: int = 1
-    classes: tuple[int | str, ...] | None = (
-        None  # ids or names; names become ids once the model's are known
-    )
+    # ids or names; names become ids once the model's are known
+    classes: tuple[int | str, ...] | None = None
     max_det: int = 300
     batch_size: int = 16
     device: Device = "auto"
     engine: Engine = "auto"  # auto: OpenVINO on CPU nodes, TensorRT (else torch fp16) on GPU nodes
-    cpu_precision: CpuPrecision = (
-        "fp32"  # OpenVINO's arithmetic; bf16 is faster on CPUs with bf16 units, boxes move
-    )
+    # OpenVINO's arithmetic; bf16 is faster on CPUs with bf16 units, boxes move
+    cpu_precision: CpuPrecision = "fp32"
     num_actors: int | None = None  # None: one per GPU, or one on a CPU-only cluster
     window_per_actor: int = 2  # batches in flight per actor: one computing, one queued
     decoder_buffer: int = 2  # batches a decoder may run ahead of the coordinator
@@ -107,13 +105,11 @@ class RunConfig:
     decode_retries: int = 2  # re-runs of a crashed decoder before its video is marked failed
     batch_retries: int = 3  # re-dispatches of a batch whose actor died
     stall_timeout_s: float = 300.0  # no frame from a decoder for this long: the video fails
-    batch_timeout_s: float | None = (
-        None  # an actor's answer later than this: the actor is hung; None: derived
-    )
+    # an actor's answer later than this: the actor is hung; None: derived
+    batch_timeout_s: float | None = None
     cpu_threads: int | None = None  # torch threads of a CPU actor; None: the node's cores
-    track: bool = (
-        False  # ByteTrack over each video's detections: a track_id per box, tracks/ summary
-    )
+    # ByteTrack over each video's detections: a track_id per box, tracks/ summary
+    track: bool = False
     model_fingerprint: str = field(default="", compare=False)  # size+mtime of a local model file
     # what "auto" became: cpu or cuda
     resolved_device: str | None = field(default=None, compare=False)

@@ -12,9 +12,8 @@ import signal
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1  # anything unexpected: a bug, a dead coordinator
 EXIT_USAGE = 2  # a mistake in the command: nothing was started or changed
-EXIT_VIDEOS_FAILED = (
-    3  # some videos failed or were only partly readable; all the others are complete
-)
+# some videos failed or were only partly readable; all the others are complete
+EXIT_VIDEOS_FAILED = 3
 
 
 class PipelineError(Exception):

@@ -59,9 +59,8 @@ def cost_per_video(existing: int) -> dict:
         for i in range(existing):
             manifest.update(_record(i))
         manifest.save()
-        finished = (
-            existing  # the count rule compacts once the log holds half the records: at the last one
-        )
+        # the count rule compacts once the log holds half the records: at the last one
+        finished = existing
         compactions = 0
         started = time.perf_counter()
         for i in range(finished):

@@ -464,6 +464,38 @@ def _summarize(runs: dict[str, list[dict]]) -> dict:
     return summary
 
 
+def _pipeline_lines(summary: dict, p: dict) -> list[str]:
+    """The pipeline against the others: speed-ups, the bound, boxes, memory, start-up."""
+    lines: list[str] = []
+    for other in ("naive", "raydata"):
+        if other in summary:
+            lines.append(
+                f"pipeline / {other}: {p['median_fps'] / summary[other]['median_fps']:.2f}x"
+            )
+    if "bound_fps" in summary:
+        lines.append(
+            f"bound 1/(1/decode + 1/infer) = {summary['bound_fps']:.2f} fps; "
+            f"pipeline at {100 * p['median_fps'] / summary['bound_fps']:.0f}% of it"
+        )
+    if "naive" in summary and summary["naive"]["boxes"]:
+        diff = 100 * (p["boxes"] - summary["naive"]["boxes"]) / summary["naive"]["boxes"]
+        lines.append(
+            f"boxes: pipeline {p['boxes']} vs naive {summary['naive']['boxes']} ({diff:+.2f}%)"
+        )
+    for name in ("pipeline", "pipeline-torch"):
+        if "peak_rss_mib_by_role" in summary.get(name, {}):
+            roles = ", ".join(
+                f"{k} {v:.0f} MiB" for k, v in summary[name]["peak_rss_mib_by_role"].items()
+            )
+            lines.append(f"{name} peak RSS by role: {roles}")
+    for start in p.get("startup") or []:
+        lines.append(
+            f"pipeline start-up: first batch done {start['first_batch_done_s']:.2f} s after the call, "
+            f"{start['actors_ready_to_first_batch_s']:.2f} s after the actors were ready"
+        )
+    return lines
+
+
 def format_table(summary: dict) -> str:
     lines = [
         f"{'contender':<15} {'median fps':>10} {'runs (fps)':<28} {'frames':>7} {'boxes':>7} {'peak RSS (tree)':>16}"
@@ -479,32 +511,7 @@ def format_table(summary: dict) -> str:
             )
     p = summary.get("pipeline")
     if p:
-        for other in ("naive", "raydata"):
-            if other in summary:
-                lines.append(
-                    f"pipeline / {other}: {p['median_fps'] / summary[other]['median_fps']:.2f}x"
-                )
-        if "bound_fps" in summary:
-            lines.append(
-                f"bound 1/(1/decode + 1/infer) = {summary['bound_fps']:.2f} fps; "
-                f"pipeline at {100 * p['median_fps'] / summary['bound_fps']:.0f}% of it"
-            )
-        if "naive" in summary and summary["naive"]["boxes"]:
-            diff = 100 * (p["boxes"] - summary["naive"]["boxes"]) / summary["naive"]["boxes"]
-            lines.append(
-                f"boxes: pipeline {p['boxes']} vs naive {summary['naive']['boxes']} ({diff:+.2f}%)"
-            )
-        for name in ("pipeline", "pipeline-torch"):
-            if "peak_rss_mib_by_role" in summary.get(name, {}):
-                roles = ", ".join(
-                    f"{k} {v:.0f} MiB" for k, v in summary[name]["peak_rss_mib_by_role"].items()
-                )
-                lines.append(f"{name} peak RSS by role: {roles}")
-        for start in p.get("startup") or []:
-            lines.append(
-                f"pipeline start-up: first batch done {start['first_batch_done_s']:.2f} s after the call, "
-                f"{start['actors_ready_to_first_batch_s']:.2f} s after the actors were ready"
-            )
+        lines += _pipeline_lines(summary, p)
     if "parity" in summary:
         q = summary["parity"]
         lines.append(
@@ -595,6 +602,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _repeated_runs(args, names: list[str], video: str, parity_files: dict) -> dict[str, list[dict]]:
+    """Each contender ``args.repeats`` times, in alternating order (so drift favours none)."""
+    runs: dict[str, list[dict]] = {n: [] for n in names}
+    for repeat in range(args.repeats):
+        order = names if repeat % 2 == 0 else names[::-1]
+        for name in order:
+            run_args = argparse.Namespace(**{**vars(args), "video": video})
+            if name == "naive" and args.baseline_model:
+                run_args.model = args.baseline_model
+            # boxes kept for the parity check
+            if repeat == 0 and {"naive", "pipeline"} <= set(names):
+                run_args.boxes_out = parity_files["boxes_out"] if name == "naive" else None
+                run_args.keep_output = parity_files["keep_output"] if name == "pipeline" else None
+            result = _measure(name, run_args)
+            runs[name].append(result)
+            print(
+                f"[{repeat + 1}/{args.repeats}] {name}: {result['fps']:.2f} fps, {result['frames']} frames, "
+                f"{result['boxes']} boxes, peak RSS {result['peak_tree_rss_bytes'] / 2**20:.0f} MiB",
+                flush=True,
+            )
+    return runs
+
+
 def bench(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     names = [n.strip() for n in args.contenders.split(",") if n.strip()]
@@ -621,24 +651,7 @@ def bench(argv: list[str] | None = None) -> int:
         "boxes_out": str(work / "naive-boxes.npz"),
         "keep_output": str(work / "pipeline-output"),
     }
-    runs: dict[str, list[dict]] = {n: [] for n in names}
-    for repeat in range(args.repeats):
-        order = names if repeat % 2 == 0 else names[::-1]
-        for name in order:
-            run_args = argparse.Namespace(**{**vars(args), "video": video})
-            if name == "naive" and args.baseline_model:
-                run_args.model = args.baseline_model
-            # boxes kept for the parity check
-            if repeat == 0 and {"naive", "pipeline"} <= set(names):
-                run_args.boxes_out = parity_files["boxes_out"] if name == "naive" else None
-                run_args.keep_output = parity_files["keep_output"] if name == "pipeline" else None
-            result = _measure(name, run_args)
-            runs[name].append(result)
-            print(
-                f"[{repeat + 1}/{args.repeats}] {name}: {result['fps']:.2f} fps, {result['frames']} frames, "
-                f"{result['boxes']} boxes, peak RSS {result['peak_tree_rss_bytes'] / 2**20:.0f} MiB",
-                flush=True,
-            )
+    runs = _repeated_runs(args, names, video, parity_files)
     summary = _summarize(runs)
     if Path(parity_files["boxes_out"]).exists() and Path(parity_files["keep_output"]).exists():
         summary["parity"] = box_parity(parity_files["boxes_out"], parity_files["keep_output"])

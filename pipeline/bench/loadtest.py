@@ -181,7 +181,7 @@ def format_table(results: list[PhaseResult]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.bench.loadtest",
         description=__doc__,
@@ -217,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--job-output", help="the job's output folder")
     parser.add_argument("--json", help="write the figures here as JSON too")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     host = urlsplit(args.url).hostname
     if host not in LOCAL_HOSTS:

@@ -208,21 +208,25 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return config_from_options(vars(args))
 
 
+def _nothing_to_do(t: dict, output: str) -> str:
+    done = (
+        f"All {t['videos_skipped']} videos already done"
+        if not t["videos_failed"]
+        else (
+            f"{t['videos_skipped']} videos already done, {t['videos_failed']} unreadable (recorded as failed)"
+        )
+    )
+    return (
+        f"{done} in {output} (same content and settings): nothing to process. "
+        f"run.json still describes the last run that processed videos."
+    )
+
+
 def format_summary(record: dict, output: str) -> str:
     output = redact(output)  # an object-storage output may carry credentials
     t = record["totals"]
     if not record.get("did_work", True):
-        done = (
-            f"All {t['videos_skipped']} videos already done"
-            if not t["videos_failed"]
-            else (
-                f"{t['videos_skipped']} videos already done, {t['videos_failed']} unreadable (recorded as failed)"
-            )
-        )
-        return (
-            f"{done} in {output} (same content and settings): nothing to process. "
-            f"run.json still describes the last run that processed videos."
-        )
+        return _nothing_to_do(t, output)
     mem = record["memory"]
     mib = 1024 * 1024
     lines = [

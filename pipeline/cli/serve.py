@@ -9,7 +9,8 @@ import sys
 
 from pipeline.cli.parser import Parser
 from pipeline.config import DEVICES, RunConfig
-from pipeline.service.settings import TOKEN_ENV, ServiceSettings, SettingsError, read_token_file
+from pipeline.errors import EXIT_OK, PipelineError
+from pipeline.service.settings import TOKEN_ENV, ServiceSettings, read_token_file
 
 EPILOG = f"""\
 The service needs a running Ray cluster (its jobs are Ray jobs, so they outlive the service):
@@ -32,7 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    d = RunConfig()
+    _add_access_options(parser)
+    _add_detect_options(parser)
+    _add_server_options(parser)
+    return parser
+
+
+def _add_access_options(parser: argparse.ArgumentParser) -> None:
+    """What jobs may read and write, and who may ask."""
     parser.add_argument(
         "--input-root",
         action="append",
@@ -57,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept requests without a token (trusted networks only)",
     )
+
+
+def _add_detect_options(parser: argparse.ArgumentParser) -> None:
+    """The model, and how POST /detect runs it."""
+    d = RunConfig()
     parser.add_argument(
         "--model", default=d.model, help="model of POST /detect and of jobs (default %(default)s)"
     )
@@ -106,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="detector deployments (default %(default)s)",
     )
+
+
+def _add_server_options(parser: argparse.ArgumentParser) -> None:
+    """Where the service listens, and the Ray cluster it runs on."""
     parser.add_argument(
         "--host",
         default="127.0.0.1",
@@ -120,7 +137,6 @@ def build_parser() -> argparse.ArgumentParser:
         default="http://127.0.0.1:8265",
         help="Ray's job API address (default %(default)s)",
     )
-    return parser
 
 
 def settings_from_args(args: argparse.Namespace, env: dict | None = None) -> ServiceSettings:
@@ -149,12 +165,8 @@ def serve_main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         settings = settings_from_args(args)
-    except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    from pipeline.service.app import ClusterNotRunning, serve_until_stopped
+        from pipeline.service.app import serve_until_stopped  # imports Ray: once the settings hold
 
-    try:
         serve_until_stopped(
             settings,
             address=args.address,
@@ -162,7 +174,7 @@ def serve_main(argv: list[str]) -> int:
             port=args.port,
             detector_replicas=args.detector_replicas,
         )
-    except ClusterNotRunning as exc:
+    except PipelineError as exc:  # bad settings, no Ray cluster to join: exit status 2
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return exc.exit_code
+    return EXIT_OK

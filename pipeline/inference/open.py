@@ -54,33 +54,9 @@ def open_detector(
         return OpenedDetector(SyntheticDetector(imgsz=config.imgsz), engine)
     try:
         if engine_traits(engine).lean:
-            from pipeline.inference.lean_detector import ExportedOnDemand, GivenExport, LeanDetector
-
-            source: GivenExport | ExportedOnDemand
-            if given == engine:
-                source = GivenExport(Path(config.model))
-            else:
-                source = ExportedOnDemand(Path(config.model), engine, cache_dir=cache_dir)
-            detector = LeanDetector(
-                source, engine, warm_shapes=warm_shapes, precision=config.cpu_precision, **common
-            )
-            return OpenedDetector(detector, engine, detector.export_s)
+            return _open_lean(config, engine, given == engine, warm_shapes, cache_dir, common)
         if engine == "tensorrt" and given != "tensorrt":
-            if config.batch_size > TENSORRT_MAX_BATCH:
-                raise ExportError(
-                    f"--batch-size {config.batch_size} is above the {TENSORRT_MAX_BATCH} "
-                    "the TensorRT engine is built for"
-                )
-            if not warm_shapes:
-                raise ExportError(
-                    "a TensorRT engine is built for the videos' shape, and none is known yet"
-                )
-            # the engine's batch and shape are dynamic: this one is what it is tuned for
-            (h, w) = warm_shapes[0]
-            built = ensure_engine(config.model, "tensorrt", (h, w), half=True, cache_dir=cache_dir)
-            export_s = {f"{h}x{w}": built.export_s} if built.export_s is not None else {}
-            detector = _torch_detector(str(built.path / "model.engine"), device, common)
-            return OpenedDetector(detector, "tensorrt", export_s)
+            return _build_tensorrt(config, device, warm_shapes, cache_dir, common)
     except (ExportError, ModelLoadError, ImportError, OSError) as exc:
         if given != "torch":  # a given export that does not load: nothing to fall back to
             raise ModelLoadError(str(exc)) from exc
@@ -92,6 +68,39 @@ def open_detector(
         )
     detector = _torch_detector(config.model, device, common)
     return OpenedDetector(detector, detector.engine)
+
+
+def _open_lean(config: RunConfig, engine: str, given: bool, warm_shapes, cache_dir, common: dict):
+    """OpenVINO or ONNX Runtime, without torch: the export given as ``--model``, or one built
+    from the weights (cached per node)."""
+    from pipeline.inference.lean_detector import ExportedOnDemand, GivenExport, LeanDetector
+
+    source: GivenExport | ExportedOnDemand
+    if given:
+        source = GivenExport(Path(config.model))
+    else:
+        source = ExportedOnDemand(Path(config.model), engine, cache_dir=cache_dir)
+    detector = LeanDetector(
+        source, engine, warm_shapes=warm_shapes, precision=config.cpu_precision, **common
+    )
+    return OpenedDetector(detector, engine, detector.export_s)
+
+
+def _build_tensorrt(config: RunConfig, device: str, warm_shapes, cache_dir, common: dict):
+    """A TensorRT engine built from the weights for the first videos' shape (cached per node)."""
+    if config.batch_size > TENSORRT_MAX_BATCH:
+        raise ExportError(
+            f"--batch-size {config.batch_size} is above the {TENSORRT_MAX_BATCH} "
+            "the TensorRT engine is built for"
+        )
+    if not warm_shapes:
+        raise ExportError("a TensorRT engine is built for the videos' shape, and none is known yet")
+    # the engine's batch and shape are dynamic: this one is what it is tuned for
+    (h, w) = warm_shapes[0]
+    built = ensure_engine(config.model, "tensorrt", (h, w), half=True, cache_dir=cache_dir)
+    export_s = {f"{h}x{w}": built.export_s} if built.export_s is not None else {}
+    detector = _torch_detector(str(built.path / "model.engine"), device, common)
+    return OpenedDetector(detector, "tensorrt", export_s)
 
 
 def _torch_detector(model: str, device: str, common: dict):

@@ -125,9 +125,8 @@ class SplitPolicy:
     """
 
     segments: int | None = None
-    min_segment_frames: int = (
-        1800  # a minute at 30 fps: shorter ones are not worth a seek and a probe
-    )
+    # a minute at 30 fps: shorter ones are not worth a seek and a probe
+    min_segment_frames: int = 1800
     # by itself, smaller files are not probed (a short clip costs nothing extra)
     min_probe_bytes: int = 32 << 20
 

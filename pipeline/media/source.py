@@ -14,9 +14,8 @@ from pipeline import locations
 @dataclass(frozen=True)
 class VideoSource:
     path: str  # what is opened: the real path of a local file, the URI as given for object storage
-    video_id: (
-        str  # hash of the canonical location (``canonical_location``): stable, safe as a file name
-    )
+    # hash of the canonical location (``canonical_location``): stable, safe as a file name
+    video_id: str
     size_bytes: int = -1
     mtime_ns: int = -1
     error: str | None = None  # set when the file cannot even be opened for reading

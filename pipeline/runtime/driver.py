@@ -40,9 +40,9 @@ from pipeline.runtime.monitoring import PeakRss, Timeline
 
 log = logging.getLogger(__name__)
 
-ACTOR_START_TIMEOUT_S = (
-    900  # loading weights on a cold node (and downloading them) can take minutes
-)
+# loading weights on a cold node (and downloading them) can take minutes
+
+ACTOR_START_TIMEOUT_S = 900
 PASSED_ENV = ("YOLO_OFFLINE", "YOLO_CONFIG_DIR", "ULTRALYTICS_SAFE_LOAD")
 
 

@@ -17,25 +17,21 @@ from pathlib import Path
 @dataclass(frozen=True)
 class FaultPlan:
     marker_dir: str
-    actor_exit_after_batches: int | None = (
-        None  # the first actor to reach this many batches dies, once
-    )
+    # the first actor to reach this many batches dies, once
+    actor_exit_after_batches: int | None = None
     actor_delay_s: float = 0.0  # slow every batch down (backpressure tests)
     decoder_exit_video: str | None = None  # substring of the path whose decoder dies
     decoder_exit_times: int = 1  # how many times it dies (a large number: always)
     decoder_exit_after_batches: int = 0
-    decoder_exit_between_header_and_frames: bool = (
-        False  # die after a batch's header, before its frames
-    )
+    # die after a batch's header, before its frames
+    decoder_exit_between_header_and_frames: bool = False
     decoder_stalls: bool = False  # instead of dying, the decoder hangs (sleeps for an hour)
-    actor_hang_after_batches: int | None = (
-        None  # the first actor to reach this many batches hangs, once
-    )
+    # the first actor to reach this many batches hangs, once
+    actor_hang_after_batches: int | None = None
     tracker_exit_video_id: str | None = None  # the tracking task of this video dies ...
     tracker_exit_times: int = 1  # ... this many times (a large number: always)
-    coordinator_exit_after_commit: bool = (
-        False  # the coordinator dies once, between a video's files and its record
-    )
+    # the coordinator dies once, between a video's files and its record
+    coordinator_exit_after_commit: bool = False
     trace: bool = False  # append "produced"/"inferred" events with times to marker_dir/trace.log
 
     def _trace(self, event: str) -> None:

@@ -109,6 +109,38 @@ def make_router(
     jobs = JobService(settings, jobs_backend)
     detect = detector or LocalDetector(settings)
     metrics = metrics or RequestMetrics()
+    router = APIRouter(route_class=_timed_route(metrics))
+    guarded = [Depends(_bearer_check(settings))]
+
+    @router.get("/health", summary="liveness: 200 when the service answers")
+    def health() -> dict:
+        return {"status": "ok"}
+
+    @router.get("/metrics", summary="the service's request metrics, Prometheus text format")
+    def service_metrics() -> Response:
+        return Response(metrics.exposition(), media_type="text/plain; version=0.0.4")
+
+    _add_job_routes(router, jobs, settings, guarded)
+    _add_detections_route(router, jobs, guarded)
+
+    @router.post(
+        "/detect",
+        dependencies=guarded,
+        summary="boxes for one image (the request body: JPEG, PNG, ...)",
+    )
+    async def detect_image(request: Request) -> dict:
+        data = await _read_limited(request, settings.max_upload_bytes)
+        try:
+            image = decode_image(data)
+        except BadImage as exc:
+            raise _http_error(exc) from None
+        return (await detect(image)).as_dict()
+
+    return router
+
+
+def _bearer_check(settings: ServiceSettings):
+    """The dependency that refuses a request without the service's token (401)."""
     bearer = HTTPBearer(auto_error=False)
 
     def authorized(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
@@ -122,6 +154,12 @@ def make_router(
                 "missing or wrong bearer token (Authorization: Bearer <token>)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
+
+    return authorized
+
+
+def _timed_route(metrics: RequestMetrics) -> type[APIRoute]:
+    """A route class that counts and times every request by method, route and status."""
 
     class TimedRoute(APIRoute):
         def get_route_handler(self):
@@ -143,17 +181,12 @@ def make_router(
 
             return timed
 
-    router = APIRouter(route_class=TimedRoute)
-    guarded = [Depends(authorized)]
+    return TimedRoute
 
-    @router.get("/health", summary="liveness: 200 when the service answers")
-    def health() -> dict:
-        return {"status": "ok"}
 
-    @router.get("/metrics", summary="the service's request metrics, Prometheus text format")
-    def service_metrics() -> Response:
-        return Response(metrics.exposition(), media_type="text/plain; version=0.0.4")
-
+def _add_job_routes(
+    router: APIRouter, jobs: JobService, settings: ServiceSettings, guarded: list
+) -> None:
     @router.post(
         "/jobs", status_code=201, dependencies=guarded, summary="start a backlog run (a Ray job)"
     )
@@ -203,6 +236,8 @@ def make_router(
         except (JobNotFound, JobConflict) as exc:
             raise _http_error(exc) from None
 
+
+def _add_detections_route(router: APIRouter, jobs: JobService, guarded: list) -> None:
     @router.get(
         "/jobs/{job_id}/detections",
         dependencies=guarded,
@@ -224,8 +259,6 @@ def make_router(
         ),
         cursor: str | None = Query(None, description="X-Next-Cursor of the previous page"),
     ) -> Response:
-        from pipeline.output.readers import iter_detections
-
         try:
             output = jobs.request_of(job_id).output
         except JobNotFound as exc:
@@ -236,32 +269,14 @@ def make_router(
             raise HTTPException(
                 400, "classes is empty: give class names or ids, e.g. person,car or 0,2"
             )
-        pages, rows, next_cursor = [], 0, None
-        try:
-            for video_id, first, table in iter_detections(
-                output,
-                flat=flat,
-                after=after,
-                video_id=video,
-                classes=class_filter,
-                start_s=start_s,
-                end_s=end_s,
-                min_confidence=min_conf,
-            ):
-                room = limit - rows
-                if table.num_rows > room:
-                    pages.append(table.slice(0, room))
-                    next_cursor = _encode_cursor(video_id, first + room)
-                    break
-                pages.append(table)
-                rows += table.num_rows
-                if rows == limit:
-                    next_cursor = _encode_cursor(video_id, first + table.num_rows)
-                    break
-        except UsageError as exc:  # not a run's output yet, an unknown class
-            raise HTTPException(
-                409 if isinstance(exc, FileNotFoundError) else 400, str(exc)
-            ) from None
+        filters = dict(
+            video_id=video,
+            classes=class_filter,
+            start_s=start_s,
+            end_s=end_s,
+            min_confidence=min_conf,
+        )
+        pages, next_cursor = _detections_page(output, flat, after, limit, filters)
         headers = {"X-Next-Cursor": next_cursor} if next_cursor else {}
         if format == "parquet":
             page = pa.concat_tables(pages, promote_options="permissive") if pages else None
@@ -275,20 +290,29 @@ def make_router(
             _json_lines(pages), media_type="application/x-ndjson", headers=headers
         )
 
-    @router.post(
-        "/detect",
-        dependencies=guarded,
-        summary="boxes for one image (the request body: JPEG, PNG, ...)",
-    )
-    async def detect_image(request: Request) -> dict:
-        data = await _read_limited(request, settings.max_upload_bytes)
-        try:
-            image = decode_image(data)
-        except BadImage as exc:
-            raise _http_error(exc) from None
-        return (await detect(image)).as_dict()
 
-    return router
+def _detections_page(
+    output: str, flat: bool, after, limit: int, filters: dict
+) -> tuple[list[pa.Table], str | None]:
+    """Up to ``limit`` rows after the cursor position ``after``, and the next page's cursor."""
+    from pipeline.output.readers import iter_detections
+
+    pages, rows, next_cursor = [], 0, None
+    try:
+        for video_id, first, table in iter_detections(output, flat=flat, after=after, **filters):
+            room = limit - rows
+            if table.num_rows > room:
+                pages.append(table.slice(0, room))
+                next_cursor = _encode_cursor(video_id, first + room)
+                break
+            pages.append(table)
+            rows += table.num_rows
+            if rows == limit:
+                next_cursor = _encode_cursor(video_id, first + table.num_rows)
+                break
+    except UsageError as exc:  # not a run's output yet, an unknown class
+        raise HTTPException(409 if isinstance(exc, FileNotFoundError) else 400, str(exc)) from None
+    return pages, next_cursor
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:

@@ -18,6 +18,7 @@ import ray
 from fastapi import FastAPI
 from ray import serve
 
+from pipeline.errors import UsageError
 from pipeline.service.api import build_fastapi_app
 from pipeline.service.detect import ImageBoxes, ImageDetector
 from pipeline.service.settings import ServiceSettings, read_token_file
@@ -80,8 +81,8 @@ def build_app(args: dict):
     return service_app(ServiceSettings.from_env(**overrides), detector_replicas=replicas)
 
 
-class ClusterNotRunning(ConnectionError):
-    """No Ray cluster at the address the service was told to join."""
+class ClusterNotRunning(UsageError, ConnectionError):
+    """No Ray cluster at the address the service was told to join. Exit status 2."""
 
 
 def serve_until_stopped(

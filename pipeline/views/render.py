@@ -254,6 +254,58 @@ def render(
     min_confidence: float | None = None,
     progress: bool = True,
 ) -> RenderSummary:
+    by_frame, processed = _stored_boxes(video, results, start_s, end_s, classes, min_confidence)
+    try:
+        decoder = VideoDecoder(str(video))
+    except DecodeError as exc:
+        raise UsageError(f"cannot read {video}: {exc}") from None
+    info = decoder.info
+    codec = pick_encoder()
+    pix_fmt = _pixel_format(video, info, codec)
+    summary = RenderSummary(str(output), 0, 0, 0, 0, codec, info.width, info.height)
+    bar = None
+    if progress and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=info.header_frames or None, unit="frame", file=sys.stderr, desc="render")
+    # Written under a hidden name and renamed when complete: an interrupted or failed render
+    # leaves no half video where the output should be (nor replaces an older one).
+    temp = Path(output).with_name(f"{TEMP_PREFIX}{Path(output).name}")
+    try:
+        # the container from the extension, which the name keeps
+        with av.open(str(temp), mode="w") as container:
+            stream = _video_stream(container, codec, info, pix_fmt)
+            frames = _drawn_frames(
+                decoder,
+                BoxPainter(info.width, info.height),
+                by_frame,
+                processed,
+                start_s,
+                end_s,
+                summary,
+                bar,
+            )
+            for frame in frames:
+                out = av.VideoFrame.from_ndarray(frame, format="bgr24")
+                out.pts = summary.frames
+                for packet in stream.encode(out):
+                    container.mux(packet)
+                summary.frames += 1
+            for packet in stream.encode():
+                container.mux(packet)
+        if summary.frames == 0:
+            raise UsageError(f"no frames of {video} in the time range asked for")
+        os.replace(temp, output)
+    finally:
+        temp.unlink(missing_ok=True)
+        if bar is not None:
+            bar.close()
+    return summary
+
+
+def _stored_boxes(video, results, start_s, end_s, classes, min_confidence):
+    """The stored boxes of ``video`` by frame index, and the frames the run processed, from a
+    little before ``start_s`` (so the first frames can show the boxes they hold)."""
     video_id = resolve_video_id(video, results)
     lookback = None if start_s is None else max(0.0, start_s - HELD_LOOKBACK_S)
     boxes = read_detections(
@@ -282,74 +334,51 @@ def render(
         raise UsageError(
             f"the results in {results} have no processed frames of {video} in that time range"
         )
+    return by_frame, processed
 
-    try:
-        decoder = VideoDecoder(str(video))
-    except DecodeError as exc:
-        raise UsageError(f"cannot read {video}: {exc}") from None
-    info = decoder.info
-    codec = pick_encoder()
-    painter = BoxPainter(info.width, info.height)
-    rate = Fraction(info.fps).limit_denominator(1001) if info.fps else Fraction(30)
-    # 4:2:0 needs even sizes; an odd-sized source keeps its size in 4:4:4 instead.
+
+def _pixel_format(video: str, info, codec: str) -> str:
+    """4:2:0 needs even sizes; an odd-sized source keeps its size in 4:4:4 instead."""
     even = info.width % 2 == 0 and info.height % 2 == 0
-    pix_fmt = "yuv420p" if even or codec != "libx264" else "yuv444p"
     if not even and codec != "libx264":
         raise UsageError(
             f"{video} is {info.width}x{info.height}; MPEG-4 Part 2 needs even sizes (install a PyAV with libx264)"
         )
+    return "yuv420p" if even or codec != "libx264" else "yuv444p"
 
-    summary = RenderSummary(str(output), 0, 0, 0, 0, codec, info.width, info.height)
+
+def _video_stream(container, codec: str, info, pix_fmt: str):
+    rate = Fraction(info.fps).limit_denominator(1001) if info.fps else Fraction(30)
+    stream = container.add_stream(
+        codec,
+        rate=rate,
+        options={"crf": "18", "preset": "veryfast"} if codec == "libx264" else {},
+    )
+    stream.width, stream.height, stream.pix_fmt = info.width, info.height, pix_fmt
+    stream.time_base = 1 / rate
+    if codec != "libx264":
+        stream.bit_rate = 8_000_000
+    return stream
+
+
+def _drawn_frames(decoder, painter, by_frame, processed, start_s, end_s, summary, bar):
+    """The source's frames in the time range with the stored boxes drawn: a processed frame's
+    own, or (dashed, ``held``) those of the last processed frame before it."""
     held: list[dict] = []
-    bar = None
-    if progress and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        bar = tqdm(total=info.header_frames or None, unit="frame", file=sys.stderr, desc="render")
-    # Written under a hidden name and renamed when complete: an interrupted or failed render
-    # leaves no half video where the output should be (nor replaces an older one).
-    temp = Path(output).with_name(f"{TEMP_PREFIX}{Path(output).name}")
-    try:
-        with av.open(
-            str(temp), mode="w"
-        ) as container:  # the container from the extension, which the name keeps
-            stream = container.add_stream(
-                codec,
-                rate=rate,
-                options={"crf": "18", "preset": "veryfast"} if codec == "libx264" else {},
-            )
-            stream.width, stream.height, stream.pix_fmt = info.width, info.height, pix_fmt
-            stream.time_base = 1 / rate
-            if codec != "libx264":
-                stream.bit_rate = 8_000_000
-            for index, timestamp, frame in decoder.frames():
-                if bar is not None:
-                    bar.update(1)
-                if end_s is not None and timestamp > end_s:
-                    break
-                if index in processed:
-                    held = by_frame.get(index, [])
-                if start_s is not None and timestamp < start_s:
-                    continue
-                if index in processed:
-                    painter.draw(frame, held)
-                    summary.frames_with_results += 1
-                else:
-                    painter.draw(frame, held, held=True)
-                    summary.frames_held += 1
-                summary.boxes_drawn += len(held)
-                out = av.VideoFrame.from_ndarray(frame, format="bgr24")
-                out.pts = summary.frames
-                for packet in stream.encode(out):
-                    container.mux(packet)
-                summary.frames += 1
-            for packet in stream.encode():
-                container.mux(packet)
-        if summary.frames == 0:
-            raise UsageError(f"no frames of {video} in the time range asked for")
-        os.replace(temp, output)
-    finally:
-        temp.unlink(missing_ok=True)
+    for index, timestamp, frame in decoder.frames():
         if bar is not None:
-            bar.close()
-    return summary
+            bar.update(1)
+        if end_s is not None and timestamp > end_s:
+            break
+        if index in processed:
+            held = by_frame.get(index, [])
+        if start_s is not None and timestamp < start_s:
+            continue
+        if index in processed:
+            painter.draw(frame, held)
+            summary.frames_with_results += 1
+        else:
+            painter.draw(frame, held, held=True)
+            summary.frames_held += 1
+        summary.boxes_drawn += len(held)
+        yield frame

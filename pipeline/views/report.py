@@ -484,7 +484,36 @@ def build_report(
         '<a href="#run">throughput, stages, memory, GPU</a> · <a href="#failures">failures</a></p>'
     )
 
-    # Summary
+    parts += _summary_sections(root, videos, run)
+    parts.append(_videos_section(videos))
+    samples = _samples_section(videos, boxes)
+    if samples:
+        parts.append(
+            _section(
+                "Sample frames",
+                "samples",
+                '<p class="note">The frame with the most boxes early in each of the busiest videos, '
+                "drawn from the stored boxes.</p>" + samples,
+            )
+        )
+
+    parts.append(_classes_section(root, boxes, names, run, top_classes, max_videos, bin_s))
+    tracks = _tracks_section(root, names)
+    if tracks:
+        parts.append(_section("Tracks", "tracks", tracks))
+
+    parts.append(_run_section(run))
+    parts.append(_failures_section(videos))
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>Run report: {html.escape(root.absolute().name)}</title><style>{CSS}</style></head><body>\n"
+        + "\n".join(parts)
+        + "\n</body></html>\n"
+    )
+
+
+def _summary_sections(root: Path, videos: pd.DataFrame, run: dict | None) -> list[str]:
+    parts: list[str] = []
     counts = videos["status"].value_counts()
     summary = [
         ("videos", len(videos)),
@@ -505,8 +534,11 @@ def build_report(
     parts.append(_section("Summary", "summary", _key_values(summary)))
     if run:
         parts.append(_section("Settings", "settings", _settings(run, known_classes_of(root))))
+    return parts
 
-    # Per video
+
+def _videos_section(videos: pd.DataFrame) -> str:
+    parts: list[str] = []
     shown = pd.DataFrame(
         {
             "path": videos["path"],
@@ -531,19 +563,19 @@ def build_report(
             "Videos", "videos", body + '<p class="note">Duration: frames decoded / frame rate.</p>'
         )
     )
+    return parts[0]
 
-    samples = _samples_section(videos, boxes)
-    if samples:
-        parts.append(
-            _section(
-                "Sample frames",
-                "samples",
-                '<p class="note">The frame with the most boxes early in each of the busiest videos, '
-                "drawn from the stored boxes.</p>" + samples,
-            )
-        )
 
-    # Classes
+def _classes_section(
+    root: Path,
+    boxes: pd.DataFrame,
+    names: dict,
+    run: dict | None,
+    top_classes: int,
+    max_videos: int,
+    bin_s: float | None,
+) -> str:
+    parts: list[str] = []
     if boxes.empty:
         parts.append(_section("Classes", "classes", "<p>No detections.</p>"))
     else:
@@ -588,12 +620,11 @@ def build_report(
                 + _img(_plot_classes_over_time(per_video), "classes over time"),
             )
         )
+    return parts[0]
 
-    tracks = _tracks_section(root, names)
-    if tracks:
-        parts.append(_section("Tracks", "tracks", tracks))
 
-    # The run
+def _run_section(run: dict | None) -> str:
+    parts: list[str] = []
     if run is None:
         parts.append(
             _section(
@@ -641,8 +672,11 @@ def build_report(
                 f"{html.escape(str(run['model']['device']))}).</p>"
             )
         parts.append(_section("Throughput, stages, memory, GPU", "run", "\n".join(run_parts)))
+    return parts[0]
 
-    # Failures
+
+def _failures_section(videos: pd.DataFrame) -> str:
+    parts: list[str] = []
     bad = videos[videos["status"] != "ok"]
     if bad.empty:
         parts.append(_section("Failures", "failures", "<p>None: every video is complete.</p>"))
@@ -654,12 +688,7 @@ def build_report(
                 _table(bad[["path", "status", "frames_processed", "error"]], css="failed"),
             )
         )
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>Run report: {html.escape(root.absolute().name)}</title><style>{CSS}</style></head><body>\n"
-        + "\n".join(parts)
-        + "\n</body></html>\n"
-    )
+    return parts[0]
 
 
 def write_report(results: str | Path, output: str | Path | None = None, **options) -> Path:

@@ -157,3 +157,32 @@ def test_ray_outside_runtime_is_found_even_inside_a_function(fake_package):
     assert ray_imports_outside(root, RAY_PACKAGES) == [
         "pipeline/output/readers.py:2 imports ray.data"
     ]
+
+
+def oversized(root: Path, max_function: int = 60, max_class: int = 250) -> list[str]:
+    """Functions longer than ``max_function`` lines and classes longer than ``max_class``."""
+    found = []
+    for module in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text(), str(module))):
+            limit = (
+                max_function
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                else max_class
+                if isinstance(node, ast.ClassDef)
+                else None
+            )
+            if limit is not None and node.end_lineno - node.lineno + 1 > limit:
+                found.append(f"{module.relative_to(root.parent)}:{node.lineno} {node.name}")
+    return found
+
+
+def test_no_function_over_60_lines_and_no_class_over_250():
+    assert oversized(PIPELINE) == []
+
+
+def test_an_oversized_function_is_found(fake_package):
+    body = "".join(f"    x{i} = {i}\n" for i in range(60))
+    root = fake_package(
+        {"__init__.py": "", "long.py": f"def long():\n{body}\ndef short():\n    pass\n"}
+    )
+    assert oversized(root) == ["pipeline/long.py:1 long"]
