@@ -42,9 +42,11 @@ def run(checkout: str, video: str, model: str, options: list[str], output: Path)
 
 
 def digests(output: Path) -> dict[str, str]:
+    """Every Parquet file of ``detections/`` and ``tracks/`` (with --track), by name."""
     return {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted((output / "detections").glob("*.parquet"))
+        p.relative_to(output).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for folder in ("detections", "tracks")
+        for p in sorted((output / folder).glob("*.parquet"))
     }
 
 
@@ -61,7 +63,9 @@ def main(old: str, new: str, video: str, model: str, *options: str) -> int:
         same_files = digests(outputs["old"]) == digests(outputs["new"])
         same_rows = video_rows(outputs["old"]) == video_rows(outputs["new"])
         frames = sum(r["frames_processed"] for r in video_rows(outputs["new"]))
-        print(f"detections/: {len(digests(outputs['new']))} files, byte-identical: {same_files}")
+        print(
+            f"detections/, tracks/: {len(digests(outputs['new']))} files, byte-identical: {same_files}"
+        )
         print(f"videos.parquet: {frames} frames processed, same rows: {same_rows}")
         return 0 if same_files and same_rows else 1
 
