@@ -183,6 +183,12 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
 REQUEST_OPTIONS: dict[str, RunOption] = {o.field: o for o in RUN_OPTIONS if o.in_requests}
 
 
-def config_from_options(values: dict[str, Any]) -> RunConfig:
-    """The RunConfig of parsed options (``vars(args)`` of the run command's parser)."""
-    return RunConfig(**{o.field: values[o.field] for o in RUN_OPTIONS})
+# The run options the benchmark gives every contender (python -m pipeline bench).
+BENCH_FIELDS = ("model", "imgsz", "conf", "iou", "stride", "batch_size", "engine", "cpu_precision")
+
+
+def config_from_options(values: dict[str, Any], fields: tuple[str, ...] | None = None) -> RunConfig:
+    """The RunConfig of parsed options (``vars(args)`` of the run command's parser); with
+    ``fields``, of those only (the others keep RunConfig's defaults)."""
+    names = fields if fields is not None else tuple(o.field for o in RUN_OPTIONS)
+    return RunConfig(**{name: values[name] for name in names})

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 from pipeline.config import CPU_PRECISIONS, ENGINES, RunConfig, engine_traits
+from pipeline.options import BENCH_FIELDS, config_from_options
 from pipeline.runtime.monitoring import tree_rss_bytes
 
 CONTENDERS = ("naive", "raydata", "pipeline", "pipeline-torch")
@@ -325,16 +326,7 @@ def _source_shape(video: str) -> tuple[int, int]:
 def _resolved_config(args) -> RunConfig:
     from pipeline.inference.engines import resolve
 
-    config = RunConfig(
-        model=args.model,
-        imgsz=args.imgsz,
-        conf=args.conf,
-        iou=args.iou,
-        stride=args.stride,
-        batch_size=args.batch_size,
-        engine=args.engine,
-        cpu_precision=args.cpu_precision,
-    )
+    config = config_from_options(vars(args), BENCH_FIELDS)
     return resolve(config, "cpu")
 
 

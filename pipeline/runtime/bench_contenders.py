@@ -6,6 +6,8 @@ import os
 import tempfile
 import time
 
+from pipeline.options import BENCH_FIELDS, config_from_options
+
 
 class _RayDataPredictor:
     """What a Ray Data user writes: a callable class holding the model, predict on the batch."""
@@ -72,16 +74,7 @@ def run_pipeline(args) -> dict:
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
     try:
         out = args.keep_output or tempfile.mkdtemp(prefix="bench-pipeline-")
-        config = pipeline.RunConfig(
-            model=args.model,
-            imgsz=args.imgsz,
-            conf=args.conf,
-            iou=args.iou,
-            stride=args.stride,
-            batch_size=args.batch_size,
-            engine=args.engine,
-            cpu_precision=args.cpu_precision,
-        )
+        config = config_from_options(vars(args), BENCH_FIELDS)
         started = time.perf_counter()
         record = pipeline.run([args.video], output=out, config=config, progress=False)
         seconds = time.perf_counter() - started

@@ -26,6 +26,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from pipeline.errors import UsageError
+from pipeline.options import REQUEST_OPTIONS
 from pipeline.service.detect import BadImage, ImageBoxes, decode_image
 from pipeline.service.jobs import JobBackend, JobConflict, JobNotFound, JobService, check_request
 from pipeline.service.metrics import RequestMetrics
@@ -49,8 +50,7 @@ class JobSubmission(BaseModel):
     )
     settings: dict[str, int | float | bool | str | list[int | str]] = Field(
         default_factory=dict,
-        description="run options by name: batch_size, stride, imgsz, conf, iou, classes, max_det, "
-        "device, num_actors, track",
+        description="run options by name: " + ", ".join(REQUEST_OPTIONS),
     )
 
 
