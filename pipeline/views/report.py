@@ -18,6 +18,7 @@ import pandas as pd
 
 from pipeline.errors import UsageError
 from pipeline.locations import is_uri
+from pipeline.output.layout import OutputLayout
 from pipeline.output.readers import read_detections, read_videos
 
 MIB = 1024 * 1024
@@ -467,7 +468,7 @@ def build_report(
         )
     root = Path(results)
     videos = read_videos(root)  # NotARunOutput (a UsageError) when it is not a run's output
-    run_file = root / "run.json"
+    run_file = OutputLayout(root).run_file
     run = json.loads(run_file.read_text()) if run_file.exists() else None
     boxes = read_detections(root)
     names = videos.set_index("video_id")["path"].map(lambda p: Path(p).name).to_dict()
@@ -694,7 +695,7 @@ def _failures_section(videos: pd.DataFrame) -> str:
 def write_report(results: str | Path, output: str | Path | None = None, **options) -> Path:
     path = Path(output) if output else Path(results) / "report.html"
     page = build_report(results, **options)
-    temp = path.with_name(f".tmp-{path.name}")
+    temp = OutputLayout.temp_for(path)
     temp.write_text(page, encoding="utf-8")
     temp.replace(path)
     return path
