@@ -39,7 +39,9 @@ def _cuda_gate(request):
 def people_mp4() -> Path:
     if not PEOPLE.exists():
         pytest.skip(f"{PEOPLE} not found (set PIPELINE_SHARED to the shared folder)")
-    return PEOPLE
+    # Its real path: the pipeline records a video by it (symlinks resolved, the identity rule),
+    # and ../shared may be a link.
+    return PEOPLE.resolve()
 
 
 @pytest.fixture(scope="session")

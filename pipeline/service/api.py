@@ -176,6 +176,9 @@ def _timed_route(metrics: RequestMetrics) -> type[APIRoute]:
                 except HTTPException as exc:
                     status = exc.status_code
                     raise
+                except RequestValidationError:  # answered 422 by install_error_handlers
+                    status = 422
+                    raise
                 finally:
                     metrics.observe(request.method, route, status, time.perf_counter() - started)
 

@@ -32,6 +32,7 @@ from pipeline.service.jobs import (
     check_request,
     job_state,
 )
+from pipeline.service.metrics import RequestMetrics
 from pipeline.service.paths import PathNotAllowed, confine
 from pipeline.service.settings import ServiceSettings, SettingsError
 
@@ -874,3 +875,33 @@ def test_hostile_names_survive_the_job_entrypoint_shell(roots, settings, tmp_pat
         str(videos / n) for n in sorted(["a.mp4", "b.mp4", *hostile])
     ]
     assert not list(tmp_path.glob("pwned*")) and not list(videos.glob("pwned*"))
+
+
+def requests_by_status(metrics: RequestMetrics) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for family in metrics.registry.collect():
+        for sample in family.samples:
+            if sample.name == "pipeline_service_requests_total":
+                status = sample.labels["status"]
+                totals[status] = totals.get(status, 0) + sample.value
+    return totals
+
+
+def test_metrics_count_each_request_under_the_status_the_client_got(roots, settings):
+    async def broken_detect(image):
+        raise RuntimeError("an injected fault")
+
+    metrics = RequestMetrics()
+    app = build_fastapi_app(
+        settings, detector=broken_detect, jobs_backend=FakeBackend(), metrics=metrics
+    )
+    png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    cases = bad_requests(roots)
+    cases.append(("POST", "/detect", {"content": png, "headers": AUTH}, 500))  # the fault
+    got: dict[str, float] = {}
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for method, path, options, status in cases:
+            assert client.request(method, path, **options).status_code == status, (method, path)
+            got[str(status)] = got.get(str(status), 0) + 1
+    assert {"400", "401", "403", "404", "413", "415", "422", "500"} <= set(got)
+    assert requests_by_status(metrics) == got
