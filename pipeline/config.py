@@ -73,6 +73,58 @@ class ConfigError(UsageError, ValueError):
     """A setting is out of range; the message names the option and the allowed values."""
 
 
+# The range of every numeric setting, checked in RunConfig for the command line, pipeline.run and
+# the service's job requests alike: (field, option, lowest, highest); None in a setting means
+# "decide at run time". The upper bounds are far above any real run, low enough that a typo
+# (an extra zero or three) is refused at once instead of failing deep in a run.
+SETTING_RANGES: tuple[tuple[str, str, float, float | None], ...] = (
+    ("imgsz", "--imgsz", 32, 4096),
+    ("conf", "--conf", 0.0, 1.0),
+    ("iou", "--iou", 0.0, 1.0),
+    ("stride", "--stride", 1, 1_000_000),
+    ("batch_size", "--batch-size", 1, 256),
+    ("max_det", "--max-det", 1, 10_000),
+    ("num_actors", "--num-actors", 1, 1024),
+    ("window_per_actor", "--window", 1, 64),
+    ("decoder_buffer", "decoder_buffer", 1, 64),
+    ("max_open_videos", "--max-open-videos", 1, 10_000),
+    ("segments", "--segments", 1, 64),
+    ("segment_min_frames", "segment_min_frames", 1, None),
+    ("decode_retries", "decode_retries", 0, 100),
+    ("batch_retries", "batch_retries", 0, 100),
+    ("stall_timeout_s", "--stall-timeout", 0.0, 86_400.0),  # above 0: see _check_range
+    ("batch_timeout_s", "--batch-timeout", 0.0, 86_400.0),
+    ("cpu_threads", "--cpu-threads", 1, 1024),
+)
+_FLOATS = {"conf", "iou", "stall_timeout_s", "batch_timeout_s"}
+_POSITIVE = {"--stall-timeout", "--batch-timeout"}  # a timeout of 0 would fail every wait
+# The wording the command line has always used for these two ranges.
+_BETWEEN = {"--conf", "--iou", "--batch-size"}
+
+
+def _plain(number: float | None) -> str:
+    """A bound as a user types it: 1000000, 0.5."""
+    return str(int(number)) if number is not None and number == int(number) else str(number)
+
+
+def _check_range(value, flag: str, lowest: float, highest: float | None, real: bool) -> None:
+    if value is None:
+        return
+    kind = (int, float) if real else int
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise ConfigError(f"{flag} must be a {'number' if real else 'whole number'}; got {value!r}")
+    if flag in _BETWEEN and not lowest <= value <= (highest or value):
+        raise ConfigError(f"{flag} must be between {_plain(lowest)} and {_plain(highest)}")
+    if flag in _POSITIVE and value <= 0:
+        raise ConfigError(f"{flag} must be positive")
+    if flag == "--imgsz" and value < lowest:
+        raise ConfigError("--imgsz must be a multiple of 32, at least 32")
+    if value < lowest:
+        raise ConfigError(f"{flag} must be at least {_plain(lowest)}")
+    if highest is not None and value > highest:
+        raise ConfigError(f"{flag} must be at most {_plain(highest)}")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that shapes a run.
@@ -129,38 +181,12 @@ class RunConfig:
     )
 
     def __post_init__(self) -> None:
-        checks = [
-            (
-                self.imgsz >= 32 and self.imgsz % 32 == 0,
-                "--imgsz must be a multiple of 32, at least 32",
-            ),
-            (0.0 <= self.conf <= 1.0, "--conf must be between 0 and 1"),
-            (0.0 <= self.iou <= 1.0, "--iou must be between 0 and 1"),
-            (self.stride >= 1, "--stride must be at least 1"),
-            (1 <= self.batch_size <= 256, "--batch-size must be between 1 and 256"),
-            (self.max_det >= 1, "--max-det must be at least 1"),
-            (self.num_actors is None or self.num_actors >= 1, "--num-actors must be at least 1"),
-            (self.window_per_actor >= 1, "--window must be at least 1"),
-            (self.decoder_buffer >= 1, "decoder_buffer must be at least 1"),
-            (
-                self.max_open_videos is None or self.max_open_videos >= 1,
-                "--max-open-videos must be at least 1",
-            ),
-            (self.segments is None or self.segments >= 1, "--segments must be at least 1"),
-            (self.segment_min_frames >= 1, "segment_min_frames must be at least 1"),
-            (self.decode_retries >= 0, "decode_retries must be at least 0"),
-            (self.batch_retries >= 0, "batch_retries must be at least 0"),
-            (self.stall_timeout_s > 0, "--stall-timeout must be positive"),
-            (
-                self.batch_timeout_s is None or self.batch_timeout_s > 0,
-                "--batch-timeout must be positive",
-            ),
-            (self.cpu_threads is None or self.cpu_threads >= 1, "--cpu-threads must be at least 1"),
-            (bool(self.model), "--model must not be empty"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        for field_name, flag, lowest, highest in SETTING_RANGES:
+            _check_range(getattr(self, field_name), flag, lowest, highest, field_name in _FLOATS)
+        if self.imgsz % 32:
+            raise ConfigError("--imgsz must be a multiple of 32, at least 32")
+        if not self.model:
+            raise ConfigError("--model must not be empty")
         if self.device not in DEVICES:
             raise ConfigError(f"--device must be one of {', '.join(DEVICES)}; got {self.device!r}")
         if self.engine not in (*ENGINES, SYNTHETIC_ENGINE):

@@ -119,6 +119,18 @@ MISTAKES = {
     "--stride 0": Mistake(
         ["run", "{video}", "-o", "{tmp}/o", "--stride", "0"], ["--stride must be at least 1"]
     ),
+    "--imgsz 10^12": Mistake(
+        ["run", "{video}", "-o", "{tmp}/o", "--imgsz", "1000000000000"],
+        ["--imgsz must be at most 4096"],
+    ),
+    "--num-actors 10^6": Mistake(
+        ["run", "{video}", "-o", "{tmp}/o", "--num-actors", "1000000"],
+        ["--num-actors must be at most 1024"],
+    ),
+    "--stall-timeout 10^9": Mistake(
+        ["run", "{video}", "-o", "{tmp}/o", "--stall-timeout", "1e9"],
+        ["--stall-timeout must be at most 86400"],
+    ),
     "empty --classes": Mistake(
         ["run", "{video}", "-o", "{tmp}/o", "--classes", ","], ["--classes is empty", "person,car"]
     ),
