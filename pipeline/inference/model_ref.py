@@ -34,9 +34,20 @@ def model_fingerprint(model: str) -> str:
     return ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
 
 
+# What a model file may end in: weights and the exports ultralytics loads as files. A folder
+# holds an export when it has the metadata.yaml every ultralytics export writes.
+MODEL_FILE_SUFFIXES = frozenset(
+    ".pt .torchscript .onnx .engine .tflite .pb .mnn .xml .mlmodel .mlpackage".split()
+)
+
+
 def check_model_available(model: str) -> None:
-    """Fail early, with one clear line, when the weights are neither on disk nor downloadable."""
-    if Path(model).exists():
+    """Fail early, with one clear line, when the weights are neither on disk nor downloadable,
+    or what is on disk is no model (an image, a text file, an empty file, a folder with no
+    export in it): found in milliseconds, before anything starts."""
+    path = Path(model)
+    if path.exists():
+        _check_model_on_disk(path)
         return
     looks_like_path = os.sep in model or model.startswith(".")
     is_known_name = (
@@ -51,6 +62,22 @@ def check_model_available(model: str) -> None:
             f"model {model} is not on disk and YOLO_OFFLINE is set, so it cannot be downloaded. "
             "Pass --model PATH to local weights"
         )
+
+
+def _check_model_on_disk(path: Path) -> None:
+    hint = "Pass --model PATH to YOLO weights (.pt) or an exported model"
+    if path.is_dir():
+        if not (path / "metadata.yaml").is_file() and path.suffix != ".mlpackage":
+            raise ModelLoadError(
+                f"model {path} is a folder with no exported model in it (no metadata.yaml). {hint}"
+            )
+        return
+    if path.suffix.lower() not in MODEL_FILE_SUFFIXES:
+        raise ModelLoadError(
+            f"model {path} is not a model file (a {path.suffix or 'suffix-less'} file). {hint}"
+        )
+    if path.stat().st_size == 0:
+        raise ModelLoadError(f"model {path} is an empty file. {hint}")
 
 
 # ---- class names without loading the model ----------------------------------------------------

@@ -18,6 +18,7 @@ from typing import Protocol
 
 from pipeline.config import ConfigError, RunConfig
 from pipeline.errors import EXIT_OK, EXIT_VIDEOS_FAILED, UsageError
+from pipeline.inference.model_ref import ModelLoadError, read_class_names, resolve_classes
 from pipeline.locations import is_uri
 from pipeline.options import REQUEST_OPTIONS
 from pipeline.output.progress import read_progress
@@ -153,7 +154,8 @@ def check_request(
             f"unknown setting {unknown[0]!r}; allowed: {', '.join(sorted(REQUEST_OPTIONS))}"
         )
     try:
-        RunConfig(model=service.model, **settings)
+        config = RunConfig(model=service.model, **settings)
+        _check_classes(config.classes, service.model)
     except (ConfigError, TypeError) as exc:
         # The CLI's messages name options (--batch-size); a request names fields (batch_size).
         message = re.sub(r"--([a-z-]+)", lambda m: m.group(1).replace("-", "_"), str(exc))
@@ -178,6 +180,20 @@ def check_request(
         for source in sources
     ]
     return JobRequest(tuple(files), output, dict(settings))
+
+
+def _check_classes(classes, model: str) -> None:
+    """The classes a request names, against the service's model (read without loading it, as
+    the CLI does): a typo is a 400 now, not a failed job later. A model whose names cannot be
+    read this way (a name ultralytics would download) leaves the check to the run."""
+    if classes is None:
+        return
+    try:
+        names = read_class_names(model)
+    except ModelLoadError:  # the service's own model: the job reports it
+        return
+    if names is not None:
+        resolve_classes(classes, names, context="classes: the service's model")
 
 
 class JobService:

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -164,6 +165,24 @@ MISTAKES = {
         ["run", "{video}", "-o", "{tmp}/o", "--model", "{tmp}/no_model.pt"],
         ["not a YOLO checkpoint", "Pass --model PATH"],
     ),
+    "--model an image": Mistake(
+        ["run", "{video}", "-o", "{tmp}/o", "--model", "{tmp}/frame.jpg"],
+        ["is not a model file", "Pass --model PATH"],
+    ),
+    "--model a text file": Mistake(
+        ["run", "{video}", "-o", "{tmp}/o", "--model", "{tmp}/notes.txt"],
+        ["is not a model file", "Pass --model PATH"],
+    ),
+    "--model the video": Mistake(
+        ["run", "{video}", "-o", "{tmp}/o", "--model", "{video}"], ["is not a model file"]
+    ),
+    "--model an empty file": Mistake(
+        ["run", "{video}", "-o", "{tmp}/o", "--model", "{tmp}/empty.pt"], ["is an empty file"]
+    ),
+    "--model a folder without an export": Mistake(
+        ["run", "{video}", "-o", "{tmp}/o", "--model", "{tmp}/empty_dir"],
+        ["folder with no exported model in it"],
+    ),
     "--classes 99": Mistake(
         ["run", "{video}", "-o", "{tmp}/o", "--classes", "99", "--model", "{model}"],
         ["the model has no class id 99", "ids 0 to 79"],
@@ -255,6 +274,9 @@ def workspace(tmp_path_factory, model_path) -> dict:
     write_video(video, [np.full((48, 64, 3), 90, np.uint8)] * 3)
     (tmp / "empty_dir").mkdir()
     (tmp / "garbage.pt").write_bytes(b"not a checkpoint at all")
+    (tmp / "empty.pt").write_bytes(b"")
+    (tmp / "notes.txt").write_text("not a model")
+    cv2.imwrite(str(tmp / "frame.jpg"), np.full((48, 64, 3), 90, np.uint8))
     torch.save({"weights": torch.zeros(2)}, tmp / "no_model.pt")
     torch.save({"model": NotAYoloModel()}, tmp / "not_yolo.pt")
 

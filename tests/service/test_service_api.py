@@ -509,6 +509,13 @@ def bad_requests(roots, max_upload: int = 200_000) -> list[tuple[str, str, dict,
         (
             "POST",
             "/jobs",
+            {"json": {**job, "settings": {"classes": ["persn"]}}, "headers": AUTH},
+            400,
+        ),
+        ("POST", "/jobs", {"json": {**job, "settings": {"classes": [99]}}, "headers": AUTH}, 400),
+        (
+            "POST",
+            "/jobs",
             {"json": {**job, "settings": {"model": "/etc/passwd"}}, "headers": AUTH},
             400,
         ),
