@@ -28,7 +28,14 @@ from pydantic import BaseModel, Field
 from pipeline.errors import UsageError
 from pipeline.options import REQUEST_OPTIONS
 from pipeline.service.detect import BadImage, ImageBoxes, decode_image
-from pipeline.service.jobs import JobBackend, JobConflict, JobNotFound, JobService, check_request
+from pipeline.service.jobs import (
+    ClusterUnavailable,
+    JobBackend,
+    JobConflict,
+    JobNotFound,
+    JobService,
+    check_request,
+)
 from pipeline.service.metrics import RequestMetrics
 from pipeline.service.paths import PathNotAllowed
 from pipeline.service.settings import ServiceSettings
@@ -84,7 +91,8 @@ def _decode_cursor(cursor: str) -> tuple[str, int]:
 
 
 def _http_error(exc: Exception) -> HTTPException:
-    """A client's mistake as its 4xx, with the exception's one-line message."""
+    """A client's mistake as its 4xx (a cluster that does not answer: 503), with the
+    exception's one-line message."""
     if isinstance(exc, PathNotAllowed):
         return HTTPException(403, str(exc))
     if isinstance(exc, JobNotFound):
@@ -93,6 +101,8 @@ def _http_error(exc: Exception) -> HTTPException:
         return HTTPException(409, str(exc))
     if isinstance(exc, BadImage):
         return HTTPException(415, str(exc))
+    if isinstance(exc, ClusterUnavailable):
+        return HTTPException(503, str(exc))
     return HTTPException(400, str(exc))
 
 
@@ -195,14 +205,18 @@ def _add_job_routes(
     )
     def submit_job(body: JobSubmission) -> dict:
         try:
+            # the request's own checks first: a bad setting is a 400 whether or not Ray is up
             request = check_request(body.inputs, body.output, body.settings, settings)
             return jobs.submit(request)
-        except UsageError as exc:
+        except (UsageError, ClusterUnavailable) as exc:
             raise _http_error(exc) from None
 
     @router.get("/jobs", dependencies=guarded, summary="all jobs, newest first")
     def list_jobs() -> dict:
-        return {"jobs": jobs.list()}
+        try:
+            return {"jobs": jobs.list()}
+        except ClusterUnavailable as exc:
+            raise _http_error(exc) from None
 
     @router.get(
         "/jobs/{job_id}",
@@ -212,7 +226,7 @@ def _add_job_routes(
     def show_job(job_id: str) -> dict:
         try:
             return jobs.show(job_id)
-        except JobNotFound as exc:
+        except (JobNotFound, ClusterUnavailable) as exc:
             raise _http_error(exc) from None
 
     @router.delete(
@@ -224,7 +238,7 @@ def _add_job_routes(
     def stop_job(job_id: str) -> dict:
         try:
             return jobs.stop(job_id)
-        except JobNotFound as exc:
+        except (JobNotFound, ClusterUnavailable) as exc:
             raise _http_error(exc) from None
 
     @router.post(
@@ -236,7 +250,7 @@ def _add_job_routes(
     def resume_job(job_id: str) -> dict:
         try:
             return jobs.resume(job_id)
-        except (JobNotFound, JobConflict) as exc:
+        except (JobNotFound, JobConflict, ClusterUnavailable) as exc:
             raise _http_error(exc) from None
 
 
@@ -264,7 +278,7 @@ def _add_detections_route(router: APIRouter, jobs: JobService, guarded: list) ->
     ) -> Response:
         try:
             output = jobs.request_of(job_id).output
-        except JobNotFound as exc:
+        except (JobNotFound, ClusterUnavailable) as exc:
             raise _http_error(exc) from None
         after = _decode_cursor(cursor) if cursor else None
         class_filter = [c for c in classes.split(",") if c.strip()] if classes else None

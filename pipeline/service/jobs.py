@@ -64,6 +64,10 @@ class JobBackend(Protocol):
     def stop(self, submission_id: str) -> None: ...
 
 
+class ClusterUnavailable(Exception):
+    """Ray's job API does not answer: the service is up, its cluster is not (503)."""
+
+
 class RayJobBackend:
     """Ray's job submission API, at the dashboard address (``ray start --head`` serves it)."""
 
@@ -76,22 +80,35 @@ class RayJobBackend:
         if self._client is None:
             from pipeline.service.ray_auth import job_client
 
-            self._client = job_client(self.address)
+            self._client = self._answered(lambda: job_client(self.address))
         return self._client
+
+    def _answered(self, call):
+        """``call()``, or ``ClusterUnavailable`` naming the address when nothing answers there."""
+        try:
+            return call()
+        except (ConnectionError, OSError) as exc:  # requests' errors are OSErrors too
+            raise ClusterUnavailable(
+                f"the Ray cluster's job API at {self.address} does not answer "
+                f"({type(exc).__name__}); start the cluster with `ray start --head`, or check "
+                "the service's --dashboard address"
+            ) from None
 
     def submit(
         self, submission_id: str, entrypoint: str, env: dict[str, str], metadata: dict[str, str]
     ) -> None:
-        self.client.submit_job(
-            entrypoint=entrypoint,
-            submission_id=submission_id,
-            metadata=metadata,
-            runtime_env={"env_vars": env},
+        self._answered(
+            lambda: self.client.submit_job(
+                entrypoint=entrypoint,
+                submission_id=submission_id,
+                metadata=metadata,
+                runtime_env={"env_vars": env},
+            )
         )
 
     def list(self) -> list[Submission]:
         out = []
-        for job in self.client.list_jobs():
+        for job in self._answered(lambda: self.client.list_jobs()):
             if job.submission_id is None or JOB_KEY not in (job.metadata or {}):
                 continue
             out.append(
@@ -108,7 +125,7 @@ class RayJobBackend:
         return out
 
     def stop(self, submission_id: str) -> None:
-        self.client.stop_job(submission_id)
+        self._answered(lambda: self.client.stop_job(submission_id))
 
 
 def job_state(status: str, exit_code: int | None) -> str:

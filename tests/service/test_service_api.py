@@ -920,3 +920,32 @@ def test_metrics_count_each_request_under_the_status_the_client_got(roots, setti
             got[str(status)] = got.get(str(status), 0) + 1
     assert {"400", "401", "403", "404", "413", "415", "422", "500"} <= set(got)
     assert requests_by_status(metrics) == got
+
+
+def test_job_endpoints_without_a_cluster_answer_503_after_their_own_checks(roots, settings):
+    """The README's router in a plain FastAPI app, with nothing at the job API's address."""
+    from dataclasses import replace
+
+    from fastapi import FastAPI
+
+    from pipeline.service import make_router
+
+    videos, out, _ = roots
+    nowhere = "http://127.0.0.1:9"  # the discard port: nothing listens there
+    app = FastAPI()
+    app.include_router(make_router(replace(settings, ray_dashboard=nowhere), detector=fake_detect))
+    job = {"inputs": [str(videos)], "output": str(out / "r")}
+    with TestClient(app, raise_server_exceptions=False) as client:
+        bad = client.post("/jobs", json={**job, "settings": {"stride": 0}}, headers=AUTH)
+        assert bad.status_code == 400 and "stride" in bad.json()["detail"]
+        for method, path, body in [
+            ("POST", "/jobs", job),
+            ("GET", "/jobs", None),
+            ("GET", "/jobs/job-0123456789ab", None),
+            ("DELETE", "/jobs/job-0123456789ab", None),
+            ("GET", "/jobs/job-0123456789ab/detections", None),
+        ]:
+            r = client.request(method, path, json=body, headers=AUTH)
+            assert r.status_code == 503, (method, path, r.status_code, r.text)
+            detail = r.json()["detail"]
+            assert nowhere in detail and len(detail.splitlines()) == 1, detail
