@@ -300,17 +300,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(sys.argv[1:] if argv is None else argv)
     except KeyboardInterrupt:  # Ctrl-C before the run's own handling (imports, Ray's start-up)
-        print(
-            "\ninterrupted (Ctrl-C): complete videos are kept; run the same command again to resume",
-            file=sys.stderr,
-        )
-        return 128 + signal.SIGINT
+        stopped = Interrupted(signal.SIGINT)
+        print(_interrupted_line(stopped), file=sys.stderr)
+        return stopped.exit_code
+
+
+def _interrupted_line(exc: Interrupted, output: str | None = None) -> str:
+    """The one wording of an interrupted run, whenever the signal came."""
+    kept = f"complete videos are kept in {redact(output)}" if output else "complete videos are kept"
+    return f"\n{exc}: {kept}. Run the same command again to resume."
 
 
 def _main(argv: list[str]) -> int:
-    if argv[:1] == [
-        "bench"
-    ]:  # its own parser: the contenders share options that `run` does not have
+    # bench has its own parser: the contenders share options that `run` does not have
+    if argv[:1] == ["bench"]:
         from pipeline.bench.harness import bench
 
         return bench(argv[1:])
@@ -338,11 +341,7 @@ def _main(argv: list[str]) -> int:
             progress=not (args.no_progress or args.quiet),
         )
     except Interrupted as exc:
-        print(
-            f"\n{exc}: complete videos are kept in {redact(args.output)}. "
-            f"Run the same command again to resume.",
-            file=sys.stderr,
-        )
+        print(_interrupted_line(exc, args.output), file=sys.stderr)
         return exc.exit_code
     except PipelineError as exc:  # a mistake in the command (2), workers that could not start (1)
         print(f"error: {exc}", file=sys.stderr)
