@@ -151,22 +151,28 @@ class ProgressFile:
         )
 
     def finished(self, record: dict) -> None:
+        """The run's last word: ``finished``, or ``stopped`` for a run a signal stopped."""
         totals = record.get("totals", {})
+        stopped = bool(record.get("stopped_by"))
+        done = sum(
+            totals.get(k, 0)
+            for k in ("videos_ok", "videos_partial", "videos_failed", "videos_skipped")
+        )
         videos = {
             "total": totals.get("videos", 0),
-            "done": totals.get("videos", 0),
+            "done": done if stopped else totals.get("videos", 0),
             "ok": totals.get("videos_ok", 0),
             "partial": totals.get("videos_partial", 0),
             "failed": totals.get("videos_failed", 0),
             "skipped": totals.get("videos_skipped", 0),
         }
         self._write(
-            "finished",
+            "stopped" if stopped else "finished",
             exit_code=record.get("exit_code"),
             frames_done=totals.get("frames", 0),
             frames_expected=totals.get("frames", 0),
             frames_per_s=record.get("throughput", {}).get("frames_per_s", 0.0),
-            eta_s=0.0,
+            eta_s=None if stopped else 0.0,
             videos=videos,
         )
 

@@ -5,6 +5,7 @@ that did). One type for both kinds of run; the readers of ``run.json`` read what
 from __future__ import annotations
 
 import json
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +31,14 @@ class RunRecord:
     totals: dict
     did_work: bool
     details: dict = field(default_factory=dict)
+    stopped_by: int | None = None  # the signal that stopped the run (SIGINT, SIGTERM), if one did
 
     @property
     def exit_code(self) -> int:
-        """The command's exit status: 3 when any video failed or was only partly readable."""
+        """The command's exit status: 128 + the signal for a stopped run, else 3 when any video
+        failed or was only partly readable."""
+        if self.stopped_by is not None:
+            return 128 + self.stopped_by
         bad = self.totals.get("videos_failed", 0) + self.totals.get("videos_partial", 0)
         return EXIT_VIDEOS_FAILED if bad else EXIT_OK
 
@@ -50,20 +55,23 @@ class RunRecord:
             "elapsed_s": time.time() - self.started,
             "settings": self.settings,
             "settings_hash": self.settings_hash,
+            **({"stopped_by": signal.Signals(self.stopped_by).name} if self.stopped_by else {}),
             **before,
             "totals": self.totals,
             **after,
         }
 
     def save(self, store: OutputStore) -> tuple[dict, Path]:
-        """Write (and publish) the run's own record, and ``run.json`` when it processed videos.
-        Returns the record as written, and the path of the run's own record."""
+        """Write (and publish) the run's own record, and ``run.json`` when it processed videos to
+        the end (a stopped run's figures are partial). Returns the record as written, and the
+        path of the run's own record."""
         record = self.as_json()
         layout = store.layout
         path = process_unique(layout.path(OutputLayout.run_record_key(self.started)))
         path.parent.mkdir(exist_ok=True)
         text = json.dumps(record, indent=2, default=str)
-        for target in [path, layout.run_file] if self.did_work else [path]:
+        latest = self.did_work and self.stopped_by is None
+        for target in [path, layout.run_file] if latest else [path]:
             temp = OutputLayout.temp_for(target)
             temp.write_text(text)
             durable_replace(temp, target)

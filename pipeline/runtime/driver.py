@@ -259,7 +259,9 @@ def execute(
         summary = run.watch()
         return run.record(summary)
     except KeyboardInterrupt:
-        raise Interrupted(signal.SIGINT) from None
+        raise run.stopped(Interrupted(signal.SIGINT)) from None
+    except Interrupted as exc:
+        raise run.stopped(exc) from None
     finally:
         run.close()
 
@@ -281,6 +283,7 @@ class _DriverRun:
         self.timeline = Timeline()
         self.progress_file = ProgressFile(plan.local_output)
         self.terminated = threading.Event()
+        self.last_progress: RunProgress | None = None
         self._previous_sigterm = None
         self._sigterm_handled = False
 
@@ -344,6 +347,7 @@ class _DriverRun:
             self.driver_memory.sample()
             try:
                 progress_now = ray.get(self.coordinator.progress.remote(), timeout=10)
+                self.last_progress = progress_now
                 last_answer = time.monotonic()
                 self.display.update(progress_now)
                 self.progress_file.running(progress_now)
@@ -380,6 +384,32 @@ class _DriverRun:
             "points": self.timeline.points,
         }
         return record.save(plan.store)[0]
+
+    def stopped(self, exc: Interrupted) -> Interrupted:
+        """A signal stopped the run: its ``runs/`` record (``stopped_by``, what was done by the
+        last progress report) and a final ``progress.json`` that says so, written first, before
+        the clean-up (``ray job stop`` follows its SIGTERM with a SIGKILL a few seconds later)."""
+        plan = self.plan
+        if self.coordinator is not None:
+            try:  # its counts now, if it still answers (Ctrl-C reaches Ray's processes too)
+                self.last_progress = ray.get(self.coordinator.progress.remote(), timeout=1)
+            except Exception:
+                pass
+        counts = self.last_progress.counts if self.last_progress else RunCounts()
+        record = RunRecord(
+            plan.started,
+            self.config.to_dict(),
+            self.config.settings_hash(),
+            _run_totals(plan, counts, self.config.track),
+            did_work=True,
+            stopped_by=exc.signum,
+        )
+        try:
+            written, _ = record.save(plan.store)
+            self.progress_file.finished(written)
+        except Exception as error:  # the stop goes on; the record is a convenience
+            log.warning("could not record the stopped run: %s", error)
+        return exc
 
     def close(self) -> None:
         """However the run ended: Ray's processes of this run killed, temporary files removed,

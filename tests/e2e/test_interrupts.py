@@ -195,6 +195,13 @@ def test_interrupt_stops_cleanly_and_says_how_to_resume(
     assert [p for p in out.rglob("*") if p.name.startswith(".tmp-")] == []
     kept = ok_videos(out)
     assert kept and set(read_rows(out)["video_id"]) == kept  # only complete videos are visible
+    # Its own record says it was stopped, and so does its last progress file.
+    (record_path,) = (out / "runs").glob("*.json")
+    record = json.loads(record_path.read_text())
+    assert record["stopped_by"] == signal.Signals(signum).name and record["exit_code"] == code
+    assert record["totals"]["videos"] >= 1 and not (out / "run.json").exists()
+    progress = json.loads((out / "progress.json").read_text())
+    assert progress["state"] == "stopped" and progress["exit_code"] == code
 
     rerun = subprocess.run(
         command(videos, out, model_path),

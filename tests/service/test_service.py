@@ -5,6 +5,7 @@ load test, and a real Prometheus scraping Ray's metrics during all of it."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -255,6 +256,10 @@ def exercise(api: Api, world: dict, name: str, image: np.ndarray, reference) -> 
     )
     assert api.client.delete(f"/jobs/{long_job}").status_code == 202
     api.wait(long_job, states=("stopped",), timeout=120)
+    # The stopped run left its record and a progress file that says so.
+    records = [json.loads(p.read_text()) for p in (out / "long" / "runs").glob("*.json")]
+    assert [(r["stopped_by"], r["exit_code"]) for r in records] == [("SIGTERM", 143)]
+    assert json.loads((out / "long" / "progress.json").read_text())["state"] == "stopped"
     assert api.client.post(f"/jobs/{long_job}/resume").status_code == 201
     view = api.wait(long_job)
     assert view["attempts"] == 2 and view["videos"]["ok"] + view["videos"]["skipped"] == 2
