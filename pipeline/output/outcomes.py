@@ -101,7 +101,10 @@ class RunCounts:
     videos_partial: int = 0
     frames_done: int = 0
     batches_done: int = 0
-    frames_expected: int = 0  # what the headers announce, after stride
+    frames_expected: int = 0  # what the headers of the opened videos announce, after stride
+    videos_opened: int = 0  # videos whose decoder opened them ...
+    videos_with_header_frames: int = 0  # ... of which the header says how many frames they have
+    videos_never_opened: int = 0  # finished without opening (unreadable, or no decoder could)
     boxes: int = 0
     tracks: int = 0
     batches_retried: int = 0
@@ -117,6 +120,25 @@ class RunCounts:
     def video_finished(self, status: str) -> None:
         self.videos_done += 1
         setattr(self, f"videos_{status}", getattr(self, f"videos_{status}") + 1)
+
+    @property
+    def videos_not_yet_opened(self) -> int:
+        """Videos handed to the run that will be decoded but have not been opened yet."""
+        return max(
+            0,
+            self.videos_total - self.videos_skipped - self.videos_opened - self.videos_never_opened,
+        )
+
+    def estimated_frames(self) -> tuple[int, bool]:
+        """The frames the run will process: the opened videos' headers, plus, for the videos
+        not opened yet, the mean of the headers so far (so an ETA does not reach 0 while videos
+        wait); and whether that is an estimate."""
+        known = max(self.frames_expected, self.frames_done)
+        waiting = self.videos_not_yet_opened
+        if not waiting or not self.videos_with_header_frames:  # nothing to estimate from
+            return known, False
+        mean = self.frames_expected / self.videos_with_header_frames
+        return max(known, round(self.frames_expected + waiting * mean)), True
 
     def video_skipped(self) -> None:
         self.videos_skipped += 1

@@ -48,8 +48,13 @@ class RunProgress:
 
     @property
     def frames_expected(self) -> int:
-        """What the headers announce, never less than what is done."""
-        return max(self.counts.frames_expected, self.counts.frames_done)
+        """What the headers announce, never less than what is done; with videos not opened
+        yet, estimated (``frames_expected_estimated``)."""
+        return self.counts.estimated_frames()[0]
+
+    @property
+    def frames_expected_estimated(self) -> bool:
+        return self.counts.estimated_frames()[1]
 
 
 class ProgressDisplay:
@@ -86,8 +91,10 @@ class ProgressDisplay:
             fps = done / elapsed if elapsed > 0 else 0.0
             eta = (expected - done) / fps if fps and expected else None
             pct = f" ({100 * done / expected:.0f}%)" if expected else ""
+            about = "~" if p.frames_expected_estimated else ""  # videos not opened yet
             print(
-                f"progress: {done}/{expected or '?'} frames{pct}, {fps:.1f} fps, ETA {format_eta(eta)}, {videos}",
+                f"progress: {done}/{about}{expected or '?'} frames{pct}, {fps:.1f} fps, "
+                f"ETA {format_eta(eta)}, {videos}",
                 file=self.stream,
                 flush=True,
             )
@@ -119,6 +126,7 @@ class ProgressFile:
     def __init__(self, folder: str | os.PathLike, *, interval_s: float = 2.0):
         self.path = Path(folder) / PROGRESS_FILE
         self.job_id = os.environ.get("PIPELINE_JOB_ID")
+        self.attempt = os.environ.get("PIPELINE_JOB_ATTEMPT")
         self.interval_s = interval_s
         # the first snapshot is always written (monotonic time may start near 0)
         self._last = -math.inf
@@ -138,6 +146,7 @@ class ProgressFile:
             "running",
             frames_done=done,
             frames_expected=expected,
+            frames_expected_estimated=p.frames_expected_estimated,
             frames_per_s=fps,
             eta_s=(expected - done) / fps if fps and expected else None,
             videos={
@@ -180,7 +189,13 @@ class ProgressFile:
         try:
             _write_json(
                 self.path,
-                {"state": state, "job_id": self.job_id, "updated_at": time.time(), **fields},
+                {
+                    "state": state,
+                    "job_id": self.job_id,
+                    **({"attempt": self.attempt} if self.attempt else {}),
+                    "updated_at": time.time(),
+                    **fields,
+                },
             )
         except OSError as exc:  # progress is a convenience: never fail a run over it
             log.debug("cannot write %s: %s", self.path, exc)

@@ -68,6 +68,8 @@ class VideoCommitter:
 
     async def _complete(self, state: VideoState, ended: VideoEnded) -> None:
         source, writer = state.source, state.writer
+        if state.info is None:  # no decoder ever opened it
+            self.ctx.counts.videos_never_opened += 1
         error = ended.error or state.error
         frames = writer.rows_written if writer else 0
         num_tracks = None

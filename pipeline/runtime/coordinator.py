@@ -108,6 +108,7 @@ class CoordinatorLogic:
         ctx, committer = self.ctx, self.committer
         while (source := await self._backlog.get()) is not None:
             if source.error:
+                ctx.counts.videos_never_opened += 1
                 await committer.record(VideoRecord.failed(source, source.error, ctx.settings_hash))
                 # Rows of an earlier version go too (once the record says failed, so a crash
                 # in between never leaves an 'ok' record without its rows).

@@ -227,7 +227,9 @@ class VideoPass:
             return
         state.info, state.geometry = opened.info, opened.geometry
         state.writer = VideoResultWriter(self.output, state.source.video_id, self.ctx.names)
+        self.ctx.counts.videos_opened += 1
         if opened.info.header_frames:
+            self.ctx.counts.videos_with_header_frames += 1
             self.ctx.counts.frames_expected += -(
                 -opened.info.header_frames // self.ctx.config.stride
             )

@@ -243,7 +243,13 @@ class JobService:
                 *request.argv(self.settings.model),
             ]
         )
-        env = {**dict(self.settings.job_env), "PIPELINE_JOB_ID": job_id}
+        # The attempt as well as the job: a resumed job's progress is its new attempt's, from
+        # that attempt's first report (the progress file says which attempt wrote it).
+        env = {
+            **dict(self.settings.job_env),
+            "PIPELINE_JOB_ID": job_id,
+            "PIPELINE_JOB_ATTEMPT": submission_id,
+        }
         blob = json.dumps(
             {"inputs": list(request.inputs), "output": request.output, "settings": request.settings}
         )
@@ -316,15 +322,23 @@ class JobService:
         if with_progress:
             view.update(
                 self._progress(
-                    job_id, request["output"], running=latest.status in ("PENDING", "RUNNING")
+                    job_id,
+                    latest.submission_id,
+                    request["output"],
+                    running=latest.status in ("PENDING", "RUNNING"),
                 )
             )
         return view
 
     @staticmethod
-    def _progress(job_id: str, output: str, *, running: bool) -> dict:
+    def _progress(job_id: str, attempt: str, output: str, *, running: bool) -> dict:
         progress = None if is_uri(output) else read_progress(output)
-        if progress is None or progress.get("job_id") != job_id:
+        # A file without an attempt was written by a run of an older version of the service.
+        if (
+            progress is None
+            or progress.get("job_id") != job_id
+            or progress.get("attempt", attempt) != attempt
+        ):
             return {"frames_done": None, "frames_per_s": None, "eta_s": None, "videos": None}
         eta = progress.get("eta_s")
         if running and progress.get("state") == "running" and eta is not None:

@@ -949,3 +949,31 @@ def test_job_endpoints_without_a_cluster_answer_503_after_their_own_checks(roots
             assert r.status_code == 503, (method, path, r.status_code, r.text)
             detail = r.json()["detail"]
             assert nowhere in detail and len(detail.splitlines()) == 1, detail
+
+
+def test_a_resumed_job_shows_its_new_attempt_s_progress_from_its_first_report(
+    roots, settings, monkeypatch
+):
+    videos, out, _ = roots
+    backend = FakeBackend()
+    jobs = JobService(settings, backend)
+    job = jobs.submit(check_request([str(videos)], str(out / "run"), {}, settings))
+    (out / "run").mkdir()
+    first = backend.envs[job["id"]]
+    monkeypatch.setenv("PIPELINE_JOB_ID", first["PIPELINE_JOB_ID"])
+    monkeypatch.setenv("PIPELINE_JOB_ATTEMPT", first["PIPELINE_JOB_ATTEMPT"])
+    ProgressFile(out / "run", interval_s=0).running(
+        RunProgress(RunCounts(frames_done=40, frames_expected=80, videos_total=2), elapsed_s=2.0)
+    )
+    assert jobs.show(job["id"])["frames_done"] == 40
+    jobs.stop(job["id"])
+    jobs.resume(job["id"])
+    # The stopped attempt's file is still there: not the new attempt's progress.
+    assert jobs.show(job["id"])["frames_done"] is None
+    second = backend.envs[f"{job['id']}-attempt2"]
+    assert second["PIPELINE_JOB_ID"] == job["id"] != second["PIPELINE_JOB_ATTEMPT"]
+    monkeypatch.setenv("PIPELINE_JOB_ATTEMPT", second["PIPELINE_JOB_ATTEMPT"])
+    ProgressFile(out / "run", interval_s=0).running(
+        RunProgress(RunCounts(frames_done=3, frames_expected=80, videos_total=2), elapsed_s=1.0)
+    )
+    assert jobs.show(job["id"])["frames_done"] == 3

@@ -55,3 +55,30 @@ def test_progress_file_is_throttled_and_replaced_whole(tmp_path):
     )
     assert state["eta_s"] == 18.0
     assert [p.name for p in tmp_path.iterdir()] == ["progress.json"]  # no temporary file left
+
+
+def test_videos_not_opened_yet_count_in_the_frames_expected_so_the_eta_does_not_reach_0(tmp_path):
+    """A two-video job: the second video has not been opened when the first is nearly done."""
+    counts = RunCounts(videos_total=2, videos_opened=1, videos_with_header_frames=1)
+    counts.frames_expected, counts.frames_done = 302, 300
+    progress = RunProgress(counts, elapsed_s=10.0)
+    assert progress.frames_expected == 604 and progress.frames_expected_estimated
+    ProgressFile(tmp_path, interval_s=0).running(progress)
+    state = read_progress(tmp_path)
+    assert state["frames_expected"] == 604 and state["frames_expected_estimated"] is True
+    assert state["eta_s"] == 304 / 30.0
+    # Once the second is open, its header counts, and the figure is no estimate.
+    counts.videos_opened, counts.videos_with_header_frames, counts.frames_expected = 2, 2, 362
+    assert progress.frames_expected == 362 and not progress.frames_expected_estimated
+    # Skipped and unreadable videos are no frames to wait for.
+    waiting = RunCounts(videos_total=4, videos_skipped=1, videos_never_opened=1, videos_opened=1)
+    waiting.videos_with_header_frames, waiting.frames_expected = 1, 100
+    assert waiting.estimated_frames() == (200, True)
+
+
+def test_a_log_line_says_when_the_frames_expected_is_an_estimate():
+    stream = io.StringIO()
+    counts = RunCounts(videos_total=2, videos_opened=1, videos_with_header_frames=1)
+    counts.frames_expected, counts.frames_done = 100, 50
+    ProgressDisplay(stream=stream, interval_s=0).update(RunProgress(counts))
+    assert "50/~200 frames" in stream.getvalue()

@@ -204,6 +204,7 @@ def test_every_frame_is_written_once_in_order(clean):
         assert [r["frame_index"] for r in rows[path]] == list(range(count))
         assert all(r["num_detections"] == 5 for r in rows[path])
     assert summary.counts.frames_done == 59 and summary.counts.batches_done == 10 + 6
+    assert summary.counts.videos_opened == 2 and summary.counts.estimated_frames() == (59, False)
 
 
 def test_a_lost_actor_s_batch_goes_to_another_and_the_rows_stay_the_same(tmp_path, clean):
