@@ -390,8 +390,10 @@ class _DriverRun:
         last progress report) and a final ``progress.json`` that says so, written first, before
         the clean-up (``ray job stop`` follows its SIGTERM with a SIGKILL a few seconds later)."""
         plan = self.plan
-        if self.coordinator is not None:
-            try:  # its counts now, if it still answers (Ctrl-C reaches Ray's processes too)
+        # After SIGTERM (``ray job stop``, a scheduler) the coordinator still answers: its counts
+        # now. A terminal's Ctrl-C reaches Ray's processes too: the last report stands.
+        if self.coordinator is not None and exc.signum == signal.SIGTERM:
+            try:
                 self.last_progress = ray.get(self.coordinator.progress.remote(), timeout=1)
             except Exception:
                 pass
