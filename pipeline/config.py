@@ -114,7 +114,7 @@ def _check_range(value, flag: str, lowest: float, highest: float | None, real: b
     if isinstance(value, bool) or not isinstance(value, kind):
         # A wrong type is a TypeError, as Python's own calls raise (argparse types the CLI's).
         raise TypeError(f"{flag} must be a {'number' if real else 'whole number'}; got {value!r}")
-    if flag in _BETWEEN and not lowest <= value <= (highest or value):
+    if flag in _BETWEEN and highest is not None and not lowest <= value <= highest:
         raise ConfigError(f"{flag} must be between {_plain(lowest)} and {_plain(highest)}")
     if flag in _POSITIVE and value <= 0:
         raise ConfigError(f"{flag} must be positive")

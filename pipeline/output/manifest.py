@@ -138,8 +138,8 @@ class Manifest:
     SAVE_CHUNK = 65536  # records turned into rows at a time by save()
 
     def __init__(self, output: Path):
-        self.path = output / self.FILE_NAME
-        self.log_path = output / self.LOG_NAME
+        layout = OutputLayout(output)
+        self.path, self.log_path = layout.manifest, layout.manifest_log
         self.records: dict[str, VideoRecord] = {}
         self.class_names: dict[int, str] | None = None  # the latest run's model classes
         self.logged = 0  # lines in the log since the last compaction

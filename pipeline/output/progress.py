@@ -105,9 +105,6 @@ class ProgressDisplay:
             self._bar = None
 
 
-PROGRESS_FILE = OutputLayout.PROGRESS_FILE
-
-
 def _write_json(path: Path, data: dict) -> None:
     """Replace ``path`` by a rename, so that a reader polling it never sees half a file."""
     tmp = path.with_name(f"{TEMP_PREFIX}{path.name}-{os.getpid()}")
@@ -124,7 +121,7 @@ class ProgressFile:
     """
 
     def __init__(self, folder: str | os.PathLike, *, interval_s: float = 2.0):
-        self.path = Path(folder) / PROGRESS_FILE
+        self.path = OutputLayout(Path(folder)).progress_file
         self.job_id = os.environ.get("PIPELINE_JOB_ID")
         self.attempt = os.environ.get("PIPELINE_JOB_ATTEMPT")
         self.interval_s = interval_s
@@ -204,6 +201,6 @@ class ProgressFile:
 def read_progress(folder: str | os.PathLike) -> dict | None:
     """The last ``progress.json`` of a local output folder, or None."""
     try:
-        return json.loads((Path(folder) / PROGRESS_FILE).read_text())
+        return json.loads(OutputLayout(Path(folder)).progress_file.read_text())
     except (OSError, ValueError):
         return None

@@ -75,7 +75,7 @@ class Lease:
     """Held from ``acquire()`` to ``release()``; refreshed by a daemon thread meanwhile."""
 
     def __init__(self, folder: Path):
-        self.path = folder / LEASE_NAME
+        self.path = OutputLayout(folder).lease_file
         self.holder = Holder.me()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
