@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
+from pipeline.cli import analyze as analyze_cli
 from pipeline.cli.parser import Parser
 from pipeline.config import RunConfig
 from pipeline.errors import EXIT_OK, EXIT_UNEXPECTED, Interrupted, PipelineError, UsageError
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", "-q", action="store_true", help="no progress and no summary")
     _add_render_parser(sub)
     _add_report_parser(sub)
+    analyze_cli.add_parsers(sub)
     return parser
 
 
@@ -324,9 +326,15 @@ def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     os.environ.setdefault("YOLO_VERBOSE", "False")
-    if args.command in ("render", "report"):
+    views = {
+        "render": render_main,
+        "report": report_main,
+        "analyze": analyze_cli.analyze_main,
+        "export": analyze_cli.export_main,
+    }
+    if args.command in views:
         try:
-            return render_main(args) if args.command == "render" else report_main(args)
+            return views[args.command](args)
         except PipelineError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return exc.exit_code

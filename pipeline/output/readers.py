@@ -24,6 +24,7 @@ from pipeline.config import class_keys
 from pipeline.errors import UsageError
 from pipeline.inference.model_ref import ClassesError, resolve_classes
 from pipeline.locations import RemoteLocation, is_uri
+from pipeline.media.source import video_id_for
 from pipeline.output.manifest import Manifest
 from pipeline.output.schema import DETECTIONS_SCHEMA, TRACKS_SCHEMA
 
@@ -459,6 +460,24 @@ def read_videos(output: str | Path) -> pd.DataFrame:
             f"{output} has no videos.parquet yet: no video of its run has finished"
         ) from None
     return table.to_pandas(types_mapper=NULLABLE_INTS)
+
+
+def resolve_video_id(video: str, results: str | Path) -> str:
+    """The id the run gave ``video`` (a path, or a video id as ``videos.parquet`` has it): by its
+    absolute path, else by a unique file name (the video or the results folder may have moved
+    since the run). ``UsageError`` when the run has no such video."""
+    videos = read_videos(results)  # NotARunOutput (a UsageError) when it is not a run's output
+    if video in set(videos["video_id"]):
+        return video
+    by_path = video_id_for(str(Path(video).absolute()))
+    if by_path in set(videos["video_id"]):
+        return by_path
+    same_name = videos[videos["path"].map(lambda p: Path(p).name) == Path(video).name]
+    if len(same_name) == 1:
+        return same_name["video_id"].iloc[0]
+    known = ", ".join(sorted(Path(p).name for p in videos["path"])[:10])
+    reason = "several videos have that name" if len(same_name) > 1 else f"videos there: {known}"
+    raise UsageError(f"no results for {video} in {results} ({reason})")
 
 
 def videos_not_ok(output: str | Path, limit: int = 10) -> tuple[list[dict], int]:

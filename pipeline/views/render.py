@@ -21,9 +21,8 @@ import numpy as np
 
 from pipeline.errors import UsageError
 from pipeline.media.decode import DecodeError, VideoDecoder
-from pipeline.media.source import video_id_for
 from pipeline.output.layout import TEMP_PREFIX
-from pipeline.output.readers import read_detections, read_videos
+from pipeline.output.readers import read_detections, resolve_video_id
 
 log = logging.getLogger(__name__)
 
@@ -64,21 +63,6 @@ class RenderSummary:
     codec: str
     width: int
     height: int
-
-
-def resolve_video_id(video: str, results: str | Path) -> str:
-    """The id the run gave ``video``: by its absolute path, else by a unique file name (the video
-    or the results folder may have moved since the run)."""
-    videos = read_videos(results)  # NotARunOutput (a UsageError) when it is not a run's output
-    by_path = video_id_for(str(Path(video).absolute()))
-    if by_path in set(videos["video_id"]):
-        return by_path
-    same_name = videos[videos["path"].map(lambda p: Path(p).name) == Path(video).name]
-    if len(same_name) == 1:
-        return same_name["video_id"].iloc[0]
-    known = ", ".join(sorted(Path(p).name for p in videos["path"])[:10])
-    reason = "several videos have that name" if len(same_name) > 1 else f"videos there: {known}"
-    raise UsageError(f"no results for {video} in {results} ({reason})")
 
 
 def pick_encoder() -> str:
