@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -101,3 +102,56 @@ def write_vfr(path: Path, frames, pts_seconds: list[float]) -> None:
                 c.mux(p)
         for p in stream.encode():
             c.mux(p)
+
+
+# A person in people.mp4's first frame (the clip's most confident box there), cut out and
+# moved over a plain background on known paths: a video whose crossings and dwell are known.
+PERSON_BOX = (1604, 610, 1716, 867)
+
+
+@dataclass(frozen=True)
+class Walker:
+    """A person pasted with its top-left corner at (x0 + speed·t, y) in frame t (t from ``start``)."""
+
+    x0: float
+    y: int
+    speed: float
+    start: int = 0
+
+    def left(self, t: int) -> float:
+        return self.x0 + self.speed * (t - self.start)
+
+
+def walkers_video(
+    path: Path,
+    people_mp4: Path,
+    walkers: list[Walker],
+    *,
+    frames: int,
+    size=(640, 480),
+    scale: float = 0.6,
+) -> tuple[int, int]:
+    """Write the video; returns the pasted person's size (width, height) in it."""
+    import cv2
+
+    from pipeline.media.samples import read_frames
+
+    first = next(read_frames(people_mp4, limit=1))
+    x1, y1, x2, y2 = PERSON_BOX
+    person = cv2.resize(first[y1:y2, x1:x2], None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    ph, pw = person.shape[:2]
+    w, h = size
+    rng = np.random.default_rng(0)
+    background = np.clip(rng.normal(120, 6, (h, w, 3)), 0, 255).astype(np.uint8)
+    out = []
+    for t in range(frames):
+        frame = background.copy()
+        for walker in walkers:
+            if t < walker.start:
+                continue
+            left = int(round(walker.left(t)))
+            if 0 <= left and left + pw <= w:
+                frame[walker.y : walker.y + ph, left : left + pw] = person
+        out.append(frame)
+    write_video(path, out)
+    return pw, ph

@@ -45,7 +45,7 @@ NAME is the video's file name without extension (with its id where two videos sh
 
 examples:
   python -m pipeline export out --format coco --output coco/ --images
-  python -m pipeline export out --format mot --output mot/
+  python -m pipeline export out --format mot --output mot/ --classes person
 """
 
 
@@ -128,6 +128,12 @@ def add_parsers(sub) -> None:
         "--video", action="append", default=None, metavar="VIDEO", help="only this video (repeat)"
     )
     export.add_argument(
+        "--classes",
+        type=names_or_ids,
+        default=None,
+        help="only these classes (names or ids); MOTChallenge tools evaluate pedestrians: person",
+    )
+    export.add_argument(
         "--images", action="store_true", help="coco: also write the processed frames as JPEGs"
     )
 
@@ -207,7 +213,14 @@ def analyze_main(args: argparse.Namespace) -> int:
 def export_main(args: argparse.Namespace) -> int:
     from pipeline.views.export import export
 
-    summary = export(args.results, args.output, args.format, videos=args.video, images=args.images)
+    summary = export(
+        args.results,
+        args.output,
+        args.format,
+        videos=args.video,
+        classes=args.classes,
+        images=args.images,
+    )
     what = f"{summary.boxes} boxes of {_plural(summary.videos, 'video')}"
     images = f", {summary.images} images" if summary.images else ""
     print(f"Wrote {len(summary.files)} {args.format} file(s) to {summary.folder}: {what}{images}")

@@ -27,7 +27,9 @@ import numpy as np
 import pandas as pd
 
 from pipeline.analysis.analyze import video_boxes
+from pipeline.config import class_keys
 from pipeline.errors import UsageError
+from pipeline.inference.model_ref import ClassesError, resolve_classes
 from pipeline.output.layout import TEMP_PREFIX
 from pipeline.output.readers import (
     NoTracks,
@@ -226,9 +228,11 @@ def export(
     fmt: str,
     *,
     videos: list[str] | None = None,
+    classes=None,
     images: bool = False,
 ) -> ExportSummary:
-    """Write the run's boxes under ``folder`` in ``fmt`` (``coco``, ``mot`` or ``csv``)."""
+    """Write the run's boxes (of ``classes``, names or ids; default all) under ``folder`` in
+    ``fmt`` (``coco``, ``mot`` or ``csv``)."""
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt}: one of {', '.join(FORMATS)}")
     fs, root = check_output(output)
@@ -240,11 +244,22 @@ def export(
     folder.mkdir(parents=True, exist_ok=True)
     chosen = _chosen_videos(output, read_videos(output), videos)
     summary = ExportSummary(fmt, str(folder), videos=len(chosen))
-    if fmt == "csv":
-        return _export_csv(output, folder, list(chosen["video_id"]), summary)
     names, seq = known_classes(fs, root) or {}, sequence_names(chosen)
+    wanted = None
+    if classes is not None:
+        try:
+            wanted = set(
+                resolve_classes(class_keys(classes), names, context="--classes: the run's model")
+                or ()
+            )
+        except ClassesError as exc:
+            raise UsageError(str(exc)) from None
+    if fmt == "csv":
+        return _export_csv(output, folder, list(chosen["video_id"]), wanted, summary)
     for row in chosen.itertuples():
         video = video_boxes(output, row)
+        if wanted is not None:
+            video.boxes = video.boxes[video.boxes["class_id"].isin(wanted)].reset_index(drop=True)
         summary.boxes += len(video.boxes)
         name = seq[row.video_id]
         if fmt == "coco":
@@ -262,7 +277,7 @@ def export(
 
 
 def _export_csv(
-    output, folder: Path, video_ids: list[str], summary: ExportSummary
+    output, folder: Path, video_ids: list[str], classes: set[int] | None, summary: ExportSummary
 ) -> ExportSummary:
     import pyarrow.csv as pacsv
 
@@ -270,7 +285,9 @@ def _export_csv(
     temp = target.with_name(f"{TEMP_PREFIX}{target.name}")
     writer = None
     try:
-        batches = iter_detections(output, video_id=video_ids) if video_ids else iter(())
+        batches = (
+            iter_detections(output, video_id=video_ids, classes=classes) if video_ids else iter(())
+        )
         for _vid, _first, table in batches:
             if writer is None:
                 writer = pacsv.CSVWriter(str(temp), table.schema)
