@@ -103,6 +103,43 @@ class Analysis:
     def zone_overcrowding(self) -> pd.DataFrame:
         return self.tables["zone_overcrowding"]
 
+    def summary(self) -> dict:
+        """What the analysis found, JSON-ready: crossings per line, class and direction; per
+        zone its visits, dwell, the most objects inside at once and the overcrowded time."""
+        lines = []
+        for line in self.spec.lines:
+            counts = self.line_counts[self.line_counts["line"] == line.name]
+            by_class: dict[str, dict[str, int]] = {}
+            for (c, d), n in counts.groupby(["class_name", "direction"])["count"].sum().items():
+                by_class.setdefault(c, {})[d] = int(n)
+            lines.append(
+                {
+                    "name": line.name,
+                    "in": int(counts.loc[counts["direction"] == "in", "count"].sum()),
+                    "out": int(counts.loc[counts["direction"] == "out", "count"].sum()),
+                    "by_class": by_class,
+                }
+            )
+        zones = []
+        for zone in self.spec.zones:
+            visits = self.zone_visits[self.zone_visits["zone"] == zone.name]
+            every = self.zone_occupancy[
+                (self.zone_occupancy["zone"] == zone.name) & (self.zone_occupancy["class_id"] == -1)
+            ]
+            over = self.zone_overcrowding[self.zone_overcrowding["zone"] == zone.name]
+            zones.append(
+                {
+                    "name": zone.name,
+                    "visits": len(visits),
+                    "median_dwell_s": float(visits["dwell_s"].median()) if len(visits) else None,
+                    "max_inside": int(every["max_inside"].max()) if len(every) else 0,
+                    "max_objects": zone.max_objects,
+                    "overcrowded_intervals": len(over),
+                    "overcrowded_s": float((over["end_s"] - over["start_s"]).sum()),
+                }
+            )
+        return {"name": self.name, "videos": len(self.videos), "lines": lines, "zones": zones}
+
     def line_totals(self) -> pd.DataFrame:
         """Crossings per line, class and direction over every video: columns in, out."""
         counts = self.tables["line_counts"]
@@ -209,7 +246,7 @@ def analyze(
     fs, root = check_output(output)
     plan_scan(output, "tracks")  # NoTracks: one line, before any work
     names = known_classes(fs, root) or {}
-    class_ids = {item.name: _class_ids(item, names) for item in (*spec.lines, *spec.zones)}
+    class_ids = {item.name: _class_ids(item, names) for item in spec.items}
     chosen = _videos(output, read_videos(output), video_id)
     for row in chosen.itertuples():
         check_geometry(spec, int(row.width), int(row.height), Path(row.path).name)

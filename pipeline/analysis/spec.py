@@ -151,7 +151,7 @@ class AnalysisSpec:
     def __post_init__(self):
         if not self.lines and not self.zones:
             raise AnalysisError("nothing to analyze: give at least one --line or --zone")
-        names = [x.name for x in (*self.lines, *self.zones)]
+        names = [x.name for x in self.items]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise AnalysisError(f"lines and zones need distinct names: {', '.join(repeated)}")
@@ -160,8 +160,10 @@ class AnalysisSpec:
         if not self.buckets_s or any(not (b > 0 and math.isfinite(b)) for b in self.buckets_s):
             raise AnalysisError("buckets_s: one or more bucket lengths in seconds, each > 0")
 
-    def classes_named(self) -> set[int | str]:
-        return {c for item in (*self.lines, *self.zones) for c in (item.classes or ())}
+    @property
+    def items(self) -> tuple[Line | Zone, ...]:
+        """Its lines, then its zones."""
+        return (*self.lines, *self.zones)
 
     def with_classes(self, classes) -> AnalysisSpec:
         """Every line and zone without classes of its own counts ``classes`` (``--classes``)."""

@@ -49,7 +49,40 @@ examples:
 """
 
 
+def _seconds_list(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: seconds, e.g. 1,60") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: one or more lengths in seconds, each > 0")
+    return values
+
+
+ANALYZE_OPTIONS: list[tuple[str, dict]] = [
+    ("--line", dict(action="append", default=[], metavar="NAME=X1,Y1,X2,Y2",
+                    help="a counting line (repeat for more)")),
+    ("--zone", dict(action="append", default=[], metavar="NAME=X1,Y1,X2,Y2,X3,Y3[,...]",
+                    help="a polygon zone (repeat for more)")),
+    ("--classes", dict(type=names_or_ids, default=None,
+                       help="count only these classes (names or ids) where a line or zone names none")),
+    ("--anchor", dict(choices=ANCHORS, default=None, metavar="ANCHOR",
+                      help=f"the box point that counts: {', '.join(ANCHORS)} (default {DEFAULT_ANCHOR})")),
+    ("--max-objects", dict(type=int, default=None, metavar="N",
+                           help="zones: record the intervals with more than N objects inside (overcrowding)")),
+    ("--buckets", dict(type=_seconds_list, default=None, metavar="S[,S...]",
+                       help="occupancy bucket lengths in seconds (default 1,60)")),
+    ("--name", dict(default="default",
+                    help="the analysis's folder under OUT/analysis/ (default %(default)s)")),
+]  # fmt: skip
+
+
 def add_parsers(sub) -> None:
+    _add_analyze_parser(sub)
+    _add_export_parser(sub)
+
+
+def _add_analyze_parser(sub) -> None:
     analyze = sub.add_parser(
         "analyze",
         help="count line crossings, zone occupancy and dwell from a run's tracks (no inference)",
@@ -62,51 +95,8 @@ def add_parsers(sub) -> None:
     analyze.add_argument(
         "--spec", metavar="FILE", help="lines and zones in a YAML file (see below)"
     )
-    analyze.add_argument(
-        "--line",
-        action="append",
-        default=[],
-        metavar="NAME=X1,Y1,X2,Y2",
-        help="a counting line (repeat for more)",
-    )
-    analyze.add_argument(
-        "--zone",
-        action="append",
-        default=[],
-        metavar="NAME=X1,Y1,X2,Y2,X3,Y3[,...]",
-        help="a polygon zone (repeat for more)",
-    )
-    analyze.add_argument(
-        "--classes",
-        type=names_or_ids,
-        default=None,
-        help="count only these classes (names or ids) where a line or zone names none",
-    )
-    analyze.add_argument(
-        "--anchor",
-        choices=ANCHORS,
-        default=None,
-        help=f"the box point that counts (default {DEFAULT_ANCHOR})",
-    )
-    analyze.add_argument(
-        "--max-objects",
-        type=int,
-        default=None,
-        metavar="N",
-        help="zones: record the intervals with more than N objects inside (overcrowding)",
-    )
-    analyze.add_argument(
-        "--buckets",
-        type=_seconds_list,
-        default=None,
-        metavar="S[,S...]",
-        help="occupancy bucket lengths in seconds (default 1,60)",
-    )
-    analyze.add_argument(
-        "--name",
-        default="default",
-        help="the analysis's folder under OUT/analysis/ (default %(default)s)",
-    )
+    for flag, options in ANALYZE_OPTIONS:
+        analyze.add_argument(flag, **options)
     analyze.add_argument(
         "--video",
         action="append",
@@ -114,6 +104,9 @@ def add_parsers(sub) -> None:
         metavar="VIDEO",
         help="only this video (path or video id; repeat for more); default every video",
     )
+
+
+def _add_export_parser(sub) -> None:
     export = sub.add_parser(
         "export",
         help="write a run's boxes as COCO, MOTChallenge or CSV files (no inference)",
@@ -136,16 +129,6 @@ def add_parsers(sub) -> None:
     export.add_argument(
         "--images", action="store_true", help="coco: also write the processed frames as JPEGs"
     )
-
-
-def _seconds_list(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: seconds, e.g. 1,60") from None
-    if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: one or more lengths in seconds, each > 0")
-    return values
 
 
 def _plural(n: int, word: str) -> str:

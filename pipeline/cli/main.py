@@ -124,6 +124,13 @@ def _add_render_parser(sub) -> None:
     render.add_argument(
         "--min-conf", type=float, default=None, help="only boxes with at least this confidence"
     )
+    render.add_argument(
+        "--analysis",
+        default=None,
+        metavar="NAME",
+        help="also draw this stored analysis's lines and zones with their running counts "
+        "(see analyze --help)",
+    )
     render.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -183,6 +190,7 @@ def render_main(args: argparse.Namespace) -> int:
         end_s=args.end,
         classes=args.classes,
         min_confidence=args.min_conf,
+        analysis=args.analysis,
         progress=not args.no_progress,
     )
     print(

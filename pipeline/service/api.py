@@ -132,6 +132,7 @@ def make_router(
 
     _add_job_routes(router, jobs, settings, guarded)
     _add_detections_route(router, jobs, guarded)
+    _add_analysis_route(router, jobs, guarded)
 
     @router.post(
         "/detect",
@@ -305,6 +306,47 @@ def _add_detections_route(router: APIRouter, jobs: JobService, guarded: list) ->
             )
         return StreamingResponse(
             _json_lines(pages), media_type="application/x-ndjson", headers=headers
+        )
+
+
+def _add_analysis_route(router: APIRouter, jobs: JobService, guarded: list) -> None:
+    @router.get(
+        "/jobs/{job_id}/analysis",
+        dependencies=guarded,
+        summary="the analyses stored for a job's output (python -m pipeline analyze), or one table",
+    )
+    def job_analysis(
+        job_id: str,
+        name: str | None = Query(None, description="one analysis (default: every one)"),
+        table: str | None = Query(
+            None, description="with name: one of its tables as JSON lines, e.g. crossings"
+        ),
+    ) -> Response:
+        from pipeline.analysis.analyze import SCHEMAS, list_analyses, read_analysis
+
+        try:
+            output = jobs.request_of(job_id).output
+        except (JobNotFound, ClusterUnavailable) as exc:
+            raise _http_error(exc) from None
+        if table is not None and (name is None or table not in SCHEMAS):
+            raise HTTPException(400, f"table goes with name and is one of {', '.join(SCHEMAS)}")
+        names = [name] if name else list_analyses(output)
+        if not names:
+            raise HTTPException(
+                404, f"job {job_id} has no analysis (run python -m pipeline analyze on its output)"
+            )
+        try:
+            analyses = [read_analysis(output, n) for n in names]
+        except UsageError as exc:
+            raise HTTPException(404, str(exc)) from None
+        if table is not None:
+            rows = pa.Table.from_pandas(analyses[0].tables[table], preserve_index=False)
+            return StreamingResponse(_json_lines([rows]), media_type="application/x-ndjson")
+        return JSONResponse(
+            {
+                "job_id": job_id,
+                "analyses": [{**a.summary(), "spec": a.spec.to_dict()} for a in analyses],
+            }
         )
 
 

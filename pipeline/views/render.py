@@ -19,10 +19,12 @@ import av
 import cv2
 import numpy as np
 
+from pipeline.analysis.analyze import read_analysis
 from pipeline.errors import UsageError
 from pipeline.media.decode import DecodeError, VideoDecoder
 from pipeline.output.layout import TEMP_PREFIX
 from pipeline.output.readers import read_detections, resolve_video_id
+from pipeline.views.overlay import AnalysisOverlay
 
 log = logging.getLogger(__name__)
 
@@ -236,9 +238,12 @@ def render(
     end_s: float | None = None,
     classes: list | None = None,
     min_confidence: float | None = None,
+    analysis: str | None = None,
     progress: bool = True,
 ) -> RenderSummary:
+    """``analysis``: the name of a stored analysis whose lines and zones are drawn too."""
     by_frame, processed = _stored_boxes(video, results, start_s, end_s, classes, min_confidence)
+    stored = None if analysis is None else read_analysis(results, analysis)  # AnalysisError
     try:
         decoder = VideoDecoder(str(video))
     except DecodeError as exc:
@@ -247,36 +252,26 @@ def render(
     codec = pick_encoder()
     pix_fmt = _pixel_format(video, info, codec)
     summary = RenderSummary(str(output), 0, 0, 0, 0, codec, info.width, info.height)
-    bar = None
-    if progress and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        bar = tqdm(total=info.header_frames or None, unit="frame", file=sys.stderr, desc="render")
+    overlay = stored and AnalysisOverlay(
+        stored, resolve_video_id(video, results), info.width, info.height
+    )
+    bar = _progress_bar(info) if progress and sys.stderr.isatty() else None
     # Written under a hidden name and renamed when complete: an interrupted or failed render
     # leaves no half video where the output should be (nor replaces an older one).
     temp = Path(output).with_name(f"{TEMP_PREFIX}{Path(output).name}")
     try:
-        # the container from the extension, which the name keeps
-        with av.open(str(temp), mode="w") as container:
-            stream = _video_stream(container, codec, info, pix_fmt)
-            frames = _drawn_frames(
-                decoder,
-                BoxPainter(info.width, info.height),
-                by_frame,
-                processed,
-                start_s,
-                end_s,
-                summary,
-                bar,
-            )
-            for frame in frames:
-                out = av.VideoFrame.from_ndarray(frame, format="bgr24")
-                out.pts = summary.frames
-                for packet in stream.encode(out):
-                    container.mux(packet)
-                summary.frames += 1
-            for packet in stream.encode():
-                container.mux(packet)
+        frames = _drawn_frames(
+            decoder,
+            BoxPainter(info.width, info.height),
+            by_frame,
+            processed,
+            start_s,
+            end_s,
+            summary,
+            bar,
+            overlay,
+        )
+        _encode(temp, frames, codec, info, pix_fmt, summary)
         if summary.frames == 0:
             raise UsageError(f"no frames of {video} in the time range asked for")
         os.replace(temp, output)
@@ -285,6 +280,26 @@ def render(
         if bar is not None:
             bar.close()
     return summary
+
+
+def _encode(path: Path, frames, codec: str, info, pix_fmt: str, summary: RenderSummary) -> None:
+    # the container from the extension, which the name keeps
+    with av.open(str(path), mode="w") as container:
+        stream = _video_stream(container, codec, info, pix_fmt)
+        for frame in frames:
+            out = av.VideoFrame.from_ndarray(frame, format="bgr24")
+            out.pts = summary.frames
+            for packet in stream.encode(out):
+                container.mux(packet)
+            summary.frames += 1
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _progress_bar(info):
+    from tqdm import tqdm
+
+    return tqdm(total=info.header_frames or None, unit="frame", file=sys.stderr, desc="render")
 
 
 def _stored_boxes(video, results, start_s, end_s, classes, min_confidence):
@@ -345,10 +360,12 @@ def _video_stream(container, codec: str, info, pix_fmt: str):
     return stream
 
 
-def _drawn_frames(decoder, painter, by_frame, processed, start_s, end_s, summary, bar):
+def _drawn_frames(decoder, painter, by_frame, processed, start_s, end_s, summary, bar, overlay):
     """The source's frames in the time range with the stored boxes drawn: a processed frame's
-    own, or (dashed, ``held``) those of the last processed frame before it."""
+    own, or (dashed, ``held``) those of the last processed frame before it; under them, an
+    analysis's lines and zones when ``overlay`` is given."""
     held: list[dict] = []
+    last_processed = -1
     for index, timestamp, frame in decoder.frames():
         if bar is not None:
             bar.update(1)
@@ -356,8 +373,11 @@ def _drawn_frames(decoder, painter, by_frame, processed, start_s, end_s, summary
             break
         if index in processed:
             held = by_frame.get(index, [])
+            last_processed = index
         if start_s is not None and timestamp < start_s:
             continue
+        if overlay is not None:
+            overlay.draw(frame, index, last_processed)
         if index in processed:
             painter.draw(frame, held)
             summary.frames_with_results += 1

@@ -481,7 +481,7 @@ def build_report(
     parts.append(
         '<p class="note">Sections: <a href="#summary">summary</a> · <a href="#settings">settings</a> · '
         '<a href="#videos">videos</a> · <a href="#samples">sample frames</a> · '
-        '<a href="#classes">classes</a> · <a href="#tracks">tracks</a> · '
+        '<a href="#classes">classes</a> · <a href="#tracks">tracks</a> · <a href="#analyses">analyses</a> · '
         '<a href="#run">throughput, stages, memory, GPU</a> · <a href="#failures">failures</a></p>'
     )
 
@@ -502,6 +502,13 @@ def build_report(
     tracks = _tracks_section(root, names)
     if tracks:
         parts.append(_section("Tracks", "tracks", tracks))
+    from pipeline.views.report_analysis import (
+        analysis_section,
+    )  # it draws with this module's helpers
+
+    analyses = analysis_section(root, names)
+    if analyses:
+        parts.append(analyses)
 
     parts.append(_run_section(run))
     parts.append(_failures_section(videos))

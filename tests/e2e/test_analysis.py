@@ -260,3 +260,59 @@ def test_csv_export_has_every_box(people_run, tmp_path):
     assert len(table) == len(boxes) and list(table.columns) == list(boxes.columns)
     assert np.allclose(table["x1"], boxes["x1"], atol=1e-3)
     assert (table["track_id"].isna() == boxes["track_id"].isna()).all()
+
+
+def test_render_and_report_show_the_lines_and_zones(walkers_run, tmp_path, capsys):
+    import cv2
+
+    from pipeline.media.decode import VideoDecoder
+    from pipeline.views.overlay import LINE_COLOR, AnalysisOverlay
+
+    video, out, _ = walkers_run
+    spec = spec_from_options(
+        lines=[f"door={LINE_X},0,{LINE_X},{SIZE[1]}"],
+        zones=[f"band={ZONE_X[0]},0,{ZONE_X[1]},0,{ZONE_X[1]},{SIZE[1]},{ZONE_X[0]},{SIZE[1]}"],
+        max_objects=1,
+    )
+    analysis = analyze(out, spec, name="shown")
+    rendered = tmp_path / "shown.mp4"
+    args = ["render", str(video), "--results", str(out), "--output", str(rendered), "--no-progress"]
+    assert main([*args, "--analysis", "shown"]) == 0
+    plain = tmp_path / "plain.mp4"
+    assert main([*args[:5], str(plain), "--no-progress"]) == 0
+    with_overlay = [f for _, _, f in VideoDecoder(str(rendered)).frames()]
+    without = [f for _, _, f in VideoDecoder(str(plain)).frames()]
+    assert len(with_overlay) == len(without) == FRAMES
+    frame, base = with_overlay[5].astype(int), without[5].astype(int)
+    # on the line, away from people and labels: the line's colour
+    assert np.abs(frame[440, LINE_X] - np.array(LINE_COLOR)).max() < 60
+    # inside the zone: tinted; outside both: untouched
+    assert np.abs(frame[460, 260] - base[460, 260]).max() > 10
+    assert np.abs(frame[460, 100] - base[460, 100]).max() < 12
+    cv2.imwrite(str(tmp_path / "frame.png"), with_overlay[100])
+    overlay = AnalysisOverlay(analysis, analysis.videos[0], *SIZE)
+    crossing = analysis.crossings[analysis.crossings["direction"] == "in"]["frame_index"].iloc[0]
+    assert overlay.crossed("door", "in", crossing - 1) == 0
+    assert overlay.crossed("door", "in", crossing) == 1
+    assert (
+        main(
+            [
+                "render",
+                str(video),
+                "--results",
+                str(out),
+                "--output",
+                str(plain),
+                "--analysis",
+                "nope",
+            ]
+        )
+        == 2
+    )
+    assert "no analysis 'nope'" in capsys.readouterr().err
+    assert main(["report", str(out)]) == 0
+    page = (out / "report.html").read_text()
+    part = page[page.index('id="analyses"') : page.index('id="run"')]
+    assert "line door" in part and "zone band" in part
+    assert 'alt="zone band occupancy"' in part and 'alt="zone band dwell histogram"' in part
+    assert "More than 1 inside" in part

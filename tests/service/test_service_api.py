@@ -977,3 +977,69 @@ def test_a_resumed_job_shows_its_new_attempt_s_progress_from_its_first_report(
         RunProgress(RunCounts(frames_done=3, frames_expected=80, videos_total=2), elapsed_s=1.0)
     )
     assert jobs.show(job["id"])["frames_done"] == 3
+
+
+# --- analyses -------------------------------------------------------------------------------
+
+
+def write_tracked_output(folder: Path, names: dict) -> None:
+    """Two objects gliding across a 640x480 video for 40 frames, tracked as a --track run is."""
+    from pipeline.analysis.tracking import track_detections_file
+    from pipeline.output.layout import OutputLayout
+
+    manifest = Manifest(folder)
+    manifest.class_names = names
+    writer = VideoResultWriter(folder, "walk", names)
+    frames = np.arange(40)
+    xyxy = []
+    for f in frames:
+        xyxy += [[100 + 8 * f, 100, 140 + 8 * f, 200], [500 - 8 * f, 300, 540 - 8 * f, 400]]
+    det = Detections(np.array(xyxy, np.float32), np.full(80, 0.9), np.zeros(80, int))
+    writer.add(BatchResult("walk", 0, frames, frames / 30, np.full(40, 2), det))
+    untracked = writer.commit()
+    layout = OutputLayout(folder)
+    layout.tracks("walk").parent.mkdir(parents=True, exist_ok=True)
+    tracked = untracked.with_name(".tracked.parquet")
+    num = track_detections_file(
+        untracked, tracked, layout.tracks("walk"), video_id="walk", names=names
+    )
+    os.replace(tracked, untracked)
+    manifest.update(
+        VideoRecord("walk", "/videos/walk.mp4", "ok", frames_processed=40, width=640, height=480,
+                    num_detections=80, class_counts=writer.class_totals(), num_tracks=num)
+    )  # fmt: skip
+    manifest.save()
+
+
+def test_analysis_of_a_job(client, roots, names):
+    from pipeline.analysis.analyze import analyze
+    from pipeline.analysis.spec import spec_from_options
+
+    _, out, _ = roots
+    write_tracked_output(out / "run", names)
+    job_id = submit(client, roots)
+    r = client.get(f"/jobs/{job_id}/analysis", headers=AUTH)
+    assert r.status_code == 404 and "no analysis" in r.json()["detail"]
+    spec = spec_from_options(
+        lines=["middle=320,0,320,480"], zones=["right=320,0,640,0,640,480,320,480"]
+    )
+    analysis = analyze(out / "run", spec, name="counts")
+    r = client.get(f"/jobs/{job_id}/analysis", headers=AUTH)
+    assert r.status_code == 200, r.text
+    (found,) = r.json()["analyses"]
+    assert found["lines"] == [
+        {"name": "middle", "in": 1, "out": 1, "by_class": {"person": {"in": 1, "out": 1}}}
+    ]
+    assert found["zones"][0]["visits"] == 2 and found["spec"] == spec.to_dict()
+    assert {k: v for k, v in found.items() if k != "spec"} == analysis.summary()
+    r = client.get(
+        f"/jobs/{job_id}/analysis", params={"name": "counts", "table": "crossings"}, headers=AUTH
+    )
+    rows = [json.loads(line) for line in r.text.splitlines()]
+    assert [(x["direction"], x["frame_index"]) for x in rows] == list(
+        zip(analysis.crossings["direction"], analysis.crossings["frame_index"])
+    )
+    r = client.get(f"/jobs/{job_id}/analysis", params={"name": "other"}, headers=AUTH)
+    assert r.status_code == 404 and "counts" in r.json()["detail"]
+    r = client.get(f"/jobs/{job_id}/analysis", params={"table": "crossings"}, headers=AUTH)
+    assert r.status_code == 400
