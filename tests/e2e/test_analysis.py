@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from corpus import Walker, walkers_video
 
+import pipeline
 from pipeline.analysis.analyze import analyze, read_analysis
 from pipeline.analysis.spec import spec_from_options
 from pipeline.cli.main import main
 from pipeline.output.readers import read_detections, read_videos
-from pipeline.views.export import to_supervision
 
 pytestmark = pytest.mark.slow
 
@@ -124,14 +124,14 @@ def test_people_two_lines_and_a_zone_in_seconds_with_no_ray_and_no_model(people_
     first = read_analysis(out).line_counts
     boxes = read_detections(out, classes="person")
     for x in (960, 700):
-        analysis = analyze(
+        analysis = pipeline.analyze(
             out,
             spec_from_options(lines=[f"middle={x},0,{x},1080"], classes=["person"]),
             name=f"x{x}",
         )
         counts = analysis.line_counts.groupby("direction")["count"].sum().to_dict()
         assert {d: counts.get(d, 0) for d in ("in", "out")} == naive_crossings(boxes, x)
-    moved = read_analysis(out, "x700").line_counts["count"].sum()
+    moved = pipeline.read_analysis(out, "x700").line_counts["count"].sum()
     assert moved != first[first["line"] == "middle"]["count"].sum()
 
 
@@ -241,7 +241,7 @@ def test_to_supervision_boxes_equal_read_detections(people_run):
     out = people_run
     video_id = read_videos(out)["video_id"].iloc[0]
     boxes = read_detections(out)
-    frames = list(to_supervision(out, video_id))
+    frames = list(pipeline.to_supervision(out, video_id))
     assert [f for f, _ in frames] == list(range(302))
     for frame_index, detections in frames[::25]:
         mine = boxes[boxes["frame_index"] == frame_index]
