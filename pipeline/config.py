@@ -17,6 +17,7 @@ ENGINES: tuple[str, ...] = get_args(Engine)
 # No model at all: fixed boxes per frame (pipeline.inference.synthetic). Not a choice of the
 # command line: the coordination benchmark uses it to measure the pipeline's own costs.
 SYNTHETIC_ENGINE = "synthetic"
+DATA_PATHS = ("coordinator", "workers")
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,12 @@ class RunConfig:
     cpu_threads: int | None = None  # torch threads of a CPU actor; None: the node's cores
     # ByteTrack over each video's detections: a track_id per box, tracks/ summary
     track: bool = False
+    # Who moves the frames: "coordinator" (one coordinator sends every batch to an actor) or
+    # "workers" (each YoloActor decodes, infers and writes its own videos: pipeline.runtime.video_worker).
+    data_path: str = "coordinator"
+    # The synthetic engine's simulated GPU: each batch of n frames takes a + b·n milliseconds
+    # (GIL released), e.g. (2.0, 0.35); None: as fast as it can (pipeline.inference.synthetic).
+    synthetic_latency_ms: tuple[float, float] | None = None
     model_fingerprint: str = field(default="", compare=False)  # size+mtime of a local model file
     # what "auto" became: cpu or cuda
     resolved_device: str | None = field(default=None, compare=False)
@@ -198,6 +205,15 @@ class RunConfig:
             )
         if self.classes is not None:
             object.__setattr__(self, "classes", class_keys(self.classes))
+        if self.data_path not in DATA_PATHS:
+            raise ConfigError(
+                f"data_path must be one of {', '.join(DATA_PATHS)}; got {self.data_path!r}"
+            )
+        if self.synthetic_latency_ms is not None:
+            latency = tuple(float(v) for v in self.synthetic_latency_ms)
+            if len(latency) != 2 or min(latency) < 0:
+                raise ConfigError("synthetic_latency_ms is (a, b) milliseconds, both >= 0")
+            object.__setattr__(self, "synthetic_latency_ms", latency)
 
     @property
     def classes_resolved(self) -> bool:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.config import CPU_PRECISIONS, DEVICES, ENGINES, RunConfig
+from pipeline.config import CPU_PRECISIONS, DATA_PATHS, DEVICES, ENGINES, RunConfig
 
 
 def names_or_ids(text: str) -> list:
@@ -169,6 +169,15 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
         "(default: 10x the slowest batch so far, at least 30; 600 for the first)",
         float,
         default_none=True,
+    ),
+    RunOption(
+        "data_path",
+        "--data-path",
+        "who moves the frames. coordinator: one coordinator sends every batch to a YoloActor. "
+        "workers (new): each YoloActor decodes, infers and writes its own videos on its own node, "
+        "packing short clips into full batches; the coordinator only hands out videos and grants "
+        "commits (default %(default)s)",
+        choices=DATA_PATHS,
     ),
     RunOption(
         "track",

@@ -185,7 +185,8 @@ def check_geometry(spec: AnalysisSpec, width: int, height: int, video: str) -> N
             )
 
 
-def _videos(output, videos: pd.DataFrame, wanted) -> pd.DataFrame:
+def processed_videos(output, videos: pd.DataFrame, wanted=None) -> pd.DataFrame:
+    """The ``ok``/``partial`` videos with processed frames; of those, ``wanted`` (ids or paths)."""
     done = videos[videos["status"].isin(["ok", "partial"]) & (videos["frames_processed"] > 0)]
     if wanted is None:
         return done
@@ -247,7 +248,7 @@ def analyze(
     plan_scan(output, "tracks")  # NoTracks: one line, before any work
     names = known_classes(fs, root) or {}
     class_ids = {item.name: _class_ids(item, names) for item in spec.items}
-    chosen = _videos(output, read_videos(output), video_id)
+    chosen = processed_videos(output, read_videos(output), video_id)
     for row in chosen.itertuples():
         check_geometry(spec, int(row.width), int(row.height), Path(row.path).name)
     parts: dict[str, list[pd.DataFrame]] = {t: [] for t in SCHEMAS}

@@ -51,7 +51,8 @@ def open_detector(
     if engine == SYNTHETIC_ENGINE:
         from pipeline.inference.synthetic import SyntheticDetector
 
-        return OpenedDetector(SyntheticDetector(imgsz=config.imgsz), engine)
+        detector = SyntheticDetector(imgsz=config.imgsz, latency_ms=config.synthetic_latency_ms)
+        return OpenedDetector(detector, engine)
     try:
         if engine_traits(engine).lean:
             return _open_lean(config, engine, given == engine, warm_shapes, cache_dir, common)

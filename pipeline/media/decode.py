@@ -296,6 +296,7 @@ class VideoOpened:
 
     info: VideoInfo
     geometry: LetterboxGeometry
+    node_id: str | None = None  # the cluster node that decodes it (set by the decoder task)
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,20 @@ class RunCounts:
     peak_open_decoders: int = 0
     videos_split: int = 0  # videos decoded in segments ...
     segments: int = 0  # ... and their segments
+    # video workers (data_path "workers"): where each batch was decoded, against its worker
+    batches_decoded_here: int = 0
+    batches_decoded_elsewhere: int = 0
+    mixed_batches: int = 0  # forward passes with frames of more than one video
+    videos_reassigned: int = 0  # handed to another worker after theirs died
+    commits_refused: int = 0  # asked for by an attempt that was no longer the video's
+
+    def merged(self, others: list[RunCounts]) -> RunCounts:
+        """These counts plus others' (each counter is kept by one side: the coordinator or a worker)."""
+        total = RunCounts(**vars(self))
+        for other in others:
+            for name, value in vars(other).items():
+                setattr(total, name, getattr(total, name) + value)
+        return total
 
     def video_finished(self, status: str) -> None:
         self.videos_done += 1

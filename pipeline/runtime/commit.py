@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import ray
@@ -100,60 +101,17 @@ class VideoCommitter:
         )
         await self.record(outcome.record(self.ctx.settings_hash))
 
-    async def _track(self, writer: VideoResultWriter) -> tuple[Path, Path, int]:
-        """Track a finished video in a task on this node: (tracked file, tracks file, tracks),
-        both files still under hidden names."""
-        untracked = writer.finish()
-        tracked = OutputLayout.temp_beside(writer.final_path, f"tracked-{writer.video_id}")
-        tracks = OutputLayout.temp_beside(writer.tracks_final_path)
-        tracks.parent.mkdir(parents=True, exist_ok=True)
-        async with self._tracking_slots:
-            task = self.calls.track(
-                str(untracked), str(tracked), str(tracks), writer.video_id, self.ctx.names
-            )
-            # ByteTrack takes about a millisecond a frame: a hundred times that, and 5 minutes
-            # for start-up, before a silent task is called hung.
-            deadline = 300 + 0.1 * writer.rows_written
-            try:
-                out: TrackingReply = await asyncio.wait_for(task, timeout=deadline)
-            except (ray.exceptions.RayError, asyncio.TimeoutError) as exc:
-                for path in (tracked, tracks):
-                    path.unlink(missing_ok=True)
-                if isinstance(exc, asyncio.TimeoutError):
-                    self.calls.cancel(task)
-                    raise TrackingFailed(f"tracking gave no answer in {deadline:.0f} s") from None
-                cause = error_cause(exc)
-                raise TrackingFailed(f"tracking failed: {type(cause).__name__}: {cause}") from exc
-            finally:
-                untracked.unlink(missing_ok=True)
-        self.ctx.stage_s["track"] += out.track_s
-        self.tracker_peak_rss = max(self.tracker_peak_rss, out.rss)
-        return tracked, tracks, out.num_tracks
-
     async def _commit(self, writer: VideoResultWriter) -> int | None:
-        """Put a complete video's files in place (tracks first, so a detections file with track
-        ids always has its summary) and publish them; returns the track count when tracking."""
-        video_id = writer.video_id
-        num_tracks = None
+        """Put a complete video's files in place and publish them; returns the track count when
+        tracking."""
+        tracked = None
         if self.ctx.config.track:
-            tracked, tracks, num_tracks = await self._track(writer)
+            tracked = await track_writer(self.ctx, self.calls, self._tracking_slots, writer)
+            self.tracker_peak_rss = max(self.tracker_peak_rss, tracked.rss)
         # A kill from here to the video's record leaves files without one: this line lets the
         # next fold of the log remove them.
-        self.manifest.committing(video_id)
-        # Closing the Parquet file, fsync and rename take milliseconds: off the event loop, which
-        # meanwhile keeps the other videos' batches moving.
-        if self.ctx.config.track:
-            await asyncio.to_thread(durable_replace, tracks, writer.tracks_final_path)
-            await asyncio.to_thread(durable_replace, tracked, writer.final_path)
-        else:
-            await asyncio.to_thread(writer.commit)
-        # Object storage calls (nothing, for a local output): off the event loop.
-        await asyncio.to_thread(
-            self.store.publish_video, video_id, with_tracks=num_tracks is not None
-        )
-        if self.ctx.faults:
-            self.ctx.faults.on_commit()
-        return num_tracks
+        self.manifest.committing(writer.video_id)
+        return await put_in_place(self.ctx, self.store, writer, tracked)
 
     async def publish(self, path: Path) -> None:
         await asyncio.to_thread(self.store.publish, path)  # one PUT on object storage: off the loop
@@ -180,3 +138,63 @@ class VideoCommitter:
     async def save_manifest(self) -> None:
         self.manifest.save()
         await self.publish(self.manifest.path)
+
+
+@dataclass
+class TrackedFiles:
+    """A finished video's tracked detections and track summary, still under hidden names."""
+
+    detections: Path
+    tracks: Path
+    num_tracks: int
+    rss: int  # the tracking task's peak memory
+
+
+async def track_writer(
+    ctx: RunContext, calls: RayCalls, slots: asyncio.Semaphore, writer: VideoResultWriter
+) -> TrackedFiles:
+    """Track a finished video in a task (``calls.track`` places it where the files are), a few
+    at a time (``slots``); ``TrackingFailed`` when it fails or gives no answer."""
+    untracked = writer.finish()
+    tracked = OutputLayout.temp_beside(writer.final_path, f"tracked-{writer.video_id}")
+    tracks = OutputLayout.temp_beside(writer.tracks_final_path)
+    tracks.parent.mkdir(parents=True, exist_ok=True)
+    async with slots:
+        task = calls.track(str(untracked), str(tracked), str(tracks), writer.video_id, ctx.names)
+        # ByteTrack takes about a millisecond a frame: a hundred times that, and 5 minutes
+        # for start-up, before a silent task is called hung.
+        deadline = 300 + 0.1 * writer.rows_written
+        try:
+            out: TrackingReply = await asyncio.wait_for(task, timeout=deadline)
+        except (ray.exceptions.RayError, asyncio.TimeoutError) as exc:
+            for path in (tracked, tracks):
+                path.unlink(missing_ok=True)
+            if isinstance(exc, asyncio.TimeoutError):
+                calls.cancel(task)
+                raise TrackingFailed(f"tracking gave no answer in {deadline:.0f} s") from None
+            cause = error_cause(exc)
+            raise TrackingFailed(f"tracking failed: {type(cause).__name__}: {cause}") from exc
+        finally:
+            untracked.unlink(missing_ok=True)
+    ctx.stage_s["track"] += out.track_s
+    return TrackedFiles(tracked, tracks, out.num_tracks, out.rss)
+
+
+async def put_in_place(
+    ctx: RunContext, store: OutputStore, writer: VideoResultWriter, tracked: TrackedFiles | None
+) -> int | None:
+    """Rename a complete video's files into place (tracks first, so a detections file with
+    track ids always has its summary) and publish them; the track count when tracking. The
+    caller has logged ``committing`` (or been granted the commit) first."""
+    # Closing the Parquet file, fsync and rename take milliseconds: off the event loop, which
+    # meanwhile keeps the other videos' batches moving.
+    if tracked is not None:
+        await asyncio.to_thread(durable_replace, tracked.tracks, writer.tracks_final_path)
+        await asyncio.to_thread(durable_replace, tracked.detections, writer.final_path)
+    else:
+        await asyncio.to_thread(writer.commit)
+    # Object storage calls (nothing, for a local output): off the event loop.
+    await asyncio.to_thread(store.publish_video, writer.video_id, with_tracks=tracked is not None)
+    if ctx.faults:
+        ctx.faults.on_commit()
+    return tracked.num_tracks if tracked is not None else None

@@ -25,6 +25,7 @@ class RunContext:
     decode_spec: DecodeSpec | None = None  # the letterbox the loaded model asks for
     frames_decoded: int = 0  # frames whose decode time is in stage_s["decode"]
     first_batch_done_at: float | None = None  # wall clock, for the start-up figures
+    node_id: str | None = None  # a video worker's node: its batches' decoders should be on it
 
     def __post_init__(self) -> None:
         self.stage_s = {"decode": 0.0, "infer": 0.0, "batch_round_trip": 0.0, "write": 0.0}

@@ -110,15 +110,32 @@ def _held_ray_logs():
 
 
 def _start_actors(
-    config: RunConfig, placement: Placement, faults: FaultPlan | None, warm_shapes: tuple
+    config: RunConfig,
+    placement: Placement,
+    faults: FaultPlan | None,
+    warm_shapes: tuple,
+    store: OutputStore,
 ) -> list:
+    """The YoloActors; with ``data_path="workers"``, video workers (YoloActors that decode,
+    infer and write their own videos)."""
+    actor_config = config.replace(cpu_threads=placement.cpu_threads)
+    resources = dict(num_gpus=placement.actor_num_gpus, num_cpus=placement.actor_num_cpus)
+    if config.data_path == "workers":
+        from pipeline.runtime.assignment import videos_per_worker
+        from pipeline.runtime.video_worker import VideoWorker
+
+        open_videos = videos_per_worker(placement.max_open_videos, placement.num_actors)
+        root, remote = str(store.layout.root), store.remote_uri
+        return [
+            VideoWorker.options(**resources).remote(
+                actor_config, faults, warm_shapes, root, remote, open_videos
+            )
+            for _ in range(placement.num_actors)
+        ]
     from pipeline.runtime.workers import YoloActor
 
-    actor_config = config.replace(cpu_threads=placement.cpu_threads)
     return [
-        YoloActor.options(
-            num_gpus=placement.actor_num_gpus, num_cpus=placement.actor_num_cpus
-        ).remote(actor_config, faults, warm_shapes)
+        YoloActor.options(**resources).remote(actor_config, faults, warm_shapes)
         for _ in range(placement.num_actors)
     ]
 
@@ -314,7 +331,7 @@ class _DriverRun:
         config = config.replace(max_open_videos=placement.max_open_videos)
         self.placement = placement
         self.actors = _start_actors(
-            config, placement, faults, first_letterbox_shapes(plan.todo, config)
+            config, placement, faults, first_letterbox_shapes(plan.todo, config), plan.store
         )
         # starts while the models load
         self.coordinator = _start_coordinator(plan.store, config, self.actors, faults)
@@ -470,12 +487,14 @@ def _sample_timeline(timeline: Timeline, progress: RunProgress, driver_memory: P
 
 
 def _start_coordinator(store: OutputStore, config: RunConfig, actors, faults):
+    from pipeline.runtime.control import ControlCoordinator
     from pipeline.runtime.coordinator import Coordinator
 
     # The coordinator writes the output files, so it lives on the driver's node (whose disk
     # ``--output`` names), and it is an async actor so that thousands of awaits cost no threads.
     here = ray.get_runtime_context().get_node_id()
-    return Coordinator.options(
+    kind = ControlCoordinator if config.data_path == "workers" else Coordinator
+    return kind.options(
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
         max_concurrency=1000,
     ).remote(str(store.layout.root), config, actors, faults, store.remote_uri)
@@ -498,6 +517,13 @@ def _run_totals(plan: RunPlan, counts: RunCounts, track: bool) -> dict:
         "batches_redecoded": counts.batches_redecoded,
         "videos_split": counts.videos_split,  # long videos decoded in parallel segments
         "segments": counts.segments,
+        # data_path "workers": where batches were decoded against their worker's node, the
+        # forward passes that mixed videos, videos handed on after their worker died
+        "batches_decoded_on_worker_node": counts.batches_decoded_here,
+        "batches_decoded_elsewhere": counts.batches_decoded_elsewhere,
+        "mixed_batches": counts.mixed_batches,
+        "videos_reassigned": counts.videos_reassigned,
+        "commits_refused": counts.commits_refused,
     }
     return totals
 
@@ -538,6 +564,9 @@ def _run_record(
             "cpu_ms_per_batch": 1000 * summary.cpu_s / counts.batches_done
             if counts.batches_done
             else None,
+            "cpu_ms_per_video": 1000 * summary.cpu_s / counts.videos_done
+            if counts.videos_done
+            else None,
         },
         "backpressure": {
             "peak_batches_in_flight": summary.peak_batches_in_flight,
@@ -548,7 +577,12 @@ def _run_record(
         "memory": _roles_memory(summary, driver_memory),
         "gpu": gpus or None,
         "actors": [
-            dict(stats.as_dict() if stats else {}, node_id=f.node_id)
+            dict(
+                stats.as_dict() if stats else {},
+                node_id=f.node_id,
+                # time in the engine over the run's wall time: how busy it was kept
+                busy_share=stats.busy_s / processing if stats and processing > 0 else None,
+            )
             for stats, f in zip(summary.actors, facts)
         ],
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pipeline.inference.detections import BatchResult
+from pipeline.output.manifest import VideoRecord
 from pipeline.output.outcomes import RunCounts
 
 
@@ -111,3 +112,31 @@ class CoordinatorSummary:
     coordinator_memory: dict
     tracker_peak_bytes: int | None
     actors: list[ActorStats | None] = field(default_factory=list)  # None: it did not answer
+
+
+@dataclass(frozen=True)
+class WorkerOutcome:
+    """A video worker's answer for one attempt of one video: its record, or nothing when the
+    commit was refused (the attempt was no longer the video's)."""
+
+    attempt_id: int
+    record: VideoRecord | None
+    committed: bool
+
+
+@dataclass(frozen=True)
+class WorkerReport:
+    """A video worker's running figures, polled by the coordinator about once a second."""
+
+    pid: int
+    counts: RunCounts
+    stage_s: dict[str, float]
+    in_flight: int
+    peak_in_flight: int
+    sample: ActorSample | None
+    passes: int
+    mixed_passes: int
+    busy_s: float  # time in the engine
+    wall_s: float  # since the worker started on this run
+    first_batch_done_at: float | None
+    tracker_peak_bytes: int

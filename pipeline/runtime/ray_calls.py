@@ -26,18 +26,22 @@ def error_cause(exc: BaseException) -> BaseException:
 
 
 class RayCalls:
-    def __init__(self, faults: FaultPlan | None = None):
+    def __init__(self, faults: FaultPlan | None = None, *, decoders_here: bool = False):
+        """``decoders_here``: decoders run on this node (a video worker's: its frames never
+        cross the network); else wherever Ray has room."""
         self.faults = faults
+        self.node_id = ray.get_runtime_context().get_node_id()
         # Tracking tasks run on this node: the files they read and write are here.
-        self._on_this_node = NodeAffinitySchedulingStrategy(
-            node_id=ray.get_runtime_context().get_node_id(), soft=False
+        self._on_this_node = NodeAffinitySchedulingStrategy(node_id=self.node_id, soft=False)
+        self._decoder_options: dict = (
+            {"scheduling_strategy": self._on_this_node} if decoders_here else {}
         )
 
     def start_decoder(self, path: str, spec: DecodeSpec, buffer: int):
         """A decoder task's stream of refs; it runs at most ``buffer`` batches ahead."""
-        return decode_video.options(_generator_backpressure_num_objects=2 * buffer).remote(
-            path, spec, self.faults
-        )
+        return decode_video.options(
+            _generator_backpressure_num_objects=2 * buffer, **self._decoder_options
+        ).remote(path, spec, self.faults)
 
     @staticmethod
     def cancel(task) -> None:

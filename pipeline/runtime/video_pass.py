@@ -37,6 +37,7 @@ class SegmentStream:
     segment: Segment
     received: int = 0  # batches of this segment taken from its decoder streams, over all attempts
     attempts: int = 0
+    decoded_on: str | None = None  # the node of its latest decoder
 
 
 @dataclass
@@ -214,6 +215,7 @@ class VideoPass:
                 if only is not None and not only:  # every batch asked for is on its way again
                     return VideoEnded(state.frames_decoded, None)
             if isinstance(item, VideoOpened):
+                part.decoded_on = item.node_id
                 self._opened(state, item)
             elif isinstance(item, BatchHeader):
                 held = (item, await self._next(stream))
@@ -251,6 +253,11 @@ class VideoPass:
         ctx = self.ctx
         ctx.stage_s["decode"] += header.decode_s
         ctx.frames_decoded += len(header.frame_indices)
+        if ctx.node_id is not None:  # a video worker: was it decoded on this node?
+            if part.decoded_on == ctx.node_id:
+                ctx.counts.batches_decoded_here += 1
+            else:
+                ctx.counts.batches_decoded_elsewhere += 1
         actor = await self.pool.acquire()  # backpressure: wait here while every window is full
         # kept if the decoder dies
         state.frames_decoded = max(state.frames_decoded, int(header.frame_indices[-1]) + 1)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ import ray
 from pipeline.config import ConfigError, RunConfig, engine_traits
 from pipeline.inference.detections import BatchResult
 from pipeline.inference.model_ref import ModelLoadError
-from pipeline.media.decode import BatchHeader, DecodeSpec, stream_video
+from pipeline.media.decode import BatchHeader, DecodeSpec, VideoOpened, stream_video
 from pipeline.media.letterbox import LetterboxGeometry
 from pipeline.media.segments import FrameTimes, probe_frame_times
 from pipeline.plan.placement import DECODER_NUM_CPUS
@@ -43,7 +44,10 @@ def decode_video(path: str, spec: DecodeSpec, faults: FaultPlan | None = None):
         if faults
         else None
     )
-    yield from stream_video(path, spec, before_batch=hook, after_header=between)
+    node_id = ray.get_runtime_context().get_node_id()
+    for item in stream_video(path, spec, before_batch=hook, after_header=between):
+        # the node it was decoded on: a video worker counts its batches decoded elsewhere
+        yield dataclasses.replace(item, node_id=node_id) if isinstance(item, VideoOpened) else item
 
 
 @ray.remote(max_retries=1, num_cpus=DECODER_NUM_CPUS)
@@ -59,13 +63,9 @@ def warm_decoder() -> int:
     return os.getpid()
 
 
-@ray.remote(max_restarts=-1, max_task_retries=0)
-class YoloActor:
-    """Holds one warmed detector for the life of the actor.
-
-    Restarts are unlimited (a restarted actor loads the model again); its failed calls are not
-    retried by Ray but re-dispatched by the coordinator to whichever actor is least loaded.
-    """
+class DetectorHost:
+    """A warmed detector for the life of an actor: ``YoloActor`` (the coordinator sends it
+    batches) and ``VideoWorker`` (it decodes its own videos) are both one."""
 
     def __init__(self, config: RunConfig, faults: FaultPlan | None = None, warm_shapes: tuple = ()):
         # A model that cannot load is answered by ready() as one line for the driver to report;
@@ -183,6 +183,15 @@ class YoloActor:
             memory=self.memory.as_dict(),
             gpu=gpu,
         )
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0)
+class YoloActor(DetectorHost):
+    """Holds one warmed detector for the life of the actor.
+
+    Restarts are unlimited (a restarted actor loads the model again); its failed calls are not
+    retried by Ray but re-dispatched by the coordinator to whichever actor is least loaded.
+    """
 
 
 # num_cpus=0: it must run on the coordinator's node (the files it reads and writes are there),

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.analysis.analyze import video_boxes
+from pipeline.analysis.analyze import processed_videos, video_boxes
 from pipeline.config import class_keys
 from pipeline.errors import UsageError
 from pipeline.inference.model_ref import ClassesError, resolve_classes
@@ -214,14 +214,6 @@ def write_images(path: str, frames: Iterable[int], folder: Path) -> int:
     return written
 
 
-def _chosen_videos(output, videos: pd.DataFrame, wanted) -> pd.DataFrame:
-    done = videos[videos["status"].isin(["ok", "partial"]) & (videos["frames_processed"] > 0)]
-    if wanted:
-        ids = {resolve_video_id(str(v), output) for v in wanted}
-        done = done[done["video_id"].isin(ids)]
-    return done
-
-
 def export(
     output: str | Path,
     folder: str | Path,
@@ -242,7 +234,7 @@ def export(
         raise UsageError("--images goes with --format coco")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    chosen = _chosen_videos(output, read_videos(output), videos)
+    chosen = processed_videos(output, read_videos(output), videos)
     summary = ExportSummary(fmt, str(folder), videos=len(chosen))
     names, seq = known_classes(fs, root) or {}, sequence_names(chosen)
     wanted = None

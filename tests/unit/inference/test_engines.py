@@ -271,3 +271,29 @@ def test_the_synthetic_engine_gives_the_same_boxes_on_every_frame_in_source_pixe
     assert (wide.left, wide.top, wide.new_w / 1920) == (0, 3, 1 / 12)  # 160x90 padded to 160x96
     expected = (boxes.xyxy[:5] - [0, 3, 0, 3]) * 12
     assert np.allclose(scaled.xyxy, expected, atol=1e-3)
+
+
+def test_the_synthetic_engine_holds_each_batch_a_plus_b_per_frame_with_the_gil_released():
+    """A simulated GPU: 20 + 2·n ms a batch; four threads' batches are held at once, as a GPU's
+    waits are (holding the GIL, they would take four times as long)."""
+    import threading
+
+    from pipeline.inference.open import open_detector
+
+    config = RunConfig(model="none", engine="synthetic", imgsz=160, synthetic_latency_ms=(20, 2))
+    detector = open_detector(config, "cpu").detector
+    geometry = detector.geometry(96, 160)
+    frames = np.zeros((10, *geometry.out_shape, 3), np.uint8)
+    started = time.perf_counter()
+    counts, _ = detector.detect(frames, geometry)
+    assert time.perf_counter() - started >= 0.040  # 20 + 2 * 10 ms
+    assert counts.tolist() == [5] * 10
+    threads = [threading.Thread(target=detector.detect, args=(frames, geometry)) for _ in range(4)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert time.perf_counter() - started < 0.120  # not 4 x 40 ms
+    with pytest.raises(ConfigError, match="synthetic_latency_ms"):
+        RunConfig(model="none", engine="synthetic", synthetic_latency_ms=(-1, 0))

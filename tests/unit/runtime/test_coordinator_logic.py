@@ -44,6 +44,7 @@ class Stream:
     """A decoder task's stream: refs, one per item, the way Ray's streaming generators hand them."""
 
     def __init__(self, refs: list[Ref]):
+        self.refs = refs
         self._refs = iter(refs)
         self.cancelled = False
 

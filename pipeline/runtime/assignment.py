@@ -1,0 +1,122 @@
+"""Which worker has which video, and who may commit it: the control plane's decisions, Ray-free.
+
+The coordinator hands whole videos to workers (a worker owns a video's decoders, inference and
+writer), at most ``open_per_worker`` at a time each, least loaded first. Every hand-out is a new
+*attempt* with its own id. A worker asks before it puts a video's files in place; the grant goes
+to the video's current attempt only, once, so a worker that was presumed dead and comes back
+(its video handed to another since) is refused and its files never land. A worker that dies
+loses its open attempts; their videos go to another worker, up to ``max_attempts`` in all.
+
+    assigned ──grant──► granted ──finish──► (gone: the outcome is recorded)
+       │                   │
+       └──── worker lost ──┴──► to reassign (a new attempt), or failed after max_attempts
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+# Videos a worker has open at once, at least: short clips' batches then wait together for the
+# engine and share its passes; decoders beyond the node's CPUs wait in Ray's queue.
+MIN_OPEN_PER_WORKER = 4
+
+
+def videos_per_worker(max_open_videos: int | None, workers: int) -> int:
+    return max(MIN_OPEN_PER_WORKER, (max_open_videos or workers) // workers)
+
+
+@dataclass
+class Attempt:
+    video_id: str
+    attempt_id: int
+    worker: int
+    granted: bool = False
+
+
+@dataclass
+class Assignments:
+    workers: int
+    open_per_worker: int
+    max_attempts: int = 3
+    live: list[bool] = field(init=False)
+    open: dict[str, Attempt] = field(init=False, default_factory=dict)  # by video id
+    attempts: dict[str, int] = field(init=False, default_factory=dict)  # hand-outs per open video
+    _ids: itertools.count = field(init=False, default_factory=lambda: itertools.count(1))
+
+    def __post_init__(self) -> None:
+        if self.workers < 1 or self.open_per_worker < 1:
+            raise ValueError("at least one worker with room for one video")
+        self.live = [True] * self.workers
+        self._load = [0] * self.workers
+
+    def load(self, worker: int) -> int:
+        return self._load[worker]
+
+    def free_worker(self) -> int | None:
+        """The live worker with the fewest open videos that has room for one more (None: all full)."""
+        candidates = [
+            w for w in range(self.workers) if self.live[w] and self._load[w] < self.open_per_worker
+        ]
+        return min(candidates, key=lambda w: (self._load[w], w)) if candidates else None
+
+    def assign(self, video_id: str, worker: int) -> Attempt:
+        """A new attempt of ``video_id`` on ``worker`` (which must have room)."""
+        if video_id in self.open:
+            raise ValueError(
+                f"{video_id} is open already (attempt {self.open[video_id].attempt_id})"
+            )
+        if not self.live[worker] or self._load[worker] >= self.open_per_worker:
+            raise ValueError(f"worker {worker} has no room")
+        attempt = Attempt(video_id, next(self._ids), worker)
+        self.open[video_id] = attempt
+        self.attempts[video_id] = self.attempts.get(video_id, 0) + 1
+        self._load[worker] += 1
+        return attempt
+
+    def is_current(self, video_id: str, attempt_id: int) -> bool:
+        current = self.open.get(video_id)
+        return current is not None and current.attempt_id == attempt_id
+
+    def grant(self, video_id: str, attempt_id: int) -> bool:
+        """May this attempt put its files in place? Only the current one, and only once."""
+        current = self.open.get(video_id)
+        if current is None or current.attempt_id != attempt_id or current.granted:
+            return False
+        current.granted = True
+        return True
+
+    def finish(self, video_id: str, attempt_id: int) -> bool:
+        """The attempt's outcome came back; False (and nothing changes) for a stale attempt."""
+        if not self.is_current(video_id, attempt_id):
+            return False
+        attempt = self.open.pop(video_id)
+        self.attempts.pop(video_id, None)
+        self._load[attempt.worker] -= 1
+        return True
+
+    def abandon(self, video_id: str, attempt_id: int) -> bool:
+        """The attempt is over without an outcome (its worker died or was given up on): the video
+        may be handed out again. True when it may (attempts left), False when it has had its
+        ``max_attempts`` (record it failed, then ``finish``-free: it is closed here)."""
+        if not self.is_current(video_id, attempt_id):
+            return False
+        attempt = self.open.pop(video_id)
+        self._load[attempt.worker] -= 1
+        if self.attempts[video_id] >= self.max_attempts:
+            self.attempts.pop(video_id)
+            return False
+        return True
+
+    def worker_lost(self, worker: int) -> list[Attempt]:
+        """A worker died: its open attempts (each to ``abandon``). It takes no videos until
+        ``worker_back``."""
+        self.live[worker] = False
+        return [a for a in self.open.values() if a.worker == worker]
+
+    def worker_back(self, worker: int) -> None:
+        self.live[worker] = True
+
+    @property
+    def open_videos(self) -> int:
+        return len(self.open)

@@ -1,0 +1,274 @@
+"""The coordinator as a control plane (``--data-path workers``): it hands whole videos to video
+workers, grants their commits, records the outcomes, and hands a dead worker's videos to
+another. Frames and boxes never pass through it: per video it sends one message (the video)
+and answers two (the commit grant, the outcome).
+
+Its decisions are ``assignment.Assignments`` (Ray-free); ``ControlLogic`` reaches Ray only
+through the worker handles it is given; ``ControlCoordinator`` is the actor. It keeps the
+driver's interface of ``coordinator.Coordinator`` (``add_videos``, ``run``, ``progress``, …).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from pathlib import Path
+
+import ray
+
+from pipeline.config import RunConfig
+from pipeline.media.source import VideoSource
+from pipeline.output.manifest import VideoRecord
+from pipeline.output.outcomes import RunCounts
+from pipeline.output.progress import RunProgress
+from pipeline.output.store import OutputStore
+from pipeline.runtime.assignment import Assignments, videos_per_worker
+from pipeline.runtime.commit import VideoCommitter
+from pipeline.runtime.context import RunContext
+from pipeline.runtime.coordinator import BACKLOG_QUEUE
+from pipeline.runtime.faults import FaultPlan
+from pipeline.runtime.messages import CoordinatorSummary, ModelFacts, WorkerReport
+from pipeline.runtime.metrics import PipelineMetrics
+from pipeline.runtime.ray_calls import ACTOR_LOST, RayCalls
+
+log = logging.getLogger(__name__)
+REPORT_EVERY_S = 1.0
+
+
+class ControlLogic:
+    def __init__(
+        self,
+        output: str,
+        config: RunConfig,
+        workers: list,
+        faults: FaultPlan | None = None,
+        remote_output: str | None = None,
+        *,
+        calls: RayCalls,
+        metrics,
+        me=None,
+    ):
+        """``me``: this coordinator's own handle, which the workers ask for grants."""
+        self.store = OutputStore(Path(output), remote_output)
+        self.ctx = RunContext(config, metrics, faults)
+        self.workers, self.calls, self.me = workers, calls, me
+        self.committer = VideoCommitter(self.ctx, self.store, calls)
+        self.assignments = Assignments(
+            len(workers),
+            videos_per_worker(config.max_open_videos, len(workers)),
+            max_attempts=config.batch_retries + 1,
+        )
+        self._backlog: asyncio.Queue[VideoSource | None] = asyncio.Queue(maxsize=BACKLOG_QUEUE)
+        self._room: asyncio.Condition | None = None
+        self._reports: list[WorkerReport | None] = [None] * len(workers)
+        self._retired: list[WorkerReport] = []  # the last reports of workers that restarted
+        self.started = time.time()
+        self.cpu_started = time.process_time()
+
+    def set_config(self, config: RunConfig) -> None:
+        self.ctx.set_config(config)
+
+    async def add_videos(self, videos: list[VideoSource]) -> None:
+        for video in videos:
+            await self._backlog.put(video)
+            self.ctx.counts.videos_total += 1
+
+    async def backlog_walked(self) -> None:
+        await self._backlog.put(None)
+
+    async def run(self, model_facts: ModelFacts) -> CoordinatorSummary:
+        ctx = self.ctx
+        ctx.model_loaded(model_facts.names, model_facts.model_stride, model_facts.rect)
+        self.committer.start(model_facts.names)
+        self._room = asyncio.Condition()
+        await asyncio.gather(*(w.start_run.remote(ctx.config, self.me) for w in self.workers))
+        self.started, self.cpu_started = time.time(), time.process_time()
+        reporter = asyncio.create_task(self._poll_reports())
+        videos: set[asyncio.Task] = set()
+        try:
+            while (source := await self._backlog.get()) is not None:
+                if source.error:
+                    ctx.counts.videos_never_opened += 1
+                    await self.committer.record(
+                        VideoRecord.failed(source, source.error, ctx.settings_hash)
+                    )
+                    await self.committer.discard(None, source.video_id)
+                elif self.committer.manifest.is_complete(source, ctx.settings_hash):
+                    ctx.counts.video_skipped()
+                else:
+                    worker = await self._free_worker()
+                    attempt = self.assignments.assign(source.video_id, worker)
+                    task = asyncio.create_task(
+                        self._video(source, attempt.worker, attempt.attempt_id)
+                    )
+                    videos.add(task)
+                    task.add_done_callback(videos.discard)
+            if videos:
+                await asyncio.gather(*list(videos))
+            await self._poll_once()
+        finally:
+            reporter.cancel()
+        await self.committer.save_manifest()
+        return await self.summary()
+
+    async def _free_worker(self) -> int:
+        assert self._room is not None
+        async with self._room:
+            while (worker := self.assignments.free_worker()) is None:
+                await self._room.wait()
+        return worker
+
+    async def _made_room(self) -> None:
+        assert self._room is not None
+        async with self._room:
+            self._room.notify_all()
+
+    async def _video(self, source: VideoSource, worker: int, attempt_id: int) -> None:
+        """One video until its outcome is recorded, on another worker each time one dies."""
+        ctx, video_id = self.ctx, source.video_id
+        while True:
+            try:
+                out = await self.workers[worker].process.remote(source, attempt_id)
+            except ACTOR_LOST as exc:
+                self._worker_died(worker)
+                if not self.assignments.abandon(video_id, attempt_id):
+                    error = f"its worker died {ctx.config.batch_retries + 1} times ({type(exc).__name__})"
+                    await self.committer.record(
+                        VideoRecord.failed(source, error, ctx.settings_hash)
+                    )
+                    await self.committer.discard(None, video_id)
+                    await self._made_room()
+                    return
+                await self._made_room()
+                ctx.counts.videos_reassigned += 1
+                worker = await self._free_worker()
+                attempt_id = self.assignments.assign(video_id, worker).attempt_id
+                continue
+            if out.record is None or not self.assignments.finish(video_id, out.attempt_id):
+                return  # a stale attempt's answer: the video's current attempt will record it
+            if not out.committed:  # an older version's rows go (after the record says so)
+                await self.committer.record(out.record)
+                await self.committer.discard(None, video_id)
+            else:
+                await self.committer.record(out.record)
+            await self._made_room()
+            return
+
+    def _worker_died(self, worker: int) -> None:
+        """No videos for it until it answers again (Ray restarts it: unlimited restarts)."""
+        if self.assignments.live[worker]:
+            self.assignments.worker_lost(worker)
+            asyncio.create_task(self._await_restart(worker))
+
+    async def _await_restart(self, worker: int) -> None:
+        while True:
+            try:
+                await self.workers[worker].ready.remote()
+                await self.workers[worker].start_run.remote(self.ctx.config, self.me)
+                break
+            except ACTOR_LOST:
+                await asyncio.sleep(1.0)
+        self.assignments.worker_back(worker)
+        await self._made_room()
+
+    async def grant(self, video_id: str, attempt_id: int) -> bool:
+        """A worker asks to put a video's files in place: yes for the video's current attempt,
+        once; the log's ``committing`` line comes first, so a crash after it is folded away."""
+        if not self.assignments.grant(video_id, attempt_id):
+            self.ctx.counts.commits_refused += 1
+            return False
+        self.committer.manifest.committing(video_id)
+        return True
+
+    # ---- figures ---------------------------------------------------------------------------
+
+    async def _poll_reports(self) -> None:
+        while True:
+            await asyncio.sleep(REPORT_EVERY_S)
+            await self._poll_once()
+
+    async def _poll_once(self) -> None:
+        for i, worker in enumerate(self.workers):
+            try:
+                report = await asyncio.wait_for(worker.report.remote(), timeout=10)
+            except (asyncio.TimeoutError, *ACTOR_LOST):
+                continue
+            last = self._reports[i]
+            if report is None:
+                continue
+            if last is not None and last.pid != report.pid:  # restarted: keep what it had done
+                self._retired.append(last)
+            self._reports[i] = report
+
+    def _all_reports(self) -> list[WorkerReport]:
+        return [*self._retired, *(r for r in self._reports if r is not None)]
+
+    def counts(self) -> RunCounts:
+        return self.ctx.counts.merged([r.counts for r in self._all_reports()])
+
+    def stage_s(self) -> dict[str, float]:
+        total = dict(self.ctx.stage_s)
+        for report in self._all_reports():
+            for stage, seconds in report.stage_s.items():
+                total[stage] = total.get(stage, 0.0) + seconds
+        return total
+
+    async def progress(self) -> RunProgress:
+        ctx = self.ctx
+        ctx.metrics.process_rss.set(ctx.memory.sample(), tags={"role": "coordinator"})
+        current = [r for r in self._reports if r is not None]
+        return RunProgress(
+            counts=self.counts(),
+            in_flight=sum(r.in_flight for r in current),
+            peak_in_flight=sum(r.peak_in_flight for r in current),
+            elapsed_s=time.time() - self.started,
+            pid=os.getpid(),
+            coordinator_rss=ctx.memory.last,
+            actors=tuple(r.sample if r else None for r in self._reports),
+        )
+
+    async def summary(self) -> CoordinatorSummary:
+        ctx, reports = self.ctx, self._all_reports()
+        firsts = [r.first_batch_done_at for r in reports if r.first_batch_done_at]
+        stats = []
+        for worker in self.workers:
+            try:
+                stats.append(await asyncio.wait_for(worker.stats.remote(), timeout=30))
+            except (asyncio.TimeoutError, *ACTOR_LOST):
+                stats.append(None)
+        return CoordinatorSummary(
+            elapsed_s=time.time() - self.started,
+            cpu_s=time.process_time() - self.cpu_started,
+            first_batch_done_at=min(firsts) if firsts else None,
+            counts=self.counts(),
+            stage_s=self.stage_s(),
+            peak_batches_in_flight=sum(r.peak_in_flight for r in self._reports if r),
+            window_limit=ctx.config.window_per_actor * len(self.workers),
+            coordinator_memory=ctx.memory.as_dict(),
+            tracker_peak_bytes=max((r.tracker_peak_bytes for r in reports), default=0) or None,
+            actors=stats,
+        )
+
+
+@ray.remote(num_cpus=0, max_restarts=0)
+class ControlCoordinator(ControlLogic):
+    def __init__(
+        self,
+        output: str,
+        config: RunConfig,
+        workers: list,
+        faults: FaultPlan | None = None,
+        remote_output: str | None = None,
+    ):
+        super().__init__(
+            output,
+            config,
+            workers,
+            faults,
+            remote_output,
+            calls=RayCalls(faults),
+            metrics=PipelineMetrics(),
+            me=ray.get_runtime_context().current_actor,
+        )

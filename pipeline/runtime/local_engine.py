@@ -1,0 +1,162 @@
+"""A video worker's own detector, as its video passes see it (the part ``ActorPool`` plays in
+the coordinator's data path): batches wait in a bounded window, one forward pass runs at a time
+in a thread (the event loop meanwhile takes the decoders' next batches), and each pass packs the
+pending batches of one letterbox geometry across videos (``pipeline.runtime.packing``).
+
+Frames come from decoders on this node: ``await frames_ref`` maps them from the node's object
+store, with no copy across the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.inference.detections import BatchResult
+from pipeline.media.decode import BatchHeader
+from pipeline.media.letterbox import LetterboxGeometry
+from pipeline.output.outcomes import RetryPolicy
+from pipeline.runtime.backpressure import DispatchWindow
+from pipeline.runtime.deadlines import BatchDeadline
+from pipeline.runtime.messages import ActorSample, InferredBatch
+from pipeline.runtime.packing import BatchPacker, split_boxes
+
+
+@dataclass
+class _Queued:
+    frames: np.ndarray
+    geometry: LetterboxGeometry
+    video_id: str
+    header: BatchHeader
+    answer: asyncio.Future
+
+
+@dataclass
+class EngineFigures:
+    passes: int = 0  # forward passes
+    mixed_passes: int = 0  # passes with frames of more than one video
+    batches: int = 0  # decoder batches inferred
+    frames: int = 0
+    busy_s: float = 0.0  # time in the detector
+
+
+class LocalEngine:
+    def __init__(self, detector, batch_size: int, window: int, sample=None, after_pass=None):
+        """``sample``: returns the worker's ``ActorSample`` (memory, GPU) after each pass;
+        ``after_pass(passes_done)``: called in the engine's thread after each (fault tests)."""
+        self._after_pass = after_pass
+        self.detector = detector
+        self.actors = [detector]  # one engine: what the segment planner counts
+        self.window = DispatchWindow(1, window)
+        self.deadline = BatchDeadline()
+        self.figures = EngineFigures()
+        self.last_sample: list[ActorSample | None] = [None]
+        self._sample = sample
+        self._packer: BatchPacker[_Queued] = BatchPacker(batch_size)
+        self._slot_freed: asyncio.Condition | None = None
+        self._work: asyncio.Event | None = None
+        self._runner: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._slot_freed, self._work = asyncio.Condition(), asyncio.Event()
+        self._runner = asyncio.create_task(self._run())
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+
+    async def acquire(self) -> int:
+        assert self._slot_freed is not None
+        async with self._slot_freed:
+            while self.window.acquire() is None:
+                await self._slot_freed.wait()
+        return 0
+
+    async def release(self, _engine: int = 0) -> None:
+        assert self._slot_freed is not None
+        async with self._slot_freed:
+            self.window.release(0)
+            self._slot_freed.notify_all()
+
+    async def infer(
+        self,
+        _engine: int,
+        frames_ref,
+        geometry: LetterboxGeometry,
+        video_id: str,
+        header: BatchHeader,
+        _retry: RetryPolicy | None = None,
+    ) -> tuple[InferredBatch, int]:
+        """The boxes of one decoder batch; what fetching its frames raises (frames lost with a
+        node, a decoder's error) is the caller's, as with a remote actor."""
+        assert self._work is not None
+        try:
+            frames = await frames_ref
+            answer = asyncio.get_running_loop().create_future()
+            self._packer.add(
+                geometry, len(frames), _Queued(frames, geometry, video_id, header, answer)
+            )
+            self._work.set()
+            return await answer, 0
+        finally:
+            del frames_ref
+            await self.release()
+
+    async def _run(self) -> None:
+        assert self._work is not None
+        while True:
+            await self._work.wait()
+            taken = self._packer.take()
+            if not taken:
+                self._work.clear()
+                continue
+            try:
+                answers = await self._forward(taken)
+            except Exception as exc:  # the detector's error is each batch's
+                for queued in taken:
+                    if not queued.answer.done():
+                        queued.answer.set_exception(exc)
+                continue
+            for queued, answer in zip(taken, answers):
+                if not queued.answer.done():
+                    queued.answer.set_result(answer)
+
+    def _detect(self, frames: np.ndarray, geometry: LetterboxGeometry):
+        out = self.detector.detect(frames, geometry)
+        if self._after_pass:
+            self._after_pass(self.detector.batches_done)
+        return out
+
+    async def _forward(self, taken: list[_Queued]) -> list[InferredBatch]:
+        frames = taken[0].frames if len(taken) == 1 else np.concatenate([q.frames for q in taken])
+        started = time.perf_counter()
+        counts, detections = await asyncio.to_thread(self._detect, frames, taken[0].geometry)
+        infer_s = time.perf_counter() - started
+        figures = self.figures
+        figures.passes += 1
+        figures.mixed_passes += len({q.video_id for q in taken}) > 1
+        figures.batches += len(taken)
+        figures.frames += len(frames)
+        figures.busy_s += infer_s
+        sample = self._sample() if self._sample else ActorSample(rss=0, gpu=None)
+        self.last_sample[0] = sample
+        parts = split_boxes(counts, detections, [len(q.frames) for q in taken])
+        return [
+            InferredBatch(
+                BatchResult(
+                    q.video_id,
+                    q.header.seq,
+                    q.header.frame_indices,
+                    q.header.timestamps,
+                    part_counts,
+                    part_boxes,
+                ),
+                # a pass's time, shared by its batches in proportion to their frames
+                infer_s=infer_s * len(q.frames) / len(frames),
+                sample=sample,
+            )
+            for q, (part_counts, part_boxes) in zip(taken, parts)
+        ]

@@ -1,0 +1,194 @@
+"""The video worker (``--data-path workers``): a YoloActor that owns its videos' whole data path.
+
+The coordinator hands it whole videos (``process``). For each it starts the decoders on its own
+node (frames never cross the network), infers their batches with its own detector, packed
+across its open videos (``local_engine``), writes the rows under hidden names on the shared
+output, tracks them (``--track``), and asks the coordinator for the commit before it puts the
+files in place. Nothing per batch goes to the coordinator; per video, two messages: the grant and
+the outcome.
+
+``VideoWorkerLogic`` is the worker without Ray's actor machinery (its Ray calls and the
+coordinator handle are given to it); ``VideoWorker`` is the actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+import ray
+
+from pipeline.config import RunConfig
+from pipeline.media.decode import VideoEnded
+from pipeline.media.source import VideoSource
+from pipeline.output.outcomes import VideoOutcome, should_commit
+from pipeline.output.store import OutputStore
+from pipeline.runtime.commit import TrackingFailed, put_in_place, track_writer
+from pipeline.runtime.context import RunContext
+from pipeline.runtime.faults import FaultPlan
+from pipeline.runtime.local_engine import LocalEngine
+from pipeline.runtime.messages import ActorSample, ActorStats, WorkerOutcome, WorkerReport
+from pipeline.runtime.metrics import PipelineMetrics
+from pipeline.runtime.ray_calls import RayCalls
+from pipeline.runtime.video_pass import VideoPass, VideoState
+from pipeline.runtime.workers import DetectorHost
+
+
+class VideoWorkerLogic:
+    def __init__(
+        self,
+        detector,
+        config: RunConfig,
+        store: OutputStore,
+        *,
+        calls: RayCalls,
+        metrics,
+        grant,
+        faults: FaultPlan | None = None,
+        sample=None,
+        open_videos: int = 1,
+    ):
+        """``grant(video_id, attempt_id)``: awaits the coordinator's yes or no to a commit."""
+        self.ctx = RunContext(config, metrics, faults, node_id=calls.node_id)
+        self.ctx.model_loaded(detector.names, detector.model_stride, detector.rect)
+        self.store, self.calls, self.grant = store, calls, grant
+        # Enough batches in flight for a pass to fill from its open videos' decoders.
+        self.engine = LocalEngine(
+            detector,
+            config.batch_size,
+            window=config.window_per_actor * max(1, open_videos),
+            sample=sample,
+            after_pass=faults.on_actor_batch if faults else None,
+        )
+        self.video_pass = VideoPass(self.ctx, self.engine, calls, store.layout.root)
+        self._tracking_slots = asyncio.Semaphore(max(1, min(4, (os.cpu_count() or 2) // 2)))
+        self.tracker_peak_rss = 0
+        self.started = time.perf_counter()
+        self.engine.start()
+
+    def set_config(self, config: RunConfig) -> None:
+        self.ctx.set_config(config)
+
+    async def process(self, source: VideoSource, attempt_id: int) -> WorkerOutcome:
+        """Decode, infer, write, track and (if granted) commit one video."""
+        state, ended = await self.video_pass.run(source)
+        return await self._finish(state, ended, attempt_id)
+
+    async def _finish(self, state: VideoState, ended: VideoEnded, attempt_id: int) -> WorkerOutcome:
+        ctx, source, writer = self.ctx, state.source, state.writer
+        if state.info is None:  # no decoder ever opened it
+            ctx.counts.videos_never_opened += 1
+        error = ended.error or state.error
+        frames = writer.rows_written if writer else 0
+        num_tracks, committed = None, False
+        if writer and should_commit(frames, writer.pending):
+            try:
+                tracked = None
+                if ctx.config.track:
+                    tracked = await track_writer(ctx, self.calls, self._tracking_slots, writer)
+                    self.tracker_peak_rss = max(self.tracker_peak_rss, tracked.rss)
+                if not await self.grant(source.video_id, attempt_id):
+                    # The video is another attempt's now: this one's files never land.
+                    writer.abort()
+                    for path in (tracked.detections, tracked.tracks) if tracked else ():
+                        path.unlink(missing_ok=True)
+                    return WorkerOutcome(attempt_id, None, committed=False)
+                num_tracks = await put_in_place(ctx, self.store, writer, tracked)
+                committed = True
+                ctx.counts.tracks += num_tracks or 0
+                ctx.memory.mark_warm()
+            except TrackingFailed as exc:
+                error = str(exc)
+        if writer and not committed:
+            writer.abort()  # the coordinator removes an older version's files, after the record
+        outcome = VideoOutcome(
+            source,
+            state.info,
+            error,
+            committed,
+            frames,
+            boxes=writer.boxes_written if writer and committed else 0,
+            class_counts=writer.class_totals() if writer and committed else [],
+            num_tracks=num_tracks,
+            frames_decoded=ended.frames_decoded,
+            attempts=state.attempts,
+            processing_s=time.perf_counter() - state.started,
+        )
+        return WorkerOutcome(attempt_id, outcome.record(ctx.settings_hash), committed)
+
+    def report(self) -> WorkerReport:
+        ctx, engine = self.ctx, self.engine
+        ctx.counts.mixed_batches = engine.figures.mixed_passes
+        return WorkerReport(
+            pid=os.getpid(),
+            counts=ctx.counts,
+            stage_s=dict(ctx.stage_s),
+            in_flight=engine.window.total_in_flight,
+            peak_in_flight=engine.window.peak_in_flight,
+            sample=engine.last_sample[0],
+            passes=engine.figures.passes,
+            mixed_passes=engine.figures.mixed_passes,
+            busy_s=engine.figures.busy_s,
+            wall_s=time.perf_counter() - self.started,
+            first_batch_done_at=ctx.first_batch_done_at,
+            tracker_peak_bytes=self.tracker_peak_rss,
+        )
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=1000)
+class VideoWorker(DetectorHost):
+    """A YoloActor that decodes, infers and writes its own videos (async: its video passes,
+    their decoders and the forward passes overlap in one event loop and one engine thread)."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        faults: FaultPlan | None = None,
+        warm_shapes: tuple = (),
+        output: str = "",
+        remote_output: str | None = None,
+        open_videos: int = 1,
+    ):
+        super().__init__(config, faults, warm_shapes)
+        self._args = (config, output, remote_output, faults, open_videos)
+        self.logic: VideoWorkerLogic | None = None
+
+    async def start_run(self, config: RunConfig, coordinator) -> None:
+        """The run's settings as the driver resolved them, and the coordinator that grants commits."""
+        _, output, remote_output, faults, open_videos = self._args
+        if self.logic is not None:
+            self.logic.set_config(config)
+            return
+
+        async def grant(video_id: str, attempt_id: int) -> bool:
+            return await coordinator.grant.remote(video_id, attempt_id)
+
+        self.logic = VideoWorkerLogic(
+            self.detector,
+            config,
+            OutputStore(Path(output), remote_output),
+            calls=RayCalls(faults, decoders_here=True),
+            metrics=PipelineMetrics(),
+            grant=grant,
+            faults=faults,
+            sample=lambda: ActorSample(rss=self.memory.sample(), gpu=self._last_gpu),
+            open_videos=open_videos,
+        )
+
+    async def process(self, source: VideoSource, attempt_id: int) -> WorkerOutcome:
+        assert self.logic is not None, "start_run first"
+        return await self.logic.process(source, attempt_id)
+
+    async def report(self) -> WorkerReport | None:
+        self._report()  # memory and NVML, into this actor's metrics
+        return self.logic.report() if self.logic else None
+
+    def stats(self) -> ActorStats:
+        stats = super().stats()
+        if self.logic is None:
+            return stats
+        figures = self.logic.engine.figures
+        return dataclasses.replace(stats, batches=figures.passes, busy_s=figures.busy_s)

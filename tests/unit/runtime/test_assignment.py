@@ -1,0 +1,115 @@
+"""The control plane's decisions: hand-outs per worker, commit grants fenced by attempt, and the
+videos of a worker that died handed out again."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.inference.detections import Detections
+from pipeline.runtime.assignment import Assignments
+from pipeline.runtime.packing import BatchPacker, split_boxes
+
+
+def test_videos_go_to_the_least_loaded_worker_with_room():
+    a = Assignments(workers=2, open_per_worker=2)
+    placed = []
+    for v in "abcd":
+        worker = a.free_worker()
+        placed.append(worker)
+        a.assign(v, worker)
+    assert placed == [0, 1, 0, 1] and a.free_worker() is None
+    first = a.open["a"]
+    assert a.finish("a", first.attempt_id) and a.free_worker() == 0
+    with pytest.raises(ValueError, match="open already"):
+        a.assign("b", 0)
+
+
+def test_only_the_current_attempt_is_granted_and_only_once():
+    a = Assignments(workers=2, open_per_worker=1)
+    old = a.assign("v", 0)
+    assert a.grant("v", old.attempt_id) and not a.grant("v", old.attempt_id)
+    # its worker is given up on; the video goes elsewhere under a new attempt
+    (lost,) = a.worker_lost(0)
+    assert a.abandon("v", lost.attempt_id)
+    new = a.assign("v", a.free_worker())
+    assert new.worker == 1 and new.attempt_id != old.attempt_id
+    # the old worker comes back and asks: refused; its outcome is not the video's
+    assert not a.grant("v", old.attempt_id) and not a.finish("v", old.attempt_id)
+    assert a.grant("v", new.attempt_id) and a.finish("v", new.attempt_id)
+    assert a.open_videos == 0
+
+
+def test_a_dead_workers_open_videos_are_handed_out_again_until_the_attempts_run_out():
+    a = Assignments(workers=3, open_per_worker=3, max_attempts=2)
+    for v in "xyz":
+        a.assign(v, 0)
+    a.assign("w", 1)
+    lost = a.worker_lost(0)
+    assert sorted(x.video_id for x in lost) == ["x", "y", "z"] and a.load(0) == 3
+    assert all(a.abandon(x.video_id, x.attempt_id) for x in lost) and a.load(0) == 0
+    assert a.free_worker() == 2  # worker 0 takes nothing until it is back; 1 has one open
+    for v in "xyz":
+        a.assign(v, a.free_worker())
+    assert sorted((a.load(1), a.load(2))) == [2, 2]
+    again = [x for x in a.open.values() if x.video_id == "x"][0]
+    assert not a.abandon("x", again.attempt_id)  # its second attempt: failed for good
+    assert "x" not in a.open and "x" not in a.attempts
+    a.worker_back(0)
+    assert a.free_worker() == 0
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_deaths_never_leave_a_video_open_twice_or_granted_twice(seed):
+    rng = np.random.default_rng(seed)
+    a = Assignments(workers=3, open_per_worker=2, max_attempts=3)
+    todo, done, failed, grants = [f"v{i}" for i in range(30)], [], [], {}
+    while todo or a.open:
+        worker = a.free_worker()
+        if todo and worker is not None:
+            a.assign(todo.pop(), worker)
+            continue
+        event = rng.integers(0, 3)
+        if event == 0 and a.open:  # an attempt asks for its grant and finishes
+            attempt = list(a.open.values())[rng.integers(len(a.open))]
+            if a.grant(attempt.video_id, attempt.attempt_id):
+                grants[attempt.video_id] = grants.get(attempt.video_id, 0) + 1
+                assert a.finish(attempt.video_id, attempt.attempt_id)
+                done.append(attempt.video_id)
+        elif event == 1:  # a worker dies and comes back
+            worker = int(rng.integers(3))
+            for attempt in a.worker_lost(worker):
+                if a.abandon(attempt.video_id, attempt.attempt_id):
+                    todo.append(attempt.video_id)
+                else:
+                    failed.append(attempt.video_id)
+            a.worker_back(worker)
+        assert sum(a.load(w) for w in range(3)) == a.open_videos
+        assert len({x.attempt_id for x in a.open.values()}) == a.open_videos
+    assert sorted(done + failed) == sorted(f"v{i}" for i in range(30))
+    assert all(n == 1 for n in grants.values())
+
+
+def test_packing_fills_a_pass_from_several_videos_of_one_shape_oldest_first():
+    packer: BatchPacker[str] = BatchPacker(batch_size=8)
+    for name, shape, frames in [
+        ("a", (96, 160), 4),
+        ("b", (96, 160), 4),
+        ("c", (96, 160), 4),
+        ("d", (384, 640), 2),
+        ("e", (96, 160), 3),
+    ]:
+        packer.add(shape, frames, name)
+    assert packer.take() == ["a", "b"]  # 8 frames: full
+    assert packer.take() == ["c", "e"]  # d has another shape; e fits beside c
+    assert packer.take() == ["d"] and packer.take() == [] and len(packer) == 0
+
+
+def test_a_packed_pass_splits_back_into_its_batches():
+    counts = np.array([1, 0, 2, 3, 0], np.int32)
+    boxes = Detections(np.arange(24).reshape(6, 4), np.arange(6) / 10, np.arange(6))
+    (c1, d1), (c2, d2) = split_boxes(counts, boxes, [2, 3])
+    assert c1.tolist() == [1, 0] and d1.class_id.tolist() == [0]
+    assert c2.tolist() == [2, 3, 0] and d2.class_id.tolist() == [1, 2, 3, 4, 5]
+    with pytest.raises(ValueError):
+        split_boxes(counts, boxes, [2, 2])

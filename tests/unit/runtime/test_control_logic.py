@@ -1,0 +1,214 @@
+"""The control plane and its video workers without Ray (``data_path="workers"``): the same rows
+as the coordinator's data path, batches packed across videos, a dead worker's open videos each
+committed once elsewhere, and a worker that was presumed dead refused its commit."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from dataclasses import dataclass
+
+import pyarrow.parquet as pq
+import pytest
+import ray.exceptions
+from test_coordinator_logic import FRAMES, FakeActor, FakeCalls, Method, Metrics, facts
+
+from pipeline.config import RunConfig
+from pipeline.inference.synthetic import SyntheticDetector
+from pipeline.media.decode import VideoOpened
+from pipeline.media.source import VideoSource
+from pipeline.output.layout import OutputLayout
+from pipeline.output.manifest import Manifest
+from pipeline.output.store import OutputStore
+from pipeline.runtime.control import ControlLogic
+from pipeline.runtime.coordinator import CoordinatorLogic
+from pipeline.runtime.messages import ActorStats
+from pipeline.runtime.video_worker import VideoWorkerLogic
+
+IMGSZ = 160
+
+
+@dataclass
+class WorkerCalls(FakeCalls):
+    """Decoders on the worker's node, as ``RayCalls(decoders_here=True)`` starts them."""
+
+    node_id: str = "node-1"
+
+    def start_decoder(self, path, spec, buffer):
+        stream = super().start_decoder(path, spec, buffer)
+        for ref in stream.refs:
+            if isinstance(ref.value, VideoOpened):
+                ref.value = dataclasses.replace(ref.value, node_id=self.node_id)
+        return stream
+
+
+class FakeWorker:
+    """A video worker on the synthetic detector. ``die_on``: the ``process`` calls (1-based)
+    that find it dead; ``partitioned_on``: calls whose caller is told it died while the worker
+    goes on (a worker presumed dead that comes back)."""
+
+    def __init__(self, calls: WorkerCalls, die_on=(), partitioned_on=()):
+        self.calls, self.die_on, self.partitioned_on = calls, die_on, partitioned_on
+        self.detector = SyntheticDetector(imgsz=IMGSZ)
+        self.logic: VideoWorkerLogic | None = None
+        self.count, self.background = 0, []
+        self.start_run, self.process = Method(self._start_run), Method(self._process)
+        self.report, self.stats, self.ready = (
+            Method(self._report),
+            Method(self._stats),
+            Method(self._ready),
+        )
+
+    async def _start_run(self, config, coordinator):
+        if self.logic is None:
+            self.logic = VideoWorkerLogic(
+                self.detector,
+                config,
+                OutputStore(coordinator.store.layout.root),
+                calls=self.calls,
+                metrics=Metrics(),
+                grant=coordinator.grant,
+                open_videos=4,
+            )
+
+    async def _process(self, source, attempt_id):
+        self.count += 1
+        if self.count in self.die_on:
+            await asyncio.sleep(0.01)
+            raise ray.exceptions.RayActorError()
+        work = self.logic.process(source, attempt_id)
+        if self.count in self.partitioned_on:
+            self.background.append(asyncio.create_task(work))  # it goes on, unseen
+            await asyncio.sleep(0)
+            raise ray.exceptions.ActorUnavailableError("the node is unreachable", None)
+        return await work
+
+    async def _report(self):
+        return self.logic.report() if self.logic else None
+
+    async def _stats(self):
+        return ActorStats(pid=1, device="cpu", batches=0, busy_s=0.0, memory={}, gpu=None)
+
+    async def _ready(self):
+        return facts()
+
+
+def config(**kwargs) -> RunConfig:
+    return RunConfig(
+        model="synthetic.pt", imgsz=IMGSZ, engine="synthetic", data_path="workers", **kwargs
+    )
+
+
+def run_workers(tmp_path, name, frames: dict[str, int], workers, **settings):
+    out = tmp_path / name
+    out.mkdir()
+    logic = ControlLogic(str(out), config(**settings), workers, calls=None, metrics=Metrics())
+    logic.me = logic
+    sources = [
+        VideoSource(path, f"{i:016x}", size_bytes=1000, mtime_ns=1) for i, path in enumerate(frames)
+    ]
+
+    async def main():
+        await logic.add_videos(sources)
+        await logic.backlog_walked()
+        summary = await logic.run(facts())
+        for worker in workers:  # a partitioned worker's late attempts end too
+            await asyncio.gather(*worker.background, return_exceptions=True)
+        return summary
+
+    summary = asyncio.run(main())
+    return summary, out, sources
+
+
+def rows_of(out, sources) -> dict[str, list]:
+    records = Manifest(out).records
+    return {
+        s.path: pq.read_table(OutputLayout(out).detections(s.video_id)).to_pylist()
+        for s in sources
+        if records[s.video_id].status == "ok"
+    }
+
+
+def coordinator_rows(tmp_path, frames: dict[str, int], **settings):
+    out = tmp_path / "coordinator"
+    out.mkdir()
+    cfg = RunConfig(model="synthetic.pt", imgsz=IMGSZ, engine="synthetic", **settings)
+    logic = CoordinatorLogic(
+        str(out), cfg, [FakeActor(), FakeActor()], calls=FakeCalls(dict(frames)), metrics=Metrics()
+    )
+    sources = [
+        VideoSource(path, f"{i:016x}", size_bytes=1000, mtime_ns=1) for i, path in enumerate(frames)
+    ]
+
+    async def main():
+        await logic.add_videos(sources)
+        await logic.backlog_walked()
+        await logic.run(facts())
+
+    asyncio.run(main())
+    return rows_of(out, sources)
+
+
+CLIPS = {f"clip{i}.mp4": 3 for i in range(12)} | FRAMES
+
+
+def test_workers_write_the_rows_the_coordinator_path_writes_and_mix_clips(tmp_path):
+    settings = dict(batch_size=8, max_open_videos=8)
+    workers = [FakeWorker(WorkerCalls(dict(CLIPS))), FakeWorker(WorkerCalls(dict(CLIPS)))]
+    summary, out, sources = run_workers(tmp_path, "workers", CLIPS, workers, **settings)
+    assert rows_of(out, sources) == coordinator_rows(tmp_path, CLIPS, **settings)
+    counts = summary.counts
+    assert counts.videos_ok == len(CLIPS) and counts.frames_done == sum(CLIPS.values())
+    assert counts.mixed_batches > 0  # 3-frame clips shared forward passes
+    assert (
+        counts.batches_decoded_here == counts.batches_done and not counts.batches_decoded_elsewhere
+    )
+    assert not list((out / "detections").glob(".*"))  # no hidden file left
+
+
+def test_a_dead_workers_open_videos_are_committed_once_elsewhere(tmp_path):
+    frames = {f"v{i}.mp4": 9 for i in range(8)}
+    # worker 0 dies on its 2nd video: every video it had open goes to worker 1
+    workers = [
+        FakeWorker(WorkerCalls(dict(frames)), die_on=(2, 3)),
+        FakeWorker(WorkerCalls(dict(frames))),
+    ]
+    summary, out, sources = run_workers(
+        tmp_path, "deaths", frames, workers, batch_size=4, max_open_videos=6
+    )
+    assert summary.counts.videos_ok == 8 and summary.counts.videos_reassigned >= 2
+    rows = rows_of(out, sources)
+    assert all([r["frame_index"] for r in rows[p]] == list(range(9)) for p in frames)
+
+
+def test_a_worker_presumed_dead_is_refused_its_commit(tmp_path):
+    frames = {"a.mp4": 20, "b.mp4": 7}
+    workers = [
+        FakeWorker(WorkerCalls(dict(frames)), partitioned_on=(1,)),
+        FakeWorker(WorkerCalls(dict(frames))),
+    ]
+    summary, out, sources = run_workers(
+        tmp_path, "partition", frames, workers, batch_size=4, max_open_videos=2
+    )
+    assert summary.counts.commits_refused == 1 and summary.counts.videos_ok == 2
+    rows = rows_of(out, sources)
+    assert [r["frame_index"] for r in rows["a.mp4"]] == list(range(20))
+    assert not list((out / "detections").glob(".*"))  # the refused attempt's file is gone
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_worker_deaths_every_frame_once(tmp_path, seed):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    frames = {f"v{i}.mp4": int(rng.integers(1, 30)) for i in range(10)}
+    workers = [
+        FakeWorker(WorkerCalls(dict(frames)), die_on=tuple(rng.choice(12, 2, replace=False) + 1))
+        for _ in range(3)
+    ]
+    summary, out, sources = run_workers(
+        tmp_path, "random", frames, workers, batch_size=4, max_open_videos=6
+    )
+    rows = rows_of(out, sources)
+    assert summary.counts.videos_ok == 10
+    assert all([r["frame_index"] for r in rows[p]] == list(range(n)) for p, n in frames.items())
