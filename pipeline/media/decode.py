@@ -285,6 +285,9 @@ class DecodeSpec:
     batch_size: int
     skip_batches: int = 0
     segment: Segment = WHOLE_VIDEO
+    # one stream item per batch (``DecodedBatch``), for a consumer that loads every batch's
+    # frames anyway (a video worker); else a header and the frames apart
+    frames_with_header: bool = False
 
     def resumed(self, segment: Segment, skip_batches: int) -> DecodeSpec:
         return replace(self, segment=segment, skip_batches=skip_batches)
@@ -311,6 +314,14 @@ class BatchHeader:
 
 
 @dataclass(frozen=True)
+class DecodedBatch:
+    """A batch's header and frames in one stream item (``DecodeSpec.frames_with_header``)."""
+
+    header: BatchHeader
+    frames: np.ndarray
+
+
+@dataclass(frozen=True)
 class VideoEnded:
     """Last item of a decode stream. ``error`` is set when the video could not be read to its end."""
 
@@ -326,7 +337,8 @@ def stream_video(
     before_batch: Callable[[int], None] | None = None,
     after_header: Callable[[int], None] | None = None,
 ):
-    """The decode stream protocol: ``VideoOpened``, then ``BatchHeader``/frames pairs, then ``VideoEnded``.
+    """The decode stream protocol: ``VideoOpened``, then ``BatchHeader``/frames pairs (or
+    ``DecodedBatch`` items), then ``VideoEnded``.
 
     A video that cannot be opened yields only ``VideoEnded(open_failed=True)``. With a
     ``spec.segment``, only its batches (``spec.skip_batches`` counts from its first).
@@ -355,9 +367,13 @@ def stream_video(
         if before_batch:
             before_batch(batch.seq)
         now = time.perf_counter()
-        yield BatchHeader(batch.seq, batch.frame_indices, batch.timestamps, now - started)
-        if after_header:
-            after_header(batch.seq)
-        yield batch.frames
+        header = BatchHeader(batch.seq, batch.frame_indices, batch.timestamps, now - started)
+        if spec.frames_with_header:
+            yield DecodedBatch(header, batch.frames)
+        else:
+            yield header
+            if after_header:
+                after_header(batch.seq)
+            yield batch.frames
         started = time.perf_counter()
     yield VideoEnded(decoder.outcome.frames_decoded, decoder.outcome.error)

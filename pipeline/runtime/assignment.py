@@ -19,11 +19,26 @@ from dataclasses import dataclass, field
 
 # Videos a worker has open at once, at least: short clips' batches then wait together for the
 # engine and share its passes; decoders beyond the node's CPUs wait in Ray's queue.
-MIN_OPEN_PER_WORKER = 4
+MIN_OPEN_PER_WORKER = 16
+
+
+# Files this small (a few seconds of video) are handed out in chunks, several to one worker in
+# one message, and commit grants are asked for together: a per-video message costs the
+# coordinator about a millisecond, which a backlog of short clips would otherwise pay per clip.
+SHORT_CLIP_BYTES = 8 * 1024 * 1024
 
 
 def videos_per_worker(max_open_videos: int | None, workers: int) -> int:
     return max(MIN_OPEN_PER_WORKER, (max_open_videos or workers) // workers)
+
+
+def chunk_size(open_per_worker: int) -> int:
+    """Short clips per hand-out: half a worker's room, so a chunk finishing overlaps the next."""
+    return max(1, open_per_worker // 2)
+
+
+def is_short_clip(size_bytes: int) -> bool:
+    return 0 <= size_bytes <= SHORT_CLIP_BYTES
 
 
 @dataclass
@@ -53,10 +68,14 @@ class Assignments:
     def load(self, worker: int) -> int:
         return self._load[worker]
 
-    def free_worker(self) -> int | None:
-        """The live worker with the fewest open videos that has room for one more (None: all full)."""
+    def free_worker(self, room: int = 1) -> int | None:
+        """The live worker with the fewest open videos that has room for ``room`` more (None:
+        none has)."""
+        room = min(room, self.open_per_worker)
         candidates = [
-            w for w in range(self.workers) if self.live[w] and self._load[w] < self.open_per_worker
+            w
+            for w in range(self.workers)
+            if self.live[w] and self._load[w] + room <= self.open_per_worker
         ]
         return min(candidates, key=lambda w: (self._load[w], w)) if candidates else None
 

@@ -24,7 +24,12 @@ from pipeline.output.manifest import VideoRecord
 from pipeline.output.outcomes import RunCounts
 from pipeline.output.progress import RunProgress
 from pipeline.output.store import OutputStore
-from pipeline.runtime.assignment import Assignments, videos_per_worker
+from pipeline.runtime.assignment import (
+    Assignments,
+    chunk_size,
+    is_short_clip,
+    videos_per_worker,
+)
 from pipeline.runtime.commit import VideoCommitter
 from pipeline.runtime.context import RunContext
 from pipeline.runtime.coordinator import BACKLOG_QUEUE
@@ -86,7 +91,9 @@ class ControlLogic:
         await asyncio.gather(*(w.start_run.remote(ctx.config, self.me) for w in self.workers))
         self.started, self.cpu_started = time.time(), time.process_time()
         reporter = asyncio.create_task(self._poll_reports())
-        videos: set[asyncio.Task] = set()
+        self._handouts: set[asyncio.Task] = set()
+        clips: list[VideoSource] = []  # short clips waiting to go out together
+        chunk = chunk_size(self.assignments.open_per_worker)
         try:
             while (source := await self._backlog.get()) is not None:
                 if source.error:
@@ -97,26 +104,35 @@ class ControlLogic:
                     await self.committer.discard(None, source.video_id)
                 elif self.committer.manifest.is_complete(source, ctx.settings_hash):
                     ctx.counts.video_skipped()
+                elif is_short_clip(source.size_bytes):
+                    clips.append(source)
+                    if len(clips) >= chunk or self._backlog.empty():
+                        await self._hand_out(clips)
+                        clips = []
                 else:
-                    worker = await self._free_worker()
-                    attempt = self.assignments.assign(source.video_id, worker)
-                    task = asyncio.create_task(
-                        self._video(source, attempt.worker, attempt.attempt_id)
-                    )
-                    videos.add(task)
-                    task.add_done_callback(videos.discard)
-            if videos:
-                await asyncio.gather(*list(videos))
+                    await self._hand_out([source])
+            if clips:
+                await self._hand_out(clips)
+            while self._handouts:
+                await asyncio.gather(*list(self._handouts))
             await self._poll_once()
         finally:
             reporter.cancel()
         await self.committer.save_manifest()
         return await self.summary()
 
-    async def _free_worker(self) -> int:
+    async def _hand_out(self, sources: list[VideoSource]) -> None:
+        """Give ``sources`` to the least loaded worker with room for them all (waits for one)."""
+        worker = await self._free_worker(len(sources))
+        attempts = [self.assignments.assign(s.video_id, worker).attempt_id for s in sources]
+        task = asyncio.create_task(self._videos(sources, worker, attempts))
+        self._handouts.add(task)
+        task.add_done_callback(self._handouts.discard)
+
+    async def _free_worker(self, room: int = 1) -> int:
         assert self._room is not None
         async with self._room:
-            while (worker := self.assignments.free_worker()) is None:
+            while (worker := self.assignments.free_worker(room)) is None:
                 await self._room.wait()
         return worker
 
@@ -125,36 +141,33 @@ class ControlLogic:
         async with self._room:
             self._room.notify_all()
 
-    async def _video(self, source: VideoSource, worker: int, attempt_id: int) -> None:
-        """One video until its outcome is recorded, on another worker each time one dies."""
-        ctx, video_id = self.ctx, source.video_id
-        while True:
-            try:
-                out = await self.workers[worker].process.remote(source, attempt_id)
-            except ACTOR_LOST as exc:
-                self._worker_died(worker)
-                if not self.assignments.abandon(video_id, attempt_id):
-                    error = f"its worker died {ctx.config.batch_retries + 1} times ({type(exc).__name__})"
+    async def _videos(self, sources: list[VideoSource], worker: int, attempts: list[int]) -> None:
+        """One hand-out until each video's outcome is recorded; if the worker dies, each of its
+        videos goes out again on its own (or is failed once its attempts are used up)."""
+        ctx = self.ctx
+        try:
+            outcomes = await self.workers[worker].process_many.remote(sources, attempts)
+        except ACTOR_LOST as exc:
+            self._worker_died(worker)
+            for source, attempt_id in zip(sources, attempts):
+                if self.assignments.abandon(source.video_id, attempt_id):
+                    ctx.counts.videos_reassigned += 1
+                    await self._hand_out([source])
+                else:
+                    error = f"its worker died {self.assignments.max_attempts} times ({type(exc).__name__})"
                     await self.committer.record(
                         VideoRecord.failed(source, error, ctx.settings_hash)
                     )
-                    await self.committer.discard(None, video_id)
-                    await self._made_room()
-                    return
-                await self._made_room()
-                ctx.counts.videos_reassigned += 1
-                worker = await self._free_worker()
-                attempt_id = self.assignments.assign(video_id, worker).attempt_id
-                continue
-            if out.record is None or not self.assignments.finish(video_id, out.attempt_id):
-                return  # a stale attempt's answer: the video's current attempt will record it
-            if not out.committed:  # an older version's rows go (after the record says so)
-                await self.committer.record(out.record)
-                await self.committer.discard(None, video_id)
-            else:
-                await self.committer.record(out.record)
+                    await self.committer.discard(None, source.video_id)
             await self._made_room()
             return
+        for source, out in zip(sources, outcomes):
+            if out.record is None or not self.assignments.finish(source.video_id, out.attempt_id):
+                continue  # a stale attempt's answer: the video's current attempt records it
+            await self.committer.record(out.record)
+            if not out.committed:  # an older version's rows go (after the record says so)
+                await self.committer.discard(None, source.video_id)
+        await self._made_room()
 
     def _worker_died(self, worker: int) -> None:
         """No videos for it until it answers again (Ray restarts it: unlimited restarts)."""
@@ -173,14 +186,19 @@ class ControlLogic:
         self.assignments.worker_back(worker)
         await self._made_room()
 
-    async def grant(self, video_id: str, attempt_id: int) -> bool:
-        """A worker asks to put a video's files in place: yes for the video's current attempt,
-        once; the log's ``committing`` line comes first, so a crash after it is folded away."""
-        if not self.assignments.grant(video_id, attempt_id):
-            self.ctx.counts.commits_refused += 1
-            return False
-        self.committer.manifest.committing(video_id)
-        return True
+    async def grant(self, requests: list[tuple[str, int]]) -> list[bool]:
+        """A worker asks to put videos' files in place (``(video_id, attempt_id)`` each, as many
+        as were ready together): yes for a video's current attempt, once. The log's
+        ``committing`` line comes first, so a crash after it is folded away by the next run."""
+        answers = []
+        for video_id, attempt_id in requests:
+            granted = self.assignments.grant(video_id, attempt_id)
+            if granted:
+                self.committer.manifest.committing(video_id)
+            else:
+                self.ctx.counts.commits_refused += 1
+            answers.append(granted)
+        return answers
 
     # ---- figures ---------------------------------------------------------------------------
 

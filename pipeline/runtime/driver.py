@@ -528,6 +528,19 @@ def _run_totals(plan: RunPlan, counts: RunCounts, track: bool) -> dict:
     return totals
 
 
+def _actor_records(summary: CoordinatorSummary, facts: list[ModelFacts]) -> list[dict]:
+    processing = summary.elapsed_s
+    return [
+        dict(
+            stats.as_dict() if stats else {},
+            node_id=f.node_id,
+            # time in the engine over the run's wall time: how busy it was kept
+            busy_share=stats.busy_s / processing if stats and processing > 0 else None,
+        )
+        for stats, f in zip(summary.actors, facts)
+    ]
+
+
 def _run_record(
     config: RunConfig,
     placement: Placement,
@@ -576,15 +589,7 @@ def _run_record(
         },
         "memory": _roles_memory(summary, driver_memory),
         "gpu": gpus or None,
-        "actors": [
-            dict(
-                stats.as_dict() if stats else {},
-                node_id=f.node_id,
-                # time in the engine over the run's wall time: how busy it was kept
-                busy_share=stats.busy_s / processing if stats and processing > 0 else None,
-            )
-            for stats, f in zip(summary.actors, facts)
-        ],
+        "actors": _actor_records(summary, facts),
     }
     return RunRecord(
         plan.started,

@@ -94,7 +94,8 @@ class LocalEngine:
         node, a decoder's error) is the caller's, as with a remote actor."""
         assert self._work is not None
         try:
-            frames = await frames_ref
+            # the frames themselves (a decoder's DecodedBatch), or their ref on this node
+            frames = frames_ref if isinstance(frames_ref, np.ndarray) else await frames_ref
             answer = asyncio.get_running_loop().create_future()
             self._packer.add(
                 geometry, len(frames), _Queued(frames, geometry, video_id, header, answer)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import ray
 
 from pipeline.locations import redact
-from pipeline.media.decode import BatchHeader, VideoEnded, VideoInfo, VideoOpened
+from pipeline.media.decode import BatchHeader, DecodedBatch, VideoEnded, VideoInfo, VideoOpened
 from pipeline.media.letterbox import LetterboxGeometry
 from pipeline.media.segments import WHOLE_VIDEO, Segment, decode_bound, plan_segments
 from pipeline.media.source import VideoSource
@@ -219,6 +219,10 @@ class VideoPass:
                 self._opened(state, item)
             elif isinstance(item, BatchHeader):
                 held = (item, await self._next(stream))
+            elif isinstance(item, DecodedBatch):  # whole: it arrived, so its frames are real
+                await self._dispatch(item.header, item.frames, state, part, only)
+                if only is not None and not only:
+                    return VideoEnded(state.frames_decoded, None)
             elif isinstance(item, VideoEnded):
                 return item
             if state.error:  # a batch failed for good: no point decoding the rest

@@ -29,6 +29,7 @@ from pipeline.output.store import OutputStore
 from pipeline.runtime.commit import TrackingFailed, put_in_place, track_writer
 from pipeline.runtime.context import RunContext
 from pipeline.runtime.faults import FaultPlan
+from pipeline.runtime.grants import GrantBatcher
 from pipeline.runtime.local_engine import LocalEngine
 from pipeline.runtime.messages import ActorSample, ActorStats, WorkerOutcome, WorkerReport
 from pipeline.runtime.metrics import PipelineMetrics
@@ -54,6 +55,9 @@ class VideoWorkerLogic:
         """``grant(video_id, attempt_id)``: awaits the coordinator's yes or no to a commit."""
         self.ctx = RunContext(config, metrics, faults, node_id=calls.node_id)
         self.ctx.model_loaded(detector.names, detector.model_stride, detector.rect)
+        # This worker loads every batch's frames: one stream item per batch, not two.
+        assert self.ctx.decode_spec is not None
+        self.ctx.decode_spec = dataclasses.replace(self.ctx.decode_spec, frames_with_header=True)
         self.store, self.calls, self.grant = store, calls, grant
         # Enough batches in flight for a pass to fill from its open videos' decoders.
         self.engine = LocalEngine(
@@ -71,6 +75,11 @@ class VideoWorkerLogic:
 
     def set_config(self, config: RunConfig) -> None:
         self.ctx.set_config(config)
+
+    async def process_many(
+        self, sources: list[VideoSource], attempt_ids: list[int]
+    ) -> list[WorkerOutcome]:
+        return list(await asyncio.gather(*map(self.process, sources, attempt_ids)))
 
     async def process(self, source: VideoSource, attempt_id: int) -> WorkerOutcome:
         """Decode, infer, write, track and (if granted) commit one video."""
@@ -163,8 +172,8 @@ class VideoWorker(DetectorHost):
             self.logic.set_config(config)
             return
 
-        async def grant(video_id: str, attempt_id: int) -> bool:
-            return await coordinator.grant.remote(video_id, attempt_id)
+        async def ask(requests: list[tuple[str, int]]) -> list[bool]:
+            return await coordinator.grant.remote(requests)
 
         self.logic = VideoWorkerLogic(
             self.detector,
@@ -172,15 +181,18 @@ class VideoWorker(DetectorHost):
             OutputStore(Path(output), remote_output),
             calls=RayCalls(faults, decoders_here=True),
             metrics=PipelineMetrics(),
-            grant=grant,
+            grant=GrantBatcher(ask),
             faults=faults,
             sample=lambda: ActorSample(rss=self.memory.sample(), gpu=self._last_gpu),
             open_videos=open_videos,
         )
 
-    async def process(self, source: VideoSource, attempt_id: int) -> WorkerOutcome:
+    async def process_many(
+        self, sources: list[VideoSource], attempt_ids: list[int]
+    ) -> list[WorkerOutcome]:
+        """A hand-out (one video, or a chunk of short clips): each video's outcome."""
         assert self.logic is not None, "start_run first"
-        return await self.logic.process(source, attempt_id)
+        return await self.logic.process_many(sources, attempt_ids)
 
     async def report(self) -> WorkerReport | None:
         self._report()  # memory and NVML, into this actor's metrics

@@ -113,3 +113,27 @@ def test_a_packed_pass_splits_back_into_its_batches():
     assert c2.tolist() == [2, 3, 0] and d2.class_id.tolist() == [1, 2, 3, 4, 5]
     with pytest.raises(ValueError):
         split_boxes(counts, boxes, [2, 2])
+
+
+def test_grant_requests_that_wait_together_go_in_one_message():
+    import asyncio
+
+    from pipeline.runtime.grants import GrantBatcher
+
+    asked: list[list] = []
+
+    async def ask(requests):
+        asked.append(list(requests))
+        await asyncio.sleep(0.01)
+        return [attempt % 2 == 0 for _, attempt in requests]
+
+    async def main():
+        batcher = GrantBatcher(ask)
+        first = await batcher("a", 2)  # alone: sent at once
+        answers = await asyncio.gather(*(batcher(f"v{i}", i) for i in range(5)))
+        return first, answers, batcher.requests_sent
+
+    first, answers, sent = asyncio.run(main())
+    assert first is True and answers == [True, False, True, False, True]
+    assert asked[0] == [("a", 2)] and sent == len(asked) <= 3  # 5 requests in at most 2 messages
+    assert sorted(r for batch in asked[1:] for r in batch) == [(f"v{i}", i) for i in range(5)]

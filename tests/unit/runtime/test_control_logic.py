@@ -22,6 +22,7 @@ from pipeline.output.manifest import Manifest
 from pipeline.output.store import OutputStore
 from pipeline.runtime.control import ControlLogic
 from pipeline.runtime.coordinator import CoordinatorLogic
+from pipeline.runtime.grants import GrantBatcher
 from pipeline.runtime.messages import ActorStats
 from pipeline.runtime.video_worker import VideoWorkerLogic
 
@@ -52,7 +53,7 @@ class FakeWorker:
         self.detector = SyntheticDetector(imgsz=IMGSZ)
         self.logic: VideoWorkerLogic | None = None
         self.count, self.background = 0, []
-        self.start_run, self.process = Method(self._start_run), Method(self._process)
+        self.start_run, self.process_many = Method(self._start_run), Method(self._process_many)
         self.report, self.stats, self.ready = (
             Method(self._report),
             Method(self._stats),
@@ -67,16 +68,16 @@ class FakeWorker:
                 OutputStore(coordinator.store.layout.root),
                 calls=self.calls,
                 metrics=Metrics(),
-                grant=coordinator.grant,
+                grant=GrantBatcher(coordinator.grant),
                 open_videos=4,
             )
 
-    async def _process(self, source, attempt_id):
+    async def _process_many(self, sources, attempt_ids):
         self.count += 1
         if self.count in self.die_on:
             await asyncio.sleep(0.01)
             raise ray.exceptions.RayActorError()
-        work = self.logic.process(source, attempt_id)
+        work = self.logic.process_many(sources, attempt_ids)
         if self.count in self.partitioned_on:
             self.background.append(asyncio.create_task(work))  # it goes on, unseen
             await asyncio.sleep(0)
@@ -168,9 +169,9 @@ def test_workers_write_the_rows_the_coordinator_path_writes_and_mix_clips(tmp_pa
 
 def test_a_dead_workers_open_videos_are_committed_once_elsewhere(tmp_path):
     frames = {f"v{i}.mp4": 9 for i in range(8)}
-    # worker 0 dies on its 2nd video: every video it had open goes to worker 1
+    # worker 0 dies with its first hand-out (a chunk of clips) open: each goes out again
     workers = [
-        FakeWorker(WorkerCalls(dict(frames)), die_on=(2, 3)),
+        FakeWorker(WorkerCalls(dict(frames)), die_on=(1,)),
         FakeWorker(WorkerCalls(dict(frames))),
     ]
     summary, out, sources = run_workers(
@@ -190,7 +191,9 @@ def test_a_worker_presumed_dead_is_refused_its_commit(tmp_path):
     summary, out, sources = run_workers(
         tmp_path, "partition", frames, workers, batch_size=4, max_open_videos=2
     )
-    assert summary.counts.commits_refused == 1 and summary.counts.videos_ok == 2
+    # both short clips went out in one chunk: both attempts go on unseen, and both are refused
+    counts = summary.counts
+    assert counts.commits_refused == counts.videos_reassigned == 2 and counts.videos_ok == 2
     rows = rows_of(out, sources)
     assert [r["frame_index"] for r in rows["a.mp4"]] == list(range(20))
     assert not list((out / "detections").glob(".*"))  # the refused attempt's file is gone
