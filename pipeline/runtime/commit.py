@@ -111,7 +111,10 @@ class VideoCommitter:
         # A kill from here to the video's record leaves files without one: this line lets the
         # next fold of the log remove them.
         self.manifest.committing(writer.video_id)
-        return await put_in_place(self.ctx, self.store, writer, tracked)
+        num_tracks = await put_in_place(self.store, writer, tracked)
+        if self.ctx.faults:
+            self.ctx.faults.on_commit()
+        return num_tracks
 
     async def publish(self, path: Path) -> None:
         await asyncio.to_thread(self.store.publish, path)  # one PUT on object storage: off the loop
@@ -181,7 +184,7 @@ async def track_writer(
 
 
 async def put_in_place(
-    ctx: RunContext, store: OutputStore, writer: VideoResultWriter, tracked: TrackedFiles | None
+    store: OutputStore, writer: VideoResultWriter, tracked: TrackedFiles | None
 ) -> int | None:
     """Rename a complete video's files into place (tracks first, so a detections file with
     track ids always has its summary) and publish them; the track count when tracking. The
@@ -195,6 +198,4 @@ async def put_in_place(
         await asyncio.to_thread(writer.commit)
     # Object storage calls (nothing, for a local output): off the event loop.
     await asyncio.to_thread(store.publish_video, writer.video_id, with_tracks=tracked is not None)
-    if ctx.faults:
-        ctx.faults.on_commit()
     return tracked.num_tracks if tracked is not None else None

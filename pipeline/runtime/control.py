@@ -36,7 +36,7 @@ from pipeline.runtime.coordinator import BACKLOG_QUEUE
 from pipeline.runtime.faults import FaultPlan
 from pipeline.runtime.messages import CoordinatorSummary, ModelFacts, WorkerReport
 from pipeline.runtime.metrics import PipelineMetrics
-from pipeline.runtime.ray_calls import ACTOR_LOST, RayCalls
+from pipeline.runtime.ray_calls import ACTOR_LOST, RayCalls, error_cause
 
 log = logging.getLogger(__name__)
 REPORT_EVERY_S = 1.0
@@ -92,6 +92,7 @@ class ControlLogic:
         self.started, self.cpu_started = time.time(), time.process_time()
         reporter = asyncio.create_task(self._poll_reports())
         self._handouts: set[asyncio.Task] = set()
+        self._handout_errors: list[BaseException] = []
         clips: list[VideoSource] = []  # short clips waiting to go out together
         chunk = chunk_size(self.assignments.open_per_worker)
         try:
@@ -114,7 +115,9 @@ class ControlLogic:
             if clips:
                 await self._hand_out(clips)
             while self._handouts:
-                await asyncio.gather(*list(self._handouts))
+                await asyncio.gather(*list(self._handouts), return_exceptions=True)
+            if self._handout_errors:
+                raise self._handout_errors[0]
             await self._poll_once()
         finally:
             reporter.cancel()
@@ -127,7 +130,12 @@ class ControlLogic:
         attempts = [self.assignments.assign(s.video_id, worker).attempt_id for s in sources]
         task = asyncio.create_task(self._videos(sources, worker, attempts))
         self._handouts.add(task)
-        task.add_done_callback(self._handouts.discard)
+        task.add_done_callback(self._handed_back)
+
+    def _handed_back(self, task: asyncio.Task) -> None:
+        self._handouts.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._handout_errors.append(task.exception())  # raised by run(), never lost
 
     async def _free_worker(self, room: int = 1) -> int:
         assert self._room is not None
@@ -146,7 +154,20 @@ class ControlLogic:
         videos goes out again on its own (or is failed once its attempts are used up)."""
         ctx = self.ctx
         try:
-            outcomes = await self.workers[worker].process_many.remote(sources, attempts)
+            outcomes = await self.workers[worker].process_many.remote(
+                sources, attempts, ctx.config, self.me
+            )
+        except ray.exceptions.RayTaskError as exc:  # the worker raised: each video fails with it
+            cause = error_cause(exc)
+            for source, attempt_id in zip(sources, attempts):
+                if self.assignments.finish(source.video_id, attempt_id):
+                    error = f"its worker failed: {type(cause).__name__}: {cause}"
+                    await self.committer.record(
+                        VideoRecord.failed(source, error, ctx.settings_hash)
+                    )
+                    await self.committer.discard(None, source.video_id)
+            await self._made_room()
+            return
         except ACTOR_LOST as exc:
             self._worker_died(worker)
             for source, attempt_id in zip(sources, attempts):
@@ -164,6 +185,8 @@ class ControlLogic:
         for source, out in zip(sources, outcomes):
             if out.record is None or not self.assignments.finish(source.video_id, out.attempt_id):
                 continue  # a stale attempt's answer: the video's current attempt records it
+            if out.committed and ctx.faults:  # its files are in place, its record not yet
+                ctx.faults.on_commit()
             await self.committer.record(out.record)
             if not out.committed:  # an older version's rows go (after the record says so)
                 await self.committer.discard(None, source.video_id)

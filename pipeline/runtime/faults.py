@@ -102,7 +102,7 @@ class FaultPlan:
                 os._exit(1)
 
     def on_commit(self) -> None:
-        """Called once a video's files are in place, before its record is logged."""
+        """Called in the coordinator once a video's files are in place, before its record is logged."""
         if self.coordinator_exit_after_commit and self._claim_once("commit"):
             os._exit(1)
 

@@ -105,7 +105,7 @@ class VideoWorkerLogic:
                     for path in (tracked.detections, tracked.tracks) if tracked else ():
                         path.unlink(missing_ok=True)
                     return WorkerOutcome(attempt_id, None, committed=False)
-                num_tracks = await put_in_place(ctx, self.store, writer, tracked)
+                num_tracks = await put_in_place(self.store, writer, tracked)
                 committed = True
                 ctx.counts.tracks += num_tracks or 0
                 ctx.memory.mark_warm()
@@ -188,10 +188,14 @@ class VideoWorker(DetectorHost):
         )
 
     async def process_many(
-        self, sources: list[VideoSource], attempt_ids: list[int]
+        self, sources: list[VideoSource], attempt_ids: list[int], config: RunConfig, coordinator
     ) -> list[WorkerOutcome]:
-        """A hand-out (one video, or a chunk of short clips): each video's outcome."""
-        assert self.logic is not None, "start_run first"
+        """A hand-out (one video, or a chunk of short clips): each video's outcome. The run's
+        settings and coordinator come with it: a worker that Ray restarted meanwhile (calls
+        sent to a restarting actor reach its new process) starts on them."""
+        if self.logic is None:
+            await self.start_run(config, coordinator)
+        assert self.logic is not None
         return await self.logic.process_many(sources, attempt_ids)
 
     async def report(self) -> WorkerReport | None:

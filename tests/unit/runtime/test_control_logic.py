@@ -48,8 +48,9 @@ class FakeWorker:
     that find it dead; ``partitioned_on``: calls whose caller is told it died while the worker
     goes on (a worker presumed dead that comes back)."""
 
-    def __init__(self, calls: WorkerCalls, die_on=(), partitioned_on=()):
+    def __init__(self, calls: WorkerCalls, die_on=(), partitioned_on=(), raise_on=()):
         self.calls, self.die_on, self.partitioned_on = calls, die_on, partitioned_on
+        self.raise_on = raise_on  # calls that raise inside the worker (a bug, a bad file)
         self.detector = SyntheticDetector(imgsz=IMGSZ)
         self.logic: VideoWorkerLogic | None = None
         self.count, self.background = 0, []
@@ -72,11 +73,15 @@ class FakeWorker:
                 open_videos=4,
             )
 
-    async def _process_many(self, sources, attempt_ids):
+    async def _process_many(self, sources, attempt_ids, config, coordinator):
+        await self._start_run(config, coordinator)
         self.count += 1
         if self.count in self.die_on:
             await asyncio.sleep(0.01)
             raise ray.exceptions.RayActorError()
+        if self.count in self.raise_on:
+            cause = ValueError("the worker tripped")
+            raise ray.exceptions.RayTaskError("process_many", "Traceback ...", cause)
         work = self.logic.process_many(sources, attempt_ids)
         if self.count in self.partitioned_on:
             self.background.append(asyncio.create_task(work))  # it goes on, unseen
@@ -215,3 +220,14 @@ def test_random_worker_deaths_every_frame_once(tmp_path, seed):
     rows = rows_of(out, sources)
     assert summary.counts.videos_ok == 10
     assert all([r["frame_index"] for r in rows[p]] == list(range(n)) for p, n in frames.items())
+
+
+def test_a_worker_that_raises_fails_its_videos_and_loses_none(tmp_path):
+    frames = {f"v{i}.mp4": 5 for i in range(3)}
+    workers = [FakeWorker(WorkerCalls(dict(frames)), raise_on=(1,))]
+    summary, out, sources = run_workers(
+        tmp_path, "raises", frames, workers, batch_size=4, max_open_videos=4
+    )
+    records = Manifest(out).records
+    assert summary.counts.videos_failed == 3 and len(records) == 3
+    assert all("the worker tripped" in r.error for r in records.values())

@@ -1,0 +1,107 @@
+"""Faults on the workers' data path (``data_path="workers"``), from outside: video workers and
+decoders SIGKILLed by pid at random moments while each worker has several videos open (every
+video committed once, every frame once), and the coordinator killed between a video's commit and
+its record (the rerun completes, nothing twice).
+
+The synthetic engine with a simulated GPU (each pass held 20 + 1 ms a frame) makes the runs long
+enough to be hit, and lets two workers fit on two cores."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+
+import psutil
+import pytest
+from test_video_workers import rows, run, tiny_videos
+
+from pipeline.runtime.faults import FaultPlan
+
+pytestmark = pytest.mark.slow
+
+VIDEOS, FRAMES = 16, 200
+SETTINGS = dict(
+    batch_size=8,
+    num_actors=2,
+    data_path="workers",
+    synthetic_latency_ms=(20, 1),
+    decode_retries=6,
+    batch_retries=6,  # the worker attempts of a video: above the kill count
+)
+TARGETS = ("ray::VideoWorker", "ray::decode_video")
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    return tiny_videos(tmp_path_factory.mktemp("videos"), [FRAMES] * VIDEOS)
+
+
+@pytest.fixture(scope="module")
+def clean(ray_local, videos, tmp_path_factory, model_path):
+    out = tmp_path_factory.mktemp("clean") / "out"
+    record = run(videos, out, model_path, **SETTINGS)
+    assert record["exit_code"] == 0 and record["totals"]["frames"] == VIDEOS * FRAMES
+    return rows(out)
+
+
+def target_pids() -> dict[int, str]:
+    found = {}
+    for proc in psutil.process_iter(["cmdline"]):
+        title = " ".join(proc.info["cmdline"] or [])
+        for target in TARGETS:
+            if title.startswith(target):
+                found[proc.pid] = target
+    return found
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_sigkills_of_workers_and_decoders(clean, videos, tmp_path, model_path, seed):
+    rng = random.Random(seed)
+    result, killed = {}, []
+    run_thread = threading.Thread(
+        target=lambda: result.update(record=run(videos, tmp_path / "out", model_path, **SETTINGS))
+    )
+    run_thread.start()
+    time.sleep(rng.uniform(1, 3))
+    while len(killed) < 3 and run_thread.is_alive():
+        candidates = sorted(target_pids().items())
+        workers = [c for c in candidates if c[1] == "ray::VideoWorker"]
+        # the first kill is a worker's (with its chunk of videos open), the others at random
+        pool = workers if not killed and workers else candidates
+        if pool:
+            pid, kind = rng.choice(pool)
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(kind)
+            except ProcessLookupError:
+                pass
+        time.sleep(rng.uniform(0.3, 1.5))
+    run_thread.join(timeout=600)
+    assert not run_thread.is_alive()
+    record = result["record"]
+    assert "ray::VideoWorker" in killed, killed
+    assert record["exit_code"] == 0 and record["totals"]["videos_ok"] == VIDEOS
+    assert record["totals"]["videos_reassigned"] >= 1
+    got = rows(tmp_path / "out")
+    assert got == clean  # every frame once, the clean run's rows
+    assert not list((tmp_path / "out" / "detections").glob(".*"))
+
+
+def test_coordinator_killed_between_a_commit_and_its_record(clean, videos, tmp_path, model_path):
+    from pipeline.errors import RunStalled
+    from pipeline.output.manifest import Manifest
+
+    out = tmp_path / "out"
+    plan = FaultPlan(marker_dir=str(tmp_path), coordinator_exit_after_commit=True)
+    with pytest.raises(RunStalled, match="coordinator's process died"):
+        run(videos, out, model_path, faults=plan, **SETTINGS)
+    assert list(tmp_path.glob("commit-*")), "the fault hook never fired"
+    recorded = {vid for vid, r in Manifest(out).records.items() if r.status == "ok"}
+    on_disk = {p.stem for p in (out / "detections").glob("*.parquet")}
+    assert on_disk == recorded and len(recorded) < VIDEOS
+    record = run(videos, out, model_path, **SETTINGS)
+    assert record["exit_code"] == 0 and record["totals"]["videos_skipped"] == len(recorded)
+    assert rows(out) == clean
