@@ -55,7 +55,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--latency-ms", type=float, nargs=2, default=(2.0, 0.35), metavar=("A", "B"))
+    parser.add_argument(
+        "--latency-ms", type=float, nargs=2, default=(2.0, 0.35), metavar=("A", "B")
+    )
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="bench-data-path-")
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
