@@ -9,11 +9,13 @@ video is complete) and the video's track summary goes to ``tracks/<video_id>.par
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.inference.detections import BatchResult
@@ -25,20 +27,27 @@ from pipeline.output.schema import BOX_TYPE, DETECTIONS_SCHEMA
 ROW_GROUP_FRAMES = 512
 
 
+@functools.lru_cache(maxsize=8)
+def _name_lookup(names: tuple[tuple[int, str], ...]) -> pa.Array:
+    """Class names by id, as an Arrow array (an id without a name is its number)."""
+    by_id = dict(names)
+    return pa.array([by_id.get(i, str(i)) for i in range(max(by_id, default=-1) + 1)], pa.string())
+
+
+def _class_names(class_id: np.ndarray, names: dict[int, str]) -> pa.Array:
+    lookup = _name_lookup(tuple(sorted(names.items())))
+    if not len(class_id) or (class_id.min() >= 0 and class_id.max() < len(lookup)):
+        return pc.take(lookup, pa.array(class_id, pa.int32()))  # no Python per box
+    return pa.array([names.get(int(i), str(int(i))) for i in class_id], pa.string())
+
+
 def batch_to_table(result: BatchResult, names: dict[int, str]) -> pa.Table:
     """One row per frame of the batch, frames with no boxes included."""
     det = result.detections
-    lookup = np.array(
-        [names.get(i, str(i)) for i in range(max(names, default=-1) + 1)] or [""], dtype=object
-    )
-    in_range = (det.class_id >= 0) & (det.class_id < len(lookup))
-    class_names = np.where(
-        in_range, lookup[np.clip(det.class_id, 0, len(lookup) - 1)], det.class_id.astype(str)
-    )
     boxes = pa.StructArray.from_arrays(
         [
             pa.array(det.class_id, pa.int32()),
-            pa.array(class_names, pa.string()),
+            _class_names(det.class_id, names),
             pa.array(det.confidence, pa.float32()),
             pa.array(det.xyxy[:, 0], pa.float32()),
             pa.array(det.xyxy[:, 1], pa.float32()),

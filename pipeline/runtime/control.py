@@ -107,7 +107,10 @@ class ControlLogic:
                     ctx.counts.video_skipped()
                 elif is_short_clip(source.size_bytes):
                     clips.append(source)
-                    if len(clips) >= chunk or self._backlog.empty():
+                    # a short backlog is spread over the workers, not handed to one
+                    waiting = self._backlog.qsize() + len(clips)
+                    size = min(chunk, max(1, waiting // len(self.workers)))
+                    if len(clips) >= size or self._backlog.empty():
                         await self._hand_out(clips)
                         clips = []
                 else:
