@@ -9,6 +9,8 @@
 2. ``--data-path workers`` with the synthetic engine held ``a + b·n`` ms a pass (default
    2 + 0.35·n, about an A100's yolov8n TensorRT FP16), on 1 and on 2 workers: each worker's
    busy share (time in the engine over the run's wall time).
+3. ``--clips N`` (default 1,000) generated clips of 4 frames on both paths: the coordinator's
+   CPU per video, where a backlog of short clips puts its cost.
 
 The model file is only named (the synthetic engine loads nothing). Prints one JSON document.
 """
@@ -51,10 +53,27 @@ def one_run(videos: list[str], work: str, name: str, **settings) -> dict:
     }
 
 
+def write_clips(work: str, count: int, frames: int = 4) -> list[str]:
+    import numpy as np
+
+    from pipeline.media.samples import write_video
+
+    folder = os.path.join(work, "clips")
+    os.makedirs(folder)
+    paths = []
+    for v in range(count):
+        path = os.path.join(folder, f"clip{v:05d}.mp4")
+        shade = [np.full((96, 160, 3), (7 * v + t) % 256, np.uint8) for t in range(frames)]
+        write_video(path, shade, options={"preset": "ultrafast"})
+        paths.append(path)
+    return paths
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--clips", type=int, default=1000)
     parser.add_argument(
         "--latency-ms", type=float, nargs=2, default=(2.0, 0.35), metavar=("A", "B")
     )
@@ -85,6 +104,11 @@ def main() -> None:
                 **common,
             )
         result["latency_ms"] = latency
+        clips = write_clips(work, args.clips)
+        for path in ("coordinator", "workers"):
+            result[f"clips_{path}_path"] = one_run(
+                clips, work, f"clips-{path}", data_path=path, **common
+            )
     finally:
         ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)

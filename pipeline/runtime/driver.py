@@ -338,6 +338,10 @@ class _DriverRun:
         _warm_decoders(placement.max_open_videos)
         self.facts = _wait_for_actors(self.actors, self.terminated)
         self.actors_ready_at = time.time()
+        if config.data_path == "workers" and plan.store.remote_uri is None:
+            from pipeline.runtime.shared_output import check_output_shared
+
+            check_output_shared(plan.store.layout.root, [f.node_id for f in self.facts])
         config = _engine_used(config, self.facts)
         ray.get(self.coordinator.set_config.remote(config))
         if not config.classes_resolved:  # class names that only the loaded model could check

@@ -175,14 +175,23 @@ def test_driver_sigkill_then_rerun_finishes_without_redoing_or_duplicating(
     assert leftovers == []
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize(
+    "signum, code, data_path",
+    [
+        (signal.SIGINT, 130, "coordinator"),
+        (signal.SIGTERM, 143, "coordinator"),
+        (signal.SIGINT, 130, "workers"),
+    ],
+)
 def test_interrupt_stops_cleanly_and_says_how_to_resume(
-    tmp_path, videos, model_path, clean_output, signum, code
+    tmp_path, videos, model_path, clean_output, signum, code, data_path
 ):
-    """Ctrl-C (SIGINT) and SIGTERM (``ray job stop``, a scheduler): a clean stop, then a resume."""
+    """Ctrl-C (SIGINT) and SIGTERM (``ray job stop``, a scheduler): a clean stop, then a resume
+    (on the coordinator's data path and on the workers')."""
     out = tmp_path / "out"
     started = time.time() - 1  # process start times are rounded
-    proc = start(command(videos, out, model_path, "--max-open-videos", "1"))
+    extra = ["--max-open-videos", "1", "--data-path", data_path]
+    proc = start(command(videos, out, model_path, *extra))
     wait_for(lambda: len(ok_videos(out)) >= 1, proc)
     proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=120)

@@ -137,3 +137,22 @@ def test_grant_requests_that_wait_together_go_in_one_message():
     assert first is True and answers == [True, False, True, False, True]
     assert asked[0] == [("a", 2)] and sent == len(asked) <= 3  # 5 requests in at most 2 messages
     assert sorted(r for batch in asked[1:] for r in batch) == [(f"v{i}", i) for i in range(5)]
+
+
+def test_an_output_a_worker_node_cannot_see_is_refused_naming_how_many(tmp_path, monkeypatch):
+    from pipeline.runtime import shared_output
+
+    probe = tmp_path / ".probe"
+    asked = []
+
+    def sees(path, nodes):
+        asked.append((path, list(nodes)))
+        return [node != "b" for node in nodes]
+
+    assert shared_output.unseen_by(probe, ["c", "a", "b", "a"], sees) == ["b"]
+    assert asked == [(str(probe), ["a", "b", "c"])]
+    monkeypatch.setattr(shared_output, "_sees_on_nodes", sees)  # the Ray task, answered here
+    with pytest.raises(shared_output.OutputNotShared, match="not visible from 1 of the 3 nodes"):
+        shared_output.check_output_shared(tmp_path, ["a", "b", "c"])
+    assert not list(tmp_path.iterdir())  # the probe is gone
+    shared_output.check_output_shared(tmp_path, ["a", "a"])  # one node: nothing to check
