@@ -67,8 +67,7 @@ class ControlLogic:
         )
         self._backlog: asyncio.Queue[VideoSource | None] = asyncio.Queue(maxsize=BACKLOG_QUEUE)
         self._room: asyncio.Condition | None = None
-        self._reports: list[WorkerReport | None] = [None] * len(workers)
-        self._retired: list[WorkerReport] = []  # the last reports of workers that restarted
+        self.reports = WorkerReports(len(workers))
         self.started = time.time()
         self.cpu_started = time.process_time()
 
@@ -234,48 +233,26 @@ class ControlLogic:
             await self._poll_once()
 
     async def _poll_once(self) -> None:
-        for i, worker in enumerate(self.workers):
-            try:
-                report = await asyncio.wait_for(worker.report.remote(), timeout=10)
-            except (asyncio.TimeoutError, *ACTOR_LOST):
-                continue
-            last = self._reports[i]
-            if report is None:
-                continue
-            if last is not None and last.pid != report.pid:  # restarted: keep what it had done
-                self._retired.append(last)
-            self._reports[i] = report
-
-    def _all_reports(self) -> list[WorkerReport]:
-        return [*self._retired, *(r for r in self._reports if r is not None)]
-
-    def counts(self) -> RunCounts:
-        return self.ctx.counts.merged([r.counts for r in self._all_reports()])
-
-    def stage_s(self) -> dict[str, float]:
-        total = dict(self.ctx.stage_s)
-        for report in self._all_reports():
-            for stage, seconds in report.stage_s.items():
-                total[stage] = total.get(stage, 0.0) + seconds
-        return total
+        await self.reports.poll(self.workers)
 
     async def progress(self) -> RunProgress:
-        ctx = self.ctx
+        ctx, reports = self.ctx, self.reports
         ctx.metrics.process_rss.set(ctx.memory.sample(), tags={"role": "coordinator"})
-        current = [r for r in self._reports if r is not None]
+        current = reports.current()
         return RunProgress(
-            counts=self.counts(),
+            counts=reports.counts(ctx.counts),
             in_flight=sum(r.in_flight for r in current),
             peak_in_flight=sum(r.peak_in_flight for r in current),
             elapsed_s=time.time() - self.started,
             pid=os.getpid(),
             coordinator_rss=ctx.memory.last,
-            actors=tuple(r.sample if r else None for r in self._reports),
+            actors=tuple(r.sample if r else None for r in reports.latest),
         )
 
     async def summary(self) -> CoordinatorSummary:
-        ctx, reports = self.ctx, self._all_reports()
-        firsts = [r.first_batch_done_at for r in reports if r.first_batch_done_at]
+        ctx, reports = self.ctx, self.reports
+        every = reports.every()
+        firsts = [r.first_batch_done_at for r in every if r.first_batch_done_at]
         stats = []
         for worker in self.workers:
             try:
@@ -286,14 +263,53 @@ class ControlLogic:
             elapsed_s=time.time() - self.started,
             cpu_s=time.process_time() - self.cpu_started,
             first_batch_done_at=min(firsts) if firsts else None,
-            counts=self.counts(),
-            stage_s=self.stage_s(),
-            peak_batches_in_flight=sum(r.peak_in_flight for r in self._reports if r),
+            counts=reports.counts(ctx.counts),
+            stage_s=reports.stage_s(ctx.stage_s),
+            peak_batches_in_flight=sum(r.peak_in_flight for r in reports.current()),
             window_limit=ctx.config.window_per_actor * len(self.workers),
             coordinator_memory=ctx.memory.as_dict(),
-            tracker_peak_bytes=max((r.tracker_peak_bytes for r in reports), default=0) or None,
+            tracker_peak_bytes=max((r.tracker_peak_bytes for r in every), default=0) or None,
             actors=stats,
         )
+
+
+class WorkerReports:
+    """The workers' latest figures (polled about once a second); a worker that restarted keeps
+    what its earlier process had done, so totals never go back."""
+
+    def __init__(self, workers: int):
+        self.latest: list[WorkerReport | None] = [None] * workers
+        self._retired: list[WorkerReport] = []
+
+    async def poll(self, workers: list) -> None:
+        for i, worker in enumerate(workers):
+            try:
+                report = await asyncio.wait_for(worker.report.remote(), timeout=10)
+            except (asyncio.TimeoutError, *ACTOR_LOST):
+                continue
+            if report is None:
+                continue
+            last = self.latest[i]
+            if last is not None and last.pid != report.pid:  # restarted
+                self._retired.append(last)
+            self.latest[i] = report
+
+    def current(self) -> list[WorkerReport]:
+        return [r for r in self.latest if r is not None]
+
+    def every(self) -> list[WorkerReport]:
+        return [*self._retired, *self.current()]
+
+    def counts(self, own: RunCounts) -> RunCounts:
+        """The coordinator's counts (``own``) and every worker's, added up."""
+        return own.merged([r.counts for r in self.every()])
+
+    def stage_s(self, own: dict[str, float]) -> dict[str, float]:
+        total = dict(own)
+        for report in self.every():
+            for stage, seconds in report.stage_s.items():
+                total[stage] = total.get(stage, 0.0) + seconds
+        return total
 
 
 @ray.remote(num_cpus=0, max_restarts=0)
