@@ -1,7 +1,8 @@
 """The coordinator as a control plane (``--data-path workers``): it hands whole videos to video
 workers, grants their commits, records the outcomes, and hands a dead worker's videos to
-another. Frames and boxes never pass through it: per video it sends one message (the video)
-and answers two (the commit grant, the outcome).
+another. Frames and boxes never pass through it: per hand-out (a video, or a chunk of short
+clips) it sends one message and answers the commit requests (coalesced by the worker) and the
+outcomes.
 
 Its decisions are ``assignment.Assignments`` (Ray-free); ``ControlLogic`` reaches Ray only
 through the worker handles it is given; ``ControlCoordinator`` is the actor. It keeps the
@@ -11,7 +12,6 @@ driver's interface of ``coordinator.Coordinator`` (``add_videos``, ``run``, ``pr
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import time
 from pathlib import Path
@@ -38,8 +38,7 @@ from pipeline.runtime.messages import CoordinatorSummary, ModelFacts, WorkerRepo
 from pipeline.runtime.metrics import PipelineMetrics
 from pipeline.runtime.ray_calls import ACTOR_LOST, RayCalls, error_cause
 
-log = logging.getLogger(__name__)
-REPORT_EVERY_S = 1.0
+REPORT_EVERY_S = 1.0  # how often the workers' figures are polled (progress, run.json)
 
 
 class ControlLogic:
@@ -68,6 +67,8 @@ class ControlLogic:
         self._backlog: asyncio.Queue[VideoSource | None] = asyncio.Queue(maxsize=BACKLOG_QUEUE)
         self._room: asyncio.Condition | None = None
         self.reports = WorkerReports(len(workers))
+        self._handouts: set[asyncio.Task] = set()
+        self._handout_errors: list[BaseException] = []
         self.started = time.time()
         self.cpu_started = time.process_time()
 
@@ -90,8 +91,6 @@ class ControlLogic:
         await asyncio.gather(*(w.start_run.remote(ctx.config, self.me) for w in self.workers))
         self.started, self.cpu_started = time.time(), time.process_time()
         reporter = asyncio.create_task(self._poll_reports())
-        self._handouts: set[asyncio.Task] = set()
-        self._handout_errors: list[BaseException] = []
         clips: list[VideoSource] = []  # short clips waiting to go out together
         chunk = chunk_size(self.assignments.open_per_worker)
         try:
