@@ -25,6 +25,26 @@ from pipeline.runtime.ray_calls import RayCalls, error_cause
 from pipeline.runtime.video_pass import VideoState
 
 
+def pass_outcome(
+    state: VideoState, ended: VideoEnded, error: str | None, committed: bool, num_tracks: int | None
+) -> VideoOutcome:
+    """What a finished video pass comes to: its rows (when committed), its error, its figures."""
+    writer = state.writer
+    return VideoOutcome(
+        state.source,
+        state.info,
+        error,
+        committed,
+        writer.rows_written if writer else 0,
+        boxes=writer.boxes_written if writer and committed else 0,
+        class_counts=writer.class_totals() if writer and committed else [],
+        num_tracks=num_tracks,
+        frames_decoded=ended.frames_decoded,
+        attempts=state.attempts,
+        processing_s=time.perf_counter() - state.started,
+    )
+
+
 class TrackingFailed(Exception):
     """The tracking task of a complete video failed; the video is recorded as failed."""
 
@@ -86,19 +106,7 @@ class VideoCommitter:
             await self.discard(writer, source.video_id)
         elif num_tracks:
             self.ctx.counts.tracks += num_tracks
-        outcome = VideoOutcome(
-            source,
-            state.info,
-            error,
-            committed,
-            frames,
-            boxes=writer.boxes_written if writer and committed else 0,
-            class_counts=writer.class_totals() if writer and committed else [],
-            num_tracks=num_tracks,
-            frames_decoded=ended.frames_decoded,
-            attempts=state.attempts,
-            processing_s=time.perf_counter() - state.started,
-        )
+        outcome = pass_outcome(state, ended, error, committed, num_tracks)
         await self.record(outcome.record(self.ctx.settings_hash))
 
     async def _commit(self, writer: VideoResultWriter) -> int | None:

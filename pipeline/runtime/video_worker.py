@@ -24,9 +24,9 @@ import ray
 from pipeline.config import RunConfig
 from pipeline.media.decode import VideoEnded
 from pipeline.media.source import VideoSource
-from pipeline.output.outcomes import VideoOutcome, should_commit
+from pipeline.output.outcomes import should_commit
 from pipeline.output.store import OutputStore
-from pipeline.runtime.commit import TrackingFailed, put_in_place, track_writer
+from pipeline.runtime.commit import TrackingFailed, pass_outcome, put_in_place, track_writer
 from pipeline.runtime.context import RunContext
 from pipeline.runtime.faults import FaultPlan
 from pipeline.runtime.grants import GrantBatcher
@@ -113,19 +113,7 @@ class VideoWorkerLogic:
                 error = str(exc)
         if writer and not committed:
             writer.abort()  # the coordinator removes an older version's files, after the record
-        outcome = VideoOutcome(
-            source,
-            state.info,
-            error,
-            committed,
-            frames,
-            boxes=writer.boxes_written if writer and committed else 0,
-            class_counts=writer.class_totals() if writer and committed else [],
-            num_tracks=num_tracks,
-            frames_decoded=ended.frames_decoded,
-            attempts=state.attempts,
-            processing_s=time.perf_counter() - state.started,
-        )
+        outcome = pass_outcome(state, ended, error, committed, num_tracks)
         return WorkerOutcome(attempt_id, outcome.record(ctx.settings_hash), committed)
 
     def report(self) -> WorkerReport:
