@@ -136,3 +136,17 @@ def iou_matrix(a, b):
     inter = np.clip(br - tl, 0, None).prod(2)
     area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
     return inter / (area(a)[:, None] + area(b)[None, :] - inter)
+
+
+def ray_worker_pids(titles: tuple[str, ...]) -> dict[int, str]:
+    """Ray worker processes whose title (Ray names them by task or actor) starts with one of
+    ``titles``, e.g. ``ray::decode_video``: pid -> title."""
+    import psutil
+
+    found = {}
+    for proc in psutil.process_iter(["cmdline"]):
+        title = " ".join(proc.info["cmdline"] or [])
+        for target in titles:
+            if title.startswith(target):
+                found[proc.pid] = target
+    return found

@@ -11,9 +11,8 @@ import threading
 import time
 
 import pandas as pd
-import psutil
 import pytest
-from conftest import read_rows, read_status, write_people_clips
+from conftest import ray_worker_pids, read_rows, read_status, write_people_clips
 
 from pipeline.config import RunConfig
 
@@ -65,13 +64,7 @@ def canonical(out) -> pd.DataFrame:
 
 def worker_pids() -> dict[int, str]:
     """Ray worker processes now running a decoder task or a YoloActor (Ray names them so)."""
-    found = {}
-    for proc in psutil.process_iter(["cmdline"]):
-        title = " ".join(proc.info["cmdline"] or [])
-        for target in TARGETS:
-            if title.startswith(target):
-                found[proc.pid] = target
-    return found
+    return ray_worker_pids(TARGETS)
 
 
 class Killer(threading.Thread):

@@ -14,8 +14,8 @@ import signal
 import threading
 import time
 
-import psutil
 import pytest
+from conftest import ray_worker_pids
 from test_video_workers import rows, run, tiny_videos
 
 from pipeline.runtime.faults import FaultPlan
@@ -47,16 +47,6 @@ def clean(ray_local, videos, tmp_path_factory, model_path):
     return rows(out)
 
 
-def target_pids() -> dict[int, str]:
-    found = {}
-    for proc in psutil.process_iter(["cmdline"]):
-        title = " ".join(proc.info["cmdline"] or [])
-        for target in TARGETS:
-            if title.startswith(target):
-                found[proc.pid] = target
-    return found
-
-
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_random_sigkills_of_workers_and_decoders(clean, videos, tmp_path, model_path, seed):
     rng = random.Random(seed)
@@ -67,7 +57,7 @@ def test_random_sigkills_of_workers_and_decoders(clean, videos, tmp_path, model_
     run_thread.start()
     time.sleep(rng.uniform(1, 3))
     while len(killed) < 3 and run_thread.is_alive():
-        candidates = sorted(target_pids().items())
+        candidates = sorted(ray_worker_pids(TARGETS).items())
         workers = [c for c in candidates if c[1] == "ray::VideoWorker"]
         # the first kill is a worker's (with its chunk of videos open), the others at random
         pool = workers if not killed and workers else candidates
