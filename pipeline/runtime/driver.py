@@ -121,15 +121,11 @@ def _start_actors(
     actor_config = config.replace(cpu_threads=placement.cpu_threads)
     resources = dict(num_gpus=placement.actor_num_gpus, num_cpus=placement.actor_num_cpus)
     if config.data_path == "workers":
-        from pipeline.runtime.assignment import videos_per_worker
         from pipeline.runtime.video_worker import VideoWorker
 
-        open_videos = videos_per_worker(placement.max_open_videos, placement.num_actors)
         root, remote = str(store.layout.root), store.remote_uri
         return [
-            VideoWorker.options(**resources).remote(
-                actor_config, faults, warm_shapes, root, remote, open_videos
-            )
+            VideoWorker.options(**resources).remote(actor_config, faults, warm_shapes, root, remote)
             for _ in range(placement.num_actors)
         ]
     from pipeline.runtime.workers import YoloActor

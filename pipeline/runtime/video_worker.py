@@ -50,7 +50,6 @@ class VideoWorkerLogic:
         grant,
         faults: FaultPlan | None = None,
         sample=None,
-        open_videos: int = 1,
     ):
         """``grant(video_id, attempt_id)``: awaits the coordinator's yes or no to a commit."""
         self.ctx = RunContext(config, metrics, faults, node_id=calls.node_id)
@@ -59,17 +58,20 @@ class VideoWorkerLogic:
         assert self.ctx.decode_spec is not None
         self.ctx.decode_spec = dataclasses.replace(self.ctx.decode_spec, frames_with_header=True)
         self.store, self.calls, self.grant = store, calls, grant
-        # Enough batches in flight for a pass to fill from its open videos' decoders.
+        # Batches in flight: the engine's window and one more per video open now (``process``),
+        # so that short clips' batches wait together for a pass while a long video's decoder
+        # never runs more than a couple of full batches ahead.
         self.engine = LocalEngine(
             detector,
             config.batch_size,
-            window=config.window_per_actor * max(1, open_videos),
+            window=config.window_per_actor + 1,
             sample=sample,
             after_pass=faults.on_actor_batch if faults else None,
         )
         self.video_pass = VideoPass(self.ctx, self.engine, calls, store.layout.root)
         self._tracking_slots = asyncio.Semaphore(max(1, min(4, (os.cpu_count() or 2) // 2)))
         self.tracker_peak_rss = 0
+        self.open_videos = 0  # in their video pass now
         self.started = time.perf_counter()
         self.engine.start()
 
@@ -83,8 +85,16 @@ class VideoWorkerLogic:
 
     async def process(self, source: VideoSource, attempt_id: int) -> WorkerOutcome:
         """Decode, infer, write, track and (if granted) commit one video."""
-        state, ended = await self.video_pass.run(source)
+        self._opened(+1)
+        try:
+            state, ended = await self.video_pass.run(source)
+        finally:
+            self._opened(-1)
         return await self._finish(state, ended, attempt_id)
+
+    def _opened(self, change: int) -> None:
+        self.open_videos += change
+        self.engine.window.per_actor = self.ctx.config.window_per_actor + max(1, self.open_videos)
 
     async def _finish(self, state: VideoState, ended: VideoEnded, attempt_id: int) -> WorkerOutcome:
         ctx, source, writer = self.ctx, state.source, state.writer
@@ -147,15 +157,14 @@ class VideoWorker(DetectorHost):
         warm_shapes: tuple = (),
         output: str = "",
         remote_output: str | None = None,
-        open_videos: int = 1,
     ):
         super().__init__(config, faults, warm_shapes)
-        self._args = (config, output, remote_output, faults, open_videos)
+        self._args = (output, remote_output, faults)
         self.logic: VideoWorkerLogic | None = None
 
     async def start_run(self, config: RunConfig, coordinator) -> None:
         """The run's settings as the driver resolved them, and the coordinator that grants commits."""
-        _, output, remote_output, faults, open_videos = self._args
+        output, remote_output, faults = self._args
         if self.logic is not None:
             self.logic.set_config(config)
             return
@@ -172,7 +181,6 @@ class VideoWorker(DetectorHost):
             grant=GrantBatcher(ask),
             faults=faults,
             sample=lambda: ActorSample(rss=self.memory.sample(), gpu=self._last_gpu),
-            open_videos=open_videos,
         )
 
     async def process_many(

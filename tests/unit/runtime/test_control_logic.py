@@ -70,7 +70,6 @@ class FakeWorker:
                 calls=self.calls,
                 metrics=Metrics(),
                 grant=GrantBatcher(coordinator.grant),
-                open_videos=4,
             )
 
     async def _process_many(self, sources, attempt_ids, config, coordinator):
