@@ -140,14 +140,6 @@ class Analysis:
             )
         return {"name": self.name, "videos": len(self.videos), "lines": lines, "zones": zones}
 
-    def line_totals(self) -> pd.DataFrame:
-        """Crossings per line, class and direction over every video: columns in, out."""
-        counts = self.tables["line_counts"]
-        table = counts.pivot_table(
-            index=["line", "class_name"], columns="direction", values="count", aggfunc="sum"
-        )
-        return table.reindex(columns=["in", "out"], fill_value=0).fillna(0).astype(int)
-
 
 def _empty(table: str) -> pd.DataFrame:
     return SCHEMAS[table].empty_table().to_pandas()

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from pipeline.config import class_keys
@@ -146,7 +146,6 @@ class AnalysisSpec:
     zones: tuple[Zone, ...] = ()
     anchor: str = DEFAULT_ANCHOR
     buckets_s: tuple[float, ...] = DEFAULT_BUCKETS_S
-    notes: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
         if not self.lines and not self.zones:

@@ -134,9 +134,5 @@ class WorkerReport:
     in_flight: int
     peak_in_flight: int
     sample: ActorSample | None
-    passes: int
-    mixed_passes: int
-    busy_s: float  # time in the engine
-    wall_s: float  # since the worker started on this run
     first_batch_done_at: float | None
     tracker_peak_bytes: int

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import time
 from pathlib import Path
 
 import ray
@@ -72,7 +71,6 @@ class VideoWorkerLogic:
         self._tracking_slots = asyncio.Semaphore(max(1, min(4, (os.cpu_count() or 2) // 2)))
         self.tracker_peak_rss = 0
         self.open_videos = 0  # in their video pass now
-        self.started = time.perf_counter()
         self.engine.start()
 
     def set_config(self, config: RunConfig) -> None:
@@ -136,10 +134,6 @@ class VideoWorkerLogic:
             in_flight=engine.window.total_in_flight,
             peak_in_flight=engine.window.peak_in_flight,
             sample=engine.last_sample[0],
-            passes=engine.figures.passes,
-            mixed_passes=engine.figures.mixed_passes,
-            busy_s=engine.figures.busy_s,
-            wall_s=time.perf_counter() - self.started,
             first_batch_done_at=ctx.first_batch_done_at,
             tracker_peak_bytes=self.tracker_peak_rss,
         )
