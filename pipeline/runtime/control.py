@@ -69,6 +69,7 @@ class ControlLogic:
         self.reports = WorkerReports(len(workers))
         self._handouts: set[asyncio.Task] = set()
         self._handout_errors: list[BaseException] = []
+        self._restarts: set[asyncio.Task] = set()  # held: the loop keeps only weak references
         self.started = time.time()
         self.cpu_started = time.process_time()
 
@@ -88,7 +89,7 @@ class ControlLogic:
         ctx.model_loaded(model_facts.names, model_facts.model_stride, model_facts.rect)
         self.committer.start(model_facts.names)
         self._room = asyncio.Condition()
-        await asyncio.gather(*(w.start_run.remote(ctx.config, self.me) for w in self.workers))
+        await asyncio.gather(*(self._start_worker(w) for w in range(len(self.workers))))
         self.started, self.cpu_started = time.time(), time.process_time()
         reporter = asyncio.create_task(self._poll_reports())
         clips: list[VideoSource] = []  # short clips waiting to go out together
@@ -122,6 +123,8 @@ class ControlLogic:
             await self._poll_once()
         finally:
             reporter.cancel()
+            for restart in list(self._restarts):  # a worker still not back has no work left
+                restart.cancel()
         await self.committer.save_manifest()
         return await self.summary()
 
@@ -193,11 +196,21 @@ class ControlLogic:
                 await self.committer.discard(None, source.video_id)
         await self._made_room()
 
+    async def _start_worker(self, worker: int) -> None:
+        """The run's settings to a worker; one that died since its model was ready (Ray restarts
+        it) gets them, and videos, once it is back."""
+        try:
+            await self.workers[worker].start_run.remote(self.ctx.config, self.me)
+        except ACTOR_LOST:
+            self._worker_died(worker)
+
     def _worker_died(self, worker: int) -> None:
         """No videos for it until it answers again (Ray restarts it: unlimited restarts)."""
         if self.assignments.live[worker]:
             self.assignments.worker_lost(worker)
-            asyncio.create_task(self._await_restart(worker))
+            task = asyncio.create_task(self._await_restart(worker))
+            self._restarts.add(task)
+            task.add_done_callback(self._restarts.discard)
 
     async def _await_restart(self, worker: int) -> None:
         while True:

@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 # loading weights on a cold node (and downloading them) can take minutes
 
 ACTOR_START_TIMEOUT_S = 900
+# an actor killed once while starting (by the node, a chaos test) is restarted by Ray and asked
+# again; one whose process dies this many times will not load
+ACTOR_START_DEATHS = 3
 PASSED_ENV = ("YOLO_OFFLINE", "YOLO_CONFIG_DIR", "ULTRALYTICS_SAFE_LOAD")
 
 
@@ -137,25 +140,34 @@ def _start_actors(
 
 
 def _wait_for_actors(actors: list, stop: threading.Event) -> list[ModelFacts]:
+    """Each actor's model facts once it has loaded. An actor whose process dies after loading
+    is asked again (Ray restarts it); one that dies ``ACTOR_START_DEATHS`` times is a failed start."""
     refs = [a.ready.remote() for a in actors]
+    deaths = [0] * len(actors)
+    facts: list = [None] * len(actors)
     deadline = time.monotonic() + ACTOR_START_TIMEOUT_S
-    try:
-        while ray.wait(refs, num_returns=len(refs), timeout=0.5)[1]:
-            if stop.is_set():
-                raise Interrupted(signal.SIGTERM)
-            if time.monotonic() > deadline:
-                raise ray.exceptions.GetTimeoutError()
-        facts = ray.get(refs)
-    except ray.exceptions.GetTimeoutError:
-        raise StartupError(
-            f"the {len(actors)} YoloActor(s) did not start within {ACTOR_START_TIMEOUT_S} s; this may mean the "
-            "cluster does not have enough free resources (see `ray status`)"
-        ) from None
-    except ray.exceptions.RayActorError as exc:
-        raise StartupError(
-            f"a YoloActor's process died while loading the model ({type(exc).__name__}); "
-            "see the actor's log in the Ray dashboard"
-        ) from None
+    while any(f is None for f in facts):
+        if stop.is_set():
+            raise Interrupted(signal.SIGTERM)
+        if time.monotonic() > deadline:
+            raise StartupError(
+                f"the {len(actors)} YoloActor(s) did not start within {ACTOR_START_TIMEOUT_S} s; this may mean the "
+                "cluster does not have enough free resources (see `ray status`)"
+            )
+        waiting = [ref for ref, f in zip(refs, facts) if f is None]
+        done, _ = ray.wait(waiting, num_returns=len(waiting), timeout=0.5)
+        for ref in done:
+            i = refs.index(ref)
+            try:
+                facts[i] = ray.get(ref)
+            except ray.exceptions.RayActorError as exc:
+                deaths[i] += 1
+                if deaths[i] >= ACTOR_START_DEATHS:
+                    raise StartupError(
+                        f"a YoloActor's process died while loading the model ({type(exc).__name__}); "
+                        "see the actor's log in the Ray dashboard"
+                    ) from None
+                refs[i] = actors[i].ready.remote()
     for fact in facts:
         if isinstance(fact, ActorStartFailure):
             raise (ModelLoadError if fact.usage else StartupError)(fact.message)

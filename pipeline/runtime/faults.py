@@ -32,6 +32,9 @@ class FaultPlan:
     tracker_exit_times: int = 1  # ... this many times (a large number: always)
     # the coordinator dies once, between a video's files and its record
     coordinator_exit_after_commit: bool = False
+    # the first actor to answer this call ("ready", "start_run") dies in it, once: between its
+    # model loaded and the run started
+    actor_exit_in: str | None = None
     trace: bool = False  # append "produced"/"inferred" events with times to marker_dir/trace.log
 
     def _trace(self, event: str) -> None:
@@ -100,6 +103,10 @@ class FaultPlan:
                 if self.decoder_stalls:
                     time.sleep(3600)
                 os._exit(1)
+
+    def on_actor_call(self, name: str) -> None:
+        if self.actor_exit_in == name and self._claim_once(f"exit-in-{name}"):
+            os._exit(1)
 
     def on_commit(self) -> None:
         """Called in the coordinator once a video's files are in place, before its record is logged."""

@@ -159,6 +159,8 @@ class VideoWorker(DetectorHost):
     async def start_run(self, config: RunConfig, coordinator) -> None:
         """The run's settings as the driver resolved them, and the coordinator that grants commits."""
         output, remote_output, faults = self._args
+        if faults:
+            faults.on_actor_call("start_run")
         if self.logic is not None:
             self.logic.set_config(config)
             return

@@ -117,6 +117,8 @@ class DetectorHost:
         why the model did not load, if it did not."""
         if self.start_failure:
             return self.start_failure
+        if self.faults:
+            self.faults.on_actor_call("ready")
         d = self.detector
         return ModelFacts(
             names=d.names,

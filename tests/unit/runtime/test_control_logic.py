@@ -48,8 +48,11 @@ class FakeWorker:
     that find it dead; ``partitioned_on``: calls whose caller is told it died while the worker
     goes on (a worker presumed dead that comes back)."""
 
-    def __init__(self, calls: WorkerCalls, die_on=(), partitioned_on=(), raise_on=()):
+    def __init__(
+        self, calls: WorkerCalls, die_on=(), partitioned_on=(), raise_on=(), dead_at_start=0
+    ):
         self.calls, self.die_on, self.partitioned_on = calls, die_on, partitioned_on
+        self.dead_at_start = dead_at_start  # ``start_run`` calls that find it dead (restarting)
         self.raise_on = raise_on  # calls that raise inside the worker (a bug, a bad file)
         self.detector = SyntheticDetector(imgsz=IMGSZ)
         self.logic: VideoWorkerLogic | None = None
@@ -62,6 +65,9 @@ class FakeWorker:
         )
 
     async def _start_run(self, config, coordinator):
+        if self.dead_at_start:
+            self.dead_at_start -= 1
+            raise ray.exceptions.ActorDiedError()
         if self.logic is None:
             self.logic = VideoWorkerLogic(
                 self.detector,
@@ -73,7 +79,7 @@ class FakeWorker:
             )
 
     async def _process_many(self, sources, attempt_ids, config, coordinator):
-        await self._start_run(config, coordinator)
+        assert self.logic is not None, "given videos before start_run"
         self.count += 1
         if self.count in self.die_on:
             await asyncio.sleep(0.01)
@@ -219,6 +225,21 @@ def test_random_worker_deaths_every_frame_once(tmp_path, seed):
     rows = rows_of(out, sources)
     assert summary.counts.videos_ok == 10
     assert all([r["frame_index"] for r in rows[p]] == list(range(n)) for p, n in frames.items())
+
+
+def test_a_worker_killed_before_its_run_started_gets_its_videos_when_it_is_back(tmp_path):
+    frames = {f"v{i}.mp4": 5 for i in range(6)}
+    # worker 0 died between its model's ready answer and the run's start: it restarts (twice)
+    workers = [
+        FakeWorker(WorkerCalls(dict(frames)), dead_at_start=2),
+        FakeWorker(WorkerCalls(dict(frames))),
+    ]
+    summary, out, sources = run_workers(
+        tmp_path, "late", frames, workers, batch_size=4, max_open_videos=4
+    )
+    assert summary.counts.videos_ok == 6 and workers[0].dead_at_start == 0
+    rows = rows_of(out, sources)
+    assert all([r["frame_index"] for r in rows[p]] == list(range(5)) for p in frames)
 
 
 def test_a_worker_that_raises_fails_its_videos_and_loses_none(tmp_path):
