@@ -2,7 +2,8 @@
 999,999 lines name files that do not exist.
 
     python docs/bench/million_list.py --model ../shared/models/yolo11n-coco-int8dq.pt \
-        --video ../shared/data/people.mp4 [--lines 1000000]
+        --video ../shared/data/people.mp4 [--lines 1000000] [--data-path coordinator|workers] \
+        [--checkout /tmp/before]
 
 Runs ``python -m pipeline run @list.txt --output OUT --model M --no-progress`` as a user would, samples
 the driver's RSS (that process alone: the local Ray it starts is its children) every 0.2 s, and
@@ -44,6 +45,10 @@ def main() -> int:
     parser.add_argument("--model", required=True)
     parser.add_argument("--video", required=True, help="the real video on the list's first line")
     parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--data-path", choices=["coordinator", "workers"], default="coordinator")
+    parser.add_argument(
+        "--checkout", help="run the pipeline of this checkout (a `git worktree` of an older commit)"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="million-list-"))
     try:
@@ -55,6 +60,8 @@ def main() -> int:
         out = work / "out"
         env = {**os.environ, "YOLO_OFFLINE": "1"}
         env.pop("RAY_ADDRESS", None)
+        if args.checkout:  # its code first, in the driver and in Ray's workers
+            env["PYTHONPATH"] = os.path.abspath(args.checkout)
         started = time.time()
         proc = subprocess.Popen(
             [
@@ -67,6 +74,8 @@ def main() -> int:
                 str(out),
                 "--model",
                 args.model,
+                "--data-path",
+                args.data_path,
                 "--no-progress",
             ],
             stdout=subprocess.PIPE,
@@ -101,6 +110,8 @@ def main() -> int:
         )
         result = {
             "lines": args.lines,
+            "data_path": args.data_path,
+            "checkout": args.checkout,
             "exit_code": proc.returncode,
             "elapsed_s": elapsed,
             "first_batch_done_s": record["startup"]["first_batch_done_s"],
@@ -108,6 +119,10 @@ def main() -> int:
             "driver_peak_at_s": next(t for t, r in samples if r == peak),
             "driver_rss_mib_every_10s": {int(t): round(r / 2**20) for t, r in _every(samples, 10)},
             "coordinator_peak_rss_mib": record["memory"]["coordinator"]["peak_bytes"] / 2**20,
+            "coordinator_memory_mib": {
+                k: v and round(v / 2**20) for k, v in record["memory"]["coordinator"].items()
+            },
+            "coordinator_cpu_s": record["coordinator"].get("cpu_s"),
             "videos_parquet_rows": len(statuses),
             "ok": statuses.count("ok"),
             "failed": statuses.count("failed"),

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
-import av
 import numpy as np
 
 from pipeline import locations
@@ -56,6 +55,8 @@ class DecodeOutcome:
 
 
 def _open_error_message(exc: Exception, path: str) -> str:
+    import av
+
     text = str(exc)
     if isinstance(exc, FileNotFoundError):
         return "file not found"
@@ -86,6 +87,10 @@ class VideoDecoder:
     def __init__(
         self, path: str, *, stride: int = 1, threads: int = 0, segment: Segment = WHOLE_VIDEO
     ):
+        # PyAV (and FFmpeg's libraries, ~20 MB) only where videos are opened: the coordinator
+        # imports this module for its message types
+        import av
+
         if stride < 1:
             raise ValueError("stride must be at least 1")
         self.path = path
@@ -172,6 +177,8 @@ class VideoDecoder:
         Decoding errors do not raise: they end the stream and are recorded in ``self.outcome``
         so the frames before them are kept (a partly readable video).
         """
+        import av
+
         s = self._stream
         time_base = s.time_base or Fraction(1, 1)
         start = s.start_time or 0

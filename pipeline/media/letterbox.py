@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 PAD_VALUE = 114  # ultralytics' grey border
@@ -65,6 +64,8 @@ class LetterboxGeometry:
         if (self.new_h, self.new_w) == (self.src_h, self.src_w):
             inner[...] = frame
         else:
+            import cv2  # only where frames are letterboxed: not in the coordinator
+
             inner[...] = cv2.resize(frame, (self.new_w, self.new_h), interpolation=cv2.INTER_LINEAR)
 
     def apply(self, frame: np.ndarray) -> np.ndarray:

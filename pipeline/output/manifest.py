@@ -22,13 +22,15 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from itertools import islice
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.locations import redact
@@ -126,21 +128,39 @@ class VideoRecord:
 _RECORD_FIELDS = tuple(f.name for f in fields(VideoRecord))
 
 
+def _complete_key(video_id: str, settings_hash: str, size_bytes: int, mtime_ns: int) -> int:
+    """What ``is_complete`` compares, in 8 bytes (Python's hash: only ever compared within one
+    process; two different videos share a key with odds of about 2**-64)."""
+    return hash((video_id, settings_hash, size_bytes, mtime_ns))
+
+
 class Manifest:
-    """The status of every video ever processed into one output directory."""
+    """The status of every video ever processed into one output directory.
+
+    Its memory does not grow with the backlog: the records since ``videos.parquet`` was last
+    written (``pending``, at most ``PENDING_MAX``) are held whole; of the stored ones only an
+    8-byte key of each ``ok`` video, for the resume decision. ``save`` streams the stored rows
+    through, a batch at a time. ``records`` reads them all, for tools and tests."""
 
     FILE_NAME = OutputLayout.MANIFEST
     LOG_NAME = OutputLayout.MANIFEST_LOG
     CLASS_NAMES_KEY = b"pipeline.class_names"  # the model's classes, so readers can reject a typo
     COMPACT_MIN_LINES = 256  # below this many logged videos, the count rule never asks to compact
+    # The count rule asks at half the records, but never later than this many: the held records
+    # (about 440 bytes each) stay bounded. Past 2 * PENDING_MAX videos a compaction costs
+    # O(N) every PENDING_MAX videos: a second or two per 100,000 more at a million.
+    PENDING_MAX = 50_000
     FRESH_S = 10.0  # the time rule: compact when this much time passed since the last one ...
     FRESH_COST_FACTOR = 20  # ... and at least this many times the last compaction's duration
-    SAVE_CHUNK = 65536  # records turned into rows at a time by save()
+    SAVE_CHUNK = 65536  # rows written (and stored rows read) at a time by save()
 
     def __init__(self, output: Path):
         layout = OutputLayout(output)
         self.path, self.log_path = layout.manifest, layout.manifest_log
-        self.records: dict[str, VideoRecord] = {}
+        self.pending: dict[str, VideoRecord] = {}  # recorded since videos.parquet was written
+        self.stored = 0  # rows in videos.parquet
+        self._stored_complete = np.empty(0, np.int64)  # its ok videos' keys, sorted
+        self._dropped: set[str] = set()  # stored rows the next save leaves out
         self.class_names: dict[int, str] | None = None  # the latest run's model classes
         self.logged = 0  # lines in the log since the last compaction
         # commits the log began but never recorded (a killed run)
@@ -148,15 +168,26 @@ class Manifest:
         self._committing: set[str] = set()  # commits begun by this process, not yet recorded
         self._compacted_at = time.monotonic()
         self._compaction_s = 0.0
-        names = {f.name for f in fields(VideoRecord)}
         if self.path.exists():
-            table = pq.read_table(self.path)
-            self.class_names = self.class_names_in(table.schema)
-            for row in table.to_pylist():
-                record = VideoRecord(**{k: v for k, v in row.items() if k in names})
-                self.records[record.video_id] = record
+            self._index_stored()
         if self.log_path.exists():
-            self._replay(names)
+            self._replay({f.name for f in fields(VideoRecord)})
+
+    def _index_stored(self) -> None:
+        file = pq.ParquetFile(self.path)
+        self.class_names = self.class_names_in(file.schema_arrow)
+        self.stored = file.metadata.num_rows
+        batches = file.iter_batches(self.SAVE_CHUNK, columns=list(_KEY_COLUMNS), use_threads=False)
+        keys = [self._ok_keys(batch) for batch in batches]
+        self._stored_complete = np.unique(np.concatenate([np.empty(0, np.int64), *keys]))
+
+    @staticmethod
+    def _ok_keys(batch: pa.RecordBatch) -> np.ndarray:
+        ok = batch.filter(pc.equal(batch.column("status"), "ok"))
+        columns = [ok.column(name).to_pylist() for name in _KEY_COLUMNS[1:]]
+        return np.fromiter(
+            (_complete_key(*row) for row in zip(*columns)), np.int64, count=ok.num_rows
+        )
 
     def _replay(self, names: set[str]) -> None:
         with open(self.log_path, "rb") as f:
@@ -178,7 +209,7 @@ class Manifest:
                         exc,
                     )
                     continue
-                self.records[record.video_id] = record
+                self.pending[record.video_id] = record
                 self.interrupted.discard(record.video_id)
                 self.logged += 1
 
@@ -187,24 +218,46 @@ class Manifest:
         raw = (schema.metadata or {}).get(cls.CLASS_NAMES_KEY)
         return {int(k): v for k, v in json.loads(raw).items()} if raw else None
 
+    @property
+    def records(self) -> dict[str, VideoRecord]:
+        """Every record, read whole (O(backlog) memory: for tools and tests, not for a run)."""
+        records: dict[str, VideoRecord] = {}
+        names = {f.name for f in fields(VideoRecord)}
+        for row in self._stored_rows():
+            records[row["video_id"]] = VideoRecord(**{k: v for k, v in row.items() if k in names})
+        for video_id in self._dropped:
+            records.pop(video_id, None)
+        records.update(self.pending)
+        return records
+
+    def _stored_rows(self) -> Iterator[dict]:
+        if self.path.exists():
+            for batch in pq.ParquetFile(self.path).iter_batches(self.SAVE_CHUNK, use_threads=False):
+                yield from batch.to_pylist()
+
     def is_complete(self, source: VideoSource, settings_hash: str) -> bool:
         """Done before with the same content and the same result-changing settings.
 
         Only ``ok`` counts: a ``partial`` or ``failed`` video is tried again, since the file may
         have been repaired or the cause may have been transient.
         """
-        record = self.records.get(source.video_id)
-        return (
-            record is not None
-            and record.status == "ok"
-            and record.settings_hash == settings_hash
-            and record.size_bytes == source.size_bytes
-            and record.mtime_ns == source.mtime_ns
-        )
+        record = self.pending.get(source.video_id)
+        if record is not None:
+            return (
+                record.status == "ok"
+                and record.settings_hash == settings_hash
+                and record.size_bytes == source.size_bytes
+                and record.mtime_ns == source.mtime_ns
+            )
+        if source.video_id in self._dropped:
+            return False
+        key = _complete_key(source.video_id, settings_hash, source.size_bytes, source.mtime_ns)
+        at = int(np.searchsorted(self._stored_complete, key))
+        return at < len(self._stored_complete) and int(self._stored_complete[at]) == key
 
     def update(self, record: VideoRecord) -> None:
         """Change the record in memory only (``save`` writes it)."""
-        self.records[record.video_id] = record
+        self.pending[record.video_id] = record
 
     def committing(self, video_id: str) -> None:
         """Log that this video's files are about to be put in place (before its record)."""
@@ -214,7 +267,7 @@ class Manifest:
     def record(self, record: VideoRecord) -> None:
         """Change the record and append it to the log: durable against a crash of this process, at
         a cost that does not depend on how many videos the manifest holds."""
-        self.records[record.video_id] = record
+        self.pending[record.video_id] = record
         self._append(record.as_row())
         self._committing.discard(record.video_id)
         self.logged += 1
@@ -223,7 +276,8 @@ class Manifest:
         """After the caller removed the files of the interrupted commits: drop their records too
         (an older record would describe rows that are gone), so those videos are processed again."""
         for video_id in self.interrupted:
-            self.records.pop(video_id, None)
+            self.pending.pop(video_id, None)
+            self._dropped.add(video_id)
         self.interrupted = set()
 
     def _append(self, row: dict) -> None:
@@ -237,10 +291,12 @@ class Manifest:
 
     def compaction_due(self, now: float | None = None) -> bool:
         """Whether to fold the log into videos.parquet now: it holds half as many lines as there
-        are records (O(N) work every N/2 videos), or the time rule says readers waited long enough."""
+        are records (O(N) work every N/2 videos) or ``PENDING_MAX``, or the time rule says
+        readers waited long enough."""
         if not self.logged:
             return False
-        if self.logged >= max(self.COMPACT_MIN_LINES, len(self.records) // 2):
+        half = (self.stored + len(self.pending)) // 2
+        if self.logged >= max(self.COMPACT_MIN_LINES, min(half, self.PENDING_MAX)):
             return True
         now = time.monotonic() if now is None else now
         return now - self._compacted_at >= max(
@@ -261,12 +317,12 @@ class Manifest:
             schema = schema.with_metadata({self.CLASS_NAMES_KEY: json.dumps(self.class_names)})
         temp = OutputLayout.temp_beside(self.path, "videos")
         try:
-            # A chunk of rows at a time: a million records never exist twice over as row dicts.
             with pq.ParquetWriter(temp, schema) as writer:
-                records = iter(self.records.values())
-                while chunk := [r.as_row() for r in islice(records, self.SAVE_CHUNK)]:
-                    writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
-                if not self.records:
+                rows, replaced = self._write_stored(writer, schema)
+                records = iter(self.pending.values())
+                while chunk := list(islice(records, self.SAVE_CHUNK)):
+                    writer.write_table(_as_table(chunk, schema))
+                if not rows and not self.pending:
                     writer.write_table(schema.empty_table())
             durable_replace(temp, self.path)
         except BaseException:
@@ -277,9 +333,53 @@ class Manifest:
         self.log_path.unlink(missing_ok=True)
         for video_id in self._committing:  # commits in progress keep their line
             self._append({"committing": video_id})
+        added = [
+            _complete_key(r.video_id, r.settings_hash, r.size_bytes, r.mtime_ns)
+            for r in self.pending.values()
+            if r.status == "ok"
+        ]
+        kept = np.setdiff1d(self._stored_complete, replaced, assume_unique=True)
+        self._stored_complete = np.unique(np.concatenate([kept, np.array(added, np.int64)]))
+        self.stored = rows + len(self.pending)
+        self.pending, self._dropped = {}, set()
         self.logged = 0
         self._compacted_at = time.monotonic()
         self._compaction_s = self._compacted_at - started
+
+    def _write_stored(self, writer: pq.ParquetWriter, schema: pa.Schema) -> tuple[int, np.ndarray]:
+        """Copy the stored rows that are neither replaced by a pending record nor dropped, a
+        batch at a time; returns how many, and the keys of the ok rows left out."""
+        if not self.path.exists():
+            return 0, np.empty(0, np.int64)
+        gone = pa.array([*self.pending, *self._dropped], pa.string())
+        rows, left_out = 0, []
+        for batch in pq.ParquetFile(self.path).iter_batches(self.SAVE_CHUNK, use_threads=False):
+            out = pc.is_in(batch.column("video_id"), value_set=gone)
+            if pc.any(out).as_py():
+                left_out.append(self._ok_keys(batch.filter(out).select(list(_KEY_COLUMNS))))
+                batch = batch.filter(pc.invert(out))
+            if batch.num_rows:
+                writer.write_table(_in_schema(batch, schema))
+                rows += batch.num_rows
+        return rows, np.concatenate([np.empty(0, np.int64), *left_out])
+
+
+_KEY_COLUMNS = ("status", "video_id", "settings_hash", "size_bytes", "mtime_ns")
+
+
+def _as_table(records: list[VideoRecord], schema: pa.Schema) -> pa.Table:
+    """Records as rows, a column at a time (a dict per row would hold every value twice over)."""
+    columns = {f.name: [getattr(r, f.name) for r in records] for f in schema}
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def _in_schema(batch: pa.RecordBatch, schema: pa.Schema) -> pa.Table:
+    """Stored rows as today's schema: columns added since the file was written are null."""
+    columns = [
+        batch.column(f.name) if f.name in batch.schema.names else pa.nulls(batch.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def compact(output: Path, remove_files: Callable[[str], None]) -> bool:

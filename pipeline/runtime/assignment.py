@@ -28,6 +28,11 @@ MIN_OPEN_PER_WORKER = 16
 SHORT_CLIP_BYTES = 8 * 1024 * 1024
 
 
+# The longest a short clip waits for others to fill its chunk: in a backlog of mostly missing or
+# complete files, a clip would otherwise wait for the end of the walk.
+CLIP_WAIT_S = 0.5
+
+
 def videos_per_worker(max_open_videos: int | None, workers: int) -> int:
     return max(MIN_OPEN_PER_WORKER, (max_open_videos or workers) // workers)
 
@@ -39,6 +44,37 @@ def chunk_size(open_per_worker: int) -> int:
 
 def is_short_clip(size_bytes: int) -> bool:
     return 0 <= size_bytes <= SHORT_CLIP_BYTES
+
+
+@dataclass
+class ClipChunks:
+    """Short clips gathered into hand-outs of ``chunk``: a short backlog is spread over the
+    workers instead of handed to one, and no clip waits more than ``CLIP_WAIT_S``."""
+
+    chunk: int
+    workers: int
+    clips: list = field(default_factory=list)
+    waiting_since: float = 0.0
+
+    def add(self, clip, backlog_left: int, now: float) -> list | None:
+        """``clip`` joins the chunk being filled; returns the chunk when it is due now."""
+        if not self.clips:
+            self.waiting_since = now
+        self.clips.append(clip)
+        return self.due(backlog_left, now)
+
+    def due(self, backlog_left: int, now: float) -> list | None:
+        """The chunk, if it is full, the backlog is walked, or its first clip waited long enough."""
+        if not self.clips:
+            return None
+        size = min(self.chunk, max(1, (backlog_left + len(self.clips)) // self.workers))
+        if len(self.clips) >= size or backlog_left == 0 or now - self.waiting_since >= CLIP_WAIT_S:
+            return self.take()
+        return None
+
+    def take(self) -> list:
+        clips, self.clips = self.clips, []
+        return clips
 
 
 @dataclass

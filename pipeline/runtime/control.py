@@ -26,6 +26,7 @@ from pipeline.output.progress import RunProgress
 from pipeline.output.store import OutputStore
 from pipeline.runtime.assignment import (
     Assignments,
+    ClipChunks,
     chunk_size,
     is_short_clip,
     videos_per_worker,
@@ -92,10 +93,10 @@ class ControlLogic:
         await asyncio.gather(*(self._start_worker(w) for w in range(len(self.workers))))
         self.started, self.cpu_started = time.time(), time.process_time()
         reporter = asyncio.create_task(self._poll_reports())
-        clips: list[VideoSource] = []  # short clips waiting to go out together
-        chunk = chunk_size(self.assignments.open_per_worker)
+        chunks = ClipChunks(chunk_size(self.assignments.open_per_worker), len(self.workers))
         try:
             while (source := await self._backlog.get()) is not None:
+                due = None
                 if source.error:
                     ctx.counts.videos_never_opened += 1
                     await self.committer.record(
@@ -105,17 +106,13 @@ class ControlLogic:
                 elif self.committer.manifest.is_complete(source, ctx.settings_hash):
                     ctx.counts.video_skipped()
                 elif is_short_clip(source.size_bytes):
-                    clips.append(source)
-                    # a short backlog is spread over the workers, not handed to one
-                    waiting = self._backlog.qsize() + len(clips)
-                    size = min(chunk, max(1, waiting // len(self.workers)))
-                    if len(clips) >= size or self._backlog.empty():
-                        await self._hand_out(clips)
-                        clips = []
+                    due = chunks.add(source, self._backlog.qsize(), time.monotonic())
                 else:
                     await self._hand_out([source])
-            if clips:
-                await self._hand_out(clips)
+                if due := due or chunks.due(self._backlog.qsize(), time.monotonic()):
+                    await self._hand_out(due)
+            if chunks.clips:
+                await self._hand_out(chunks.take())
             while self._handouts:
                 await asyncio.gather(*list(self._handouts), return_exceptions=True)
             if self._handout_errors:

@@ -35,7 +35,9 @@ class PeakRss:
     """
 
     def __init__(self) -> None:
-        self.start = process_rss_bytes()
+        # One psutil handle: making one reads /proc twice, and a coordinator samples per video.
+        self._process = psutil.Process(os.getpid())
+        self.start = self._process.memory_info().rss
         self.peak = self.start
         self.last = self.start
         self.warm: int | None = None
@@ -45,7 +47,7 @@ class PeakRss:
             self.warm = self.sample()
 
     def sample(self) -> int:
-        self.last = process_rss_bytes()
+        self.last = self._process.memory_info().rss
         self.peak = max(self.peak, self.last)
         return self.last
 

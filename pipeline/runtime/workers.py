@@ -58,8 +58,11 @@ def probe_video(path: str) -> FrameTimes:
 
 @ray.remote(max_retries=0, num_cpus=DECODER_NUM_CPUS)
 def warm_decoder() -> int:
-    """Nothing but this module's imports (PyAV, OpenCV, pyarrow): run while the actors load, it
+    """Nothing but the decoders' imports (PyAV, OpenCV, pyarrow): run while the actors load, it
     leaves worker processes that the first videos' decoders start in at once."""
+    import av  # noqa: F401
+    import cv2  # noqa: F401
+
     return os.getpid()
 
 

@@ -239,3 +239,84 @@ def test_the_videos_not_ok_are_counted_over_every_row_group_and_the_first_ones_s
         ("failed", "/v/3.mp4", "error 3"),
         ("failed", "/v/6.mp4", "error 6"),
     ]
+
+
+# ---- memory that does not grow with the backlog ---------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_resume_decisions_over_saves_and_reloads_equal_a_plain_dict_of_records(tmp_path, seed):
+    """Only the records since the last save are held; stored ones are an 8-byte key each. Over
+    random records (ok or failed, changed settings or content), saves, reloads and interrupted
+    commits, ``is_complete`` and ``records`` say what a dict of every record would."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    manifest, truth = Manifest(tmp_path), {}
+    for step in range(400):
+        video_id = f"v{rng.integers(60)}"
+        source = VideoSource(f"/v/{video_id}.mp4", video_id, int(rng.integers(2)), 5)
+        action = rng.random()
+        if action < 0.6:
+            ok = rng.random() < 0.7
+            changes = dict(video_id=video_id, path=source.path, size_bytes=source.size_bytes)
+            if not ok:
+                changes.update(status="failed", error="bad", frames_processed=0)
+            rec = record(settings_hash=f"h{rng.integers(2)}", **changes)
+            manifest.record(rec)
+            truth[video_id] = rec
+        elif action < 0.7:
+            manifest.save()
+        elif action < 0.8:
+            manifest = Manifest(tmp_path)
+        elif action < 0.85:  # a commit killed before its record: the fold forgets the video
+            manifest.committing(video_id)
+            manifest = Manifest(tmp_path)
+            manifest.forget_interrupted()
+            truth.pop(video_id, None)
+            assert not manifest.is_complete(source, "h0") and not manifest.is_complete(source, "h1")
+            manifest.save()  # as the fold does
+        for settings in ("h0", "h1"):
+            want = video_id in truth and (
+                truth[video_id].status == "ok"
+                and truth[video_id].settings_hash == settings
+                and truth[video_id].size_bytes == source.size_bytes
+            )
+            assert manifest.is_complete(source, settings) is want, (step, video_id)
+    assert manifest.records == truth
+    manifest.save()
+    assert Manifest(tmp_path).records == truth and len(manifest.pending) == 0
+
+
+def test_held_records_stay_bounded_however_many_are_stored(tmp_path, monkeypatch):
+    monkeypatch.setattr(Manifest, "PENDING_MAX", 300)
+    manifest = Manifest(tmp_path)
+    for i in range(5000):
+        manifest.update(record(video_id=f"old{i}", path=f"/v/old{i}.mp4"))
+    manifest.save()
+    assert manifest.stored == 5000 and not manifest.pending
+    for i in range(299):
+        manifest.record(record(video_id=f"new{i}", path=f"/v/new{i}.mp4"))
+    assert not manifest.compaction_due(now=0)  # well below half of 5,299 ...
+    manifest.record(record(video_id="new299", path="/v/new299.mp4"))
+    assert manifest.compaction_due(now=0)  # ... but PENDING_MAX records are held
+    manifest.save()
+    assert manifest.stored == 5300 and not manifest.pending
+    assert manifest.is_complete(VideoSource("/v/old7.mp4", "old7", 100, 5), "h1")
+
+
+def test_rows_stored_before_a_column_existed_are_kept_with_it_null(tmp_path):
+    import pyarrow.parquet as pq
+
+    manifest = Manifest(tmp_path)
+    manifest.update(record())
+    manifest.save()
+    old = pq.read_table(tmp_path / Manifest.FILE_NAME).drop_columns(["num_tracks", "class_counts"])
+    pq.write_table(old, tmp_path / Manifest.FILE_NAME)
+    again = Manifest(tmp_path)
+    assert again.is_complete(SOURCE, "h1")
+    again.record(record(video_id="def", path="/v/b.mp4"))
+    again.save()
+    table = pq.read_table(tmp_path / Manifest.FILE_NAME)
+    assert table.column("video_id").to_pylist() == ["abc", "def"]
+    assert table.column("num_tracks").to_pylist() == [None, None]

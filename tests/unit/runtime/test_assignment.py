@@ -156,3 +156,22 @@ def test_an_output_a_worker_node_cannot_see_is_refused_naming_how_many(tmp_path,
         shared_output.check_output_shared(tmp_path, ["a", "b", "c"])
     assert not list(tmp_path.iterdir())  # the probe is gone
     shared_output.check_output_shared(tmp_path, ["a", "a"])  # one node: nothing to check
+
+
+def test_clips_go_out_in_chunks_spread_over_the_workers_and_none_waits_long():
+    from pipeline.runtime.assignment import CLIP_WAIT_S, ClipChunks
+
+    chunks = ClipChunks(chunk=4, workers=2)
+    # a long backlog: full chunks
+    assert [chunks.add(c, backlog_left=100, now=0.0) for c in "abc"] == [None] * 3
+    assert chunks.add("d", backlog_left=100, now=0.1) == list("abcd")
+    # a short one is spread: 4 clips left for 2 workers go out 2 at a time
+    assert chunks.add("e", backlog_left=3, now=1.0) is None
+    assert chunks.add("f", backlog_left=2, now=1.0) == ["e", "f"]
+    # the end of the walk: whatever waits goes
+    assert chunks.add("g", backlog_left=0, now=2.0) == ["g"]
+    # a clip among thousands of missing files goes out once it has waited CLIP_WAIT_S
+    assert chunks.add("h", backlog_left=2000, now=3.0) is None
+    assert chunks.due(backlog_left=2000, now=3.0 + CLIP_WAIT_S / 2) is None
+    assert chunks.due(backlog_left=2000, now=3.0 + CLIP_WAIT_S) == ["h"]
+    assert chunks.due(backlog_left=2000, now=10.0) is None and chunks.clips == []
