@@ -38,6 +38,15 @@ def _every(samples: list[tuple[float, int]], seconds: float) -> list[tuple[float
     return picked
 
 
+def _by_videos_done(points: list[dict], step: int = 100_000) -> dict[int, int]:
+    picked, due = {}, 0
+    for point in points:
+        if point.get("coordinator_rss") and point["videos_done"] >= due:
+            picked[point["videos_done"]] = round(point["coordinator_rss"] / 2**20)
+            due = point["videos_done"] - point["videos_done"] % step + step
+    return picked
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -73,7 +82,7 @@ def main() -> int:
                 "--output",
                 str(out),
                 "--model",
-                args.model,
+                os.path.abspath(args.model) if os.path.exists(args.model) else args.model,
                 "--data-path",
                 args.data_path,
                 "--no-progress",
@@ -82,6 +91,8 @@ def main() -> int:
             stderr=subprocess.PIPE,
             text=True,
             env=env,
+            # Ray puts the driver's working directory first on its workers' path
+            cwd=os.path.abspath(args.checkout) if args.checkout else None,
         )
         peak, samples = 0, []
         stop = threading.Event()
@@ -123,6 +134,8 @@ def main() -> int:
                 k: v and round(v / 2**20) for k, v in record["memory"]["coordinator"].items()
             },
             "coordinator_cpu_s": record["coordinator"].get("cpu_s"),
+            # flat or growing: its RSS as the videos went by (the run's timeline, ~1 sample/s)
+            "coordinator_rss_mib_by_videos_done": _by_videos_done(record["timeline"]["points"]),
             "videos_parquet_rows": len(statuses),
             "ok": statuses.count("ok"),
             "failed": statuses.count("failed"),

@@ -60,7 +60,12 @@ def test_random_sigkills_of_workers_and_decoders(clean, videos, tmp_path, model_
 
     run_thread = threading.Thread(target=run_in_thread)
     run_thread.start()
-    time.sleep(rng.uniform(1, 3))
+    # the first kill lands while videos are open: once a worker's decoders run (a worker killed
+    # before its run started is test_a_worker_killed_between_its_model_loaded_and_the_run_started)
+    deadline = time.monotonic() + 120
+    while not ray_worker_pids(("ray::decode_video",)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(rng.uniform(0.2, 1.5))
     while len(killed) < 3 and run_thread.is_alive():
         candidates = sorted(ray_worker_pids(TARGETS).items())
         workers = [c for c in candidates if c[1] == "ray::VideoWorker"]
