@@ -4,11 +4,11 @@ A video's status is recorded only after its detections file is in place, so afte
 ``ok`` record has its rows on disk. Recording a finished video costs the same whatever the
 backlog's size: one line appended to ``videos.log`` (JSON lines). The log is compacted into
 ``videos.parquet`` (replaced atomically, so readers never see a torn file) once it holds as
-many lines as half the records, so the rewrites cost O(1) per video amortized; every 10 s at
-most while videos finish, but never more often than 20 times the last compaction's duration
-(so they take at most 5 % of the coordinator's time), so readers of a running output are not
-far behind; and at the end of every run. Loading replays the log over the Parquet file: a run that died between two
-compactions loses nothing.
+many lines as half the records or ``PENDING_MAX`` (so the records held in memory stay bounded;
+past ``2 * PENDING_MAX`` videos a rewrite costs O(N) every ``PENDING_MAX`` videos); every 10 s
+at most while videos finish, but never more often than 20 times the last compaction's duration
+(so readers of a running output are not far behind); and at the end of every run. Loading
+replays the log over the Parquet file: a run that died between two compactions loses nothing.
 
 Before a video's files are put in place, a ``{"committing": id}`` line is logged. A run killed
 between that line and the video's record leaves complete files without a record; the next fold of
@@ -152,7 +152,7 @@ class Manifest:
     PENDING_MAX = 25_000
     FRESH_S = 10.0  # the time rule: compact when this much time passed since the last one ...
     FRESH_COST_FACTOR = 20  # ... and at least this many times the last compaction's duration
-    SAVE_CHUNK = 16384  # rows written (and stored rows read) at a time by save()
+    SAVE_CHUNK = 8192  # rows written (and stored rows read) at a time by save()
 
     def __init__(self, output: Path):
         layout = OutputLayout(output)
