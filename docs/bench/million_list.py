@@ -3,7 +3,7 @@
 
     python docs/bench/million_list.py --model ../shared/models/yolo11n-coco-int8dq.pt \
         --video ../shared/data/people.mp4 [--lines 1000000] [--data-path coordinator|workers] \
-        [--checkout /tmp/before]
+        [--checkout DIR]   # DIR: a `git worktree` of an older commit
 
 Runs ``python -m pipeline run @list.txt --output OUT --model M --no-progress`` as a user would, samples
 the driver's RSS (that process alone: the local Ray it starts is its children) every 0.2 s, and
