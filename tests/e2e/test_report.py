@@ -272,6 +272,7 @@ def test_a_sample_frame_needs_its_source_and_says_when_it_is_gone(run_with_a_fai
     manifest = Manifest(copy)
     for record in manifest.records.values():
         record.path = str(tmp_path / "moved" / Path(record.path).name)
+        manifest.update(record)
     manifest.save()
     page = build_report(copy)
     assert (
