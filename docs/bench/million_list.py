@@ -38,6 +38,13 @@ def _every(samples: list[tuple[float, int]], seconds: float) -> list[tuple[float
     return picked
 
 
+def _commit(checkout: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", checkout, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    return done.stdout.strip() or "unknown"
+
+
 def _by_videos_done(points: list[dict], step: int = 100_000) -> dict[int, int]:
     picked, due = {}, 0
     for point in points:
@@ -122,7 +129,8 @@ def main() -> int:
         result = {
             "lines": args.lines,
             "data_path": args.data_path,
-            "checkout": args.checkout,
+            # the older checkout's commit (its path is this machine's)
+            "checkout": _commit(args.checkout) if args.checkout else None,
             "exit_code": proc.returncode,
             "elapsed_s": elapsed,
             "first_batch_done_s": record["startup"]["first_batch_done_s"],
