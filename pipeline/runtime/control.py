@@ -1,8 +1,8 @@
 """The coordinator as a control plane (``--data-path workers``): it hands whole videos to video
 workers, grants their commits, records the outcomes, and hands a dead worker's videos to
 another. Frames and boxes never pass through it: per hand-out (a video, or a chunk of short
-clips) it sends one message and answers the commit requests (coalesced by the worker) and the
-outcomes.
+clips) it sends one message and answers the commit requests and the outcomes (each told as its
+video's pass ends, coalesced by the worker).
 
 Its decisions are ``assignment.Assignments`` (Ray-free); ``ControlLogic`` reaches Ray only
 through the worker handles it is given; ``ControlCoordinator`` is the actor. It keeps the
@@ -35,7 +35,12 @@ from pipeline.runtime.commit import VideoCommitter
 from pipeline.runtime.context import RunContext
 from pipeline.runtime.coordinator import BACKLOG_QUEUE
 from pipeline.runtime.faults import FaultPlan
-from pipeline.runtime.messages import CoordinatorSummary, ModelFacts, WorkerReport
+from pipeline.runtime.messages import (
+    CoordinatorSummary,
+    ModelFacts,
+    WorkerOutcome,
+    WorkerReport,
+)
 from pipeline.runtime.metrics import PipelineMetrics
 from pipeline.runtime.ray_calls import ACTOR_LOST, RayCalls, error_cause
 
@@ -172,6 +177,8 @@ class ControlLogic:
         except ACTOR_LOST as exc:
             self._worker_died(worker)
             for source, attempt_id in zip(sources, attempts):
+                if not self.assignments.is_current(source.video_id, attempt_id):
+                    continue  # its outcome was told and recorded before the worker died
                 if self.assignments.abandon(source.video_id, attempt_id):
                     ctx.counts.videos_reassigned += 1
                     await self._hand_out([source])
@@ -183,15 +190,28 @@ class ControlLogic:
                     await self.committer.discard(None, source.video_id)
             await self._made_room()
             return
-        for source, out in zip(sources, outcomes):
-            if out.record is None or not self.assignments.finish(source.video_id, out.attempt_id):
-                continue  # a stale attempt's answer: the video's current attempt records it
-            if out.committed and ctx.faults:  # its files are in place, its record not yet
-                ctx.faults.on_commit()
-            await self.committer.record(out.record)
-            if not out.committed:  # an older version's rows go (after the record says so)
-                await self.committer.discard(None, source.video_id)
+        for out in outcomes:  # those the worker told as they ended are recorded already
+            await self._record(out)
         await self._made_room()
+
+    async def outcomes(self, outcomes: list[WorkerOutcome]) -> list[bool]:
+        """A worker's videos whose passes ended (told as each ends, coalesced): each recorded
+        now, not once the worker's whole hand-out is done, so a run stopped meanwhile keeps them."""
+        recorded = [await self._record(out) for out in outcomes]
+        await self._made_room()
+        return recorded
+
+    async def _record(self, out: WorkerOutcome) -> bool:
+        """``out``'s record, once per attempt; a stale attempt's answer is dropped (the video's
+        current attempt records it)."""
+        if out.record is None or not self.assignments.finish(out.record.video_id, out.attempt_id):
+            return False
+        if out.committed and self.ctx.faults:  # its files are in place, its record not yet
+            self.ctx.faults.on_commit()
+        await self.committer.record(out.record)
+        if not out.committed:  # an older version's rows go (after the record says so)
+            await self.committer.discard(None, out.record.video_id)
+        return True
 
     async def _start_worker(self, worker: int) -> None:
         """The run's settings to a worker; one that died since its model was ready (Ray restarts

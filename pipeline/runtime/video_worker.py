@@ -4,8 +4,9 @@ The coordinator hands it whole videos (``process``). For each it starts the deco
 node (frames never cross the network), infers their batches with its own detector, packed
 across its open videos (``local_engine``), writes the rows under hidden names on the shared
 output, tracks them (``--track``), and asks the coordinator for the commit before it puts the
-files in place. Nothing per batch goes to the coordinator; per video, two messages: the grant and
-the outcome.
+files in place. Nothing per batch goes to the coordinator; per video, two messages (coalesced
+with other videos' when they are ready together): the grant and the outcome, sent as soon as the
+video's pass ends, so that a chunk's short clips are recorded one by one.
 
 ``VideoWorkerLogic`` is the worker without Ray's actor machinery (its Ray calls and the
 coordinator handle are given to it); ``VideoWorker`` is the actor.
@@ -25,10 +26,10 @@ from pipeline.media.decode import VideoEnded
 from pipeline.media.source import VideoSource
 from pipeline.output.outcomes import should_commit
 from pipeline.output.store import OutputStore
+from pipeline.runtime.coalesce import Coalescer
 from pipeline.runtime.commit import TrackingFailed, pass_outcome, put_in_place, track_writer
 from pipeline.runtime.context import RunContext
 from pipeline.runtime.faults import FaultPlan
-from pipeline.runtime.grants import GrantBatcher
 from pipeline.runtime.local_engine import LocalEngine
 from pipeline.runtime.messages import ActorSample, ActorStats, WorkerOutcome, WorkerReport
 from pipeline.runtime.metrics import PipelineMetrics
@@ -47,16 +48,19 @@ class VideoWorkerLogic:
         calls: RayCalls,
         metrics,
         grant,
+        tell=None,
         faults: FaultPlan | None = None,
         sample=None,
     ):
-        """``grant(video_id, attempt_id)``: awaits the coordinator's yes or no to a commit."""
+        """``grant((video_id, attempt_id))``: awaits the coordinator's yes or no to a commit;
+        ``tell(outcome)``: hands a video's outcome to the coordinator as its pass ends (without
+        it, outcomes go only with the reply to the whole hand-out)."""
         self.ctx = RunContext(config, metrics, faults, node_id=calls.node_id)
         self.ctx.model_loaded(detector.names, detector.model_stride, detector.rect)
         # This worker loads every batch's frames: one stream item per batch, not two.
         assert self.ctx.decode_spec is not None
         self.ctx.decode_spec = dataclasses.replace(self.ctx.decode_spec, frames_with_header=True)
-        self.store, self.calls, self.grant = store, calls, grant
+        self.store, self.calls, self.grant, self.tell = store, calls, grant, tell
         # Batches in flight: the engine's window and one more per video open now (``process``),
         # so that short clips' batches wait together for a pass while a long video's decoder
         # never runs more than a couple of full batches ahead.
@@ -88,7 +92,13 @@ class VideoWorkerLogic:
             state, ended = await self.video_pass.run(source)
         finally:
             self._opened(-1)
-        return await self._finish(state, ended, attempt_id)
+        outcome = await self._finish(state, ended, attempt_id)
+        if self.tell is not None and outcome.record is not None:
+            try:
+                await self.tell(outcome)
+            except Exception:  # noqa: BLE001 - the hand-out's reply carries the outcome too
+                pass
+        return outcome
 
     def _opened(self, change: int) -> None:
         self.open_videos += change
@@ -107,7 +117,7 @@ class VideoWorkerLogic:
                 if ctx.config.track:
                     tracked = await track_writer(ctx, self.calls, self._tracking_slots, writer)
                     self.tracker_peak_rss = max(self.tracker_peak_rss, tracked.rss)
-                if not await self.grant(source.video_id, attempt_id):
+                if not await self.grant((source.video_id, attempt_id)):
                     # The video is another attempt's now: this one's files never land.
                     writer.abort()
                     for path in (tracked.detections, tracked.tracks) if tracked else ():
@@ -168,13 +178,17 @@ class VideoWorker(DetectorHost):
         async def ask(requests: list[tuple[str, int]]) -> list[bool]:
             return await coordinator.grant.remote(requests)
 
+        async def tell(outcomes: list[WorkerOutcome]) -> list[bool]:
+            return await coordinator.outcomes.remote(outcomes)
+
         self.logic = VideoWorkerLogic(
             self.detector,
             config,
             OutputStore(Path(output), remote_output),
             calls=RayCalls(faults, decoders_here=True),
             metrics=PipelineMetrics(),
-            grant=GrantBatcher(ask),
+            grant=Coalescer(ask),
+            tell=Coalescer(tell),
             faults=faults,
             sample=lambda: ActorSample(rss=self.memory.sample(), gpu=self._last_gpu),
         )

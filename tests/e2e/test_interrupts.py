@@ -182,6 +182,35 @@ def test_driver_sigkill_then_rerun_finishes_without_redoing_or_duplicating(
     pd.testing.assert_frame_equal(comparable(out), clean_output)
 
 
+@pytest.fixture(scope="module")
+def uneven_videos(tmp_path_factory, people_mp4):
+    """Two short clips and two long ones: on the workers' path a chunk's clips share one worker's
+    passes, so only clips of different lengths end at different times."""
+    folder = tmp_path_factory.mktemp("uneven")
+    (folder / "short").mkdir()
+    (folder / "long").mkdir()
+    short = write_people_clips(folder / "short", people_mp4, count=2, length=16, step=5)
+    long = write_people_clips(folder / "long", people_mp4, count=2, length=120, step=7)
+    return [*short, *long], [16, 16, 120, 120]
+
+
+def test_driver_sigkill_then_rerun_on_the_workers_path(tmp_path, uneven_videos, model_path):
+    """The short clips' outcomes are recorded as each ends (the workers tell them), so a kill
+    while the long ones run keeps them, and the rerun skips them."""
+    videos, lengths = uneven_videos
+    out = kill_the_driver_then_rerun(tmp_path, videos, lengths, model_path, "workers")
+    clean = tmp_path / "clean"
+    done = subprocess.run(
+        command(videos, clean, model_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "YOLO_OFFLINE": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    pd.testing.assert_frame_equal(comparable(out), comparable(clean))
+
+
 @pytest.mark.parametrize(
     "signum, code, data_path",
     [

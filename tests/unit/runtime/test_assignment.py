@@ -118,7 +118,7 @@ def test_a_packed_pass_splits_back_into_its_batches():
 def test_grant_requests_that_wait_together_go_in_one_message():
     import asyncio
 
-    from pipeline.runtime.grants import GrantBatcher
+    from pipeline.runtime.coalesce import Coalescer
 
     asked: list[list] = []
 
@@ -128,10 +128,10 @@ def test_grant_requests_that_wait_together_go_in_one_message():
         return [attempt % 2 == 0 for _, attempt in requests]
 
     async def main():
-        batcher = GrantBatcher(ask)
-        first = await batcher("a", 2)  # alone: sent at once
-        answers = await asyncio.gather(*(batcher(f"v{i}", i) for i in range(5)))
-        return first, answers, batcher.requests_sent
+        batcher = Coalescer(ask)
+        first = await batcher(("a", 2))  # alone: sent at once
+        answers = await asyncio.gather(*(batcher((f"v{i}", i)) for i in range(5)))
+        return first, answers, batcher.messages_sent
 
     first, answers, sent = asyncio.run(main())
     assert first is True and answers == [True, False, True, False, True]

@@ -20,9 +20,9 @@ from pipeline.media.source import VideoSource
 from pipeline.output.layout import OutputLayout
 from pipeline.output.manifest import Manifest
 from pipeline.output.store import OutputStore
+from pipeline.runtime.coalesce import Coalescer
 from pipeline.runtime.control import ControlLogic
 from pipeline.runtime.coordinator import CoordinatorLogic
-from pipeline.runtime.grants import GrantBatcher
 from pipeline.runtime.messages import ActorStats
 from pipeline.runtime.video_worker import VideoWorkerLogic
 
@@ -46,12 +46,22 @@ class WorkerCalls(FakeCalls):
 class FakeWorker:
     """A video worker on the synthetic detector. ``die_on``: the ``process`` calls (1-based)
     that find it dead; ``partitioned_on``: calls whose caller is told it died while the worker
-    goes on (a worker presumed dead that comes back)."""
+    goes on (a worker presumed dead that comes back); ``reply_lost_on``: calls whose videos are
+    all done (and told) but whose reply never comes (the worker died just then)."""
 
     def __init__(
-        self, calls: WorkerCalls, die_on=(), partitioned_on=(), raise_on=(), dead_at_start=0
+        self,
+        calls: WorkerCalls,
+        die_on=(),
+        partitioned_on=(),
+        raise_on=(),
+        dead_at_start=0,
+        reply_lost_on=(),
+        tells=True,
     ):
         self.calls, self.die_on, self.partitioned_on = calls, die_on, partitioned_on
+        self.reply_lost_on, self.tells = reply_lost_on, tells
+        self.handouts_running = 0
         self.dead_at_start = dead_at_start  # ``start_run`` calls that find it dead (restarting)
         self.raise_on = raise_on  # calls that raise inside the worker (a bug, a bad file)
         self.detector = SyntheticDetector(imgsz=IMGSZ)
@@ -75,7 +85,8 @@ class FakeWorker:
                 OutputStore(coordinator.store.layout.root),
                 calls=self.calls,
                 metrics=Metrics(),
-                grant=GrantBatcher(coordinator.grant),
+                grant=Coalescer(coordinator.grant),
+                tell=Coalescer(coordinator.outcomes) if self.tells else None,
             )
 
     async def _process_many(self, sources, attempt_ids, config, coordinator):
@@ -92,7 +103,14 @@ class FakeWorker:
             self.background.append(asyncio.create_task(work))  # it goes on, unseen
             await asyncio.sleep(0)
             raise ray.exceptions.ActorUnavailableError("the node is unreachable", None)
-        return await work
+        self.handouts_running += 1
+        try:
+            outcomes = await work
+        finally:
+            self.handouts_running -= 1
+        if self.count in self.reply_lost_on:
+            raise ray.exceptions.RayActorError()
+        return outcomes
 
     async def _report(self):
         return self.logic.report() if self.logic else None
@@ -110,11 +128,20 @@ def config(**kwargs) -> RunConfig:
     )
 
 
-def run_workers(tmp_path, name, frames: dict[str, int], workers, **settings):
+def run_workers(tmp_path, name, frames: dict[str, int], workers, on_record=None, **settings):
+    """``on_record(logic, record)``: called as each outcome is recorded."""
     out = tmp_path / name
     out.mkdir()
     logic = ControlLogic(str(out), config(**settings), workers, calls=None, metrics=Metrics())
     logic.me = logic
+    if on_record is not None:
+        record = logic.committer.record
+
+        async def recorded(video_record):
+            on_record(logic, video_record)
+            await record(video_record)
+
+        logic.committer.record = recorded
     sources = [
         VideoSource(path, f"{i:016x}", size_bytes=1000, mtime_ns=1) for i, path in enumerate(frames)
     ]
@@ -251,3 +278,39 @@ def test_a_worker_that_raises_fails_its_videos_and_loses_none(tmp_path):
     records = Manifest(out).records
     assert summary.counts.videos_failed == 3 and len(records) == 3
     assert all("the worker tripped" in r.error for r in records.values())
+
+
+@pytest.mark.parametrize("tells", [True, False])
+def test_a_chunks_clip_is_recorded_when_its_pass_ends_not_with_the_chunk(tmp_path, tells):
+    """A driver killed while a chunk's long clip still runs keeps its short clips: they were
+    recorded as each ended (told by the worker), not when the whole hand-out came back."""
+    frames = {"short.mp4": 2, "long.mp4": 120}
+    worker = FakeWorker(WorkerCalls(dict(frames)), tells=tells)
+    recorded: list[tuple[str, int]] = []  # (video id, hand-outs still running)
+    summary, out, sources = run_workers(
+        tmp_path,
+        "told",
+        frames,
+        [worker],
+        on_record=lambda logic, r: recorded.append((r.video_id, worker.handouts_running)),
+        batch_size=4,
+        max_open_videos=4,
+    )
+    assert summary.counts.videos_ok == 2 and worker.count == 1  # one hand-out, both clips
+    short, long = (s.video_id for s in sources)
+    if tells:  # the short clip first, while the hand-out (its long clip) still ran
+        assert recorded == [(short, 1), (long, 1)]
+    else:  # both with the hand-out's reply
+        assert recorded == [(short, 0), (long, 0)]
+
+
+def test_a_worker_lost_after_telling_its_outcomes_keeps_them(tmp_path):
+    """The worker told each outcome, then died before its reply: nothing is redone or failed."""
+    frames = {f"v{i}.mp4": 5 for i in range(4)}
+    workers = [FakeWorker(WorkerCalls(dict(frames)), reply_lost_on=(1,))]
+    summary, out, sources = run_workers(
+        tmp_path, "told-then-lost", frames, workers, batch_size=4, max_open_videos=4
+    )
+    counts = summary.counts
+    assert counts.videos_ok == 4 and counts.videos_failed == 0 and counts.videos_reassigned == 0
+    assert workers[0].count == 1 and {r.status for r in Manifest(out).records.values()} == {"ok"}
