@@ -164,9 +164,9 @@ class RunConfig:
     cpu_threads: int | None = None  # torch threads of a CPU actor; None: the node's cores
     # ByteTrack over each video's detections: a track_id per box, tracks/ summary
     track: bool = False
-    # Who moves the frames: "coordinator" (one coordinator sends every batch to an actor) or
-    # "workers" (each YoloActor decodes, infers and writes its own videos: pipeline.runtime.video_worker).
-    data_path: str = "coordinator"
+    # Who moves the frames: "workers" (each YoloActor decodes, infers and writes its own videos:
+    # pipeline.runtime.video_worker) or "coordinator" (one coordinator sends every batch to an actor).
+    data_path: str = "workers"
     # The synthetic engine's simulated GPU: each batch of n frames takes a + b·n milliseconds
     # (GIL released), e.g. (2.0, 0.35); None: as fast as it can (pipeline.inference.synthetic).
     synthetic_latency_ms: tuple[float, float] | None = None

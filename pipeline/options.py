@@ -173,10 +173,10 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
     RunOption(
         "data_path",
         "--data-path",
-        "who moves the frames. coordinator: one coordinator sends every batch to a YoloActor. "
-        "workers (new): each YoloActor decodes, infers and writes its own videos on its own node, "
-        "packing short clips into full batches; the coordinator only hands out videos and grants "
-        "commits (default %(default)s)",
+        "who moves the frames. workers: each YoloActor decodes, infers and writes its own videos "
+        "on its own node, packing short clips into full batches; the coordinator only hands out "
+        "videos and grants commits. coordinator (the earlier design): one coordinator sends every "
+        "batch to a YoloActor and writes its rows (default %(default)s)",
         choices=DATA_PATHS,
     ),
     RunOption(

@@ -5,7 +5,7 @@ Contenders (each in its own process, so that the peak RSS of its whole process t
   raydata         ray.data.read_videos + map_batches(YOLO predictor class) + write_parquet
   pipeline        this project, with --engine (default auto)
   pipeline-torch  this project with --engine torch
-  pipeline-workers  this project with --data-path workers (each actor decodes its own videos)
+  pipeline-coordinator  this project with --data-path coordinator (one coordinator moves every batch)
 Ceilings on the same machine:
   decode          decode + letterbox only, the pipeline's decoder, all cores
   decode-2seg     the same, the video in 2 segments decoded by 2 processes at once (segment decoding)
@@ -37,7 +37,7 @@ from pipeline.config import CPU_PRECISIONS, ENGINES, RunConfig, engine_traits
 from pipeline.options import BENCH_FIELDS, config_from_options
 from pipeline.runtime.monitoring import tree_rss_bytes
 
-CONTENDERS = ("naive", "raydata", "pipeline", "pipeline-torch", "pipeline-workers")
+CONTENDERS = ("naive", "raydata", "pipeline", "pipeline-torch", "pipeline-coordinator")
 CEILINGS = ("decode", "decode-2seg", "infer")
 
 
@@ -363,7 +363,7 @@ RUNNERS = {
     "raydata": _ray_runner("run_raydata"),
     "pipeline": _ray_runner("run_pipeline"),
     "pipeline-torch": _ray_runner("run_pipeline_torch"),
-    "pipeline-workers": _ray_runner("run_pipeline_workers"),
+    "pipeline-coordinator": _ray_runner("run_pipeline_coordinator"),
     "decode": run_decode_ceiling,
     "decode-2seg": run_decode_segments,
     "infer": run_infer_ceiling,
@@ -466,11 +466,11 @@ def _pipeline_lines(summary: dict, p: dict) -> list[str]:
             lines.append(
                 f"pipeline / {other}: {p['median_fps'] / summary[other]['median_fps']:.2f}x"
             )
-    if "pipeline-workers" in summary and "naive" in summary:
-        w = summary["pipeline-workers"]["median_fps"]
+    if "pipeline-coordinator" in summary and "naive" in summary:
+        c = summary["pipeline-coordinator"]["median_fps"]
         lines.append(
-            f"pipeline-workers / naive: {w / summary['naive']['median_fps']:.2f}x; "
-            f"pipeline-workers / pipeline: {w / p['median_fps']:.2f}x"
+            f"pipeline-coordinator / naive: {c / summary['naive']['median_fps']:.2f}x; "
+            f"pipeline / pipeline-coordinator: {p['median_fps'] / c:.2f}x"
         )
     if "bound_fps" in summary:
         lines.append(
@@ -482,7 +482,7 @@ def _pipeline_lines(summary: dict, p: dict) -> list[str]:
         lines.append(
             f"boxes: pipeline {p['boxes']} vs naive {summary['naive']['boxes']} ({diff:+.2f}%)"
         )
-    for name in ("pipeline", "pipeline-torch", "pipeline-workers"):
+    for name in ("pipeline", "pipeline-torch", "pipeline-coordinator"):
         if "peak_rss_mib_by_role" in summary.get(name, {}):
             roles = ", ".join(
                 f"{k} {v:.0f} MiB" for k, v in summary[name]["peak_rss_mib_by_role"].items()
@@ -588,7 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--contenders",
-        # the workers' data path only when asked for (it is not yet the default of `run`)
+        # the coordinator's data path (the old default) only when asked for
         default=",".join((*CONTENDERS[:-1], *CEILINGS, "decode-parts")),
         help="comma-separated subset of: " + ", ".join(CONTENDERS + CEILINGS + ONCE),
     )

@@ -66,11 +66,12 @@ def run_pipeline_torch(args) -> dict:
     return run_pipeline(args)
 
 
-def run_pipeline_workers(args) -> dict:
-    return run_pipeline(args, data_path="workers")
+def run_pipeline_coordinator(args) -> dict:
+    return run_pipeline(args, data_path="coordinator")
 
 
-def run_pipeline(args, data_path: str = "coordinator") -> dict:
+def run_pipeline(args, data_path: str | None = None) -> dict:
+    """``data_path``: None for the run command's default."""
     import ray
 
     import pipeline
@@ -78,7 +79,9 @@ def run_pipeline(args, data_path: str = "coordinator") -> dict:
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
     try:
         out = args.keep_output or tempfile.mkdtemp(prefix="bench-pipeline-")
-        config = config_from_options(vars(args), BENCH_FIELDS).replace(data_path=data_path)
+        config = config_from_options(vars(args), BENCH_FIELDS)
+        if data_path is not None:
+            config = config.replace(data_path=data_path)
         started = time.perf_counter()
         record = pipeline.run([args.video], output=out, config=config, progress=False)
         seconds = time.perf_counter() - started

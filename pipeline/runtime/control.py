@@ -104,10 +104,7 @@ class ControlLogic:
                 due = None
                 if source.error:
                     ctx.counts.videos_never_opened += 1
-                    await self.committer.record(
-                        VideoRecord.failed(source, source.error, ctx.settings_hash)
-                    )
-                    await self.committer.discard(None, source.video_id)
+                    await self._failed(source, source.error)
                 elif self.committer.manifest.is_complete(source, ctx.settings_hash):
                     ctx.counts.video_skipped()
                 elif is_short_clip(source.size_bytes):
@@ -158,41 +155,39 @@ class ControlLogic:
     async def _videos(self, sources: list[VideoSource], worker: int, attempts: list[int]) -> None:
         """One hand-out until each video's outcome is recorded; if the worker dies, each of its
         videos goes out again on its own (or is failed once its attempts are used up)."""
-        ctx = self.ctx
         try:
             outcomes = await self.workers[worker].process_many.remote(
-                sources, attempts, ctx.config, self.me
+                sources, attempts, self.ctx.config, self.me
             )
         except ray.exceptions.RayTaskError as exc:  # the worker raised: each video fails with it
             cause = error_cause(exc)
             for source, attempt_id in zip(sources, attempts):
                 if self.assignments.finish(source.video_id, attempt_id):
-                    error = f"its worker failed: {type(cause).__name__}: {cause}"
-                    await self.committer.record(
-                        VideoRecord.failed(source, error, ctx.settings_hash)
+                    await self._failed(
+                        source, f"its worker failed: {type(cause).__name__}: {cause}"
                     )
-                    await self.committer.discard(None, source.video_id)
-            await self._made_room()
-            return
         except ACTOR_LOST as exc:
             self._worker_died(worker)
             for source, attempt_id in zip(sources, attempts):
                 if not self.assignments.is_current(source.video_id, attempt_id):
                     continue  # its outcome was told and recorded before the worker died
                 if self.assignments.abandon(source.video_id, attempt_id):
-                    ctx.counts.videos_reassigned += 1
+                    self.ctx.counts.videos_reassigned += 1
                     await self._hand_out([source])
                 else:
-                    error = f"its worker died {self.assignments.max_attempts} times ({type(exc).__name__})"
-                    await self.committer.record(
-                        VideoRecord.failed(source, error, ctx.settings_hash)
+                    tries = self.assignments.max_attempts
+                    await self._failed(
+                        source, f"its worker died {tries} times ({type(exc).__name__})"
                     )
-                    await self.committer.discard(None, source.video_id)
+        else:
+            for out in outcomes:  # those the worker told as they ended are recorded already
+                await self._record(out)
+        finally:
             await self._made_room()
-            return
-        for out in outcomes:  # those the worker told as they ended are recorded already
-            await self._record(out)
-        await self._made_room()
+
+    async def _failed(self, source: VideoSource, error: str) -> None:
+        await self.committer.record(VideoRecord.failed(source, error, self.ctx.settings_hash))
+        await self.committer.discard(None, source.video_id)  # an older version's rows
 
     async def outcomes(self, outcomes: list[WorkerOutcome]) -> list[bool]:
         """A worker's videos whose passes ended (told as each ends, coalesced): each recorded
