@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from pipeline.locations import redact
 from pipeline.media.source import VideoSource
 from pipeline.output.layout import OutputLayout
+from pipeline.output.parts import is_part
 from pipeline.output.writer import durable_replace
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,11 @@ VIDEOS_SCHEMA = pa.schema(
             ),
         ),
         ("num_tracks", pa.int32()),  # null when the run did not track
+        # Where a packed video's rows are (pipeline.output.parts): its part file (a key under the
+        # output) and row groups. Null: its own file, detections/<video_id>.parquet, all of it.
+        ("detections_file", pa.string()),
+        ("row_groups", pa.list_(pa.int32())),
+        ("tracks_file", pa.string()),  # with --track; null: tracks/<video_id>.parquet
     ]
 )
 
@@ -96,6 +102,9 @@ class VideoRecord:
     decode_attempts: int = 0
     class_counts: list[dict] = field(default_factory=list)
     num_tracks: int | None = None
+    detections_file: str | None = None
+    row_groups: list[int] | None = None
+    tracks_file: str | None = None
 
     def __post_init__(self) -> None:
         # null in files written before the column existed
@@ -163,9 +172,9 @@ class Manifest:
         self._dropped: set[str] = set()  # stored rows the next save leaves out
         self.class_names: dict[int, str] | None = None  # the latest run's model classes
         self.logged = 0  # lines in the log since the last compaction
-        # commits the log began but never recorded (a killed run)
-        self.interrupted: set[str] = set()
-        self._committing: set[str] = set()  # commits begun by this process, not yet recorded
+        self.unsettled = InterruptedCommits()  # begun in the log, never recorded (a killed run)
+        self._committing: dict[str, str | None] = {}  # this process's, not yet recorded
+        self._packed = _PackedIndex()  # where the stored packed videos are
         self._compacted_at = time.monotonic()
         self._compaction_s = 0.0
         if self.path.exists():
@@ -180,6 +189,7 @@ class Manifest:
         batches = file.iter_batches(self.SAVE_CHUNK, columns=list(_KEY_COLUMNS), use_threads=False)
         keys = [self._ok_keys(batch) for batch in batches]
         self._stored_complete = np.unique(np.concatenate([np.empty(0, np.int64), *keys]))
+        self._packed = _PackedIndex.of(file)
 
     @staticmethod
     def _ok_keys(batch: pa.RecordBatch) -> np.ndarray:
@@ -190,28 +200,28 @@ class Manifest:
         )
 
     def _replay(self, names: set[str]) -> None:
-        with open(self.log_path, "rb") as f:
-            for number, line in enumerate(f, 1):
+        for row in _log_lines(self.log_path):
+            if "committing" in row:
+                self.unsettled.begun(row["committing"], row.get("part"))
+            elif "dropped" in row:
+                self._drop(row["dropped"])
+            else:
                 try:
-                    row = json.loads(line)
-                    if "committing" in row:
-                        self.interrupted.add(row["committing"])
-                        continue
                     record = VideoRecord(**{k: v for k, v in row.items() if k in names})
-                except (
-                    ValueError,
-                    TypeError,
-                ) as exc:  # a line cut short by a crash: that video is redone
+                except (ValueError, TypeError) as exc:
                     log.warning(
-                        "%s line %d is unreadable (%s); its video will be processed again",
-                        self.log_path,
-                        number,
-                        exc,
+                        "%s: a record is unreadable (%s): processed again", self.log_path, exc
                     )
                     continue
                 self.pending[record.video_id] = record
-                self.interrupted.discard(record.video_id)
+                self.unsettled.recorded(record.video_id, record.detections_file)
                 self.logged += 1
+
+    @property
+    def interrupted(self) -> dict[str, set[str | None]]:
+        """Commits the log began but never recorded, by video: where each put rows (a part's
+        key; None: the video's own files)."""
+        return self.unsettled.places
 
     @classmethod
     def class_names_in(cls, schema: pa.Schema) -> dict[int, str] | None:
@@ -259,26 +269,51 @@ class Manifest:
         """Change the record in memory only (``save`` writes it)."""
         self.pending[record.video_id] = record
 
-    def committing(self, video_id: str) -> None:
-        """Log that this video's files are about to be put in place (before its record)."""
-        self._committing.add(video_id)
-        self._append({"committing": video_id})
+    def committing(self, video_id: str, part: str | None = None) -> None:
+        """Log that this video's files are about to be put in place (before its record):
+        its own files, or its rows in the part file ``part``."""
+        self._committing[video_id] = part
+        self._append(
+            {"committing": video_id} if part is None else {"committing": video_id, "part": part}
+        )
 
     def record(self, record: VideoRecord) -> None:
         """Change the record and append it to the log: durable against a crash of this process, at
         a cost that does not depend on how many videos the manifest holds."""
         self.pending[record.video_id] = record
         self._append(record.as_row())
-        self._committing.discard(record.video_id)
+        self._committing.pop(record.video_id, None)
         self.logged += 1
 
+    def drop(self, video_id: str) -> None:
+        """The video has no record from now on (logged first): its rows are about to be taken
+        out of the part that holds them, so a crash meanwhile cannot leave a record without rows."""
+        self._append({"dropped": video_id})
+        self._drop(video_id)
+
+    def _drop(self, video_id: str) -> None:
+        self.pending.pop(video_id, None)
+        self._dropped.add(video_id)
+
+    def part_of(self, video_id: str) -> tuple[str | None, str | None]:
+        """The part files (detections, tracks) that hold this video's rows now; None each for
+        its own files (or no rows)."""
+        record = self.pending.get(video_id)
+        if record is not None:
+            return (
+                record.detections_file if is_part(record.detections_file) else None,
+                record.tracks_file if is_part(record.tracks_file) else None,
+            )
+        if video_id in self._dropped:
+            return None, None
+        return self._packed.get(video_id)
+
     def forget_interrupted(self) -> None:
-        """After the caller removed the files of the interrupted commits: drop their records too
-        (an older record would describe rows that are gone), so those videos are processed again."""
-        for video_id in self.interrupted:
-            self.pending.pop(video_id, None)
-            self._dropped.add(video_id)
-        self.interrupted = set()
+        """After the caller removed the rows of the interrupted commits: drop their records too
+        (an older record would describe rows that are gone), so those videos are processed again;
+        a video recorded again after its interrupted commit keeps that newer record."""
+        for video_id in self.unsettled.settle():
+            self._drop(video_id)
 
     def _append(self, row: dict) -> None:
         line = (json.dumps(row, separators=(",", ":")) + "\n").encode()
@@ -318,7 +353,8 @@ class Manifest:
         temp = OutputLayout.temp_beside(self.path, "videos")
         try:
             with pq.ParquetWriter(temp, schema) as writer:
-                rows, replaced = self._write_stored(writer, schema)
+                gone = pa.array([*self.pending, *self._dropped], pa.string())
+                rows, replaced = _copy_stored(self.path, gone, writer, schema)
                 records = iter(self.pending.values())
                 while chunk := list(islice(records, self.SAVE_CHUNK)):
                     writer.write_table(_as_table(chunk, schema))
@@ -331,8 +367,8 @@ class Manifest:
         # Only now: a crash before this line replays lines that videos.parquet already holds, which
         # changes nothing.
         self.log_path.unlink(missing_ok=True)
-        for video_id in self._committing:  # commits in progress keep their line
-            self._append({"committing": video_id})
+        for video_id, part in self._committing.items():  # commits in progress keep their line
+            self._append({"committing": video_id} | ({"part": part} if part else {}))
         added = [
             _complete_key(r.video_id, r.settings_hash, r.size_bytes, r.mtime_ns)
             for r in self.pending.values()
@@ -341,30 +377,77 @@ class Manifest:
         kept = np.setdiff1d(self._stored_complete, replaced, assume_unique=True)
         self._stored_complete = np.unique(np.concatenate([kept, np.array(added, np.int64)]))
         self.stored = rows + len(self.pending)
+        if self._packed or any(is_part(r.detections_file) for r in self.pending.values()):
+            self._packed = _PackedIndex.of(pq.ParquetFile(self.path))  # O(N), only with parts
         self.pending, self._dropped = {}, set()
         self.logged = 0
         self._compacted_at = time.monotonic()
         self._compaction_s = self._compacted_at - started
 
-    def _write_stored(self, writer: pq.ParquetWriter, schema: pa.Schema) -> tuple[int, np.ndarray]:
-        """Copy the stored rows that are neither replaced by a pending record nor dropped, a
-        batch at a time; returns how many, and the keys of the ok rows left out."""
-        if not self.path.exists():
-            return 0, np.empty(0, np.int64)
-        gone = pa.array([*self.pending, *self._dropped], pa.string())
-        rows, left_out = 0, []
-        for batch in pq.ParquetFile(self.path).iter_batches(self.SAVE_CHUNK, use_threads=False):
-            out = pc.is_in(batch.column("video_id"), value_set=gone)
-            if pc.any(out).as_py():
-                left_out.append(self._ok_keys(batch.filter(out).select(list(_KEY_COLUMNS))))
-                batch = batch.filter(pc.invert(out))
-            if batch.num_rows:
-                writer.write_table(_in_schema(batch, schema))
-                rows += batch.num_rows
-        return rows, np.concatenate([np.empty(0, np.int64), *left_out])
-
 
 _KEY_COLUMNS = ("status", "video_id", "settings_hash", "size_bytes", "mtime_ns")
+
+
+def _copy_stored(
+    path: Path, gone: pa.Array, writer: pq.ParquetWriter, schema: pa.Schema
+) -> tuple[int, np.ndarray]:
+    """Copy the stored rows of videos not in ``gone`` (replaced by a pending record, or
+    dropped), a batch at a time; returns how many, and the keys of the ok rows left out."""
+    if not path.exists():
+        return 0, np.empty(0, np.int64)
+    rows, left_out = 0, []
+    for batch in pq.ParquetFile(path).iter_batches(Manifest.SAVE_CHUNK, use_threads=False):
+        out = pc.is_in(batch.column("video_id"), value_set=gone)
+        if pc.any(out).as_py():
+            left_out.append(Manifest._ok_keys(batch.filter(out).select(list(_KEY_COLUMNS))))
+            batch = batch.filter(pc.invert(out))
+        if batch.num_rows:
+            writer.write_table(_in_schema(batch, schema))
+            rows += batch.num_rows
+    return rows, np.concatenate([np.empty(0, np.int64), *left_out])
+
+
+def _log_lines(path: Path) -> Iterator[dict]:
+    """The log's lines as dicts; a line cut short by a crash is skipped (its video is redone)."""
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            try:
+                yield json.loads(line)
+            except ValueError as exc:
+                log.warning(
+                    "%s line %d is unreadable (%s): its video is processed again", path, number, exc
+                )
+
+
+@dataclass
+class InterruptedCommits:
+    """Commits the log began (a ``committing`` line) and never recorded, by video: where each
+    was putting rows (a part's key; None: the video's own files). A record settles the commit
+    that put its rows where it says; one elsewhere (by a worker presumed dead) is still to be
+    removed, but the video keeps that newer record."""
+
+    places: dict[str, set[str | None]] = field(default_factory=dict)
+    recorded_since: set[str] = field(default_factory=set)  # recorded again after such a commit
+
+    def begun(self, video_id: str, part: str | None) -> None:
+        self.places.setdefault(video_id, set()).add(part)
+        self.recorded_since.discard(video_id)
+
+    def recorded(self, video_id: str, detections_file: str | None) -> None:
+        places = self.places.get(video_id)
+        if places is None:
+            return
+        places.discard(detections_file if is_part(detections_file) else None)
+        if places:
+            self.recorded_since.add(video_id)
+        else:
+            del self.places[video_id]
+
+    def settle(self) -> list[str]:
+        """Forget them all (their rows are removed); returns the videos whose record must go."""
+        drop = [v for v in self.places if v not in self.recorded_since]
+        self.places, self.recorded_since = {}, set()
+        return drop
 
 
 def _as_table(records: list[VideoRecord], schema: pa.Schema) -> pa.Table:
@@ -382,16 +465,60 @@ def _in_schema(batch: pa.RecordBatch, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def compact(output: Path, remove_files: Callable[[str], None]) -> bool:
+def compact(output: Path, remove_rows: Callable[[str, set[str | None]], None]) -> bool:
     """Fold a log left by a run that ended early into videos.parquet. True when there was one.
 
-    ``remove_files(video_id)`` is called first for every commit the log began but never recorded,
-    and must remove that video's files wherever they were put."""
+    ``remove_rows(video_id, places)`` is called first for every commit the log began but never
+    recorded, and must remove that video's rows from each place: its own files (None) or a part
+    file's key."""
     if not (output / Manifest.LOG_NAME).exists():
         return False
     manifest = Manifest(output)
     for video_id in sorted(manifest.interrupted):
-        remove_files(video_id)
+        remove_rows(video_id, manifest.interrupted[video_id])
     manifest.forget_interrupted()
     manifest.save()
     return True
+
+
+class _PackedIndex:
+    """Where the stored packed videos' rows are: 12 bytes a packed video (a key of its id, and
+    which of the few distinct part pairs it is in), none for the others."""
+
+    def __init__(self, keys=None, at=None, places: list | None = None):
+        self.keys = np.empty(0, np.int64) if keys is None else keys  # sorted
+        self.at = np.empty(0, np.int32) if at is None else at
+        self.places: list[tuple[str | None, str | None]] = places or []
+
+    def __bool__(self) -> bool:
+        return bool(len(self.keys))
+
+    @classmethod
+    def of(cls, file: pq.ParquetFile) -> _PackedIndex:
+        names = file.schema_arrow.names
+        if "detections_file" not in names:
+            return cls()
+        columns = ["video_id", "status", "detections_file", "tracks_file"]
+        places: dict[tuple, int] = {}
+        keys, at = [], []
+        for batch in file.iter_batches(Manifest.SAVE_CHUNK, columns=columns, use_threads=False):
+            packed = batch.filter(pc.is_valid(batch.column("detections_file")))
+            for video_id, status, detections, tracks in zip(
+                *(packed.column(c).to_pylist() for c in columns)
+            ):
+                if status != "failed" and is_part(detections):
+                    keys.append(hash(video_id))
+                    at.append(
+                        places.setdefault(
+                            (detections, tracks if is_part(tracks) else None), len(places)
+                        )
+                    )
+        order = np.argsort(np.array(keys, np.int64), kind="stable")
+        return cls(np.array(keys, np.int64)[order], np.array(at, np.int32)[order], list(places))
+
+    def get(self, video_id: str) -> tuple[str | None, str | None]:
+        key = hash(video_id)
+        i = int(np.searchsorted(self.keys, key))
+        if i < len(self.keys) and int(self.keys[i]) == key:
+            return self.places[int(self.at[i])]
+        return None, None

@@ -1,10 +1,11 @@
 """Reading the output back: pandas tables of detections and tracks, or a Ray Dataset.
 
-The readers read only what a filter needs. Every video has its own file
-(``detections/<video_id>.parquet``), so a video filter opens only those files; a class filter
-first consults ``videos.parquet`` (boxes per class per video) and skips videos without the
-class; a time filter reads only the row groups whose ``timestamp_s`` statistics overlap the
-range. ``plan_scan`` shows the files and row groups a filter will read.
+The readers read only what a filter needs. A video has its own file
+(``detections/<video_id>.parquet``), or its rows are in a part file shared with other short
+videos (``videos.parquet`` says which, and which row groups): a video filter opens only those
+files and row groups; a class filter first consults ``videos.parquet`` (boxes per class per
+video) and skips videos without the class; a time filter reads only the row groups whose
+``timestamp_s`` statistics overlap the range. ``plan_scan`` shows the files and row groups a filter will read.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pipeline.inference.model_ref import ClassesError, resolve_classes
 from pipeline.locations import RemoteLocation, is_uri
 from pipeline.media.source import video_id_for
 from pipeline.output.manifest import Manifest
+from pipeline.output.parts import is_part
 from pipeline.output.schema import DETECTIONS_SCHEMA, TRACKS_SCHEMA
 
 BOX_COLUMNS = ["class_id", "class_name", "confidence", "x1", "y1", "x2", "y2"]
@@ -56,10 +58,67 @@ class NoTracks(UsageError, LookupError):
 
 @dataclass(frozen=True)
 class FileScan:
-    """One file a read will open, and the row groups it will read from it (None: all)."""
+    """One file a read will open, the row groups it will read from it (None: all), and whose
+    rows it keeps (None: all; a part file holds many videos' rows)."""
 
     path: str
     row_groups: tuple[int, ...] | None = None
+    videos: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Packed:
+    """Where a packed video's rows are (``videos.parquet``): its part file and row groups."""
+
+    path: str
+    row_groups: tuple[int, ...] | None
+
+
+def _packed_videos(
+    fs: pafs.FileSystem, root: str, table: Table, videos: set | None
+) -> dict[str, Packed]:
+    """The packed videos among ``videos`` (None: all) and where their rows are."""
+    file_column = "detections_file" if table == "detections" else "tracks_file"
+    try:
+        manifest = pq.ParquetFile(f"{root}/{Manifest.FILE_NAME}", filesystem=fs)
+    except (FileNotFoundError, pa.ArrowInvalid):
+        return {}
+    if file_column not in manifest.schema_arrow.names:
+        return {}  # written before videos were packed
+    columns = ["video_id", "status", file_column, "row_groups"]
+    found: dict[str, Packed] = {}
+    for batch in manifest.iter_batches(8192, columns=columns, use_threads=False):
+        keep = pc.and_(
+            pc.is_valid(batch.column(file_column)), pc.not_equal(batch.column("status"), "failed")
+        )
+        if videos is not None:
+            keep = pc.and_(
+                keep, pc.is_in(batch.column("video_id"), pa.array(sorted(videos), pa.string()))
+            )
+        for row in batch.filter(keep).to_pylist():
+            groups = row["row_groups"] if table == "detections" else None
+            found[row["video_id"]] = Packed(
+                f"{root}/{row[file_column]}", tuple(groups) if groups is not None else None
+            )
+    return found
+
+
+def _part_scans(packed: dict[str, Packed], videos: Iterable[str]) -> list[FileScan]:
+    """One scan per part file, of the row groups that hold ``videos``, keeping only their rows."""
+    by_part: dict[str, tuple[set, set | None]] = {}
+    for video in videos:
+        where = packed[video]
+        wanted, groups = by_part.setdefault(where.path, (set(), set()))
+        wanted.add(video)
+        if groups is not None:
+            if where.row_groups is None:
+                by_part[where.path] = (wanted, None)
+            else:
+                groups.update(where.row_groups)
+    return [
+        FileScan(path, None if groups is None else tuple(sorted(groups)), tuple(sorted(wanted)))
+        for path, (wanted, groups) in sorted(by_part.items())
+    ]
 
 
 def _child(output: str | Path, name: str) -> str:
@@ -175,6 +234,18 @@ def plan_scan(
     """The files (and row groups) a read with these filters opens; nothing else is read.
     Raises ``NotARunOutput``, ``UnknownClass`` (a class the run's model does not have) or
     ``NoTracks`` (tracks of a run made without ``--track``)."""
+    return _plan(output, table, video_id, classes, start_s, end_s, filesystem)[0]
+
+
+def _plan(
+    output: str | Path,
+    table: Table,
+    video_id: str | Iterable[str] | None,
+    classes: str | int | Iterable | None,
+    start_s: float | None,
+    end_s: float | None,
+    filesystem: pafs.FileSystem | None,
+) -> tuple[list[FileScan], dict[str, Packed]]:
     fs, root = check_output(output, filesystem)
     wanted_classes = _as_classes(classes)
     if wanted_classes is not None:
@@ -185,36 +256,76 @@ def plan_scan(
             f"{output} has no tracks: the run was made without --track (run it again with --track)"
         )
     videos = _as_set(video_id)
-    if videos is not None:
-        wanted = [f"{folder}/{v}.parquet" for v in sorted(videos)]
-        found = fs.get_file_info(wanted)
-        paths = [info.path for info in found if info.type == pafs.FileType.File]
-    else:
-        try:
-            listing = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
-        except FileNotFoundError:
-            listing = []
-        # Hidden names are files being written (or left by a killed run): never part of the output.
-        paths = sorted(
-            i.path
-            for i in listing
-            if i.type == pafs.FileType.File
-            and i.base_name.endswith(".parquet")
-            and not i.base_name.startswith((".", "_"))
-        )
+    having = None
     if wanted_classes is not None:
         having = _videos_with_classes(fs, root, wanted_classes)
+    if videos is not None and having is not None:
+        videos = videos & having
+    if videos is not None:
+        # A video's own file first (a stat, no open); the others are looked up as packed.
+        found = fs.get_file_info([f"{folder}/{v}.parquet" for v in sorted(videos)])
+        paths = [info.path for info in found if info.type == pafs.FileType.File]
+        elsewhere = videos - {Path(p).stem for p in paths}
+        packed = _packed_videos(fs, root, table, elsewhere) if elsewhere else {}
+        parts = _part_scans(packed, packed.keys())
+    else:
+        packed = _packed_videos(fs, root, table, having)
+        paths = [p for p in _listed_files(fs, folder) if not is_part(p)]
         if having is not None:
             paths = [p for p in paths if Path(p).stem in having]
+        # a part's rows of recorded videos only (a commit cut short may have left others)
+        parts = _part_scans(packed, packed.keys())
+    scans = [FileScan(p) for p in paths] + parts
     if table == "tracks" or (start_s is None and end_s is None):
-        return [FileScan(p) for p in paths]
-    scans = []
-    for path in paths:
-        with fs.open_input_file(path) as f:
+        return scans, packed
+    return _in_time(fs, scans, start_s, end_s), packed
+
+
+def _listed_files(fs: pafs.FileSystem, folder: str) -> list[str]:
+    """The Parquet files of a folder. Hidden names are files being written (or left by a killed
+    run): never part of the output."""
+    try:
+        listing = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+    except FileNotFoundError:
+        listing = []
+    return sorted(
+        i.path
+        for i in listing
+        if i.type == pafs.FileType.File
+        and i.base_name.endswith(".parquet")
+        and not i.base_name.startswith((".", "_"))
+    )
+
+
+def _in_time(
+    fs: pafs.FileSystem, scans: list[FileScan], start_s: float | None, end_s: float | None
+) -> list[FileScan]:
+    """The scans narrowed to the row groups whose timestamps overlap the range."""
+    timed = []
+    for scan in scans:
+        with fs.open_input_file(scan.path) as f:
             groups = _overlapping_row_groups(pq.ParquetFile(f).metadata, start_s, end_s)
+        if scan.row_groups is not None:
+            groups = tuple(g for g in groups if g in scan.row_groups)
         if groups:
-            scans.append(FileScan(path, groups))
-    return scans
+            timed.append(FileScan(scan.path, groups, scan.videos))
+    return timed
+
+
+def _by_video(scans: list[FileScan], packed: dict[str, Packed]) -> list[tuple[str, FileScan]]:
+    """The scans as one per video, in video id order: a part's videos each read their own row
+    groups of it."""
+    units = []
+    for scan in scans:
+        if scan.videos is None:
+            units.append((Path(scan.path).stem, scan))
+            continue
+        for video in scan.videos:
+            groups = packed[video].row_groups
+            if groups is not None and scan.row_groups is not None:
+                groups = tuple(g for g in groups if g in scan.row_groups)
+            units.append((video, FileScan(scan.path, groups or scan.row_groups, (video,))))
+    return sorted(units, key=lambda unit: unit[0])
 
 
 def _read(
@@ -229,7 +340,13 @@ def _read(
                 if scan.row_groups is not None
                 else list(range(parquet.num_row_groups))
             )
-            tables.append(parquet.read_row_groups(groups, columns=columns))
+            table = parquet.read_row_groups(groups, columns=columns)
+            if scan.videos is not None:  # a part: its other videos' rows go
+                ids = table["video_id"] if "video_id" in table.column_names else None
+                if ids is None:
+                    ids = parquet.read_row_groups(groups, columns=["video_id"])["video_id"]
+                table = table.filter(pc.is_in(ids, pa.array(scan.videos, pa.string())))
+            tables.append(table)
     if not tables:
         empty = schema.empty_table()
         return empty.select(columns) if columns else empty
@@ -390,18 +507,9 @@ def iter_detections(
     ``after=(video_id, row)`` starts at that row of that video (a page's cursor): earlier
     videos are not opened."""
     fs, _ = filesystem_for(output, filesystem)
-    scans = plan_scan(
-        output,
-        "detections",
-        video_id=video_id,
-        classes=classes,
-        start_s=start_s,
-        end_s=end_s,
-        filesystem=filesystem,
-    )
+    scans, packed = _plan(output, "detections", video_id, classes, start_s, end_s, filesystem)
     wanted_videos, wanted_classes = _as_set(video_id), _as_classes(classes)
-    for scan in sorted(scans, key=lambda s: Path(s.path).stem):
-        vid = Path(scan.path).stem
+    for vid, scan in _by_video(scans, packed):
         first = 0
         if after is not None:
             if vid < after[0]:

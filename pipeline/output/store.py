@@ -18,6 +18,7 @@ import pyarrow.fs as pafs
 
 from pipeline.locations import RemoteLocation, is_uri, redact
 from pipeline.output.layout import OutputLayout
+from pipeline.output.parts import remove_videos
 
 
 class RemoteOutput:
@@ -138,6 +139,30 @@ class OutputStore:
             self.layout.path(key).unlink(missing_ok=True)
             if self._remote:
                 self._remote.delete(key)
+
+    def remove_rows(self, video_id: str, places: set[str | None]) -> None:
+        """A video's rows wherever they may be: its own files (None) or parts (their keys)."""
+        for place in sorted(places, key=str):
+            if place is None:
+                self.remove_video(video_id)
+            else:
+                self.remove_from_part(place, {video_id})
+
+    def remove_from_part(self, key: str, video_ids: set[str]) -> None:
+        """Take videos' rows out of a part file and of its tracks part (the same name under
+        tracks/), here and on object storage (a GET, then a PUT or a DELETE, per file)."""
+        name = key.rsplit("/", 1)[-1]
+        for part in (f"{self.layout.DETECTIONS}/{name}", f"{self.layout.TRACKS}/{name}"):
+            local = self.layout.path(part)
+            if self._remote and not self.pull(part):
+                continue
+            changed = remove_videos(local, video_ids)
+            if self._remote:
+                if changed and local.exists():
+                    self.publish(local)
+                elif changed:
+                    self._remote.delete(part)
+                local.unlink(missing_ok=True)
 
     def pull(self, key: str) -> bool:
         """Replace the local copy of ``key`` by the remote one (resume from what object storage

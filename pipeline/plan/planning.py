@@ -245,9 +245,10 @@ def first_letterbox_shapes(
 
 
 def fold_manifest_log(store: OutputStore) -> bool:
-    """Fold the log a run left into videos.parquet (publishing it), first removing the files of
-    any video whose commit that run began but never recorded. True when there was a log."""
-    if not compact(store.layout.root, store.remove_video):
+    """Fold the log a run left into videos.parquet (publishing it), first removing the rows of
+    any video whose commit that run began but never recorded (its files, or its rows in a part).
+    True when there was a log."""
+    if not compact(store.layout.root, store.remove_rows):
         return False
     store.publish(store.layout.manifest)
     return True

@@ -144,9 +144,9 @@ def test_a_crash_between_compaction_and_emptying_the_log_changes_nothing(tmp_pat
 def test_compact_folds_a_left_log_into_videos_parquet(tmp_path):
     from pipeline.output.manifest import compact
 
-    assert compact(tmp_path, remove_files=lambda video_id: None) is False
+    assert compact(tmp_path, lambda video_id, places: None) is False
     Manifest(tmp_path).record(record())
-    assert compact(tmp_path, remove_files=lambda video_id: None) is True
+    assert compact(tmp_path, lambda video_id, places: None) is True
     assert not (tmp_path / Manifest.LOG_NAME).exists()
     import pyarrow.parquet as pq
 
@@ -177,12 +177,12 @@ def test_a_commit_begun_but_never_recorded_has_its_files_removed_by_the_next_fol
     manifest.record(record(video_id="done"))
     manifest.committing("lost")
     reloaded = Manifest(tmp_path)
-    assert reloaded.interrupted == {"old", "lost"}
+    assert reloaded.interrupted == {"old": {None}, "lost": {None}}
     with pytest.raises(RuntimeError, match="interrupted commits"):
         reloaded.save()  # folding first would forget which files to remove
     removed = []
-    assert compact(tmp_path, remove_files=removed.append) is True
-    assert removed == ["lost", "old"]
+    assert compact(tmp_path, lambda video_id, places: removed.append((video_id, places))) is True
+    assert removed == [("lost", {None}), ("old", {None})]
     assert (
         list(Manifest(tmp_path).records) == ["done"] and not (tmp_path / Manifest.LOG_NAME).exists()
     )
@@ -193,11 +193,10 @@ def test_a_compaction_while_a_commit_is_in_progress_keeps_its_line(tmp_path):
     manifest.record(record(video_id="a"))
     manifest.committing("b")
     manifest.save()  # the coordinator folds the log while b's files are being published
-    assert Manifest(tmp_path).interrupted == {
-        "b"
-    }  # a kill now: b's files are still found and removed
+    # a kill now: b's files are still found and removed
+    assert Manifest(tmp_path).interrupted == {"b": {None}}
     manifest.record(record(video_id="b"))
-    assert Manifest(tmp_path).interrupted == set()
+    assert Manifest(tmp_path).interrupted == {}
 
 
 def test_save_writes_in_chunks_and_keeps_every_record(tmp_path, monkeypatch):
@@ -320,3 +319,51 @@ def test_rows_stored_before_a_column_existed_are_kept_with_it_null(tmp_path):
     table = pq.read_table(tmp_path / Manifest.FILE_NAME)
     assert table.column("video_id").to_pylist() == ["abc", "def"]
     assert table.column("num_tracks").to_pylist() == [None, None]
+
+
+def packed(video_id: str, part: str, **kwargs) -> VideoRecord:
+    return record(video_id=video_id, detections_file=part, row_groups=[0], **kwargs)
+
+
+def test_where_packed_videos_are_is_kept_through_saves_and_reloads(tmp_path):
+    manifest = Manifest(tmp_path)
+    manifest.record(packed("a", "detections/part-w0-1.parquet"))
+    manifest.record(
+        packed("b", "detections/part-w0-2.parquet", tracks_file="tracks/part-w0-2.parquet")
+    )
+    manifest.record(record(video_id="c"))
+    assert manifest.part_of("a") == ("detections/part-w0-1.parquet", None)
+    manifest.save()
+    reloaded = Manifest(tmp_path)
+    assert reloaded.part_of("a") == ("detections/part-w0-1.parquet", None)
+    assert reloaded.part_of("b") == ("detections/part-w0-2.parquet", "tracks/part-w0-2.parquet")
+    assert reloaded.part_of("c") == (None, None) and reloaded.part_of("zzz") == (None, None)
+    reloaded.drop("a")  # its rows are about to leave the part: no record from now on
+    assert reloaded.part_of("a") == (None, None) and "a" not in reloaded.records
+    assert "a" not in Manifest(tmp_path).records  # the drop was logged
+    reloaded.record(record(video_id="b"))  # b redone into its own file
+    reloaded.save()
+    again = Manifest(tmp_path)
+    assert again.part_of("b") == (None, None) and sorted(again.records) == ["b", "c"]
+    assert again.records["b"].detections_file is None
+
+
+def test_an_interrupted_packed_commit_names_its_part_and_a_newer_record_is_kept(tmp_path):
+    """A part that landed without its records has its videos' rows removed from it; a video
+    recorded since elsewhere (a worker presumed dead committed late) keeps that record."""
+    from pipeline.output.manifest import compact
+
+    part_1, part_2 = "detections/part-w0-1.parquet", "detections/part-w1-2.parquet"
+    manifest = Manifest(tmp_path)
+    manifest.committing("x", part_1)  # attempt 1 on a worker presumed dead
+    manifest.committing("x", part_2)  # attempt 2
+    manifest.record(packed("x", part_2))
+    manifest.committing("y", part_2)  # killed before y's record
+    manifest.record(record(video_id="z"))
+    reloaded = Manifest(tmp_path)
+    assert reloaded.interrupted == {"x": {part_1}, "y": {part_2}}
+    removed = []
+    assert compact(tmp_path, lambda video_id, places: removed.append((video_id, places)))
+    assert removed == [("x", {part_1}), ("y", {part_2})]
+    records = Manifest(tmp_path).records
+    assert sorted(records) == ["x", "z"] and records["x"].detections_file == part_2
