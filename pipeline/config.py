@@ -18,6 +18,7 @@ ENGINES: tuple[str, ...] = get_args(Engine)
 # command line: the coordination benchmark uses it to measure the pipeline's own costs.
 SYNTHETIC_ENGINE = "synthetic"
 DATA_PATHS = ("coordinator", "workers")
+LAYOUTS = ("auto", "per-video", "packed")  # pipeline.output.parts
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,10 @@ class RunConfig:
     # Who moves the frames: "workers" (each YoloActor decodes, infers and writes its own videos:
     # pipeline.runtime.video_worker) or "coordinator" (one coordinator sends every batch to an actor).
     data_path: str = "workers"
+    # Where rows go: "per-video" (detections/<video_id>.parquet each), "packed" (every video in
+    # shared part files), "auto" (a video shorter than a row group is packed). Not a result
+    # setting: the rows are the same. The coordinator's data path writes per video.
+    layout: str = "auto"
     # The synthetic engine's simulated GPU: each batch of n frames takes a + b·n milliseconds
     # (GIL released), e.g. (2.0, 0.35); None: as fast as it can (pipeline.inference.synthetic).
     synthetic_latency_ms: tuple[float, float] | None = None
@@ -208,6 +213,12 @@ class RunConfig:
         if self.data_path not in DATA_PATHS:
             raise ConfigError(
                 f"data_path must be one of {', '.join(DATA_PATHS)}; got {self.data_path!r}"
+            )
+        if self.layout not in LAYOUTS:
+            raise ConfigError(f"--layout must be one of {', '.join(LAYOUTS)}; got {self.layout!r}")
+        if self.layout == "packed" and self.data_path == "coordinator":
+            raise ConfigError(
+                "--layout packed needs --data-path workers (the coordinator's path writes a file per video)"
             )
         if self.synthetic_latency_ms is not None:
             latency = tuple(float(v) for v in self.synthetic_latency_ms)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.config import CPU_PRECISIONS, DATA_PATHS, DEVICES, ENGINES, RunConfig
+from pipeline.config import CPU_PRECISIONS, DATA_PATHS, DEVICES, ENGINES, LAYOUTS, RunConfig
 
 
 def names_or_ids(text: str) -> list:
@@ -178,6 +178,16 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
         "videos and grants commits. coordinator (the earlier design): one coordinator sends every "
         "batch to a YoloActor and writes its rows (default %(default)s)",
         choices=DATA_PATHS,
+    ),
+    RunOption(
+        "layout",
+        "--layout",
+        "how rows are stored. per-video: detections/<video_id>.parquet each. packed: videos share "
+        "part files (detections/part-*.parquet; videos.parquet says which file and row groups "
+        "hold each video). auto: a video of fewer frames than a row group (512) is packed, a "
+        "longer one has its own file: a backlog of short clips makes a few hundred files, not "
+        "millions (default %(default)s)",
+        choices=LAYOUTS,
     ),
     RunOption(
         "track",

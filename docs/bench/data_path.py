@@ -86,7 +86,9 @@ def main() -> None:
         result = {
             "cpus": os.cpu_count(),
             "batch_size": args.batch_size,
-            "coordinator_path": one_run(videos, work, "coordinator", **common),
+            "coordinator_path": one_run(
+                videos, work, "coordinator", data_path="coordinator", **common
+            ),
             "workers_path": one_run(videos, work, "workers", data_path="workers", **common),
         }
         result["speedup"] = (

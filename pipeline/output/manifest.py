@@ -168,13 +168,12 @@ class Manifest:
         self.path, self.log_path = layout.manifest, layout.manifest_log
         self.pending: dict[str, VideoRecord] = {}  # recorded since videos.parquet was written
         self.stored = 0  # rows in videos.parquet
-        self._stored_complete = np.empty(0, np.int64)  # its ok videos' keys, sorted
+        self._index = StoredIndex()  # what the resume decisions need of the stored rows
         self._dropped: set[str] = set()  # stored rows the next save leaves out
         self.class_names: dict[int, str] | None = None  # the latest run's model classes
         self.logged = 0  # lines in the log since the last compaction
         self.unsettled = InterruptedCommits()  # begun in the log, never recorded (a killed run)
         self._committing: dict[str, str | None] = {}  # this process's, not yet recorded
-        self._packed = _PackedIndex()  # where the stored packed videos are
         self._compacted_at = time.monotonic()
         self._compaction_s = 0.0
         if self.path.exists():
@@ -186,18 +185,7 @@ class Manifest:
         file = pq.ParquetFile(self.path)
         self.class_names = self.class_names_in(file.schema_arrow)
         self.stored = file.metadata.num_rows
-        batches = file.iter_batches(self.SAVE_CHUNK, columns=list(_KEY_COLUMNS), use_threads=False)
-        keys = [self._ok_keys(batch) for batch in batches]
-        self._stored_complete = np.unique(np.concatenate([np.empty(0, np.int64), *keys]))
-        self._packed = _PackedIndex.of(file)
-
-    @staticmethod
-    def _ok_keys(batch: pa.RecordBatch) -> np.ndarray:
-        ok = batch.filter(pc.equal(batch.column("status"), "ok"))
-        columns = [ok.column(name).to_pylist() for name in _KEY_COLUMNS[1:]]
-        return np.fromiter(
-            (_complete_key(*row) for row in zip(*columns)), np.int64, count=ok.num_rows
-        )
+        self._index = StoredIndex.of(file)
 
     def _replay(self, names: set[str]) -> None:
         for row in _log_lines(self.log_path):
@@ -262,8 +250,15 @@ class Manifest:
         if source.video_id in self._dropped:
             return False
         key = _complete_key(source.video_id, settings_hash, source.size_bytes, source.mtime_ns)
-        at = int(np.searchsorted(self._stored_complete, key))
-        return at < len(self._stored_complete) and int(self._stored_complete[at]) == key
+        return _holds(self._index.complete, key)
+
+    def has_record(self, video_id: str) -> bool:
+        """Whether the video was ever recorded here (so files of an earlier version may exist)."""
+        if video_id in self.pending:
+            return True
+        if video_id in self._dropped:
+            return False
+        return _holds(self._index.ids, hash(video_id))
 
     def update(self, record: VideoRecord) -> None:
         """Change the record in memory only (``save`` writes it)."""
@@ -306,7 +301,7 @@ class Manifest:
             )
         if video_id in self._dropped:
             return None, None
-        return self._packed.get(video_id)
+        return self._index.packed.get(video_id)
 
     def forget_interrupted(self) -> None:
         """After the caller removed the rows of the interrupted commits: drop their records too
@@ -369,16 +364,8 @@ class Manifest:
         self.log_path.unlink(missing_ok=True)
         for video_id, part in self._committing.items():  # commits in progress keep their line
             self._append({"committing": video_id} | ({"part": part} if part else {}))
-        added = [
-            _complete_key(r.video_id, r.settings_hash, r.size_bytes, r.mtime_ns)
-            for r in self.pending.values()
-            if r.status == "ok"
-        ]
-        kept = np.setdiff1d(self._stored_complete, replaced, assume_unique=True)
-        self._stored_complete = np.unique(np.concatenate([kept, np.array(added, np.int64)]))
+        self._index.saved(self.path, self.pending, self._dropped, replaced)
         self.stored = rows + len(self.pending)
-        if self._packed or any(is_part(r.detections_file) for r in self.pending.values()):
-            self._packed = _PackedIndex.of(pq.ParquetFile(self.path))  # O(N), only with parts
         self.pending, self._dropped = {}, set()
         self.logged = 0
         self._compacted_at = time.monotonic()
@@ -399,7 +386,7 @@ def _copy_stored(
     for batch in pq.ParquetFile(path).iter_batches(Manifest.SAVE_CHUNK, use_threads=False):
         out = pc.is_in(batch.column("video_id"), value_set=gone)
         if pc.any(out).as_py():
-            left_out.append(Manifest._ok_keys(batch.filter(out).select(list(_KEY_COLUMNS))))
+            left_out.append(_ok_keys(batch.filter(out).select(list(_KEY_COLUMNS))))
             batch = batch.filter(pc.invert(out))
         if batch.num_rows:
             writer.write_table(_in_schema(batch, schema))
@@ -479,6 +466,60 @@ def compact(output: Path, remove_rows: Callable[[str, set[str | None]], None]) -
     manifest.forget_interrupted()
     manifest.save()
     return True
+
+
+def _holds(sorted_keys: np.ndarray, key: int) -> bool:
+    at = int(np.searchsorted(sorted_keys, key))
+    return at < len(sorted_keys) and int(sorted_keys[at]) == key
+
+
+def _ok_keys(batch: pa.RecordBatch) -> np.ndarray:
+    ok = batch.filter(pc.equal(batch.column("status"), "ok"))
+    columns = [ok.column(name).to_pylist() for name in _KEY_COLUMNS[1:]]
+    return np.fromiter((_complete_key(*row) for row in zip(*columns)), np.int64, count=ok.num_rows)
+
+
+@dataclass
+class StoredIndex:
+    """What a run needs to know of ``videos.parquet``'s rows, in a few bytes a video: the keys
+    of the complete ones (``is_complete``), every video's id hashed (``has_record``), where the
+    packed ones are."""
+
+    complete: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # sorted
+    ids: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # sorted
+    packed: _PackedIndex = field(default_factory=lambda: _PackedIndex())
+
+    @classmethod
+    def of(cls, file: pq.ParquetFile) -> StoredIndex:
+        keys, ids = [], []
+        columns = list(_KEY_COLUMNS)
+        for batch in file.iter_batches(Manifest.SAVE_CHUNK, columns=columns, use_threads=False):
+            keys.append(_ok_keys(batch))
+            ids.append(np.fromiter(map(hash, batch.column("video_id").to_pylist()), np.int64))
+        empty = np.empty(0, np.int64)
+        return cls(
+            np.unique(np.concatenate([empty, *keys])),
+            np.unique(np.concatenate([empty, *ids])),
+            _PackedIndex.of(file),
+        )
+
+    def saved(
+        self, path: Path, pending: dict[str, VideoRecord], dropped: set[str], replaced: np.ndarray
+    ) -> None:
+        """After ``save``: the pending records are stored now, the dropped ones gone."""
+        added = [
+            _complete_key(r.video_id, r.settings_hash, r.size_bytes, r.mtime_ns)
+            for r in pending.values()
+            if r.status == "ok"
+        ]
+        kept = np.setdiff1d(self.complete, replaced, assume_unique=True)
+        self.complete = np.unique(np.concatenate([kept, np.array(added, np.int64)]))
+        gone = np.fromiter(map(hash, [*pending, *dropped]), np.int64)
+        self.ids = np.union1d(
+            np.setdiff1d(self.ids, gone), np.fromiter(map(hash, pending), np.int64)
+        )
+        if self.packed or any(is_part(r.detections_file) for r in pending.values()):
+            self.packed = _PackedIndex.of(pq.ParquetFile(path))  # O(N), only with parts
 
 
 class _PackedIndex:

@@ -7,9 +7,10 @@ when its rows fit in one row group (fewer processed frames than ``ROW_GROUP_FRAM
 of its own it would be a single row group, so packing costs no time-filter pruning.
 
 A part file, ``detections/part-<id>.parquet``, holds whole videos, rows sorted by video then
-frame, in row groups of whole videos (about ``ROW_GROUP_FRAMES`` rows each): no video spans two
-row groups, so ``videos.parquet`` locates each packed video by its file and row group and a
-one-video read opens only that. A part is written under a hidden name and renamed (or
+frame, in row groups of whole videos (about ``ROW_GROUP_FRAMES`` rows each): a short video never
+spans two row groups (a long one, packed with ``--layout packed``, has row groups of its own),
+so ``videos.parquet`` locates each packed video by its file and row groups and a one-video read
+opens only those. A part is written under a hidden name and renamed (or
 published with one PUT) into place whole, like a per-video file. A video's rows are taken out
 of a part (``remove_videos``) by writing the part again without them, atomically.
 Ray-free.
@@ -26,24 +27,23 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.config import LAYOUTS
 from pipeline.output.layout import OutputLayout
 from pipeline.output.writer import ROW_GROUP_FRAMES, durable_replace
 
 PART_PREFIX = "part-"
-LAYOUTS = ("auto", "per-video", "packed")
 
 
 def is_part(key: str | None) -> bool:
     return key is not None and Path(key).name.startswith(PART_PREFIX)
 
 
-def packs(layout: str, frames: int, fits_in_memory: bool) -> bool:
+def packs(layout: str, frames: int) -> bool:
     """Whether a finished video goes into a part file: with ``auto``, when its rows fit one row
-    group; with ``packed``, whenever its rows are still in memory (a video long enough to have
-    streamed row groups to its own file keeps it); never with ``per-video``."""
-    if layout == "per-video" or not fits_in_memory:
-        return False
-    return layout == "packed" or frames < ROW_GROUP_FRAMES
+    group; always with ``packed``; never with ``per-video``."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
+    return layout == "packed" or (layout == "auto" and frames < ROW_GROUP_FRAMES)
 
 
 def new_part_key(table: str, owner: str) -> str:
@@ -83,9 +83,9 @@ class PartBuilder:
     def __len__(self) -> int:
         return len(self.tables)
 
-    def write(self, path: Path) -> dict[str, int]:
+    def write(self, path: Path) -> dict[str, list[int]]:
         """Write the part at ``path`` (the caller renames it into place): each video's row
-        group, by video id."""
+        groups, by video id."""
         return write_part(path, self.schema, sorted(self.tables.items()), self.row_group_rows)
 
 
@@ -94,28 +94,36 @@ def write_part(
     schema: pa.Schema,
     videos: Iterable[tuple[str, pa.Table]],
     row_group_rows: int = ROW_GROUP_FRAMES,
-) -> dict[str, int]:
-    """Videos' tables (in the order given) into one Parquet file, whole videos per row group:
-    a row group is closed once it holds ``row_group_rows`` rows. Returns each video's row group."""
-    where: dict[str, int] = {}
+) -> dict[str, list[int]]:
+    """Videos' tables (in the order given) into one Parquet file, whole videos per row group
+    (a row group is closed once the next video would take it past ``row_group_rows``); a video
+    longer than that has row groups of its own, ``row_group_rows`` each. Returns each video's
+    row groups."""
+    where: dict[str, list[int]] = {}
     group: list[pa.Table] = []
     group_rows = 0
+    groups = 0
     with pq.ParquetWriter(path, schema, compression="zstd") as writer:
 
         def close_group() -> None:
-            nonlocal group, group_rows
+            nonlocal group, group_rows, groups
             if group:
                 writer.write_table(pa.concat_tables(group), row_group_size=max(group_rows, 1))
+                groups += 1
             group, group_rows = [], 0
 
-        groups = 0
         for video_id, table in videos:
+            table = table.cast(schema) if table.schema != schema else table
             if group and group_rows + table.num_rows > row_group_rows:
                 close_group()
-                groups += 1
-            group.append(table.cast(schema) if table.schema != schema else table)
+            if table.num_rows > row_group_rows:  # a long video: its own row groups
+                where[video_id] = list(range(groups, groups + -(-table.num_rows // row_group_rows)))
+                writer.write_table(table, row_group_size=row_group_rows)
+                groups = where[video_id][-1] + 1
+                continue
+            group.append(table)
             group_rows += table.num_rows
-            where[video_id] = groups
+            where[video_id] = [groups]
         close_group()
         if not where:
             writer.write_table(schema.empty_table())
@@ -151,12 +159,12 @@ def remove_videos(path: Path, video_ids: set[str]) -> bool:
     return True
 
 
-def videos_in(path: Path) -> dict[str, int]:
-    """Each video of a part and its row group, read from the file."""
+def videos_in(path: Path) -> dict[str, list[int]]:
+    """Each video of a part and its row groups, read from the file."""
     file = pq.ParquetFile(path)
-    where: dict[str, int] = {}
+    where: dict[str, list[int]] = {}
     for group in range(file.num_row_groups):
         ids = file.read_row_group(group, columns=["video_id"])["video_id"]
         for video_id in pc.unique(ids).to_pylist():
-            where[video_id] = group
+            where.setdefault(video_id, []).append(group)
     return where

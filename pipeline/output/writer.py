@@ -161,6 +161,15 @@ class VideoResultWriter:
             self.row_groups_written += 1
         self._row_group, self._row_group_rows = [], 0
 
+    def in_memory_table(self) -> pa.Table | None:
+        """All of the video's rows, when none has reached its file yet (a video shorter than a
+        row group, all batches in): for a part file. None once rows went to the file."""
+        if self._writer is not None or self._pending:
+            return None
+        if not self._row_group:
+            return DETECTIONS_SCHEMA.empty_table()
+        return pa.concat_tables(self._row_group)
+
     def class_totals(self) -> list[dict]:
         """Boxes per class in this video, busiest first (stored in ``videos.parquet``)."""
         ranked = sorted(self.class_counts.items(), key=lambda kv: (-kv[1], kv[0]))

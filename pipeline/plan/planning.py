@@ -261,13 +261,14 @@ def finish_without_workers(plan: RunPlan) -> dict:
     manifest = Manifest(store.layout.root)
     manifest.class_names = plan.class_names or manifest.class_names
     settings_hash = plan.config.settings_hash()
+    parts = {s.video_id: manifest.part_of(s.video_id)[0] for s in plan.todo}
     for source in plan.todo:
         manifest.update(VideoRecord.failed(source, source.error or "unreadable", settings_hash))
     if plan.todo:
         manifest.save()
         store.publish(manifest.path)
     for source in plan.todo:  # rows of an earlier, readable version must not outlive its record
-        store.remove_video(source.video_id)
+        store.remove_rows(source.video_id, {None, parts[source.video_id]})
     totals = {
         "videos": plan.walk.count,
         "videos_ok": 0,

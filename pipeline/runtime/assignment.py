@@ -10,6 +10,10 @@ loses its open attempts; their videos go to another worker, up to ``max_attempts
     assigned ──grant──► granted ──finish──► (gone: the outcome is recorded)
        │                   │
        └──── worker lost ──┴──► to reassign (a new attempt), or failed after max_attempts
+
+A short video's commit may wait for the worker's next part file after its pass has ended
+(``ended``): it then no longer counts in the worker's load, but it can still be granted, lost
+or reassigned like any open attempt.
 """
 
 from __future__ import annotations
@@ -83,6 +87,7 @@ class Attempt:
     attempt_id: int
     worker: int
     granted: bool = False
+    running: bool = True  # in its pass (counts in the worker's load); False: its commit waits
 
 
 @dataclass
@@ -141,13 +146,23 @@ class Assignments:
         current.granted = True
         return True
 
+    def ended(self, video_id: str, attempt_id: int) -> bool:
+        """The attempt's pass is over and its commit waits (for a part file): it no longer
+        counts in its worker's load, so the worker gets more videos meanwhile."""
+        attempt = self.open.get(video_id)
+        if attempt is None or attempt.attempt_id != attempt_id or not attempt.running:
+            return False
+        attempt.running = False
+        self._load[attempt.worker] -= 1
+        return True
+
     def finish(self, video_id: str, attempt_id: int) -> bool:
         """The attempt's outcome came back; False (and nothing changes) for a stale attempt."""
         if not self.is_current(video_id, attempt_id):
             return False
         attempt = self.open.pop(video_id)
         self.attempts.pop(video_id, None)
-        self._load[attempt.worker] -= 1
+        self._load[attempt.worker] -= attempt.running
         return True
 
     def abandon(self, video_id: str, attempt_id: int) -> bool:
@@ -157,7 +172,7 @@ class Assignments:
         if not self.is_current(video_id, attempt_id):
             return False
         attempt = self.open.pop(video_id)
-        self._load[attempt.worker] -= 1
+        self._load[attempt.worker] -= attempt.running
         if self.attempts[video_id] >= self.max_attempts:
             self.attempts.pop(video_id)
             return False

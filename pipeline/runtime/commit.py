@@ -19,6 +19,7 @@ from pipeline.output.manifest import Manifest, VideoRecord
 from pipeline.output.outcomes import VideoOutcome, should_commit
 from pipeline.output.store import OutputStore
 from pipeline.output.writer import VideoResultWriter, durable_replace
+from pipeline.runtime.coalesce import Coalescer
 from pipeline.runtime.context import RunContext
 from pipeline.runtime.messages import TrackingReply
 from pipeline.runtime.ray_calls import RayCalls, error_cause
@@ -62,6 +63,7 @@ class VideoCommitter:
         self._completion_slots = asyncio.Semaphore(4 * tracking_tasks)
         self._completion_errors: list[BaseException] = []
         self._manifest_lock: asyncio.Lock | None = None  # made on the event loop: start()
+        self._part_removals: dict[str, Coalescer] = {}  # by part key
 
     def start(self, names: dict[int, str]) -> None:
         self.manifest.class_names = names  # recorded in videos.parquet for the readers
@@ -136,6 +138,24 @@ class VideoCommitter:
         else:
             self.store.remove_video(video_id)  # two unlinks: cheaper than a thread's round trip
             await asyncio.sleep(0)  # a run of missing files still lets grants and progress in
+
+    async def take_out_of_part(self, video_id: str) -> None:
+        """A video about to be processed again (or failed) whose rows are in a part: its record
+        goes first (logged), then its rows leave the part, so readers of the folder never see
+        its old rows beside its new ones. Removals from one part wait for each other and go
+        together (one rewrite of the part for all that waited)."""
+        part, _ = self.manifest.part_of(video_id)
+        if part is None:
+            return
+        self.manifest.drop(video_id)
+        if part not in self._part_removals:
+
+            async def remove(video_ids: list[str], part: str = part) -> list[bool]:
+                await asyncio.to_thread(self.store.remove_from_part, part, set(video_ids))
+                return [True] * len(video_ids)
+
+            self._part_removals[part] = Coalescer(remove)
+        await self._part_removals[part](video_id)
 
     async def record(self, record: VideoRecord) -> None:
         assert self._manifest_lock is not None

@@ -47,7 +47,55 @@ from pipeline.runtime.ray_calls import ACTOR_LOST, RayCalls, error_cause
 REPORT_EVERY_S = 1.0  # how often the workers' figures are polled (progress, run.json)
 
 
-class ControlLogic:
+class ControlFigures:
+    """The control plane's figures (progress and the run's summary): its own counts and the
+    workers' latest reports."""
+
+    ctx: RunContext
+    reports: WorkerReports
+    workers: list
+    started: float
+    cpu_started: float
+
+    async def progress(self) -> RunProgress:
+        ctx, reports = self.ctx, self.reports
+        ctx.metrics.process_rss.set(ctx.memory.sample(), tags={"role": "coordinator"})
+        current = reports.current()
+        return RunProgress(
+            counts=reports.counts(ctx.counts),
+            in_flight=sum(r.in_flight for r in current),
+            peak_in_flight=sum(r.peak_in_flight for r in current),
+            elapsed_s=time.time() - self.started,
+            pid=os.getpid(),
+            coordinator_rss=ctx.memory.last,
+            actors=tuple(r.sample if r else None for r in reports.latest),
+        )
+
+    async def summary(self) -> CoordinatorSummary:
+        ctx, reports = self.ctx, self.reports
+        every = reports.every()
+        firsts = [r.first_batch_done_at for r in every if r.first_batch_done_at]
+        stats = []
+        for worker in self.workers:
+            try:
+                stats.append(await asyncio.wait_for(worker.stats.remote(), timeout=30))
+            except (asyncio.TimeoutError, *ACTOR_LOST):
+                stats.append(None)
+        return CoordinatorSummary(
+            elapsed_s=time.time() - self.started,
+            cpu_s=time.process_time() - self.cpu_started,
+            first_batch_done_at=min(firsts) if firsts else None,
+            counts=reports.counts(ctx.counts),
+            stage_s=reports.stage_s(ctx.stage_s),
+            peak_batches_in_flight=sum(r.peak_in_flight for r in reports.current()),
+            window_limit=ctx.config.window_per_actor * len(self.workers),
+            coordinator_memory=ctx.memory.as_dict(),
+            tracker_peak_bytes=max((r.tracker_peak_bytes for r in every), default=0) or None,
+            actors=stats,
+        )
+
+
+class ControlLogic(ControlFigures):
     def __init__(
         self,
         output: str,
@@ -155,9 +203,13 @@ class ControlLogic:
     async def _videos(self, sources: list[VideoSource], worker: int, attempts: list[int]) -> None:
         """One hand-out until each video's outcome is recorded; if the worker dies, each of its
         videos goes out again on its own (or is failed once its attempts are used up)."""
+        manifest = self.committer.manifest
+        fresh = [not manifest.has_record(source.video_id) for source in sources]
+        for source in sources:
+            await self.committer.take_out_of_part(source.video_id)
         try:
             outcomes = await self.workers[worker].process_many.remote(
-                sources, attempts, self.ctx.config, self.me
+                sources, attempts, self.ctx.config, self.me, fresh
             )
         except ray.exceptions.RayTaskError as exc:  # the worker raised: each video fails with it
             cause = error_cause(exc)
@@ -186,6 +238,7 @@ class ControlLogic:
             await self._made_room()
 
     async def _failed(self, source: VideoSource, error: str) -> None:
+        await self.committer.take_out_of_part(source.video_id)
         await self.committer.record(VideoRecord.failed(source, error, self.ctx.settings_hash))
         await self.committer.discard(None, source.video_id)  # an older version's rows
 
@@ -235,21 +288,26 @@ class ControlLogic:
         self.assignments.worker_back(worker)
         await self._made_room()
 
-    async def grant(self, requests: list[tuple[str, int]]) -> list[bool]:
-        """A worker asks to put videos' files in place (``(video_id, attempt_id)`` each, as many
-        as were ready together): yes for a video's current attempt, once. The log's
-        ``committing`` line comes first, so a crash after it is folded away by the next run."""
+    async def grant(self, requests: list[tuple]) -> list[bool]:
+        """A worker asks to put videos' rows in place (``(video_id, attempt_id)`` each for their
+        own files, ``(video_id, attempt_id, part_key)`` for rows in a part; as many as were ready
+        together): yes for a video's current attempt, once. The log's ``committing`` line comes
+        first, so a crash after it is folded away by the next run."""
         answers = []
-        for video_id, attempt_id in requests:
+        for video_id, attempt_id, *part in requests:
             granted = self.assignments.grant(video_id, attempt_id)
             if granted:
-                self.committer.manifest.committing(video_id)
+                self.committer.manifest.committing(video_id, *part)
             else:
                 self.ctx.counts.commits_refused += 1
             answers.append(granted)
         return answers
 
-    # ---- figures ---------------------------------------------------------------------------
+    async def passes_ended(self, passes: list[tuple[str, int]]) -> list[bool]:
+        """Videos whose passes are over and whose commits wait for a part: room for more."""
+        ended = [self.assignments.ended(video_id, attempt_id) for video_id, attempt_id in passes]
+        await self._made_room()
+        return ended
 
     async def _poll_reports(self) -> None:
         while True:
@@ -258,43 +316,6 @@ class ControlLogic:
 
     async def _poll_once(self) -> None:
         await self.reports.poll(self.workers)
-
-    async def progress(self) -> RunProgress:
-        ctx, reports = self.ctx, self.reports
-        ctx.metrics.process_rss.set(ctx.memory.sample(), tags={"role": "coordinator"})
-        current = reports.current()
-        return RunProgress(
-            counts=reports.counts(ctx.counts),
-            in_flight=sum(r.in_flight for r in current),
-            peak_in_flight=sum(r.peak_in_flight for r in current),
-            elapsed_s=time.time() - self.started,
-            pid=os.getpid(),
-            coordinator_rss=ctx.memory.last,
-            actors=tuple(r.sample if r else None for r in reports.latest),
-        )
-
-    async def summary(self) -> CoordinatorSummary:
-        ctx, reports = self.ctx, self.reports
-        every = reports.every()
-        firsts = [r.first_batch_done_at for r in every if r.first_batch_done_at]
-        stats = []
-        for worker in self.workers:
-            try:
-                stats.append(await asyncio.wait_for(worker.stats.remote(), timeout=30))
-            except (asyncio.TimeoutError, *ACTOR_LOST):
-                stats.append(None)
-        return CoordinatorSummary(
-            elapsed_s=time.time() - self.started,
-            cpu_s=time.process_time() - self.cpu_started,
-            first_batch_done_at=min(firsts) if firsts else None,
-            counts=reports.counts(ctx.counts),
-            stage_s=reports.stage_s(ctx.stage_s),
-            peak_batches_in_flight=sum(r.peak_in_flight for r in reports.current()),
-            window_limit=ctx.config.window_per_actor * len(self.workers),
-            coordinator_memory=ctx.memory.as_dict(),
-            tracker_peak_bytes=max((r.tracker_peak_bytes for r in every), default=0) or None,
-            actors=stats,
-        )
 
 
 class WorkerReports:

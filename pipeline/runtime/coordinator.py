@@ -109,6 +109,7 @@ class CoordinatorLogic:
         while (source := await self._backlog.get()) is not None:
             if source.error:
                 ctx.counts.videos_never_opened += 1
+                await committer.take_out_of_part(source.video_id)  # an output once packed
                 await committer.record(VideoRecord.failed(source, source.error, ctx.settings_hash))
                 # Rows of an earlier version go too (once the record says failed, so a crash
                 # in between never leaves an 'ok' record without its rows).
@@ -116,6 +117,7 @@ class CoordinatorLogic:
             elif committer.manifest.is_complete(source, ctx.settings_hash):
                 ctx.counts.video_skipped()
             else:
+                await committer.take_out_of_part(source.video_id)
                 state, ended = await self.video_pass.run(source)
                 # its commit (and tracking) goes on in the background meanwhile
                 await committer.complete_later(state, ended)

@@ -17,22 +17,34 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import time
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import ray
 
 from pipeline.config import RunConfig
 from pipeline.media.decode import VideoEnded
 from pipeline.media.source import VideoSource
 from pipeline.output.outcomes import should_commit
+from pipeline.output.parts import packs
+from pipeline.output.schema import detections_schema
 from pipeline.output.store import OutputStore
 from pipeline.runtime.coalesce import Coalescer
-from pipeline.runtime.commit import TrackingFailed, pass_outcome, put_in_place, track_writer
+from pipeline.runtime.commit import (
+    TrackedFiles,
+    TrackingFailed,
+    pass_outcome,
+    put_in_place,
+    track_writer,
+)
 from pipeline.runtime.context import RunContext
 from pipeline.runtime.faults import FaultPlan
 from pipeline.runtime.local_engine import LocalEngine
 from pipeline.runtime.messages import ActorSample, ActorStats, WorkerOutcome, WorkerReport
 from pipeline.runtime.metrics import PipelineMetrics
+from pipeline.runtime.part_commits import PartCommits
 from pipeline.runtime.ray_calls import RayCalls
 from pipeline.runtime.video_pass import VideoPass, VideoState
 from pipeline.runtime.workers import DetectorHost
@@ -49,18 +61,25 @@ class VideoWorkerLogic:
         metrics,
         grant,
         tell=None,
+        ended=None,
         faults: FaultPlan | None = None,
         sample=None,
     ):
-        """``grant((video_id, attempt_id))``: awaits the coordinator's yes or no to a commit;
-        ``tell(outcome)``: hands a video's outcome to the coordinator as its pass ends (without
-        it, outcomes go only with the reply to the whole hand-out)."""
+        """``grant((video_id, attempt_id[, part_key]))``: awaits the coordinator's yes or no to a
+        commit (of the video's own files, or of its rows in a part); ``tell(outcome)``: hands a
+        video's outcome to the coordinator as soon as it has one (without it, outcomes go only
+        with the reply to the whole hand-out); ``ended((video_id, attempt_id))``: says a video's
+        pass is over while its commit waits for a part, so the worker gets more videos."""
         self.ctx = RunContext(config, metrics, faults, node_id=calls.node_id)
         self.ctx.model_loaded(detector.names, detector.model_stride, detector.rect)
         # This worker loads every batch's frames: one stream item per batch, not two.
         assert self.ctx.decode_spec is not None
         self.ctx.decode_spec = dataclasses.replace(self.ctx.decode_spec, frames_with_header=True)
         self.store, self.calls, self.grant, self.tell = store, calls, grant, tell
+        self.ended = ended
+        self.parts = PartCommits(store, detections_schema(config.track), f"{os.getpid()}", grant)
+        self._flusher: asyncio.Task | None = None
+        self._idle_since = time.monotonic()
         # Batches in flight: the engine's window and one more per video open now (``process``),
         # so that short clips' batches wait together for a pass while a long video's decoder
         # never runs more than a couple of full batches ahead.
@@ -79,20 +98,28 @@ class VideoWorkerLogic:
 
     def set_config(self, config: RunConfig) -> None:
         self.ctx.set_config(config)
+        self.parts.schema = detections_schema(config.track)
 
     async def process_many(
-        self, sources: list[VideoSource], attempt_ids: list[int]
+        self, sources: list[VideoSource], attempt_ids: list[int], fresh: list[bool] | None = None
     ) -> list[WorkerOutcome]:
-        return list(await asyncio.gather(*map(self.process, sources, attempt_ids)))
+        """``fresh``: per video, whether it was never recorded in this output (no files of an
+        earlier version to remove); None: not known."""
+        fresh = fresh or [False] * len(sources)
+        return list(await asyncio.gather(*map(self.process, sources, attempt_ids, fresh)))
 
-    async def process(self, source: VideoSource, attempt_id: int) -> WorkerOutcome:
+    async def process(
+        self, source: VideoSource, attempt_id: int, fresh: bool = False
+    ) -> WorkerOutcome:
         """Decode, infer, write, track and (if granted) commit one video."""
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._write_parts_when_due())
         self._opened(+1)
         try:
             state, ended = await self.video_pass.run(source)
         finally:
             self._opened(-1)
-        outcome = await self._finish(state, ended, attempt_id)
+        outcome = await self._finish(state, ended, attempt_id, fresh)
         if self.tell is not None and outcome.record is not None:
             try:
                 await self.tell(outcome)
@@ -102,9 +129,12 @@ class VideoWorkerLogic:
 
     def _opened(self, change: int) -> None:
         self.open_videos += change
+        self._idle_since = time.monotonic()
         self.engine.window.per_actor = self.ctx.config.window_per_actor + max(1, self.open_videos)
 
-    async def _finish(self, state: VideoState, ended: VideoEnded, attempt_id: int) -> WorkerOutcome:
+    async def _finish(
+        self, state: VideoState, ended: VideoEnded, attempt_id: int, fresh: bool
+    ) -> WorkerOutcome:
         ctx, source, writer = self.ctx, state.source, state.writer
         if state.info is None:  # no decoder ever opened it
             ctx.counts.videos_never_opened += 1
@@ -117,6 +147,10 @@ class VideoWorkerLogic:
                 if ctx.config.track:
                     tracked = await track_writer(ctx, self.calls, self._tracking_slots, writer)
                     self.tracker_peak_rss = max(self.tracker_peak_rss, tracked.rss)
+                if packs(ctx.config.layout, frames):
+                    return await self._commit_packed(
+                        state, ended, attempt_id, error, tracked, fresh
+                    )
                 if not await self.grant((source.video_id, attempt_id)):
                     # The video is another attempt's now: this one's files never land.
                     writer.abort()
@@ -134,6 +168,40 @@ class VideoWorkerLogic:
         outcome = pass_outcome(state, ended, error, committed, num_tracks)
         return WorkerOutcome(attempt_id, outcome.record(ctx.settings_hash), committed)
 
+    async def _commit_packed(
+        self,
+        state: VideoState,
+        ended: VideoEnded,
+        attempt_id: int,
+        error: str | None,
+        tracked: TrackedFiles | None,
+        fresh: bool,
+    ) -> WorkerOutcome:
+        """The video's rows into the worker's next part file (``part_commits``)."""
+        ctx, video_id, writer = self.ctx, state.source.video_id, state.writer
+        assert writer is not None
+        detections, tracks = await asyncio.to_thread(_rows_of, writer, tracked)
+        num_tracks = tracked.num_tracks if tracked else None
+        record = pass_outcome(state, ended, error, True, num_tracks).record(ctx.settings_hash)
+        if self.ended is not None:
+            try:
+                await self.ended((video_id, attempt_id))
+            except Exception:  # noqa: BLE001 - the coordinator gone: the run is over anyway
+                pass
+        placed = await self.parts.commit(video_id, attempt_id, record, detections, tracks, fresh)
+        if placed is None:  # refused: the video is another attempt's now
+            return WorkerOutcome(attempt_id, None, committed=False)
+        ctx.counts.tracks += num_tracks or 0
+        ctx.memory.mark_warm()
+        return WorkerOutcome(attempt_id, placed, committed=True)
+
+    async def _write_parts_when_due(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            idle = time.monotonic() - self._idle_since if not self.open_videos else 0.0
+            if self.parts.due(self.open_videos, idle):
+                await self.parts.flush_quietly()
+
     def report(self) -> WorkerReport:
         ctx, engine = self.ctx, self.engine
         ctx.counts.mixed_batches = engine.figures.mixed_passes
@@ -147,6 +215,21 @@ class VideoWorkerLogic:
             first_batch_done_at=ctx.first_batch_done_at,
             tracker_peak_bytes=self.tracker_peak_rss,
         )
+
+
+def _rows_of(writer, tracked: TrackedFiles | None) -> tuple[pa.Table, pa.Table | None]:
+    """A finished video's detections (and tracks) as tables, its files gone."""
+    if tracked is not None:
+        detections, tracks = pq.read_table(tracked.detections), pq.read_table(tracked.tracks)
+        tracked.detections.unlink(missing_ok=True)
+        tracked.tracks.unlink(missing_ok=True)
+        writer.abort()
+        return detections, tracks
+    table = writer.in_memory_table()
+    if table is None:  # a long video (``--layout packed``): its rows streamed to its file
+        table = pq.read_table(writer.finish())
+    writer.abort()
+    return table, None
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=1000)
@@ -181,6 +264,9 @@ class VideoWorker(DetectorHost):
         async def tell(outcomes: list[WorkerOutcome]) -> list[bool]:
             return await coordinator.outcomes.remote(outcomes)
 
+        async def ended(passes: list[tuple[str, int]]) -> list[bool]:
+            return await coordinator.passes_ended.remote(passes)
+
         self.logic = VideoWorkerLogic(
             self.detector,
             config,
@@ -189,12 +275,24 @@ class VideoWorker(DetectorHost):
             metrics=PipelineMetrics(),
             grant=Coalescer(ask),
             tell=Coalescer(tell),
+            ended=Coalescer(ended),
             faults=faults,
-            sample=lambda: ActorSample(rss=self.memory.sample(), gpu=self._last_gpu),
+            sample=self._after_pass,
         )
 
+    def _after_pass(self) -> ActorSample:
+        """The actor's memory and GPU after a forward pass (warm after the first, as a
+        YoloActor's after its first batch)."""
+        self.memory.mark_warm()
+        return ActorSample(rss=self.memory.sample(), gpu=self._last_gpu)
+
     async def process_many(
-        self, sources: list[VideoSource], attempt_ids: list[int], config: RunConfig, coordinator
+        self,
+        sources: list[VideoSource],
+        attempt_ids: list[int],
+        config: RunConfig,
+        coordinator,
+        fresh: list[bool] | None = None,
     ) -> list[WorkerOutcome]:
         """A hand-out (one video, or a chunk of short clips): each video's outcome. The run's
         settings and coordinator come with it: a worker that Ray restarted meanwhile (calls
@@ -202,7 +300,7 @@ class VideoWorker(DetectorHost):
         if self.logic is None:
             await self.start_run(config, coordinator)
         assert self.logic is not None
-        return await self.logic.process_many(sources, attempt_ids)
+        return await self.logic.process_many(sources, attempt_ids, fresh)
 
     async def report(self) -> WorkerReport | None:
         self._report()  # memory and NVML, into this actor's metrics

@@ -367,3 +367,18 @@ def test_an_interrupted_packed_commit_names_its_part_and_a_newer_record_is_kept(
     assert removed == [("x", {part_1}), ("y", {part_2})]
     records = Manifest(tmp_path).records
     assert sorted(records) == ["x", "z"] and records["x"].detections_file == part_2
+
+
+def test_has_record_knows_every_video_ever_recorded_through_saves(tmp_path):
+    manifest = Manifest(tmp_path)
+    manifest.record(record(video_id="a"))
+    manifest.record(VideoRecord.failed(VideoSource("/v/b.mp4", "b"), "no video stream", "h"))
+    assert manifest.has_record("a") and manifest.has_record("b") and not manifest.has_record("c")
+    manifest.save()
+    reloaded = Manifest(tmp_path)
+    assert reloaded.has_record("a") and reloaded.has_record("b") and not reloaded.has_record("c")
+    reloaded.drop("a")
+    reloaded.record(record(video_id="c"))
+    reloaded.save()
+    again = Manifest(tmp_path)
+    assert not again.has_record("a") and again.has_record("b") and again.has_record("c")

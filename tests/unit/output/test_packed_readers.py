@@ -74,7 +74,7 @@ def write_outputs(tmp_path, seed: int):
                     results[video_id],
                     writers[video_id],
                     detections_file=key,
-                    row_groups=[where[video_id]],
+                    row_groups=where[video_id],
                 )
             )
     own_manifest.save()

@@ -35,7 +35,8 @@ def test_a_part_holds_whole_videos_per_row_group_sorted_by_video(tmp_path):
     assert where == videos_in(tmp_path / "part.parquet")
     file = pq.ParquetFile(tmp_path / "part.parquet")
     for video_id, frames in lengths.items():
-        rows = file.read_row_group(where[video_id]).to_pylist()
+        (group,) = where[video_id]
+        rows = file.read_row_group(group).to_pylist()
         mine = [r["frame_index"] for r in rows if r["video_id"] == video_id]
         assert mine == list(range(frames))  # all of it, in frame order, in its one group
     table = pq.read_table(tmp_path / "part.parquet")
@@ -77,9 +78,21 @@ def test_a_part_left_without_rows_is_removed(tmp_path):
 
 def test_which_videos_are_packed():
     short, long = ROW_GROUP_FRAMES - 1, ROW_GROUP_FRAMES
-    assert packs("auto", short, True) and not packs("auto", long, True)
-    assert packs("packed", long, True) and not packs("packed", long, False)
-    assert not packs("per-video", 1, True)
+    assert packs("auto", short) and not packs("auto", long)
+    assert packs("packed", long) and not packs("per-video", 1)
+    with pytest.raises(ValueError, match="auto, per-video, packed"):
+        packs("tight", 1)
+
+
+def test_a_long_video_in_a_part_has_row_groups_of_its_own(tmp_path):
+    part = PartBuilder(DETECTIONS_SCHEMA, row_group_rows=50)
+    for video_id, frames in (("a", 20), ("b", 120), ("c", 20), ("d", 20)):
+        part.add(video_id, clip(video_id, frames))
+    where = part.write(tmp_path / "part.parquet")
+    assert where == {"a": [0], "b": [1, 2, 3], "c": [4], "d": [4]}
+    assert where == videos_in(tmp_path / "part.parquet")
+    file = pq.ParquetFile(tmp_path / "part.parquet")
+    assert [file.metadata.row_group(i).num_rows for i in range(5)] == [20, 50, 50, 20, 40]
 
 
 def test_the_store_takes_a_video_out_of_a_part_and_of_its_tracks_part(tmp_path):

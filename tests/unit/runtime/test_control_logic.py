@@ -17,8 +17,8 @@ from pipeline.config import RunConfig
 from pipeline.inference.synthetic import SyntheticDetector
 from pipeline.media.decode import VideoOpened
 from pipeline.media.source import VideoSource
-from pipeline.output.layout import OutputLayout
 from pipeline.output.manifest import Manifest
+from pipeline.output.readers import read_detections
 from pipeline.output.store import OutputStore
 from pipeline.runtime.coalesce import Coalescer
 from pipeline.runtime.control import ControlLogic
@@ -89,7 +89,7 @@ class FakeWorker:
                 tell=Coalescer(coordinator.outcomes) if self.tells else None,
             )
 
-    async def _process_many(self, sources, attempt_ids, config, coordinator):
+    async def _process_many(self, sources, attempt_ids, config, coordinator, fresh=None):
         assert self.logic is not None, "given videos before start_run"
         self.count += 1
         if self.count in self.die_on:
@@ -98,7 +98,7 @@ class FakeWorker:
         if self.count in self.raise_on:
             cause = ValueError("the worker tripped")
             raise ray.exceptions.RayTaskError("process_many", "Traceback ...", cause)
-        work = self.logic.process_many(sources, attempt_ids)
+        work = self.logic.process_many(sources, attempt_ids, fresh)
         if self.count in self.partitioned_on:
             self.background.append(asyncio.create_task(work))  # it goes on, unseen
             await asyncio.sleep(0)
@@ -159,9 +159,10 @@ def run_workers(tmp_path, name, frames: dict[str, int], workers, on_record=None,
 
 
 def rows_of(out, sources) -> dict[str, list]:
+    """Each ok video's rows, wherever they are (its own file or a part)."""
     records = Manifest(out).records
     return {
-        s.path: pq.read_table(OutputLayout(out).detections(s.video_id)).to_pylist()
+        s.path: read_detections(out, flat=False, video_id=s.video_id).to_dict("records")
         for s in sources
         if records[s.video_id].status == "ok"
     }
@@ -295,6 +296,7 @@ def test_a_chunks_clip_is_recorded_when_its_pass_ends_not_with_the_chunk(tmp_pat
         on_record=lambda logic, r: recorded.append((r.video_id, worker.handouts_running)),
         batch_size=4,
         max_open_videos=4,
+        layout="per-video",  # packed, both would wait for one part
     )
     assert summary.counts.videos_ok == 2 and worker.count == 1  # one hand-out, both clips
     short, long = (s.video_id for s in sources)
@@ -314,3 +316,60 @@ def test_a_worker_lost_after_telling_its_outcomes_keeps_them(tmp_path):
     counts = summary.counts
     assert counts.videos_ok == 4 and counts.videos_failed == 0 and counts.videos_reassigned == 0
     assert workers[0].count == 1 and {r.status for r in Manifest(out).records.values()} == {"ok"}
+
+
+def test_short_clips_are_packed_into_a_few_part_files_with_the_same_rows(tmp_path):
+    clips = {f"clip{i}.mp4": 1 + i % 5 for i in range(40)} | {"long.mp4": 600}
+    settings = dict(batch_size=8, max_open_videos=8)
+    workers = [FakeWorker(WorkerCalls(dict(clips))), FakeWorker(WorkerCalls(dict(clips)))]
+    summary, out, sources = run_workers(tmp_path, "packed", clips, workers, **settings)
+    per_video = [FakeWorker(WorkerCalls(dict(clips))), FakeWorker(WorkerCalls(dict(clips)))]
+    _, own, _ = run_workers(tmp_path, "own", clips, per_video, layout="per-video", **settings)
+    assert rows_of(out, sources) == rows_of(own, sources)
+    assert summary.counts.videos_ok == len(clips)
+    files = sorted(p.name for p in (out / "detections").iterdir())
+    parts = [name for name in files if name.startswith("part-")]
+    long_id = sources[-1].video_id
+    assert f"{long_id}.parquet" in files and 1 <= len(parts) <= 4  # 40 clips in a few parts
+    assert len(files) == len(parts) + 1  # no hidden file left, no clip of its own
+    records = Manifest(out).records
+    for source in sources[:-1]:
+        record = records[source.video_id]
+        assert record.detections_file.startswith("detections/part-") and len(record.row_groups) == 1
+    assert records[long_id].detections_file is None
+    assert len(list((own / "detections").iterdir())) == len(clips)
+
+
+@pytest.mark.parametrize("first_layout", ["auto", "per-video"])
+def test_a_clip_redone_leaves_its_old_rows_before_its_new_rows_land(tmp_path, first_layout):
+    """A rerun over changed clips (packed the second time): each clip's rows once, none left
+    behind in its old part or its old file of its own."""
+    clips = {f"clip{i}.mp4": 2 + i % 3 for i in range(12)}
+    settings = dict(batch_size=4, max_open_videos=8)
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def run(sources, frames, layout="auto"):
+        workers = [FakeWorker(WorkerCalls(dict(frames)))]
+        cfg = config(layout=layout, **settings)
+        logic = ControlLogic(str(out), cfg, workers, calls=None, metrics=Metrics())
+        logic.me = logic
+
+        async def main():
+            await logic.add_videos(sources)
+            await logic.backlog_walked()
+            return await logic.run(facts())
+
+        return asyncio.run(main())
+
+    first = [VideoSource(p, f"{i:016x}", size_bytes=1000, mtime_ns=1) for i, p in enumerate(clips)]
+    run(first, clips, first_layout)
+    changed = {p: (n + 3 if i % 4 == 0 else n) for i, (p, n) in enumerate(clips.items())}
+    second = [dataclasses.replace(s, mtime_ns=2) if i % 4 == 0 else s for i, s in enumerate(first)]
+    summary = run(second, changed)
+    assert summary.counts.videos_ok == 3 and summary.counts.videos_skipped == 9
+    expected = {s.video_id: changed[s.path] for s in first}
+    direct = pq.read_table(out / "detections").to_pandas()  # what DuckDB, pandas, Spark see
+    for rows in (read_detections(out, flat=False), direct):
+        assert not rows.duplicated(["video_id", "frame_index"]).any()
+        assert rows.groupby("video_id").size().to_dict() == expected
