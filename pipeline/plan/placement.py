@@ -91,3 +91,18 @@ def plan(config: RunConfig, total_cpus: float, total_gpus: float) -> Placement:
         )
     threads = config.cpu_threads or max(1, round(per_actor))
     return Placement(num_actors, 0.0, per_actor, threads, open_videos)
+
+
+def decodes_on_own_node(
+    actor_nodes: list[str], node_cpus: dict[str, float], actor_num_cpus: float
+) -> list[bool]:
+    """Per video worker (``--data-path workers``), whether its node has CPUs left for decoders
+    beside the workers placed on it: a node without any would hold its workers' decoders back
+    for ever, so theirs run wherever Ray has room (their frames then cross the network)."""
+    on_node: dict[str, int] = {}
+    for node in actor_nodes:
+        on_node[node] = on_node.get(node, 0) + 1
+    spare = {
+        node: node_cpus.get(node, 0.0) - count * actor_num_cpus for node, count in on_node.items()
+    }
+    return [spare[node] >= DECODER_NUM_CPUS for node in actor_nodes]

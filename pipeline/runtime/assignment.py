@@ -21,8 +21,9 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-# Videos a worker has open at once, at least: short clips' batches then wait together for the
-# engine and share its passes; decoders beyond the node's CPUs wait in Ray's queue.
+# Videos a worker has open at once unless --max-open-videos says otherwise: short clips' batches
+# then wait together for the engine and share its passes; decoders beyond the node's CPUs wait
+# in Ray's queue.
 MIN_OPEN_PER_WORKER = 16
 
 
@@ -38,7 +39,11 @@ CLIP_WAIT_S = 0.5
 
 
 def videos_per_worker(max_open_videos: int | None, workers: int) -> int:
-    return max(MIN_OPEN_PER_WORKER, (max_open_videos or workers) // workers)
+    """Videos each worker has open at once: the user's ``--max-open-videos`` shared out (at
+    least one each); without it, ``MIN_OPEN_PER_WORKER``."""
+    if max_open_videos is None:
+        return MIN_OPEN_PER_WORKER
+    return max(1, max_open_videos // max(1, workers))
 
 
 def chunk_size(open_per_worker: int) -> int:

@@ -168,6 +168,7 @@ class VideoCommitter:
                 await self.publish(self.manifest.path)
         self.ctx.counts.video_finished(record.status)
         self.ctx.metrics.videos_finished.inc(tags={"status": record.status})
+        self.ctx.memory.mark_warm()  # after the first video: the control plane's one unit of work
         self.ctx.memory.sample()
 
     async def save_manifest(self) -> None:

@@ -107,15 +107,17 @@ class ControlLogic(ControlFigures):
         calls: RayCalls,
         metrics,
         me=None,
+        open_per_worker: int | None = None,
     ):
-        """``me``: this coordinator's own handle, which the workers ask for grants."""
+        """``me``: this coordinator's own handle, which the workers ask for grants;
+        ``open_per_worker``: videos a worker has open at once (None: from ``config``)."""
         self.store = OutputStore(Path(output), remote_output)
         self.ctx = RunContext(config, metrics, faults)
         self.workers, self.calls, self.me = workers, calls, me
         self.committer = VideoCommitter(self.ctx, self.store, calls)
         self.assignments = Assignments(
             len(workers),
-            videos_per_worker(config.max_open_videos, len(workers)),
+            open_per_worker or videos_per_worker(config.max_open_videos, len(workers)),
             max_attempts=config.batch_retries + 1,
         )
         self._backlog: asyncio.Queue[VideoSource | None] = asyncio.Queue(maxsize=BACKLOG_QUEUE)
@@ -124,11 +126,16 @@ class ControlLogic(ControlFigures):
         self._handouts: set[asyncio.Task] = set()
         self._handout_errors: list[BaseException] = []
         self._restarts: set[asyncio.Task] = set()  # held: the loop keeps only weak references
+        self.decode_here = [True] * len(workers)
         self.started = time.time()
         self.cpu_started = time.process_time()
 
     def set_config(self, config: RunConfig) -> None:
         self.ctx.set_config(config)
+
+    def set_local_decoding(self, here: list[bool]) -> None:
+        """Per worker, whether its decoders run on its own node (``decodes_on_own_node``)."""
+        self.decode_here = list(here)
 
     async def add_videos(self, videos: list[VideoSource]) -> None:
         for video in videos:
@@ -209,7 +216,7 @@ class ControlLogic(ControlFigures):
             await self.committer.take_out_of_part(source.video_id)
         try:
             outcomes = await self.workers[worker].process_many.remote(
-                sources, attempts, self.ctx.config, self.me, fresh
+                sources, attempts, self.ctx.config, self.me, fresh, self.decode_here[worker]
             )
         except ray.exceptions.RayTaskError as exc:  # the worker raised: each video fails with it
             cause = error_cause(exc)
@@ -221,21 +228,29 @@ class ControlLogic(ControlFigures):
         except ACTOR_LOST as exc:
             self._worker_died(worker)
             for source, attempt_id in zip(sources, attempts):
-                if not self.assignments.is_current(source.video_id, attempt_id):
-                    continue  # its outcome was told and recorded before the worker died
-                if self.assignments.abandon(source.video_id, attempt_id):
-                    self.ctx.counts.videos_reassigned += 1
-                    await self._hand_out([source])
-                else:
+                if self.assignments.is_current(source.video_id, attempt_id):
+                    # (one not current was told and recorded before the worker died)
                     tries = self.assignments.max_attempts
-                    await self._failed(
-                        source, f"its worker died {tries} times ({type(exc).__name__})"
-                    )
+                    error = f"its worker died {tries} times ({type(exc).__name__})"
+                    await self._again_or_failed(source, attempt_id, error)
         else:
             for out in outcomes:  # those the worker told as they ended are recorded already
                 await self._record(out)
+            for source, attempt_id in zip(sources, attempts):
+                if self.assignments.is_current(source.video_id, attempt_id):
+                    # answered without a record (a worker's bug): never left open at the end
+                    await self._again_or_failed(source, attempt_id, "its worker gave no outcome")
         finally:
             await self._made_room()
+
+    async def _again_or_failed(self, source: VideoSource, attempt_id: int, error: str) -> None:
+        """An attempt over without an outcome: the video goes out again, or fails with
+        ``error`` once its attempts are used up."""
+        if self.assignments.abandon(source.video_id, attempt_id):
+            self.ctx.counts.videos_reassigned += 1
+            await self._hand_out([source])
+        else:
+            await self._failed(source, error)
 
     async def _failed(self, source: VideoSource, error: str) -> None:
         await self.committer.take_out_of_part(source.video_id)
@@ -265,7 +280,9 @@ class ControlLogic(ControlFigures):
         """The run's settings to a worker; one that died since its model was ready (Ray restarts
         it) gets them, and videos, once it is back."""
         try:
-            await self.workers[worker].start_run.remote(self.ctx.config, self.me)
+            await self.workers[worker].start_run.remote(
+                self.ctx.config, self.me, self.decode_here[worker]
+            )
         except ACTOR_LOST:
             self._worker_died(worker)
 
@@ -281,7 +298,9 @@ class ControlLogic(ControlFigures):
         while True:
             try:
                 await self.workers[worker].ready.remote()
-                await self.workers[worker].start_run.remote(self.ctx.config, self.me)
+                await self.workers[worker].start_run.remote(
+                    self.ctx.config, self.me, self.decode_here[worker]
+                )
                 break
             except ACTOR_LOST:
                 await asyncio.sleep(1.0)
@@ -366,6 +385,7 @@ class ControlCoordinator(ControlLogic):
         workers: list,
         faults: FaultPlan | None = None,
         remote_output: str | None = None,
+        open_per_worker: int | None = None,
     ):
         super().__init__(
             output,
@@ -376,4 +396,5 @@ class ControlCoordinator(ControlLogic):
             calls=RayCalls(faults),
             metrics=PipelineMetrics(),
             me=ray.get_runtime_context().current_actor,
+            open_per_worker=open_per_worker,
         )

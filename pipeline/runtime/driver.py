@@ -31,9 +31,15 @@ from pipeline.output.progress import ProgressDisplay, ProgressFile, RunProgress
 from pipeline.output.run_record import RunRecord
 from pipeline.output.store import OutputStore
 from pipeline.output.writer import remove_stale_temp_files
-from pipeline.plan.placement import Placement, PlacementError, wanted_device
+from pipeline.plan.placement import (
+    Placement,
+    PlacementError,
+    decodes_on_own_node,
+    wanted_device,
+)
 from pipeline.plan.placement import plan as plan_placement
 from pipeline.plan.planning import RunPlan, first_letterbox_shapes, fold_manifest_log
+from pipeline.runtime.assignment import videos_per_worker
 from pipeline.runtime.faults import FaultPlan
 from pipeline.runtime.messages import ActorSample, ActorStartFailure, CoordinatorSummary, ModelFacts
 from pipeline.runtime.monitoring import PeakRss, Timeline
@@ -225,6 +231,20 @@ def _warm_decoders(count: int) -> None:
         warm_decoder.remote()
 
 
+def _place_decoders(coordinator, facts: list[ModelFacts], placement: Placement) -> None:
+    """Each video worker's decoders on its own node where the node has CPUs for them."""
+    node_cpus = {n["NodeID"]: n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]}
+    nodes = [f.node_id for f in facts]
+    here = decodes_on_own_node(nodes, node_cpus, placement.actor_num_cpus)
+    for node in sorted({n for n, h in zip(nodes, here) if not h}):
+        log.warning(
+            "node %s has no CPU left for decoders beside its video workers: their videos are "
+            "decoded on other nodes (their frames cross the network)",
+            node[:12],
+        )
+    ray.get(coordinator.set_local_decoding.remote(here))
+
+
 def _engine_used(config: RunConfig, facts: list[ModelFacts]) -> RunConfig:
     """The engine the actors really run (an export that failed fell back to torch): it is what the
     settings hash and run.json record. One warning line per distinct reason."""
@@ -342,7 +362,11 @@ class _DriverRun:
             config, placement, faults, first_letterbox_shapes(plan.todo, config), plan.store
         )
         # starts while the models load
-        self.coordinator = _start_coordinator(plan.store, config, self.actors, faults)
+        # the workers' path shares out the user's --max-open-videos, not the planned one
+        open_per_worker = videos_per_worker(self.config.max_open_videos, len(self.actors))
+        self.coordinator = _start_coordinator(
+            plan.store, config, self.actors, faults, open_per_worker
+        )
         _warm_decoders(placement.max_open_videos)
         self.facts = _wait_for_actors(self.actors, self.terminated)
         self.actors_ready_at = time.time()
@@ -350,6 +374,8 @@ class _DriverRun:
             from pipeline.runtime.shared_output import check_output_shared
 
             check_output_shared(plan.store.layout.root, [f.node_id for f in self.facts])
+        if config.data_path == "workers":
+            _place_decoders(self.coordinator, self.facts, placement)
         config = _engine_used(config, self.facts)
         ray.get(self.coordinator.set_config.remote(config))
         if not config.classes_resolved:  # class names that only the loaded model could check
@@ -498,18 +524,22 @@ def _sample_timeline(timeline: Timeline, progress: RunProgress, driver_memory: P
     )
 
 
-def _start_coordinator(store: OutputStore, config: RunConfig, actors, faults):
+def _start_coordinator(store: OutputStore, config: RunConfig, actors, faults, open_per_worker):
     from pipeline.runtime.control import ControlCoordinator
     from pipeline.runtime.coordinator import Coordinator
 
     # The coordinator writes the output files, so it lives on the driver's node (whose disk
     # ``--output`` names), and it is an async actor so that thousands of awaits cost no threads.
     here = ray.get_runtime_context().get_node_id()
-    kind = ControlCoordinator if config.data_path == "workers" else Coordinator
+    args = (str(store.layout.root), config, actors, faults, store.remote_uri)
+    if config.data_path == "workers":
+        kind, args = ControlCoordinator, (*args, open_per_worker)
+    else:
+        kind = Coordinator
     return kind.options(
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
         max_concurrency=1000,
-    ).remote(str(store.layout.root), config, actors, faults, store.remote_uri)
+    ).remote(*args)
 
 
 def _run_totals(plan: RunPlan, counts: RunCounts, track: bool) -> dict:

@@ -71,6 +71,7 @@ class PartCommits:
         self._writing = asyncio.Lock()
         self._flushes: set[asyncio.Task] = set()  # held: the loop keeps only weak references
         self.parts_written = 0
+        self.superseded = 0  # attempts refused here: a later one of the same video waited too
 
     @property
     def rows(self) -> int:
@@ -90,13 +91,16 @@ class PartCommits:
     ) -> VideoRecord | None:
         """Wait until the video's rows are in place in a part: its record, saying where; None
         when the commit was refused."""
-        for older in [w for w in self._waiting if w.video_id == video_id]:
-            # an earlier attempt of the same video still waits here (this worker was presumed
-            # dead, and the video came back to it): only the latest can be granted
-            self._waiting.remove(older)
+        for other in [w for w in self._waiting if w.video_id == video_id]:
+            # Another attempt of the same video waits here (this worker was presumed dead and
+            # the video came back to it): attempt ids grow, so the older one cannot be granted.
+            self.superseded += 1
+            if other.attempt_id > attempt_id:
+                return None
+            self._waiting.remove(other)
             self._detections.drop(video_id)
             self._tracks.drop(video_id)
-            older.done.set_result(None)
+            other.done.set_result(None)
         if not self._waiting:
             self._first_at = time.monotonic()
         self._detections.add(video_id, detections)

@@ -205,6 +205,7 @@ class VideoWorkerLogic:
     def report(self) -> WorkerReport:
         ctx, engine = self.ctx, self.engine
         ctx.counts.mixed_batches = engine.figures.mixed_passes
+        ctx.counts.commits_refused = self.parts.superseded  # the coordinator counts its own
         return WorkerReport(
             pid=os.getpid(),
             counts=ctx.counts,
@@ -249,8 +250,9 @@ class VideoWorker(DetectorHost):
         self._args = (output, remote_output, faults)
         self.logic: VideoWorkerLogic | None = None
 
-    async def start_run(self, config: RunConfig, coordinator) -> None:
-        """The run's settings as the driver resolved them, and the coordinator that grants commits."""
+    async def start_run(self, config: RunConfig, coordinator, decode_here: bool = True) -> None:
+        """The run's settings as the driver resolved them, the coordinator that grants commits,
+        and whether this worker's decoders run on its node (they do unless it has no CPU left)."""
         output, remote_output, faults = self._args
         if faults:
             faults.on_actor_call("start_run")
@@ -271,7 +273,7 @@ class VideoWorker(DetectorHost):
             self.detector,
             config,
             OutputStore(Path(output), remote_output),
-            calls=RayCalls(faults, decoders_here=True),
+            calls=RayCalls(faults, decoders_here=decode_here),
             metrics=PipelineMetrics(),
             grant=Coalescer(ask),
             tell=Coalescer(tell),
@@ -293,12 +295,13 @@ class VideoWorker(DetectorHost):
         config: RunConfig,
         coordinator,
         fresh: list[bool] | None = None,
+        decode_here: bool = True,
     ) -> list[WorkerOutcome]:
         """A hand-out (one video, or a chunk of short clips): each video's outcome. The run's
         settings and coordinator come with it: a worker that Ray restarted meanwhile (calls
         sent to a restarting actor reach its new process) starts on them."""
         if self.logic is None:
-            await self.start_run(config, coordinator)
+            await self.start_run(config, coordinator, decode_here)
         assert self.logic is not None
         return await self.logic.process_many(sources, attempt_ids, fresh)
 

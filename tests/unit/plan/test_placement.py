@@ -49,3 +49,13 @@ def test_plan(config, cpus, gpus, expected):
 def test_impossible_plans_say_what_to_change(config, cpus, gpus, message):
     with pytest.raises(PlacementError, match=message):
         plan(config, cpus, gpus)
+
+
+def test_a_worker_decodes_on_its_own_node_only_where_cpus_are_left_for_it():
+    from pipeline.plan.placement import decodes_on_own_node
+
+    nodes = ["gpu-a", "gpu-a", "gpu-b", "big"]
+    cpus = {"gpu-a": 2.0, "gpu-b": 1.5, "big": 16.0}
+    # gpu-a: two workers of 1 CPU fill it; gpu-b: half a CPU left, enough for one decoder
+    assert decodes_on_own_node(nodes, cpus, 1.0) == [False, False, True, True]
+    assert decodes_on_own_node(["gone"], {}, 1.0) == [False]

@@ -23,7 +23,7 @@ from pipeline.output.store import OutputStore
 from pipeline.runtime.coalesce import Coalescer
 from pipeline.runtime.control import ControlLogic
 from pipeline.runtime.coordinator import CoordinatorLogic
-from pipeline.runtime.messages import ActorStats
+from pipeline.runtime.messages import ActorStats, WorkerOutcome
 from pipeline.runtime.video_worker import VideoWorkerLogic
 
 IMGSZ = 160
@@ -58,9 +58,10 @@ class FakeWorker:
         dead_at_start=0,
         reply_lost_on=(),
         tells=True,
+        blank_on=(),
     ):
         self.calls, self.die_on, self.partitioned_on = calls, die_on, partitioned_on
-        self.reply_lost_on, self.tells = reply_lost_on, tells
+        self.reply_lost_on, self.tells, self.blank_on = reply_lost_on, tells, blank_on
         self.handouts_running = 0
         self.dead_at_start = dead_at_start  # ``start_run`` calls that find it dead (restarting)
         self.raise_on = raise_on  # calls that raise inside the worker (a bug, a bad file)
@@ -74,7 +75,7 @@ class FakeWorker:
             Method(self._ready),
         )
 
-    async def _start_run(self, config, coordinator):
+    async def _start_run(self, config, coordinator, decode_here=True):
         if self.dead_at_start:
             self.dead_at_start -= 1
             raise ray.exceptions.ActorDiedError()
@@ -87,14 +88,19 @@ class FakeWorker:
                 metrics=Metrics(),
                 grant=Coalescer(coordinator.grant),
                 tell=Coalescer(coordinator.outcomes) if self.tells else None,
+                ended=Coalescer(coordinator.passes_ended),
             )
 
-    async def _process_many(self, sources, attempt_ids, config, coordinator, fresh=None):
+    async def _process_many(
+        self, sources, attempt_ids, config, coordinator, fresh=None, decode_here=True
+    ):
         assert self.logic is not None, "given videos before start_run"
         self.count += 1
         if self.count in self.die_on:
             await asyncio.sleep(0.01)
             raise ray.exceptions.RayActorError()
+        if self.count in self.blank_on:  # a reply without the videos' outcomes (a bug)
+            return [WorkerOutcome(a, None, committed=False) for a in attempt_ids]
         if self.count in self.raise_on:
             cause = ValueError("the worker tripped")
             raise ray.exceptions.RayTaskError("process_many", "Traceback ...", cause)
@@ -150,8 +156,10 @@ def run_workers(tmp_path, name, frames: dict[str, int], workers, on_record=None,
         await logic.add_videos(sources)
         await logic.backlog_walked()
         summary = await logic.run(facts())
-        for worker in workers:  # a partitioned worker's late attempts end too
-            await asyncio.gather(*worker.background, return_exceptions=True)
+        if any(worker.background for worker in workers):
+            for worker in workers:  # a partitioned worker's late attempts end too
+                await asyncio.gather(*worker.background, return_exceptions=True)
+            summary = await logic.summary()  # with their refused commits
         return summary
 
     summary = asyncio.run(main())
@@ -212,22 +220,21 @@ def test_a_dead_workers_open_videos_are_committed_once_elsewhere(tmp_path):
         FakeWorker(WorkerCalls(dict(frames)), die_on=(1,)),
         FakeWorker(WorkerCalls(dict(frames))),
     ]
-    summary, out, sources = run_workers(
-        tmp_path, "deaths", frames, workers, batch_size=4, max_open_videos=6
-    )
+    summary, out, sources = run_workers(tmp_path, "deaths", frames, workers, batch_size=4)
     assert summary.counts.videos_ok == 8 and summary.counts.videos_reassigned >= 2
     rows = rows_of(out, sources)
     assert all([r["frame_index"] for r in rows[p]] == list(range(9)) for p in frames)
 
 
-def test_a_worker_presumed_dead_is_refused_its_commit(tmp_path):
+@pytest.mark.parametrize("layout", ["per-video", "packed"])
+def test_a_worker_presumed_dead_is_refused_its_commit(tmp_path, layout):
     frames = {"a.mp4": 20, "b.mp4": 7}
     workers = [
         FakeWorker(WorkerCalls(dict(frames)), partitioned_on=(1,)),
         FakeWorker(WorkerCalls(dict(frames))),
     ]
     summary, out, sources = run_workers(
-        tmp_path, "partition", frames, workers, batch_size=4, max_open_videos=2
+        tmp_path, "partition", frames, workers, batch_size=4, max_open_videos=2, layout=layout
     )
     # a backlog this short goes out a clip per worker: worker 0's attempt goes on unseen
     counts = summary.counts
@@ -273,9 +280,7 @@ def test_a_worker_killed_before_its_run_started_gets_its_videos_when_it_is_back(
 def test_a_worker_that_raises_fails_its_videos_and_loses_none(tmp_path):
     frames = {f"v{i}.mp4": 5 for i in range(3)}
     workers = [FakeWorker(WorkerCalls(dict(frames)), raise_on=(1,))]
-    summary, out, sources = run_workers(
-        tmp_path, "raises", frames, workers, batch_size=4, max_open_videos=4
-    )
+    summary, out, sources = run_workers(tmp_path, "raises", frames, workers, batch_size=4)
     records = Manifest(out).records
     assert summary.counts.videos_failed == 3 and len(records) == 3
     assert all("the worker tripped" in r.error for r in records.values())
@@ -310,9 +315,7 @@ def test_a_worker_lost_after_telling_its_outcomes_keeps_them(tmp_path):
     """The worker told each outcome, then died before its reply: nothing is redone or failed."""
     frames = {f"v{i}.mp4": 5 for i in range(4)}
     workers = [FakeWorker(WorkerCalls(dict(frames)), reply_lost_on=(1,))]
-    summary, out, sources = run_workers(
-        tmp_path, "told-then-lost", frames, workers, batch_size=4, max_open_videos=4
-    )
+    summary, out, sources = run_workers(tmp_path, "told-then-lost", frames, workers, batch_size=4)
     counts = summary.counts
     assert counts.videos_ok == 4 and counts.videos_failed == 0 and counts.videos_reassigned == 0
     assert workers[0].count == 1 and {r.status for r in Manifest(out).records.values()} == {"ok"}
@@ -373,3 +376,11 @@ def test_a_clip_redone_leaves_its_old_rows_before_its_new_rows_land(tmp_path, fi
     for rows in (read_detections(out, flat=False), direct):
         assert not rows.duplicated(["video_id", "frame_index"]).any()
         assert rows.groupby("video_id").size().to_dict() == expected
+
+
+def test_a_reply_without_outcomes_never_leaves_a_video_open(tmp_path):
+    frames = {f"v{i}.mp4": 3 for i in range(3)}
+    workers = [FakeWorker(WorkerCalls(dict(frames)), blank_on=(1,))]
+    summary, out, sources = run_workers(tmp_path, "blank", frames, workers, batch_size=4)
+    counts = summary.counts
+    assert counts.videos_ok == 3 and counts.videos_done == 3 and counts.videos_reassigned == 3
