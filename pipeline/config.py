@@ -97,6 +97,7 @@ SETTING_RANGES: tuple[tuple[str, str, float, float | None], ...] = (
     ("stall_timeout_s", "--stall-timeout", 0.0, 86_400.0),  # above 0: see _check_range
     ("batch_timeout_s", "--batch-timeout", 0.0, 86_400.0),
     ("cpu_threads", "--cpu-threads", 1, 1024),
+    ("part_rows", "--part-rows", 1, 10_000_000),
 )
 _FLOATS = {"conf", "iou", "stall_timeout_s", "batch_timeout_s"}
 _POSITIVE = {"--stall-timeout", "--batch-timeout"}  # a timeout of 0 would fail every wait
@@ -172,6 +173,7 @@ class RunConfig:
     # shared part files), "auto" (a video shorter than a row group is packed). Not a result
     # setting: the rows are the same. The coordinator's data path writes per video.
     layout: str = "auto"
+    part_rows: int = 8192  # rows (frames) a worker gathers for one part file: 16 row groups
     # The synthetic engine's simulated GPU: each batch of n frames takes a + b·n milliseconds
     # (GIL released), e.g. (2.0, 0.35); None: as fast as it can (pipeline.inference.synthetic).
     synthetic_latency_ms: tuple[float, float] | None = None

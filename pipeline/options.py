@@ -190,6 +190,14 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
         choices=LAYOUTS,
     ),
     RunOption(
+        "part_rows",
+        "--part-rows",
+        "rows (frames) a worker gathers before it writes a part file: larger parts make fewer "
+        "files; smaller ones commit short videos sooner (a kill redoes less). A part is also "
+        "written once its first video waited 30 s, or when its worker is idle (default %(default)s)",
+        int,
+    ),
+    RunOption(
         "track",
         "--track",
         "follow objects across frames (ByteTrack): a track_id per box and a tracks/ summary per video",

@@ -150,3 +150,52 @@ def ray_worker_pids(titles: tuple[str, ...]) -> dict[int, str]:
             if title.startswith(target):
                 found[proc.pid] = target
     return found
+
+
+def tiny_videos(folder: Path, lengths: list[int], size=(160, 96)) -> list[str]:
+    """Moving gradients: cheap to decode, each video different."""
+    import numpy as np
+
+    from pipeline.media.samples import write_video
+
+    w, h = size
+    paths = []
+    for v, length in enumerate(lengths):
+        frames = [
+            np.full((h, w, 3), (7 * v + 3 * t) % 256, np.uint8)
+            + np.arange(w, dtype=np.uint8)[None, :, None]
+            for t in range(length)
+        ]
+        path = folder / f"tiny{v:03d}.mp4"
+        write_video(path, frames)
+        paths.append(str(path))
+    return paths
+
+
+def frames_by_reader(out: Path, ray_data: bool = True) -> dict[str, pandas.DataFrame]:
+    """(video_id, frame_index, num_detections) of every row, as each reader sees the folder."""
+    import duckdb
+    import pandas as pd
+    import pyarrow.dataset as ds
+
+    folder = out / "detections"
+    columns = ["video_id", "frame_index", "num_detections"]
+    found = {
+        "duckdb": duckdb.sql(
+            f"SELECT {', '.join(columns)} FROM read_parquet('{folder}/*.parquet')"
+        ).df(),
+        "pandas": pd.read_parquet(folder, columns=columns),
+        "pyarrow": ds.dataset(folder, format="parquet").to_table(columns=columns).to_pandas(),
+    }
+    if ray_data:
+        import ray.data
+
+        found["ray_data"] = ray.data.read_parquet(str(folder)).select_columns(columns).to_pandas()
+    return {
+        name: frame.sort_values(columns[:2]).reset_index(drop=True).astype({"num_detections": int})
+        for name, frame in found.items()
+    }
+
+
+def part_files(out: Path) -> list[str]:
+    return sorted(p.name for p in (out / "detections").glob("part-*.parquet"))

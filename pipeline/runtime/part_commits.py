@@ -1,9 +1,9 @@
 """A video worker's short videos, committed together in part files (``pipeline.output.parts``).
 
 A finished short video's rows (still in memory: fewer than a row group) wait here with the rows of
-the worker's other finished short videos. The part is written when it holds ``PART_ROWS`` rows,
-when its first video has waited ``PART_WAIT_S``, or when the worker has had no video open for
-``IDLE_FLUSH_S`` (no more are coming for now). Then, in this order:
+the worker's other finished short videos. The part is written when it holds ``part_rows`` rows
+(``--part-rows``), when its first video has waited ``PART_WAIT_S``, or when the worker has had
+no video open for ``IDLE_FLUSH_S`` (no more are coming for now). Then, in this order:
 
 1. one grant request for all its videos (the coordinator logs ``committing`` with the part's
    key for each it grants); a refused video (its attempt is no longer the video's) leaves the part;
@@ -37,7 +37,6 @@ from pipeline.output.writer import durable_replace
 
 log = logging.getLogger(__name__)
 
-PART_ROWS = 8192  # rows (frames) per part: 16 row groups of 512
 PART_WAIT_S = 30.0  # the longest a finished video waits for its part
 IDLE_FLUSH_S = 0.5  # no video open on the worker this long: write what waits
 
@@ -59,7 +58,7 @@ class PartCommits:
         owner: str,
         grant: Callable[[tuple[str, int, str]], Awaitable[bool]],
         *,
-        part_rows: int = PART_ROWS,
+        part_rows: int,
     ):
         """``grant((video_id, attempt_id, part_key))``: the coordinator's yes or no."""
         self.store, self.schema, self.owner, self.grant = store, schema, owner, grant

@@ -77,7 +77,13 @@ class VideoWorkerLogic:
         self.ctx.decode_spec = dataclasses.replace(self.ctx.decode_spec, frames_with_header=True)
         self.store, self.calls, self.grant, self.tell = store, calls, grant, tell
         self.ended = ended
-        self.parts = PartCommits(store, detections_schema(config.track), f"{os.getpid()}", grant)
+        self.parts = PartCommits(
+            store,
+            detections_schema(config.track),
+            f"{os.getpid()}",
+            grant,
+            part_rows=config.part_rows,
+        )
         self._flusher: asyncio.Task | None = None
         self._idle_since = time.monotonic()
         # Batches in flight: the engine's window and one more per video open now (``process``),
@@ -99,6 +105,7 @@ class VideoWorkerLogic:
     def set_config(self, config: RunConfig) -> None:
         self.ctx.set_config(config)
         self.parts.schema = detections_schema(config.track)
+        self.parts.part_rows = config.part_rows
 
     async def process_many(
         self, sources: list[VideoSource], attempt_ids: list[int], fresh: list[bool] | None = None

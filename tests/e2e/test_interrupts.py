@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import read_rows, write_people_clips
+from conftest import frames_by_reader, part_files, read_rows, tiny_videos, write_people_clips
 
 from pipeline.media.samples import write_video
 
@@ -139,13 +139,13 @@ def assert_no_orphans(since: float, core_timeout: float = 30, agents_timeout: fl
     assert not left, f"processes outlived the driver by {agents_timeout:.0f} s: {left[:5]}"
 
 
-def kill_the_driver_then_rerun(tmp_path, videos, lengths, model_path, data_path) -> Path:
+def kill_the_driver_then_rerun(tmp_path, videos, lengths, model_path, data_path, *more) -> Path:
     """Run, SIGKILL the driver once a video is complete (and before all are), check nothing
     is left running, run again: the output of the rerun (checked for resume, duplicates and
     leftovers here; its rows by the caller)."""
     out = tmp_path / "out"
     started = time.time() - 1  # process start times are rounded
-    extra = ["--max-open-videos", "1", "--data-path", data_path]
+    extra = ["--max-open-videos", "1", "--data-path", data_path, *more]
     proc = start(command(videos, out, model_path, *extra))
     try:
         wait_for(lambda: len(ok_videos(out)) >= 1, proc)
@@ -160,7 +160,7 @@ def kill_the_driver_then_rerun(tmp_path, videos, lengths, model_path, data_path)
     assert 1 <= len(done_before_kill) < len(videos), "the kill must land mid-run"
 
     rerun = subprocess.run(
-        command(videos, out, model_path, "--data-path", data_path),
+        command(videos, out, model_path, "--data-path", data_path, *more),
         capture_output=True,
         text=True,
         timeout=600,
@@ -198,7 +198,9 @@ def test_driver_sigkill_then_rerun_on_the_workers_path(tmp_path, uneven_videos, 
     """The short clips' outcomes are recorded as each ends (the workers tell them), so a kill
     while the long ones run keeps them, and the rerun skips them."""
     videos, lengths = uneven_videos
-    out = kill_the_driver_then_rerun(tmp_path, videos, lengths, model_path, "workers")
+    out = kill_the_driver_then_rerun(
+        tmp_path, videos, lengths, model_path, "workers", "--layout", "per-video"
+    )
     clean = tmp_path / "clean"
     done = subprocess.run(
         command(videos, clean, model_path),
@@ -209,6 +211,45 @@ def test_driver_sigkill_then_rerun_on_the_workers_path(tmp_path, uneven_videos, 
     )
     assert done.returncode == 0, done.stderr[-2000:]
     pd.testing.assert_frame_equal(comparable(out), comparable(clean))
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_driver_killed_during_a_packed_run_then_a_rerun_each_frame_once(
+    tmp_path, model_path, seed
+):
+    """SIGKILL of the driver a random moment after the first part file landed (parts of 64
+    rows: several in the run): the rerun leaves each frame once for every reader (a part put in
+    place before its records is taken apart by the next fold), and no hidden file."""
+    import random
+
+    lengths = [3 + (7 * i) % 40 for i in range(30)]  # 3 to 42 frames
+    videos = tiny_videos(tmp_path, lengths)
+    out = tmp_path / "out"
+    extra = ["--imgsz", "160", "--part-rows", "64", "--layout", "packed"]
+    proc = start(command(videos, out, model_path, *extra))
+    deadline = time.time() + 300
+    try:
+        while not ((out / "detections").is_dir() and part_files(out)):
+            assert proc.poll() is None, proc.communicate()
+            assert time.time() < deadline
+            time.sleep(0.05)
+        time.sleep(random.Random(seed).uniform(0, 2.0))
+    finally:
+        proc.kill()
+        proc.wait()
+        stop_orphaned_ray()
+    rerun = subprocess.run(
+        command(videos, out, model_path, *extra),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "YOLO_OFFLINE": "1"},
+    )
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    for name, frame in frames_by_reader(out, ray_data=False).items():
+        assert not frame.duplicated(["video_id", "frame_index"]).any(), name
+        assert len(frame) == sum(lengths), name
+    assert [p for p in out.rglob("*") if p.name.startswith(".tmp-")] == []
 
 
 @pytest.mark.parametrize(
@@ -227,6 +268,8 @@ def test_interrupt_stops_cleanly_and_says_how_to_resume(
     out = tmp_path / "out"
     started = time.time() - 1  # process start times are rounded
     extra = ["--max-open-videos", "1", "--data-path", data_path]
+    if data_path == "workers":  # each clip's part written as it ends: one is done early
+        extra += ["--part-rows", "1"]
     proc = start(command(videos, out, model_path, *extra))
     wait_for(lambda: len(ok_videos(out)) >= 1, proc)
     proc.send_signal(signum)

@@ -6,6 +6,7 @@ only through the environment, as on a real cluster).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -38,6 +39,9 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory, people_mp4):
+    # where moto's request recorder writes (read by ``requests_during``): set before moto loads
+    recording = tmp_path_factory.mktemp("moto") / "recording.jsonl"
+    os.environ.setdefault("MOTO_RECORDER_FILEPATH", str(recording))
     pytest.importorskip("moto")
     from moto.server import ThreadedMotoServer
 
@@ -185,6 +189,8 @@ def test_interrupted_s3_run_resumes_without_duplicates(s3, tmp_path, model_path,
         model_path,
         "--max-open-videos",
         "1",
+        "--part-rows",  # each short clip's part published as it ends: a is done before b
+        "1",
     )
     staging = str(tmp_path / "staging")
     proc = cli(*args, staging=staging)
@@ -217,6 +223,67 @@ def test_interrupted_s3_run_resumes_without_duplicates(s3, tmp_path, model_path,
         len(rows) == sum(lengths.values())
         and not rows.duplicated(["video_id", "frame_index"]).any()
     )
+
+
+@contextlib.contextmanager
+def requests_during(query: str):
+    """The S3 requests the server saw meanwhile, as (method, path) pairs (moto's recorder)."""
+    import urllib.parse
+    import urllib.request
+
+    base = "http://" + urllib.parse.parse_qs(query)["endpoint_override"][0] + "/moto-api/recorder"
+    for step in ("reset-recording", "start-recording"):
+        urllib.request.urlopen(urllib.request.Request(f"{base}/{step}", method="POST"))
+    seen: list[tuple[str, str]] = []
+    try:
+        yield seen
+    finally:
+        urllib.request.urlopen(urllib.request.Request(f"{base}/stop-recording", method="POST"))
+        with urllib.request.urlopen(f"{base}/download-recording") as answer:
+            for line in answer.read().decode().splitlines():
+                entry = json.loads(line)
+                path = urllib.parse.unquote(urllib.parse.urlparse(entry["url"]).path)
+                seen.append((entry["method"], path))
+
+
+def test_a_packed_run_puts_one_object_per_part_not_per_clip(s3, tmp_path, model_path):
+    """40 short clips to object storage: their rows go in part files, one upload each (pyarrow
+    uploads a file as a multipart upload: a POST to start it, a PUT of its one part, a POST to
+    complete it), not one per clip; a rerun changes nothing."""
+    from conftest import tiny_videos
+
+    fs, query = s3
+    lengths = [4 + i % 9 for i in range(40)]
+    for path in tiny_videos(tmp_path, lengths):
+        name = Path(path).name
+        pafs.copy_files(path, f"videos/many/{name}", destination_filesystem=fs)
+    args = (
+        f"s3://videos/many/?{query}",
+        "--output",
+        f"s3://results/packed?{query}",
+        "--model",
+        model_path,
+        "--imgsz",
+        "160",
+    )
+    with requests_during(query) as seen:
+        proc = cli(*args, staging=str(tmp_path / "staging"))
+        _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-3000:]
+    puts = [path for method, path in seen if method == "PUT" and path.startswith("/results/")]
+    print(f"{len(puts)} PUTs for 40 clips: {sorted(puts)}")
+    detections = [p for p in puts if p.startswith("/results/packed/detections/")]
+    parts = fs.get_file_info(pafs.FileSelector("results/packed/detections"))
+    assert len(detections) == len(parts) <= 4  # 40 clips, 314 rows: a part per worker at most
+    assert len(puts) <= 12, puts  # and a handful for videos.parquet, run.json, runs/, the lease
+    posts = [p for m, p in seen if m == "POST" and p.startswith("/results/packed/detections/")]
+    assert len(posts) == 2 * len(detections)  # each upload's start and end, nothing per clip
+    rows = remote_rows(fs, "results/packed")
+    assert len(rows) == sum(lengths) and not rows.duplicated(["video_id", "frame_index"]).any()
+    proc = cli(*args, staging=str(tmp_path / "other-staging"))
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert len(remote_rows(fs, "results/packed")) == sum(lengths)
 
 
 def test_the_staging_folder_is_private_to_the_user_not_a_fixed_path_in_tmp(tmp_path, monkeypatch):

@@ -86,7 +86,8 @@ def test_losing_a_node_mid_run_still_completes_without_duplicates(
         result["record"] = pipeline.run(
             [str(v) for v in videos],
             output=str(tmp_path / "out"),
-            config=RunConfig(model=model_path, batch_size=4),
+            # the coordinator's path (the workers': test_video_workers_cluster.py)
+            config=RunConfig(model=model_path, batch_size=4, data_path="coordinator"),
             faults=plan,
             progress=False,
         )
@@ -129,7 +130,9 @@ def test_losing_a_node_with_decoders_on_it_redecodes_its_videos(
         result["record"] = pipeline.run(
             [str(v) for v in videos],
             output=str(tmp_path / "out"),
-            config=RunConfig(model=model_path, batch_size=4, max_open_videos=4),
+            config=RunConfig(
+                model=model_path, batch_size=4, max_open_videos=4, data_path="coordinator"
+            ),
             faults=plan,
             progress=False,
         )

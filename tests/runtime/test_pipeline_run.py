@@ -179,6 +179,7 @@ def test_backpressure_bounds_batches_alive(ray_local, tmp_path, clips, model_pat
         decoder_buffer=1,
         max_open_videos=1,
         num_actors=1,
+        data_path="coordinator",  # its window (the workers' engine has its own, unit-tested)
     )
     record = pipeline.run(
         [str(clips["small_h264"])],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,10 @@ from pipeline.media.samples import read_frames, write_video
 from pipeline.runtime.faults import FaultPlan
 
 pytestmark = pytest.mark.slow
+
+# Faults of the coordinator's data path (a batch retried on another actor, its window, the stream's
+# two items a batch); the workers' path has its own: test_video_workers_faults.py.
+COORDINATOR_PATH = {"data_path": "coordinator"}
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +94,9 @@ def test_killed_actor_mid_run_output_equals_clean_run(
     clean_run, tmp_path, three_videos, model_path
 ):
     plan = FaultPlan(marker_dir=str(tmp_path), actor_exit_after_batches=2)
-    record = run(three_videos, tmp_path / "out", model_path, faults=plan, num_actors=2)
+    record = run(  # a batch retried: the coordinator's path (workers': test_video_workers_faults)
+        three_videos, tmp_path / "out", model_path, faults=plan, num_actors=2, **COORDINATOR_PATH
+    )
     assert list(tmp_path.glob("actor-*")), "the fault hook never fired"
     assert record["exit_code"] == 0
     assert record["totals"]["batches_retried"] >= 1
@@ -119,7 +126,10 @@ def test_decoder_killed_between_a_header_and_its_frames_redecodes_that_batch(
         decoder_exit_after_batches=2,
         decoder_exit_between_header_and_frames=True,
     )
-    record = run(three_videos, tmp_path / "out", model_path, faults=plan, num_actors=2)
+    # a header and its frames are two stream items only on the coordinator's path
+    record = run(
+        three_videos, tmp_path / "out", model_path, faults=plan, num_actors=2, **COORDINATOR_PATH
+    )
     assert len(list(tmp_path.glob("decoder-*"))) == 1
     assert record["exit_code"] == 0 and record["totals"]["decoder_retries"] == 1
     assert_same_output(tmp_path / "out", clean_run)
@@ -151,8 +161,14 @@ def test_a_hung_actor_is_killed_and_its_batch_goes_to_another(
     clean_run, tmp_path, three_videos, model_path
 ):
     plan = FaultPlan(marker_dir=str(tmp_path), actor_hang_after_batches=2)
-    record = run(
-        three_videos, tmp_path / "out", model_path, faults=plan, num_actors=2, batch_timeout_s=5
+    record = run(  # --batch-timeout: the coordinator's path
+        three_videos,
+        tmp_path / "out",
+        model_path,
+        faults=plan,
+        num_actors=2,
+        batch_timeout_s=5,
+        **COORDINATOR_PATH,
     )
     assert list(tmp_path.glob("hang-*")), "the fault hook never fired"
     assert record["exit_code"] == 0 and record["totals"]["actors_hung"] == 1
@@ -179,6 +195,7 @@ def test_a_decoder_stalled_after_a_header_gives_back_its_window_slot(
         num_actors=1,
         window_per_actor=1,
         stall_timeout_s=3,
+        **COORDINATOR_PATH,  # the coordinator's window
     )
     assert len(list(tmp_path.glob("decoder-*"))) == 1
     assert record["exit_code"] == 0 and record["totals"]["decoder_retries"] == 1
@@ -373,8 +390,8 @@ def test_hostile_names_write_only_inside_the_output(ray_local, tmp_path, model_p
     assert sorted(os.path.basename(p) for p in status) == sorted(names)
     assert all(s["status"] == "ok" for s in status.values())
     assert read_rows(out).groupby("video_id").size().tolist() == [3] * len(names)
-    for p in (out / "detections").iterdir():
-        assert len(p.stem) == 16 and all(c in "0123456789abcdef" for c in p.stem)
+    for p in (out / "detections").iterdir():  # a video's id, or a part's name: never the input's
+        assert re.fullmatch(r"[0-9a-f]{16}|part-[0-9]+-[0-9a-f]{12}", p.stem), p.name
 
 
 @pytest.mark.parametrize("with_other_work", [True, False], ids=["on Ray", "without Ray"])

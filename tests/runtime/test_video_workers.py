@@ -6,30 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
+from conftest import tiny_videos  # noqa: F401 - the other runtime tests import it from here
 
 from pipeline.config import RunConfig
-from pipeline.media.samples import write_video
 from pipeline.output.readers import read_detections, read_videos
 
 pytestmark = pytest.mark.slow
-
-
-def tiny_videos(folder: Path, lengths: list[int], size=(160, 96)) -> list[str]:
-    """Moving gradients: cheap to decode, each video different."""
-    w, h = size
-    paths = []
-    for v, length in enumerate(lengths):
-        frames = [
-            np.full((h, w, 3), (7 * v + 3 * t) % 256, np.uint8)
-            + np.arange(w, dtype=np.uint8)[None, :, None]
-            for t in range(length)
-        ]
-        path = folder / f"tiny{v:03d}.mp4"
-        write_video(path, frames)
-        paths.append(str(path))
-    return paths
 
 
 def run(videos, out, model_path, *, faults=None, **settings) -> dict:
@@ -54,7 +37,7 @@ def clips(tmp_path_factory):
 
 
 def test_workers_write_what_the_coordinator_path_writes(ray_local, tmp_path, clips, model_path):
-    before = run(clips, tmp_path / "coordinator", model_path, batch_size=8)
+    before = run(clips, tmp_path / "coordinator", model_path, batch_size=8, data_path="coordinator")
     # a simulated GPU slow enough that clips' batches wait for it: then they share passes
     slow = dict(data_path="workers", synthetic_latency_ms=(20, 1))
     after = run(clips, tmp_path / "workers", model_path, batch_size=8, **slow)
