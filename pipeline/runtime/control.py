@@ -34,6 +34,7 @@ from pipeline.runtime.assignment import (
 from pipeline.runtime.commit import VideoCommitter
 from pipeline.runtime.context import RunContext
 from pipeline.runtime.coordinator import BACKLOG_QUEUE
+from pipeline.runtime.deadlines import BatchDeadline
 from pipeline.runtime.faults import FaultPlan
 from pipeline.runtime.messages import (
     CoordinatorSummary,
@@ -47,15 +48,47 @@ from pipeline.runtime.ray_calls import ACTOR_LOST, RayCalls, error_cause
 REPORT_EVERY_S = 1.0  # how often the workers' figures are polled (progress, run.json)
 
 
-class ControlFigures:
-    """The control plane's figures (progress and the run's summary): its own counts and the
-    workers' latest reports."""
+class ControlMonitoring:
+    """The workers' reports, polled about once a second: progress, the run's summary (its own
+    counts and the workers'), and a worker hung in a forward pass restarted."""
 
     ctx: RunContext
     reports: WorkerReports
     workers: list
     started: float
     cpu_started: float
+    assignments: Assignments
+    deadline: BatchDeadline
+    calls: RayCalls
+
+    def _worker_died(self, worker: int) -> None:
+        raise NotImplementedError
+
+    async def _poll_reports(self) -> None:
+        while True:
+            await asyncio.sleep(REPORT_EVERY_S)
+            await self._poll_once()
+
+    async def _poll_once(self) -> None:
+        await self.reports.poll(self.workers)
+        self._restart_hung()
+
+    def _restart_hung(self) -> None:
+        """A worker whose forward pass has run past the deadline (a stuck kernel, a deadlock) is
+        killed; Ray restarts it, and its videos go to the others as after any death."""
+        for worker, report in enumerate(self.reports.latest):
+            if report is None or not self.assignments.live[worker]:
+                continue
+            if report.slowest_pass_s is not None:
+                self.deadline.observe(report.slowest_pass_s)
+            if (
+                report.pass_running_s is not None
+                and report.pass_running_s > self.deadline.seconds()
+            ):
+                self.ctx.counts.actors_hung += 1
+                self.calls.restart_actor(self.workers[worker])
+                self.reports.retire(worker)  # its next report is its new process's
+                self._worker_died(worker)  # no videos for it until it answers again
 
     async def progress(self) -> RunProgress:
         ctx, reports = self.ctx, self.reports
@@ -95,7 +128,7 @@ class ControlFigures:
         )
 
 
-class ControlLogic(ControlFigures):
+class ControlLogic(ControlMonitoring):
     def __init__(
         self,
         output: str,
@@ -127,6 +160,7 @@ class ControlLogic(ControlFigures):
         self._handout_errors: list[BaseException] = []
         self._restarts: set[asyncio.Task] = set()  # held: the loop keeps only weak references
         self.decode_here = [True] * len(workers)
+        self.deadline = BatchDeadline(config.batch_timeout_s)  # for a forward pass
         self.started = time.time()
         self.cpu_started = time.process_time()
 
@@ -328,14 +362,6 @@ class ControlLogic(ControlFigures):
         await self._made_room()
         return ended
 
-    async def _poll_reports(self) -> None:
-        while True:
-            await asyncio.sleep(REPORT_EVERY_S)
-            await self._poll_once()
-
-    async def _poll_once(self) -> None:
-        await self.reports.poll(self.workers)
-
 
 class WorkerReports:
     """The workers' latest figures (polled about once a second); a worker that restarted keeps
@@ -357,6 +383,12 @@ class WorkerReports:
             if last is not None and last.pid != report.pid:  # restarted
                 self._retired.append(last)
             self.latest[i] = report
+
+    def retire(self, worker: int) -> None:
+        """The worker's process is gone: what it did still counts, its next report is new."""
+        if self.latest[worker] is not None:
+            self._retired.append(self.latest[worker])
+            self.latest[worker] = None
 
     def current(self) -> list[WorkerReport]:
         return [r for r in self.latest if r is not None]

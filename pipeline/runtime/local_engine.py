@@ -41,6 +41,8 @@ class EngineFigures:
     batches: int = 0  # decoder batches inferred
     frames: int = 0
     busy_s: float = 0.0  # time in the detector
+    slowest_pass_s: float | None = None
+    pass_started: float | None = None  # time.monotonic() of the pass running now
 
 
 class LocalEngine:
@@ -134,9 +136,14 @@ class LocalEngine:
     async def _forward(self, taken: list[_Queued]) -> list[InferredBatch]:
         frames = taken[0].frames if len(taken) == 1 else np.concatenate([q.frames for q in taken])
         started = time.perf_counter()
-        counts, detections = await asyncio.to_thread(self._detect, frames, taken[0].geometry)
+        self.figures.pass_started = time.monotonic()
+        try:
+            counts, detections = await asyncio.to_thread(self._detect, frames, taken[0].geometry)
+        finally:
+            self.figures.pass_started = None
         infer_s = time.perf_counter() - started
         figures = self.figures
+        figures.slowest_pass_s = max(figures.slowest_pass_s or 0.0, infer_s)
         figures.passes += 1
         figures.mixed_passes += len({q.video_id for q in taken}) > 1
         figures.batches += len(taken)

@@ -136,3 +136,5 @@ class WorkerReport:
     sample: ActorSample | None
     first_batch_done_at: float | None
     tracker_peak_bytes: int
+    pass_running_s: float | None = None  # how long the forward pass running now has taken
+    slowest_pass_s: float | None = None

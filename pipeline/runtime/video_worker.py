@@ -213,6 +213,7 @@ class VideoWorkerLogic:
         ctx, engine = self.ctx, self.engine
         ctx.counts.mixed_batches = engine.figures.mixed_passes
         ctx.counts.commits_refused = self.parts.superseded  # the coordinator counts its own
+        started = engine.figures.pass_started
         return WorkerReport(
             pid=os.getpid(),
             counts=ctx.counts,
@@ -222,6 +223,8 @@ class VideoWorkerLogic:
             sample=engine.last_sample[0],
             first_batch_done_at=ctx.first_batch_done_at,
             tracker_peak_bytes=self.tracker_peak_rss,
+            pass_running_s=(None if started is None else time.monotonic() - started),
+            slowest_pass_s=engine.figures.slowest_pass_s,
         )
 
 
