@@ -31,6 +31,7 @@ from pipeline.output.outcomes import should_commit
 from pipeline.output.parts import packs
 from pipeline.output.schema import detections_schema
 from pipeline.output.store import OutputStore
+from pipeline.output.writer import ROW_GROUP_FRAMES
 from pipeline.runtime.coalesce import Coalescer
 from pipeline.runtime.commit import (
     TrackedFiles,
@@ -243,6 +244,9 @@ def _rows_of(writer, tracked: TrackedFiles | None) -> tuple[pa.Table, pa.Table |
     return table, None
 
 
+WARM_FRAMES = 2 * ROW_GROUP_FRAMES
+
+
 @ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=1000)
 class VideoWorker(DetectorHost):
     """A YoloActor that decodes, infers and writes its own videos (async: its video passes,
@@ -293,9 +297,11 @@ class VideoWorker(DetectorHost):
         )
 
     def _after_pass(self) -> ActorSample:
-        """The actor's memory and GPU after a forward pass (warm after the first, as a
-        YoloActor's after its first batch)."""
-        self.memory.mark_warm()
+        """The actor's memory and GPU after a forward pass. Warm once it has inferred
+        ``WARM_FRAMES``: by then its allocator pools have filled and its first video's writer
+        has written a row group (its RSS is flat from there: docs/BENCHMARKS.md)."""
+        if self.logic is not None and self.logic.engine.figures.frames >= WARM_FRAMES:
+            self.memory.mark_warm()
         return ActorSample(rss=self.memory.sample(), gpu=self._last_gpu)
 
     async def process_many(

@@ -335,7 +335,13 @@ def test_long_run_memory_stays_flat(tmp_path, model_path):
         )
         assert growth < 50, role
     # The coordinator's RSS over the run (run.json's timeline): flat from a fifth of the frames on.
-    points = [p for p in record["timeline"]["points"] if p["coordinator_rss"]]
+    # Up to nine tenths of the frames: the video's commit, record and videos.parquet's first
+    # write come at the end of a one-video run (once per run, not a growth with the frames).
+    points = [
+        p
+        for p in record["timeline"]["points"]
+        if p["coordinator_rss"] and p["frames_done"] <= 9_000
+    ]
     settled = next(p for p in points if p["frames_done"] >= 2_000)
     drift = (points[-1]["coordinator_rss"] - settled["coordinator_rss"]) / mib
     print(
