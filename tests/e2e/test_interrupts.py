@@ -56,6 +56,19 @@ def start(args) -> subprocess.Popen:
     )
 
 
+def run_to_end(args, timeout=600) -> subprocess.CompletedProcess:
+    """A run of the command to its end; it must succeed."""
+    done = subprocess.run(
+        args,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "YOLO_OFFLINE": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
 def stop_orphaned_ray():
     subprocess.run(
         [str(Path(sys.executable).with_name("ray")), "stop", "--force"], capture_output=True
@@ -89,14 +102,7 @@ def videos(tmp_path_factory, people_mp4):
 @pytest.fixture(scope="module")
 def clean_output(tmp_path_factory, videos, model_path):
     out = tmp_path_factory.mktemp("clean") / "out"
-    done = subprocess.run(
-        command(videos, out, model_path),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "YOLO_OFFLINE": "1"},
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    run_to_end(command(videos, out, model_path))
     return comparable(out)
 
 
@@ -159,14 +165,7 @@ def kill_the_driver_then_rerun(tmp_path, videos, lengths, model_path, data_path,
     done_before_kill = ok_videos(out)
     assert 1 <= len(done_before_kill) < len(videos), "the kill must land mid-run"
 
-    rerun = subprocess.run(
-        command(videos, out, model_path, "--data-path", data_path, *more),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "YOLO_OFFLINE": "1"},
-    )
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    run_to_end(command(videos, out, model_path, "--data-path", data_path, *more))
     record = json.loads((out / "run.json").read_text())
     assert record["totals"]["videos_skipped"] >= len(done_before_kill)  # not decoded again
     assert record["totals"]["frames"] <= sum(lengths) - len(done_before_kill) * min(lengths)
@@ -202,14 +201,7 @@ def test_driver_sigkill_then_rerun_on_the_workers_path(tmp_path, uneven_videos, 
         tmp_path, videos, lengths, model_path, "workers", "--layout", "per-video"
     )
     clean = tmp_path / "clean"
-    done = subprocess.run(
-        command(videos, clean, model_path),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "YOLO_OFFLINE": "1"},
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    run_to_end(command(videos, clean, model_path))
     pd.testing.assert_frame_equal(comparable(out), comparable(clean))
 
 
@@ -238,14 +230,7 @@ def test_the_driver_killed_during_a_packed_run_then_a_rerun_each_frame_once(
         proc.kill()
         proc.wait()
         stop_orphaned_ray()
-    rerun = subprocess.run(
-        command(videos, out, model_path, *extra),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "YOLO_OFFLINE": "1"},
-    )
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    run_to_end(command(videos, out, model_path, *extra))
     for name, frame in frames_by_reader(out, ray_data=False).items():
         assert not frame.duplicated(["video_id", "frame_index"]).any(), name
         assert len(frame) == sum(lengths), name
@@ -291,14 +276,7 @@ def test_interrupt_stops_cleanly_and_says_how_to_resume(
     progress = json.loads((out / "progress.json").read_text())
     assert progress["state"] == "stopped" and progress["exit_code"] == code
 
-    rerun = subprocess.run(
-        command(videos, out, model_path),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "YOLO_OFFLINE": "1"},
-    )
-    assert rerun.returncode == 0
+    run_to_end(command(videos, out, model_path))
     pd.testing.assert_frame_equal(comparable(out), clean_output)
 
 
@@ -312,14 +290,9 @@ def test_long_run_memory_stays_flat(tmp_path, model_path):
     frames = (np.roll(base, i, axis=1) for i in range(10_000))
     write_video(video, frames, options={"preset": "ultrafast"})
     out = tmp_path / "out"
-    done = subprocess.run(
-        command([video], out, model_path, "--imgsz", "64", "--batch-size", "32"),
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "YOLO_OFFLINE": "1"},
+    run_to_end(
+        command([video], out, model_path, "--imgsz", "64", "--batch-size", "32"), timeout=900
     )
-    assert done.returncode == 0, done.stderr[-2000:]
     record = json.loads((out / "run.json").read_text())
     assert record["totals"]["frames"] == 10_000
     mib = 1024 * 1024

@@ -134,10 +134,13 @@ def config(**kwargs) -> RunConfig:
     )
 
 
-def run_workers(tmp_path, name, frames: dict[str, int], workers, on_record=None, **settings):
-    """``on_record(logic, record)``: called as each outcome is recorded."""
+def run_workers(
+    tmp_path, name, frames: dict[str, int], workers, on_record=None, sources=None, **settings
+):
+    """``on_record(logic, record)``: called as each outcome is recorded; ``sources``: the videos
+    (default: one per ``frames`` path); ``name``: the output folder, kept between runs."""
     out = tmp_path / name
-    out.mkdir()
+    out.mkdir(exist_ok=True)
     logic = ControlLogic(str(out), config(**settings), workers, calls=None, metrics=Metrics())
     logic.me = logic
     if on_record is not None:
@@ -148,7 +151,7 @@ def run_workers(tmp_path, name, frames: dict[str, int], workers, on_record=None,
             await record(video_record)
 
         logic.committer.record = recorded
-    sources = [
+    sources = sources or [
         VideoSource(path, f"{i:016x}", size_bytes=1000, mtime_ns=1) for i, path in enumerate(frames)
     ]
 
@@ -348,28 +351,17 @@ def test_a_clip_redone_leaves_its_old_rows_before_its_new_rows_land(tmp_path, fi
     """A rerun over changed clips (packed the second time): each clip's rows once, none left
     behind in its old part or its old file of its own."""
     clips = {f"clip{i}.mp4": 2 + i % 3 for i in range(12)}
-    settings = dict(batch_size=4, max_open_videos=8)
-    out = tmp_path / "out"
-    out.mkdir()
 
     def run(sources, frames, layout="auto"):
         workers = [FakeWorker(WorkerCalls(dict(frames)))]
-        cfg = config(layout=layout, **settings)
-        logic = ControlLogic(str(out), cfg, workers, calls=None, metrics=Metrics())
-        logic.me = logic
-
-        async def main():
-            await logic.add_videos(sources)
-            await logic.backlog_walked()
-            return await logic.run(facts())
-
-        return asyncio.run(main())
+        settings = dict(batch_size=4, max_open_videos=8, layout=layout)
+        return run_workers(tmp_path, "out", frames, workers, sources=sources, **settings)
 
     first = [VideoSource(p, f"{i:016x}", size_bytes=1000, mtime_ns=1) for i, p in enumerate(clips)]
     run(first, clips, first_layout)
     changed = {p: (n + 3 if i % 4 == 0 else n) for i, (p, n) in enumerate(clips.items())}
     second = [dataclasses.replace(s, mtime_ns=2) if i % 4 == 0 else s for i, s in enumerate(first)]
-    summary = run(second, changed)
+    summary, out, _ = run(second, changed)
     assert summary.counts.videos_ok == 3 and summary.counts.videos_skipped == 9
     expected = {s.video_id: changed[s.path] for s in first}
     direct = pq.read_table(out / "detections").to_pandas()  # what DuckDB, pandas, Spark see
