@@ -15,9 +15,8 @@ DEVICES: tuple[str, ...] = get_args(Device)
 Engine = Literal["auto", "torch", "openvino", "onnx", "tensorrt"]
 ENGINES: tuple[str, ...] = get_args(Engine)
 # No model at all: fixed boxes per frame (pipeline.inference.synthetic). Not a choice of the
-# command line: the coordination benchmark uses it to measure the pipeline's own costs.
+# command line: the control-plane benchmark uses it to measure the pipeline's own costs.
 SYNTHETIC_ENGINE = "synthetic"
-DATA_PATHS = ("coordinator", "workers")
 LAYOUTS = ("auto", "per-video", "packed")  # pipeline.output.parts
 
 
@@ -93,7 +92,7 @@ SETTING_RANGES: tuple[tuple[str, str, float, float | None], ...] = (
     ("segments", "--segments", 1, 64),
     ("segment_min_frames", "segment_min_frames", 1, None),
     ("decode_retries", "decode_retries", 0, 100),
-    ("batch_retries", "batch_retries", 0, 100),
+    ("worker_retries", "worker_retries", 0, 100),
     ("stall_timeout_s", "--stall-timeout", 0.0, 86_400.0),  # above 0: see _check_range
     ("batch_timeout_s", "--batch-timeout", 0.0, 86_400.0),
     ("cpu_threads", "--cpu-threads", 1, 1024),
@@ -158,20 +157,17 @@ class RunConfig:
     # decoding is the bottleneck and decoders are free), 1 never, N splits videos long enough in N.
     segments: int | None = None
     segment_min_frames: int = 1800  # no segment shorter than this
-    decode_retries: int = 2  # re-runs of a crashed decoder before its video is marked failed
-    batch_retries: int = 3  # re-dispatches of a batch whose actor died
+    decode_retries: int = 2  # decoders started again after deaths in a row that delivered no batch
+    worker_retries: int = 3  # hand-outs again of a video whose video worker died or hung
     stall_timeout_s: float = 300.0  # no frame from a decoder for this long: the video fails
-    # an actor's answer later than this: the actor is hung; None: derived
+    # a video worker's forward pass longer than this: the worker is hung; None: derived
     batch_timeout_s: float | None = None
     cpu_threads: int | None = None  # torch threads of a CPU actor; None: the node's cores
     # ByteTrack over each video's detections: a track_id per box, tracks/ summary
     track: bool = False
-    # Who moves the frames: "workers" (each YoloActor decodes, infers and writes its own videos:
-    # pipeline.runtime.video_worker) or "coordinator" (one coordinator sends every batch to an actor).
-    data_path: str = "workers"
     # Where rows go: "per-video" (detections/<video_id>.parquet each), "packed" (every video in
     # shared part files), "auto" (a video shorter than a row group is packed). Not a result
-    # setting: the rows are the same. The coordinator's data path writes per video.
+    # setting: the rows are the same.
     layout: str = "auto"
     part_rows: int = 8192  # rows (frames) a worker gathers for one part file: 16 row groups
     # The synthetic engine's simulated GPU: each batch of n frames takes a + b·n milliseconds
@@ -212,16 +208,8 @@ class RunConfig:
             )
         if self.classes is not None:
             object.__setattr__(self, "classes", class_keys(self.classes))
-        if self.data_path not in DATA_PATHS:
-            raise ConfigError(
-                f"data_path must be one of {', '.join(DATA_PATHS)}; got {self.data_path!r}"
-            )
         if self.layout not in LAYOUTS:
             raise ConfigError(f"--layout must be one of {', '.join(LAYOUTS)}; got {self.layout!r}")
-        if self.layout == "packed" and self.data_path == "coordinator":
-            raise ConfigError(
-                "--layout packed needs --data-path workers (the coordinator's path writes a file per video)"
-            )
         if self.synthetic_latency_ms is not None:
             latency = tuple(float(v) for v in self.synthetic_latency_ms)
             if len(latency) != 2 or min(latency) < 0:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.config import CPU_PRECISIONS, DATA_PATHS, DEVICES, ENGINES, LAYOUTS, RunConfig
+from pipeline.config import CPU_PRECISIONS, DEVICES, ENGINES, LAYOUTS, RunConfig
 
 
 def names_or_ids(text: str) -> list:
@@ -165,19 +165,11 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
     RunOption(
         "batch_timeout_s",
         "--batch-timeout",
-        "seconds before an actor that has not answered a batch is killed and the batch sent to another "
-        "(default: 10x the slowest batch so far, at least 30; 600 for the first)",
+        "seconds a video worker's forward pass may take before the worker is called hung: it is "
+        "restarted and its videos go to the others (default: 10x the slowest pass so far, at "
+        "least 30; 600 for the first)",
         float,
         default_none=True,
-    ),
-    RunOption(
-        "data_path",
-        "--data-path",
-        "who moves the frames. workers: each YoloActor decodes, infers and writes its own videos "
-        "on its own node, packing short clips into full batches; the coordinator only hands out "
-        "videos and grants commits. coordinator (the earlier design): one coordinator sends every "
-        "batch to a YoloActor and writes its rows (default %(default)s)",
-        choices=DATA_PATHS,
     ),
     RunOption(
         "layout",

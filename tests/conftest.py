@@ -101,6 +101,25 @@ def read_rows(output) -> pandas.DataFrame:
     return ds.dataset(Path(output) / "detections", format="parquet").to_table().to_pandas()
 
 
+def canonical_rows(output) -> pandas.DataFrame:
+    """The output as comparable rows, whatever the video ids: video file name, frame, time, and
+    the boxes (class and corners rounded to 0.1 px), sorted."""
+    rows = read_rows(output)
+    names = {s["video_id"]: os.path.basename(p) for p, s in read_status(output).items()}
+    rows["video"] = rows["video_id"].map(names)
+    rows["boxes"] = [
+        tuple(
+            sorted((d["class_id"], *(round(d[k], 1) for k in ("x1", "y1", "x2", "y2"))) for d in ds)
+        )
+        for ds in rows["detections"]
+    ]
+    return (
+        rows[["video", "frame_index", "timestamp_s", "num_detections", "boxes"]]
+        .sort_values(["video", "frame_index"])
+        .reset_index(drop=True)
+    )
+
+
 def read_status(output) -> dict:
     import pyarrow.parquet as pq
 
@@ -199,3 +218,29 @@ def frames_by_reader(out: Path, ray_data: bool = True) -> dict[str, pandas.DataF
 
 def part_files(out: Path) -> list[str]:
     return sorted(p.name for p in (out / "detections").glob("part-*.parquet"))
+
+
+def synthetic_run(videos, out, model_path, *, faults=None, **settings) -> dict:
+    """``pipeline.run`` on the synthetic engine (its boxes are fixed: ``synthetic_rows``)."""
+    import pipeline
+    from pipeline.config import RunConfig
+
+    config = RunConfig(model=model_path, engine="synthetic", imgsz=160, **settings)
+    return pipeline.run(videos, output=str(out), config=config, faults=faults, progress=False)
+
+
+def rows_by_name(out) -> list[tuple]:
+    """(file name, frame index, boxes) of every row, sorted: a run's rows, whatever its ids."""
+    from pipeline.output.readers import read_detections, read_videos
+
+    boxes = read_detections(out, flat=False)
+    paths = read_videos(out).set_index("video_id")["path"]
+    return sorted(
+        (Path(paths[v]).name, f, len(d))
+        for v, f, d in zip(boxes.video_id, boxes.frame_index, boxes.detections)
+    )
+
+
+def synthetic_rows(videos, lengths: list[int]) -> list[tuple]:
+    """``rows_by_name`` of any run of the synthetic engine over ``videos`` (five boxes a frame)."""
+    return sorted((Path(v).name, f, 5) for v, n in zip(videos, lengths) for f in range(n))

@@ -1,9 +1,9 @@
-"""Where a run's CPU goes, by process: the coordination benchmark's input (four 160x96 videos of
-4,800 frames, the synthetic engine) on one data path, and every process's CPU time (user +
+"""Where a run's CPU goes, by process: the control-plane benchmark's long videos (four 160x96 videos
+4,800 frames, the synthetic engine), and every process's CPU time (user +
 system) over the run, summed by Ray's process title.
 
     python docs/bench/cpu_by_process.py --model ../shared/models/yolo11n-coco-int8dq.pt \
-        --data-path workers [--batch-size 32]
+        [--batch-size 32]
 
 Decoder tasks show as ``ray::IDLE`` once their task has ended (Ray renames the process), so
 that line is the decoders' CPU. Prints one JSON document.
@@ -49,7 +49,6 @@ def role(title: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
-    parser.add_argument("--data-path", default="coordinator", choices=("coordinator", "workers"))
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="bench-cpu-")
@@ -61,7 +60,6 @@ def main() -> None:
             engine="synthetic",
             imgsz=160,
             batch_size=args.batch_size,
-            data_path=args.data_path,
         )
         before = cpu_by_pid()
         started = time.perf_counter()
@@ -80,7 +78,6 @@ def main() -> None:
     print(
         json.dumps(
             {
-                "data_path": args.data_path,
                 "cpus": os.cpu_count(),
                 "frames": frames,
                 "frames_per_s": record["throughput"]["frames_per_s"],

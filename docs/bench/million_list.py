@@ -2,7 +2,7 @@
 999,999 lines name files that do not exist.
 
     python docs/bench/million_list.py --model ../shared/models/yolo11n-coco-int8dq.pt \
-        --video ../shared/data/people.mp4 [--lines 1000000] [--data-path coordinator|workers] \
+        --video ../shared/data/people.mp4 [--lines 1000000] \
         [--checkout DIR]   # DIR: a `git worktree` of an older commit
 
 Runs ``python -m pipeline run @list.txt --output OUT --model M --no-progress`` as a user would, samples
@@ -61,7 +61,12 @@ def main() -> int:
     parser.add_argument("--model", required=True)
     parser.add_argument("--video", required=True, help="the real video on the list's first line")
     parser.add_argument("--lines", type=int, default=1_000_000)
-    parser.add_argument("--data-path", choices=["coordinator", "workers"], default="coordinator")
+    parser.add_argument(
+        "--data-path",
+        choices=["coordinator", "workers"],
+        default=None,
+        help="passed on to a --checkout older than the one data path (which had the option)",
+    )
     parser.add_argument(
         "--checkout", help="run the pipeline of this checkout (a `git worktree` of an older commit)"
     )
@@ -90,8 +95,7 @@ def main() -> int:
                 str(out),
                 "--model",
                 os.path.abspath(args.model) if os.path.exists(args.model) else args.model,
-                "--data-path",
-                args.data_path,
+                *(["--data-path", args.data_path] if args.data_path else []),
                 "--no-progress",
             ],
             stdout=subprocess.PIPE,

@@ -5,16 +5,16 @@ Contenders (each in its own process, so that the peak RSS of its whole process t
   raydata         ray.data.read_videos + map_batches(YOLO predictor class) + write_parquet
   pipeline        this project, with --engine (default auto)
   pipeline-torch  this project with --engine torch
-  pipeline-coordinator  this project with --data-path coordinator (one coordinator moves every batch)
 Ceilings on the same machine:
   decode          decode + letterbox only, the pipeline's decoder, all cores
   decode-2seg     the same, the video in 2 segments decoded by 2 processes at once (segment decoding)
   infer           the detector of --engine on batches already in memory, as the pipeline places it
 Measured once, not a contender:
   decode-parts    one decoder's milliseconds per frame: decode, colour conversion, letterbox resize
-  coordination    the pipeline on a synthetic engine (no model, fixed boxes) and four small
-                  generated videos: the coordinator's CPU per batch (its process CPU time), batches/s,
-                  and how many GPU nodes at 2,000 frames/s one coordinator could feed at --batch-size
+  control-plane   the pipeline on a synthetic engine (no model, fixed boxes): 1,000 generated
+                  4-frame clips (the coordinator's CPU per video and per hand-out, its process CPU
+                  time), then four long 160x96 videos on a simulated GPU (2 + 0.35 ms a frame: how
+                  busy the decoders keep it)
 The contenders alternate over the repeats; the table reports medians. The pipeline's boxes are
 matched against the naive loop's (IoU >= 0.9, same class) on the first repeat.
 """
@@ -37,7 +37,7 @@ from pipeline.config import CPU_PRECISIONS, ENGINES, RunConfig, engine_traits
 from pipeline.options import BENCH_FIELDS, config_from_options
 from pipeline.runtime.monitoring import tree_rss_bytes
 
-CONTENDERS = ("naive", "raydata", "pipeline", "pipeline-torch", "pipeline-coordinator")
+CONTENDERS = ("naive", "raydata", "pipeline", "pipeline-torch")
 CEILINGS = ("decode", "decode-2seg", "infer")
 
 
@@ -363,14 +363,13 @@ RUNNERS = {
     "raydata": _ray_runner("run_raydata"),
     "pipeline": _ray_runner("run_pipeline"),
     "pipeline-torch": _ray_runner("run_pipeline_torch"),
-    "pipeline-coordinator": _ray_runner("run_pipeline_coordinator"),
     "decode": run_decode_ceiling,
     "decode-2seg": run_decode_segments,
     "infer": run_infer_ceiling,
     "decode-parts": run_decode_parts,
-    "coordination": _ray_runner("run_coordination"),
+    "control-plane": _ray_runner("run_control_plane"),
 }
-ONCE = ("decode-parts", "coordination")  # measured once, after the contenders
+ONCE = ("decode-parts", "control-plane")  # measured once, after the contenders
 
 
 # ---- the harness ----------------------------------------------------------------------------
@@ -466,12 +465,6 @@ def _pipeline_lines(summary: dict, p: dict) -> list[str]:
             lines.append(
                 f"pipeline / {other}: {p['median_fps'] / summary[other]['median_fps']:.2f}x"
             )
-    if "pipeline-coordinator" in summary and "naive" in summary:
-        c = summary["pipeline-coordinator"]["median_fps"]
-        lines.append(
-            f"pipeline-coordinator / naive: {c / summary['naive']['median_fps']:.2f}x; "
-            f"pipeline / pipeline-coordinator: {p['median_fps'] / c:.2f}x"
-        )
     if "bound_fps" in summary:
         lines.append(
             f"bound 1/(1/decode + 1/infer) = {summary['bound_fps']:.2f} fps; "
@@ -482,7 +475,7 @@ def _pipeline_lines(summary: dict, p: dict) -> list[str]:
         lines.append(
             f"boxes: pipeline {p['boxes']} vs naive {summary['naive']['boxes']} ({diff:+.2f}%)"
         )
-    for name in ("pipeline", "pipeline-torch", "pipeline-coordinator"):
+    for name in ("pipeline", "pipeline-torch"):
         if "peak_rss_mib_by_role" in summary.get(name, {}):
             roles = ", ".join(
                 f"{k} {v:.0f} MiB" for k, v in summary[name]["peak_rss_mib_by_role"].items()
@@ -519,14 +512,14 @@ def format_table(summary: dict) -> str:
             f"({100 * q['matched_fraction']:.2f}%) at IoU >= {q['iou']}, max |dconf| {q['max_abs_conf_diff']:.2g}; "
             f"pipeline has {q['pipeline_boxes']} boxes"
         )
-    if "coordination" in summary:
-        c = summary["coordination"]
+    if "control-plane" in summary:
+        clips, gpu = summary["control-plane"]["clips"], summary["control-plane"]["simulated_gpu"]
+        busy = ", ".join(f"{100 * b:.0f}%" for b in gpu["busy_share"] if b is not None)
         lines.append(
-            f"coordination (synthetic engine, batch {c['batch_size']}): {c['coordinator_cpu_ms_per_batch']:.3f} ms "
-            f"of coordinator CPU per batch over {c['batches']} batches; {c['batches_per_s']:.0f} batches/s, "
-            f"{c['frames_per_s']:.0f} frames/s here; one coordinator could feed "
-            f"{c['coordinator_batches_per_s_ceiling']:.0f} batches/s = "
-            f"{c['gpu_nodes_fed']:.1f} GPU nodes at 2,000 frames/s"
+            f"control plane (synthetic engine): {clips['coordinator_cpu_ms_per_video']:.2f} ms of "
+            f"coordinator CPU per video, {clips['coordinator_cpu_ms_per_handout']:.2f} ms per "
+            f"hand-out, over {clips['videos']} clips in {clips['handouts']} hand-outs; a "
+            f"simulated GPU busy {busy} ({gpu['frames_per_s']:.0f} frames/s)"
         )
     if "decode-parts" in summary:
         parts = ", ".join(
@@ -539,6 +532,12 @@ def format_table(summary: dict) -> str:
 def _common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video", required=True, help="input video")
     parser.add_argument("--model", required=True, help="model for every contender")
+    parser.add_argument(
+        "--clips",
+        type=int,
+        default=1000,
+        help="control-plane: generated clips of its first run (default %(default)s)",
+    )
     d = RunConfig()  # the same defaults as `run`, so the contenders are compared as users run them
     parser.add_argument(
         "--imgsz", type=int, default=d.imgsz, help="model input size (default %(default)s)"
@@ -588,8 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--contenders",
-        # the coordinator's data path (the old default) only when asked for
-        default=",".join((*CONTENDERS[:-1], *CEILINGS, "decode-parts")),
+        default=",".join((*CONTENDERS, *CEILINGS, "decode-parts")),
         help="comma-separated subset of: " + ", ".join(CONTENDERS + CEILINGS + ONCE),
     )
     parser.add_argument(

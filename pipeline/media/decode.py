@@ -292,9 +292,6 @@ class DecodeSpec:
     batch_size: int
     skip_batches: int = 0
     segment: Segment = WHOLE_VIDEO
-    # one stream item per batch (``DecodedBatch``), for a consumer that loads every batch's
-    # frames anyway (a video worker); else a header and the frames apart
-    frames_with_header: bool = False
 
     def resumed(self, segment: Segment, skip_batches: int) -> DecodeSpec:
         return replace(self, segment=segment, skip_batches=skip_batches)
@@ -311,8 +308,7 @@ class VideoOpened:
 
 @dataclass(frozen=True)
 class BatchHeader:
-    """Precedes each batch's frames array in a decode stream (kept apart so that the consumer can
-    route the frames by reference without ever loading them)."""
+    """Which frames a batch holds, and what decoding them cost."""
 
     seq: int
     frame_indices: np.ndarray
@@ -322,7 +318,8 @@ class BatchHeader:
 
 @dataclass(frozen=True)
 class DecodedBatch:
-    """A batch's header and frames in one stream item (``DecodeSpec.frames_with_header``)."""
+    """A batch's header and its letterboxed frames: one stream item, so that an item that
+    arrived holds real frames (a decoder that died leaves an error in the next item instead)."""
 
     header: BatchHeader
     frames: np.ndarray
@@ -342,10 +339,9 @@ def stream_video(
     spec: DecodeSpec,
     *,
     before_batch: Callable[[int], None] | None = None,
-    after_header: Callable[[int], None] | None = None,
 ):
-    """The decode stream protocol: ``VideoOpened``, then ``BatchHeader``/frames pairs (or
-    ``DecodedBatch`` items), then ``VideoEnded``.
+    """The decode stream protocol: ``VideoOpened``, then a ``DecodedBatch`` per batch, then
+    ``VideoEnded``.
 
     A video that cannot be opened yields only ``VideoEnded(open_failed=True)``. With a
     ``spec.segment``, only its batches (``spec.skip_batches`` counts from its first).
@@ -375,12 +371,6 @@ def stream_video(
             before_batch(batch.seq)
         now = time.perf_counter()
         header = BatchHeader(batch.seq, batch.frame_indices, batch.timestamps, now - started)
-        if spec.frames_with_header:
-            yield DecodedBatch(header, batch.frames)
-        else:
-            yield header
-            if after_header:
-                after_header(batch.seq)
-            yield batch.frames
+        yield DecodedBatch(header, batch.frames)
         started = time.perf_counter()
     yield VideoEnded(decoder.outcome.frames_decoded, decoder.outcome.error)

@@ -1,5 +1,5 @@
-"""The coordinator's bookkeeping, Ray-free: what a finished video's record says, and the run's
-counters. The coordinator (``pipeline.runtime.coordinator``) only gathers the facts."""
+"""The run's bookkeeping, Ray-free: what a finished video's record says, when a decoder is
+started again, and the run's counters. The runtime (``pipeline.runtime``) only gathers the facts."""
 
 from __future__ import annotations
 
@@ -69,24 +69,14 @@ def should_commit(rows_written: int, batches_pending: int) -> bool:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """When the coordinator tries again, and when it gives up on a video."""
+    """When a video worker starts a video's decoder again, and when it gives up on the video."""
 
-    decode_retries: int = 2  # decoder streams started again after one died or stalled
-    batch_retries: int = 3  # re-dispatches of a batch whose actor died or hung
+    decode_retries: int = 2  # decoder streams started again after one died or stalled ...
 
-    def retry_decoder(self, attempts: int) -> bool:
-        """After ``attempts`` streams of one segment, the last of which died: start another?"""
-        return attempts <= self.decode_retries
-
-    def retry_batch(self, attempts: int) -> bool:
-        """After ``attempts`` dispatches of one batch, the last of which lost its actor: again?"""
-        return attempts <= self.batch_retries
-
-    def repair_again(self, passes: int) -> bool:
-        """Batches of a video were lost with a node after ``passes`` passes that decoded them
-        again: one more pass? Up to ``decode_retries + 1`` passes (a node loss is not the video's
-        fault, so the first pass is not a retry)."""
-        return passes <= self.decode_retries
+    def retry_decoder(self, deaths: int) -> bool:
+        """After ``deaths`` streams of one segment died in a row, none of which delivered a
+        batch (... without a batch: one that made progress starts the count again): another?"""
+        return deaths <= self.decode_retries
 
 
 @dataclass
@@ -99,7 +89,9 @@ class RunCounts:
     videos_ok: int = 0
     videos_failed: int = 0
     videos_partial: int = 0
-    frames_done: int = 0
+    frames_done: int = 0  # inferred, by every attempt (live progress)
+    frames_recorded: int = 0  # in the records of this run: the rows it wrote
+    boxes_recorded: int = 0
     batches_done: int = 0
     frames_expected: int = 0  # what the headers of the opened videos announce, after stride
     videos_opened: int = 0  # videos whose decoder opened them ...
@@ -107,21 +99,20 @@ class RunCounts:
     videos_never_opened: int = 0  # finished without opening (unreadable, or no decoder could)
     boxes: int = 0
     tracks: int = 0
-    batches_retried: int = 0
     decoder_retries: int = 0
     duplicate_batches_dropped: int = 0
     actors_hung: int = 0
-    batches_redecoded: int = 0
     open_decoders: int = 0
     peak_open_decoders: int = 0
     videos_split: int = 0  # videos decoded in segments ...
     segments: int = 0  # ... and their segments
-    # video workers (data_path "workers"): where each batch was decoded, against its worker
+    # where each batch was decoded, against its video worker's node
     batches_decoded_here: int = 0
     batches_decoded_elsewhere: int = 0
     mixed_batches: int = 0  # forward passes with frames of more than one video
     videos_reassigned: int = 0  # handed to another worker after theirs died
     commits_refused: int = 0  # asked for by an attempt that was no longer the video's
+    handouts: int = 0  # messages that gave videos to workers (one video, or a chunk of clips)
 
     def merged(self, others: list[RunCounts]) -> RunCounts:
         """These counts plus others' (each counter is kept by one side: the coordinator or a worker)."""
@@ -131,9 +122,13 @@ class RunCounts:
                 setattr(total, name, getattr(total, name) + value)
         return total
 
-    def video_finished(self, status: str) -> None:
+    def video_finished(self, record: VideoRecord) -> None:
+        """``record`` logged: an attempt whose worker died before its commit inferred frames
+        that no row holds, so the run's totals are the records'."""
         self.videos_done += 1
-        setattr(self, f"videos_{status}", getattr(self, f"videos_{status}") + 1)
+        setattr(self, f"videos_{record.status}", getattr(self, f"videos_{record.status}") + 1)
+        self.frames_recorded += record.frames_processed
+        self.boxes_recorded += record.num_detections
 
     @property
     def videos_not_yet_opened(self) -> int:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pipeline.config import RunConfig, engine_traits
 from pipeline.errors import UsageError
 
-DECODER_NUM_CPUS = 0.5  # keep in step with pipeline.runtime.workers.decode_video
+DECODER_NUM_CPUS = 0.5  # keep in step with pipeline.runtime.tasks.decode_video
 OPEN_VIDEOS_PER_GPU_ACTOR = 4  # a GPU eats batches faster than one decoder makes them
 
 
@@ -96,7 +96,7 @@ def plan(config: RunConfig, total_cpus: float, total_gpus: float) -> Placement:
 def decodes_on_own_node(
     actor_nodes: list[str], node_cpus: dict[str, float], actor_num_cpus: float
 ) -> list[bool]:
-    """Per video worker (``--data-path workers``), whether its node has CPUs left for decoders
+    """Per video worker, whether its node has CPUs left for decoders
     beside the workers placed on it: a node without any would hold its workers' decoders back
     for ever, so theirs run wherever Ray has room (their frames then cross the network)."""
     on_node: dict[str, int] = {}

@@ -1,13 +1,25 @@
-"""The only package that runs Ray. The driver (``driver``, behind ``launch``: ``pipeline.run``)
-starts the ``YoloActor``s and the decoder and tracking tasks (``workers``) and the coordinator
-(``coordinator``), whose logic is in parts that reach Ray only through ``ray_calls`` and the
-actor handles: ``actor_pool`` (the dispatch window, actor health, re-dispatch), ``video_pass``
-(one video's decoders, batches and writer), ``commit`` (tracking, the files put in place, the
-record) and ``context`` (what they share). What crosses Ray is typed (``messages``). Ray-free
-policies, tested on their own: ``backpressure``, ``deadlines``, ``monitoring`` (memory, NVML,
-the timeline), ``faults`` (fault injection for tests). Also ``metrics`` (Ray's metrics for
-Prometheus), ``datasets`` (results as Ray Datasets) and ``bench_contenders`` (the Ray side of
-the benchmark).
+"""The only package that runs Ray: the data path of a run, as a map.
+
+    driver ─ starts the video workers and the coordinator, feeds the coordinator the backlog,
+    │        shows progress, writes run.json (``launch`` is ``pipeline.run``)
+    ├─ control.ControlCoordinator ─ the control plane: hands videos (or chunks of short clips)
+    │     to workers (``assignment``), grants their commits and records their outcomes
+    │     (``commit.VideoCommitter``: the manifest log), hands a dead or hung worker's videos to
+    │     another. Nothing per batch reaches it.
+    └─ video_worker.VideoWorker (a YoloActor, one per GPU) ─ owns its videos' whole data path:
+          video_pass   its decoder tasks (``tasks.decode_video``, on its own node: frames stay
+                       in the node's object store), each restarted after a death where it left
+          local_engine its warmed detector, forward passes packed across open videos
+                       (``packing``) behind a bounded window (``backpressure``)
+          the writer   rows under hidden names; ``part_commits`` gathers short videos into
+                       part files; put in place only once the coordinator granted the commit
+
+What crosses Ray is typed (``messages``); Ray calls are made in one place (``ray_calls``), so the
+logic runs without Ray in the tests (``tests/fakes.py``). Ray-free policies, tested on their own:
+``assignment``, ``backpressure``, ``deadlines``, ``coalesce``, ``monitoring`` (memory, NVML, the
+timeline), ``faults`` (fault injection for tests). Also ``metrics`` (Ray's metrics for
+Prometheus), ``datasets`` (results as Ray Datasets), ``shared_output`` (the output seen by every
+worker's node) and ``bench_contenders`` (the Ray side of the benchmark).
 
 Imports: every package below it (``plan``, ``media``, ``inference``, ``output``, ``analysis``).
 """

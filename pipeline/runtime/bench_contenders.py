@@ -66,12 +66,7 @@ def run_pipeline_torch(args) -> dict:
     return run_pipeline(args)
 
 
-def run_pipeline_coordinator(args) -> dict:
-    return run_pipeline(args, data_path="coordinator")
-
-
-def run_pipeline(args, data_path: str | None = None) -> dict:
-    """``data_path``: None for the run command's default."""
+def run_pipeline(args) -> dict:
     import ray
 
     import pipeline
@@ -80,8 +75,6 @@ def run_pipeline(args, data_path: str | None = None) -> dict:
     try:
         out = args.keep_output or tempfile.mkdtemp(prefix="bench-pipeline-")
         config = config_from_options(vars(args), BENCH_FIELDS)
-        if data_path is not None:
-            config = config.replace(data_path=data_path)
         started = time.perf_counter()
         record = pipeline.run([args.video], output=out, config=config, progress=False)
         seconds = time.perf_counter() - started
@@ -104,10 +97,11 @@ def run_pipeline(args, data_path: str | None = None) -> dict:
         ray.shutdown()
 
 
-# A GPU node's pace for the node count a coordinator could feed: one H100 runs yolo11n at about
-# 2,000 frames/s (the issue's figure; docs/BENCHMARKS.md has this project's own GPU figures).
-NODE_FRAMES_PER_S = 2000
 COORDINATION_VIDEOS, COORDINATION_FRAMES, COORDINATION_SIZE = 4, 4800, (96, 160)
+CONTROL_PLANE_CLIPS, CLIP_FRAMES = 1000, 4
+# The simulated GPU of the second run: a + b·n ms a batch of n (about yolov8n in TensorRT FP16 on
+# an A100: pipeline.inference.synthetic).
+SIMULATED_GPU_MS = (2.0, 0.35)
 
 
 def write_coordination_videos(
@@ -115,9 +109,10 @@ def write_coordination_videos(
     videos: int = COORDINATION_VIDEOS,
     frames: int = COORDINATION_FRAMES,
     size: tuple[int, int] = COORDINATION_SIZE,
+    names: str = "synthetic{}.mp4",
 ) -> list[str]:
     """Small synthetic videos (160x96, a moving gradient): cheap to decode, so that the decoders
-    feed the coordinator as fast as they can."""
+    feed their workers as fast as they can."""
     import numpy as np
 
     from pipeline.media.samples import write_video
@@ -126,7 +121,7 @@ def write_coordination_videos(
     ramp = np.add.outer(np.arange(h), np.arange(w))
     paths = []
     for v in range(videos):
-        path = os.path.join(folder, f"synthetic{v}.mp4")
+        path = os.path.join(folder, names.format(v))
         write_video(
             path,
             (
@@ -139,48 +134,70 @@ def write_coordination_videos(
     return paths
 
 
-def run_coordination(args) -> dict:
-    """The real decoder → coordinator → actor → writer path with the synthetic engine (no model,
-    fixed boxes, small frames): what one batch costs the coordinator, in its process's CPU time."""
+def _control_plane_figures(record: dict, seconds: float) -> dict:
+    coordinator = record["coordinator"]
+    return {
+        "frames": record["totals"]["frames"],
+        "boxes": record["totals"]["detections"],
+        "seconds": seconds,
+        "videos": record["totals"]["videos_ok"],
+        "handouts": coordinator["handouts"],
+        "coordinator_cpu_s": coordinator["cpu_s"],
+        "coordinator_cpu_ms_per_video": coordinator["cpu_ms_per_video"],
+        "coordinator_cpu_ms_per_handout": coordinator["cpu_ms_per_handout"],
+        "frames_per_s": record["totals"]["frames"] / record["throughput"]["processing_s"],
+        "busy_share": [a["busy_share"] for a in record["actors"]],
+        "memory_by_role": {
+            "driver": record["memory"]["driver"]["peak_bytes"],
+            "coordinator": record["memory"]["coordinator"]["peak_bytes"],
+            "actor": record["memory"]["actor_peak_bytes"],
+        },
+    }
+
+
+def run_control_plane(args) -> dict:
+    """The pipeline on the synthetic engine (no model, fixed boxes), twice. ``clips``: 1,000
+    generated clips of 4 frames, as fast as it goes: the coordinator's CPU per video and per
+    hand-out (its process CPU time). ``simulated_gpu``: four long 160x96 videos with a simulated
+    GPU (``SIMULATED_GPU_MS``): how busy the decoders keep it (its busy share)."""
     import shutil
 
     import ray
 
     import pipeline
 
-    work = tempfile.mkdtemp(prefix="bench-coordination-")
+    work = tempfile.mkdtemp(prefix="bench-control-plane-")
+    clips_count = getattr(args, "clips", None) or CONTROL_PLANE_CLIPS
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
     try:
-        videos = write_coordination_videos(work)
-        config = pipeline.RunConfig(
-            model=args.model, engine="synthetic", imgsz=160, batch_size=args.batch_size
+        clips = write_coordination_videos(
+            work, videos=clips_count, frames=CLIP_FRAMES, names="clip-{:05d}.mp4"
         )
-        started = time.perf_counter()
-        record = pipeline.run(
-            videos, output=os.path.join(work, "out"), config=config, progress=False
-        )
-        seconds = time.perf_counter() - started
-        coordinator = record["coordinator"]
-        processing = record["throughput"]["processing_s"]
-        per_batch_ms = coordinator["cpu_ms_per_batch"]
-        batches_per_s_ceiling = 1000 / per_batch_ms
+        long_videos = write_coordination_videos(work)
+        figures = {}
+        for name, videos, latency in (
+            ("clips", clips, None),
+            ("simulated_gpu", long_videos, SIMULATED_GPU_MS),
+        ):
+            config = pipeline.RunConfig(
+                model=args.model,
+                engine="synthetic",
+                imgsz=160,
+                batch_size=args.batch_size,
+                synthetic_latency_ms=latency,
+            )
+            started = time.perf_counter()
+            record = pipeline.run(
+                videos, output=os.path.join(work, f"out-{name}"), config=config, progress=False
+            )
+            figures[name] = _control_plane_figures(record, time.perf_counter() - started)
+        clip_figures = figures["clips"]
         return {
-            "frames": record["totals"]["frames"],
-            "boxes": record["totals"]["detections"],
-            "seconds": seconds,
+            "frames": clip_figures["frames"],
+            "boxes": clip_figures["boxes"],
+            "seconds": clip_figures["seconds"],
             "batch_size": args.batch_size,
-            "batches": coordinator["batches"],
-            "coordinator_cpu_s": coordinator["cpu_s"],
-            "coordinator_cpu_ms_per_batch": per_batch_ms,
-            "batches_per_s": coordinator["batches"] / processing,
-            "frames_per_s": record["totals"]["frames"] / processing,
-            "coordinator_batches_per_s_ceiling": batches_per_s_ceiling,
-            "gpu_nodes_fed": batches_per_s_ceiling * args.batch_size / NODE_FRAMES_PER_S,
-            "memory_by_role": {
-                "driver": record["memory"]["driver"]["peak_bytes"],
-                "coordinator": record["memory"]["coordinator"]["peak_bytes"],
-                "actor": record["memory"]["actor_peak_bytes"],
-            },
+            **figures,
         }
     finally:
         ray.shutdown()

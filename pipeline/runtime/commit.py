@@ -1,12 +1,11 @@
-"""A video whose pass is over: tracked (``--track``), its files put in place and published, and
-its record logged, exactly once and in that order (the crash-ordering rules are written where
-they are enforced). Finished videos wait here in a bounded set, so when tracking falls behind
-inference the video workers wait (backpressure) instead of piling them up."""
+"""A video whose pass is over, in two halves: the video worker's (``pass_outcome``, tracking,
+the files put in place once the coordinator granted the commit) and the coordinator's
+(``VideoCommitter``: the ``committing`` line, the record, an older version's rows removed),
+exactly once and in that order (the crash-ordering rules are written where they are enforced)."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ import ray
 from pipeline.media.decode import VideoEnded
 from pipeline.output.layout import OutputLayout
 from pipeline.output.manifest import Manifest, VideoRecord
-from pipeline.output.outcomes import VideoOutcome, should_commit
+from pipeline.output.outcomes import VideoOutcome
 from pipeline.output.store import OutputStore
 from pipeline.output.writer import VideoResultWriter, durable_replace
 from pipeline.runtime.coalesce import Coalescer
@@ -51,17 +50,12 @@ class TrackingFailed(Exception):
 
 
 class VideoCommitter:
-    def __init__(self, ctx: RunContext, store: OutputStore, calls: RayCalls):
-        self.ctx, self.store, self.calls = ctx, store, calls
+    """The coordinator's side: the manifest log (``committing`` lines, records), and an older
+    version's rows removed once a video's new record says so."""
+
+    def __init__(self, ctx: RunContext, store: OutputStore):
+        self.ctx, self.store = ctx, store
         self.manifest = Manifest(store.layout.root)
-        self.tracker_peak_rss = 0
-        # Tracking tasks run on this node (the files are here), a few at a time: each holds
-        # ultralytics (and so torch) in memory.
-        tracking_tasks = max(1, min(8, (os.cpu_count() or 2) // 2))
-        self._tracking_slots = asyncio.Semaphore(tracking_tasks)
-        self._completing: set[asyncio.Task] = set()
-        self._completion_slots = asyncio.Semaphore(4 * tracking_tasks)
-        self._completion_errors: list[BaseException] = []
         self._manifest_lock: asyncio.Lock | None = None  # made on the event loop: start()
         self._part_removals: dict[str, Coalescer] = {}  # by part key
 
@@ -69,70 +63,11 @@ class VideoCommitter:
         self.manifest.class_names = names  # recorded in videos.parquet for the readers
         self._manifest_lock = asyncio.Lock()
 
-    async def complete_later(self, state: VideoState, ended: VideoEnded) -> None:
-        """Complete the video in the background; waits first while too many are completing."""
-        await self._completion_slots.acquire()
-        task = asyncio.create_task(self._complete(state, ended))
-        self._completing.add(task)
-        task.add_done_callback(self._completed)
-
-    def _completed(self, task: asyncio.Task) -> None:
-        self._completing.discard(task)
-        self._completion_slots.release()
-        if not task.cancelled() and task.exception() is not None:
-            self._completion_errors.append(task.exception())  # raised by drain(), not lost
-
-    async def drain(self) -> None:
-        """Wait for the commits (and tracking) of the last videos; raise what any of them raised."""
-        while self._completing:
-            await asyncio.gather(*list(self._completing), return_exceptions=True)
-        if self._completion_errors:
-            raise self._completion_errors[0]
-
-    async def _complete(self, state: VideoState, ended: VideoEnded) -> None:
-        source, writer = state.source, state.writer
-        if state.info is None:  # no decoder ever opened it
-            self.ctx.counts.videos_never_opened += 1
-        error = ended.error or state.error
-        frames = writer.rows_written if writer else 0
-        num_tracks = None
-        committed = False
-        if writer and should_commit(frames, writer.pending):
-            try:
-                num_tracks = await self._commit(writer)
-                committed = True
-                self.ctx.memory.mark_warm()  # a video shorter than a row group reaches the disk here
-            except TrackingFailed as exc:
-                error = str(exc)
-        if not committed:
-            await self.discard(writer, source.video_id)
-        elif num_tracks:
-            self.ctx.counts.tracks += num_tracks
-        outcome = pass_outcome(state, ended, error, committed, num_tracks)
-        await self.record(outcome.record(self.ctx.settings_hash))
-
-    async def _commit(self, writer: VideoResultWriter) -> int | None:
-        """Put a complete video's files in place and publish them; returns the track count when
-        tracking."""
-        tracked = None
-        if self.ctx.config.track:
-            tracked = await track_writer(self.ctx, self.calls, self._tracking_slots, writer)
-            self.tracker_peak_rss = max(self.tracker_peak_rss, tracked.rss)
-        # A kill from here to the video's record leaves files without one: this line lets the
-        # next fold of the log remove them.
-        self.manifest.committing(writer.video_id)
-        num_tracks = await put_in_place(self.store, writer, tracked)
-        if self.ctx.faults:
-            self.ctx.faults.on_commit()
-        return num_tracks
-
     async def publish(self, path: Path) -> None:
         await asyncio.to_thread(self.store.publish, path)  # one PUT on object storage: off the loop
 
-    async def discard(self, writer: VideoResultWriter | None, video_id: str) -> None:
-        """No usable rows: remove this attempt's and any older version's files."""
-        if writer:
-            writer.abort()
+    async def discard(self, video_id: str) -> None:
+        """No usable rows: remove any older version's files."""
         if self.store.is_remote:
             await asyncio.to_thread(self.store.remove_video, video_id)  # a DELETE: off the loop
         else:
@@ -166,7 +101,7 @@ class VideoCommitter:
             if self.manifest.compaction_due():
                 self.manifest.save()
                 await self.publish(self.manifest.path)
-        self.ctx.counts.video_finished(record.status)
+        self.ctx.counts.video_finished(record)
         self.ctx.metrics.videos_finished.inc(tags={"status": record.status})
         self.ctx.memory.mark_warm()  # after the first video: the control plane's one unit of work
         self.ctx.memory.sample()

@@ -1,5 +1,5 @@
-"""What the coordinator's parts share: the run's settings as the loaded model made them, its
-counters and its time per stage."""
+"""What the parts of a role share (the coordinator's, or a video worker's): the run's settings
+as the loaded model made them, the role's counters and its time per stage."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class RunContext:
         """The settings once the loaded model turned class names into ids (the hash depends on them)."""
         self.config = config
         self.settings_hash = config.settings_hash()
-        self.retry = RetryPolicy(config.decode_retries, config.batch_retries)
+        self.retry = RetryPolicy(config.decode_retries)
         self.split_policy = SplitPolicy(
             segments=config.segments, min_segment_frames=config.segment_min_frames
         )

@@ -1,12 +1,12 @@
-"""The coordinator as a control plane (``--data-path workers``): it hands whole videos to video
-workers, grants their commits, records the outcomes, and hands a dead worker's videos to
-another. Frames and boxes never pass through it: per hand-out (a video, or a chunk of short
-clips) it sends one message and answers the commit requests and the outcomes (each told as its
-video's pass ends, coalesced by the worker).
+"""The coordinator, a control plane: it hands whole videos to video workers, grants their
+commits, records the outcomes, and hands a dead worker's videos to another. Frames and boxes
+never pass through it: per hand-out (a video, or a chunk of short clips) it sends one message
+and answers the commit requests and the outcomes (each told as its video's pass ends,
+coalesced by the worker).
 
 Its decisions are ``assignment.Assignments`` (Ray-free); ``ControlLogic`` reaches Ray only
-through the worker handles it is given; ``ControlCoordinator`` is the actor. It keeps the
-driver's interface of ``coordinator.Coordinator`` (``add_videos``, ``run``, ``progress``, …).
+through the worker handles it is given; ``ControlCoordinator`` is the actor. The driver feeds
+it the backlog (``add_videos``, ``backlog_walked``), starts it (``run``) and polls ``progress``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from pipeline.runtime.assignment import (
 )
 from pipeline.runtime.commit import VideoCommitter
 from pipeline.runtime.context import RunContext
-from pipeline.runtime.coordinator import BACKLOG_QUEUE
 from pipeline.runtime.deadlines import BatchDeadline
 from pipeline.runtime.faults import FaultPlan
 from pipeline.runtime.messages import (
@@ -46,6 +45,9 @@ from pipeline.runtime.metrics import PipelineMetrics
 from pipeline.runtime.ray_calls import ACTOR_LOST, RayCalls, error_cause
 
 REPORT_EVERY_S = 1.0  # how often the workers' figures are polled (progress, run.json)
+# The backlog as the driver walks it: bounded, so a walk of a million names waits here instead
+# of filling this process.
+BACKLOG_QUEUE = 2000
 
 
 class ControlMonitoring:
@@ -147,11 +149,11 @@ class ControlLogic(ControlMonitoring):
         self.store = OutputStore(Path(output), remote_output)
         self.ctx = RunContext(config, metrics, faults)
         self.workers, self.calls, self.me = workers, calls, me
-        self.committer = VideoCommitter(self.ctx, self.store, calls)
+        self.committer = VideoCommitter(self.ctx, self.store)
         self.assignments = Assignments(
             len(workers),
             open_per_worker or videos_per_worker(config.max_open_videos, len(workers)),
-            max_attempts=config.batch_retries + 1,
+            max_attempts=config.worker_retries + 1,
         )
         self._backlog: asyncio.Queue[VideoSource | None] = asyncio.Queue(maxsize=BACKLOG_QUEUE)
         self._room: asyncio.Condition | None = None
@@ -220,6 +222,7 @@ class ControlLogic(ControlMonitoring):
         """Give ``sources`` to the least loaded worker with room for them all (waits for one)."""
         worker = await self._free_worker(len(sources))
         attempts = [self.assignments.assign(s.video_id, worker).attempt_id for s in sources]
+        self.ctx.counts.handouts += 1
         task = asyncio.create_task(self._videos(sources, worker, attempts))
         self._handouts.add(task)
         task.add_done_callback(self._handed_back)
@@ -289,7 +292,7 @@ class ControlLogic(ControlMonitoring):
     async def _failed(self, source: VideoSource, error: str) -> None:
         await self.committer.take_out_of_part(source.video_id)
         await self.committer.record(VideoRecord.failed(source, error, self.ctx.settings_hash))
-        await self.committer.discard(None, source.video_id)  # an older version's rows
+        await self.committer.discard(source.video_id)  # an older version's rows
 
     async def outcomes(self, outcomes: list[WorkerOutcome]) -> list[bool]:
         """A worker's videos whose passes ended (told as each ends, coalesced): each recorded
@@ -307,7 +310,7 @@ class ControlLogic(ControlMonitoring):
             self.ctx.faults.on_commit()
         await self.committer.record(out.record)
         if not out.committed:  # an older version's rows go (after the record says so)
-            await self.committer.discard(None, out.record.video_id)
+            await self.committer.discard(out.record.video_id)
         return True
 
     async def _start_worker(self, worker: int) -> None:

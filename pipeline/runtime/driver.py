@@ -1,4 +1,5 @@
-"""The driver: connect to Ray, start the actors and the coordinator, show progress, write run.json."""
+"""The driver: connect to Ray, start the video workers and the coordinator, feed it the backlog,
+show progress, write run.json."""
 
 from __future__ import annotations
 
@@ -118,29 +119,21 @@ def _held_ray_logs():
         logging.getLogger(record.name).handle(record)
 
 
-def _start_actors(
+def _start_workers(
     config: RunConfig,
     placement: Placement,
     faults: FaultPlan | None,
     warm_shapes: tuple,
     store: OutputStore,
 ) -> list:
-    """The YoloActors; with ``data_path="workers"``, video workers (YoloActors that decode,
-    infer and write their own videos)."""
-    actor_config = config.replace(cpu_threads=placement.cpu_threads)
+    """The video workers (YoloActors that decode, infer and write their own videos)."""
+    from pipeline.runtime.video_worker import VideoWorker
+
+    worker_config = config.replace(cpu_threads=placement.cpu_threads)
     resources = dict(num_gpus=placement.actor_num_gpus, num_cpus=placement.actor_num_cpus)
-    if config.data_path == "workers":
-        from pipeline.runtime.video_worker import VideoWorker
-
-        root, remote = str(store.layout.root), store.remote_uri
-        return [
-            VideoWorker.options(**resources).remote(actor_config, faults, warm_shapes, root, remote)
-            for _ in range(placement.num_actors)
-        ]
-    from pipeline.runtime.workers import YoloActor
-
+    root, remote = str(store.layout.root), store.remote_uri
     return [
-        YoloActor.options(**resources).remote(actor_config, faults, warm_shapes)
+        VideoWorker.options(**resources).remote(worker_config, faults, warm_shapes, root, remote)
         for _ in range(placement.num_actors)
     ]
 
@@ -225,7 +218,7 @@ def _compact_manifest(store: OutputStore) -> None:
 def _warm_decoders(count: int) -> None:
     """Start the decoders' worker processes (and their imports) while the models load; nothing
     waits for them."""
-    from pipeline.runtime.workers import warm_decoder
+    from pipeline.runtime.tasks import warm_decoder
 
     for _ in range(count):
         warm_decoder.remote()
@@ -358,11 +351,11 @@ class _DriverRun:
             raise UsageError(str(exc)) from None
         config = config.replace(max_open_videos=placement.max_open_videos)
         self.placement = placement
-        self.actors = _start_actors(
+        self.actors = _start_workers(
             config, placement, faults, first_letterbox_shapes(plan.todo, config), plan.store
         )
-        # starts while the models load
-        # the workers' path shares out the user's --max-open-videos, not the planned one
+        # starts while the models load; the user's --max-open-videos is shared out among the
+        # workers, not the planned one
         open_per_worker = videos_per_worker(self.config.max_open_videos, len(self.actors))
         self.coordinator = _start_coordinator(
             plan.store, config, self.actors, faults, open_per_worker
@@ -370,12 +363,11 @@ class _DriverRun:
         _warm_decoders(placement.max_open_videos)
         self.facts = _wait_for_actors(self.actors, self.terminated)
         self.actors_ready_at = time.time()
-        if config.data_path == "workers" and plan.store.remote_uri is None:
+        if plan.store.remote_uri is None:
             from pipeline.runtime.shared_output import check_output_shared
 
             check_output_shared(plan.store.layout.root, [f.node_id for f in self.facts])
-        if config.data_path == "workers":
-            _place_decoders(self.coordinator, self.facts, placement)
+        _place_decoders(self.coordinator, self.facts, placement)
         config = _engine_used(config, self.facts)
         ray.get(self.coordinator.set_config.remote(config))
         if not config.classes_resolved:  # class names that only the loaded model could check
@@ -524,22 +516,16 @@ def _sample_timeline(timeline: Timeline, progress: RunProgress, driver_memory: P
     )
 
 
-def _start_coordinator(store: OutputStore, config: RunConfig, actors, faults, open_per_worker):
+def _start_coordinator(store: OutputStore, config: RunConfig, workers, faults, open_per_worker):
     from pipeline.runtime.control import ControlCoordinator
-    from pipeline.runtime.coordinator import Coordinator
 
-    # The coordinator writes the output files, so it lives on the driver's node (whose disk
-    # ``--output`` names), and it is an async actor so that thousands of awaits cost no threads.
+    # On the driver's node (a head node may offer no CPU: it asks for none), and an async actor
+    # so that thousands of awaits cost no threads.
     here = ray.get_runtime_context().get_node_id()
-    args = (str(store.layout.root), config, actors, faults, store.remote_uri)
-    if config.data_path == "workers":
-        kind, args = ControlCoordinator, (*args, open_per_worker)
-    else:
-        kind = Coordinator
-    return kind.options(
+    return ControlCoordinator.options(
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
         max_concurrency=1000,
-    ).remote(*args)
+    ).remote(str(store.layout.root), config, workers, faults, store.remote_uri, open_per_worker)
 
 
 def _run_totals(plan: RunPlan, counts: RunCounts, track: bool) -> dict:
@@ -549,18 +535,16 @@ def _run_totals(plan: RunPlan, counts: RunCounts, track: bool) -> dict:
         "videos_partial": counts.videos_partial,
         "videos_failed": counts.videos_failed,
         "videos_skipped": plan.skipped + counts.videos_skipped,
-        "frames": counts.frames_done,
-        "detections": counts.boxes,
+        "frames": counts.frames_recorded,
+        "detections": counts.boxes_recorded,
         "tracks": counts.tracks if track else None,
-        "batches_retried": counts.batches_retried,
         "decoder_retries": counts.decoder_retries,
         "duplicate_batches_dropped": counts.duplicate_batches_dropped,
         "actors_hung": counts.actors_hung,
-        "batches_redecoded": counts.batches_redecoded,
         "videos_split": counts.videos_split,  # long videos decoded in parallel segments
         "segments": counts.segments,
-        # data_path "workers": where batches were decoded against their worker's node, the
-        # forward passes that mixed videos, videos handed on after their worker died
+        # where batches were decoded against their worker's node, the forward passes that
+        # mixed videos, videos handed on after their worker died
         "batches_decoded_on_worker_node": counts.batches_decoded_here,
         "batches_decoded_elsewhere": counts.batches_decoded_elsewhere,
         "mixed_batches": counts.mixed_batches,
@@ -581,6 +565,24 @@ def _actor_records(summary: CoordinatorSummary, facts: list[ModelFacts]) -> list
         )
         for stats, f in zip(summary.actors, facts)
     ]
+
+
+def _per(cpu_s: float, count: int) -> float | None:
+    return 1000 * cpu_s / count if count else None
+
+
+def _coordinator_figures(summary: CoordinatorSummary) -> dict:
+    """The control plane's CPU per video and per hand-out: what sets the ceiling of a run
+    (``python -m pipeline bench --contenders control-plane``)."""
+    counts = summary.counts
+    return {
+        "cpu_s": summary.cpu_s,
+        "batches": counts.batches_done,
+        "handouts": counts.handouts,
+        "cpu_ms_per_batch": _per(summary.cpu_s, counts.batches_done),
+        "cpu_ms_per_video": _per(summary.cpu_s, counts.videos_done),
+        "cpu_ms_per_handout": _per(summary.cpu_s, counts.handouts),
+    }
 
 
 def _run_record(
@@ -611,18 +613,7 @@ def _run_record(
             "processing_s": processing,
         },
         "stage_s": summary.stage_s,
-        # The coordinator's cost per batch sets the ceiling of a run
-        # (python -m pipeline bench --contenders coordination).
-        "coordinator": {
-            "cpu_s": summary.cpu_s,
-            "batches": counts.batches_done,
-            "cpu_ms_per_batch": 1000 * summary.cpu_s / counts.batches_done
-            if counts.batches_done
-            else None,
-            "cpu_ms_per_video": 1000 * summary.cpu_s / counts.videos_done
-            if counts.videos_done
-            else None,
-        },
+        "coordinator": _coordinator_figures(summary),
         "backpressure": {
             "peak_batches_in_flight": summary.peak_batches_in_flight,
             "limit": summary.window_limit,

@@ -23,8 +23,6 @@ class FaultPlan:
     decoder_exit_video: str | None = None  # substring of the path whose decoder dies
     decoder_exit_times: int = 1  # how many times it dies (a large number: always)
     decoder_exit_after_batches: int = 0
-    # die after a batch's header, before its frames
-    decoder_exit_between_header_and_frames: bool = False
     decoder_stalls: bool = False  # instead of dying, the decoder hangs (sleeps for an hour)
     # the first actor to reach this many batches hangs, once
     actor_hang_after_batches: int | None = None
@@ -85,14 +83,9 @@ class FaultPlan:
             if self._claim_once("actor"):
                 os._exit(1)
 
-    def on_decoder_batch(
-        self, path: str, seq: int, *, between_header_and_frames: bool = False
-    ) -> None:
-        """Called before each batch's header, and again between the header and the frames."""
-        if not between_header_and_frames:
-            self._trace("produced")
-        if between_header_and_frames != self.decoder_exit_between_header_and_frames:
-            return  # not the moment this plan kills at
+    def on_decoder_batch(self, path: str, seq: int) -> None:
+        """Called before each batch is yielded."""
+        self._trace("produced")
         if (
             self.decoder_exit_video
             and self.decoder_exit_video in path
@@ -109,7 +102,8 @@ class FaultPlan:
             os._exit(1)
 
     def on_commit(self) -> None:
-        """Called in the coordinator once a video's files are in place, before its record is logged."""
+        """Called in the coordinator as it records a video whose files are in place, before the
+        record is logged."""
         if self.coordinator_exit_after_commit and self._claim_once("commit"):
             os._exit(1)
 

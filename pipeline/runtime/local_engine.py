@@ -1,10 +1,8 @@
-"""A video worker's own detector, as its video passes see it (the part ``ActorPool`` plays in
-the coordinator's data path): batches wait in a bounded window, one forward pass runs at a time
-in a thread (the event loop meanwhile takes the decoders' next batches), and each pass packs the
-pending batches of one letterbox geometry across videos (``pipeline.runtime.packing``).
-
-Frames come from decoders on this node: ``await frames_ref`` maps them from the node's object
-store, with no copy across the network.
+"""A video worker's own detector, as its video passes see it: batches wait in a bounded window
+(``acquire`` before a batch is handed over: the decoders' streams wait meanwhile), one forward
+pass runs at a time in a thread (the event loop meanwhile takes the decoders' next batches),
+and each pass packs the pending batches of one letterbox geometry across videos
+(``pipeline.runtime.packing``).
 """
 
 from __future__ import annotations
@@ -18,9 +16,7 @@ import numpy as np
 from pipeline.inference.detections import BatchResult
 from pipeline.media.decode import BatchHeader
 from pipeline.media.letterbox import LetterboxGeometry
-from pipeline.output.outcomes import RetryPolicy
 from pipeline.runtime.backpressure import DispatchWindow
-from pipeline.runtime.deadlines import BatchDeadline
 from pipeline.runtime.messages import ActorSample, InferredBatch
 from pipeline.runtime.packing import BatchPacker, split_boxes
 
@@ -46,14 +42,16 @@ class EngineFigures:
 
 
 class LocalEngine:
-    def __init__(self, detector, batch_size: int, window: int, sample=None, after_pass=None):
+    def __init__(
+        self, detector, batch_size: int, window: int, sample=None, after_pass=None, metrics=None
+    ):
         """``sample``: returns the worker's ``ActorSample`` (memory, GPU) after each pass;
-        ``after_pass(passes_done)``: called in the engine's thread after each (fault tests)."""
+        ``after_pass(passes_done)``: called in the engine's thread after each (fault tests);
+        ``metrics``: the worker's ``PipelineMetrics`` (its batches in flight)."""
         self._after_pass = after_pass
         self.detector = detector
-        self.actors = [detector]  # one engine: what the segment planner counts
         self.window = DispatchWindow(1, window)
-        self.deadline = BatchDeadline()
+        self.metrics = metrics
         self.figures = EngineFigures()
         self.last_sample: list[ActorSample | None] = [None]
         self._sample = sample
@@ -70,43 +68,40 @@ class LocalEngine:
         if self._runner is not None:
             self._runner.cancel()
 
-    async def acquire(self) -> int:
+    async def acquire(self) -> None:
+        """A slot in the window, for the batch about to be handed to ``infer``."""
         assert self._slot_freed is not None
         async with self._slot_freed:
             while self.window.acquire() is None:
                 await self._slot_freed.wait()
-        return 0
+        self._in_flight_changed()
 
-    async def release(self, _engine: int = 0) -> None:
+    async def _release(self) -> None:
         assert self._slot_freed is not None
         async with self._slot_freed:
             self.window.release(0)
             self._slot_freed.notify_all()
+        self._in_flight_changed()
+
+    def _in_flight_changed(self) -> None:
+        if self.metrics is not None:
+            self.metrics.batches_in_flight.set(self.window.total_in_flight)
 
     async def infer(
-        self,
-        _engine: int,
-        frames_ref,
-        geometry: LetterboxGeometry,
-        video_id: str,
-        header: BatchHeader,
-        _retry: RetryPolicy | None = None,
-    ) -> tuple[InferredBatch, int]:
-        """The boxes of one decoder batch; what fetching its frames raises (frames lost with a
-        node, a decoder's error) is the caller's, as with a remote actor."""
+        self, frames: np.ndarray, geometry: LetterboxGeometry, video_id: str, header: BatchHeader
+    ) -> InferredBatch:
+        """The boxes of one decoder batch, whose slot the caller acquired (released here)."""
         assert self._work is not None
         try:
-            # the frames themselves (a decoder's DecodedBatch), or their ref on this node
-            frames = frames_ref if isinstance(frames_ref, np.ndarray) else await frames_ref
             answer = asyncio.get_running_loop().create_future()
             self._packer.add(
                 geometry, len(frames), _Queued(frames, geometry, video_id, header, answer)
             )
             self._work.set()
-            return await answer, 0
+            return await answer
         finally:
-            del frames_ref
-            await self.release()
+            del frames
+            await self._release()
 
     async def _run(self) -> None:
         assert self._work is not None

@@ -1,6 +1,7 @@
-"""The Ray calls the coordinator makes, in one place: start a decoder, cancel it, probe a video,
-track a finished one, restart an actor. The coordinator's logic reaches Ray only through this
-object (and the actor handles it is given), so tests drive that logic with fakes."""
+"""The Ray calls of the runtime's logic, in one place: a video worker's (start a decoder, cancel
+it, probe a video, track a finished one) and the coordinator's (restart a hung worker). The
+logic reaches Ray only through this object (and the actor handles it is given), so tests drive
+it with fakes (``tests/fakes.py``)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,10 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from pipeline.media.decode import DecodeSpec
 from pipeline.runtime.faults import FaultPlan
-from pipeline.runtime.workers import decode_video, probe_video, track_video
+from pipeline.runtime.tasks import decode_video, probe_video, track_video
 
-# An actor call that failed because of the actor (dead, restarting, unreachable), not the batch.
+# An actor call that failed because of the actor (dead, restarting, unreachable), not its work.
 ACTOR_LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
-# A batch's frames were in the object store of a node that died, and the decoder that made them
-# cannot make them again by itself (it is not retried by Ray): the coordinator decodes them again.
-FRAMES_LOST = (ray.exceptions.ObjectLostError, ray.exceptions.NodeDiedError)
 
 
 def error_cause(exc: BaseException) -> BaseException:

@@ -1,4 +1,4 @@
-"""``--data-path workers`` writes each video on the node of its worker, so the output folder
+"""Video workers write each video on the node of their worker, so the output folder
 must be one every such node sees (a shared mount). Checked before any video starts: a probe file
 written here, looked for by a task on each worker's node; a node that cannot see it makes the
 run a usage error, in one line, instead of videos that land on one node's private disk."""
@@ -43,7 +43,7 @@ def check_output_shared(root: Path, nodes: Iterable[str]) -> None:
     if unseen:
         raise OutputNotShared(
             f"--output {root} is not visible from {len(unseen)} of the {len(set(nodes))} nodes "
-            "that run video workers (--data-path workers writes each video on its worker's "
+            "that run video workers (each video is written on its worker's "
             "node): give a folder every node mounts, or object storage (s3://...)"
         )
 

@@ -1,7 +1,8 @@
-"""One video's pass through decoding and inference: its decoder streams (one per segment, each
-retried on its own), the batches sent to the actor pool as their frames arrive, the boxes put
-in the video's writer in frame order, and the repair of batches whose frames died with a node.
-What happens once the pass is over (tracking, the commit, the record) is ``commit``'s."""
+"""One video's pass through decoding and inference, inside its video worker: its decoder streams
+(one per segment, each started again on its own after a death, resuming after the last batch
+it delivered), each batch inferred by the worker's engine as it arrives, the boxes put in the
+video's writer in frame order. What happens once the pass is over (tracking, the commit, the
+record) is the worker's (``video_worker``)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ from pipeline.media.letterbox import LetterboxGeometry
 from pipeline.media.segments import WHOLE_VIDEO, Segment, decode_bound, plan_segments
 from pipeline.media.source import VideoSource
 from pipeline.output.writer import VideoResultWriter
-from pipeline.runtime.actor_pool import ActorPool, BatchFailed
 from pipeline.runtime.context import RunContext
+from pipeline.runtime.local_engine import LocalEngine
 from pipeline.runtime.messages import InferredBatch
-from pipeline.runtime.ray_calls import FRAMES_LOST, RayCalls, error_cause
+from pipeline.runtime.ray_calls import RayCalls, error_cause
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +51,11 @@ class VideoState:
     error: str | None = None
     frames_decoded: int = 0
     attempts: int = 0  # decoder streams started, over all segments
-    lost: set = field(default_factory=set)  # batches whose frames died with a node: to decode again
     started: float = field(default_factory=time.perf_counter)
 
 
 async def plan_video_segments(
-    ctx: RunContext, calls: RayCalls, num_actors: int, source: VideoSource
+    ctx: RunContext, calls: RayCalls, source: VideoSource
 ) -> list[Segment]:
     """The segments this video is decoded in: the whole video, unless the split policy says
     otherwise for its length (which a probe finds), the free decoders and the bottleneck."""
@@ -68,7 +68,7 @@ async def plan_video_segments(
     bound = decode_bound(
         ctx.stage_s["decode"] / ctx.frames_decoded if ctx.frames_decoded else None,
         ctx.stage_s["infer"] / frames if frames else None,
-        num_actors,
+        1,  # the worker's own engine infers every segment
         on_gpu=ctx.config.resolved_device == "cuda",
     )
     if policy.segments is None and (not bound or free <= 0):
@@ -91,16 +91,14 @@ async def plan_video_segments(
 class VideoPass:
     """Decodes and infers videos, one ``run`` per video (several run at once)."""
 
-    def __init__(self, ctx: RunContext, pool: ActorPool, calls: RayCalls, output):
-        self.ctx, self.pool, self.calls, self.output = ctx, pool, calls, output
+    def __init__(self, ctx: RunContext, engine: LocalEngine, calls: RayCalls, output):
+        self.ctx, self.engine, self.calls, self.output = ctx, engine, calls, output
 
     async def run(self, source: VideoSource) -> tuple[VideoState, VideoEnded]:
         """Every batch of ``source`` inferred and in its writer (or the video's error)."""
         state = VideoState(source)
         try:
-            segments = await plan_video_segments(
-                self.ctx, self.calls, len(self.pool.actors), source
-            )
+            segments = await plan_video_segments(self.ctx, self.calls, source)
             parts = [SegmentStream(segment) for segment in segments]
             ends = await asyncio.gather(*(self._decode_with_retries(state, part) for part in parts))
             # The last segment's end speaks for the video's length; any segment's error for the video.
@@ -109,49 +107,25 @@ class VideoPass:
             )
             if state.tasks:
                 await asyncio.gather(*list(state.tasks))
-            await self._repair(state)
         except BaseException:
             if state.writer:
                 state.writer.abort()
             raise
         return state, ended
 
-    async def _repair(self, state: VideoState) -> None:
-        """Decode again, and infer, the batches whose frames were lost with a node."""
-        repairs = 0
-        while state.lost and not state.error:
-            if not self.ctx.retry.repair_again(repairs):
-                state.error = (
-                    f"batches {sorted(state.lost)} were lost {repairs} times with their nodes"
-                )
-                break
-            repairs += 1
-            only, state.lost = set(state.lost), set()
-            self.ctx.counts.batches_redecoded += len(only)
-            log.warning(
-                "decoding %d batches of %s again: their frames were lost with a node",
-                len(only),
-                redact(state.source.path),
-            )
-            repaired = await self._decode_with_retries(
-                state, SegmentStream(WHOLE_VIDEO, received=min(only)), only
-            )
-            if state.tasks:
-                await asyncio.gather(*list(state.tasks))
-            if repaired.error and not state.error:
-                state.error = repaired.error
-
     # ---- one decoder stream --------------------------------------------------------------
 
-    async def _decode_with_retries(
-        self, state: VideoState, part: SegmentStream, only: set[int] | None = None
-    ) -> VideoEnded:
+    async def _decode_with_retries(self, state: VideoState, part: SegmentStream) -> VideoEnded:
         ctx = self.ctx
         assert ctx.decode_spec is not None  # the model loaded before any video starts
-        attempts = 0
+        # Deaths of this segment's decoders since one last delivered a batch: a decoder killed
+        # while making progress (a node's OOM killer, a preemption) is not stuck on this video,
+        # and its successor resumes after the last batch delivered; only a video on which
+        # decoders keep dying without a batch is given up on.
+        deaths = 0
         while True:
-            attempts += 1
             state.attempts += 1
+            received_at_start = part.received
             stream = self.calls.start_decoder(
                 state.source.path,
                 ctx.decode_spec.resumed(part.segment, part.received),
@@ -159,15 +133,17 @@ class VideoPass:
             )
             ctx.counts.decoder_opened()
             try:
-                ended = await self._consume(stream, state, part, only)
-                if state.error or only is not None:  # the decoder must not run on alone
+                ended = await self._consume(stream, state, part)
+                if state.error:  # the decoder must not run on alone
                     self.calls.cancel(stream)
                 return ended
             except DecoderLost as exc:
                 self.calls.cancel(stream)
-                if not ctx.retry.retry_decoder(attempts):
+                deaths = 1 if part.received > received_at_start else deaths + 1
+                if not ctx.retry.retry_decoder(deaths):
                     return VideoEnded(
-                        state.frames_decoded, f"{exc} (gave up after {attempts} attempts)"
+                        state.frames_decoded,
+                        f"{exc} (gave up after {deaths} attempts that delivered no batch)",
                     )
                 ctx.counts.decoder_retries += 1
                 log.warning(
@@ -175,7 +151,7 @@ class VideoPass:
                 )
             finally:
                 ctx.counts.decoder_closed()
-                part.attempts = attempts
+                part.attempts += 1
 
     async def _next(self, stream):
         stall_s = self.ctx.config.stall_timeout_s
@@ -198,31 +174,17 @@ class VideoPass:
         except (ray.exceptions.WorkerCrashedError, ray.exceptions.RayError) as exc:
             raise DecoderLost(f"decoder process died ({type(exc).__name__})") from exc
 
-    async def _consume(
-        self, stream, state: VideoState, part: SegmentStream, only: set[int] | None = None
-    ) -> VideoEnded:
-        """Dispatch the stream's batches. A batch is sent only once the item after its frames
-        has arrived intact: a decoder that dies between a header and its frames leaves an error
-        where the frames should be (Ray's streaming generators do not raise for it), and only the
-        next item proves the frames real. Until then the batch is not counted as received, so a
-        retried decoder decodes it again."""
-        held: tuple[BatchHeader, object] | None = None
+    async def _consume(self, stream, state: VideoState, part: SegmentStream) -> VideoEnded:
+        """Infer the stream's batches as they arrive. Each item holds a batch's frames, so one
+        that arrived is real: a decoder that dies leaves an error in the item after its last
+        batch (Ray's streaming generators do not raise for it), which ``_fetch`` raises."""
         while True:
-            item = await self._fetch(await self._next(stream))  # DecoderLost drops ``held``
-            if held is not None:
-                await self._dispatch(*held, state, part, only)
-                held = None
-                if only is not None and not only:  # every batch asked for is on its way again
-                    return VideoEnded(state.frames_decoded, None)
+            item = await self._fetch(await self._next(stream))
             if isinstance(item, VideoOpened):
                 part.decoded_on = item.node_id
                 self._opened(state, item)
-            elif isinstance(item, BatchHeader):
-                held = (item, await self._next(stream))
-            elif isinstance(item, DecodedBatch):  # whole: it arrived, so its frames are real
-                await self._dispatch(item.header, item.frames, state, part, only)
-                if only is not None and not only:
-                    return VideoEnded(state.frames_decoded, None)
+            elif isinstance(item, DecodedBatch):
+                await self._dispatch(item.header, item.frames, state, part)
             elif isinstance(item, VideoEnded):
                 return item
             if state.error:  # a batch failed for good: no point decoding the rest
@@ -241,60 +203,40 @@ class VideoPass:
             )
 
     async def _dispatch(
-        self,
-        header: BatchHeader,
-        frames_ref,
-        state: VideoState,
-        part: SegmentStream,
-        only: set[int] | None,
+        self, header: BatchHeader, frames, state: VideoState, part: SegmentStream
     ) -> None:
-        """Send one batch to an actor; with ``only``, just the batches in it (a repair pass)."""
+        """Hand one batch to the engine (waits while the worker's window is full)."""
         part.received = header.seq - part.segment.first_seq + 1
-        if only is not None:
-            if header.seq not in only:
-                return  # its rows are safe already
-            only.discard(header.seq)
         ctx = self.ctx
         ctx.stage_s["decode"] += header.decode_s
         ctx.frames_decoded += len(header.frame_indices)
-        if ctx.node_id is not None:  # a video worker: was it decoded on this node?
-            if part.decoded_on == ctx.node_id:
-                ctx.counts.batches_decoded_here += 1
-            else:
-                ctx.counts.batches_decoded_elsewhere += 1
-        actor = await self.pool.acquire()  # backpressure: wait here while every window is full
+        if part.decoded_on == ctx.node_id:
+            ctx.counts.batches_decoded_here += 1
+        else:
+            ctx.counts.batches_decoded_elsewhere += 1
+        await self.engine.acquire()  # backpressure: the decoder's stream waits meanwhile
         # kept if the decoder dies
         state.frames_decoded = max(state.frames_decoded, int(header.frame_indices[-1]) + 1)
         ctx.metrics.frames_decoded.inc(len(header.frame_indices))
-        task = asyncio.create_task(self._infer(actor, header, frames_ref, state))
+        task = asyncio.create_task(self._infer(header, frames, state))
         state.tasks.add(task)
         task.add_done_callback(state.tasks.discard)
 
     # ---- one batch -----------------------------------------------------------------------
 
-    async def _infer(self, actor: int, header: BatchHeader, frames_ref, state: VideoState) -> None:
+    async def _infer(self, header: BatchHeader, frames, state: VideoState) -> None:
+        assert state.geometry is not None  # set when the stream opened, before any batch
         sent = time.perf_counter()
         try:
-            out, _ = await self.pool.infer(
-                actor, frames_ref, state.geometry, state.source.video_id, header, self.ctx.retry
-            )
-        except BatchFailed as exc:
-            state.error = state.error or str(exc)
-            return
-        except (ray.exceptions.RayTaskError, *FRAMES_LOST) as exc:
-            cause = error_cause(exc)
-            if isinstance(cause, FRAMES_LOST):
-                # The frames were in the object store of a node that is gone: not the batch's
-                # fault. It is decoded again once this pass over the video is over.
-                state.lost.add(header.seq)
-                return
+            out = await self.engine.infer(frames, state.geometry, state.source.video_id, header)
+        except Exception as exc:  # the detector's error: the video fails with it
             state.error = (
                 state.error
-                or f"inference failed on batch {header.seq}: {type(cause).__name__}: {cause}"
+                or f"inference failed on batch {header.seq}: {type(exc).__name__}: {exc}"
             )
             return
         finally:
-            del frames_ref  # the batch's frames can leave the object store now
+            del frames  # the batch's frames can leave the object store now
         self._received(out, time.perf_counter() - sent, state)
 
     def _received(self, out: InferredBatch, latency: float, state: VideoState) -> None:
@@ -302,7 +244,6 @@ class VideoPass:
         ctx = self.ctx
         if ctx.first_batch_done_at is None:
             ctx.first_batch_done_at = time.time()
-        self.pool.deadline.observe(latency)
         ctx.metrics.batch_latency.observe(latency)
         ctx.stage_s["batch_round_trip"] += latency
         ctx.stage_s["infer"] += out.infer_s

@@ -1,4 +1,4 @@
-"""The video worker (``--data-path workers``): a YoloActor that owns its videos' whole data path.
+"""The video worker: a YoloActor (one per GPU) that owns its videos' whole data path.
 
 The coordinator hands it whole videos (``process``). For each it starts the decoders on its own
 node (frames never cross the network), infers their batches with its own detector, packed
@@ -24,7 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
-from pipeline.config import RunConfig
+from pipeline.config import ConfigError, RunConfig, engine_traits
+from pipeline.inference.model_ref import ModelLoadError
 from pipeline.media.decode import VideoEnded
 from pipeline.media.source import VideoSource
 from pipeline.output.outcomes import should_commit
@@ -43,12 +44,19 @@ from pipeline.runtime.commit import (
 from pipeline.runtime.context import RunContext
 from pipeline.runtime.faults import FaultPlan
 from pipeline.runtime.local_engine import LocalEngine
-from pipeline.runtime.messages import ActorSample, ActorStats, WorkerOutcome, WorkerReport
+from pipeline.runtime.messages import (
+    ActorSample,
+    ActorStartFailure,
+    ActorStats,
+    ModelFacts,
+    WorkerOutcome,
+    WorkerReport,
+)
 from pipeline.runtime.metrics import PipelineMetrics
+from pipeline.runtime.monitoring import GpuSampler, PeakRss
 from pipeline.runtime.part_commits import PartCommits
 from pipeline.runtime.ray_calls import RayCalls
 from pipeline.runtime.video_pass import VideoPass, VideoState
-from pipeline.runtime.workers import DetectorHost
 
 
 class VideoWorkerLogic:
@@ -73,9 +81,6 @@ class VideoWorkerLogic:
         pass is over while its commit waits for a part, so the worker gets more videos."""
         self.ctx = RunContext(config, metrics, faults, node_id=calls.node_id)
         self.ctx.model_loaded(detector.names, detector.model_stride, detector.rect)
-        # This worker loads every batch's frames: one stream item per batch, not two.
-        assert self.ctx.decode_spec is not None
-        self.ctx.decode_spec = dataclasses.replace(self.ctx.decode_spec, frames_with_header=True)
         self.store, self.calls, self.grant, self.tell = store, calls, grant, tell
         self.ended = ended
         self.parts = PartCommits(
@@ -96,6 +101,7 @@ class VideoWorkerLogic:
             window=config.window_per_actor + 1,
             sample=sample,
             after_pass=faults.on_actor_batch if faults else None,
+            metrics=metrics,
         )
         self.video_pass = VideoPass(self.ctx, self.engine, calls, store.layout.root)
         self._tracking_slots = asyncio.Semaphore(max(1, min(4, (os.cpu_count() or 2) // 2)))
@@ -245,6 +251,108 @@ def _rows_of(writer, tracked: TrackedFiles | None) -> tuple[pa.Table, pa.Table |
 
 
 WARM_FRAMES = 2 * ROW_GROUP_FRAMES
+
+
+class DetectorHost:
+    """A warmed detector for the life of an actor, and the actor's health: its model facts
+    (``ready``), its memory and GPU (``_report``, ``stats``). ``VideoWorker`` is one."""
+
+    def __init__(self, config: RunConfig, faults: FaultPlan | None = None, warm_shapes: tuple = ()):
+        # A model that cannot load is answered by ready() as one line for the driver to report;
+        # raised from here, Ray would print the actor's whole traceback on the user's terminal.
+        self.start_failure: ActorStartFailure | None = None
+        try:
+            self._start(config, faults, tuple(warm_shapes))
+        except (ModelLoadError, ConfigError) as exc:
+            self.start_failure = ActorStartFailure(str(exc), usage=True)
+        except Exception as exc:
+            self.start_failure = ActorStartFailure(f"{type(exc).__name__}: {exc}", usage=False)
+
+    def _start(self, config: RunConfig, faults: FaultPlan | None, warm_shapes: tuple) -> None:
+        from pipeline.inference.open import open_detector
+
+        gpu_ids = ray.get_gpu_ids()
+        # A GPU the scheduler granted is only used if CUDA really sees one: fake GPUs in tests (and
+        # a mis-set cluster) must not make us touch CUDA. OpenVINO and ONNX actors never import
+        # torch (their memory stays lean), so they do not ask.
+        use_cuda = False
+        if engine_traits(config.effective_engine).needs_torch:
+            import torch
+
+            use_cuda = config.device == "cuda" or (config.device == "auto" and bool(gpu_ids))
+            if use_cuda and not torch.cuda.is_available():
+                if config.device == "cuda":
+                    raise ConfigError(
+                        "--device cuda was asked for, but CUDA is not available on this node "
+                        "(use --device auto or cpu)"
+                    )
+                use_cuda = False
+            if not use_cuda:
+                torch.set_num_threads(config.cpu_threads or os.cpu_count() or 1)
+        opened = open_detector(config, "cuda" if use_cuda else "cpu", warm_shapes=warm_shapes)
+        self.detector, self.engine = opened.detector, opened.engine
+        self.engine_export_s, self.engine_fallback = opened.export_s, opened.fallback
+        self.faults = faults
+        self.memory = PeakRss()
+        self.gpu = GpuSampler() if use_cuda else None
+        self.device = "cuda" if use_cuda else "cpu"
+        self.gpu_util_sum, self.gpu_util_n, self.gpu_mem_peak = 0.0, 0, 0
+        self.metrics = PipelineMetrics()
+        self._last_report = 0.0
+        self._last_gpu: list[dict] | None = None
+
+    def ready(self) -> ModelFacts | ActorStartFailure:
+        """Model facts the decoders need (letterbox shape), and a liveness answer for the coordinator;
+        why the model did not load, if it did not."""
+        if self.start_failure:
+            return self.start_failure
+        if self.faults:
+            self.faults.on_actor_call("ready")
+        d = self.detector
+        return ModelFacts(
+            names=d.names,
+            model_stride=d.model_stride,
+            rect=d.rect,
+            device=self.device,
+            half=d.half,
+            engine=self.engine,
+            engine_export_s=self.engine_export_s,
+            engine_fallback=self.engine_fallback,
+            node_id=ray.get_runtime_context().get_node_id(),
+            pid=os.getpid(),
+        )
+
+    def _report(self) -> None:
+        self.metrics.process_rss.set(self.memory.sample(), tags={"role": "actor"})
+        if self.gpu and self.gpu.available:
+            samples = self.gpu.sample()
+            self._last_gpu = samples
+            self.metrics.record_gpu(samples)
+            for s in samples:
+                self.gpu_util_sum += s["utilization_percent"]
+                self.gpu_util_n += 1
+                self.gpu_mem_peak = max(self.gpu_mem_peak, s["memory_used_bytes"])
+
+    def stats(self) -> ActorStats:
+        self._report()
+        gpu = None
+        if self.gpu_util_n:
+            gpu = {
+                "mean_utilization_percent": self.gpu_util_sum / self.gpu_util_n,
+                "peak_memory_used_bytes": self.gpu_mem_peak,
+            }
+        if self.device == "cuda":
+            import torch
+
+            gpu = dict(gpu or {}, torch_memory_allocated_bytes=torch.cuda.memory_allocated())
+        return ActorStats(
+            pid=os.getpid(),
+            device=self.device,
+            batches=self.detector.batches_done,
+            busy_s=0.0,  # the engine's: VideoWorker.stats
+            memory=self.memory.as_dict(),
+            gpu=gpu,
+        )
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=1000)

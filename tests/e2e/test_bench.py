@@ -33,7 +33,9 @@ def test_the_bench_runs_every_kind_of_contender_and_checks_the_boxes(clips, mode
             "--repeats",
             "1",
             "--contenders",
-            "naive,pipeline,decode,infer,decode-parts,coordination",
+            "naive,pipeline,decode,infer,decode-parts,control-plane",
+            "--clips",
+            "40",
             "--json",
             str(out),
         ],
@@ -55,18 +57,14 @@ def test_the_bench_runs_every_kind_of_contender_and_checks_the_boxes(clips, mode
     assert parity["matched_fraction"] >= 0.99 and parity["max_abs_conf_diff"] <= 0.02
     parts = summary["decode-parts"]["parts_ms"]
     assert all(parts[k] > 0 for k in ("decode_ms", "bgr_conversion_ms", "letterbox_resize_ms"))
-    coordination = summary["coordination"]  # the synthetic engine: 5 fixed boxes on every frame
-    assert (
-        coordination["frames"] == 4 * 4800 and coordination["boxes"] == 5 * coordination["frames"]
-    )
-    # the default batch size; no video shares a batch
-    assert coordination["batches"] == 4 * -(-4800 // 16)
-    assert (
-        0
-        < coordination["coordinator_cpu_ms_per_batch"]
-        < 1000 * coordination["seconds"] / coordination["batches"] * 2
-    )
-    assert "of coordinator CPU per batch" in done.stdout
+    # the synthetic engine: 5 fixed boxes on every frame
+    clips, gpu = summary["control-plane"]["clips"], summary["control-plane"]["simulated_gpu"]
+    assert clips["videos"] == 40 and clips["frames"] == 40 * 4 and clips["boxes"] == 5 * 160
+    assert 1 <= clips["handouts"] < 40  # clips go out in chunks
+    assert 0 < clips["coordinator_cpu_ms_per_video"] < 1000 * clips["seconds"] / 40
+    assert gpu["frames"] == 4 * 4800 and gpu["boxes"] == 5 * gpu["frames"]
+    assert all(0 < share <= 1 for share in gpu["busy_share"])
+    assert "ms of coordinator CPU per video" in done.stdout
     assert (
         "box parity, pipeline vs naive" in done.stdout
         and "one decoder, ms per frame" in done.stdout

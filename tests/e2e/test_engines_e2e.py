@@ -77,7 +77,7 @@ import sys, numpy as np
 from pathlib import Path
 from pipeline.config import RunConfig
 from pipeline.inference.open import open_detector
-import pipeline.runtime.workers  # what a YoloActor's process imports
+import pipeline.runtime.video_worker  # what a video worker's process imports
 opened = open_detector(RunConfig(model={model_path!r}, engine="openvino"), "cpu", warm_shapes=((384, 640),),
                        cache_dir=Path({str(tmp_path)!r}))
 g = opened.detector.geometry(1080, 1920)

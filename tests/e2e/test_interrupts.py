@@ -145,13 +145,13 @@ def assert_no_orphans(since: float, core_timeout: float = 30, agents_timeout: fl
     assert not left, f"processes outlived the driver by {agents_timeout:.0f} s: {left[:5]}"
 
 
-def kill_the_driver_then_rerun(tmp_path, videos, lengths, model_path, data_path, *more) -> Path:
+def kill_the_driver_then_rerun(tmp_path, videos, lengths, model_path, *more) -> Path:
     """Run, SIGKILL the driver once a video is complete (and before all are), check nothing
     is left running, run again: the output of the rerun (checked for resume, duplicates and
     leftovers here; its rows by the caller)."""
     out = tmp_path / "out"
     started = time.time() - 1  # process start times are rounded
-    extra = ["--max-open-videos", "1", "--data-path", data_path, *more]
+    extra = ["--max-open-videos", "1", *more]
     proc = start(command(videos, out, model_path, *extra))
     try:
         wait_for(lambda: len(ok_videos(out)) >= 1, proc)
@@ -165,7 +165,7 @@ def kill_the_driver_then_rerun(tmp_path, videos, lengths, model_path, data_path,
     done_before_kill = ok_videos(out)
     assert 1 <= len(done_before_kill) < len(videos), "the kill must land mid-run"
 
-    run_to_end(command(videos, out, model_path, "--data-path", data_path, *more))
+    run_to_end(command(videos, out, model_path, *more))
     record = json.loads((out / "run.json").read_text())
     assert record["totals"]["videos_skipped"] >= len(done_before_kill)  # not decoded again
     assert record["totals"]["frames"] <= sum(lengths) - len(done_before_kill) * min(lengths)
@@ -174,17 +174,10 @@ def kill_the_driver_then_rerun(tmp_path, videos, lengths, model_path, data_path,
     return out
 
 
-def test_driver_sigkill_then_rerun_finishes_without_redoing_or_duplicating(
-    tmp_path, videos, model_path, clean_output
-):
-    out = kill_the_driver_then_rerun(tmp_path, videos, [32] * 5, model_path, "coordinator")
-    pd.testing.assert_frame_equal(comparable(out), clean_output)
-
-
 @pytest.fixture(scope="module")
 def uneven_videos(tmp_path_factory, people_mp4):
-    """Two short clips and two long ones: on the workers' path a chunk's clips share one worker's
-    passes, so only clips of different lengths end at different times."""
+    """Two short clips and two long ones: a chunk's clips share one worker's passes, so only
+    clips of different lengths end at different times."""
     folder = tmp_path_factory.mktemp("uneven")
     (folder / "short").mkdir()
     (folder / "long").mkdir()
@@ -193,13 +186,13 @@ def uneven_videos(tmp_path_factory, people_mp4):
     return [*short, *long], [16, 16, 120, 120]
 
 
-def test_driver_sigkill_then_rerun_on_the_workers_path(tmp_path, uneven_videos, model_path):
+def test_driver_sigkill_then_rerun_finishes_without_redoing_or_duplicating(
+    tmp_path, uneven_videos, model_path
+):
     """The short clips' outcomes are recorded as each ends (the workers tell them), so a kill
     while the long ones run keeps them, and the rerun skips them."""
     videos, lengths = uneven_videos
-    out = kill_the_driver_then_rerun(
-        tmp_path, videos, lengths, model_path, "workers", "--layout", "per-video"
-    )
+    out = kill_the_driver_then_rerun(tmp_path, videos, lengths, model_path, "--layout", "per-video")
     clean = tmp_path / "clean"
     run_to_end(command(videos, clean, model_path))
     pd.testing.assert_frame_equal(comparable(out), comparable(clean))
@@ -237,24 +230,15 @@ def test_the_driver_killed_during_a_packed_run_then_a_rerun_each_frame_once(
     assert [p for p in out.rglob("*") if p.name.startswith(".tmp-")] == []
 
 
-@pytest.mark.parametrize(
-    "signum, code, data_path",
-    [
-        (signal.SIGINT, 130, "coordinator"),
-        (signal.SIGTERM, 143, "coordinator"),
-        (signal.SIGINT, 130, "workers"),
-    ],
-)
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupt_stops_cleanly_and_says_how_to_resume(
-    tmp_path, videos, model_path, clean_output, signum, code, data_path
+    tmp_path, videos, model_path, clean_output, signum, code
 ):
-    """Ctrl-C (SIGINT) and SIGTERM (``ray job stop``, a scheduler): a clean stop, then a resume
-    (on the coordinator's data path and on the workers')."""
+    """Ctrl-C (SIGINT) and SIGTERM (``ray job stop``, a scheduler): a clean stop, then a resume."""
     out = tmp_path / "out"
     started = time.time() - 1  # process start times are rounded
-    extra = ["--max-open-videos", "1", "--data-path", data_path]
-    if data_path == "workers":  # each clip's part written as it ends: one is done early
-        extra += ["--part-rows", "1"]
+    # each clip's part written as it ends: one is done early
+    extra = ["--max-open-videos", "1", "--part-rows", "1"]
     proc = start(command(videos, out, model_path, *extra))
     wait_for(lambda: len(ok_videos(out)) >= 1, proc)
     proc.send_signal(signum)

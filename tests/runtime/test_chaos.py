@@ -1,6 +1,7 @@
-"""Chaos from outside: while a 1,500-frame run goes on, SIGKILL randomly chosen decoder and
-YoloActor worker processes, by pid, at random moments. Five seeds. Each run must end with exit 0,
-every frame exactly once, and the boxes of a clean run."""
+"""Chaos from outside, with the real model: while a 1,500-frame run goes on, SIGKILL randomly
+chosen decoder and video worker processes, by pid, at random moments. Each run must end with
+exit 0, every frame exactly once, and the boxes of a clean run. (The synthetic engine's
+equivalents, more seeds and a long video: test_video_workers_faults.py.)"""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 
 import pandas as pd
 import pytest
+from conftest import canonical_rows as canonical
 from conftest import ray_worker_pids, read_rows, read_status, write_people_clips
 
 from pipeline.config import RunConfig
@@ -19,7 +21,7 @@ from pipeline.config import RunConfig
 pytestmark = pytest.mark.slow
 
 FRAMES = 10 * 150
-TARGETS = ("ray::decode_video", "ray::YoloActor")
+TARGETS = ("ray::decode_video", "ray::VideoWorker")
 
 
 @pytest.fixture(scope="module")
@@ -30,40 +32,12 @@ def videos(tmp_path_factory, people_mp4):
 
 
 def config(model: str) -> RunConfig:
-    # Retry budgets above the kill count: every kill may land on the same video or batch.
-    return RunConfig(
-        model=model, imgsz=320, batch_size=8, num_actors=2, decode_retries=6, batch_retries=6
-    )
-
-
-def canonical(out) -> pd.DataFrame:
-    rows = read_rows(out)
-    names = {s["video_id"]: os.path.basename(p) for p, s in read_status(out).items()}
-    rows["video"] = rows["video_id"].map(names)
-    rows["boxes"] = [
-        tuple(
-            sorted(
-                (
-                    d["class_id"],
-                    round(d["x1"], 1),
-                    round(d["y1"], 1),
-                    round(d["x2"], 1),
-                    round(d["y2"], 1),
-                )
-                for d in ds
-            )
-        )
-        for ds in rows["detections"]
-    ]
-    return (
-        rows[["video", "frame_index", "timestamp_s", "boxes"]]
-        .sort_values(["video", "frame_index"])
-        .reset_index(drop=True)
-    )
+    # Worker attempts above the kill count: every kill may land on the same video's worker.
+    return RunConfig(model=model, imgsz=320, batch_size=8, num_actors=2, worker_retries=6)
 
 
 def worker_pids() -> dict[int, str]:
-    """Ray worker processes now running a decoder task or a YoloActor (Ray names them so)."""
+    """Ray worker processes now running a decoder task or a video worker (Ray names them so)."""
     return ray_worker_pids(TARGETS)
 
 
@@ -100,7 +74,7 @@ def clean(ray_local, videos, tmp_path_factory, model_path):
     return canonical(out)
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("seed", [1, 2])
 def test_random_sigkills_of_decoders_and_actors(clean, videos, tmp_path, model_path, seed):
     import pipeline
 
@@ -115,8 +89,8 @@ def test_random_sigkills_of_decoders_and_actors(clean, videos, tmp_path, model_p
         done.set()
         killer.join()
     print(
-        f"seed {seed}: killed {killer.killed}; retries: decoders {record['totals']['decoder_retries']}, "
-        f"batches {record['totals']['batches_retried']}"
+        f"seed {seed}: killed {killer.killed}; decoder retries {record['totals']['decoder_retries']}, "
+        f"videos reassigned {record['totals']['videos_reassigned']}"
     )
     assert len(killer.killed) >= 4, f"only {len(killer.killed)} kills landed before the run ended"
     assert record["exit_code"] == 0, read_status(tmp_path / "out")

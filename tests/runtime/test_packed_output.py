@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import frames_by_reader, part_files, tiny_videos
-from test_video_workers import run
+from conftest import synthetic_run as run
 
 pytestmark = pytest.mark.slow
 

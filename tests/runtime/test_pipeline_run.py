@@ -179,7 +179,6 @@ def test_backpressure_bounds_batches_alive(ray_local, tmp_path, clips, model_pat
         decoder_buffer=1,
         max_open_videos=1,
         num_actors=1,
-        data_path="coordinator",  # its window (the workers' engine has its own, unit-tested)
     )
     record = pipeline.run(
         [str(clips["small_h264"])],
@@ -196,11 +195,13 @@ def test_backpressure_bounds_batches_alive(ray_local, tmp_path, clips, model_pat
         produced += event == "produced"
         peak = max(peak, alive)
     assert produced == 20  # every batch was traced
-    # window (2) + the batch the coordinator holds until the stream's next item proves its frames
-    # (1) + the decoder's buffer (1) + the batch a paused decoder holds while it waits (1)
-    bound = config.window_per_actor + 1 + config.decoder_buffer + 1
+    # the worker's window (2, and 1 for its open video) + the batch taken from the stream that
+    # waits for a slot (1) + the stream's unread items (2 a buffered batch) + the batch a paused
+    # decoder holds while it waits (1)
+    window = config.window_per_actor + 1
+    bound = window + 1 + 2 * config.decoder_buffer + 1
     print(
         f"peak batches alive: {peak} (bound {bound}); coordinator's in-flight peak {record['backpressure']}"
     )
     assert peak <= bound
-    assert record["backpressure"]["peak_batches_in_flight"] <= config.window_per_actor
+    assert record["backpressure"]["peak_batches_in_flight"] <= window

@@ -17,7 +17,7 @@ from pipeline.output.readers import read_detections, read_tracks, read_videos
 pytestmark = pytest.mark.slow
 
 
-def tracked_run(out, people_mp4, model_path, actors: int, data_path: str) -> pd.DataFrame:
+def tracked_run(out, people_mp4, model_path, actors: int) -> pd.DataFrame:
     # One torch thread per actor in both runs, so the boxes themselves are bit-identical and any
     # difference in ids could only come from the order the tracker saw them in.
     code = main(
@@ -37,8 +37,6 @@ def tracked_run(out, people_mp4, model_path, actors: int, data_path: str) -> pd.
             "1",
             "--batch-size",
             "8",
-            "--data-path",
-            data_path,
             "--no-progress",
         ]
     )
@@ -49,9 +47,9 @@ def tracked_run(out, people_mp4, model_path, actors: int, data_path: str) -> pd.
 @pytest.fixture(scope="module")
 def runs(ray_local, tmp_path_factory, people_mp4, model_path):
     root = tmp_path_factory.mktemp("tracking")
-    # one video worker; two actors sharing the video's batches (the coordinator's path)
-    one = tracked_run(root / "one", people_mp4, model_path, actors=1, data_path="workers")
-    two = tracked_run(root / "two", people_mp4, model_path, actors=2, data_path="coordinator")
+    # one video worker, and two (the video goes to one of them)
+    one = tracked_run(root / "one", people_mp4, model_path, actors=1)
+    two = tracked_run(root / "two", people_mp4, model_path, actors=2)
     return root, one, two
 
 

@@ -1,4 +1,4 @@
-"""``data_path="workers"`` on a ``ray.cluster_utils.Cluster`` of three nodes with two fake GPUs
+"""Video workers on a ``ray.cluster_utils.Cluster`` of three nodes with two fake GPUs
 each (six video workers; the synthetic engine lets them fit on two cores): every batch decoded on
 its worker's node, every frame once, the same rows after a node is lost mid-run."""
 
@@ -10,7 +10,9 @@ import threading
 import time
 
 import pytest
-from test_video_workers import rows, run, tiny_videos
+from conftest import rows_by_name as rows
+from conftest import synthetic_run as run
+from conftest import tiny_videos
 
 from pipeline.runtime.faults import FaultPlan
 
@@ -42,7 +44,7 @@ def test_on_three_nodes_every_batch_is_decoded_on_its_workers_node_also_after_a_
 ):
     videos = tiny_videos(tmp_path, [30] * 18)
     with three_nodes_two_fake_gpus_each() as (cluster, nodes):
-        record = run(videos, tmp_path / "one", model_path, batch_size=4, data_path="workers")
+        record = run(videos, tmp_path / "one", model_path, batch_size=4)
         assert record["placement"]["num_actors"] == 6
         assert len({a["node_id"] for a in record["actors"]}) == 3
         assert record["totals"]["batches_decoded_elsewhere"] == 0
@@ -55,7 +57,7 @@ def test_on_three_nodes_every_batch_is_decoded_on_its_workers_node_also_after_a_
         thread = threading.Thread(
             target=lambda: result.update(
                 record=run(
-                    videos, tmp_path / "lost", model_path, batch_size=4, data_path="workers",
+                    videos, tmp_path / "lost", model_path, batch_size=4,
                     faults=plan,
                 )
             )

@@ -1,7 +1,7 @@
-"""Faults on the workers' data path (``data_path="workers"``), from outside: video workers and
-decoders SIGKILLed by pid at random moments while each worker has several videos open (every
-video committed once, every frame once), and the coordinator killed between a video's commit and
-its record (the rerun completes, nothing twice).
+"""Faults from outside: video workers and decoders SIGKILLed by pid at random moments while each
+worker has several videos open (every video committed once, every frame once); a long video's
+decoders killed again and again, and its worker (the video still ok, every frame once); the
+coordinator killed between a video's commit and its record (the rerun completes, nothing twice).
 
 The synthetic engine with a simulated GPU (each pass held 20 + 1 ms a frame) makes the runs long
 enough to be hit, and lets two workers fit on two cores."""
@@ -15,8 +15,9 @@ import threading
 import time
 
 import pytest
-from conftest import ray_worker_pids, read_rows
-from test_video_workers import rows, run, tiny_videos
+from conftest import ray_worker_pids, read_rows, read_status, synthetic_rows, tiny_videos
+from conftest import rows_by_name as rows
+from conftest import synthetic_run as run
 
 from pipeline.runtime.faults import FaultPlan
 
@@ -26,10 +27,8 @@ VIDEOS, FRAMES = 16, 200
 SETTINGS = dict(
     batch_size=8,
     num_actors=2,
-    data_path="workers",
     synthetic_latency_ms=(20, 1),
-    decode_retries=6,
-    batch_retries=6,  # the worker attempts of a video: above the kill count
+    worker_retries=6,  # the worker attempts of a video: above the kill count
 )
 TARGETS = ("ray::VideoWorker", "ray::decode_video")
 
@@ -135,3 +134,67 @@ def test_a_worker_hung_in_a_forward_pass_is_restarted_and_its_videos_go_to_anoth
     assert record["exit_code"] == 0 and totals["actors_hung"] == 1
     assert totals["videos_ok"] == VIDEOS and totals["videos_reassigned"] >= 1
     assert rows(tmp_path / "out") == clean
+
+
+LONG = 2400  # frames of the long video: about 12 s of simulated GPU at batches of 8
+
+
+@pytest.fixture(scope="module")
+def long_video(tmp_path_factory):
+    return tiny_videos(tmp_path_factory.mktemp("long"), [LONG])
+
+
+def _kill_when_running(title: str, deadline: float, killed: set[int]) -> bool:
+    """SIGKILL a process titled ``title`` that was not killed before, once one runs (False:
+    none did before ``deadline``). A process SIGKILLed a moment ago can still be listed."""
+    while time.monotonic() < deadline:
+        pids = sorted(set(ray_worker_pids((title,))) - killed)
+        if pids:
+            try:
+                os.kill(pids[0], signal.SIGKILL)
+                killed.add(pids[0])
+                return True
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_long_videos_decoders_killed_again_and_again_and_its_worker_leave_it_ok(
+    ray_local, long_video, tmp_path, model_path, seed
+):
+    """Three decoder kills in one attempt (the default retry budget is two deaths in a row
+    without a batch: each of these delivered batches first), then the worker, then its new
+    attempt's decoder: the video is ok, every frame once."""
+    rng = random.Random(seed)
+    result: dict = {}
+    settings = dict(batch_size=8, num_actors=1, synthetic_latency_ms=(30, 1))
+
+    def run_in_thread():
+        try:
+            result["record"] = run(long_video, tmp_path / "out", model_path, **settings)
+        except BaseException as exc:  # re-raised below
+            result["error"] = exc
+
+    thread = threading.Thread(target=run_in_thread)
+    thread.start()
+    killed: list[str] = []
+    pids: set[int] = set()
+    deadline = time.monotonic() + 120
+    for title in ["ray::decode_video"] * 3 + ["ray::VideoWorker", "ray::decode_video"]:
+        # the new decoder delivers batches meanwhile; before the worker's kill, long enough for
+        # a video given up after the third death to be recorded (then the run is over)
+        time.sleep(rng.uniform(0.5, 1.5) + (3 if title == "ray::VideoWorker" else 0))
+        if not _kill_when_running(title, deadline, pids):
+            break
+        killed.append(title)
+    thread.join(timeout=600)
+    assert not thread.is_alive()
+    if "error" in result:
+        raise AssertionError(f"the run raised after killing {killed}") from result["error"]
+    assert len(killed) == 5, f"the run ended after only {killed}"
+    record = result["record"]
+    assert record["exit_code"] == 0, read_status(tmp_path / "out")
+    assert record["totals"]["videos_ok"] == 1 and record["totals"]["frames"] == LONG
+    assert rows(tmp_path / "out") == synthetic_rows(long_video, [LONG])

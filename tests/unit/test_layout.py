@@ -188,14 +188,14 @@ def test_an_oversized_function_is_found(fake_package):
     assert oversized(root) == ["pipeline/long.py:1 long"]
 
 
-def test_the_coordinators_do_not_load_the_decoders_or_a_model_library():
+def test_the_coordinator_does_not_load_the_decoders_or_a_model_library():
     """The coordinator's memory is a Ray worker's and its records: PyAV and OpenCV (about 40 MB)
     are imported where videos are opened, torch where a model is."""
     import subprocess
     import sys
 
     code = (
-        "import sys, pipeline.runtime.control, pipeline.runtime.coordinator; "
+        "import sys, pipeline.runtime.control; "
         "print(sorted(m for m in ('av', 'cv2', 'torch', 'ultralytics') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

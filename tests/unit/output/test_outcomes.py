@@ -3,6 +3,8 @@ run's counters."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from pipeline.media.decode import VideoInfo
@@ -102,8 +104,13 @@ def test_a_video_is_committed_only_with_rows_and_no_batch_missing(rows, pending,
 
 def test_the_counters():
     counts = RunCounts()
-    for status in ("ok", "ok", "partial", "failed"):
-        counts.video_finished(status)
+    for finished in (
+        outcome(frames=10),
+        outcome(frames=5),
+        outcome(frames=3, error="cut short"),
+        outcome(committed=False),
+    ):
+        counts.video_finished(finished.record("h"))
     counts.video_skipped()
     (
         counts.decoder_opened(),
@@ -118,23 +125,20 @@ def test_the_counters():
         counts.videos_failed,
         counts.videos_skipped,
     ) == (5, 2, 1, 1, 1)
+    assert counts.frames_recorded == 18  # the records' frames, not what attempts inferred
     assert (counts.open_decoders, counts.peak_open_decoders) == (2, 2)
     assert counts.as_dict()["videos_ok"] == 2 and set(counts.as_dict()) >= {
         "frames_done",
         "segments",
     }
     with pytest.raises(AttributeError):
-        counts.video_finished("bogus")
+        counts.video_finished(SimpleNamespace(status="bogus", frames_processed=0, num_detections=0))
 
 
-def test_the_retry_policy_counts_attempts_the_way_the_config_says():
+def test_the_retry_policy_counts_deaths_in_a_row_without_a_batch():
     from pipeline.output.outcomes import RetryPolicy
 
-    policy = RetryPolicy(decode_retries=2, batch_retries=3)
-    # decode_retries=2: three streams in all; batch_retries=3: four dispatches in all
+    policy = RetryPolicy(decode_retries=2)
+    # decode_retries=2: three streams in a row that delivered nothing, then the video is given up
     assert [policy.retry_decoder(n) for n in (1, 2, 3)] == [True, True, False]
-    assert [policy.retry_batch(n) for n in (1, 2, 3, 4)] == [True, True, True, False]
-    # lost with a node: the first pass and up to two more
-    assert [policy.repair_again(n) for n in (0, 1, 2, 3)] == [True, True, True, False]
-    never = RetryPolicy(decode_retries=0, batch_retries=0)
-    assert not never.retry_decoder(1) and not never.retry_batch(1) and never.repair_again(0)
+    assert not RetryPolicy(decode_retries=0).retry_decoder(1)

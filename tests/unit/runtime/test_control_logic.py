@@ -1,212 +1,40 @@
-"""The control plane and its video workers without Ray (``data_path="workers"``): the same rows
-as the coordinator's data path, batches packed across videos, a dead worker's open videos each
-committed once elsewhere, and a worker that was presumed dead refused its commit."""
+"""The control plane and its video workers without Ray: every frame written once with the
+synthetic detector's known boxes, batches packed across videos, a dead worker's open videos each
+committed once elsewhere, a worker that was presumed dead refused its commit; a dead decoder
+resumed after the last batch it delivered, one killed many times while making progress still
+complete, and a video whose decoders always die failed alone."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-from dataclasses import dataclass
 
 import pyarrow.parquet as pq
 import pytest
-import ray.exceptions
-from test_coordinator_logic import FRAMES, FakeActor, FakeCalls, Method, Metrics, facts
+from fakes import (
+    FakeCalls,
+    FakeWorker,
+    expected_rows,
+    rows_of,
+    run_workers,
+    sources_of,
+    workers,
+    written_rows,
+)
 
-from pipeline.config import RunConfig
-from pipeline.inference.synthetic import SyntheticDetector
-from pipeline.media.decode import VideoOpened
-from pipeline.media.source import VideoSource
+from pipeline.output.layout import OutputLayout
 from pipeline.output.manifest import Manifest
 from pipeline.output.readers import read_detections
-from pipeline.output.store import OutputStore
-from pipeline.runtime.coalesce import Coalescer
-from pipeline.runtime.control import ControlLogic
-from pipeline.runtime.coordinator import CoordinatorLogic
-from pipeline.runtime.messages import ActorStats, WorkerOutcome
-from pipeline.runtime.video_worker import VideoWorkerLogic
 
-IMGSZ = 160
-
-
-@dataclass
-class WorkerCalls(FakeCalls):
-    """Decoders on the worker's node, as ``RayCalls(decoders_here=True)`` starts them."""
-
-    node_id: str = "node-1"
-
-    def start_decoder(self, path, spec, buffer):
-        stream = super().start_decoder(path, spec, buffer)
-        for ref in stream.refs:
-            if isinstance(ref.value, VideoOpened):
-                ref.value = dataclasses.replace(ref.value, node_id=self.node_id)
-        return stream
-
-
-class FakeWorker:
-    """A video worker on the synthetic detector. ``die_on``: the ``process`` calls (1-based)
-    that find it dead; ``partitioned_on``: calls whose caller is told it died while the worker
-    goes on (a worker presumed dead that comes back); ``reply_lost_on``: calls whose videos are
-    all done (and told) but whose reply never comes (the worker died just then)."""
-
-    def __init__(
-        self,
-        calls: WorkerCalls,
-        die_on=(),
-        partitioned_on=(),
-        raise_on=(),
-        dead_at_start=0,
-        reply_lost_on=(),
-        tells=True,
-        blank_on=(),
-    ):
-        self.calls, self.die_on, self.partitioned_on = calls, die_on, partitioned_on
-        self.reply_lost_on, self.tells, self.blank_on = reply_lost_on, tells, blank_on
-        self.handouts_running = 0
-        self.dead_at_start = dead_at_start  # ``start_run`` calls that find it dead (restarting)
-        self.raise_on = raise_on  # calls that raise inside the worker (a bug, a bad file)
-        self.detector = SyntheticDetector(imgsz=IMGSZ)
-        self.logic: VideoWorkerLogic | None = None
-        self.count, self.background = 0, []
-        self.start_run, self.process_many = Method(self._start_run), Method(self._process_many)
-        self.report, self.stats, self.ready = (
-            Method(self._report),
-            Method(self._stats),
-            Method(self._ready),
-        )
-
-    async def _start_run(self, config, coordinator, decode_here=True):
-        if self.dead_at_start:
-            self.dead_at_start -= 1
-            raise ray.exceptions.ActorDiedError()
-        if self.logic is None:
-            self.logic = VideoWorkerLogic(
-                self.detector,
-                config,
-                OutputStore(coordinator.store.layout.root),
-                calls=self.calls,
-                metrics=Metrics(),
-                grant=Coalescer(coordinator.grant),
-                tell=Coalescer(coordinator.outcomes) if self.tells else None,
-                ended=Coalescer(coordinator.passes_ended),
-            )
-
-    async def _process_many(
-        self, sources, attempt_ids, config, coordinator, fresh=None, decode_here=True
-    ):
-        assert self.logic is not None, "given videos before start_run"
-        self.count += 1
-        if self.count in self.die_on:
-            await asyncio.sleep(0.01)
-            raise ray.exceptions.RayActorError()
-        if self.count in self.blank_on:  # a reply without the videos' outcomes (a bug)
-            return [WorkerOutcome(a, None, committed=False) for a in attempt_ids]
-        if self.count in self.raise_on:
-            cause = ValueError("the worker tripped")
-            raise ray.exceptions.RayTaskError("process_many", "Traceback ...", cause)
-        work = self.logic.process_many(sources, attempt_ids, fresh)
-        if self.count in self.partitioned_on:
-            self.background.append(asyncio.create_task(work))  # it goes on, unseen
-            await asyncio.sleep(0)
-            raise ray.exceptions.ActorUnavailableError("the node is unreachable", None)
-        self.handouts_running += 1
-        try:
-            outcomes = await work
-        finally:
-            self.handouts_running -= 1
-        if self.count in self.reply_lost_on:
-            raise ray.exceptions.RayActorError()
-        return outcomes
-
-    async def _report(self):
-        return self.logic.report() if self.logic else None
-
-    async def _stats(self):
-        return ActorStats(pid=1, device="cpu", batches=0, busy_s=0.0, memory={}, gpu=None)
-
-    async def _ready(self):
-        return facts()
-
-
-def config(**kwargs) -> RunConfig:
-    return RunConfig(
-        model="synthetic.pt", imgsz=IMGSZ, engine="synthetic", data_path="workers", **kwargs
-    )
-
-
-def run_workers(
-    tmp_path, name, frames: dict[str, int], workers, on_record=None, sources=None, **settings
-):
-    """``on_record(logic, record)``: called as each outcome is recorded; ``sources``: the videos
-    (default: one per ``frames`` path); ``name``: the output folder, kept between runs."""
-    out = tmp_path / name
-    out.mkdir(exist_ok=True)
-    logic = ControlLogic(str(out), config(**settings), workers, calls=None, metrics=Metrics())
-    logic.me = logic
-    if on_record is not None:
-        record = logic.committer.record
-
-        async def recorded(video_record):
-            on_record(logic, video_record)
-            await record(video_record)
-
-        logic.committer.record = recorded
-    sources = sources or [
-        VideoSource(path, f"{i:016x}", size_bytes=1000, mtime_ns=1) for i, path in enumerate(frames)
-    ]
-
-    async def main():
-        await logic.add_videos(sources)
-        await logic.backlog_walked()
-        summary = await logic.run(facts())
-        if any(worker.background for worker in workers):
-            for worker in workers:  # a partitioned worker's late attempts end too
-                await asyncio.gather(*worker.background, return_exceptions=True)
-            summary = await logic.summary()  # with their refused commits
-        return summary
-
-    summary = asyncio.run(main())
-    return summary, out, sources
-
-
-def rows_of(out, sources) -> dict[str, list]:
-    """Each ok video's rows, wherever they are (its own file or a part)."""
-    records = Manifest(out).records
-    return {
-        s.path: read_detections(out, flat=False, video_id=s.video_id).to_dict("records")
-        for s in sources
-        if records[s.video_id].status == "ok"
-    }
-
-
-def coordinator_rows(tmp_path, frames: dict[str, int], **settings):
-    out = tmp_path / "coordinator"
-    out.mkdir()
-    cfg = RunConfig(model="synthetic.pt", imgsz=IMGSZ, engine="synthetic", **settings)
-    logic = CoordinatorLogic(
-        str(out), cfg, [FakeActor(), FakeActor()], calls=FakeCalls(dict(frames)), metrics=Metrics()
-    )
-    sources = [
-        VideoSource(path, f"{i:016x}", size_bytes=1000, mtime_ns=1) for i, path in enumerate(frames)
-    ]
-
-    async def main():
-        await logic.add_videos(sources)
-        await logic.backlog_walked()
-        await logic.run(facts())
-
-    asyncio.run(main())
-    return rows_of(out, sources)
+FRAMES = {"a.mp4": 37, "b.mp4": 22}
 
 
 CLIPS = {f"clip{i}.mp4": 3 for i in range(12)} | FRAMES
 
 
-def test_workers_write_the_rows_the_coordinator_path_writes_and_mix_clips(tmp_path):
+def test_workers_write_the_synthetic_boxes_of_every_frame_once_and_mix_clips(tmp_path):
     settings = dict(batch_size=8, max_open_videos=8)
-    workers = [FakeWorker(WorkerCalls(dict(CLIPS))), FakeWorker(WorkerCalls(dict(CLIPS)))]
-    summary, out, sources = run_workers(tmp_path, "workers", CLIPS, workers, **settings)
-    assert rows_of(out, sources) == coordinator_rows(tmp_path, CLIPS, **settings)
+    summary, out, sources = run_workers(tmp_path, "workers", CLIPS, workers(CLIPS), **settings)
+    assert written_rows(out, sources) == expected_rows(CLIPS)
     counts = summary.counts
     assert counts.videos_ok == len(CLIPS) and counts.frames_done == sum(CLIPS.values())
     assert counts.mixed_batches > 0  # 3-frame clips shared forward passes
@@ -220,8 +48,8 @@ def test_a_dead_workers_open_videos_are_committed_once_elsewhere(tmp_path):
     frames = {f"v{i}.mp4": 9 for i in range(8)}
     # worker 0 dies with its first hand-out (a chunk of clips) open: each goes out again
     workers = [
-        FakeWorker(WorkerCalls(dict(frames)), die_on=(1,)),
-        FakeWorker(WorkerCalls(dict(frames))),
+        FakeWorker(FakeCalls(dict(frames)), die_on=(1,)),
+        FakeWorker(FakeCalls(dict(frames))),
     ]
     summary, out, sources = run_workers(tmp_path, "deaths", frames, workers, batch_size=4)
     assert summary.counts.videos_ok == 8 and summary.counts.videos_reassigned >= 2
@@ -233,8 +61,8 @@ def test_a_dead_workers_open_videos_are_committed_once_elsewhere(tmp_path):
 def test_a_worker_presumed_dead_is_refused_its_commit(tmp_path, layout):
     frames = {"a.mp4": 20, "b.mp4": 7}
     workers = [
-        FakeWorker(WorkerCalls(dict(frames)), partitioned_on=(1,)),
-        FakeWorker(WorkerCalls(dict(frames))),
+        FakeWorker(FakeCalls(dict(frames)), partitioned_on=(1,)),
+        FakeWorker(FakeCalls(dict(frames))),
     ]
     summary, out, sources = run_workers(
         tmp_path, "partition", frames, workers, batch_size=4, max_open_videos=2, layout=layout
@@ -254,7 +82,7 @@ def test_random_worker_deaths_every_frame_once(tmp_path, seed):
     rng = np.random.default_rng(seed)
     frames = {f"v{i}.mp4": int(rng.integers(1, 30)) for i in range(10)}
     workers = [
-        FakeWorker(WorkerCalls(dict(frames)), die_on=tuple(rng.choice(12, 2, replace=False) + 1))
+        FakeWorker(FakeCalls(dict(frames)), die_on=tuple(rng.choice(12, 2, replace=False) + 1))
         for _ in range(3)
     ]
     summary, out, sources = run_workers(
@@ -269,8 +97,8 @@ def test_a_worker_killed_before_its_run_started_gets_its_videos_when_it_is_back(
     frames = {f"v{i}.mp4": 5 for i in range(6)}
     # worker 0 died between its model's ready answer and the run's start: it restarts (twice)
     workers = [
-        FakeWorker(WorkerCalls(dict(frames)), dead_at_start=2),
-        FakeWorker(WorkerCalls(dict(frames))),
+        FakeWorker(FakeCalls(dict(frames)), dead_at_start=2),
+        FakeWorker(FakeCalls(dict(frames))),
     ]
     summary, out, sources = run_workers(
         tmp_path, "late", frames, workers, batch_size=4, max_open_videos=4
@@ -282,7 +110,7 @@ def test_a_worker_killed_before_its_run_started_gets_its_videos_when_it_is_back(
 
 def test_a_worker_that_raises_fails_its_videos_and_loses_none(tmp_path):
     frames = {f"v{i}.mp4": 5 for i in range(3)}
-    workers = [FakeWorker(WorkerCalls(dict(frames)), raise_on=(1,))]
+    workers = [FakeWorker(FakeCalls(dict(frames)), raise_on=(1,))]
     summary, out, sources = run_workers(tmp_path, "raises", frames, workers, batch_size=4)
     records = Manifest(out).records
     assert summary.counts.videos_failed == 3 and len(records) == 3
@@ -294,7 +122,7 @@ def test_a_chunks_clip_is_recorded_when_its_pass_ends_not_with_the_chunk(tmp_pat
     """A driver killed while a chunk's long clip still runs keeps its short clips: they were
     recorded as each ended (told by the worker), not when the whole hand-out came back."""
     frames = {"short.mp4": 2, "long.mp4": 120}
-    worker = FakeWorker(WorkerCalls(dict(frames)), tells=tells)
+    worker = FakeWorker(FakeCalls(dict(frames)), tells=tells)
     recorded: list[tuple[str, int]] = []  # (video id, hand-outs still running)
     summary, out, sources = run_workers(
         tmp_path,
@@ -317,7 +145,7 @@ def test_a_chunks_clip_is_recorded_when_its_pass_ends_not_with_the_chunk(tmp_pat
 def test_a_worker_lost_after_telling_its_outcomes_keeps_them(tmp_path):
     """The worker told each outcome, then died before its reply: nothing is redone or failed."""
     frames = {f"v{i}.mp4": 5 for i in range(4)}
-    workers = [FakeWorker(WorkerCalls(dict(frames)), reply_lost_on=(1,))]
+    workers = [FakeWorker(FakeCalls(dict(frames)), reply_lost_on=(1,))]
     summary, out, sources = run_workers(tmp_path, "told-then-lost", frames, workers, batch_size=4)
     counts = summary.counts
     assert counts.videos_ok == 4 and counts.videos_failed == 0 and counts.videos_reassigned == 0
@@ -327,11 +155,9 @@ def test_a_worker_lost_after_telling_its_outcomes_keeps_them(tmp_path):
 def test_short_clips_are_packed_into_a_few_part_files_with_the_same_rows(tmp_path):
     clips = {f"clip{i}.mp4": 1 + i % 5 for i in range(40)} | {"long.mp4": 600}
     settings = dict(batch_size=8, max_open_videos=8)
-    workers = [FakeWorker(WorkerCalls(dict(clips))), FakeWorker(WorkerCalls(dict(clips)))]
-    summary, out, sources = run_workers(tmp_path, "packed", clips, workers, **settings)
-    per_video = [FakeWorker(WorkerCalls(dict(clips))), FakeWorker(WorkerCalls(dict(clips)))]
-    _, own, _ = run_workers(tmp_path, "own", clips, per_video, layout="per-video", **settings)
-    assert rows_of(out, sources) == rows_of(own, sources)
+    summary, out, sources = run_workers(tmp_path, "packed", clips, workers(clips), **settings)
+    _, own, _ = run_workers(tmp_path, "own", clips, workers(clips), layout="per-video", **settings)
+    assert written_rows(out, sources) == written_rows(own, sources) == expected_rows(clips)
     assert summary.counts.videos_ok == len(clips)
     files = sorted(p.name for p in (out / "detections").iterdir())
     parts = [name for name in files if name.startswith("part-")]
@@ -353,11 +179,10 @@ def test_a_clip_redone_leaves_its_old_rows_before_its_new_rows_land(tmp_path, fi
     clips = {f"clip{i}.mp4": 2 + i % 3 for i in range(12)}
 
     def run(sources, frames, layout="auto"):
-        workers = [FakeWorker(WorkerCalls(dict(frames)))]
         settings = dict(batch_size=4, max_open_videos=8, layout=layout)
-        return run_workers(tmp_path, "out", frames, workers, sources=sources, **settings)
+        return run_workers(tmp_path, "out", frames, workers(frames, 1), sources=sources, **settings)
 
-    first = [VideoSource(p, f"{i:016x}", size_bytes=1000, mtime_ns=1) for i, p in enumerate(clips)]
+    first = sources_of(clips)
     run(first, clips, first_layout)
     changed = {p: (n + 3 if i % 4 == 0 else n) for i, (p, n) in enumerate(clips.items())}
     second = [dataclasses.replace(s, mtime_ns=2) if i % 4 == 0 else s for i, s in enumerate(first)]
@@ -372,7 +197,58 @@ def test_a_clip_redone_leaves_its_old_rows_before_its_new_rows_land(tmp_path, fi
 
 def test_a_reply_without_outcomes_never_leaves_a_video_open(tmp_path):
     frames = {f"v{i}.mp4": 3 for i in range(3)}
-    workers = [FakeWorker(WorkerCalls(dict(frames)), blank_on=(1,))]
+    workers = [FakeWorker(FakeCalls(dict(frames)), blank_on=(1,))]
     summary, out, sources = run_workers(tmp_path, "blank", frames, workers, batch_size=4)
     counts = summary.counts
     assert counts.videos_ok == 3 and counts.videos_done == 3 and counts.videos_reassigned == 3
+
+
+# ---- decoders that die or stall ---------------------------------------------------------------
+
+
+def test_a_dead_decoder_resumes_after_the_last_batch_it_delivered(tmp_path):
+    # one worker, so that its decoders are the ones counted; dies after opened + 3 batches
+    (worker,) = workers(FRAMES, 1, deaths={"a.mp4": 1}, die_after=4)
+    summary, out, sources = run_workers(tmp_path, "decoder", FRAMES, [worker], batch_size=4)
+    assert written_rows(out, sources) == expected_rows(FRAMES)
+    assert summary.counts.decoder_retries == 1 and summary.counts.videos_reassigned == 0
+    started = [spec.skip_batches for path, spec in worker.calls.started if path == "a.mp4"]
+    assert started == [0, 3]  # the new decoder starts after the 3 batches delivered
+
+
+def test_a_decoder_killed_many_times_while_making_progress_still_completes_the_video(tmp_path):
+    """Each death delivered a batch first: not a video that kills its decoders (the default
+    budget is 2 retries in a row without a batch; here 6 deaths)."""
+    (worker,) = workers(FRAMES, 1, deaths={"a.mp4": 6}, die_after=2)
+    summary, out, sources = run_workers(tmp_path, "progress", FRAMES, [worker], batch_size=4)
+    records = Manifest(out).records
+    assert {r.status for r in records.values()} == {"ok"}, [r.error for r in records.values()]
+    assert written_rows(out, sources) == expected_rows(FRAMES)
+    assert summary.counts.decoder_retries == 6
+    started = [spec.skip_batches for path, spec in worker.calls.started if path == "a.mp4"]
+    assert started == [0, 1, 2, 3, 4, 5, 6]
+
+
+def test_a_video_whose_decoders_always_die_without_a_batch_fails_alone(tmp_path):
+    (worker,) = workers(FRAMES, 1, deaths={"a.mp4": 99}, die_after=1)  # opened, then dead
+    summary, out, sources = run_workers(tmp_path, "fails", FRAMES, [worker], batch_size=4)
+    records = {s.path: Manifest(out).records[s.video_id] for s in sources}
+    assert records["a.mp4"].status == "failed"
+    assert "gave up after 3 attempts that delivered no batch" in records["a.mp4"].error
+    assert records["b.mp4"].status == "ok"
+    assert written_rows(out, sources) == {"b.mp4": expected_rows(FRAMES)["b.mp4"]}
+    assert not OutputLayout(out).detections(records["a.mp4"].video_id).exists()
+    assert not list((out / "detections").glob(".*"))  # its hidden file went too
+
+
+def test_a_stalled_decoder_is_given_up_and_its_successor_finishes_the_video(tmp_path):
+    """A decoder that hangs (alive, yielding nothing) holds no slot of the worker's window: its
+    successor's batches and the other video's are inferred, every frame once."""
+    (worker,) = workers(FRAMES, 1, stalls={"a.mp4": 1}, die_after=3)
+    summary, out, sources = run_workers(
+        tmp_path, "stall", FRAMES, [worker], batch_size=4, window_per_actor=1, stall_timeout_s=0.3
+    )
+    assert written_rows(out, sources) == expected_rows(FRAMES)
+    assert summary.counts.decoder_retries == 1
+    started = [spec.skip_batches for path, spec in worker.calls.started if path == "a.mp4"]
+    assert started == [0, 2]

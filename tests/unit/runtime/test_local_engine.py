@@ -36,7 +36,7 @@ def header(seq: int, frames: int) -> BatchHeader:
 async def submit(engine, frames, geometry, video_id, seq):
     await engine.acquire()
     batch = np.zeros((frames, *geometry.out_shape, 3), np.uint8)
-    return await engine.infer(0, batch, geometry, video_id, header(seq, frames))
+    return await engine.infer(batch, geometry, video_id, header(seq, frames))
 
 
 def test_batches_waiting_for_the_engine_share_a_pass_and_get_their_own_boxes():
@@ -56,7 +56,7 @@ def test_batches_waiting_for_the_engine_share_a_pass_and_get_their_own_boxes():
         ]
         await asyncio.sleep(0.05)
         detector.release.set()
-        results = [(await first)[0], *[(await t)[0] for t in others]]
+        results = [await first, *[await t for t in others]]
         engine.stop()
         return engine, results
 
