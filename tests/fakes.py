@@ -158,7 +158,10 @@ class FakeWorker:
     """A video worker on the synthetic detector. ``die_on``: the ``process`` calls (1-based)
     that find it dead; ``partitioned_on``: calls whose caller is told it died while the worker
     goes on (a worker presumed dead that comes back); ``reply_lost_on``: calls whose videos are
-    all done (and told) but whose reply never comes (the worker died just then)."""
+    all done (and told) but whose reply never comes (the worker died just then);
+    ``cut_off_after_commit``: its first commit request is answered, then the coordinator loses
+    sight of it (its first hand-out's call fails) and it is held there, its answer in hand,
+    until the run is over (``release``: a worker cut off from the cluster that comes back)."""
 
     def __init__(
         self,
@@ -170,8 +173,12 @@ class FakeWorker:
         reply_lost_on=(),
         tells=True,
         blank_on=(),
+        cut_off_after_commit=False,
     ):
         self.calls, self.die_on, self.partitioned_on = calls, die_on, partitioned_on
+        self.cut_off_after_commit = cut_off_after_commit
+        self.cut: asyncio.Event | None = None
+        self.release: asyncio.Event | None = None
         self.reply_lost_on, self.tells, self.blank_on = reply_lost_on, tells, blank_on
         self.handouts_running = 0
         self.dead_at_start = dead_at_start  # ``start_run`` calls that find it dead (restarting)
@@ -191,16 +198,32 @@ class FakeWorker:
             self.dead_at_start -= 1
             raise ray.exceptions.ActorDiedError()
         if self.logic is None:
+            self.cut, self.release = asyncio.Event(), asyncio.Event()
             self.logic = VideoWorkerLogic(
                 self.detector,
                 config,
                 OutputStore(coordinator.store.layout.root),
                 calls=self.calls,
                 metrics=Metrics(),
-                grant=Coalescer(coordinator.grant),
+                grant=Coalescer(self._held(coordinator.grant)),
+                place=self._held(coordinator.place_part),
                 tell=Coalescer(coordinator.outcomes) if self.tells else None,
                 ended=Coalescer(coordinator.passes_ended),
             )
+
+    def _held(self, ask):
+        """``ask``, whose first answer this worker (``cut_off_after_commit``) gets only once
+        ``release`` is set, the coordinator told meanwhile that it is gone."""
+
+        async def held(*args):
+            answer = await ask(*args)
+            if self.cut_off_after_commit and self.cut is not None and not self.cut.is_set():
+                assert self.release is not None
+                self.cut.set()
+                await self.release.wait()
+            return answer
+
+        return held
 
     async def _process_many(
         self, sources, attempt_ids, config, coordinator, fresh=None, decode_here=True
@@ -216,6 +239,13 @@ class FakeWorker:
             cause = ValueError("the worker tripped")
             raise ray.exceptions.RayTaskError("process_many", "Traceback ...", cause)
         work = self.logic.process_many(sources, attempt_ids, fresh)
+        if self.cut_off_after_commit and self.count == 1:
+            assert self.cut is not None
+            task = asyncio.create_task(work)
+            self.background.append(task)  # it goes on, unseen
+            cut = asyncio.create_task(self.cut.wait())
+            await asyncio.wait([task, cut], return_when=asyncio.FIRST_COMPLETED)
+            raise ray.exceptions.ActorUnavailableError("the node is unreachable", None)
         if self.count in self.partitioned_on:
             self.background.append(asyncio.create_task(work))  # it goes on, unseen
             await asyncio.sleep(0)
@@ -236,6 +266,8 @@ class FakeWorker:
         return ActorStats(pid=1, device="cpu", batches=0, busy_s=0.0, memory={}, gpu=None)
 
     async def _ready(self):
+        if self.cut is not None and self.cut.is_set() and not self.release.is_set():
+            raise ray.exceptions.ActorUnavailableError("the node is unreachable", None)
         return facts()
 
 
@@ -277,6 +309,9 @@ def run_workers(
         await logic.add_videos(sources)
         await logic.backlog_walked()
         summary = await logic.run(facts())
+        for worker in workers:  # a worker cut off comes back
+            if worker.release is not None:
+                worker.release.set()
         if any(worker.background for worker in workers):
             for worker in workers:  # a partitioned worker's late attempts end too
                 await asyncio.gather(*worker.background, return_exceptions=True)

@@ -19,6 +19,7 @@ import pyarrow.fs as pafs
 from pipeline.locations import RemoteLocation, is_uri, redact
 from pipeline.output.layout import OutputLayout
 from pipeline.output.parts import remove_videos
+from pipeline.output.writer import durable_replace
 
 
 class RemoteOutput:
@@ -57,6 +58,12 @@ class RemoteOutput:
             source_filesystem=pafs.LocalFileSystem(),
             destination_filesystem=self.fs,
         )
+
+    def move(self, source: str, relative: str) -> None:
+        """A server-side copy (no data through this process), then the source's DELETE: the
+        object appears whole at ``relative``."""
+        self.fs.copy_file(f"{self.root}/{source}", f"{self.root}/{relative}")
+        self.delete(source)
 
     def delete(self, relative: str) -> None:
         try:
@@ -132,6 +139,49 @@ class OutputStore:
             self._remote.delete(layout.tracks_key(video_id))
         self.publish(layout.detections(video_id))
         layout.detections(video_id).unlink()
+
+    # Where a worker's complete part waits on object storage for the coordinator to place it: not
+    # under detections/ or tracks/, so no reader's listing or glob meets it.
+    STAGED_PREFIX = ".staging"
+
+    def stage(self, path: Path) -> str:
+        """A complete file under a hidden name in ``layout.root`` (``OutputLayout.temp_beside``),
+        made reachable for ``place`` from any node: its key; on object storage, uploaded (one
+        PUT) under ``STAGED_PREFIX`` and its local copy removed."""
+        if not self._remote:
+            return self.layout.key(path)
+        key = f"{self.STAGED_PREFIX}/{path.name}"
+        self._remote.publish(path, key)
+        path.unlink()
+        return key
+
+    def place(self, staged: str, key: str) -> None:
+        """A ``stage``d file put at ``key``, whole (a rename; a server-side copy on object
+        storage): readers see it from now on."""
+        if not self._remote:
+            final = self.layout.path(key)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            durable_replace(self.layout.path(staged), final)
+            return
+        self._remote.move(staged, key)
+
+    def remove_stale_staged(self) -> int:
+        """Parts a killed run staged on object storage and never placed (locally they are
+        hidden names, which ``remove_stale_temp_files`` removes); how many."""
+        if not self._remote:
+            return 0
+        remote = self._remote
+        selector = pafs.FileSelector(f"{remote.root}/{self.STAGED_PREFIX}", allow_not_found=True)
+        stale = [info.path for info in remote.fs.get_file_info(selector) if info.is_file]
+        for path in stale:
+            remote.fs.delete_file(path)
+        return len(stale)
+
+    def discard_staged(self, staged: str) -> None:
+        if self._remote:
+            self._remote.delete(staged)
+        else:
+            self.layout.path(staged).unlink(missing_ok=True)
 
     def remove_video(self, video_id: str) -> None:
         """A video's detections and tracks files, here and on object storage."""

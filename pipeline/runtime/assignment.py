@@ -8,8 +8,13 @@ to the video's current attempt only, once, so a worker that was presumed dead an
 loses its open attempts; their videos go to another worker, up to ``max_attempts`` in all.
 
     assigned ──grant──► granted ──finish──► (gone: the outcome is recorded)
+       │  └────place──► placing ──finish──┘
        │                   │
        └──── worker lost ──┴──► to reassign (a new attempt), or failed after max_attempts
+
+``place`` is the grant of a video in a part file, which the coordinator puts in place itself:
+such an attempt stays open when its worker dies meanwhile (the coordinator records it as it
+places it), so it is never handed out again while its rows land.
 
 A short video's commit may wait for the worker's next part file after its pass has ended
 (``ended``): it then no longer counts in the worker's load, but it can still be granted, lost
@@ -92,6 +97,7 @@ class Attempt:
     attempt_id: int
     worker: int
     granted: bool = False
+    placing: bool = False  # the coordinator is putting its rows in place (a part): not lost
     running: bool = True  # in its pass (counts in the worker's load); False: its commit waits
 
 
@@ -150,6 +156,20 @@ class Assignments:
             return False
         current.granted = True
         return True
+
+    def place(self, video_id: str, attempt_id: int) -> bool:
+        """``grant``, for rows the coordinator puts in place itself: until ``finish`` the
+        attempt is not lost with its worker (``lost_with_worker``)."""
+        if not self.grant(video_id, attempt_id):
+            return False
+        self.open[video_id].placing = True
+        return True
+
+    def lost_with_worker(self, video_id: str, attempt_id: int) -> bool:
+        """Whether the attempt, whose worker died, is over without an outcome: it is current
+        and not being placed by the coordinator (then its record is coming)."""
+        current = self.open.get(video_id)
+        return current is not None and current.attempt_id == attempt_id and not current.placing
 
     def ended(self, video_id: str, attempt_id: int) -> bool:
         """The attempt's pass is over and its commit waits (for a part file): it no longer

@@ -36,8 +36,11 @@ from pipeline.runtime.context import RunContext
 from pipeline.runtime.deadlines import BatchDeadline
 from pipeline.runtime.faults import FaultPlan
 from pipeline.runtime.messages import (
+    CommitRequest,
     CoordinatorSummary,
     ModelFacts,
+    PartPlacement,
+    Placed,
     WorkerOutcome,
     WorkerReport,
 )
@@ -265,8 +268,9 @@ class ControlLogic(ControlMonitoring):
         except ACTOR_LOST as exc:
             self._worker_died(worker)
             for source, attempt_id in zip(sources, attempts):
-                if self.assignments.is_current(source.video_id, attempt_id):
-                    # (one not current was told and recorded before the worker died)
+                if self.assignments.lost_with_worker(source.video_id, attempt_id):
+                    # (one not current was told and recorded before the worker died; one the
+                    # coordinator is placing in a part is recorded as it lands)
                     tries = self.assignments.max_attempts
                     error = f"its worker died {tries} times ({type(exc).__name__})"
                     await self._again_or_failed(source, attempt_id, error)
@@ -344,20 +348,54 @@ class ControlLogic(ControlMonitoring):
         self.assignments.worker_back(worker)
         await self._made_room()
 
-    async def grant(self, requests: list[tuple]) -> list[bool]:
-        """A worker asks to put videos' rows in place (``(video_id, attempt_id)`` each for their
-        own files, ``(video_id, attempt_id, part_key)`` for rows in a part; as many as were ready
-        together): yes for a video's current attempt, once. The log's ``committing`` line comes
-        first, so a crash after it is folded away by the next run."""
+    async def grant(self, requests: list[CommitRequest]) -> list[bool]:
+        """A worker asks to put videos' own files in place (as many as were ready together):
+        yes for a video's current attempt, once. The log's ``committing`` line comes first, so a
+        crash after it is folded away by the next run."""
         answers = []
-        for video_id, attempt_id, *part in requests:
-            granted = self.assignments.grant(video_id, attempt_id)
+        for request in requests:
+            granted = self.assignments.grant(request.video_id, request.attempt_id)
             if granted:
-                self.committer.manifest.committing(video_id, *part)
+                self.committer.manifest.committing(request.video_id)
             else:
                 self.ctx.counts.commits_refused += 1
             answers.append(granted)
         return answers
+
+    async def place_part(self, placement: PartPlacement) -> list[Placed]:
+        """A worker's part file, complete under a hidden name: if every video in it is still
+        that attempt's, the part is put in place here and its videos recorded; if one is not,
+        the part is dropped (the others go in the worker's next part). The check, the
+        ``committing`` lines and ``place`` happen before any await, so no hand-out of these
+        videos can come between the decision and the rows landing."""
+        entries = placement.entries
+        current = [self.assignments.is_current(e.video_id, e.attempt_id) for e in entries]
+        if not all(current):
+            self.ctx.counts.commits_refused += current.count(False)
+            await asyncio.to_thread(self._drop_staged, placement)
+            return ["again" if ok else "refused" for ok in current]
+        for entry in entries:
+            self.assignments.place(entry.video_id, entry.attempt_id)
+            self.committer.manifest.committing(entry.video_id, placement.key)
+        older = [e.video_id for e in entries if not e.fresh]
+        await asyncio.to_thread(self._put_part_in_place, placement, older)
+        for entry in entries:
+            await self._record(WorkerOutcome(entry.attempt_id, entry.record, committed=True))
+        await self._made_room()
+        return ["placed"] * len(entries)
+
+    def _put_part_in_place(self, placement: PartPlacement, older: list[str]) -> None:
+        for video_id in older:  # an older version in files of its own (a video redone)
+            self.store.remove_video(video_id)
+        if placement.tracks_key is not None and placement.tracks_staged is not None:
+            # first, so a part with track ids always has its summaries
+            self.store.place(placement.tracks_staged, placement.tracks_key)
+        self.store.place(placement.staged, placement.key)
+
+    def _drop_staged(self, placement: PartPlacement) -> None:
+        for staged in (placement.staged, placement.tracks_staged):
+            if staged is not None:
+                self.store.discard_staged(staged)
 
     async def passes_ended(self, passes: list[tuple[str, int]]) -> list[bool]:
         """Videos whose passes are over and whose commits wait for a part: room for more."""

@@ -288,7 +288,7 @@ def execute(
 ) -> dict:
     """Process the videos of ``plan`` on Ray: start (or join) Ray, the actors and the coordinator,
     show progress, and write the run's record. Returns the record."""
-    removed = remove_stale_temp_files(plan.local_output)
+    removed = remove_stale_temp_files(plan.local_output) + plan.store.remove_stale_staged()
     if removed:
         log.info("removed %d temporary files left by an interrupted run", removed)
     run = _DriverRun(plan, address, faults, ProgressDisplay(enabled=progress))
@@ -475,8 +475,12 @@ class _DriverRun:
                     ray.kill(handle)
                 except Exception:
                     pass
-        # what the killed coordinator was writing; complete videos stay
+        # what the killed coordinator and workers were writing; complete videos stay
         remove_stale_temp_files(self.plan.local_output)
+        try:
+            self.plan.store.remove_stale_staged()
+        except OSError as exc:  # the next run removes them; readers never see them
+            log.warning("could not remove staged parts: %s", exc)
         _compact_manifest(
             self.plan.store
         )  # a run that ended early: its log folded into videos.parquet

@@ -7,6 +7,7 @@ the driver, in one place (``pipeline.output.run_record``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pipeline.inference.detections import BatchResult
 from pipeline.output.manifest import VideoRecord
@@ -138,3 +139,41 @@ class WorkerReport:
     tracker_peak_bytes: int
     pass_running_s: float | None = None  # how long the forward pass running now has taken
     slowest_pass_s: float | None = None
+
+
+@dataclass(frozen=True)
+class CommitRequest:
+    """A worker asks to put one video's own files in place (its attempt's)."""
+
+    video_id: str
+    attempt_id: int
+
+
+@dataclass(frozen=True)
+class PartEntry:
+    """One video of a part file: its attempt, and its record as placed (where its rows are)."""
+
+    video_id: str
+    attempt_id: int
+    record: VideoRecord
+    fresh: bool  # never recorded in this output: no files of an earlier version to remove
+
+
+# The coordinator's answer per video of a part: its rows are in place and recorded; refused (the
+# attempt is no longer the video's); or again (the part was not placed because of another
+# video's refusal: the worker puts this one in its next part).
+Placed = Literal["placed", "refused", "again"]
+
+
+@dataclass(frozen=True)
+class PartPlacement:
+    """A worker's part file, complete under a hidden name (``staged``: beside its place, or on
+    object storage under ``.staging/``), for the coordinator to put in place and record. The
+    coordinator, which decides who holds a video, makes the rows visible: a worker cut off
+    after asking can never land them later, after its videos went to another."""
+
+    key: str  # where it goes: detections/part-....parquet
+    staged: str
+    tracks_key: str | None  # its tracks part (tracks/<same name>), when tracking
+    tracks_staged: str | None
+    entries: tuple[PartEntry, ...]

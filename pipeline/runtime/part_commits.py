@@ -5,16 +5,20 @@ the worker's other finished short videos. The part is written when it holds ``pa
 (``--part-rows``), when its first video has waited ``PART_WAIT_S``, or when the worker has had
 no video open for ``IDLE_FLUSH_S`` (no more are coming for now). Then, in this order:
 
-1. one grant request for all its videos (the coordinator logs ``committing`` with the part's
-   key for each it grants); a refused video (its attempt is no longer the video's) leaves the part;
-2. older per-video files of the granted videos are removed (a video redone into a part);
-3. the part is written under a hidden name and renamed into place (published with one PUT on
-   object storage): all its videos' rows appear at once;
-4. each video's outcome, with where its rows are, goes back to its video pass, which tells the
-   coordinator (it records them).
+1. the part is written under a hidden name (uploaded under ``.staging/`` on object storage),
+   with each video's record saying where its rows are;
+2. one request to the coordinator (``PartPlacement``), which decides for every video at once:
+   if each attempt is still the video's, it logs ``committing`` with the part's key for each,
+   removes older files of those videos, puts the part in place (a rename; a server-side copy on
+   object storage: all its rows appear at once) and records the videos; if one is not, the part
+   is dropped, that video is refused and the others wait for the worker's next part;
+3. each video's outcome goes back to its video pass.
 
-A kill before 3 redoes the videos; between 3 and 4 the next fold takes their rows out of the
-part again (their ``committing`` lines name it). Ray-free: the grant and the store are given.
+The coordinator makes the rows visible, not the worker: a worker cut off after its request can
+never land the part later, after its videos went to another worker. A kill before 2 redoes the
+videos; one of the coordinator between its rename and its records has the next fold take their
+rows out of the part again (their ``committing`` lines name it). Ray-free: the coordinator's
+answer and the store are given.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from pipeline.output.manifest import VideoRecord
 from pipeline.output.parts import PartBuilder, new_part_key
 from pipeline.output.schema import TRACKS_SCHEMA
 from pipeline.output.store import OutputStore
-from pipeline.output.writer import durable_replace
+from pipeline.runtime.messages import PartEntry, PartPlacement, Placed
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +60,12 @@ class PartCommits:
         store: OutputStore,
         schema: pa.Schema,
         owner: str,
-        grant: Callable[[tuple[str, int, str]], Awaitable[bool]],
+        place: Callable[[PartPlacement], Awaitable[list[Placed]]],
         *,
         part_rows: int,
     ):
-        """``grant((video_id, attempt_id, part_key))``: the coordinator's yes or no."""
-        self.store, self.schema, self.owner, self.grant = store, schema, owner, grant
+        """``place(placement)``: the coordinator's answer for each of the part's videos."""
+        self.store, self.schema, self.owner, self.place = store, schema, owner, place
         self.part_rows = part_rows
         self._detections = PartBuilder(schema)
         self._tracks = PartBuilder(TRACKS_SCHEMA)
@@ -148,61 +152,55 @@ class PartCommits:
     ) -> None:
         key = new_part_key(OutputLayout.DETECTIONS, self.owner)
         name = key.rsplit("/", 1)[-1]
-        answers = await asyncio.gather(
-            *(self.grant((w.video_id, w.attempt_id, key)) for w in waiting)
+        tracks_key = f"{OutputLayout.TRACKS}/{name}" if len(tracks) else None
+        staged, tracks_staged, places = await asyncio.to_thread(
+            self._stage, detections, tracks, key, tracks_key
         )
-        granted = []
-        for w, yes in zip(waiting, answers):
-            if yes:
-                granted.append(w)
-            else:  # another attempt has the video now: this one's rows never land
-                detections.drop(w.video_id)
-                tracks.drop(w.video_id)
-                w.done.set_result(None)
-        if not granted:
-            return
-        layout = self.store.layout
-        places = await asyncio.to_thread(self._put_in_place, detections, tracks, key, name, granted)
-        tracks_key = f"{layout.TRACKS}/{name}" if len(tracks) else None
-        self.parts_written += 1
-        for w in granted:
-            w.done.set_result(
+        entries = tuple(
+            PartEntry(
+                w.video_id,
+                w.attempt_id,
                 dataclasses.replace(
                     w.record,
                     detections_file=key,
                     row_groups=places[w.video_id],
                     tracks_file=tracks_key if w.video_id in tracks.tables else None,
-                )
+                ),
+                w.fresh,
             )
+            for w in waiting
+        )
+        answers = await self.place(PartPlacement(key, staged, tracks_key, tracks_staged, entries))
+        self.parts_written += "placed" in answers
+        for w, entry, answer in zip(waiting, entries, answers):
+            if answer == "placed":
+                w.done.set_result(entry.record)
+            elif answer == "again":  # still this worker's: into its next part
+                self._wait_again(w, detections, tracks)
+            else:  # another attempt has the video now: this one's rows never land
+                w.done.set_result(None)
 
-    def _put_in_place(
-        self,
-        detections: PartBuilder,
-        tracks: PartBuilder,
-        key: str,
-        name: str,
-        granted: list[Waiting],
-    ) -> dict[str, list[int]]:
-        """Steps 2 and 3, off the event loop: each video's row groups in the part."""
-        layout, store = self.store.layout, self.store
-        for w in granted:  # an older version in files of its own
-            if not w.fresh:
-                store.remove_video(w.video_id)
-        final = layout.path(key)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        if len(tracks):  # first, so a part with track ids always has its summaries
-            tracks_final = layout.path(f"{layout.TRACKS}/{name}")
-            tracks_final.parent.mkdir(parents=True, exist_ok=True)
-            temp = OutputLayout.temp_beside(tracks_final)
+    def _wait_again(self, w: Waiting, detections: PartBuilder, tracks: PartBuilder) -> None:
+        if not self._waiting:
+            self._first_at = time.monotonic()
+        self._waiting.append(w)
+        self._detections.add(w.video_id, detections.tables[w.video_id])
+        if w.video_id in tracks.tables:
+            self._tracks.add(w.video_id, tracks.tables[w.video_id])
+
+    def _stage(
+        self, detections: PartBuilder, tracks: PartBuilder, key: str, tracks_key: str | None
+    ) -> tuple[str, str | None, dict[str, list[int]]]:
+        """Step 1, off the event loop: the part (and its tracks part) under hidden names; each
+        video's row groups in it."""
+        layout = self.store.layout
+        tracks_staged = None
+        if tracks_key is not None:
+            temp = OutputLayout.temp_beside(layout.path(tracks_key))
+            temp.parent.mkdir(parents=True, exist_ok=True)
             tracks.write(temp)
-            durable_replace(temp, tracks_final)
-            store.publish(tracks_final)
-        temp = OutputLayout.temp_beside(final)
+            tracks_staged = self.store.stage(temp)
+        temp = OutputLayout.temp_beside(layout.path(key))
+        temp.parent.mkdir(parents=True, exist_ok=True)
         places = detections.write(temp)
-        durable_replace(temp, final)
-        store.publish(final)
-        if store.is_remote:  # published: the staging folder stays small
-            final.unlink()
-            if len(tracks):
-                layout.path(f"{layout.TRACKS}/{name}").unlink()
-        return places
+        return self.store.stage(temp), tracks_staged, places

@@ -48,7 +48,10 @@ from pipeline.runtime.messages import (
     ActorSample,
     ActorStartFailure,
     ActorStats,
+    CommitRequest,
     ModelFacts,
+    PartPlacement,
+    Placed,
     WorkerOutcome,
     WorkerReport,
 )
@@ -69,16 +72,18 @@ class VideoWorkerLogic:
         calls: RayCalls,
         metrics,
         grant,
+        place,
         tell=None,
         ended=None,
         faults: FaultPlan | None = None,
         sample=None,
     ):
-        """``grant((video_id, attempt_id[, part_key]))``: awaits the coordinator's yes or no to a
-        commit (of the video's own files, or of its rows in a part); ``tell(outcome)``: hands a
-        video's outcome to the coordinator as soon as it has one (without it, outcomes go only
-        with the reply to the whole hand-out); ``ended((video_id, attempt_id))``: says a video's
-        pass is over while its commit waits for a part, so the worker gets more videos."""
+        """``grant(CommitRequest)``: awaits the coordinator's yes or no to putting a video's own
+        files in place; ``place(PartPlacement)``: the coordinator puts a part file in place and
+        records its videos; ``tell(outcome)``: hands a video's outcome to the coordinator as
+        soon as it has one (without it, outcomes go only with the reply to the whole hand-out);
+        ``ended((video_id, attempt_id))``: says a video's pass is over while its commit waits
+        for a part, so the worker gets more videos."""
         self.ctx = RunContext(config, metrics, faults, node_id=calls.node_id)
         self.ctx.model_loaded(detector.names, detector.model_stride, detector.rect)
         self.store, self.calls, self.grant, self.tell = store, calls, grant, tell
@@ -87,7 +92,7 @@ class VideoWorkerLogic:
             store,
             detections_schema(config.track),
             f"{os.getpid()}",
-            grant,
+            place,
             part_rows=config.part_rows,
         )
         self._flusher: asyncio.Task | None = None
@@ -165,7 +170,7 @@ class VideoWorkerLogic:
                     return await self._commit_packed(
                         state, ended, attempt_id, error, tracked, fresh
                     )
-                if not await self.grant((source.video_id, attempt_id)):
+                if not await self.grant(CommitRequest(source.video_id, attempt_id)):
                     # The video is another attempt's now: this one's files never land.
                     writer.abort()
                     for path in (tracked.detections, tracked.tracks) if tracked else ():
@@ -382,8 +387,11 @@ class VideoWorker(DetectorHost):
             self.logic.set_config(config)
             return
 
-        async def ask(requests: list[tuple[str, int]]) -> list[bool]:
+        async def ask(requests: list[CommitRequest]) -> list[bool]:
             return await coordinator.grant.remote(requests)
+
+        async def place(placement: PartPlacement) -> list[Placed]:
+            return await coordinator.place_part.remote(placement)
 
         async def tell(outcomes: list[WorkerOutcome]) -> list[bool]:
             return await coordinator.outcomes.remote(outcomes)
@@ -398,6 +406,7 @@ class VideoWorker(DetectorHost):
             calls=RayCalls(faults, decoders_here=decode_here),
             metrics=PipelineMetrics(),
             grant=Coalescer(ask),
+            place=place,
             tell=Coalescer(tell),
             ended=Coalescer(ended),
             faults=faults,

@@ -247,9 +247,11 @@ def requests_during(query: str):
 
 
 def test_a_packed_run_puts_one_object_per_part_not_per_clip(s3, tmp_path, model_path):
-    """40 short clips to object storage: their rows go in part files, one upload each (pyarrow
-    uploads a file as a multipart upload: a POST to start it, a PUT of its one part, a POST to
-    complete it), not one per clip; a rerun changes nothing."""
+    """40 short clips to object storage: their rows go in part files, each uploaded once by its
+    worker under .staging/ (pyarrow uploads a file as a multipart upload: a POST to start it, a
+    PUT of its one part, a POST to complete it), then copied into detections/ by the coordinator
+    (one server-side copy, a PUT with a copy source) and the staged object deleted; nothing per
+    clip; a rerun changes nothing."""
     from conftest import tiny_videos
 
     fs, query = s3
@@ -273,11 +275,14 @@ def test_a_packed_run_puts_one_object_per_part_not_per_clip(s3, tmp_path, model_
     puts = [path for method, path in seen if method == "PUT" and path.startswith("/results/")]
     print(f"{len(puts)} PUTs for 40 clips: {sorted(puts)}")
     detections = [p for p in puts if p.startswith("/results/packed/detections/")]
+    staged = [p for p in puts if p.startswith("/results/packed/.staging/")]
     parts = fs.get_file_info(pafs.FileSelector("results/packed/detections"))
-    assert len(detections) == len(parts) <= 4  # 40 clips, 314 rows: a part per worker at most
-    assert len(puts) <= 12, puts  # and a handful for videos.parquet, run.json, runs/, the lease
-    posts = [p for m, p in seen if m == "POST" and p.startswith("/results/packed/detections/")]
-    assert len(posts) == 2 * len(detections)  # each upload's start and end, nothing per clip
+    assert len(detections) == len(staged) == len(parts) <= 4  # 40 clips, 314 rows
+    # and a handful for videos.parquet, run.json, runs/, the lease
+    assert len(puts) <= 2 * len(parts) + 8, puts
+    posts = [p for m, p in seen if m == "POST" and p.startswith("/results/packed/.staging/")]
+    assert len(posts) == 2 * len(staged)  # each upload's start and end, nothing per clip
+    assert not fs.get_file_info(pafs.FileSelector("results/packed/.staging", allow_not_found=True))
     rows = remote_rows(fs, "results/packed")
     assert len(rows) == sum(lengths) and not rows.duplicated(["video_id", "frame_index"]).any()
     proc = cli(*args, staging=str(tmp_path / "other-staging"))

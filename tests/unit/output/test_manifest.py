@@ -158,11 +158,12 @@ def test_the_time_rule_keeps_readers_close_at_a_bounded_cost(tmp_path):
     start = manifest._compacted_at
     assert not manifest.compaction_due(now=start + 3600)  # nothing logged: nothing to do
     manifest.record(record())
-    assert not manifest.compaction_due(now=start + 9)
-    assert manifest.compaction_due(now=start + 10)  # FRESH_S
+    # (off the boundaries: start + 10 - start can come out a hair below 10 in floating point)
+    assert not manifest.compaction_due(now=start + 9.9)
+    assert manifest.compaction_due(now=start + 10.1)  # FRESH_S
     manifest._compaction_s = 2.0  # a big manifest: compacting took 2 s
-    assert not manifest.compaction_due(now=start + 39)
-    assert manifest.compaction_due(now=start + 40)  # 20 x 2 s: at most 5 % of the time
+    assert not manifest.compaction_due(now=start + 39.9)
+    assert manifest.compaction_due(now=start + 40.1)  # 20 x 2 s: at most 5 % of the time
 
 
 def test_a_commit_begun_but_never_recorded_has_its_files_removed_by_the_next_fold(tmp_path):

@@ -75,6 +75,36 @@ def test_a_worker_presumed_dead_is_refused_its_commit(tmp_path, layout):
     assert not list((out / "detections").glob(".*"))  # the refused attempt's file is gone
 
 
+def direct_rows(out):
+    """What DuckDB, pandas and Spark see: every ``detections/*.parquet``, hidden names skipped."""
+    files = sorted((out / "detections").glob("[!.]*.parquet"))
+    return pq.read_table(files).to_pandas() if files else None
+
+
+@pytest.mark.parametrize("layout", ["packed", "per-video"])
+def test_a_worker_cut_off_after_its_commit_was_granted_never_lands_rows_twice(tmp_path, layout):
+    """Worker 0's commit is answered, then the coordinator loses sight of it; it comes back (its
+    answer in hand) only after the run is over. The coordinator, not the worker, puts parts in
+    place, so when the answer was yes its rows were in place and recorded before it was cut off,
+    and the video is not handed out again: each frame is in detections/ once."""
+    frames = {"a.mp4": 20, "b.mp4": 7}
+    workers = [
+        FakeWorker(FakeCalls(dict(frames)), cut_off_after_commit=True),
+        FakeWorker(FakeCalls(dict(frames))),
+    ]
+    summary, out, sources = run_workers(
+        tmp_path, "cut", frames, workers, batch_size=4, max_open_videos=2, layout=layout
+    )
+    assert workers[0].cut.is_set(), "worker 0 was never cut off"
+    rows = direct_rows(out)
+    assert not rows.duplicated(["video_id", "frame_index"]).any()
+    assert rows.groupby("video_id").size().to_dict() == {
+        s.video_id: frames[s.path] for s in sources
+    }
+    assert written_rows(out, sources) == expected_rows(frames)
+    assert summary.counts.videos_ok == 2 and not list((out / "detections").glob(".*"))
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_random_worker_deaths_every_frame_once(tmp_path, seed):
     import numpy as np
