@@ -1,5 +1,6 @@
 # make demo: run the pipeline on a generated sample.  make test: run the test suite.
-# make lint: ruff (lint and format) and mypy (the Ray-free packages).  make fast: the fast tier.
+# make lint: ruff (lint and format) and mypy (the Ray-free packages and runtime/).  make fast: the
+# fast tier (Ray-free: a test that starts Ray there fails).
 # Both create .venv and install the project into it on first use.
 PYTHON ?= python3
 VENV ?= .venv

@@ -62,7 +62,7 @@ class UtilizationProbe:
     def _run(self):
         while not self._stop.wait(0.1):
             for s in self.sampler.sample():
-                self.samples.append(s["utilization_percent"])
+                self.samples.append(s.utilization_percent)
 
     def __enter__(self):
         self._thread.start()

@@ -146,7 +146,9 @@ class RunConfig:
     max_det: int = 300
     batch_size: int = 16
     device: Device = "auto"
-    engine: Engine = "auto"  # auto: OpenVINO on CPU nodes, TensorRT (else torch fp16) on GPU nodes
+    engine: Engine | Literal["synthetic"] = (
+        "auto"  # auto: OpenVINO on CPU nodes, TensorRT (else torch fp16) on GPU nodes
+    )
     # OpenVINO's arithmetic; bf16 is faster on CPUs with bf16 units, boxes move
     cpu_precision: CpuPrecision = "fp32"
     num_actors: int | None = None  # None: one per GPU, or one on a CPU-only cluster

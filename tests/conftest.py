@@ -4,6 +4,8 @@ Ray instance per test module (started by the module's ``ray_local`` fixture, alw
 from __future__ import annotations
 
 import os
+import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +35,38 @@ def _cuda_gate(request):
         if os.environ.get("PIPELINE_EXPECT_CUDA") == "1":
             pytest.fail("PIPELINE_EXPECT_CUDA=1 but torch sees no CUDA device")
         pytest.skip("needs CUDA (PIPELINE_EXPECT_CUDA=1 turns this skip into a failure)")
+
+
+@pytest.fixture(autouse=True)
+def _fast_tier_starts_no_ray(request):
+    """The fast tier (``-m "not slow"``, ``make fast``) is Ray-free: a test not marked slow
+    that asks for Ray, or leaves it running, fails (mark it slow, or fake Ray)."""
+    slow = request.node.get_closest_marker("slow") is not None
+    if not slow and "ray_local" in request.fixturenames:
+        pytest.fail("a test not marked slow starts Ray (ray_local): mark it slow")
+    yield
+    ray = sys.modules.get("ray")
+    if not slow and ray is not None and getattr(ray, "is_initialized", lambda: False)():
+        pytest.fail("a test not marked slow started Ray: mark it slow, or fake Ray")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A fast-tier session that started a Ray node (a raylet), in any process, fails."""
+    if "not slow" not in (session.config.getoption("markexpr") or ""):
+        return
+    import psutil
+
+    started = [
+        p.info["pid"]
+        for p in psutil.process_iter(["pid", "name", "create_time"])
+        if p.info["name"] == "raylet" and p.info["create_time"] >= _SESSION_STARTED
+    ]
+    if started:
+        print(f"\nthe fast tier started Ray (raylet pids {started}): a Ray test is not marked slow")
+        session.exitstatus = 1
+
+
+_SESSION_STARTED = time.time() - 1  # process start times are rounded
 
 
 @pytest.fixture(scope="session")
@@ -101,18 +135,27 @@ def read_rows(output) -> pandas.DataFrame:
     return ds.dataset(Path(output) / "detections", format="parquet").to_table().to_pandas()
 
 
-def canonical_rows(output) -> pandas.DataFrame:
+def canonical_rows(output, *, exact: bool = False) -> pandas.DataFrame:
     """The output as comparable rows, whatever the video ids: video file name, frame, time, and
-    the boxes (class and corners rounded to 0.1 px), sorted."""
+    the boxes: class and corners rounded to 0.1 px, sorted; ``exact``: class, confidence and
+    corners as written, in the order written."""
     rows = read_rows(output)
     names = {s["video_id"]: os.path.basename(p) for p, s in read_status(output).items()}
     rows["video"] = rows["video_id"].map(names)
-    rows["boxes"] = [
-        tuple(
-            sorted((d["class_id"], *(round(d[k], 1) for k in ("x1", "y1", "x2", "y2"))) for d in ds)
-        )
-        for ds in rows["detections"]
-    ]
+    if exact:
+        fields = ("class_id", "confidence", "x1", "y1", "x2", "y2")
+        rows["boxes"] = [
+            tuple(tuple(d[k] for k in fields) for d in ds) for ds in rows["detections"]
+        ]
+    else:
+        rows["boxes"] = [
+            tuple(
+                sorted(
+                    (d["class_id"], *(round(d[k], 1) for k in ("x1", "y1", "x2", "y2"))) for d in ds
+                )
+            )
+            for ds in rows["detections"]
+        ]
     return (
         rows[["video", "frame_index", "timestamp_s", "num_detections", "boxes"]]
         .sort_values(["video", "frame_index"])

@@ -1,6 +1,6 @@
 """The control plane and its video workers without Ray: decoder streams that are lists, worker
-handles whose methods are coroutines, and a run of ``ControlLogic`` over them. The unit tests of
-the runtime drive the real logic (``ControlLogic``, ``VideoWorkerLogic``, ``VideoPass``) with
+handles whose methods are coroutines, and a run of ``CoordinatorLogic`` over them. The unit tests of
+the runtime drive the real logic (``CoordinatorLogic``, ``VideoWorkerLogic``, ``VideoPass``) with
 these; only Ray is faked.
 
 The synthetic detector's boxes are fixed (five per frame along the diagonal of the letterbox),
@@ -30,7 +30,7 @@ from pipeline.output.manifest import Manifest
 from pipeline.output.readers import read_detections
 from pipeline.output.store import OutputStore
 from pipeline.runtime.coalesce import Coalescer
-from pipeline.runtime.control import ControlLogic
+from pipeline.runtime.coordinator import CoordinatorLogic
 from pipeline.runtime.messages import ActorStats, ModelFacts, WorkerOutcome
 from pipeline.runtime.video_worker import VideoWorkerLogic
 
@@ -293,7 +293,7 @@ def run_workers(
     the output folder, kept between runs. Returns the summary, the output and the sources."""
     out = tmp_path / name
     out.mkdir(exist_ok=True)
-    logic = ControlLogic(str(out), config(**settings), workers, calls=None, metrics=Metrics())
+    logic = CoordinatorLogic(str(out), config(**settings), workers, calls=None, metrics=Metrics())
     logic.me = logic
     if on_record is not None:
         record = logic.committer.record

@@ -38,7 +38,7 @@ def is_part(key: str | None) -> bool:
     return key is not None and Path(key).name.startswith(PART_PREFIX)
 
 
-def packs(layout: str, frames: int) -> bool:
+def goes_in_a_part(layout: str, frames: int) -> bool:
     """Whether a finished video goes into a part file: with ``auto``, when its rows fit one row
     group; always with ``packed``; never with ``per-video``."""
     if layout not in LAYOUTS:

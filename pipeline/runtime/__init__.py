@@ -1,15 +1,16 @@
 """The only package that runs Ray: the data path of a run, as a map.
 
-    driver ─ starts the video workers and the coordinator, feeds the coordinator the backlog,
-    │        shows progress, writes run.json (``launch`` is ``pipeline.run``)
-    ├─ control.ControlCoordinator ─ the control plane: hands videos (or chunks of short clips)
+    driver ─ joins Ray (``ray_session``), starts the video workers and the coordinator
+    │        (``startup``), feeds the coordinator the backlog, shows progress, writes run.json
+    │        (``launch`` is ``pipeline.run``)
+    ├─ coordinator.Coordinator ─ the control plane: hands videos (or chunks of short clips)
     │     to workers (``assignment``), grants their commits and records their outcomes
     │     (``commit.VideoCommitter``: the manifest log), hands a dead or hung worker's videos to
     │     another. Nothing per batch reaches it.
     └─ video_worker.VideoWorker (a YoloActor, one per GPU) ─ owns its videos' whole data path:
           video_pass   its decoder tasks (``tasks.decode_video``, on its own node: frames stay
                        in the node's object store), each restarted after a death where it left
-          local_engine its warmed detector, forward passes packed across open videos
+          local_engine its warmed detector, forward passes shared across open videos
                        (``packing``) behind a bounded window (``backpressure``)
           the writer   rows under hidden names; ``part_commits`` gathers short videos into
                        part files; put in place only once the coordinator granted the commit

@@ -1,51 +1,32 @@
-"""The dispatch policy: which actor gets the next batch, and when nothing may be sent.
+"""The bound on a video worker's batches in flight: the backpressure.
 
-Policy apart from mechanism: this class only counts and decides; the coordinator awaits it and
-does the sending. The bound on batches in flight is the backpressure: while every actor's
-window is full the coordinator stops pulling from the decoders' streams, and each decoder then
-pauses once its own small buffer is full. Memory is bounded whatever the backlog size.
+Policy apart from mechanism: this class only counts and decides; the worker's engine awaits a
+slot before it takes a batch from a decoder's stream. While the window is full the worker stops
+pulling from its decoders' streams, and each decoder then pauses once its own small buffer is
+full, so memory is bounded whatever the backlog. The worker widens the window by one batch per
+video it has open (``size``), so that short clips' batches can wait together for a pass.
 """
 
 from __future__ import annotations
 
 
-class DispatchWindow:
-    def __init__(self, num_actors: int, per_actor: int):
-        if num_actors < 1 or per_actor < 1:
-            raise ValueError("need at least one actor and a window of at least one batch")
-        self.per_actor = per_actor
-        self.in_flight = [0] * num_actors
-        self.available = [True] * num_actors
+class BatchWindow:
+    def __init__(self, size: int):
+        if size < 1:
+            raise ValueError("a window of at least one batch")
+        self.size = size
+        self.in_flight = 0
         self.peak_in_flight = 0
 
-    @property
-    def total_in_flight(self) -> int:
-        return sum(self.in_flight)
+    def acquire(self) -> bool:
+        """A slot for one more batch, if the window has room (else the caller waits)."""
+        if self.in_flight >= self.size:
+            return False
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        return True
 
-    @property
-    def limit(self) -> int:
-        return self.per_actor * len(self.in_flight)
-
-    def pick(self) -> int | None:
-        """The least-loaded available actor with room in its window, or None when all are full."""
-        best = None
-        for i, (load, ok) in enumerate(zip(self.in_flight, self.available)):
-            if ok and load < self.per_actor and (best is None or load < self.in_flight[best]):
-                best = i
-        return best
-
-    def acquire(self) -> int | None:
-        i = self.pick()
-        if i is not None:
-            self.in_flight[i] += 1
-            self.peak_in_flight = max(self.peak_in_flight, self.total_in_flight)
-        return i
-
-    def release(self, i: int) -> None:
-        if self.in_flight[i] <= 0:
-            raise RuntimeError(f"actor {i} released more batches than it was given")
-        self.in_flight[i] -= 1
-
-    def set_available(self, i: int, available: bool) -> None:
-        """An actor whose call failed is skipped until it answers again (it may be restarting)."""
-        self.available[i] = available
+    def release(self) -> None:
+        if self.in_flight <= 0:
+            raise RuntimeError("a batch released that was never given a slot")
+        self.in_flight -= 1

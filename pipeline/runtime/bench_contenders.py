@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import time
+from typing import Any
 
 from pipeline.options import BENCH_FIELDS, config_from_options
 
@@ -16,7 +18,7 @@ class _RayDataPredictor:
         from ultralytics import YOLO
 
         self.model = YOLO(model, task="detect")
-        self.kwargs = {"imgsz": imgsz, "conf": conf, "iou": iou, "verbose": False}
+        self.kwargs: dict[str, Any] = {"imgsz": imgsz, "conf": conf, "iou": iou, "verbose": False}
 
     def __call__(self, batch: dict) -> dict:
         import numpy as np
@@ -24,7 +26,7 @@ class _RayDataPredictor:
         frames = [
             np.ascontiguousarray(f[..., ::-1]) for f in batch["frame"]
         ]  # read_videos gives RGB
-        results = self.model.predict(frames, **self.kwargs)
+        results: Any = self.model.predict(frames, **self.kwargs)
         return {
             "frame_index": batch["frame_index"],
             "num_detections": np.array([len(r.boxes) for r in results]),
@@ -35,7 +37,7 @@ def run_raydata(args) -> dict:
     import pyarrow.dataset as ds
     import ray
 
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level=logging.ERROR)
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False
         out = tempfile.mkdtemp(prefix="bench-raydata-")
@@ -71,7 +73,7 @@ def run_pipeline(args) -> dict:
 
     import pipeline
 
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level=logging.ERROR)
     try:
         out = args.keep_output or tempfile.mkdtemp(prefix="bench-pipeline-")
         config = config_from_options(vars(args), BENCH_FIELDS)
@@ -168,7 +170,7 @@ def run_control_plane(args) -> dict:
 
     work = tempfile.mkdtemp(prefix="bench-control-plane-")
     clips_count = getattr(args, "clips", None) or CONTROL_PLANE_CLIPS
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level=logging.ERROR)
     try:
         clips = write_coordination_videos(
             work, videos=clips_count, frames=CLIP_FRAMES, names="clip-{:05d}.mp4"

@@ -20,7 +20,7 @@ from pipeline.output.store import OutputStore
 from pipeline.output.writer import VideoResultWriter, durable_replace
 from pipeline.runtime.coalesce import Coalescer
 from pipeline.runtime.context import RunContext
-from pipeline.runtime.messages import TrackingReply
+from pipeline.runtime.messages import PartPlacement, TrackingReply
 from pipeline.runtime.ray_calls import RayCalls, error_cause
 from pipeline.runtime.video_pass import VideoState
 
@@ -62,6 +62,30 @@ class VideoCommitter:
     def start(self, names: dict[int, str]) -> None:
         self.manifest.class_names = names  # recorded in videos.parquet for the readers
         self._manifest_lock = asyncio.Lock()
+
+    async def put_part_in_place(self, placement: PartPlacement, older: list[str]) -> None:
+        """A worker's staged part put in place (its tracks part first, so a part with track ids
+        always has its summaries), after the older own files of ``older`` videos are removed
+        (videos redone into a part). Off the event loop: renames, or copies on object storage."""
+
+        def put() -> None:
+            for video_id in older:
+                self.store.remove_video(video_id)
+            if placement.tracks_key is not None and placement.tracks_staged is not None:
+                self.store.place(placement.tracks_staged, placement.tracks_key)
+            self.store.place(placement.staged, placement.key)
+
+        await asyncio.to_thread(put)
+
+    async def drop_staged(self, placement: PartPlacement) -> None:
+        """A part that will not be placed: its staged files go."""
+
+        def drop() -> None:
+            for staged in (placement.staged, placement.tracks_staged):
+                if staged is not None:
+                    self.store.discard_staged(staged)
+
+        await asyncio.to_thread(drop)
 
     async def publish(self, path: Path) -> None:
         await asyncio.to_thread(self.store.publish, path)  # one PUT on object storage: off the loop

@@ -10,13 +10,14 @@ from pipeline.media.decode import DecodeSpec
 from pipeline.media.segments import SplitPolicy
 from pipeline.output.outcomes import RetryPolicy, RunCounts
 from pipeline.runtime.faults import FaultPlan
+from pipeline.runtime.metrics import PipelineMetrics
 from pipeline.runtime.monitoring import PeakRss
 
 
 @dataclass
 class RunContext:
     config: RunConfig
-    metrics: object  # PipelineMetrics (Ray's metrics), or a stand-in in tests
+    metrics: PipelineMetrics  # Ray's metrics (a stand-in in tests)
     faults: FaultPlan | None = None
     counts: RunCounts = field(default_factory=RunCounts)
     memory: PeakRss = field(default_factory=PeakRss)

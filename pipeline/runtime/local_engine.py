@@ -16,7 +16,7 @@ import numpy as np
 from pipeline.inference.detections import BatchResult
 from pipeline.media.decode import BatchHeader
 from pipeline.media.letterbox import LetterboxGeometry
-from pipeline.runtime.backpressure import DispatchWindow
+from pipeline.runtime.backpressure import BatchWindow
 from pipeline.runtime.messages import ActorSample, InferredBatch
 from pipeline.runtime.packing import BatchPacker, split_boxes
 
@@ -50,7 +50,7 @@ class LocalEngine:
         ``metrics``: the worker's ``PipelineMetrics`` (its batches in flight)."""
         self._after_pass = after_pass
         self.detector = detector
-        self.window = DispatchWindow(1, window)
+        self.window = BatchWindow(window)
         self.metrics = metrics
         self.figures = EngineFigures()
         self.last_sample: list[ActorSample | None] = [None]
@@ -72,20 +72,20 @@ class LocalEngine:
         """A slot in the window, for the batch about to be handed to ``infer``."""
         assert self._slot_freed is not None
         async with self._slot_freed:
-            while self.window.acquire() is None:
+            while not self.window.acquire():
                 await self._slot_freed.wait()
         self._in_flight_changed()
 
     async def _release(self) -> None:
         assert self._slot_freed is not None
         async with self._slot_freed:
-            self.window.release(0)
+            self.window.release()
             self._slot_freed.notify_all()
         self._in_flight_changed()
 
     def _in_flight_changed(self) -> None:
         if self.metrics is not None:
-            self.metrics.batches_in_flight.set(self.window.total_in_flight)
+            self.metrics.batches_in_flight.set(self.window.in_flight)
 
     async def infer(
         self, frames: np.ndarray, geometry: LetterboxGeometry, video_id: str, header: BatchHeader

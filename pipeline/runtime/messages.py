@@ -6,12 +6,14 @@ the driver, in one place (``pipeline.output.run_record``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from pipeline.inference.detections import BatchResult
 from pipeline.output.manifest import VideoRecord
 from pipeline.output.outcomes import RunCounts
+from pipeline.output.run_record import ActorStats, CoordinatorSummary  # noqa: F401 - they cross Ray
+from pipeline.runtime.monitoring import GpuSample
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class ActorSample:
     """An actor's latest memory and GPU figures, as its last batch brought them back."""
 
     rss: int
-    gpu: list[dict] | None  # NVML samples (pipeline.runtime.monitoring.GpuSampler), at most 1/s
+    gpu: list[GpuSample] | None  # NVML samples (monitoring.GpuSampler), at most one a second
 
 
 @dataclass(frozen=True)
@@ -69,50 +71,12 @@ class InferredBatch:
 
 
 @dataclass(frozen=True)
-class ActorStats:
-    """A ``YoloActor``'s answer to ``stats()`` at the end of a run (``run.json``'s ``actors``)."""
-
-    pid: int
-    device: str
-    batches: int
-    busy_s: float
-    memory: dict  # pipeline.runtime.monitoring.PeakRss.as_dict()
-    gpu: dict | None
-
-    def as_dict(self) -> dict:
-        return {
-            "pid": self.pid,
-            "device": self.device,
-            "batches": self.batches,
-            "busy_s": self.busy_s,
-            "memory": self.memory,
-            "gpu": self.gpu,
-        }
-
-
-@dataclass(frozen=True)
 class TrackingReply:
     """A tracking task's answer: the video's track count, its time and its process's memory."""
 
     num_tracks: int
     track_s: float
     rss: int
-
-
-@dataclass(frozen=True)
-class CoordinatorSummary:
-    """The coordinator's answer to ``run()``: the figures ``run.json`` is made of."""
-
-    elapsed_s: float
-    cpu_s: float  # the coordinator process's CPU time, all its threads
-    first_batch_done_at: float | None  # wall clock
-    counts: RunCounts
-    stage_s: dict[str, float]
-    peak_batches_in_flight: int
-    window_limit: int
-    coordinator_memory: dict
-    tracker_peak_bytes: int | None
-    actors: list[ActorStats | None] = field(default_factory=list)  # None: it did not answer
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from ray.util import metrics
 
+from pipeline.runtime.monitoring import GpuSample
+
 _BATCH_LATENCY_BOUNDARIES = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16]
 
 
@@ -40,8 +42,8 @@ class PipelineMetrics:
             "pipeline_gpu_memory_used_bytes", "GPU memory used from NVML", tag_keys=("gpu",)
         )
 
-    def record_gpu(self, samples: list[dict]) -> None:
+    def record_gpu(self, samples: list[GpuSample]) -> None:
         for s in samples:
-            tags = {"gpu": str(s["gpu"])}
-            self.gpu_utilization.set(s["utilization_percent"], tags=tags)
-            self.gpu_memory_used.set(s["memory_used_bytes"], tags=tags)
+            tags = {"gpu": str(s.gpu)}
+            self.gpu_utilization.set(s.utilization_percent, tags=tags)
+            self.gpu_memory_used.set(s.memory_used_bytes, tags=tags)

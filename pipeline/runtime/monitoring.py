@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 
 import psutil
 
@@ -60,6 +61,15 @@ class PeakRss:
         }
 
 
+@dataclass(frozen=True)
+class GpuSample:
+    """One GPU's NVML reading."""
+
+    gpu: int  # its NVML index
+    utilization_percent: float
+    memory_used_bytes: int
+
+
 class GpuSampler:
     """Utilization and memory of the GPUs this process can see, from NVML."""
 
@@ -81,19 +91,13 @@ class GpuSampler:
     def available(self) -> bool:
         return bool(self.handles)
 
-    def sample(self) -> list[dict]:
+    def sample(self) -> list[GpuSample]:
         out = []
         for index, handle in self.handles:
             try:
                 util = self._nvml.nvmlDeviceGetUtilizationRates(handle)
                 mem = self._nvml.nvmlDeviceGetMemoryInfo(handle)
-                out.append(
-                    {
-                        "gpu": index,
-                        "utilization_percent": float(util.gpu),
-                        "memory_used_bytes": int(mem.used),
-                    }
-                )
+                out.append(GpuSample(index, float(util.gpu), int(mem.used)))
             except Exception as exc:
                 log.debug("NVML sample failed on GPU %s: %s", index, exc)
         return out

@@ -48,7 +48,8 @@ class BatchPacker(Generic[T]):
         if not self._pending:
             return []
         first = self._pending.popleft()
-        taken, room, kept = [first.item], self.batch_size - first.frames, deque()
+        taken, room = [first.item], self.batch_size - first.frames
+        kept: deque = deque()
         while self._pending:
             nxt = self._pending.popleft()
             if nxt.shape == first.shape and nxt.frames <= room:

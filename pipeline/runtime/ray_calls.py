@@ -5,6 +5,8 @@ it with fakes (``tests/fakes.py``)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -55,7 +57,8 @@ class RayCalls:
     def track(
         self, untracked: str, tracked: str, tracks: str, video_id: str, names: dict[int, str]
     ):
-        return track_video.options(scheduling_strategy=self._on_this_node).remote(
+        task: Any = track_video  # Ray's stubs count its arguments without the defaults
+        return task.options(scheduling_strategy=self._on_this_node).remote(
             untracked, tracked, tracks, video_id, names, self.faults
         )
 

@@ -29,7 +29,7 @@ from pipeline.inference.model_ref import ModelLoadError
 from pipeline.media.decode import VideoEnded
 from pipeline.media.source import VideoSource
 from pipeline.output.outcomes import should_commit
-from pipeline.output.parts import packs
+from pipeline.output.parts import goes_in_a_part
 from pipeline.output.schema import detections_schema
 from pipeline.output.store import OutputStore
 from pipeline.output.writer import ROW_GROUP_FRAMES
@@ -56,7 +56,7 @@ from pipeline.runtime.messages import (
     WorkerReport,
 )
 from pipeline.runtime.metrics import PipelineMetrics
-from pipeline.runtime.monitoring import GpuSampler, PeakRss
+from pipeline.runtime.monitoring import GpuSample, GpuSampler, PeakRss
 from pipeline.runtime.part_commits import PartCommits
 from pipeline.runtime.ray_calls import RayCalls
 from pipeline.runtime.video_pass import VideoPass, VideoState
@@ -149,7 +149,7 @@ class VideoWorkerLogic:
     def _opened(self, change: int) -> None:
         self.open_videos += change
         self._idle_since = time.monotonic()
-        self.engine.window.per_actor = self.ctx.config.window_per_actor + max(1, self.open_videos)
+        self.engine.window.size = self.ctx.config.window_per_actor + max(1, self.open_videos)
 
     async def _finish(
         self, state: VideoState, ended: VideoEnded, attempt_id: int, fresh: bool
@@ -166,7 +166,7 @@ class VideoWorkerLogic:
                 if ctx.config.track:
                     tracked = await track_writer(ctx, self.calls, self._tracking_slots, writer)
                     self.tracker_peak_rss = max(self.tracker_peak_rss, tracked.rss)
-                if packs(ctx.config.layout, frames):
+                if goes_in_a_part(ctx.config.layout, frames):
                     return await self._commit_packed(
                         state, ended, attempt_id, error, tracked, fresh
                     )
@@ -230,7 +230,7 @@ class VideoWorkerLogic:
             pid=os.getpid(),
             counts=ctx.counts,
             stage_s=dict(ctx.stage_s),
-            in_flight=engine.window.total_in_flight,
+            in_flight=engine.window.in_flight,
             peak_in_flight=engine.window.peak_in_flight,
             sample=engine.last_sample[0],
             first_batch_done_at=ctx.first_batch_done_at,
@@ -304,7 +304,7 @@ class DetectorHost:
         self.gpu_util_sum, self.gpu_util_n, self.gpu_mem_peak = 0.0, 0, 0
         self.metrics = PipelineMetrics()
         self._last_report = 0.0
-        self._last_gpu: list[dict] | None = None
+        self._last_gpu: list[GpuSample] | None = None
 
     def ready(self) -> ModelFacts | ActorStartFailure:
         """Model facts the decoders need (letterbox shape), and a liveness answer for the coordinator;
@@ -334,9 +334,9 @@ class DetectorHost:
             self._last_gpu = samples
             self.metrics.record_gpu(samples)
             for s in samples:
-                self.gpu_util_sum += s["utilization_percent"]
+                self.gpu_util_sum += s.utilization_percent
                 self.gpu_util_n += 1
-                self.gpu_mem_peak = max(self.gpu_mem_peak, s["memory_used_bytes"])
+                self.gpu_mem_peak = max(self.gpu_mem_peak, s.memory_used_bytes)
 
     def stats(self) -> ActorStats:
         self._report()
@@ -360,7 +360,8 @@ class DetectorHost:
         )
 
 
-@ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=1000)
+# (Ray's stubs know no max_concurrency for actors)
+@ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=1000)  # type: ignore[call-overload]
 class VideoWorker(DetectorHost):
     """A YoloActor that decodes, infers and writes its own videos (async: its video passes,
     their decoders and the forward passes overlap in one event loop and one engine thread)."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.analysis.analyze import Analysis, list_analyses, read_analysis
-from pipeline.views import report as page
+from pipeline.views import html_parts as page
 
 
 def _line_table(analysis: Analysis, line: str) -> str:
@@ -23,7 +23,7 @@ def _line_table(analysis: Analysis, line: str) -> str:
     table["total"] = table["in"] + table["out"]
     table = table.sort_values("total", ascending=False).reset_index()
     table.columns = ["class", "in", "out", "total"]
-    return page._table(table)
+    return page.table(table)
 
 
 def _plot_occupancy(occupancy: pd.DataFrame, zone: str, names: dict[str, str]) -> str | None:
@@ -32,7 +32,7 @@ def _plot_occupancy(occupancy: pd.DataFrame, zone: str, names: dict[str, str]) -
     if rows.empty:
         return None
     rows = rows[rows["bucket_s"] == rows["bucket_s"].min()]
-    plt = page._plt()
+    plt = page.pyplot()
     fig, ax = plt.subplots(figsize=(8, 2.8))
     for video_id, series in list(rows.groupby("video_id"))[:8]:
         ax.step(
@@ -46,20 +46,20 @@ def _plot_occupancy(occupancy: pd.DataFrame, zone: str, names: dict[str, str]) -
     ax.set_title(f"zone {zone}: occupancy")
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=7, loc="upper right")
-    return page._png(fig)
+    return page.png(fig)
 
 
 def _plot_dwell(visits: pd.DataFrame, zone: str) -> str | None:
     dwell = visits.loc[visits["zone"] == zone, "dwell_s"]
     if dwell.empty:
         return None
-    plt = page._plt()
+    plt = page.pyplot()
     fig, ax = plt.subplots(figsize=(8, 2.6))
     ax.hist(dwell, bins=min(30, max(5, len(dwell) // 3)), color="#4c72b0")
     ax.set_xlabel("dwell (s)")
     ax.set_ylabel("visits")
     ax.set_title(f"zone {zone}: time inside per visit (median {dwell.median():.1f} s)")
-    return page._png(fig)
+    return page.png(fig)
 
 
 def _zone_part(analysis: Analysis, zone, names: dict[str, str]) -> str:
@@ -74,13 +74,13 @@ def _zone_part(analysis: Analysis, zone, names: dict[str, str]) -> str:
         ("median dwell (s)", f"{visits['dwell_s'].median():.1f}" if len(visits) else "–"),
         ("most inside at once", int(every["max_inside"].max()) if len(every) else 0),
     ]
-    parts = [page._key_values(pairs)]
+    parts = [page.key_values(pairs)]
     for plot, alt in (
         (_plot_occupancy(analysis.zone_occupancy, zone.name, names), f"zone {zone.name} occupancy"),
         (_plot_dwell(analysis.zone_visits, zone.name), f"zone {zone.name} dwell histogram"),
     ):
         if plot:
-            parts.append(page._img(plot, alt))
+            parts.append(page.img(plot, alt))
     if zone.max_objects is not None:
         over = analysis.zone_overcrowding[analysis.zone_overcrowding["zone"] == zone.name]
         title = f"More than {zone.max_objects} inside: {len(over)} intervals"
@@ -89,7 +89,7 @@ def _zone_part(analysis: Analysis, zone, names: dict[str, str]) -> str:
         ]
         parts.append(
             f"<h4>{html.escape(title)}</h4>"
-            + (page._table(shown.head(20).round(2)) if len(over) else "")
+            + (page.table(shown.head(20).round(2)) if len(over) else "")
         )
     return "".join(parts)
 
@@ -115,4 +115,4 @@ def analysis_section(root: Path, names: dict[str, str]) -> str | None:
             parts.append(
                 f"<h4>zone {html.escape(zone.name)}</h4>" + _zone_part(analysis, zone, names)
             )
-    return page._section("Analyses", "analyses", "\n".join(parts))
+    return page.section("Analyses", "analyses", "\n".join(parts))

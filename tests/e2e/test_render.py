@@ -61,6 +61,7 @@ def run_output(ray_local, tmp_path_factory, clips, model_path):
     return clip, out
 
 
+@pytest.mark.slow  # a real run (Ray)
 def test_render_draws_the_stored_boxes_and_nothing_else(run_output, tmp_path):
     clip, out = run_output
     video = tmp_path / "boxes.mp4"
@@ -86,6 +87,7 @@ def test_render_draws_the_stored_boxes_and_nothing_else(run_output, tmp_path):
         )
 
 
+@pytest.mark.slow  # a real run (Ray)
 def test_time_range_class_and_confidence_filters(run_output, tmp_path):
     clip, out = run_output
     video = tmp_path / "people.mp4"
@@ -112,6 +114,7 @@ def test_time_range_class_and_confidence_filters(run_output, tmp_path):
     assert summary.frames_held == 0
 
 
+@pytest.mark.slow  # a real run (Ray)
 def test_unknown_video_is_a_usage_error(run_output, tmp_path, capsys):
     _, out = run_output
     other = tmp_path / "other.mp4"
@@ -258,6 +261,7 @@ def assert_tabs_inside_and_apart(tabs, width, height):
             assert not _overlaps(a, b), (a, b)
 
 
+@pytest.mark.slow  # a real run (Ray)
 def test_labels_of_a_crowded_frame_stay_inside_and_never_overlap(run_output):
     """The busiest frame of people.mp4 as the run stored it: every box keeps a readable label."""
     clip, out = run_output

@@ -15,12 +15,8 @@ import pytest
 from corpus import make_bad_corpus
 
 from pipeline.cli.main import main
-from pipeline.views.report import (
-    bin_size_for,
-    build_report,
-    class_counts_over_time,
-    throughput_series,
-)
+from pipeline.views.report import build_report
+from pipeline.views.report_plots import bin_size_for, class_counts_over_time, throughput_series
 
 pytestmark = pytest.mark.slow
 CHROMIUM = (

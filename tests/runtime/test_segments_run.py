@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import read_rows, read_status
+from conftest import canonical_rows, read_status
 from corpus import scene_frames, write_vfr
 
 from pipeline.config import RunConfig
@@ -55,19 +55,8 @@ def run(folder, out, model, faults=None, **settings):
 
 
 def rows(out) -> pd.DataFrame:
-    """Every row, exact: video path, frame index, timestamp and the boxes as written."""
-    table = read_rows(out)
-    paths = {s["video_id"]: p for p, s in read_status(out).items()}
-    table["video"] = table["video_id"].map(paths)
-    table["boxes"] = [
-        tuple((d["class_id"], d["confidence"], d["x1"], d["y1"], d["x2"], d["y2"]) for d in ds)
-        for ds in table["detections"]
-    ]
-    return (
-        table[["video", "frame_index", "timestamp_s", "num_detections", "boxes"]]
-        .sort_values(["video", "frame_index"])
-        .reset_index(drop=True)
-    )
+    """Every row, exact: video, frame index, timestamp and the boxes as written."""
+    return canonical_rows(out, exact=True)
 
 
 @pytest.fixture(scope="module")

@@ -14,30 +14,12 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, read_rows, read_status
+from service_helpers import doc_block, fresh_shell_env
 
 pytestmark = pytest.mark.slow
 
 # outside Ray's worker ports
 METRICS_PORT = int(os.environ.get("PIPELINE_TEST_METRICS_PORT", "8080"))
-
-
-def readme_block(heading: str) -> str:
-    """The first ```bash block after ``heading`` in the README: what a user copies."""
-    text = (REPO / "README.md").read_text()
-    after = text[text.index(heading) :]
-    return re.search(r"```bash\n(.*?)```", after, re.S).group(1)
-
-
-def fresh_shell_env() -> dict:
-    """A new user's shell: this virtualenv activated, no Ray or test variables."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("RAY_", "PIPELINE_", "YOLO_", "PYTEST")) and k != "PYTHONPATH"
-    }
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env["VIRTUAL_ENV"] = str(Path(sys.executable).parent.parent)
-    return env
 
 
 def scrape(name: str) -> float:
@@ -51,8 +33,8 @@ def scrape(name: str) -> float:
 
 
 def test_readme_job_submission_block_runs_as_typed(tmp_path, clips, model_path):
-    """The README's block, copied into a fresh shell: only the example paths are replaced."""
-    block = readme_block("## Running on a Ray cluster")
+    """docs/cluster.md's block, copied into a fresh shell: only the example paths are replaced."""
+    block = doc_block("docs/cluster.md", "## Running on a Ray cluster")
     assert "export RAY_AUTH_MODE=token" in block and "ray job submit" in block
     work = tmp_path / "src"
     shutil.copytree(

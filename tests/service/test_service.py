@@ -1,6 +1,6 @@
-"""The service for real: the README's service block as typed on a ``ray start --head`` cluster,
+"""The service for real: docs/service.md's service block as typed on a ``ray start --head`` cluster,
 then the API through a real HTTP client (jobs, detections, stop/resume, POST /detect, a fuzz of
-bad requests), a restart of the service, the README's APIRouter example under uvicorn, a short
+bad requests), a restart of the service, docs/service.md's APIRouter example under uvicorn, a short
 load test, and a real Prometheus scraping Ray's metrics during all of it."""
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ import httpx
 import numpy as np
 import pytest
 from conftest import REPO, read_rows, read_status
-from test_job_submit import fresh_shell_env, readme_block
-from test_service_api import assert_boxes_equal_predict, bad_requests
+from service_helpers import assert_boxes_equal_predict, bad_requests, doc_block, fresh_shell_env
 
 from pipeline.media.samples import concat_copies
 
@@ -29,13 +28,6 @@ pytestmark = pytest.mark.slow
 
 RAY = str(Path(sys.executable).with_name("ray"))
 SERVICE = "http://127.0.0.1:8000"
-
-
-def readme_python_block(heading: str) -> str:
-    import re
-
-    text = (REPO / "README.md").read_text()
-    return re.search(r"```python\n(.*?)```", text[text.index(heading) :], re.S).group(1)
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.5):
@@ -67,7 +59,7 @@ def stop_process_group(proc: subprocess.Popen, sig=signal.SIGINT, timeout: float
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, clips, people_mp4, model_path):
-    """The README block's cluster and service, Prometheus scraping Ray, and the folders."""
+    """The docs' service block: its cluster and service, Prometheus scraping Ray, and the folders."""
     base = tmp_path_factory.mktemp("service")
     work, videos, out = base / "src", base / "videos", base / "out"
     shutil.copytree(
@@ -83,7 +75,7 @@ def world(tmp_path_factory, clips, people_mp4, model_path):
     # Long enough (1,208 frames) for Prometheus to scrape its counters several times while it runs.
     concat_copies(people_mp4, videos / "long" / "people.mp4", 4)
     shutil.copy(clips["short_1080p"], videos / "long" / "short_1080p.mp4")
-    block = readme_block("## Service (HTTP API)")
+    block = doc_block("docs/service.md", "## Service (HTTP API)")
     script = (
         block.replace("/data/videos", str(videos))
         .replace("/data/out", str(out))
@@ -148,7 +140,7 @@ def world(tmp_path_factory, clips, people_mp4, model_path):
 
 
 def start_prometheus(base: Path):
-    """Debian's prometheus with the project's deploy/prometheus.yml, as the README shows."""
+    """Debian's prometheus with the project's deploy/prometheus.yml, as docs/monitoring.md shows."""
     binary = shutil.which("prometheus")
     if binary is None:
         if os.environ.get("PIPELINE_REQUIRE_PROMETHEUS") == "1":
@@ -288,7 +280,7 @@ def exercise(api: Api, world: dict, name: str, image: np.ndarray, reference) -> 
 
 def _fuzz_headers(options: dict, api: Api) -> dict:
     """The fuzz cases' headers, with the test token standing for this service's real token."""
-    from test_service_api import TOKEN
+    from service_helpers import TOKEN
 
     real = api.client.headers["Authorization"].split(" ", 1)[1]
     return {k: v.replace(TOKEN, real) for k, v in options.get("headers", {}).items()}
@@ -317,7 +309,7 @@ def test_service_api_end_to_end(world, reference_and_frame):
 
 def test_router_example_in_a_plain_fastapi_app(world, reference_and_frame, tmp_path):
     reference, frame = reference_and_frame
-    example = readme_python_block("**In an existing FastAPI app**")
+    example = doc_block("docs/service.md", "**In an existing FastAPI app**", "python")
     (world["work"] / "myapp.py").write_text(example)
     env = {
         **world["env"],

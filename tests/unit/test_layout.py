@@ -1,5 +1,6 @@
 """The layout's rules, read from the source: packages import each other in one direction only,
-and Ray is imported only by ``runtime`` (and by ``service``, which deploys on Ray Serve)."""
+so do modules, and Ray is imported only by ``runtime`` (and by ``service``, which deploys on Ray
+Serve)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,34 @@ def package_graph(root: Path) -> dict[str, set[str]]:
     return graph
 
 
+def module_graph(root: Path) -> dict[str, set[str]]:
+    """Which of the package's modules import which, at any depth. ``from a.b import c``, where
+    ``a.b.c`` is a module, imports that module (not the package ``a.b``, whose ``__init__`` may
+    itself import the importer: a re-export, not a cycle)."""
+    modules = {
+        ".".join(p.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in root.rglob("*.py")
+    }
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                subs = [f"{node.module}.{alias.name}" for alias in node.names]
+                targets = [t for t in subs if t in modules] or [node.module]
+            for target in targets:
+                parts = target.split(".")
+                for end in range(len(parts), 0, -1):  # the longest prefix that is a module
+                    if ".".join(parts[:end]) in modules:
+                        if ".".join(parts[:end]) != name:
+                            graph[name].add(".".join(parts[:end]))
+                        break
+    return graph
+
+
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     """One cycle of ``graph`` as a path (first node repeated at the end), or None."""
     state: dict[str, str] = {}
@@ -90,6 +119,11 @@ def test_the_packages_import_each_other_in_one_direction():
     assert cycle is None, "import cycle among pipeline's packages: " + " -> ".join(cycle)
 
 
+def test_the_modules_import_each_other_in_one_direction():
+    cycle = find_cycle(module_graph(PIPELINE))
+    assert cycle is None, "import cycle among pipeline's modules: " + " -> ".join(cycle)
+
+
 def test_ray_is_imported_only_by_runtime_and_service():
     assert ray_imports_outside(PIPELINE, RAY_PACKAGES) == []
 
@@ -106,6 +140,20 @@ def fake_package(tmp_path):
         return root
 
     return write
+
+
+def test_a_cycle_between_two_modules_of_one_package_is_found(fake_package):
+    root = fake_package(
+        {
+            "__init__.py": "",
+            "views/__init__.py": "",
+            "views/report.py": "def f():\n    from pipeline.views.extra import g\n",
+            "views/extra.py": "from pipeline.views import report as page\n",
+        }
+    )
+    assert find_cycle(package_graph(root)) is None  # one package: the package rule sees none
+    cycle = find_cycle(module_graph(root))
+    assert cycle is not None and set(cycle) == {"pipeline.views.report", "pipeline.views.extra"}
 
 
 def test_a_cycle_through_a_lazy_import_is_found(fake_package):
@@ -195,7 +243,7 @@ def test_the_coordinator_does_not_load_the_decoders_or_a_model_library():
     import sys
 
     code = (
-        "import sys, pipeline.runtime.control; "
+        "import sys, pipeline.runtime.coordinator; "
         "print(sorted(m for m in ('av', 'cv2', 'torch', 'ultralytics') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.inference.detections import BatchResult, Detections
-from pipeline.output.parts import PartBuilder, packs, remove_videos, videos_in
+from pipeline.output.parts import PartBuilder, goes_in_a_part, remove_videos, videos_in
 from pipeline.output.schema import DETECTIONS_SCHEMA
 from pipeline.output.writer import ROW_GROUP_FRAMES, batch_to_table
 
@@ -78,10 +78,10 @@ def test_a_part_left_without_rows_is_removed(tmp_path):
 
 def test_which_videos_are_packed():
     short, long = ROW_GROUP_FRAMES - 1, ROW_GROUP_FRAMES
-    assert packs("auto", short) and not packs("auto", long)
-    assert packs("packed", long) and not packs("per-video", 1)
+    assert goes_in_a_part("auto", short) and not goes_in_a_part("auto", long)
+    assert goes_in_a_part("packed", long) and not goes_in_a_part("per-video", 1)
     with pytest.raises(ValueError, match="auto, per-video, packed"):
-        packs("tight", 1)
+        goes_in_a_part("tight", 1)
 
 
 def test_a_long_video_in_a_part_has_row_groups_of_its_own(tmp_path):

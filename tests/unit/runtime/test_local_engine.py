@@ -69,7 +69,7 @@ def test_batches_waiting_for_the_engine_share_a_pass_and_get_their_own_boxes():
         assert (
             out.result.counts.tolist() == [5] * frames and len(out.result.detections) == 5 * frames
         )
-    assert engine.window.total_in_flight == 0  # every slot given back
+    assert engine.window.in_flight == 0  # every slot given back
 
 
 def test_a_detector_error_reaches_every_batch_of_its_pass():
@@ -92,6 +92,6 @@ def test_a_detector_error_reaches_every_batch_of_its_pass():
 
     engine, outcomes = asyncio.run(main())
     assert all(isinstance(o, RuntimeError) and "engine fault" in str(o) for o in outcomes)
-    assert engine.window.total_in_flight == 0
+    assert engine.window.in_flight == 0
     with pytest.raises(ValueError):
         LocalEngine(SyntheticDetector(imgsz=160), batch_size=0, window=1)

@@ -4,8 +4,8 @@ never pass through it: per hand-out (a video, or a chunk of short clips) it send
 and answers the commit requests and the outcomes (each told as its video's pass ends,
 coalesced by the worker).
 
-Its decisions are ``assignment.Assignments`` (Ray-free); ``ControlLogic`` reaches Ray only
-through the worker handles it is given; ``ControlCoordinator`` is the actor. The driver feeds
+Its decisions are ``assignment.Assignments`` (Ray-free); ``CoordinatorLogic`` reaches Ray only
+through the worker handles it is given; ``Coordinator`` is the actor. The driver feeds
 it the backlog (``add_videos``, ``backlog_walked``), starts it (``run``) and polls ``progress``.
 """
 
@@ -53,9 +53,10 @@ REPORT_EVERY_S = 1.0  # how often the workers' figures are polled (progress, run
 BACKLOG_QUEUE = 2000
 
 
-class ControlMonitoring:
-    """The workers' reports, polled about once a second: progress, the run's summary (its own
-    counts and the workers'), and a worker hung in a forward pass restarted."""
+class CoordinatorMonitoring:
+    """The workers' health and figures: their reports, polled about once a second (progress,
+    the run's summary: its own counts and the workers'), a worker hung in a forward pass
+    restarted, a dead one awaited until Ray has restarted it."""
 
     ctx: RunContext
     reports: WorkerReports
@@ -65,9 +66,43 @@ class ControlMonitoring:
     assignments: Assignments
     deadline: BatchDeadline
     calls: RayCalls
+    me: object
+    decode_here: list[bool]
+    _restarts: set[asyncio.Task]
+
+    async def _made_room(self) -> None:
+        raise NotImplementedError
+
+    async def _start_worker(self, worker: int) -> None:
+        """The run's settings to a worker; one that died since its model was ready (Ray restarts
+        it) gets them, and videos, once it is back."""
+        try:
+            await self.workers[worker].start_run.remote(
+                self.ctx.config, self.me, self.decode_here[worker]
+            )
+        except ACTOR_LOST:
+            self._worker_died(worker)
 
     def _worker_died(self, worker: int) -> None:
-        raise NotImplementedError
+        """No videos for it until it answers again (Ray restarts it: unlimited restarts)."""
+        if self.assignments.live[worker]:
+            self.assignments.worker_lost(worker)
+            task = asyncio.create_task(self._await_restart(worker))
+            self._restarts.add(task)
+            task.add_done_callback(self._restarts.discard)
+
+    async def _await_restart(self, worker: int) -> None:
+        while True:
+            try:
+                await self.workers[worker].ready.remote()
+                await self.workers[worker].start_run.remote(
+                    self.ctx.config, self.me, self.decode_here[worker]
+                )
+                break
+            except ACTOR_LOST:
+                await asyncio.sleep(1.0)
+        self.assignments.worker_back(worker)
+        await self._made_room()
 
     async def _poll_reports(self) -> None:
         while True:
@@ -133,7 +168,7 @@ class ControlMonitoring:
         )
 
 
-class ControlLogic(ControlMonitoring):
+class CoordinatorLogic(CoordinatorMonitoring):
     def __init__(
         self,
         output: str,
@@ -232,8 +267,9 @@ class ControlLogic(ControlMonitoring):
 
     def _handed_back(self, task: asyncio.Task) -> None:
         self._handouts.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self._handout_errors.append(task.exception())  # raised by run(), never lost
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            self._handout_errors.append(error)  # raised by run(), never lost
 
     async def _free_worker(self, room: int = 1) -> int:
         assert self._room is not None
@@ -317,37 +353,6 @@ class ControlLogic(ControlMonitoring):
             await self.committer.discard(out.record.video_id)
         return True
 
-    async def _start_worker(self, worker: int) -> None:
-        """The run's settings to a worker; one that died since its model was ready (Ray restarts
-        it) gets them, and videos, once it is back."""
-        try:
-            await self.workers[worker].start_run.remote(
-                self.ctx.config, self.me, self.decode_here[worker]
-            )
-        except ACTOR_LOST:
-            self._worker_died(worker)
-
-    def _worker_died(self, worker: int) -> None:
-        """No videos for it until it answers again (Ray restarts it: unlimited restarts)."""
-        if self.assignments.live[worker]:
-            self.assignments.worker_lost(worker)
-            task = asyncio.create_task(self._await_restart(worker))
-            self._restarts.add(task)
-            task.add_done_callback(self._restarts.discard)
-
-    async def _await_restart(self, worker: int) -> None:
-        while True:
-            try:
-                await self.workers[worker].ready.remote()
-                await self.workers[worker].start_run.remote(
-                    self.ctx.config, self.me, self.decode_here[worker]
-                )
-                break
-            except ACTOR_LOST:
-                await asyncio.sleep(1.0)
-        self.assignments.worker_back(worker)
-        await self._made_room()
-
     async def grant(self, requests: list[CommitRequest]) -> list[bool]:
         """A worker asks to put videos' own files in place (as many as were ready together):
         yes for a video's current attempt, once. The log's ``committing`` line comes first, so a
@@ -372,30 +377,17 @@ class ControlLogic(ControlMonitoring):
         current = [self.assignments.is_current(e.video_id, e.attempt_id) for e in entries]
         if not all(current):
             self.ctx.counts.commits_refused += current.count(False)
-            await asyncio.to_thread(self._drop_staged, placement)
+            await self.committer.drop_staged(placement)
             return ["again" if ok else "refused" for ok in current]
         for entry in entries:
             self.assignments.place(entry.video_id, entry.attempt_id)
             self.committer.manifest.committing(entry.video_id, placement.key)
         older = [e.video_id for e in entries if not e.fresh]
-        await asyncio.to_thread(self._put_part_in_place, placement, older)
+        await self.committer.put_part_in_place(placement, older)
         for entry in entries:
             await self._record(WorkerOutcome(entry.attempt_id, entry.record, committed=True))
         await self._made_room()
         return ["placed"] * len(entries)
-
-    def _put_part_in_place(self, placement: PartPlacement, older: list[str]) -> None:
-        for video_id in older:  # an older version in files of its own (a video redone)
-            self.store.remove_video(video_id)
-        if placement.tracks_key is not None and placement.tracks_staged is not None:
-            # first, so a part with track ids always has its summaries
-            self.store.place(placement.tracks_staged, placement.tracks_key)
-        self.store.place(placement.staged, placement.key)
-
-    def _drop_staged(self, placement: PartPlacement) -> None:
-        for staged in (placement.staged, placement.tracks_staged):
-            if staged is not None:
-                self.store.discard_staged(staged)
 
     async def passes_ended(self, passes: list[tuple[str, int]]) -> list[bool]:
         """Videos whose passes are over and whose commits wait for a part: room for more."""
@@ -427,8 +419,9 @@ class WorkerReports:
 
     def retire(self, worker: int) -> None:
         """The worker's process is gone: what it did still counts, its next report is new."""
-        if self.latest[worker] is not None:
-            self._retired.append(self.latest[worker])
+        last = self.latest[worker]
+        if last is not None:
+            self._retired.append(last)
             self.latest[worker] = None
 
     def current(self) -> list[WorkerReport]:
@@ -450,7 +443,7 @@ class WorkerReports:
 
 
 @ray.remote(num_cpus=0, max_restarts=0)
-class ControlCoordinator(ControlLogic):
+class Coordinator(CoordinatorLogic):
     def __init__(
         self,
         output: str,
