@@ -161,7 +161,9 @@ class RunConfig:
     segment_min_frames: int = 1800  # no segment shorter than this
     decode_retries: int = 2  # decoders started again after deaths in a row that delivered no batch
     worker_retries: int = 3  # hand-outs again of a video whose video worker died or hung
-    stall_timeout_s: float = 300.0  # no frame from a decoder for this long: the video fails
+    # no frame from a decoder for this long: it is started again; a commit step stuck this long:
+    # its worker is restarted
+    stall_timeout_s: float = 300.0
     # a video worker's forward pass longer than this: the worker is hung; None: derived
     batch_timeout_s: float | None = None
     cpu_threads: int | None = None  # torch threads of a CPU actor; None: the node's cores

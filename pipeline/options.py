@@ -159,7 +159,9 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
     RunOption(
         "stall_timeout_s",
         "--stall-timeout",
-        "seconds without a frame before a video is failed (default %(default)s)",
+        "seconds a decoder may yield nothing before it is started again, and a video worker's "
+        "commit step (a rename, an upload) may take before the worker is restarted "
+        "(default %(default)s)",
         float,
     ),
     RunOption(

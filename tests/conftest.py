@@ -3,6 +3,7 @@ Ray instance per test module (started by the module's ``ray_local`` fixture, alw
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -127,6 +128,26 @@ def ray_local():
         yield ray
     finally:
         ray.shutdown()
+
+
+@contextlib.contextmanager
+def ray_cluster(head: dict, nodes: list[dict]):
+    """A ``ray.cluster_utils.Cluster`` on this machine (fake GPUs are a scheduler count only): a
+    head made with ``head``'s arguments and a node per entry of ``nodes``; the test process joins
+    it. Yields the cluster and the added nodes; always shut down."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    os.environ.pop("RAY_ADDRESS", None)
+    cluster = Cluster(initialize_head=True, head_node_args={"include_dashboard": False, **head})
+    added = [cluster.add_node(**node) for node in nodes]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, logging_level="ERROR")
+    try:
+        yield cluster, added
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
 
 
 def read_rows(output) -> pandas.DataFrame:

@@ -9,6 +9,7 @@ so ``expected_rows`` says what every run must write, without another run to comp
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -129,6 +130,7 @@ class FakeCalls:
     @staticmethod
     def restart_actor(handle) -> None:
         handle.restarts += 1
+        handle.kill()
 
 
 class Method:
@@ -161,7 +163,9 @@ class FakeWorker:
     all done (and told) but whose reply never comes (the worker died just then);
     ``cut_off_after_commit``: its first commit request is answered, then the coordinator loses
     sight of it (its first hand-out's call fails) and it is held there, its answer in hand,
-    until the run is over (``release``: a worker cut off from the cluster that comes back)."""
+    until the run is over (``release``: a worker cut off from the cluster that comes back);
+    ``hang_commit``: its first process's first commit hangs in the upload after the rename
+    (storage that stopped answering), until the run is over."""
 
     def __init__(
         self,
@@ -174,7 +178,11 @@ class FakeWorker:
         tells=True,
         blank_on=(),
         cut_off_after_commit=False,
+        hang_commit=False,
     ):
+        self.hang_commit = hang_commit
+        self.unhang = threading.Event()
+        self.killed: asyncio.Event | None = None
         self.calls, self.die_on, self.partitioned_on = calls, die_on, partitioned_on
         self.cut_off_after_commit = cut_off_after_commit
         self.cut: asyncio.Event | None = None
@@ -197,6 +205,8 @@ class FakeWorker:
         if self.dead_at_start:
             self.dead_at_start -= 1
             raise ray.exceptions.ActorDiedError()
+        if self.killed is None:
+            self.killed = asyncio.Event()
         if self.logic is None:
             self.cut, self.release = asyncio.Event(), asyncio.Event()
             self.logic = VideoWorkerLogic(
@@ -210,6 +220,27 @@ class FakeWorker:
                 tell=Coalescer(coordinator.outcomes) if self.tells else None,
                 ended=Coalescer(coordinator.passes_ended),
             )
+            if self.hang_commit:
+                self._hang_the_first_commit()
+
+    def _hang_the_first_commit(self) -> None:
+        assert self.logic is not None
+        store, unhang = self.logic.store, self.unhang
+        publish = store.publish_video
+
+        def hung(*args, **kwargs):
+            unhang.wait(60)
+            return publish(*args, **kwargs)
+
+        store.publish_video = hung  # type: ignore[method-assign]
+        self.hang_commit = False
+
+    def kill(self) -> None:
+        """Ray killed this worker (a hung one): its calls fail, and it starts again as a new
+        process (a new logic) once asked."""
+        assert self.killed is not None
+        killed, self.killed, self.logic = self.killed, asyncio.Event(), None
+        killed.set()
 
     def _held(self, ask):
         """``ask``, whose first answer this worker (``cut_off_after_commit``) gets only once
@@ -251,10 +282,17 @@ class FakeWorker:
             await asyncio.sleep(0)
             raise ray.exceptions.ActorUnavailableError("the node is unreachable", None)
         self.handouts_running += 1
+        assert self.killed is not None
+        task, killed = asyncio.create_task(work), asyncio.create_task(self.killed.wait())
         try:
-            outcomes = await work
+            await asyncio.wait([task, killed], return_when=asyncio.FIRST_COMPLETED)
         finally:
             self.handouts_running -= 1
+            killed.cancel()
+        if not task.done():  # killed meanwhile: its work goes on, unseen, until it ends
+            self.background.append(task)
+            raise ray.exceptions.RayActorError()
+        outcomes = task.result()
         if self.count in self.reply_lost_on:
             raise ray.exceptions.RayActorError()
         return outcomes
@@ -293,7 +331,9 @@ def run_workers(
     the output folder, kept between runs. Returns the summary, the output and the sources."""
     out = tmp_path / name
     out.mkdir(exist_ok=True)
-    logic = CoordinatorLogic(str(out), config(**settings), workers, calls=None, metrics=Metrics())
+    logic = CoordinatorLogic(
+        str(out), config(**settings), workers, calls=FakeCalls({}), metrics=Metrics()
+    )
     logic.me = logic
     if on_record is not None:
         record = logic.committer.record
@@ -309,9 +349,10 @@ def run_workers(
         await logic.add_videos(sources)
         await logic.backlog_walked()
         summary = await logic.run(facts())
-        for worker in workers:  # a worker cut off comes back
+        for worker in workers:  # a worker cut off comes back; storage that hung answers
             if worker.release is not None:
                 worker.release.set()
+            worker.unhang.set()
         if any(worker.background for worker in workers):
             for worker in workers:  # a partitioned worker's late attempts end too
                 await asyncio.gather(*worker.background, return_exceptions=True)

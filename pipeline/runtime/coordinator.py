@@ -114,17 +114,21 @@ class CoordinatorMonitoring:
         self._restart_hung()
 
     def _restart_hung(self) -> None:
-        """A worker whose forward pass has run past the deadline (a stuck kernel, a deadlock) is
-        killed; Ray restarts it, and its videos go to the others as after any death."""
+        """A worker whose forward pass has run past the deadline (a stuck kernel, a deadlock),
+        or whose commit step (a rename, an upload) has run past ``--stall-timeout`` (storage that
+        hangs), is killed; Ray restarts it, and its videos go to the others as after any death."""
         for worker, report in enumerate(self.reports.latest):
             if report is None or not self.assignments.live[worker]:
                 continue
             if report.slowest_pass_s is not None:
                 self.deadline.observe(report.slowest_pass_s)
-            if (
-                report.pass_running_s is not None
-                and report.pass_running_s > self.deadline.seconds()
-            ):
+            hung_pass = report.pass_running_s is not None and (
+                report.pass_running_s > self.deadline.seconds()
+            )
+            hung_commit = report.commit_running_s is not None and (
+                report.commit_running_s > self.ctx.config.stall_timeout_s
+            )
+            if hung_pass or hung_commit:
                 self.ctx.counts.actors_hung += 1
                 self.calls.restart_actor(self.workers[worker])
                 self.reports.retire(worker)  # its next report is its new process's

@@ -103,6 +103,7 @@ class WorkerReport:
     tracker_peak_bytes: int
     pass_running_s: float | None = None  # how long the forward pass running now has taken
     slowest_pass_s: float | None = None
+    commit_running_s: float | None = None  # the oldest commit step running now: how long
 
 
 @dataclass(frozen=True)

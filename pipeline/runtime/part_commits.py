@@ -74,6 +74,7 @@ class PartCommits:
         self._writing = asyncio.Lock()
         self._flushes: set[asyncio.Task] = set()  # held: the loop keeps only weak references
         self.parts_written = 0
+        self.staging_since: float | None = None  # time.monotonic() of the part being written
         self.superseded = 0  # attempts refused here: a later one of the same video waited too
 
     @property
@@ -153,9 +154,13 @@ class PartCommits:
         key = new_part_key(OutputLayout.DETECTIONS, self.owner)
         name = key.rsplit("/", 1)[-1]
         tracks_key = f"{OutputLayout.TRACKS}/{name}" if len(tracks) else None
-        staged, tracks_staged, places = await asyncio.to_thread(
-            self._stage, detections, tracks, key, tracks_key
-        )
+        self.staging_since = time.monotonic()
+        try:
+            staged, tracks_staged, places = await asyncio.to_thread(
+                self._stage, detections, tracks, key, tracks_key
+            )
+        finally:
+            self.staging_since = None
         entries = tuple(
             PartEntry(
                 w.video_id,

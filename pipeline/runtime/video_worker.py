@@ -112,6 +112,9 @@ class VideoWorkerLogic:
         self._tracking_slots = asyncio.Semaphore(max(1, min(4, (os.cpu_count() or 2) // 2)))
         self.tracker_peak_rss = 0
         self.open_videos = 0  # in their video pass now
+        # when each commit step running now began (a rename, an upload): one stuck on storage
+        # gets the worker restarted, as a stuck forward pass does (the coordinator decides)
+        self._commits_since: list[float] = []
         self.engine.start()
 
     def set_config(self, config: RunConfig) -> None:
@@ -176,7 +179,11 @@ class VideoWorkerLogic:
                     for path in (tracked.detections, tracked.tracks) if tracked else ():
                         path.unlink(missing_ok=True)
                     return WorkerOutcome(attempt_id, None, committed=False)
-                num_tracks = await put_in_place(self.store, writer, tracked)
+                self._commits_since.append(started := time.monotonic())
+                try:
+                    num_tracks = await put_in_place(self.store, writer, tracked)
+                finally:
+                    self._commits_since.remove(started)
                 committed = True
                 ctx.counts.tracks += num_tracks or 0
                 ctx.memory.mark_warm()
@@ -221,6 +228,12 @@ class VideoWorkerLogic:
             if self.parts.due(self.open_videos, idle):
                 await self.parts.flush_quietly()
 
+    def _commit_running_s(self) -> float | None:
+        starts = [*self._commits_since]
+        if self.parts.staging_since is not None:
+            starts.append(self.parts.staging_since)
+        return time.monotonic() - min(starts) if starts else None
+
     def report(self) -> WorkerReport:
         ctx, engine = self.ctx, self.engine
         ctx.counts.mixed_batches = engine.figures.mixed_passes
@@ -237,6 +250,7 @@ class VideoWorkerLogic:
             tracker_peak_bytes=self.tracker_peak_rss,
             pass_running_s=(None if started is None else time.monotonic() - started),
             slowest_pass_s=engine.figures.slowest_pass_s,
+            commit_running_s=self._commit_running_s(),
         )
 
 

@@ -6,13 +6,12 @@ the CPU, never touching a device.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import threading
 import time
 
 import pytest
 from conftest import (
+    ray_cluster,
     read_rows,
     read_status,
     rows_by_name,
@@ -35,31 +34,10 @@ def videos(tmp_path_factory, people_mp4):
     )
 
 
-@contextlib.contextmanager
-def cluster_of_gpu_nodes(*, head_cpus: int, worker_cpus: int, dashboard: bool = False):
-    """A head and two worker nodes with one fake GPU each; the test process joins it. The
-    dashboard serves Ray's state API (where tasks run)."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    os.environ.pop("RAY_ADDRESS", None)
-    cluster = Cluster(
-        initialize_head=True, head_node_args={"num_cpus": head_cpus, "include_dashboard": dashboard}
-    )
-    workers = [cluster.add_node(num_cpus=worker_cpus, num_gpus=1) for _ in range(2)]
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, logging_level="ERROR")
-    try:
-        yield cluster, workers
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-
-
 @pytest.fixture
 def two_gpu_nodes():
     """Actors fill the GPU nodes' CPUs, so the decoders run on the head."""
-    with cluster_of_gpu_nodes(head_cpus=1, worker_cpus=1) as nodes:
+    with ray_cluster({"num_cpus": 1}, [{"num_cpus": 1, "num_gpus": 1}] * 2) as nodes:
         yield nodes
 
 
@@ -81,26 +59,10 @@ def test_one_actor_per_gpu_node_and_complete_output(two_gpu_nodes, tmp_path, vid
     assert len(read_rows(tmp_path / "out")) == 80
 
 
-@contextlib.contextmanager
 def a_gpu_node_and_a_decoding_node():
     """A head with no CPU, a GPU node whose one CPU its video worker takes (so its decoders run
     elsewhere: ``decodes_on_own_node``), and a CPU node where they run."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    os.environ.pop("RAY_ADDRESS", None)
-    cluster = Cluster(
-        initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False}
-    )
-    cluster.add_node(num_cpus=1, num_gpus=1)
-    decoding = cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, logging_level="ERROR")
-    try:
-        yield cluster, decoding
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+    return ray_cluster({"num_cpus": 0}, [{"num_cpus": 1, "num_gpus": 1}, {"num_cpus": 1}])
 
 
 def test_losing_the_node_of_a_videos_decoder_resumes_it_elsewhere(tmp_path, model_path):
@@ -111,7 +73,7 @@ def test_losing_the_node_of_a_videos_decoder_resumes_it_elsewhere(tmp_path, mode
     video = tiny_videos(tmp_path, [frames])
     plan = FaultPlan(marker_dir=str(tmp_path), trace=True)
     result = {}
-    with a_gpu_node_and_a_decoding_node() as (cluster, decoding):
+    with a_gpu_node_and_a_decoding_node() as (cluster, (_, decoding)):
 
         def go():
             result["record"] = synthetic_run(

@@ -4,39 +4,21 @@ its worker's node, every frame once, the same rows after a node is lost mid-run.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import threading
 import time
 
 import pytest
+from conftest import ray_cluster, tiny_videos
 from conftest import rows_by_name as rows
 from conftest import synthetic_run as run
-from conftest import tiny_videos
 
 from pipeline.runtime.faults import FaultPlan
 
 pytestmark = pytest.mark.slow
 
 
-@contextlib.contextmanager
 def three_nodes_two_fake_gpus_each():
-    import ray
-    from ray.cluster_utils import Cluster
-
-    os.environ.pop("RAY_ADDRESS", None)
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 3, "num_gpus": 2, "include_dashboard": False},
-    )
-    nodes = [cluster.add_node(num_cpus=3, num_gpus=2) for _ in range(2)]
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, logging_level="ERROR")
-    try:
-        yield cluster, nodes
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+    return ray_cluster({"num_cpus": 3, "num_gpus": 2}, [{"num_cpus": 3, "num_gpus": 2}] * 2)
 
 
 def test_on_three_nodes_every_batch_is_decoded_on_its_workers_node_also_after_a_node_is_lost(

@@ -105,6 +105,34 @@ def test_a_worker_cut_off_after_its_commit_was_granted_never_lands_rows_twice(tm
     assert summary.counts.videos_ok == 2 and not list((out / "detections").glob(".*"))
 
 
+def test_a_worker_whose_commit_hangs_on_storage_is_restarted_and_its_videos_go_to_another(
+    tmp_path,
+):
+    """Worker 0's first commit hangs in its upload (storage that stopped answering). Past
+    ``--stall-timeout`` the coordinator, which reads each worker's running commit step from its
+    reports, restarts it, as it does a worker hung in a forward pass: its videos go elsewhere,
+    every frame once."""
+    frames = {"a.mp4": 20, "b.mp4": 12}
+    workers = [
+        FakeWorker(FakeCalls(dict(frames)), hang_commit=True),
+        FakeWorker(FakeCalls(dict(frames))),
+    ]
+    summary, out, sources = run_workers(
+        tmp_path,
+        "hung",
+        frames,
+        workers,
+        batch_size=4,
+        max_open_videos=2,
+        layout="per-video",
+        stall_timeout_s=1.0,
+    )
+    assert workers[0].restarts == 1 and summary.counts.actors_hung == 1
+    assert summary.counts.videos_ok == 2 and summary.counts.videos_reassigned >= 1
+    assert written_rows(out, sources) == expected_rows(frames)
+    assert not direct_rows(out).duplicated(["video_id", "frame_index"]).any()
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_random_worker_deaths_every_frame_once(tmp_path, seed):
     import numpy as np
