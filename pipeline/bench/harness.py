@@ -401,6 +401,10 @@ def _measure(name: str, args) -> dict:
         args.engine,
         "--cpu-precision",
         args.cpu_precision,
+        "--clips",
+        str(args.clips),
+        "--long-frames",
+        str(args.long_frames),
     ]
     if getattr(args, "boxes_out", None):
         cmd += ["--boxes-out", args.boxes_out]
@@ -537,6 +541,12 @@ def _common_args(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=1000,
         help="control-plane: generated clips of its first run (default %(default)s)",
+    )
+    parser.add_argument(
+        "--long-frames",
+        type=int,
+        default=4800,
+        help="control-plane: frames of each of the simulated GPU's four videos (default %(default)s)",
     )
     d = RunConfig()  # the same defaults as `run`, so the contenders are compared as users run them
     parser.add_argument(

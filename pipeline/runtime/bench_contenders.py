@@ -175,7 +175,9 @@ def run_control_plane(args) -> dict:
         clips = write_coordination_videos(
             work, videos=clips_count, frames=CLIP_FRAMES, names="clip-{:05d}.mp4"
         )
-        long_videos = write_coordination_videos(work)
+        long_videos = write_coordination_videos(
+            work, frames=getattr(args, "long_frames", None) or COORDINATION_FRAMES
+        )
         figures = {}
         for name, videos, latency in (
             ("clips", clips, None),

@@ -115,8 +115,9 @@ def test_a_stalled_decoder_is_given_up_and_the_video_completes(
         window_per_actor=1,
         stall_timeout_s=3,
     )
-    assert len(list(tmp_path.glob("decoder-*"))) == 1
-    assert record["exit_code"] == 0 and record["totals"]["decoder_retries"] == 1
+    assert len(list(tmp_path.glob("decoder-*"))) == 1  # the one stall
+    # (on a loaded machine another decoder may also go silent for 3 s: started again too)
+    assert record["exit_code"] == 0 and record["totals"]["decoder_retries"] >= 1
     assert_same_output(tmp_path / "out", clean_run)
 
 
