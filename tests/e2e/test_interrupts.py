@@ -198,7 +198,7 @@ def test_driver_sigkill_then_rerun_finishes_without_redoing_or_duplicating(
     pd.testing.assert_frame_equal(comparable(out), comparable(clean))
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [1])
 def test_the_driver_killed_during_a_packed_run_then_a_rerun_each_frame_once(
     tmp_path, model_path, seed
 ):

@@ -74,7 +74,9 @@ def clean(ray_local, videos, tmp_path_factory, model_path):
     return canonical(out)
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize(
+    "seed", [1]
+)  # more seeds, on the synthetic engine: test_video_workers_faults
 def test_random_sigkills_of_decoders_and_actors(clean, videos, tmp_path, model_path, seed):
     import pipeline
 
