@@ -107,7 +107,10 @@ def main() -> None:
         env = dict(os.environ, PYTHONPATH=os.path.abspath(args.checkout))
         child = [sys.executable, os.path.abspath(__file__), "--model", model]
         child += ["--clips", str(args.clips), "--batch-size", str(args.batch_size)]
-        done = subprocess.run(child, env=env, capture_output=True, text=True, check=True)
+        # run from the checkout: Ray puts the driver's folder first on its workers' path
+        done = subprocess.run(
+            child, env=env, cwd=args.checkout, capture_output=True, text=True, check=True
+        )
         commit = subprocess.run(
             ["git", "-C", args.checkout, "rev-parse", "--short", "HEAD"],
             capture_output=True,
