@@ -7,11 +7,18 @@ ultralytics' ``AutoBackend`` (``pipeline.inference.torch_detector``). An engine 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import SYNTHETIC_ENGINE, RunConfig, engine_for_model, engine_traits
+from pipeline.config import (
+    SYNTHETIC_ENGINE,
+    ConfigError,
+    RunConfig,
+    engine_for_model,
+    engine_traits,
+)
 from pipeline.inference.detector import Detector
 from pipeline.inference.engine_cache import ExportError, ensure_engine
 from pipeline.inference.engines import choose_engine
@@ -28,6 +35,29 @@ class OpenedDetector:
     # shape -> seconds, engines built by this call
     export_s: dict[str, float] = field(default_factory=dict)
     fallback: str | None = None  # why the engine asked for was not used
+
+
+def worker_device(config: RunConfig, granted_gpus: int) -> str:
+    """``cuda`` or ``cpu``: where a video worker's detector runs. CUDA only when it was asked
+    for (``--device cuda``, or ``auto`` with a GPU granted by the scheduler) and torch really
+    sees one: fake GPUs in tests, and a mis-set cluster, must not make a worker touch CUDA.
+    OpenVINO and ONNX workers never import torch (their memory stays lean): the CPU, without
+    asking. On the CPU, torch gets the worker's threads (``--cpu-threads``)."""
+    if not engine_traits(config.effective_engine).needs_torch:
+        return "cpu"
+    import torch
+
+    use_cuda = config.device == "cuda" or (config.device == "auto" and granted_gpus > 0)
+    if use_cuda and not torch.cuda.is_available():
+        if config.device == "cuda":
+            raise ConfigError(
+                "--device cuda was asked for, but CUDA is not available on this node "
+                "(use --device auto or cpu)"
+            )
+        use_cuda = False
+    if not use_cuda:
+        torch.set_num_threads(config.cpu_threads or os.cpu_count() or 1)
+    return "cuda" if use_cuda else "cpu"
 
 
 def open_detector(

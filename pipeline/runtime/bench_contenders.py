@@ -149,11 +149,7 @@ def _control_plane_figures(record: dict, seconds: float) -> dict:
         "coordinator_cpu_ms_per_handout": coordinator["cpu_ms_per_handout"],
         "frames_per_s": record["totals"]["frames"] / record["throughput"]["processing_s"],
         "busy_share": [a["busy_share"] for a in record["actors"]],
-        "memory_by_role": {
-            "driver": record["memory"]["driver"]["peak_bytes"],
-            "coordinator": record["memory"]["coordinator"]["peak_bytes"],
-            "actor": record["memory"]["actor_peak_bytes"],
-        },
+        "coordinator_peak_bytes": record["memory"]["coordinator"]["peak_bytes"],
     }
 
 

@@ -17,7 +17,7 @@ from pipeline.inference.detections import BatchResult
 from pipeline.media.decode import BatchHeader
 from pipeline.media.letterbox import LetterboxGeometry
 from pipeline.runtime.backpressure import BatchWindow
-from pipeline.runtime.messages import ActorSample, InferredBatch
+from pipeline.runtime.messages import ActorSample
 from pipeline.runtime.packing import BatchPacker, split_boxes
 
 
@@ -28,6 +28,14 @@ class _Queued:
     video_id: str
     header: BatchHeader
     answer: asyncio.Future
+
+
+@dataclass(frozen=True)
+class InferredBatch:
+    """One decoder batch's boxes, and its share of the forward pass's time."""
+
+    result: BatchResult
+    infer_s: float
 
 
 @dataclass
@@ -53,7 +61,7 @@ class LocalEngine:
         self.window = BatchWindow(window)
         self.metrics = metrics
         self.figures = EngineFigures()
-        self.last_sample: list[ActorSample | None] = [None]
+        self.last_sample: ActorSample | None = None  # after the latest pass
         self._sample = sample
         self._packer: BatchPacker[_Queued] = BatchPacker(batch_size)
         self._slot_freed: asyncio.Condition | None = None
@@ -144,8 +152,7 @@ class LocalEngine:
         figures.batches += len(taken)
         figures.frames += len(frames)
         figures.busy_s += infer_s
-        sample = self._sample() if self._sample else ActorSample(rss=0, gpu=None)
-        self.last_sample[0] = sample
+        self.last_sample = self._sample() if self._sample else ActorSample(rss=0, gpu=None)
         parts = split_boxes(counts, detections, [len(q.frames) for q in taken])
         return [
             InferredBatch(
@@ -159,7 +166,6 @@ class LocalEngine:
                 ),
                 # a pass's time, shared by its batches in proportion to their frames
                 infer_s=infer_s * len(q.frames) / len(frames),
-                sample=sample,
             )
             for q, (part_counts, part_boxes) in zip(taken, parts)
         ]

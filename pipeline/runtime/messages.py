@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from pipeline.inference.detections import BatchResult
 from pipeline.output.manifest import VideoRecord
 from pipeline.output.outcomes import RunCounts
 from pipeline.output.run_record import ActorStats, CoordinatorSummary  # noqa: F401 - they cross Ray
@@ -59,15 +58,6 @@ class ActorSample:
 
     rss: int
     gpu: list[GpuSample] | None  # NVML samples (monitoring.GpuSampler), at most one a second
-
-
-@dataclass(frozen=True)
-class InferredBatch:
-    """A ``YoloActor``'s answer to ``infer()``: the batch's boxes, and what it cost."""
-
-    result: BatchResult
-    infer_s: float
-    sample: ActorSample
 
 
 @dataclass(frozen=True)

@@ -81,9 +81,6 @@ class PartCommits:
     def rows(self) -> int:
         return self._detections.rows
 
-    def __len__(self) -> int:
-        return len(self._waiting)
-
     async def commit(
         self,
         video_id: str,

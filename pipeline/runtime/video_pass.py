@@ -20,8 +20,7 @@ from pipeline.media.segments import WHOLE_VIDEO, Segment, decode_bound, plan_seg
 from pipeline.media.source import VideoSource
 from pipeline.output.writer import VideoResultWriter
 from pipeline.runtime.context import RunContext
-from pipeline.runtime.local_engine import LocalEngine
-from pipeline.runtime.messages import InferredBatch
+from pipeline.runtime.local_engine import InferredBatch, LocalEngine
 from pipeline.runtime.ray_calls import RayCalls, error_cause
 
 log = logging.getLogger(__name__)

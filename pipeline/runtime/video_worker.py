@@ -15,7 +15,6 @@ coordinator handle are given to it); ``VideoWorker`` is the actor.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
-from pipeline.config import ConfigError, RunConfig, engine_traits
+from pipeline.config import ConfigError, RunConfig
 from pipeline.inference.model_ref import ModelLoadError
 from pipeline.media.decode import VideoEnded
 from pipeline.media.source import VideoSource
@@ -50,8 +49,6 @@ from pipeline.runtime.messages import (
     ActorStats,
     CommitRequest,
     ModelFacts,
-    PartPlacement,
-    Placed,
     WorkerOutcome,
     WorkerReport,
 )
@@ -245,7 +242,7 @@ class VideoWorkerLogic:
             stage_s=dict(ctx.stage_s),
             in_flight=engine.window.in_flight,
             peak_in_flight=engine.window.peak_in_flight,
-            sample=engine.last_sample[0],
+            sample=engine.last_sample,
             first_batch_done_at=ctx.first_batch_done_at,
             tracker_peak_bytes=self.tracker_peak_rss,
             pass_running_s=(None if started is None else time.monotonic() - started),
@@ -288,33 +285,16 @@ class DetectorHost:
             self.start_failure = ActorStartFailure(f"{type(exc).__name__}: {exc}", usage=False)
 
     def _start(self, config: RunConfig, faults: FaultPlan | None, warm_shapes: tuple) -> None:
-        from pipeline.inference.open import open_detector
+        from pipeline.inference.open import open_detector, worker_device
 
-        gpu_ids = ray.get_gpu_ids()
-        # A GPU the scheduler granted is only used if CUDA really sees one: fake GPUs in tests (and
-        # a mis-set cluster) must not make us touch CUDA. OpenVINO and ONNX actors never import
-        # torch (their memory stays lean), so they do not ask.
-        use_cuda = False
-        if engine_traits(config.effective_engine).needs_torch:
-            import torch
-
-            use_cuda = config.device == "cuda" or (config.device == "auto" and bool(gpu_ids))
-            if use_cuda and not torch.cuda.is_available():
-                if config.device == "cuda":
-                    raise ConfigError(
-                        "--device cuda was asked for, but CUDA is not available on this node "
-                        "(use --device auto or cpu)"
-                    )
-                use_cuda = False
-            if not use_cuda:
-                torch.set_num_threads(config.cpu_threads or os.cpu_count() or 1)
-        opened = open_detector(config, "cuda" if use_cuda else "cpu", warm_shapes=warm_shapes)
+        device = worker_device(config, len(ray.get_gpu_ids()))
+        opened = open_detector(config, device, warm_shapes=warm_shapes)
         self.detector, self.engine = opened.detector, opened.engine
         self.engine_export_s, self.engine_fallback = opened.export_s, opened.fallback
         self.faults = faults
         self.memory = PeakRss()
-        self.gpu = GpuSampler() if use_cuda else None
-        self.device = "cuda" if use_cuda else "cpu"
+        self.gpu = GpuSampler() if device == "cuda" else None
+        self.device = device
         self.gpu_util_sum, self.gpu_util_n, self.gpu_mem_peak = 0.0, 0, 0
         self.metrics = PipelineMetrics()
         self._last_report = 0.0
@@ -352,7 +332,8 @@ class DetectorHost:
                 self.gpu_util_n += 1
                 self.gpu_mem_peak = max(self.gpu_mem_peak, s.memory_used_bytes)
 
-    def stats(self) -> ActorStats:
+    def stats(self, batches: int = 0, busy_s: float = 0.0) -> ActorStats:
+        """``batches``, ``busy_s``: the worker's forward passes and its time in them."""
         self._report()
         gpu = None
         if self.gpu_util_n:
@@ -367,8 +348,8 @@ class DetectorHost:
         return ActorStats(
             pid=os.getpid(),
             device=self.device,
-            batches=self.detector.batches_done,
-            busy_s=0.0,  # the engine's: VideoWorker.stats
+            batches=batches,
+            busy_s=busy_s,
             memory=self.memory.as_dict(),
             gpu=gpu,
         )
@@ -402,28 +383,17 @@ class VideoWorker(DetectorHost):
             self.logic.set_config(config)
             return
 
-        async def ask(requests: list[CommitRequest]) -> list[bool]:
-            return await coordinator.grant.remote(requests)
-
-        async def place(placement: PartPlacement) -> list[Placed]:
-            return await coordinator.place_part.remote(placement)
-
-        async def tell(outcomes: list[WorkerOutcome]) -> list[bool]:
-            return await coordinator.outcomes.remote(outcomes)
-
-        async def ended(passes: list[tuple[str, int]]) -> list[bool]:
-            return await coordinator.passes_ended.remote(passes)
-
+        # (an ObjectRef is awaitable: each call's answer is awaited where it is used)
         self.logic = VideoWorkerLogic(
             self.detector,
             config,
             OutputStore(Path(output), remote_output),
             calls=RayCalls(faults, decoders_here=decode_here),
             metrics=PipelineMetrics(),
-            grant=Coalescer(ask),
-            place=place,
-            tell=Coalescer(tell),
-            ended=Coalescer(ended),
+            grant=Coalescer(coordinator.grant.remote),
+            place=coordinator.place_part.remote,
+            tell=Coalescer(coordinator.outcomes.remote),
+            ended=Coalescer(coordinator.passes_ended.remote),
             faults=faults,
             sample=self._after_pass,
         )
@@ -457,9 +427,8 @@ class VideoWorker(DetectorHost):
         self._report()  # memory and NVML, into this actor's metrics
         return self.logic.report() if self.logic else None
 
-    def stats(self) -> ActorStats:
-        stats = super().stats()
+    def stats(self) -> ActorStats:  # type: ignore[override]
         if self.logic is None:
-            return stats
+            return super().stats()
         figures = self.logic.engine.figures
-        return dataclasses.replace(stats, batches=figures.passes, busy_s=figures.busy_s)
+        return super().stats(figures.passes, figures.busy_s)

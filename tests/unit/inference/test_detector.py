@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.config import ConfigError, RunConfig
 from pipeline.inference.detections import Detections
 from pipeline.inference.model_ref import ModelLoadError, check_model_available
 from pipeline.inference.torch_detector import BatchDetector
@@ -145,3 +146,34 @@ def test_openvino_export_matches_its_own_ultralytics_predict(frames, monkeypatch
         want = Detections.from_ultralytics(reference.predict(image, verbose=False)[0])
         assert len(got) == len(want) > 5
         np.testing.assert_allclose(np.sort(got.confidence), np.sort(want.confidence), atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "device, engine, granted, expected",
+    [
+        ("auto", "torch", 0, "cpu"),
+        ("auto", "torch", 1, "cpu"),  # a fake GPU (a test's, a mis-set cluster's): not touched
+        ("cpu", "torch", 1, "cpu"),
+        ("auto", "openvino", 1, "cpu"),  # a lean engine: the CPU, without importing torch
+        ("cuda", "torch", 1, ConfigError),  # asked for, and torch sees none here
+    ],
+)
+def test_a_worker_runs_on_cuda_only_when_asked_or_granted_and_torch_sees_one(
+    device, engine, granted, expected
+):
+    import torch
+
+    from pipeline.inference.open import worker_device
+
+    if torch.cuda.is_available():
+        pytest.skip("this table is for a machine without CUDA")
+    config = RunConfig(model="m.pt", device=device, engine=engine, cpu_threads=1)
+    threads = torch.get_num_threads()  # a CPU worker sets torch's: this process's, restored
+    try:
+        if expected is ConfigError:
+            with pytest.raises(ConfigError, match="--device cuda was asked for"):
+                worker_device(config, granted)
+        else:
+            assert worker_device(config, granted) == expected
+    finally:
+        torch.set_num_threads(threads)
