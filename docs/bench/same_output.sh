@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The same output from two checkouts (git worktrees: before and after a change), on people.mp4 and on
 # 300 generated short clips (packed): detections byte for byte, videos.parquet less its timings.
-#   bash docs/bench/same_output.sh /tmp/before /tmp/after   (from the repository root)
+#   bash docs/bench/same_output.sh BEFORE AFTER   (from the repository root; two worktrees)
 set -euo pipefail
 PY=${PYTHON:-$(pwd)/.venv/bin/python}
 M=$(realpath ../shared/models/yolo11n-coco-int8dq.pt)
 V=$(realpath ../shared/data/people.mp4)
-W=/tmp/same; rm -rf $W; mkdir -p $W
+W=$(mktemp -d -t same-output-XXXX); export W
 
 BEFORE=${1:?usage: same_output.sh BEFORE_CHECKOUT AFTER_CHECKOUT}; AFTER=${2:?}
 # 300 short clips, 3 to 42 frames, 160x96
@@ -14,8 +14,10 @@ $PY - <<'PY'
 import sys; sys.path.insert(0, "tests")
 from pathlib import Path
 from conftest import tiny_videos
-Path("/tmp/same/clips").mkdir()
-tiny_videos(Path("/tmp/same/clips"), [3 + (7 * i) % 40 for i in range(300)])
+import os
+clips = Path(os.environ["W"]) / "clips"
+clips.mkdir()
+tiny_videos(clips, [3 + (7 * i) % 40 for i in range(300)])
 PY
 for side in before after; do
   root=$BEFORE; [ $side = after ] && root=$AFTER
@@ -23,9 +25,9 @@ for side in before after; do
   ( cd $root && PYTHONPATH=$root YOLO_OFFLINE=1 $PY -m pipeline run $W/clips --output $W/$side-clips --model $M --imgsz 160 --no-progress )
 done
 $PY - <<'PY'
-import hashlib, pyarrow.parquet as pq, pandas as pd, glob, json
+import hashlib, os, pyarrow.parquet as pq, pandas as pd, glob, json
 from pathlib import Path
-W = Path("/tmp/same")
+W = Path(os.environ["W"])
 def digest(p): return hashlib.sha256(Path(p).read_bytes()).hexdigest()[:16]
 b = sorted(glob.glob(f"{W}/before-people/detections/*.parquet")); a = sorted(glob.glob(f"{W}/after-people/detections/*.parquet"))
 print("people detections files:", [Path(x).name for x in b], [Path(x).name for x in a])
