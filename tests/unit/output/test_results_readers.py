@@ -92,28 +92,51 @@ def test_videos_table(output):
     )
 
 
-def test_readme_pandas_recipe(output):
-    frames = pd.read_parquet(output / "detections")
-    boxes = frames.explode("detections").dropna(subset=["detections"])
-    boxes = pd.concat(
-        [
-            boxes.drop(columns="detections").reset_index(drop=True),
-            pd.json_normalize(boxes["detections"].tolist()),
-        ],
-        axis=1,
-    )
+def doc_block(page: str, after: str, language: str) -> str:
+    """The first ```language block after ``after`` in ``page``: what a user copies."""
+    import re
+
+    from conftest import REPO
+
+    text = (REPO / page).read_text()
+    return re.search(rf"```{language}\n(.*?)```", text[text.index(after) :], re.S).group(1)
+
+
+def run_in(folder, code: str, monkeypatch) -> dict:
+    """``code`` as typed, run with ``folder`` as the working directory: its variables."""
+    monkeypatch.chdir(folder)
+    scope: dict = {}
+    exec(code, scope)  # the docs' own example
+    return scope
+
+
+@pytest.fixture
+def out_beside(output, tmp_path_factory):
+    """The output as ``out/`` in a folder of its own, as the docs' examples name it."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("user")
+    shutil.copytree(output, folder / "out")
+    return folder
+
+
+def test_the_docs_pandas_recipe_as_typed(out_beside, monkeypatch):
+    scope = run_in(out_beside, doc_block("docs/output.md", "pandas:", "python"), monkeypatch)
+    boxes = scope["boxes"]
     assert len(boxes) == 6 and set(boxes["class_name"]) == {"person", "car"}
 
 
-def test_readme_duckdb_recipe(output):
+def test_the_readme_first_read_as_typed(out_beside, monkeypatch):
+    scope = run_in(out_beside, doc_block("README.md", "## A first run", "python"), monkeypatch)
+    assert len(scope["rows"]) == 5  # every processed frame, with boxes or without
+    assert set(scope["videos"]["status"]) == {"ok", "failed"}
+
+
+def test_the_docs_duckdb_recipe_as_typed(out_beside, monkeypatch):
     duckdb = pytest.importorskip("duckdb")
-    rows = duckdb.sql(f"""
-        WITH boxes AS (
-    SELECT video_id, frame_index, unnest(detections) AS d FROM read_parquet('{output}/detections/*.parquet'))
-SELECT v.path, b.d.class_name, count(*) AS boxes
-FROM boxes AS b JOIN read_parquet('{output}/videos.parquet') AS v USING (video_id)
-GROUP BY ALL ORDER BY boxes DESC, v.path, d.class_name
-    """).fetchall()
+    query = doc_block("docs/output.md", "DuckDB:", "sql")
+    monkeypatch.chdir(out_beside)
+    rows = duckdb.connect().sql(query.strip().rstrip(";")).fetchall()
     assert sum(r[2] for r in rows) == 6
     assert ("/videos/aaaa.mp4", "person", 2) in rows
 
