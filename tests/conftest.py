@@ -45,9 +45,14 @@ def _fast_tier_starts_no_ray(request):
     slow = request.node.get_closest_marker("slow") is not None
     if not slow and "ray_local" in request.fixturenames:
         pytest.fail("a test not marked slow starts Ray (ray_local): mark it slow")
+
+    def ray_up() -> bool:  # (a slow test's module may hold a Ray while this one runs)
+        ray = sys.modules.get("ray")
+        return ray is not None and getattr(ray, "is_initialized", lambda: False)()
+
+    before = ray_up()
     yield
-    ray = sys.modules.get("ray")
-    if not slow and ray is not None and getattr(ray, "is_initialized", lambda: False)():
+    if not slow and not before and ray_up():
         pytest.fail("a test not marked slow started Ray: mark it slow, or fake Ray")
 
 
