@@ -18,7 +18,7 @@ from pipeline.errors import UsageError
 from pipeline.locations import is_uri
 from pipeline.output.layout import OutputLayout
 from pipeline.output.readers import read_detections, read_videos
-from pipeline.views.html_parts import CSS, img, key_values, missing, section, table
+from pipeline.views import html_parts as page
 from pipeline.views.report_plots import (
     bin_size_for,
     class_counts_over_time,
@@ -96,7 +96,7 @@ def _samples_section(videos: pd.DataFrame, boxes: pd.DataFrame, count: int = 3) 
             f"{len(frame_boxes)} boxes"
         )
         figures.append(
-            f"<figure>{img(uri, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>"
+            f"<figure>{page.img(uri, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>"
         )
     note = ""
     if unreadable:
@@ -113,7 +113,7 @@ def _samples_section(videos: pd.DataFrame, boxes: pd.DataFrame, count: int = 3) 
 
 
 def _duration(frames: int, fps: float) -> str:
-    return f"{frames / fps:.1f}" if frames and not missing(fps) and fps > 0 else ""
+    return f"{frames / fps:.1f}" if frames and not page.missing(fps) and fps > 0 else ""
 
 
 def known_classes_of(root: Path) -> dict[int, str] | None:
@@ -144,7 +144,7 @@ def _settings(run: dict, names: dict[int, str] | None) -> str:
         ("actors", run.get("placement", {}).get("num_actors")),
         ("settings hash", run.get("settings_hash")),
     ]
-    return key_values(pairs)
+    return page.key_values(pairs)
 
 
 def _engine_from_path(model: str) -> str:
@@ -177,7 +177,7 @@ def _tracks_section(root: Path, names: dict[str, str], longest: int = 10) -> str
         }
     )
     return (
-        img(
+        page.img(
             plot_counts(
                 per_class.head(15),
                 xlabel="tracks (all videos)",
@@ -187,7 +187,7 @@ def _tracks_section(root: Path, names: dict[str, str], longest: int = 10) -> str
             "tracks per class",
         )
         + f"<h3>The {len(top)} longest tracks</h3>"
-        + table(table)
+        + page.table(table)
     )
 
 
@@ -231,7 +231,7 @@ def build_report(
     samples = _samples_section(videos, boxes)
     if samples:
         parts.append(
-            section(
+            page.section(
                 "Sample frames",
                 "samples",
                 '<p class="note">The frame with the most boxes early in each of the busiest videos, '
@@ -242,7 +242,7 @@ def build_report(
     parts.append(_classes_section(root, boxes, names, run, top_classes, max_videos, bin_s))
     tracks = _tracks_section(root, names)
     if tracks:
-        parts.append(section("Tracks", "tracks", tracks))
+        parts.append(page.section("Tracks", "tracks", tracks))
     from pipeline.views.report_analysis import analysis_section
 
     analyses = analysis_section(root, names)
@@ -253,7 +253,7 @@ def build_report(
     parts.append(_failures_section(videos))
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>Run report: {html.escape(root.absolute().name)}</title><style>{CSS}</style></head><body>\n"
+        f"<title>Run report: {html.escape(root.absolute().name)}</title><style>{page.CSS}</style></head><body>\n"
         + "\n".join(parts)
         + "\n</body></html>\n"
     )
@@ -278,9 +278,9 @@ def _summary_sections(root: Path, videos: pd.DataFrame, run: dict | None) -> lis
             ("elapsed (s)", f"{run.get('elapsed_s', 0):.1f}"),
             ("throughput (frames/s)", f"{run['throughput']['frames_per_s']:.1f}"),
         ]
-    parts.append(section("Summary", "summary", key_values(summary)))
+    parts.append(page.section("Summary", "summary", page.key_values(summary)))
     if run:
-        parts.append(section("Settings", "settings", _settings(run, known_classes_of(root))))
+        parts.append(page.section("Settings", "settings", _settings(run, known_classes_of(root))))
     return parts
 
 
@@ -294,18 +294,19 @@ def _videos_section(videos: pd.DataFrame) -> str:
             "frames processed": videos["frames_processed"],
             "detections": videos["num_detections"],
             "size": [
-                f"{r.width}x{r.height}" if not missing(r.width) else "" for r in videos.itertuples()
+                f"{r.width}x{r.height}" if not page.missing(r.width) else ""
+                for r in videos.itertuples()
             ],
-            "fps": videos["fps"].map(lambda v: "" if missing(v) else f"{v:.2f}"),
+            "fps": videos["fps"].map(lambda v: "" if page.missing(v) else f"{v:.2f}"),
         }
     )
     if "num_tracks" in videos and videos["num_tracks"].notna().any():
         shown["tracks"] = videos["num_tracks"]
-    body = table(shown)
+    body = page.table(shown)
     for status in ("ok", "partial", "failed"):  # colour the status column
         body = body.replace(f"<td>{status}</td>", f"<td>{_status_cell(status)}</td>")
     parts.append(
-        section(
+        page.section(
             "Videos", "videos", body + '<p class="note">Duration: frames decoded / frame rate.</p>'
         )
     )
@@ -323,7 +324,7 @@ def _classes_section(
 ) -> str:
     parts: list[str] = []
     if boxes.empty:
-        parts.append(section("Classes", "classes", "<p>No detections.</p>"))
+        parts.append(page.section("Classes", "classes", "<p>No detections.</p>"))
     else:
         totals = boxes["class_name"].value_counts()
         busiest = list(totals.index[:top_classes])
@@ -348,10 +349,10 @@ def _classes_section(
         )
         threshold = run["settings"].get("conf") if run else None
         parts.append(
-            section(
+            page.section(
                 "Classes",
                 "classes",
-                img(
+                page.img(
                     plot_counts(
                         totals.head(max(top_classes, 10)),
                         xlabel="boxes (all videos)",
@@ -360,10 +361,10 @@ def _classes_section(
                     ),
                     "detections per class",
                 )
-                + img(plot_confidence(boxes, busiest[:3], threshold), "confidence histogram")
+                + page.img(plot_confidence(boxes, busiest[:3], threshold), "confidence histogram")
                 + "<h3>Classes over time</h3>"
                 + note
-                + img(plot_classes_over_time(per_video), "classes over time"),
+                + page.img(plot_classes_over_time(per_video), "classes over time"),
             )
         )
     return parts[0]
@@ -373,13 +374,15 @@ def _run_section(run: dict | None) -> str:
     parts: list[str] = []
     if run is None:
         parts.append(
-            section("Run", "run", "<p>No run.json: the run was interrupted before its summary.</p>")
+            page.section(
+                "Run", "run", "<p>No run.json: the run was interrupted before its summary.</p>"
+            )
         )
     else:
         points = (run.get("timeline") or {}).get("points") or []
         run_parts = []
         if len(points) >= 2:
-            run_parts.append(img(plot_throughput(points), "throughput over time"))
+            run_parts.append(page.img(plot_throughput(points), "throughput over time"))
         else:
             run_parts.append('<p class="note">The run was too short for a throughput timeline.</p>')
         stage_rows = pd.DataFrame(
@@ -391,12 +394,12 @@ def _run_section(run: dict | None) -> str:
         stages_plot = plot_stages(run["stage_s"])
         run_parts.append(
             "<h3>Time per stage</h3>"
-            + (img(stages_plot, "time per stage") if stages_plot else "")
-            + table(stage_rows)
+            + (page.img(stages_plot, "time per stage") if stages_plot else "")
+            + page.table(stage_rows)
         )
         memory_plot = plot_memory(run["memory"], points)
         if memory_plot:
-            run_parts.append("<h3>Memory per role</h3>" + img(memory_plot, "memory per role"))
+            run_parts.append("<h3>Memory per role</h3>" + page.img(memory_plot, "memory per role"))
         gpu_plot = plot_gpu(points)
         gpus = run.get("gpu") or []
         if gpu_plot or gpus:
@@ -407,7 +410,7 @@ def _run_section(run: dict | None) -> str:
             )
             run_parts.append(
                 "<h3>GPU</h3>"
-                + (img(gpu_plot, "GPU utilization") if gpu_plot else "")
+                + (page.img(gpu_plot, "GPU utilization") if gpu_plot else "")
                 + f"<table><tr><th>actor</th><th>mean utilization</th><th>peak memory</th></tr>{rows}</table>"
             )
         else:
@@ -415,7 +418,7 @@ def _run_section(run: dict | None) -> str:
                 '<h3>GPU</h3><p class="note">No GPU in this run (device '
                 f"{html.escape(str(run['model']['device']))}).</p>"
             )
-        parts.append(section("Throughput, stages, memory, GPU", "run", "\n".join(run_parts)))
+        parts.append(page.section("Throughput, stages, memory, GPU", "run", "\n".join(run_parts)))
     return parts[0]
 
 
@@ -423,13 +426,13 @@ def _failures_section(videos: pd.DataFrame) -> str:
     parts: list[str] = []
     bad = videos[videos["status"] != "ok"]
     if bad.empty:
-        parts.append(section("Failures", "failures", "<p>None: every video is complete.</p>"))
+        parts.append(page.section("Failures", "failures", "<p>None: every video is complete.</p>"))
     else:
         parts.append(
-            section(
+            page.section(
                 "Failures",
                 "failures",
-                table(bad[["path", "status", "frames_processed", "error"]], css="failed"),
+                page.table(bad[["path", "status", "frames_processed", "error"]], css="failed"),
             )
         )
     return parts[0]
