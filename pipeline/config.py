@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from pipeline.errors import UsageError
+from pipeline.media.sampling import Sampling
 
 Device = Literal["auto", "cpu", "cuda"]
 DEVICES: tuple[str, ...] = get_args(Device)
@@ -83,6 +85,7 @@ SETTING_RANGES: tuple[tuple[str, str, float, float | None], ...] = (
     ("conf", "--conf", 0.0, 1.0),
     ("iou", "--iou", 0.0, 1.0),
     ("stride", "--stride", 1, 1_000_000),
+    ("fps", "--fps", 0.0, 1000.0),  # above 0: see _check_range
     ("batch_size", "--batch-size", 1, 256),
     ("max_det", "--max-det", 1, 10_000),
     ("num_actors", "--num-actors", 1, 1024),
@@ -98,8 +101,9 @@ SETTING_RANGES: tuple[tuple[str, str, float, float | None], ...] = (
     ("cpu_threads", "--cpu-threads", 1, 1024),
     ("part_rows", "--part-rows", 1, 10_000_000),
 )
-_FLOATS = {"conf", "iou", "stall_timeout_s", "batch_timeout_s"}
-_POSITIVE = {"--stall-timeout", "--batch-timeout"}  # a timeout of 0 would fail every wait
+_FLOATS = {"conf", "iou", "fps", "stall_timeout_s", "batch_timeout_s"}
+# a timeout of 0 would fail every wait; a rate of 0 would keep nothing
+_POSITIVE = {"--fps", "--stall-timeout", "--batch-timeout"}
 # The wording the command line has always used for these two ranges.
 _BETWEEN = {"--conf", "--iou", "--batch-size"}
 
@@ -116,6 +120,8 @@ def _check_range(value, flag: str, lowest: float, highest: float | None, real: b
     if isinstance(value, bool) or not isinstance(value, kind):
         # A wrong type is a TypeError, as Python's own calls raise (argparse types the CLI's).
         raise TypeError(f"{flag} must be a {'number' if real else 'whole number'}; got {value!r}")
+    if real and not math.isfinite(value):
+        raise ConfigError(f"{flag} must be a finite number; got {value!r}")
     if flag in _BETWEEN and highest is not None and not lowest <= value <= highest:
         raise ConfigError(f"{flag} must be between {_plain(lowest)} and {_plain(highest)}")
     if flag in _POSITIVE and value <= 0:
@@ -141,6 +147,10 @@ class RunConfig:
     conf: float = 0.25
     iou: float = 0.7
     stride: int = 1
+    # frames kept by time: for each k the first frame at or after k/fps seconds
+    # (pipeline.media.sampling); exclusive with stride
+    fps: float | None = None
+    keyframes: bool = False  # keyframes only (with fps: at most fps of them a second)
     # ids or names; names become ids once the model's are known
     classes: tuple[int | str, ...] | None = None
     max_det: int = 300
@@ -210,6 +220,12 @@ class RunConfig:
             raise ConfigError(
                 f"--cpu-precision must be one of {', '.join(CPU_PRECISIONS)}; got {self.cpu_precision!r}"
             )
+        if self.fps is not None:  # 2 and 2.0 are one setting (the settings hash)
+            object.__setattr__(self, "fps", float(self.fps))
+        if self.fps is not None and self.stride > 1:
+            raise ConfigError(
+                "--fps and --stride are exclusive: --fps keeps frames by time, --stride by count"
+            )
         if self.classes is not None:
             object.__setattr__(self, "classes", class_keys(self.classes))
         if self.layout not in LAYOUTS:
@@ -225,6 +241,10 @@ class RunConfig:
         """Whether ``classes`` are all ids (names are resolved against the model before a run)."""
         return self.classes is None or all(isinstance(c, int) for c in self.classes)
 
+    @property
+    def sampling(self) -> Sampling:
+        return Sampling(stride=self.stride, fps=self.fps, keyframes=self.keyframes)
+
     def replace(self, **changes) -> RunConfig:
         return dataclasses.replace(self, **changes)
 
@@ -233,6 +253,10 @@ class RunConfig:
         the fields in ``RESULT_FIELDS``, and the device, precision and engine the boxes come from
         (CUDA runs in fp16, and an exported engine rounds differently from torch)."""
         settings = {name: getattr(self, name) for name in self.RESULT_FIELDS}
+        # absent when not set: earlier hashes stay valid
+        for name in ("fps", "keyframes"):
+            if getattr(self, name):
+                settings[name] = getattr(self, name)
         device = self.resolved_device or self.device
         engine = self.effective_engine
         settings.update(

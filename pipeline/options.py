@@ -72,6 +72,24 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
         "stride", "--stride", "process every Nth frame (default %(default)s)", int, in_requests=True
     ),
     RunOption(
+        "fps",
+        "--fps",
+        "process N frames a second of video, by timestamp, the same rule for every input rate: "
+        "for each k the first frame at or after k/N s (e.g. 1 or 0.2; exclusive with --stride)",
+        float,
+        metavar="N",
+        default_none=True,
+        in_requests=True,
+    ),
+    RunOption(
+        "keyframes",
+        "--keyframes",
+        "decode and process keyframes only: the cheapest look at a large backlog (with --fps: at "
+        "most N keyframes a second)",
+        flag_only=True,
+        in_requests=True,
+    ),
+    RunOption(
         "imgsz",
         "--imgsz",
         "model input size, multiple of 32 (default %(default)s)",
@@ -205,7 +223,10 @@ REQUEST_OPTIONS: dict[str, RunOption] = {o.field: o for o in RUN_OPTIONS if o.in
 
 
 # The run options the benchmark gives every contender (python -m pipeline bench).
-BENCH_FIELDS = ("model", "imgsz", "conf", "iou", "stride", "batch_size", "engine", "cpu_precision")
+BENCH_FIELDS = (
+    *("model", "imgsz", "conf", "iou", "stride", "fps", "keyframes"),
+    *("batch_size", "engine", "cpu_precision"),
+)
 
 
 def config_from_options(values: dict[str, Any], fields: tuple[str, ...] | None = None) -> RunConfig:

@@ -226,6 +226,35 @@ def iou_matrix(a, b):
     return inter / (area(a)[:, None] + area(b)[None, :] - inter)
 
 
+def predict_matches(reference, frame, detections, imgsz: int = 640) -> tuple[int, int]:
+    """``YOLO.predict``'s boxes on ``frame`` against a row's ``detections``: (reference boxes
+    that one of ours matches, same class, IoU >= 0.9, confidence within 0.02; reference boxes)."""
+    import numpy as np
+
+    ref = reference.predict(frame, conf=0.25, iou=0.7, imgsz=imgsz, verbose=False)[0].boxes
+    ref_xyxy, ref_conf, ref_cls = ref.xyxy.numpy(), ref.conf.numpy(), ref.cls.numpy().astype(int)
+    ours_xyxy = np.array([[d["x1"], d["y1"], d["x2"], d["y2"]] for d in detections]).reshape(-1, 4)
+    ours_conf = np.array([d["confidence"] for d in detections])
+    ours_cls = np.array([d["class_id"] for d in detections])
+    matched = 0
+    if len(ref_xyxy) and len(detections):
+        iou = iou_matrix(ref_xyxy, ours_xyxy)
+        used: set[int] = set()
+        for i in range(len(ref_xyxy)):
+            candidates = [
+                j
+                for j in np.argsort(-iou[i])
+                if j not in used
+                and iou[i, j] >= 0.9
+                and ours_cls[j] == ref_cls[i]
+                and abs(ours_conf[j] - ref_conf[i]) <= 0.02
+            ]
+            if candidates:
+                used.add(candidates[0])
+                matched += 1
+    return matched, len(ref_xyxy)
+
+
 def ray_worker_pids(titles: tuple[str, ...]) -> dict[int, str]:
     """Ray worker processes whose title (Ray names them by task or actor) starts with one of
     ``titles``, e.g. ``ray::decode_video``: pid -> title."""

@@ -81,7 +81,7 @@ def video_items(frames: int, spec: DecodeSpec, node_id: str) -> list:
     geometry = LetterboxGeometry.for_source(HEIGHT, WIDTH, spec.imgsz, stride=spec.model_stride)
     info = VideoInfo(WIDTH, HEIGHT, FPS, "h264", 0, frames, frames / FPS)
     items: list = [VideoOpened(info, geometry, node_id=node_id)]
-    indices = list(range(0, frames, spec.stride))
+    indices = list(range(0, frames, spec.sampling.stride))
     batches = [indices[i : i + spec.batch_size] for i in range(0, len(indices), spec.batch_size)]
     for seq, batch in enumerate(batches):
         if seq < spec.skip_batches:

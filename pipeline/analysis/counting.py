@@ -46,6 +46,17 @@ class VideoBoxes:
             return 0.0
         return float(np.median(np.diff(self.timestamp_s)))
 
+    def observation_end_s(self, frame_index: np.ndarray) -> np.ndarray:
+        """When each of these processed frames' observation ends: at the next processed frame
+        (``--fps`` and variable-rate video space them unevenly), the last one a median interval
+        after it."""
+        position = np.searchsorted(self.frame_index, np.asarray(frame_index, np.int64))
+        following = np.append(self.timestamp_s, np.nan)[
+            np.minimum(position + 1, len(self.frame_index))
+        ]
+        here = self.timestamp_s[np.minimum(position, len(self.frame_index) - 1)]
+        return np.where(np.isnan(following), here + self.frame_step_s, following)
+
     def anchors(self, anchor: str) -> np.ndarray:
         import supervision as sv
 
@@ -235,7 +246,6 @@ def _visits(video: VideoBoxes, zone: Zone, inside: np.ndarray) -> pd.DataFrame:
             frames_inside=("frame_index", "size"),
         )
     )
-    step = video.frame_step_s
     return pd.DataFrame(
         {
             "video_id": video.video_id,
@@ -247,8 +257,8 @@ def _visits(video: VideoBoxes, zone: Zone, inside: np.ndarray) -> pd.DataFrame:
             "exit_frame": runs["exit_frame"].astype("int64"),
             "entry_s": runs["entry_s"],
             "exit_s": runs["exit_s"],
-            # the last observation inside lasts one processed-frame interval too
-            "dwell_s": runs["exit_s"] - runs["entry_s"] + step,
+            # the last observation inside lasts until the next processed frame
+            "dwell_s": video.observation_end_s(runs["exit_frame"].to_numpy()) - runs["entry_s"],
             "frames_inside": runs["frames_inside"].astype("int64"),
             # still inside when its track was last seen (the video ended, or the track was lost)
             "open": (runs["exit_frame"].to_numpy() == last_seen[runs["track_id"]].to_numpy()),
@@ -268,7 +278,6 @@ def _overcrowded(video: VideoBoxes, zone: Zone, frames: pd.DataFrame) -> pd.Data
     starts = np.flatnonzero(over & ~np.r_[False, over[:-1]])
     ends = np.flatnonzero(over & ~np.r_[over[1:], False])
     peaks = [int(per_frame.iloc[s : e + 1].max()) for s, e in zip(starts, ends)]
-    step = video.frame_step_s
     return pd.DataFrame(
         {
             "video_id": video.video_id,
@@ -276,7 +285,7 @@ def _overcrowded(video: VideoBoxes, zone: Zone, frames: pd.DataFrame) -> pd.Data
             "start_frame": video.frame_index[starts].astype("int64"),
             "end_frame": video.frame_index[ends].astype("int64"),
             "start_s": video.timestamp_s[starts],
-            "end_s": video.timestamp_s[ends] + step,
+            "end_s": video.observation_end_s(video.frame_index[ends]),
             "peak": np.asarray(peaks, dtype="int32"),
         },
         columns=columns,

@@ -39,6 +39,9 @@ from pipeline.runtime.monitoring import tree_rss_bytes
 
 CONTENDERS = ("naive", "raydata", "pipeline", "pipeline-torch")
 CEILINGS = ("decode", "decode-2seg", "infer")
+# the decode ceiling with every packet decoded, whatever the sampling: what --fps, --keyframes and
+# --stride saved before the decoder skipped work (pipeline.media.sampling)
+DECODE_EVERY_PACKET = "decode-every-packet"
 
 
 # ---- the contenders, each run inside its own process ------------------------------------
@@ -199,24 +202,33 @@ def run_decode_parts(args) -> dict:
     }
 
 
-def run_decode_ceiling(args) -> dict:
+def _sampling(args):
+    from pipeline.media.sampling import Sampling
+
+    return Sampling(stride=args.stride, fps=args.fps, keyframes=args.keyframes)
+
+
+def run_decode_ceiling(args, *, skip_work: bool = True) -> dict:
     from pipeline.media.decode import VideoDecoder, iter_batches
 
     geometry = _geometry(args)
     started = time.perf_counter()
     frames = 0
-    for batch in iter_batches(
-        VideoDecoder(args.video, stride=args.stride), geometry, args.batch_size
-    ):
+    decoder = VideoDecoder(args.video, sampling=_sampling(args), skip_work=skip_work)
+    for batch in iter_batches(decoder, geometry, args.batch_size):
         frames += len(batch.frame_indices)
     return {"frames": frames, "boxes": None, "seconds": time.perf_counter() - started}
+
+
+def run_decode_every_packet(args) -> dict:
+    return run_decode_ceiling(args, skip_work=False)
 
 
 def _segment_worker(args, segment, barrier, results) -> None:
     from pipeline.media.decode import VideoDecoder, iter_batches
 
     geometry = _geometry(args)
-    decoder = VideoDecoder(args.video, stride=args.stride, segment=segment)
+    decoder = VideoDecoder(args.video, sampling=_sampling(args), segment=segment)
     barrier.wait()
     started = time.perf_counter()
     frames = sum(
@@ -234,7 +246,7 @@ def run_decode_segments(args, count: int = 2) -> dict:
     from pipeline.media.segments import plan_segments, probe_frame_times
 
     segments = plan_segments(
-        probe_frame_times(args.video), count, stride=args.stride, batch_size=args.batch_size
+        probe_frame_times(args.video), count, sampling=_sampling(args), batch_size=args.batch_size
     )
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(len(segments)), ctx.Queue()
@@ -267,7 +279,7 @@ def _infer_worker(args, threads: int, frames_wanted: int, barrier, results) -> N
     detector = open_detector(config, "cpu", warm_shapes=(geometry.out_shape,)).detector
     batches = []
     for batch in iter_batches(
-        VideoDecoder(args.video, stride=args.stride), geometry, args.batch_size
+        VideoDecoder(args.video, sampling=_sampling(args)), geometry, args.batch_size
     ):
         batches.append(batch.frames)
         if len(batches) * args.batch_size >= 128:  # enough to time; memory stays modest
@@ -364,6 +376,7 @@ RUNNERS = {
     "pipeline": _ray_runner("run_pipeline"),
     "pipeline-torch": _ray_runner("run_pipeline_torch"),
     "decode": run_decode_ceiling,
+    DECODE_EVERY_PACKET: run_decode_every_packet,
     "decode-2seg": run_decode_segments,
     "infer": run_infer_ceiling,
     "decode-parts": run_decode_parts,
@@ -375,41 +388,34 @@ ONCE = ("decode-parts", "control-plane")  # measured once, after the contenders
 # ---- the harness ----------------------------------------------------------------------------
 
 
+def _child_command(name: str, args) -> list[str]:
+    """The command that runs contender ``name`` alone (``_one``), with the bench's settings."""
+    settings = {
+        "--video": args.video,
+        "--model": args.model,
+        "--imgsz": args.imgsz,
+        "--conf": args.conf,
+        "--iou": args.iou,
+        "--stride": args.stride,
+        "--fps": args.fps,
+        "--batch-size": args.batch_size,
+        "--engine": args.engine,
+        "--cpu-precision": args.cpu_precision,
+        "--clips": args.clips,
+        "--long-frames": args.long_frames,
+        "--boxes-out": getattr(args, "boxes_out", None),
+        "--keep-output": getattr(args, "keep_output", None),
+    }
+    cmd = [sys.executable, "-m", "pipeline.bench.harness", "_one", name]
+    for flag, value in settings.items():
+        if value is not None:
+            cmd += [flag, str(value)]
+    return cmd + (["--keyframes"] if args.keyframes else [])
+
+
 def _measure(name: str, args) -> dict:
     """Run one contender in a child process; sample its process tree's RSS for the peak."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "pipeline.bench.harness",
-        "_one",
-        name,
-        "--video",
-        args.video,
-        "--model",
-        args.model,
-        "--imgsz",
-        str(args.imgsz),
-        "--conf",
-        str(args.conf),
-        "--iou",
-        str(args.iou),
-        "--stride",
-        str(args.stride),
-        "--batch-size",
-        str(args.batch_size),
-        "--engine",
-        args.engine,
-        "--cpu-precision",
-        args.cpu_precision,
-        "--clips",
-        str(args.clips),
-        "--long-frames",
-        str(args.long_frames),
-    ]
-    if getattr(args, "boxes_out", None):
-        cmd += ["--boxes-out", args.boxes_out]
-    if getattr(args, "keep_output", None):
-        cmd += ["--keep-output", args.keep_output]
+    cmd = _child_command(name, args)
     env = {**os.environ, "YOLO_VERBOSE": "False"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     peak = 0
@@ -562,6 +568,18 @@ def _common_args(parser: argparse.ArgumentParser) -> None:
         "--stride", type=int, default=d.stride, help="process every Nth frame (default %(default)s)"
     )
     parser.add_argument(
+        "--fps",
+        type=float,
+        default=None,
+        metavar="N",
+        help="the decode ceilings and the pipeline: N frames a second, as `run --fps`",
+    )
+    parser.add_argument(
+        "--keyframes",
+        action="store_true",
+        help="the decode ceilings and the pipeline: keyframes only, as `run --keyframes`",
+    )
+    parser.add_argument(
         "--batch-size",
         type=int,
         default=d.batch_size,
@@ -598,7 +616,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--contenders",
         default=",".join((*CONTENDERS, *CEILINGS, "decode-parts")),
-        help="comma-separated subset of: " + ", ".join(CONTENDERS + CEILINGS + ONCE),
+        help="comma-separated subset of: "
+        + ", ".join((*CONTENDERS, *CEILINGS, DECODE_EVERY_PACKET, *ONCE)),
     )
     parser.add_argument(
         "--baseline-model",
@@ -641,6 +660,13 @@ def bench(argv: list[str] | None = None) -> int:
     if unknown:
         print(
             f"error: unknown contenders {sorted(unknown)}; choose from {', '.join(RUNNERS)}",
+            file=sys.stderr,
+        )
+        return 2
+    if (args.fps or args.keyframes) and {"naive", "raydata"} & set(names):
+        print(
+            "error: --fps and --keyframes apply to the decode ceilings and the pipeline only "
+            "(the naive loop and Ray Data sample by --stride)",
             file=sys.stderr,
         )
         return 2

@@ -1,4 +1,5 @@
-"""Video decoding with PyAV: exact frame indices and presentation timestamps, stride, letterboxed batches.
+"""Video decoding with PyAV: exact frame indices and presentation timestamps, sampling (``--stride``,
+``--fps``, ``--keyframes``: ``pipeline.media.sampling``), letterboxed batches.
 
 What the container header claims (frame count, duration) is kept apart from what decoding
 finds: the header is only used to notice that a stream ended early (a truncated file looks
@@ -17,7 +18,10 @@ import numpy as np
 
 from pipeline import locations
 from pipeline.media.letterbox import LetterboxGeometry
-from pipeline.media.segments import WHOLE_VIDEO, Segment
+from pipeline.media.sampling import DecodePlan, Sampling
+from pipeline.media.segments import WHOLE_VIDEO, Segment, probe_frame_times
+
+EVERY_FRAME = Sampling()
 
 
 class DecodeError(Exception):
@@ -49,7 +53,7 @@ class FrameBatch:
 
 @dataclass
 class DecodeOutcome:
-    frames_decoded: int = 0  # every decoded frame, before stride
+    frames_decoded: int = 0  # frames of the stream read up to its end or error, before sampling
     frames_yielded: int = 0
     error: str | None = None  # set when the stream ended in an error or early
 
@@ -75,49 +79,65 @@ def _open_error_message(exc: Exception, path: str) -> str:
     return f"cannot open: {type(exc).__name__}: {text}"
 
 
+def _open_video_stream(path: str):
+    """The container and its first video stream, or a ``DecodeError`` that says why not."""
+    import av
+
+    try:
+        container = av.open(locations.open_input(path), mode="r", metadata_errors="ignore")
+    except Exception as exc:  # PyAV raises a zoo of errno-specific classes
+        raise DecodeError(_open_error_message(exc, path)) from exc
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams}) or ["none"]
+        container.close()
+        raise DecodeError(f"no video stream (streams found: {', '.join(kinds)})")
+    stream = container.streams.video[0]
+    ctx = stream.codec_context
+    if ctx is None or not ctx.name or ctx.name == "none":
+        tag = getattr(ctx, "codec_tag", "") if ctx is not None else ""
+        container.close()
+        raise DecodeError(f"unsupported or unknown video codec{f' (tag {tag!r})' if tag else ''}")
+    return container, stream
+
+
 class VideoDecoder:
     """One pass over one video's frames, in presentation order.
 
-    ``stride`` keeps every Nth frame; the others are decoded (codecs need them) but not converted.
-    ``segment``: only its frames, with their indices in the whole video (``pipeline.media.segments``):
-    the decoder seeks to the keyframe at or before the segment's first frame and drops the frames
-    before it.
+    ``sampling`` says which frames are kept (``pipeline.media.sampling``); the others are decoded
+    only where a kept frame needs them (H.264), and never converted. With a sampling other than
+    every frame, a probe (one demux pass) first lists every frame's pts: it gives each frame its
+    index even when frames before it were never decoded. ``segment``: only its frames, with their
+    indices in the whole video (``pipeline.media.segments``): the decoder seeks to the keyframe
+    at or before the segment's first frame and drops the frames before it.
     """
 
     def __init__(
-        self, path: str, *, stride: int = 1, threads: int = 0, segment: Segment = WHOLE_VIDEO
+        self,
+        path: str,
+        *,
+        sampling: Sampling = EVERY_FRAME,
+        threads: int = 0,
+        segment: Segment = WHOLE_VIDEO,
+        skip_work: bool = True,
     ):
+        """``skip_work=False`` decodes every packet whatever the sampling (the benchmark's
+        baseline of what sampling cost before the decoder skipped work)."""
         # PyAV (and FFmpeg's libraries, ~20 MB) only where videos are opened: the coordinator
         # imports this module for its message types
         import av
 
-        if stride < 1:
-            raise ValueError("stride must be at least 1")
         self.path = path
-        self.stride = stride
+        self.sampling = sampling
         self.segment = segment
-        try:
-            self._container = av.open(
-                locations.open_input(path), mode="r", metadata_errors="ignore"
-            )
-        except Exception as exc:  # PyAV raises a zoo of errno-specific classes
-            raise DecodeError(_open_error_message(exc, path)) from exc
-        if not self._container.streams.video:
-            kinds = sorted({s.type for s in self._container.streams}) or ["none"]
-            self._container.close()
-            raise DecodeError(f"no video stream (streams found: {', '.join(kinds)})")
-        self._stream = self._container.streams.video[0]
+        self._container, self._stream = _open_video_stream(path)
         ctx = self._stream.codec_context
-        if ctx is None or not ctx.name or ctx.name == "none":
-            tag = getattr(ctx, "codec_tag", "") if ctx is not None else ""
-            self._container.close()
-            raise DecodeError(
-                f"unsupported or unknown video codec{f' (tag {tag!r})' if tag else ''}"
-            )
         self._stream.thread_type = "AUTO"
         if threads:
             ctx.thread_count = threads
         self.outcome = DecodeOutcome()
+        self._plan = self._plan_decoding(ctx.name) if skip_work else None
+        if self._plan is not None and sampling.keyframes:
+            ctx.skip_frame = "NONKEY"  # FFmpeg decodes keyframes only
         if segment.first_pts is not None:
             try:
                 self._container.seek(
@@ -126,7 +146,7 @@ class VideoDecoder:
             except (av.error.FFmpegError, ValueError) as exc:
                 self._container.close()
                 raise DecodeError(f"cannot seek to frame {segment.first_frame}: {exc}") from exc
-        self._frames = self._container.decode(self._stream)
+        self._frames = self._decoded_frames()
         # Peek at the first frame: the display rotation lives in frame side data, and a file that
         # opens but cannot decode a single frame is better reported now than as an empty video.
         try:
@@ -138,6 +158,29 @@ class VideoDecoder:
             self._container.close()
             raise DecodeError(f"cannot decode the first frame ({ctx.name}): {exc}") from exc
         self.info = self._read_info(int(round((self._first.rotation or 0) / 90)) % 4 * 90)
+
+    def _plan_decoding(self, codec: str) -> DecodePlan | None:
+        """The kept frames and the packets to decode, from a probe, where that saves decoding
+        (keyframes; stride and fps on H.264). None: every packet is decoded and the frames are
+        counted as they come (also when the packets' pts do not allow a probe's indices)."""
+        sampling = self.sampling
+        if sampling.every_frame or not (sampling.keyframes or codec == "h264"):
+            return None
+        try:
+            times = probe_frame_times(self.path, references=True)
+        except Exception:  # noqa: BLE001 - the decode itself reports what is wrong with the file
+            return None
+        return DecodePlan.of(times, sampling) if times.splittable else None
+
+    def _decoded_frames(self):
+        """The stream's frames, from the packets the plan needs (all without one)."""
+        wanted = self._plan.decode_pts if self._plan is not None else None
+        for packet in self._container.demux(self._stream):
+            # a packet an edit list hides may still be a reference: decoded as FFmpeg would
+            if wanted is not None and packet.size and not packet.is_discard:
+                if packet.pts not in wanted:
+                    continue
+            yield from packet.decode()
 
     def close(self) -> None:
         self._container.close()
@@ -172,7 +215,7 @@ class VideoDecoder:
         return None
 
     def frames(self) -> Iterator[tuple[int, float, np.ndarray]]:
-        """Yield ``(frame_index, timestamp_s, bgr_frame)`` for every ``stride``-th frame.
+        """Yield ``(frame_index, timestamp_s, bgr_frame)`` for every kept frame.
 
         Decoding errors do not raise: they end the stream and are recorded in ``self.outcome``
         so the frames before them are kept (a partly readable video).
@@ -183,7 +226,8 @@ class VideoDecoder:
         time_base = s.time_base or Fraction(1, 1)
         start = s.start_time or 0
         fps = self.info.fps or 1.0
-        segment = self.segment
+        segment, plan = self.segment, self._plan
+        select = self.sampling.selector()
         index = segment.first_frame - 1
         try:
             for frame in itertools.chain([self._first], self._frames):
@@ -193,25 +237,37 @@ class VideoDecoder:
                     continue
                 if segment.end_pts is not None and frame.pts >= segment.end_pts:
                     break
-                index += 1
-                self.outcome.frames_decoded = index + 1
-                if index % self.stride:
-                    continue
-                if frame.pts is not None:
-                    ts = float((frame.pts - start) * time_base)
+                if plan is not None:
+                    if frame.pts not in plan.kept_pts:
+                        continue  # a reference a kept frame needed
+                    index = plan.index(frame.pts)
                 else:
-                    ts = index / fps
+                    index += 1
+                self.outcome.frames_decoded = index + 1
+                if frame.pts is not None:
+                    seconds = (frame.pts - start) * Fraction(time_base)
+                else:
+                    seconds = Fraction(index) / Fraction(fps).limit_denominator(1_000_000)
+                if plan is None and not select.keep(index, seconds, frame.key_frame):
+                    continue
                 image = frame.to_ndarray(format="bgr24")
                 if self.info.rotation:
                     image = np.ascontiguousarray(np.rot90(image, k=self.info.rotation // 90))
                 self.outcome.frames_yielded += 1
-                yield index, ts, image
+                yield index, float(seconds), image
         except (av.error.FFmpegError, ValueError) as exc:
             self.outcome.error = (
                 f"decoding stopped at frame {index + 1}: {type(exc).__name__}: {exc}"
             )
         finally:
             self._container.close()
+        if plan is not None and self.outcome.error is None:
+            # frames after the last kept one were read (by the probe), not decoded
+            self.outcome.frames_decoded = segment.end_frame or plan.frames
+        self._check_complete()
+
+    def _check_complete(self) -> None:
+        segment = self.segment
         if self.outcome.error is None and segment.end_frame is not None:
             if self.outcome.frames_decoded < segment.end_frame:
                 self.outcome.error = (
@@ -282,13 +338,13 @@ def iter_batches(
 class DecodeSpec:
     """How a decoder turns one video (or one segment of it) into batches: the model's input
     (``imgsz``, and the letterbox ``model_stride`` and ``rect`` the loaded model reports), the
-    run's sampling (``stride``, ``batch_size``), and where this attempt starts (``segment``, and
+    run's ``sampling`` and ``batch_size``, and where this attempt starts (``segment``, and
     ``skip_batches`` already received from an earlier attempt, counted from the segment's first)."""
 
     imgsz: int
     model_stride: int
     rect: bool
-    stride: int
+    sampling: Sampling
     batch_size: int
     skip_batches: int = 0
     segment: Segment = WHOLE_VIDEO
@@ -349,7 +405,7 @@ def stream_video(
     import time
 
     try:
-        decoder = VideoDecoder(path, stride=spec.stride, segment=spec.segment)
+        decoder = VideoDecoder(path, sampling=spec.sampling, segment=spec.segment)
     except DecodeError as exc:
         yield VideoEnded(0, str(exc), open_failed=True)
         return

@@ -9,15 +9,19 @@ whole video, because:
 - a probe (one demux pass, no decoding) lists every frame's presentation timestamp (pts); sorted,
   the k-th pts is frame k, as a decoder outputs frames in pts order. A video whose packets do not
   allow that (a packet without pts, two frames with one pts) is not split;
-- segments start at multiples of ``stride * batch_size`` frames, so every batch holds the same
-  frames as in a one-decoder run, and its number (``seq``) is the same too.
+- segments start on batch boundaries (every ``batch_size``-th kept frame, ``pipeline.media.sampling``),
+  so every batch holds the same frames as in a one-decoder run, and its number (``seq``) is the
+  same too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
+
+from pipeline.media.sampling import Sampling, h264_length_size, h264_slice_kinds
 
 
 @dataclass(frozen=True)
@@ -37,23 +41,45 @@ WHOLE_VIDEO = Segment(first_frame=0, first_pts=None, end_frame=None, end_pts=Non
 @dataclass(frozen=True)
 class FrameTimes:
     """What a probe found: every frame's pts in presentation order, and whether the packets
-    allow splitting (each frame's pts known and distinct)."""
+    allow splitting (each frame's pts known and distinct). With ``references``, also the packets
+    in decoding order and, for H.264, which are reference and IDR pictures
+    (``pipeline.media.sampling.needed_packets``)."""
 
     pts: np.ndarray  # int64, sorted
     keyframes: np.ndarray  # frame indices of the keyframes, sorted
     splittable: bool
     reason: str | None = None  # why not, when not
+    start_pts: int = 0  # the stream's start (timestamps count from it)
+    time_base: Fraction = Fraction(1, 1)
+    decode_order: np.ndarray | None = None  # int64 pts, as demuxed
+    reference: np.ndarray | None = None  # bool per decode_order packet (True when unknown)
+    idr: np.ndarray | None = None  # bool per decode_order packet
+
+    def seconds(self) -> list[Fraction]:
+        """Each frame's time from the stream's start, exactly."""
+        return [(int(p) - self.start_pts) * self.time_base for p in self.pts]
+
+    def is_keyframe(self) -> np.ndarray:
+        mask = np.zeros(len(self.pts), bool)
+        mask[self.keyframes] = True
+        return mask
 
 
-def probe_frame_times(path: str) -> FrameTimes:
-    """One demux pass over the video stream (packets are read, not decoded)."""
+def probe_frame_times(path: str, *, references: bool = False) -> FrameTimes:
+    """One demux pass over the video stream (packets are read, not decoded); ``references``:
+    also the decoding order and, for H.264, each packet's reference and IDR flags (parsed from
+    its NAL headers)."""
     import av
 
     from pipeline import locations
 
-    pts, key_pts = [], []
+    pts, key_pts, reference, idr = [], [], [], []
     with av.open(locations.open_input(path), mode="r", metadata_errors="ignore") as container:
         stream = container.streams.video[0]
+        time_base = stream.time_base or Fraction(1, 1)
+        start = stream.start_time or 0
+        is_h264 = references and stream.codec_context.name == "h264"
+        length_size = h264_length_size(stream.codec_context.extradata) if is_h264 else None
         for packet in container.demux(stream):
             if packet.size == 0 or packet.is_discard:  # flush packets; frames an edit list hides
                 continue
@@ -64,51 +90,73 @@ def probe_frame_times(path: str) -> FrameTimes:
             pts.append(packet.pts)
             if packet.is_keyframe:
                 key_pts.append(packet.pts)
+            if is_h264:
+                is_reference, is_idr = h264_slice_kinds(bytes(packet), length_size)
+                reference.append(is_reference)
+                idr.append(is_idr)
     order = np.sort(np.asarray(pts, np.int64))
     if len(order) and (np.diff(order) == 0).any():
         return FrameTimes(order, np.zeros(0, np.int64), False, "two frames share a pts")
     keyframes = np.searchsorted(order, np.asarray(key_pts, np.int64))
-    return FrameTimes(order, np.sort(keyframes), True)
+    return FrameTimes(
+        order,
+        np.sort(keyframes),
+        True,
+        start_pts=int(start),
+        time_base=Fraction(time_base),
+        decode_order=np.asarray(pts, np.int64) if is_h264 else None,
+        reference=np.asarray(reference, bool) if is_h264 else None,
+        idr=np.asarray(idr, bool) if is_h264 else None,
+    )
 
 
-def plan_segments(times: FrameTimes, count: int, *, stride: int, batch_size: int) -> list[Segment]:
-    """``count`` segments of about equal length, each starting on a batch boundary (a multiple of
-    ``stride * batch_size`` frames), nudged onto a keyframe when one is that close, so that its
-    decoder drops nothing. Fewer when the video is too short for ``count``."""
+def plan_segments(
+    times: FrameTimes, count: int, *, sampling: Sampling, batch_size: int
+) -> list[Segment]:
+    """``count`` segments of about equal length, each starting on a batch boundary (a frame that
+    starts a batch in a one-decoder run: every ``batch_size``-th kept frame), nudged onto a
+    keyframe when one is that close, so that its decoder drops nothing. Fewer when the video is
+    too short for ``count``."""
     frames = len(times.pts)
-    unit = stride * batch_size  # frames per batch, before stride
-    units = frames // unit
-    if count <= 1 or not times.splittable or units < 2:
+    if count <= 1 or not times.splittable:
+        return [WHOLE_VIDEO]
+    if sampling.fps is None and not sampling.keyframes:
+        kept = np.arange(0, frames, sampling.stride)
+    else:
+        kept = sampling.kept_frames(times.seconds(), times.is_keyframe())
+    boundaries = kept[::batch_size]  # boundaries[u]: the first frame of batch u
+    units = len(kept) // batch_size
+    if units < 2:
         return [WHOLE_VIDEO]
     count = min(count, units)
     keyframes = set(int(k) for k in times.keyframes)
-    starts = []
+    starts = []  # batch numbers
     for k in range(1, count):
-        start = round(k * units / count) * unit
+        start = round(k * units / count)
         # A keyframe on a batch boundary within a quarter segment saves decoding frames only to drop them.
         reach = max(1, units // (4 * count))
         for step in range(reach + 1):
             nearby = [
-                s
-                for s in (start + step * unit, start - step * unit)
-                if 0 < s < frames and s in keyframes
+                u
+                for u in (start + step, start - step)
+                if 0 < u < len(boundaries) and int(boundaries[u]) in keyframes
             ]
             if nearby:
                 start = nearby[0]
                 break
         starts.append(start)
-    starts = sorted(set(s for s in starts if 0 < s < frames))
+    firsts = [0, *sorted(set(u for u in starts if 0 < u < len(boundaries)))]
     segments = []
-    bounds = [0, *starts]
-    for i, first in enumerate(bounds):
-        end = bounds[i + 1] if i + 1 < len(bounds) else None
+    for i, first_seq in enumerate(firsts):
+        first = int(boundaries[first_seq])
+        end = int(boundaries[firsts[i + 1]]) if i + 1 < len(firsts) else None
         segments.append(
             Segment(
                 first_frame=first,
                 first_pts=None if first == 0 else int(times.pts[first]),
                 end_frame=end,
                 end_pts=None if end is None else int(times.pts[end]),
-                first_seq=first // unit,
+                first_seq=first_seq,
             )
         )
     return segments

@@ -177,6 +177,24 @@ def local_device() -> str:
         return "cpu"
 
 
+def sampling_warnings(config: RunConfig) -> list[str]:
+    """What a user should know before a tracked run at a low frame rate: ByteTrack matches boxes
+    between consecutive kept frames, and objects move far in half a second."""
+    if not config.track:
+        return []
+    if config.fps is not None and config.fps < 2:
+        return [
+            f"tracking at {config.fps:g} frames a second: objects move far between kept frames, "
+            "so tracks break and ids change more often than at full rate (2 or more is advised)"
+        ]
+    if config.keyframes:
+        return [
+            "tracking keyframes only: they are usually seconds apart, so tracks break and ids "
+            "change more often than at full rate"
+        ]
+    return []
+
+
 def plan_run(
     inputs: list[str], output: str, config: RunConfig, *, local_cluster: bool = True
 ) -> RunPlan:
@@ -198,7 +216,8 @@ def plan_run(
     if device:  # the settings hash, and so which videos are complete, depends on both
         config = resolve_engine(config, device)
     store, created, lease = prepare_output(output)
-    plan = RunPlan(output, store, config, walk, [], None, 0, names, walk.warnings, created, lease)
+    warnings = [*walk.warnings, *sampling_warnings(config)]
+    plan = RunPlan(output, store, config, walk, [], None, 0, names, warnings, created, lease)
     try:
         # what a killed run left: its records, and no files without one
         fold_manifest_log(store)

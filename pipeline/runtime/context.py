@@ -49,6 +49,6 @@ class RunContext:
             imgsz=self.config.imgsz,
             model_stride=model_stride,
             rect=rect,
-            stride=self.config.stride,
+            sampling=self.config.sampling,
             batch_size=self.config.batch_size,
         )

@@ -79,7 +79,7 @@ async def plan_video_segments(
         return [WHOLE_VIDEO]
     count = policy.count(len(times.pts), free_decoders=free, decode_bound=bound)
     segments = plan_segments(
-        times, count, stride=ctx.config.stride, batch_size=ctx.config.batch_size
+        times, count, sampling=ctx.config.sampling, batch_size=ctx.config.batch_size
     )
     if len(segments) > 1:
         ctx.counts.videos_split += 1
@@ -195,11 +195,12 @@ class VideoPass:
         state.info, state.geometry = opened.info, opened.geometry
         state.writer = VideoResultWriter(self.output, state.source.video_id, self.ctx.names)
         self.ctx.counts.videos_opened += 1
-        if opened.info.header_frames:
+        expected = self.ctx.config.sampling.expected_frames(
+            opened.info.header_frames or 0, opened.info.header_duration_s
+        )
+        if opened.info.header_frames and expected is not None:
             self.ctx.counts.videos_with_header_frames += 1
-            self.ctx.counts.frames_expected += -(
-                -opened.info.header_frames // self.ctx.config.stride
-            )
+            self.ctx.counts.frames_expected += expected
 
     async def _dispatch(
         self, header: BatchHeader, frames, state: VideoState, part: SegmentStream

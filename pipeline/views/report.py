@@ -51,13 +51,14 @@ def sample_frame(path: str, boxes: pd.DataFrame, frame_index: int) -> str | None
     import cv2
 
     from pipeline.media.decode import DecodeError, VideoDecoder
+    from pipeline.media.sampling import Sampling
     from pipeline.views.render import BoxPainter
 
     if is_uri(path) or not Path(path).is_file():
         return None
     try:
         # converts only frames 0 and frame_index
-        decoder = VideoDecoder(path, stride=max(frame_index, 1))
+        decoder = VideoDecoder(path, sampling=Sampling(stride=max(frame_index, 1)))
         image = next((img for index, _, img in decoder.frames() if index == frame_index), None)
     except DecodeError:
         return None
@@ -137,7 +138,7 @@ def _settings(run: dict, names: dict[int, str] | None) -> str:
         ("NMS IoU threshold (--iou)", settings["iou"]),
         ("classes (--classes)", classes or "all"),
         ("input size (--imgsz)", settings["imgsz"]),
-        ("every Nth frame (--stride)", settings["stride"]),
+        ("frames processed", _sampling_words(settings)),
         ("boxes per frame at most (--max-det)", settings.get("max_det")),
         ("tracking (--track)", "on" if settings.get("track") else "off"),
         ("batch size", settings["batch_size"]),
@@ -145,6 +146,17 @@ def _settings(run: dict, names: dict[int, str] | None) -> str:
         ("settings hash", run.get("settings_hash")),
     ]
     return page.key_values(pairs)
+
+
+def _sampling_words(settings: dict) -> str:
+    """--stride, --fps and --keyframes in words (a run.json from before --fps has only stride)."""
+    fps, stride = settings.get("fps"), settings.get("stride", 1)
+    which = "keyframes" if settings.get("keyframes") else "frames"
+    if fps:
+        return f"{which}, {fps:g} a second (--fps{' --keyframes' if which == 'keyframes' else ''})"
+    if stride > 1:
+        return f"1 frame in {stride} (--stride)"
+    return "keyframes only (--keyframes)" if which == "keyframes" else "every frame"
 
 
 def _engine_from_path(model: str) -> str:

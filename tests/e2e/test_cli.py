@@ -120,6 +120,16 @@ MISTAKES = {
     "--stride 0": Mistake(
         ["run", "{video}", "-o", "{tmp}/o", "--stride", "0"], ["--stride must be at least 1"]
     ),
+    "--fps 0": Mistake(
+        ["run", "{video}", "-o", "{tmp}/o", "--fps", "0"], ["--fps must be positive"]
+    ),
+    "--fps -1": Mistake(
+        ["run", "{video}", "-o", "{tmp}/o", "--fps", "-1"], ["--fps must be positive"]
+    ),
+    "--fps with --stride": Mistake(
+        ["run", "{video}", "-o", "{tmp}/o", "--fps", "1", "--stride", "2"],
+        ["--fps and --stride are exclusive"],
+    ),
     "--imgsz 10^12": Mistake(
         ["run", "{video}", "-o", "{tmp}/o", "--imgsz", "1000000000000"],
         ["--imgsz must be at most 4096"],

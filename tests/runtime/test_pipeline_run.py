@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import iou_matrix, read_rows, read_status
+from conftest import predict_matches, read_rows, read_status
 
 from pipeline.cli.main import main
 from pipeline.config import RunConfig
@@ -37,33 +37,12 @@ def test_people_mp4_matches_yolo_predict_on_every_frame(
     for row in rows.itertuples():
         ok, frame = cap.read()
         assert ok
-        ref = reference.predict(frame, conf=0.25, iou=0.7, imgsz=640, verbose=False)[0].boxes
-        ref_xyxy, ref_conf, ref_cls = (
-            ref.xyxy.numpy(),
-            ref.conf.numpy(),
-            ref.cls.numpy().astype(int),
+        hits, boxes = predict_matches(reference, frame, row.detections)
+        matched, total_ref, total_ours = (
+            matched + hits,
+            total_ref + boxes,
+            total_ours + len(row.detections),
         )
-        ours = row.detections
-        ours_xyxy = np.array([[d["x1"], d["y1"], d["x2"], d["y2"]] for d in ours]).reshape(-1, 4)
-        ours_conf = np.array([d["confidence"] for d in ours])
-        ours_cls = np.array([d["class_id"] for d in ours])
-        total_ref += len(ref_xyxy)
-        total_ours += len(ours)
-        if len(ref_xyxy) and len(ours):
-            iou = iou_matrix(ref_xyxy, ours_xyxy)
-            used = set()
-            for i in range(len(ref_xyxy)):
-                candidates = [
-                    j
-                    for j in np.argsort(-iou[i])
-                    if j not in used
-                    and iou[i, j] >= 0.9
-                    and ours_cls[j] == ref_cls[i]
-                    and abs(ours_conf[j] - ref_conf[i]) <= 0.02
-                ]
-                if candidates:
-                    used.add(candidates[0])
-                    matched += 1
     assert not cap.read()[0]  # and the reference has no frame we lack
     print(f"parity: {matched}/{total_ref} reference boxes matched, {total_ours} ours")
     assert matched >= 0.99 * total_ref

@@ -197,6 +197,8 @@ def test_check_request_expands_and_confines(roots, settings):
         (["{videos}/a.mp4"], "{out}/x", {"batch_size": 0}, "batch_size must be between 1 and 256"),
         (["{videos}/a.mp4"], "{out}/x", {"imgsz": 33}, "imgsz must be a multiple of 32"),
         (["{videos}/a.mp4"], "{out}/x", {"stride": "many"}, "bad settings"),
+        (["{videos}/a.mp4"], "{out}/x", {"fps": 0}, "fps must be positive"),
+        (["{videos}/a.mp4"], "{out}/x", {"fps": 1, "stride": 2}, "fps and stride are exclusive"),
         (["{videos}/missing.mp4"], "{out}/x", {}, "input not found"),
         (["{videos}/a.mp4"], "{outside}/x", {}, "output .* is outside"),
         (["@{outside}/list.txt"], "{out}/x", {}, "list file .* is outside"),
@@ -809,6 +811,8 @@ def test_job_endpoints_without_a_cluster_answer_503_after_their_own_checks(roots
     with TestClient(app, raise_server_exceptions=False) as client:
         bad = client.post("/jobs", json={**job, "settings": {"stride": 0}}, headers=AUTH)
         assert bad.status_code == 400 and "stride" in bad.json()["detail"]
+        bad = client.post("/jobs", json={**job, "settings": {"fps": -1}}, headers=AUTH)
+        assert bad.status_code == 400 and bad.json()["detail"] == "fps must be positive"
         for method, path, body in [
             ("POST", "/jobs", job),
             ("GET", "/jobs", None),

@@ -17,7 +17,9 @@ def test_every_option_sets_a_run_config_field_once():
 def test_a_job_request_s_settings_give_the_config_the_command_line_gives():
     settings = {
         "batch_size": 8,
-        "stride": 2,
+        "stride": 1,  # exclusive with fps
+        "fps": 2.5,
+        "keyframes": True,
         "imgsz": 320,
         "conf": 0.3,
         "iou": 0.5,

@@ -16,6 +16,7 @@ from pipeline.media.decode import (
 )
 from pipeline.media.letterbox import LetterboxGeometry
 from pipeline.media.samples import write_video
+from pipeline.media.sampling import Sampling
 
 
 def numbered_frames(count, size=(96, 64)):
@@ -34,7 +35,7 @@ def numbered_video(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("stride", [1, 2, 5, 7, 49, 50, 51])
 def test_stride_gives_exact_indices_and_timestamps(numbered_video, stride):
-    decoder = VideoDecoder(str(numbered_video), stride=stride)
+    decoder = VideoDecoder(str(numbered_video), sampling=Sampling(stride=stride))
     got = [(i, ts) for i, ts, _ in decoder.frames()]
     expected = list(range(0, 50, stride))
     assert [i for i, _ in got] == expected
@@ -43,7 +44,7 @@ def test_stride_gives_exact_indices_and_timestamps(numbered_video, stride):
 
 
 def test_frames_are_the_right_frames(numbered_video):
-    decoder = VideoDecoder(str(numbered_video), stride=3)
+    decoder = VideoDecoder(str(numbered_video), sampling=Sampling(stride=3))
     for index, _, image in decoder.frames():
         assert abs(int(image.mean()) - (index * 7) % 256) <= 4  # YUV round trip
 
@@ -89,7 +90,9 @@ def test_stream_protocol(numbered_video):
     items = list(
         stream_video(
             str(numbered_video),
-            DecodeSpec(imgsz=320, model_stride=32, rect=True, stride=2, batch_size=10),
+            DecodeSpec(
+                imgsz=320, model_stride=32, rect=True, sampling=Sampling(stride=2), batch_size=10
+            ),
         )
     )
     assert isinstance(items[0], VideoOpened) and isinstance(items[-1], VideoEnded)
@@ -137,7 +140,8 @@ def test_stream_of_a_bad_file_is_one_end_marker(tmp_path):
     path = _write(tmp_path / "bad.mp4", b"junk" * 10)
     items = list(
         stream_video(
-            str(path), DecodeSpec(imgsz=320, model_stride=32, rect=True, stride=1, batch_size=4)
+            str(path),
+            DecodeSpec(imgsz=320, model_stride=32, rect=True, sampling=Sampling(), batch_size=4),
         )
     )
     assert len(items) == 1 and items[0].open_failed and items[0].error

@@ -13,6 +13,7 @@ from corpus import scene_frames, write_vfr
 from pipeline.media.decode import VideoDecoder, iter_batches
 from pipeline.media.letterbox import LetterboxGeometry
 from pipeline.media.samples import read_frames, write_video
+from pipeline.media.sampling import Sampling
 from pipeline.media.segments import (
     WHOLE_VIDEO,
     FrameTimes,
@@ -24,6 +25,7 @@ from pipeline.media.segments import (
 )
 
 FRAMES = 44  # 11 batches of 4
+EVERY = Sampling()
 
 
 @pytest.fixture(scope="module")
@@ -52,16 +54,16 @@ def awkward(tmp_path_factory, people_mp4) -> dict[str, Path]:
 
 
 def decoded(
-    path: Path, stride: int, segment: Segment = WHOLE_VIDEO
+    path: Path, sampling: Sampling, segment: Segment = WHOLE_VIDEO, *, skip_work: bool = True
 ) -> list[tuple[int, float, str]]:
-    decoder = VideoDecoder(str(path), stride=stride, segment=segment)
+    decoder = VideoDecoder(str(path), sampling=sampling, segment=segment, skip_work=skip_work)
     return [(i, t, hashlib.md5(image.tobytes()).hexdigest()) for i, t, image in decoder.frames()]
 
 
 def batches(
-    path: Path, stride: int, segment: Segment = WHOLE_VIDEO
+    path: Path, sampling: Sampling, segment: Segment = WHOLE_VIDEO
 ) -> list[tuple[int, list[int], str]]:
-    decoder = VideoDecoder(str(path), stride=stride, segment=segment)
+    decoder = VideoDecoder(str(path), sampling=sampling, segment=segment)
     geometry = LetterboxGeometry.for_source(decoder.info.height, decoder.info.width, 64)
     return [
         (b.seq, b.frame_indices.tolist(), hashlib.md5(b.frames.tobytes()).hexdigest())
@@ -69,37 +71,55 @@ def batches(
     ]
 
 
+AWKWARD = [
+    "keyframes_on_boundaries.mp4",
+    "keyframes_off_boundaries.mp4",
+    "rotated.mp4",
+    "odd_length.mkv",
+    "vfr.mp4",
+]
+
+
+@pytest.mark.parametrize("name", AWKWARD)
 @pytest.mark.parametrize(
-    "name",
-    [
-        "keyframes_on_boundaries.mp4",
-        "keyframes_off_boundaries.mp4",
-        "rotated.mp4",
-        "odd_length.mkv",
-        "vfr.mp4",
-    ],
+    "sampling, count",
+    [(Sampling(), 2), (Sampling(), 3), (Sampling(stride=2), 2), (Sampling(fps=9.0), 2)],
+    ids=["every-2", "every-3", "stride2-2", "fps9-2"],
 )
-@pytest.mark.parametrize("stride, count", [(1, 2), (1, 3), (2, 2)])
-def test_segments_give_exactly_the_frames_of_one_decoder(awkward, name, stride, count):
+def test_segments_give_exactly_the_frames_of_one_decoder(awkward, name, sampling, count):
     path = awkward[name]
     times = probe_frame_times(str(path))
     assert times.splittable and len(times.pts) == (
         FRAMES - 3 if name == "odd_length.mkv" else FRAMES
     )
-    segments = plan_segments(times, count, stride=stride, batch_size=4)
+    segments = plan_segments(times, count, sampling=sampling, batch_size=4)
     assert len(segments) == count
-    whole = decoded(path, stride)
-    assert [f for s in segments for f in decoded(path, stride, s)] == whole
-    assert [b for s in segments for b in batches(path, stride, s)] == batches(path, stride)
+    whole = decoded(path, sampling)
+    assert [f for s in segments for f in decoded(path, sampling, s)] == whole
+    assert [b for s in segments for b in batches(path, sampling, s)] == batches(path, sampling)
+
+
+@pytest.mark.parametrize("name", AWKWARD)
+@pytest.mark.parametrize(
+    "sampling",
+    [Sampling(stride=2), Sampling(stride=5), Sampling(fps=3.0), Sampling(keyframes=True)],
+    ids=["stride2", "stride5", "fps3", "keyframes"],
+)
+def test_frames_left_undecoded_change_no_kept_frame(awkward, name, sampling):
+    """The packets a sampled decoder skips (B-frames' non-reference pictures, a GOP's tail after
+    its last kept frame; all but keyframes) leave the kept frames' indices, times and pixels those
+    of a decoder that decodes every packet."""
+    skipping = decoded(awkward[name], sampling)
+    assert skipping and skipping == decoded(awkward[name], sampling, skip_work=False)
 
 
 def test_a_boundary_lands_on_a_keyframe_when_one_is_near_and_off_one_otherwise(awkward):
     on = probe_frame_times(str(awkward["keyframes_on_boundaries.mp4"]))
     off = probe_frame_times(str(awkward["keyframes_off_boundaries.mp4"]))
     assert on.keyframes.tolist() == list(range(0, FRAMES, 8)) and off.keyframes.tolist() == [0, 30]
-    (_, second) = plan_segments(on, 2, stride=1, batch_size=4)
+    (_, second) = plan_segments(on, 2, sampling=EVERY, batch_size=4)
     assert second.first_frame in on.keyframes and second.first_frame % 4 == 0
-    (_, second) = plan_segments(off, 2, stride=1, batch_size=4)
+    (_, second) = plan_segments(off, 2, sampling=EVERY, batch_size=4)
     assert second.first_frame not in off.keyframes and second.first_frame % 4 == 0
 
 
@@ -108,20 +128,25 @@ def plain_times(frames: int, keyframes=(0,)) -> FrameTimes:
 
 
 def test_the_plan_covers_every_frame_once_on_batch_boundaries():
-    segments = plan_segments(plain_times(1000), 3, stride=2, batch_size=16)  # 32 frames per batch
+    segments = plan_segments(
+        plain_times(1000), 3, sampling=Sampling(stride=2), batch_size=16
+    )  # 32 frames per batch
     assert [s.first_frame for s in segments] == [0, 320, 672]
     assert all(s.first_frame % 32 == 0 and s.first_seq == s.first_frame // 32 for s in segments)
     assert [s.first_pts for s in segments] == [None, 320 * 512, 672 * 512]
     assert [s.end_pts for s in segments] == [320 * 512, 672 * 512, None]
     # two batches: two segments at most
-    assert plan_segments(plain_times(40), 8, stride=1, batch_size=16) == [
+    assert plan_segments(plain_times(40), 8, sampling=EVERY, batch_size=16) == [
         Segment(0, None, 16, 16 * 512, 0),
         Segment(16, 16 * 512, None, None, 1),
     ]
     # one batch: no split
-    assert plan_segments(plain_times(20), 2, stride=1, batch_size=16) == [WHOLE_VIDEO]
+    assert plan_segments(plain_times(20), 2, sampling=EVERY, batch_size=16) == [WHOLE_VIDEO]
     assert plan_segments(
-        FrameTimes(np.zeros(0, np.int64), np.zeros(0), False, "no pts"), 4, stride=1, batch_size=4
+        FrameTimes(np.zeros(0, np.int64), np.zeros(0), False, "no pts"),
+        4,
+        sampling=EVERY,
+        batch_size=4,
     ) == [WHOLE_VIDEO]
 
 
