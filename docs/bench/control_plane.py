@@ -28,8 +28,8 @@ SIMULATED_GPU_MS = (2.0, 0.35)
 
 
 def write_videos(folder: str, count: int, frames: int, name: str) -> list[str]:
-    """``bench_contenders.write_coordination_videos``' clips, written here: an older checkout's
-    has no ``names``, and this script must run against one."""
+    """``pipeline.media.samples.gradient_clips``, written here: an older checkout has no such
+    function, and this script must run against one."""
     import numpy as np
 
     from pipeline.media.samples import write_video

@@ -23,7 +23,8 @@ import psutil
 import ray
 
 import pipeline
-from pipeline.runtime.bench_contenders import write_coordination_videos
+from pipeline.media.samples import gradient_clips
+from pipeline.runtime.bench_contenders import COORDINATION_FRAMES, COORDINATION_VIDEOS
 
 
 def cpu_by_pid() -> dict[int, tuple[str, float]]:
@@ -54,7 +55,7 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="bench-cpu-")
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
     try:
-        videos = write_coordination_videos(work)
+        videos = gradient_clips(work, COORDINATION_VIDEOS, COORDINATION_FRAMES)
         config = pipeline.RunConfig(
             model=args.model,
             engine="synthetic",

@@ -78,6 +78,25 @@ def write_video(
     return count
 
 
+def gradient_clips(
+    folder: str | Path,
+    videos: int,
+    frames: int,
+    size: tuple[int, int] = (96, 160),
+    names: str = "synthetic{}.mp4",
+) -> list[str]:
+    """Small synthetic videos (a moving gradient, one tint per video): cheap to decode, so that
+    decoders feed their workers as fast as they can (the benchmarks of the control plane)."""
+    ramp = np.add.outer(np.arange(size[0]), np.arange(size[1]))
+    paths = []
+    for v in range(videos):
+        path = str(Path(folder) / names.format(v))
+        tinted = (np.dstack([ramp + i, ramp + 2 * i, ramp + 40 * v]) % 256 for i in range(frames))
+        write_video(path, (f.astype(np.uint8) for f in tinted), options={"preset": "ultrafast"})
+        paths.append(path)
+    return paths
+
+
 def read_frames(path: str | Path, limit: int | None = None) -> Iterator[np.ndarray]:
     with av.open(str(path)) as container:
         for i, frame in enumerate(container.decode(video=0)):

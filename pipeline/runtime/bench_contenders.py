@@ -99,41 +99,11 @@ def run_pipeline(args) -> dict:
         ray.shutdown()
 
 
-COORDINATION_VIDEOS, COORDINATION_FRAMES, COORDINATION_SIZE = 4, 4800, (96, 160)
+COORDINATION_VIDEOS, COORDINATION_FRAMES = 4, 4800
 CONTROL_PLANE_CLIPS, CLIP_FRAMES = 1000, 4
 # The simulated GPU of the second run: a + b·n ms a batch of n (about yolov8n in TensorRT FP16 on
 # an A100: pipeline.inference.synthetic).
 SIMULATED_GPU_MS = (2.0, 0.35)
-
-
-def write_coordination_videos(
-    folder: str,
-    videos: int = COORDINATION_VIDEOS,
-    frames: int = COORDINATION_FRAMES,
-    size: tuple[int, int] = COORDINATION_SIZE,
-    names: str = "synthetic{}.mp4",
-) -> list[str]:
-    """Small synthetic videos (160x96, a moving gradient): cheap to decode, so that the decoders
-    feed their workers as fast as they can."""
-    import numpy as np
-
-    from pipeline.media.samples import write_video
-
-    h, w = size
-    ramp = np.add.outer(np.arange(h), np.arange(w))
-    paths = []
-    for v in range(videos):
-        path = os.path.join(folder, names.format(v))
-        write_video(
-            path,
-            (
-                (np.dstack([ramp + i, ramp + 2 * i, ramp + 40 * v]) % 256).astype(np.uint8)
-                for i in range(frames)
-            ),
-            options={"preset": "ultrafast"},
-        )
-        paths.append(path)
-    return paths
 
 
 def _control_plane_figures(record: dict, seconds: float) -> dict:
@@ -163,17 +133,17 @@ def run_control_plane(args) -> dict:
     import ray
 
     import pipeline
+    from pipeline.media.samples import gradient_clips
 
     work = tempfile.mkdtemp(prefix="bench-control-plane-")
     clips_count = getattr(args, "clips", None) or CONTROL_PLANE_CLIPS
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level=logging.ERROR)
     try:
-        clips = write_coordination_videos(
+        clips = gradient_clips(
             work, videos=clips_count, frames=CLIP_FRAMES, names="clip-{:05d}.mp4"
         )
-        long_videos = write_coordination_videos(
-            work, frames=getattr(args, "long_frames", None) or COORDINATION_FRAMES
-        )
+        long_frames = getattr(args, "long_frames", None) or COORDINATION_FRAMES
+        long_videos = gradient_clips(work, videos=COORDINATION_VIDEOS, frames=long_frames)
         figures = {}
         for name, videos, latency in (
             ("clips", clips, None),
