@@ -88,6 +88,26 @@ def test_crossings_and_dwell_are_what_the_paths_imply(walkers_run):
     assert stored.spec == spec
 
 
+def test_dwell_at_five_frames_a_second_is_within_one_kept_interval_of_full_rate(
+    walkers_run, tmp_path, model_path
+):
+    """``--fps 5 --track``: each observation lasts until the next kept frame, so a visit's dwell
+    is the full-rate dwell give or take one kept interval (0.2 s)."""
+    video, full_out, _ = walkers_run
+    out = tmp_path / "fps5"
+    assert run([str(video), "--output", str(out), "--model", model_path, "--fps", "5"]) == 0
+    spec = spec_from_options(
+        zones=[f"band={ZONE_X[0]},0,{ZONE_X[1]},0,{ZONE_X[1]},{SIZE[1]},{ZONE_X[0]},{SIZE[1]}"]
+    )
+    full = analyze(full_out, spec, name="full").zone_visits.sort_values("entry_s")
+    sampled = analyze(out, spec, name="fps5").zone_visits.sort_values("entry_s")
+    assert len(full) == len(sampled) == 2
+    for (_, a), (_, b) in zip(full.iterrows(), sampled.iterrows()):
+        assert abs(a["dwell_s"] - b["dwell_s"]) <= 0.2 + 1e-9, (a["dwell_s"], b["dwell_s"])
+    kept = read_detections(out, flat=False)["frame_index"]
+    assert sorted(kept) == list(range(0, FRAMES, 6))  # 30 fps: every 6th frame is at k/5 s
+
+
 def naive_crossings(boxes, x: float) -> dict[str, int]:
     """Per track, in frame order: each change of side of a vertical line at ``x`` drawn top to
     bottom, counted the slow and obvious way."""

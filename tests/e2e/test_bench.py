@@ -14,6 +14,8 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
+CLIPS, LONG_FRAMES = 24, 160  # the control-plane contender's inputs, small
+
 
 def test_the_bench_runs_every_kind_of_contender_and_checks_the_boxes(clips, model_path, tmp_path):
     before = set(Path(tempfile.gettempdir()).glob("bench-*"))
@@ -35,9 +37,9 @@ def test_the_bench_runs_every_kind_of_contender_and_checks_the_boxes(clips, mode
             "--contenders",
             "naive,pipeline,decode,infer,decode-parts,control-plane",
             "--clips",
-            "40",
+            str(CLIPS),
             "--long-frames",
-            "480",
+            str(LONG_FRAMES),
             "--json",
             str(out),
         ],
@@ -61,10 +63,11 @@ def test_the_bench_runs_every_kind_of_contender_and_checks_the_boxes(clips, mode
     assert all(parts[k] > 0 for k in ("decode_ms", "bgr_conversion_ms", "letterbox_resize_ms"))
     # the synthetic engine: 5 fixed boxes on every frame
     clips, gpu = summary["control-plane"]["clips"], summary["control-plane"]["simulated_gpu"]
-    assert clips["videos"] == 40 and clips["frames"] == 40 * 4 and clips["boxes"] == 5 * 160
-    assert 1 <= clips["handouts"] < 40  # clips go out in chunks
-    assert 0 < clips["coordinator_cpu_ms_per_video"] < 1000 * clips["seconds"] / 40
-    assert gpu["frames"] == 4 * 480 and gpu["boxes"] == 5 * gpu["frames"]
+    assert clips["videos"] == CLIPS and clips["frames"] == CLIPS * 4
+    assert clips["boxes"] == 5 * clips["frames"]
+    assert 1 <= clips["handouts"] < CLIPS  # clips go out in chunks
+    assert 0 < clips["coordinator_cpu_ms_per_video"] < 1000 * clips["seconds"] / CLIPS
+    assert gpu["frames"] == 4 * LONG_FRAMES and gpu["boxes"] == 5 * gpu["frames"]
     assert all(0 < share <= 1 for share in gpu["busy_share"])
     assert "ms of coordinator CPU per video" in done.stdout
     assert (

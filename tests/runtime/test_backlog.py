@@ -15,10 +15,10 @@ from pipeline.media.samples import write_video
 
 pytestmark = pytest.mark.slow
 
-VIDEOS = 2000
+VIDEOS = 1000
 
 
-def test_two_thousand_tiny_videos(ray_local, tmp_path, model_path):
+def test_a_thousand_tiny_videos(ray_local, tmp_path, model_path):
     folder = tmp_path / "backlog"
     folder.mkdir()
     rng = np.random.default_rng(0)

@@ -51,7 +51,7 @@ def kept_by_the_rule(path, fps: Fraction) -> list[int]:
         stream = container.streams.video[0]
         start = stream.start_time or 0
         pts = sorted(p.pts for p in container.demux(stream) if p.size and not p.is_discard)
-    times = [(p - start) * stream.time_base for p in pts]
+        times = [(p - start) * stream.time_base for p in pts]  # while the stream is open
     kept: list[int] = []
     k = 0
     while k / fps <= times[-1]:
