@@ -1,9 +1,10 @@
 """What sampling costs to decode: ``--fps``, ``--keyframes`` and ``--stride`` against decoding every
 packet, per codec, on 1080p clips made from people.mp4.
 
-    python docs/bench/sampling_decode.py --people ../shared/data/people.mp4 [--repeats 3]
+    python docs/bench/sampling_decode.py --people ../shared/data/people.mp4 [--repeats 3] [--concat 6]
 
-Each clip is people.mp4 (302 frames, 30 fps, 1920x1080) re-encoded:
+Each clip is people.mp4 (302 frames, 30 fps, 1920x1080) re-encoded, then repeated ``--concat``
+times by the bench (remuxed: a minute of video, so that opening a file weighs little):
 
 - ``h264-bframes-gop2s``: x264's defaults (3 B-frames, B-pyramid) with a keyframe every 2 s;
 - ``h264-bframes``: x264's defaults (a keyframe every 250 frames: one in this clip);
@@ -32,7 +33,10 @@ import av
 CLIPS = {
     "h264-bframes-gop2s": ("libx264", {"g": "60", "keyint_min": "60", "sc_threshold": "0"}),
     "h264-bframes": ("libx264", {}),
-    "hevc-gop2s": ("libx265", {"x265-params": "keyint=60:min-keyint=60:scenecut=0:log-level=0"}),
+    "hevc-gop2s": (
+        "libx265",
+        {"preset": "fast", "x265-params": "keyint=60:min-keyint=60:scenecut=0:log-level=0"},
+    ),
     "mpeg4-gop2s": ("mpeg4", {"g": "60", "qscale": "3", "bf": "2"}),
 }
 SAMPLINGS = {"fps 1": ["--fps", "1"], "keyframes": ["--keyframes"], "stride 5": ["--stride", "5"]}
@@ -52,11 +56,12 @@ def encode(source: str, dest: Path, codec: str, options: dict) -> None:
             out.mux(packet)
 
 
-def bench(video: Path, sampling: list[str], repeats: int, work: Path) -> dict:
+def bench(video: Path, sampling: list[str], repeats: int, concat: int, work: Path) -> dict:
     result = work / "bench.json"
     subprocess.run(
         [sys.executable, "-m", "pipeline", "bench", "--video", str(video), "--model", "unused.pt"]
         + ["--contenders", "decode,decode-every-packet", "--repeats", str(repeats)]
+        + ["--concat", str(concat)]
         + ["--json", str(result), *sampling],
         check=True,
         stdout=subprocess.DEVNULL,
@@ -68,21 +73,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--people", required=True)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--concat", type=int, default=6)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sampling-bench-"))
     clips = {"h264-no-bframes": Path(args.people)}
     for name, (codec, options) in CLIPS.items():
         clips[name] = work / f"{name}.mp4"
         encode(args.people, clips[name], codec, options)
-    seconds_of_video = 302 / 30
+    seconds_of_video = args.concat * 302 / 30
     report: dict = {}
     for name, clip in clips.items():
         with av.open(str(clip)) as container:
             packets = [p for p in container.demux(video=0) if p.size]
             keyframes = sum(p.is_keyframe for p in packets)
-        report[name] = {"frames": len(packets), "keyframes": keyframes}
+        report[name] = {"frames": args.concat * len(packets), "keyframes": args.concat * keyframes}
         for label, sampling in SAMPLINGS.items():
-            summary = bench(clip, sampling, args.repeats, work)
+            summary = bench(clip, sampling, args.repeats, args.concat, work)
             skip, full = summary["decode"], summary["decode-every-packet"]
             kept = skip["frames"]
             skip_s, full_s = kept / skip["median_fps"], kept / full["median_fps"]

@@ -137,7 +137,7 @@ class VideoDecoder:
         self.outcome = DecodeOutcome()
         self._plan = self._plan_decoding(ctx.name) if skip_work else None
         if self._plan is not None and sampling.keyframes:
-            ctx.skip_frame = "NONKEY"  # FFmpeg decodes keyframes only
+            ctx.skip_frame = "NONKEY"  # and FFmpeg treats what it is given as keyframes
         if segment.first_pts is not None:
             try:
                 self._container.seek(
@@ -167,7 +167,8 @@ class VideoDecoder:
         if sampling.every_frame or not (sampling.keyframes or codec == "h264"):
             return None
         try:
-            times = probe_frame_times(self.path, references=True)
+            # keyframes need no reference flags: every other packet is left out
+            times = probe_frame_times(self.path, references=not sampling.keyframes)
         except Exception:  # noqa: BLE001 - the decode itself reports what is wrong with the file
             return None
         return DecodePlan.of(times, sampling) if times.splittable else None

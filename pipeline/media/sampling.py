@@ -14,7 +14,8 @@ The rules (``frame_index`` and ``timestamp_s`` stay the source's):
 Cheaper decoding where it is exact (H.264): a frame that is not kept need not be decoded when no
 kept frame depends on it, i.e. a non-reference picture (``nal_ref_idc`` 0), or a reference picture
 with no kept frame after it (in decoding order) before the next IDR picture, which starts afresh.
-Other codecs decode every frame (stride and fps) or ask FFmpeg for keyframes only (keyframes).
+Other codecs decode every frame for stride and fps. With keyframes, any codec: only the kept
+keyframes' packets reach the decoder (a keyframe decodes alone).
 """
 
 from __future__ import annotations
@@ -163,8 +164,9 @@ class DecodePlan:
             kept = sampling.kept_frames(times.seconds(), times.is_keyframe())
         kept_pts = frozenset(int(p) for p in times.pts[kept])
         decode_pts = None
-        # keyframes: FFmpeg skips the others itself (skip_frame), which is exact for every codec
-        if not sampling.keyframes and times.reference is not None:
+        if sampling.keyframes:  # a keyframe decodes alone: only the kept ones reach the decoder
+            decode_pts = kept_pts
+        elif times.reference is not None:
             decode_pts = frozenset(
                 needed_packets(times.decode_order, times.reference, times.idr, kept_pts)
             )
