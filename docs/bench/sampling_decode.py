@@ -13,9 +13,11 @@ times by the bench (remuxed: a minute of video, so that opening a file weighs li
 
 For each clip and sampling, ``python -m pipeline bench --contenders decode,decode-every-packet``
 (the decode ceiling: decode, convert and letterbox the kept frames, as a decoder task does; the
-second decodes every packet whatever the sampling, as before the decoder skipped work). Prints one
-JSON document: per clip and sampling, the kept frames, milliseconds per second of video and per
-kept frame for both, and their ratio.
+second decodes every packet whatever the sampling, as before the decoder skipped work). Then the
+decoding alone, without the kept frames' conversion and letterbox (the same in both): the packets
+a ``DecodePlan`` names against every packet (median of ``--repeats``). Prints one JSON document:
+per clip and sampling, the kept frames, milliseconds per second of video and per kept frame for
+both ways, and their ratios.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+
+from pipeline.media.samples import concat_copies
 
 CLIPS = {
     "h264-bframes-gop2s": ("libx264", {"g": "60", "keyint_min": "60", "sc_threshold": "0"}),
@@ -69,6 +73,44 @@ def bench(video: Path, sampling: list[str], repeats: int, concat: int, work: Pat
     return json.loads(result.read_text())["summary"]
 
 
+def decode_alone(video: Path, sampling: list[str], repeats: int) -> dict:
+    """Decoding only (no conversion): the plan's packets against every packet, in seconds."""
+    import statistics
+    import time
+
+    from pipeline.media.sampling import DecodePlan, Sampling
+    from pipeline.media.segments import probe_frame_times
+
+    fps = float(sampling[1]) if sampling[0] == "--fps" else None
+    stride = int(sampling[1]) if sampling[0] == "--stride" else 1
+    chosen = Sampling(stride=stride, fps=fps, keyframes=sampling[0] == "--keyframes")
+
+    def decode(plan_it: bool) -> tuple[float, int]:
+        started = time.perf_counter()
+        wanted = None
+        if plan_it:  # the probe is part of the cost
+            plan = DecodePlan.of(probe_frame_times(str(video), references=True), chosen)
+            wanted = plan.decode_pts
+        decoded = 0
+        with av.open(str(video)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            if plan_it and chosen.keyframes:
+                stream.codec_context.skip_frame = "NONKEY"
+            for packet in container.demux(stream):
+                if wanted is not None and packet.size and packet.pts not in wanted:
+                    continue
+                decoded += len(packet.decode())
+        return time.perf_counter() - started, decoded
+
+    runs = [(decode(True), decode(False)) for _ in range(repeats)]
+    return {
+        "sampled_s": statistics.median(r[0][0] for r in runs),
+        "every_packet_s": statistics.median(r[1][0] for r in runs),
+        "frames_decoded": runs[0][0][1],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--people", required=True)
@@ -99,6 +141,16 @@ def main() -> None:
                 "ms_per_kept_frame": round(1000 * skip_s / kept, 2),
                 "ms_per_kept_frame_every_packet": round(1000 * full_s / kept, 2),
                 "ratio": round(skip_s / full_s, 3),
+            }
+            concat = work / f"{name}-x{args.concat}.mp4"
+            if not concat.exists():
+                concat_copies(clip, concat, args.concat)
+            alone = decode_alone(concat, sampling, args.repeats)
+            report[name][label]["decode_alone"] = {
+                "frames_decoded": alone["frames_decoded"],
+                "ms_per_kept_frame": round(1000 * alone["sampled_s"] / kept, 2),
+                "ms_per_kept_frame_every_packet": round(1000 * alone["every_packet_s"] / kept, 2),
+                "ratio": round(alone["sampled_s"] / alone["every_packet_s"], 3),
             }
             print(name, label, report[name][label], file=sys.stderr, flush=True)
     print(json.dumps(report, indent=2))
