@@ -151,12 +151,13 @@ def _settings(run: dict, names: dict[int, str] | None) -> str:
 def _sampling_words(settings: dict) -> str:
     """--stride, --fps and --keyframes in words (a run.json from before --fps has only stride)."""
     fps, stride = settings.get("fps"), settings.get("stride", 1)
-    which = "keyframes" if settings.get("keyframes") else "frames"
+    if settings.get("keyframes"):
+        if fps:
+            return f"keyframes, at most {fps:g} a second (--keyframes --fps)"
+        return "keyframes only (--keyframes)"
     if fps:
-        return f"{which}, {fps:g} a second (--fps{' --keyframes' if which == 'keyframes' else ''})"
-    if stride > 1:
-        return f"1 frame in {stride} (--stride)"
-    return "keyframes only (--keyframes)" if which == "keyframes" else "every frame"
+        return f"{fps:g} frames a second (--fps)"
+    return f"1 frame in {stride} (--stride)" if stride > 1 else "every frame"
 
 
 def _engine_from_path(model: str) -> str:
