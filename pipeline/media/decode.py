@@ -224,7 +224,7 @@ class VideoDecoder:
         import av
 
         s = self._stream
-        time_base = s.time_base or Fraction(1, 1)
+        time_base = Fraction(s.time_base or 1)
         start = s.start_time or 0
         fps = self.info.fps or 1.0
         segment, plan = self.segment, self._plan
@@ -246,7 +246,7 @@ class VideoDecoder:
                     index += 1
                 self.outcome.frames_decoded = index + 1
                 if frame.pts is not None:
-                    seconds = (frame.pts - start) * Fraction(time_base)
+                    seconds = (frame.pts - start) * time_base
                 else:
                     seconds = Fraction(index) / Fraction(fps).limit_denominator(1_000_000)
                 if plan is None and not select.keep(index, seconds, frame.key_frame):

@@ -65,6 +65,12 @@ class Sampling:
         kept = [i for i, (t, key) in enumerate(zip(seconds, keyframe)) if select.keep(i, t, key)]
         return np.asarray(kept, np.int64)
 
+    def kept_frames_of(self, times) -> np.ndarray:
+        """The kept frames of a probed video (``pipeline.media.segments.FrameTimes``)."""
+        if self.fps is None and not self.keyframes:
+            return np.arange(0, len(times.pts), self.stride)  # no times needed
+        return self.kept_frames(times.seconds(), times.is_keyframe())
+
     def expected_frames(self, frames: int, duration_s: float | None) -> int | None:
         """About how many frames a video of ``frames`` frames (``duration_s`` long) keeps; None
         when that is not known before decoding (keyframes)."""
@@ -158,10 +164,7 @@ class DecodePlan:
     @classmethod
     def of(cls, times, sampling: Sampling) -> DecodePlan:
         """``times``: a splittable ``pipeline.media.segments.FrameTimes`` with references."""
-        if sampling.fps is None and not sampling.keyframes:
-            kept = np.arange(0, len(times.pts), sampling.stride)
-        else:
-            kept = sampling.kept_frames(times.seconds(), times.is_keyframe())
+        kept = sampling.kept_frames_of(times)
         kept_pts = frozenset(int(p) for p in times.pts[kept])
         decode_pts = None
         if sampling.keyframes:  # a keyframe decodes alone: only the kept ones reach the decoder

@@ -117,13 +117,9 @@ def plan_segments(
     starts a batch in a one-decoder run: every ``batch_size``-th kept frame), nudged onto a
     keyframe when one is that close, so that its decoder drops nothing. Fewer when the video is
     too short for ``count``."""
-    frames = len(times.pts)
     if count <= 1 or not times.splittable:
         return [WHOLE_VIDEO]
-    if sampling.fps is None and not sampling.keyframes:
-        kept = np.arange(0, frames, sampling.stride)
-    else:
-        kept = sampling.kept_frames(times.seconds(), times.is_keyframe())
+    kept = sampling.kept_frames_of(times)
     boundaries = kept[::batch_size]  # boundaries[u]: the first frame of batch u
     units = len(kept) // batch_size
     if units < 2:

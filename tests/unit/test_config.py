@@ -72,22 +72,3 @@ def test_engine_for_model(model, engine):
     )
     if engine == "torch":
         assert RunConfig(model=model, engine="torch").result_settings()["engine"] == "torch"
-
-
-@pytest.mark.parametrize(
-    "settings, words",
-    [
-        ({"stride": 1}, "every frame"),
-        ({"stride": 5}, "1 frame in 5 (--stride)"),
-        ({"stride": 1, "fps": 2.0}, "2 frames a second (--fps)"),
-        ({"stride": 1, "keyframes": True}, "keyframes only (--keyframes)"),
-        (
-            {"stride": 1, "fps": 0.5, "keyframes": True},
-            "keyframes, at most 0.5 a second (--keyframes --fps)",
-        ),
-    ],
-)
-def test_the_report_says_which_frames_were_processed(settings, words):
-    from pipeline.views.report import _sampling_words
-
-    assert _sampling_words(settings) == words
