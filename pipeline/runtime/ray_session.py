@@ -1,5 +1,5 @@
-"""The driver's Ray session: join or start Ray (Ctrl-C held while it starts, Ray's start-up
-chatter kept back), and a clean terminal at exit."""
+"""The driver's Ray session: join or start Ray (a Ctrl-C while it starts kept from Ray's own
+processes, its start-up chatter kept back), and a clean terminal at exit."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import contextlib
 import logging
 import os
 import signal
+import subprocess
+import sys
 import threading
 
 import ray
@@ -26,17 +28,15 @@ def connect(address: str | None) -> bool:
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
         logging.ERROR
     )
-    # Ctrl-C in the middle of ray.init() leaves some of Ray's processes running for good, so it
-    # is held until Ray is up, then honoured (the caller shuts Ray down cleanly). A terminal's
-    # Ctrl-C also reaches Ray's own processes, and Ray then logs the failures it causes (a
-    # dashboard that did not start): those messages are held too, and dropped if so.
-    held = []
+    # Ctrl-C in the middle of ray.init() leaves some of Ray's processes running for good, and a
+    # terminal's Ctrl-C reaches Ray's own processes too: a dashboard interrupted while it starts
+    # hangs, and ray.init() then waits a minute for it. So while Ray starts, SIGINT is ignored,
+    # which Ray's processes inherit (the driver stops them cleanly later), and a watcher in the
+    # driver's process group notices the terminal's Ctrl-C. Ray's failure messages caused by an
+    # interruption are held, and dropped if so.
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = (
-        signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
-        if in_main_thread
-        else None
-    )
+    watcher = _InterruptWatcher() if in_main_thread else None
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main_thread else None
     with _held_ray_logs() as ray_logs:
         try:
             ray.init(
@@ -48,11 +48,34 @@ def connect(address: str | None) -> bool:
         finally:
             if in_main_thread:
                 signal.signal(signal.SIGINT, previous)
-        if held:
+            interrupted = watcher is not None and watcher.close()
+        if interrupted:
             ray_logs.clear()
             ray.shutdown()
             raise KeyboardInterrupt
     return True
+
+
+class _InterruptWatcher:
+    """A child in the driver's process group that a terminal's Ctrl-C ends (it keeps Python's
+    default SIGINT handling) while the driver ignores SIGINT; otherwise it waits for its stdin
+    to close. A SIGINT sent to the driver's pid alone, while Ray starts, is not seen."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-S", "-c", "import sys; sys.stdin.read()"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def close(self) -> bool:
+        """Whether a Ctrl-C came; the watcher is gone after this."""
+        interrupted = self.process.poll() is not None
+        with contextlib.suppress(OSError):
+            self.process.stdin.close()  # type: ignore[union-attr]
+        self.process.wait()
+        return interrupted
 
 
 @contextlib.contextmanager
