@@ -1,7 +1,8 @@
 """The command line as a separate process: SIGKILL of the driver, Ctrl-C, and a long run's memory.
 
 Each run starts its own local Ray (no shared instance in this module), so that killing the
-driver is as real as it gets; Ray processes orphaned by SIGKILL are stopped before moving on.
+driver is as real as it gets. A stopped run's Ray processes must end on their own: its daemons
+and workers at once, its agents (a minute or so after a SIGKILL) by the end of the module.
 """
 
 from __future__ import annotations
@@ -92,10 +93,13 @@ def wait_for(condition, proc, timeout=300):
         time.sleep(0.2)
 
 
+CLIP_FRAMES = 32
+
+
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory, people_mp4):
     return write_people_clips(
-        tmp_path_factory.mktemp("kill"), people_mp4, count=5, length=32, step=5
+        tmp_path_factory.mktemp("kill"), people_mp4, count=5, length=CLIP_FRAMES, step=5
     )
 
 
@@ -158,74 +162,62 @@ class Orphans:
         assert not left, f"processes outlived the driver by {timeout:.0f} s: {left[:5]}"
 
 
-def kill_the_driver_then_rerun(
-    tmp_path, videos, lengths, model_path, *more, meanwhile=lambda: None
-) -> Path:
-    """Run, SIGKILL the driver once a video is complete (and before all are), check nothing
-    is left running, run again: the output of the rerun (checked for resume, duplicates and
-    leftovers here; its rows by the caller). ``meanwhile`` runs after the rerun, while the
-    killed run's last processes wind down."""
+@pytest.fixture(scope="module")
+def stopped_runs():
+    """The stopped runs' Ray processes (``Orphans``), their agents checked at the end of the
+    module: meanwhile the other tests run (a run does not need an earlier run's agents gone),
+    and no ``ray stop --force`` runs before then unless a test failed."""
+    stopped: list[Orphans] = []
+    yield stopped
+    try:
+        for orphans in stopped:
+            orphans.check_agents()
+    finally:
+        stop_orphaned_ray()
+
+
+def stopped(started: float, stopped_runs: list) -> None:
+    """After a driver is gone: its Ray daemons and workers must go at once (checked now), its
+    agents within a few minutes (checked at the end of the module)."""
+    orphans = Orphans(started)
+    try:
+        orphans.check_core()
+    except AssertionError:
+        stop_orphaned_ray()
+        raise
+    stopped_runs.append(orphans)
+
+
+def test_driver_sigkill_then_rerun_finishes_without_redoing_or_duplicating(
+    tmp_path, videos, model_path, clean_output, stopped_runs
+):
+    """SIGKILL of the driver once a video is complete and before all are (one open video at a
+    time): nothing is left running, each video's outcome was recorded as it ended (the workers
+    tell them), so the rerun skips those, and its rows are a clean run's."""
     out = tmp_path / "out"
     started = time.time() - 1  # process start times are rounded
-    extra = ["--max-open-videos", "1", *more]
-    proc = start(command(videos, out, model_path, *extra))
+    extra = ["--layout", "per-video"]
+    proc = start(command(videos, out, model_path, "--max-open-videos", "1", *extra))
     try:
         wait_for(lambda: len(ok_videos(out)) >= 1, proc)
     finally:
         proc.kill()
         proc.wait()
-    orphans = Orphans(started)
-    try:
-        orphans.check_core()
-        done_before_kill = ok_videos(out)
-        assert 1 <= len(done_before_kill) < len(videos), "the kill must land mid-run"
-        run_to_end(command(videos, out, model_path, *more))  # while the agents wind down
-        meanwhile()
-        orphans.check_agents()
-    finally:
-        stop_orphaned_ray()
+    stopped(started, stopped_runs)
+    done_before_kill = ok_videos(out)
+    assert 1 <= len(done_before_kill) < len(videos), "the kill must land mid-run"
+    run_to_end(command(videos, out, model_path, *extra))  # while the agents wind down
     record = json.loads((out / "run.json").read_text())
     assert record["totals"]["videos_skipped"] >= len(done_before_kill)  # not decoded again
-    assert record["totals"]["frames"] <= sum(lengths) - len(done_before_kill) * min(lengths)
+    assert record["totals"]["frames"] <= CLIP_FRAMES * (len(videos) - len(done_before_kill))
     assert not read_rows(out).duplicated(["video_id", "frame_index"]).any()
     assert [p for p in out.rglob("*") if p.name.startswith(".tmp-")] == []
-    return out
-
-
-@pytest.fixture(scope="module")
-def uneven_videos(tmp_path_factory, people_mp4):
-    """Two short clips and two long ones: a chunk's clips share one worker's passes, so only
-    clips of different lengths end at different times."""
-    folder = tmp_path_factory.mktemp("uneven")
-    (folder / "short").mkdir()
-    (folder / "long").mkdir()
-    short = write_people_clips(folder / "short", people_mp4, count=2, length=16, step=5)
-    long = write_people_clips(folder / "long", people_mp4, count=2, length=120, step=7)
-    return [*short, *long], [16, 16, 120, 120]
-
-
-def test_driver_sigkill_then_rerun_finishes_without_redoing_or_duplicating(
-    tmp_path, uneven_videos, model_path
-):
-    """The short clips' outcomes are recorded as each ends (the workers tell them), so a kill
-    while the long ones run keeps them, and the rerun skips them."""
-    videos, lengths = uneven_videos
-    clean = tmp_path / "clean"
-    out = kill_the_driver_then_rerun(
-        tmp_path,
-        videos,
-        lengths,
-        model_path,
-        "--layout",
-        "per-video",
-        meanwhile=lambda: run_to_end(command(videos, clean, model_path)),
-    )
-    pd.testing.assert_frame_equal(comparable(out), comparable(clean))
+    pd.testing.assert_frame_equal(comparable(out), clean_output)
 
 
 @pytest.mark.parametrize("seed", [1])
 def test_the_driver_killed_during_a_packed_run_then_a_rerun_each_frame_once(
-    tmp_path, model_path, seed
+    tmp_path, model_path, seed, stopped_runs
 ):
     """SIGKILL of the driver a random moment after the first part file landed (parts of 64
     rows: several in the run): the rerun leaves each frame once for every reader (a part put in
@@ -236,6 +228,7 @@ def test_the_driver_killed_during_a_packed_run_then_a_rerun_each_frame_once(
     videos = tiny_videos(tmp_path, lengths)
     out = tmp_path / "out"
     extra = ["--imgsz", "160", "--part-rows", "64", "--layout", "packed"]
+    started = time.time() - 1  # process start times are rounded
     proc = start(command(videos, out, model_path, *extra))
     deadline = time.time() + 300
     try:
@@ -247,7 +240,7 @@ def test_the_driver_killed_during_a_packed_run_then_a_rerun_each_frame_once(
     finally:
         proc.kill()
         proc.wait()
-        stop_orphaned_ray()
+    stopped(started, stopped_runs)
     run_to_end(command(videos, out, model_path, *extra))
     for name, frame in frames_by_reader(out, ray_data=False).items():
         assert not frame.duplicated(["video_id", "frame_index"]).any(), name
@@ -257,7 +250,7 @@ def test_the_driver_killed_during_a_packed_run_then_a_rerun_each_frame_once(
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupt_stops_cleanly_and_says_how_to_resume(
-    tmp_path, videos, model_path, clean_output, signum, code
+    tmp_path, videos, model_path, clean_output, stopped_runs, signum, code
 ):
     """Ctrl-C (SIGINT) and SIGTERM (``ray job stop``, a scheduler): a clean stop, then a resume."""
     out = tmp_path / "out"
@@ -268,12 +261,7 @@ def test_interrupt_stops_cleanly_and_says_how_to_resume(
     wait_for(lambda: len(ok_videos(out)) >= 1, proc)
     proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=120)
-    orphans = Orphans(started)
-    try:
-        orphans.check_core()
-    except AssertionError:
-        stop_orphaned_ray()
-        raise
+    stopped(started, stopped_runs)
     assert proc.returncode == code, stderr[-2000:]
     assert "Run the same command again to resume" in stderr.strip().splitlines()[-1]
     assert [p for p in out.rglob("*") if p.name.startswith(".tmp-")] == []
@@ -287,11 +275,7 @@ def test_interrupt_stops_cleanly_and_says_how_to_resume(
     progress = json.loads((out / "progress.json").read_text())
     assert progress["state"] == "stopped" and progress["exit_code"] == code
 
-    try:
-        run_to_end(command(videos, out, model_path))  # while the agents wind down
-        orphans.check_agents()
-    finally:
-        stop_orphaned_ray()
+    run_to_end(command(videos, out, model_path))  # while the agents wind down
     pd.testing.assert_frame_equal(comparable(out), clean_output)
 
 

@@ -72,7 +72,7 @@ def world(tmp_path_factory, clips, people_mp4, model_path):
     for name in ("small_h264", "tiny_17"):
         shutil.copy(clips[name], videos / "pair" / clips[name].name)
     (videos / "long").mkdir()
-    # Long enough (1,208 frames) for Prometheus to scrape its counters several times while it runs.
+    # 604 frames: long enough to stop mid-way, and for Prometheus to scrape its counters while it runs.
     concat_copies(people_mp4, videos / "long" / "people.mp4", 2)  # long enough to stop mid-way
     shutil.copy(clips["short_1080p"], videos / "long" / "short_1080p.mp4")
     block = doc_block("docs/service.md", "## Service (HTTP API)")
@@ -266,7 +266,8 @@ def exercise(
 def stop_then_resume(api: Api, world: dict, out) -> None:
     """Stop the long job once it has made progress, then resume it: every frame once, all ok.
     (Submitted after the first job ended: jobs run one at a time, in no promised order.)"""
-    long_job = api.submit([world["videos"] / "long"], out / "long")
+    # At 320 px: the resume's 600-odd frames are what this test spends most of its time on.
+    long_job = api.submit([world["videos"] / "long"], out / "long", imgsz=320)
     wait_until(
         lambda: (api.job(long_job).get("frames_done") or 0) > 30,
         300,
