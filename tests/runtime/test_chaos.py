@@ -1,4 +1,4 @@
-"""Chaos from outside, with the real model: while a 1,500-frame run goes on, SIGKILL randomly
+"""Chaos from outside, with the real model: while a 900-frame run goes on, SIGKILL randomly
 chosen decoder and video worker processes, by pid, at random moments. Each run must end with
 exit 0, every frame exactly once, and the boxes of a clean run. (The synthetic engine's
 equivalents, more seeds and a long video: test_video_workers_faults.py.)"""
@@ -20,14 +20,14 @@ from pipeline.config import RunConfig
 
 pytestmark = pytest.mark.slow
 
-FRAMES = 10 * 150
+FRAMES = 10 * 90
 TARGETS = ("ray::decode_video", "ray::VideoWorker")
 
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory, people_mp4):
     return write_people_clips(
-        tmp_path_factory.mktemp("chaos"), people_mp4, count=10, length=150, step=15
+        tmp_path_factory.mktemp("chaos"), people_mp4, count=10, length=90, step=15
     )
 
 

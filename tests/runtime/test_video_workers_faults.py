@@ -33,21 +33,27 @@ SETTINGS = dict(
 TARGETS = ("ray::VideoWorker", "ray::decode_video")
 
 
+# The faults placed by a hook (not at random moments) need no long run.
+SHORT_FRAMES = 50
+
+
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     return tiny_videos(tmp_path_factory.mktemp("videos"), [FRAMES] * VIDEOS)
 
 
 @pytest.fixture(scope="module")
-def clean(ray_local, videos, tmp_path_factory, model_path):
-    out = tmp_path_factory.mktemp("clean") / "out"
-    record = run(videos, out, model_path, **SETTINGS)
-    assert record["exit_code"] == 0 and record["totals"]["frames"] == VIDEOS * FRAMES
-    return rows(out)
+def short_videos(tmp_path_factory):
+    return tiny_videos(tmp_path_factory.mktemp("short"), [SHORT_FRAMES] * VIDEOS)
+
+
+def clean(videos, frames: int) -> list[tuple]:
+    """A clean run's rows (the synthetic engine's boxes are fixed)."""
+    return synthetic_rows(videos, [frames] * len(videos))
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-def test_random_sigkills_of_workers_and_decoders(clean, videos, tmp_path, model_path, seed):
+def test_random_sigkills_of_workers_and_decoders(ray_local, videos, tmp_path, model_path, seed):
     rng = random.Random(seed)
     result, killed = {}, []
 
@@ -87,53 +93,57 @@ def test_random_sigkills_of_workers_and_decoders(clean, videos, tmp_path, model_
     assert record["exit_code"] == 0 and record["totals"]["videos_ok"] == VIDEOS
     assert record["totals"]["videos_reassigned"] >= 1
     got = rows(tmp_path / "out")
-    assert got == clean  # every frame once, the clean run's rows
+    assert got == clean(videos, FRAMES)  # every frame once, the clean run's rows
     assert not list((tmp_path / "out" / "detections").glob(".*"))
 
 
-def test_coordinator_killed_between_a_commit_and_its_record(clean, videos, tmp_path, model_path):
+def test_coordinator_killed_between_a_commit_and_its_record(
+    ray_local, short_videos, tmp_path, model_path
+):
     from pipeline.errors import RunStalled
     from pipeline.output.manifest import Manifest
 
     out = tmp_path / "out"
     plan = FaultPlan(marker_dir=str(tmp_path), coordinator_exit_after_commit=True)
     with pytest.raises(RunStalled, match="coordinator's process died"):
-        run(videos, out, model_path, faults=plan, **SETTINGS)
+        run(short_videos, out, model_path, faults=plan, **SETTINGS)
     assert list(tmp_path.glob("commit-*")), "the fault hook never fired"
     recorded = {vid for vid, r in Manifest(out).records.items() if r.status == "ok"}
     # what any reader of the folder sees (the clips are packed: a part landed before its records)
     files = list((out / "detections").glob("*.parquet"))
     on_disk = set(read_rows(out)["video_id"]) if files else set()
     assert on_disk == recorded and len(recorded) < VIDEOS
-    record = run(videos, out, model_path, **SETTINGS)
+    record = run(short_videos, out, model_path, **SETTINGS)
     assert record["exit_code"] == 0 and record["totals"]["videos_skipped"] == len(recorded)
-    assert rows(out) == clean
+    assert rows(out) == clean(short_videos, SHORT_FRAMES)
 
 
 @pytest.mark.parametrize("call", ["ready", "start_run"])
 def test_a_worker_killed_between_its_model_loaded_and_the_run_started(
-    clean, videos, tmp_path, model_path, call
+    ray_local, short_videos, tmp_path, model_path, call
 ):
     """The driver asks a worker that died in ``ready`` again; the coordinator gives a worker
     that died in ``start_run`` its videos once Ray has restarted it."""
     plan = FaultPlan(marker_dir=str(tmp_path), actor_exit_in=call)
-    record = run(videos, tmp_path / "out", model_path, faults=plan, **SETTINGS)
+    record = run(short_videos, tmp_path / "out", model_path, faults=plan, **SETTINGS)
     assert list(tmp_path.glob(f"exit-in-{call}-*")), "the fault hook never fired"
     assert record["exit_code"] == 0 and record["totals"]["videos_ok"] == VIDEOS
-    assert rows(tmp_path / "out") == clean
+    assert rows(tmp_path / "out") == clean(short_videos, SHORT_FRAMES)
 
 
 @pytest.mark.timeout(300)  # without the deadline this run waits for the hung worker for an hour
 def test_a_worker_hung_in_a_forward_pass_is_restarted_and_its_videos_go_to_another(
-    clean, videos, tmp_path, model_path
+    ray_local, short_videos, tmp_path, model_path
 ):
     plan = FaultPlan(marker_dir=str(tmp_path), actor_hang_after_batches=3)
-    record = run(videos, tmp_path / "out", model_path, faults=plan, batch_timeout_s=5, **SETTINGS)
+    record = run(
+        short_videos, tmp_path / "out", model_path, faults=plan, batch_timeout_s=5, **SETTINGS
+    )
     assert list(tmp_path.glob("hang-*")), "the fault hook never fired"
     totals = record["totals"]
     assert record["exit_code"] == 0 and totals["actors_hung"] == 1
     assert totals["videos_ok"] == VIDEOS and totals["videos_reassigned"] >= 1
-    assert rows(tmp_path / "out") == clean
+    assert rows(tmp_path / "out") == clean(short_videos, SHORT_FRAMES)
 
 
 LONG = 2400  # frames of the long video: about 12 s of simulated GPU at batches of 8
