@@ -1,5 +1,6 @@
 """Shared fixtures: the real clip and model from ../shared, videos generated from them, and one
-Ray instance per test module (started by the module's ``ray_local`` fixture, always shut down)."""
+local Ray shared by the test modules that ask for it (``ray_local``: those modules run one after
+the other, and the Ray is shut down before any other test, and at the end)."""
 
 from __future__ import annotations
 
@@ -57,7 +58,9 @@ def _fast_tier_starts_no_ray(request):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """A fast-tier session that started a Ray node (a raylet), in any process, fails."""
+    """The shared Ray shut down; a fast-tier session that started a Ray node (a raylet), in any
+    process, fails."""
+    _shut_down_shared_ray()
     if "not slow" not in (session.config.getoption("markexpr") or ""):
         return
     import psutil
@@ -124,15 +127,43 @@ def clips(tmp_path_factory, people_mp4) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def ray_local():
-    """One local Ray per test module (the pipeline joins it instead of starting its own)."""
+    """The shared local Ray (started by the first module that asks; a Ray start and shutdown
+    cost about 6 s, per module otherwise). The pipeline joins it instead of starting its own."""
     import ray
 
-    os.environ.pop("RAY_ADDRESS", None)
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    try:
-        yield ray
-    finally:
+    if not ray.is_initialized():
+        os.environ.pop("RAY_ADDRESS", None)
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield ray
+
+
+def _shut_down_shared_ray() -> None:
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
         ray.shutdown()
+
+
+def pytest_collection_modifyitems(config, items):
+    """The modules that use the shared Ray run together, where the first of them was."""
+    shared = [item for item in items if "ray_local" in item.fixturenames]
+    if not shared:
+        return
+    modules = {item.module for item in shared}
+    _SHARED_RAY_MODULES.update(m.__name__ for m in modules)
+    first = next(i for i, item in enumerate(items) if item.module in modules)
+    rest = [item for item in items if item.module not in modules]
+    items[:] = rest[:first] + [i for i in items if i.module in modules] + rest[first:]
+
+
+_SHARED_RAY_MODULES: set[str] = set()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """One Ray at a time: the shared one goes before a test of another module (which may start
+    its own, or a cluster)."""
+    if item.module.__name__ not in _SHARED_RAY_MODULES:
+        _shut_down_shared_ray()
 
 
 @contextlib.contextmanager

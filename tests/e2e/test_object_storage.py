@@ -191,6 +191,8 @@ def test_interrupted_s3_run_resumes_without_duplicates(s3, tmp_path, model_path,
         "1",
         "--part-rows",  # each short clip's part published as it ends: a is done before b
         "1",
+        "--imgsz",  # the resume's 250 frames at a quarter of the default's work
+        "320",
     )
     staging = str(tmp_path / "staging")
     proc = cli(*args, staging=staging)
