@@ -22,8 +22,9 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) jobs/demo.py demo-out
 
+# Two processes: one runs the slow tests (Ray's, one after the other), the other the fast tier.
 test: install
-	YOLO_OFFLINE=1 $(PY) -m pytest -q -ra
+	YOLO_OFFLINE=1 $(PY) -m pytest -q -ra -n 2 --dist loadgroup
 
 fast: install
 	YOLO_OFFLINE=1 $(PY) -m pytest -q -ra -m "not slow"
