@@ -143,6 +143,7 @@ def _shut_down_shared_ray() -> None:
         ray.shutdown()
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     """The modules that use the shared Ray run together, where the first of them was. With
     pytest-xdist (``make test``), every slow test is in one group, run by one worker in this
