@@ -27,7 +27,7 @@ test: install
 	YOLO_OFFLINE=1 $(PY) -m pytest -q -ra -n 2 --dist loadgroup
 
 fast: install
-	YOLO_OFFLINE=1 $(PY) -m pytest -q -ra -m "not slow"
+	YOLO_OFFLINE=1 $(PY) -m pytest -q -ra -n 2 -m "not slow"
 
 lint: install
 	$(VENV)/bin/ruff check .

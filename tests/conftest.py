@@ -146,10 +146,10 @@ def _shut_down_shared_ray() -> None:
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     """The modules that use the shared Ray run together, where the first of them was. With
-    pytest-xdist (``make test``), every slow test is in one group, run by one worker in this
-    order (one Ray at a time on the machine), while the fast tier shares the other CPU."""
+    pytest-xdist (``make test``), every slow test that may start Ray is in one group, run by one
+    worker in this order (one Ray at a time on the machine), while the rest share the other CPU."""
     for item in items:
-        if item.get_closest_marker("slow") is not None:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("ray_free"):
             item.add_marker(pytest.mark.xdist_group("slow"))
     shared = [item for item in items if "ray_local" in item.fixturenames]
     if not shared:

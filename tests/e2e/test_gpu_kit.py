@@ -11,7 +11,7 @@ import sys
 import pytest
 from conftest import REPO
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray_free]
 
 
 def test_the_gpu_kit_runs_in_a_stripped_virtualenv_with_only_its_wheels(tmp_path, people_mp4):
