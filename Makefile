@@ -22,9 +22,10 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) jobs/demo.py demo-out
 
-# Two processes: one runs the slow tests (Ray's, one after the other), the other the fast tier.
+# One process: with two (pytest-xdist, the fast tier beside the Ray tests) CI's run was no faster
+# on 2 cores, and the load made timing-sensitive fault tests flaky.
 test: install
-	YOLO_OFFLINE=1 $(PY) -m pytest -q -ra -n 2 --dist loadgroup
+	YOLO_OFFLINE=1 $(PY) -m pytest -q -ra
 
 fast: install
 	YOLO_OFFLINE=1 $(PY) -m pytest -q -ra -n 2 -m "not slow"
