@@ -146,7 +146,7 @@ def test_a_worker_hung_in_a_forward_pass_is_restarted_and_its_videos_go_to_anoth
     assert rows(tmp_path / "out") == clean(short_videos, SHORT_FRAMES)
 
 
-LONG = 2400  # frames of the long video: about 12 s of simulated GPU at batches of 8
+LONG = 3200  # frames of the long video: about 15 s of simulated GPU at batches of 8
 
 
 @pytest.fixture(scope="module")
@@ -154,15 +154,21 @@ def long_video(tmp_path_factory):
     return tiny_videos(tmp_path_factory.mktemp("long"), [LONG])
 
 
-def _kill_when_running(title: str, deadline: float, killed: set[int]) -> bool:
-    """SIGKILL a process titled ``title`` that was not killed before, once one runs (False:
-    none did before ``deadline``). A process SIGKILLed a moment ago can still be listed."""
+def _kill_when_running(
+    title: str, deadline: float, killed: set[int], after_s: float = 0.0
+) -> bool:
+    """SIGKILL a process titled ``title`` that was not killed before, ``after_s`` seconds after it
+    is first seen running (False: none ran before ``deadline``). A process SIGKILLed a moment ago
+    can still be listed."""
+    first_seen: dict[int, float] = {}
     while time.monotonic() < deadline:
-        pids = sorted(set(ray_worker_pids((title,))) - killed)
-        if pids:
+        now = time.monotonic()
+        for pid in sorted(set(ray_worker_pids((title,))) - killed):
+            if now - first_seen.setdefault(pid, now) < after_s:
+                continue
             try:
-                os.kill(pids[0], signal.SIGKILL)
-                killed.add(pids[0])
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
                 return True
             except ProcessLookupError:
                 pass
@@ -193,10 +199,12 @@ def test_a_long_videos_decoders_killed_again_and_again_and_its_worker_leave_it_o
     pids: set[int] = set()
     deadline = time.monotonic() + 120
     for title in ["ray::decode_video"] * 3 + ["ray::VideoWorker", "ray::decode_video"]:
-        # the new decoder delivers batches meanwhile; before the worker's kill, long enough for
-        # a video given up after the third death to be recorded (then the run is over)
-        time.sleep(rng.uniform(0.5, 1.5) + (3 if title == "ray::VideoWorker" else 0))
-        if not _kill_when_running(title, deadline, pids):
+        # each decoder runs for a while before its kill, so it delivers batches (a decoder killed
+        # as it starts, twice in a row, would rightly count toward giving up, and on a loaded
+        # machine a restart can take longer than a fixed pause); before the worker's kill, long
+        # enough for a video given up after the third death to be recorded (the run is over)
+        time.sleep(3 if title == "ray::VideoWorker" else 0)
+        if not _kill_when_running(title, deadline, pids, after_s=rng.uniform(1.0, 2.0)):
             break
         killed.append(title)
     thread.join(timeout=600)
