@@ -3,17 +3,18 @@
 ```
 OUT/detections/<video_id>.parquet   one file per video, one row per processed frame
 OUT/tracks/<video_id>.parquet       with --track: one row per object track
-OUT/videos.parquet                  one row per input video (the manifest)
-OUT/videos.log                      videos finished since videos.parquet was last rewritten
+OUT/videos.parquet/part-*.parquet   one record per input video, its latest (the manifest)
+OUT/videos.log                      videos finished since the last part was written
 OUT/run.json                        the latest run that processed videos
 OUT/runs/<UTC start time>.json      one record per run
 OUT/progress.json                   a running run's progress (local outputs)
 OUT/.lease                          the run that holds the folder
 ```
 
-Files are written under hidden names (``TEMP_PREFIX``), which every Parquet reader skips, and
-renamed into place when complete. ``relative`` names are the same paths from the output's root:
-the keys of an output on object storage.
+Files are written under hidden names (``TEMP_PREFIX``) that end in ``.tmp`` and renamed into
+place when complete: pyarrow, pandas and Ray Data skip hidden files, and no ``*.parquet`` glob
+(DuckDB's reads hidden files) matches a file being written. ``relative`` names are the same
+paths from the output's root: the keys of an output on object storage.
 """
 
 from __future__ import annotations
@@ -94,10 +95,10 @@ class OutputLayout:
 
     @staticmethod
     def temp_beside(final: Path, stem: str | None = None) -> Path:
-        """A hidden name in ``final``'s folder, unique to this writer: readers skip it, and a
-        stale one is removed by ``stale_temp_files``."""
+        """A hidden name in ``final``'s folder, unique to this writer, not ending in ``.parquet``
+        (readers skip it), and a stale one is removed by ``stale_temp_files``."""
         return final.with_name(
-            f"{TEMP_PREFIX}{stem or final.stem}-{uuid.uuid4().hex[:8]}{final.suffix}"
+            f"{TEMP_PREFIX}{stem or final.stem}-{uuid.uuid4().hex[:8]}{final.suffix}.tmp"
         )
 
     @staticmethod
