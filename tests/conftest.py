@@ -143,6 +143,16 @@ def _shut_down_shared_ray() -> None:
         ray.shutdown()
 
 
+def pytest_configure(config):
+    """``make test``'s slow group keeps one Ray at a time; on pytest 9 pytest-xdist (3.8) cannot
+    group tests (it rewrites ``item._nodeid``, which pytest 9 no longer reads)."""
+    if config.getoption("dist", "no") == "loadgroup" and int(pytest.__version__.split(".")[0]) >= 9:
+        raise pytest.UsageError(
+            "--dist loadgroup needs pytest below 9 here (pyproject.toml pins it): on pytest "
+            f"{pytest.__version__} the slow tests would run two Rays at once"
+        )
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     """The modules that use the shared Ray run together, where the first of them was. With
@@ -227,9 +237,11 @@ def canonical_rows(output, *, exact: bool = False) -> pandas.DataFrame:
 
 
 def read_status(output) -> dict:
-    import pyarrow.parquet as pq
+    """Each video's latest record, by path."""
+    from pipeline.output.videos_table import VideosTable
 
-    return {r["path"]: r for r in pq.read_table(Path(output) / "videos.parquet").to_pylist()}
+    table = VideosTable(Path(output) / "videos.parquet").read()
+    return {} if table is None else {r["path"]: r for r in table.to_pylist()}
 
 
 def write_people_clips(
@@ -351,6 +363,42 @@ def frames_by_reader(out: Path, ray_data: bool = True) -> dict[str, pandas.DataF
     }
 
 
+def videos_by_reader(out: Path, *, ray_data: bool = False) -> dict[str, pandas.DataFrame]:
+    """``videos.parquet`` as each reader sees it: the pipeline's ``read_videos`` and the docs'
+    one-liners for pandas, DuckDB and (``ray_data``) Ray Data, each run as typed in the folder
+    above ``out`` (named ``out``, as the docs have it)."""
+    import duckdb
+
+    from pipeline.output.readers import read_videos
+
+    assert out.name == "out", "the docs' lines name the output folder out/"
+    pandas_line = doc_block("docs/output.md", "in one line. With pandas", "python")
+    found = {"read_videos": read_videos(out)}
+    prefix = "import pandas as pd\nimport ray\n"
+    found["pandas"] = _run_at(out.parent, prefix + pandas_line)["videos"]
+    query = doc_block("docs/output.md", "in DuckDB,", "sql")
+    found["duckdb"] = _in_folder(out.parent, lambda: duckdb.connect().sql(query).df())
+    if ray_data:
+        ray_line = doc_block("docs/output.md", "and in Ray Data,", "python")
+        found["ray_data"] = _run_at(out.parent, prefix + ray_line)["videos"].to_pandas()
+    return found
+
+
+def _in_folder(folder: Path, call):
+    before = os.getcwd()
+    os.chdir(folder)
+    try:
+        return call()
+    finally:
+        os.chdir(before)
+
+
+def _run_at(folder: Path, code: str) -> dict:
+    scope: dict = {}
+    _in_folder(folder, lambda: exec(code, scope))  # the docs' own example
+    return scope
+
+
 def part_files(out: Path) -> list[str]:
     return sorted(p.name for p in (out / "detections").glob("part-*.parquet"))
 
@@ -379,3 +427,34 @@ def rows_by_name(out) -> list[tuple]:
 def synthetic_rows(videos, lengths: list[int]) -> list[tuple]:
     """``rows_by_name`` of any run of the synthetic engine over ``videos`` (five boxes a frame)."""
     return sorted((Path(v).name, f, 5) for v, n in zip(videos, lengths) for f in range(n))
+
+
+# ---- the docs' examples as typed, and outputs of earlier versions ----------------------------
+
+
+def doc_block(page: str, after: str, language: str) -> str:
+    """The first ```language block after ``after`` in ``page``: what a user copies."""
+    import re
+
+    text = (REPO / page).read_text()
+    return re.search(rf"```{language}\n(.*?)```", text[text.index(after) :], re.S).group(1)
+
+
+def run_in(folder, code: str, monkeypatch) -> dict:
+    """``code`` as typed, run with ``folder`` as the working directory: its variables."""
+    monkeypatch.chdir(folder)
+    scope: dict = {}
+    exec(code, scope)  # the docs' own example
+    return scope
+
+
+def legacy_videos_file(folder, records, drop_columns=()):
+    """``videos.parquet`` as outputs written before parts have it: one file, no ``seq``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.output.manifest import VIDEOS_SCHEMA, Manifest
+
+    rows = [r.as_row() for r in records]
+    table = pa.Table.from_pylist(rows, schema=VIDEOS_SCHEMA).drop_columns(list(drop_columns))
+    pq.write_table(table, folder / Manifest.FILE_NAME)

@@ -29,6 +29,7 @@ from pipeline.media.source import video_id_for
 from pipeline.output.manifest import Manifest
 from pipeline.output.parts import is_part
 from pipeline.output.schema import DETECTIONS_SCHEMA, TRACKS_SCHEMA
+from pipeline.output.videos_table import VideosTable
 
 BOX_COLUMNS = ["class_id", "class_name", "confidence", "x1", "y1", "x2", "y2"]
 Table = Literal["detections", "tracks"]
@@ -79,22 +80,19 @@ def _packed_videos(
 ) -> dict[str, Packed]:
     """The packed videos among ``videos`` (None: all) and where their rows are."""
     file_column = "detections_file" if table == "detections" else "tracks_file"
+    manifest = _videos_table(fs, root)
     try:
-        manifest = pq.ParquetFile(f"{root}/{Manifest.FILE_NAME}", filesystem=fs)
+        schema = manifest.schema()
     except (FileNotFoundError, pa.ArrowInvalid):
         return {}
-    if file_column not in manifest.schema_arrow.names:
+    if schema is None or file_column not in schema.names:
         return {}  # written before videos were packed
     columns = ["video_id", "status", file_column, "row_groups"]
     found: dict[str, Packed] = {}
-    for batch in manifest.iter_batches(8192, columns=columns, use_threads=False):
+    for batch in manifest.latest(columns, video_ids=videos):
         keep = pc.and_(
             pc.is_valid(batch.column(file_column)), pc.not_equal(batch.column("status"), "failed")
         )
-        if videos is not None:
-            keep = pc.and_(
-                keep, pc.is_in(batch.column("video_id"), pa.array(sorted(videos), pa.string()))
-            )
         for row in batch.filter(keep).to_pylist():
             groups = row["row_groups"] if table == "detections" else None
             found[row["video_id"]] = Packed(
@@ -152,10 +150,10 @@ def _videos_with_classes(fs: pafs.FileSystem, root: str, classes: set) -> set[st
     """Videos whose boxes include one of ``classes`` (names or ids), from ``videos.parquet``;
     None when the manifest cannot tell (then no video is skipped)."""
     try:
-        table = pq.read_table(
-            f"{root}/{Manifest.FILE_NAME}", columns=["video_id", "class_counts"], filesystem=fs
-        )
+        table = _videos_table(fs, root).read(["video_id", "class_counts"])
     except (FileNotFoundError, KeyError, pa.ArrowInvalid):
+        return None
+    if table is None or "class_counts" not in table.column_names:
         return None
     names = {c.lower() for c in classes if isinstance(c, str)}
     keep = set()
@@ -192,7 +190,7 @@ def check_output(
     (a typo in the path would otherwise read as a run with no detections)."""
     fs, root = filesystem_for(output, filesystem)
     manifest, detections = fs.get_file_info([f"{root}/{Manifest.FILE_NAME}", f"{root}/detections"])
-    if manifest.type == pafs.FileType.File or detections.type == pafs.FileType.Directory:
+    if manifest.type != pafs.FileType.NotFound or detections.type == pafs.FileType.Directory:
         return fs, root
     if fs.get_file_info(root).type == pafs.FileType.NotFound:
         raise NotARunOutput(f"{output} does not exist: give the --output folder of a run")
@@ -204,11 +202,14 @@ def check_output(
 def known_classes(fs: pafs.FileSystem, root: str) -> dict[int, str] | None:
     """The run's model classes, recorded in ``videos.parquet`` (None for outputs written before that)."""
     try:
-        return Manifest.class_names_in(
-            pq.read_schema(f"{root}/{Manifest.FILE_NAME}", filesystem=fs)
-        )
+        schema = _videos_table(fs, root).schema()
     except (FileNotFoundError, OSError, pa.ArrowInvalid):
         return None
+    return Manifest.class_names_in(schema) if schema is not None else None
+
+
+def _videos_table(fs: pafs.FileSystem, root: str) -> VideosTable:
+    return VideosTable(f"{root}/{Manifest.FILE_NAME}", fs)
 
 
 def check_classes(classes: set | None, names: dict[int, str] | None) -> None:
@@ -558,15 +559,12 @@ def read_tracks(
 
 
 def read_videos(output: str | Path) -> pd.DataFrame:
-    """``videos.parquet``: one row per video; integer columns are nullable (``width`` of a video
-    that could not be opened, ``num_tracks`` without ``--track``)."""
+    """``videos.parquet``: one row per video, its latest record; integer columns are nullable
+    (``width`` of a video that could not be opened, ``num_tracks`` without ``--track``)."""
     fs, root = check_output(output)
-    try:
-        table = pq.read_table(f"{root}/{Manifest.FILE_NAME}", filesystem=fs)
-    except FileNotFoundError:
-        raise NotARunOutput(
-            f"{output} has no videos.parquet yet: no video of its run has finished"
-        ) from None
+    table = _videos_table(fs, root).read()
+    if table is None:
+        raise NotARunOutput(f"{output} has no videos.parquet yet: no video of its run has finished")
     return table.to_pandas(types_mapper=NULLABLE_INTS)
 
 
@@ -589,30 +587,17 @@ def resolve_video_id(video: str, results: str | Path) -> str:
 
 
 def videos_not_ok(output: str | Path, limit: int = 10) -> tuple[list[dict], int]:
-    """The first ``limit`` videos that are not ``ok`` (status, path, error), and how many there
-    are; read a row group at a time, so a manifest of a million failures costs little memory."""
+    """The first ``limit`` videos that are not ``ok`` (status, path, error), in video id order,
+    and how many there are; read a range of ids at a time, so a manifest of a million failures
+    costs little memory."""
     fs, root = check_output(output)
     first: list[dict] = []
     count = 0
-    with fs.open_input_file(f"{root}/{Manifest.FILE_NAME}") as f:
-        parquet = pq.ParquetFile(f)
-        for group in range(parquet.num_row_groups):
-            # The status column alone to count; paths and errors only of a group with rows to show.
-            # One thread: a thread pool's allocator arenas would cost the driver ~50 MB here.
-            status = parquet.read_row_group(group, columns=["status"], use_threads=False).column(
-                "status"
+    for chunk in _videos_table(fs, root).latest(["status", "path", "error"]):
+        rows = chunk.filter(pc.not_equal(chunk.column("status"), "ok"))
+        count += rows.num_rows
+        if len(first) < limit:
+            first.extend(
+                rows.select(["status", "path", "error"]).slice(0, limit - len(first)).to_pylist()
             )
-            bad = pc.not_equal(status, "ok")
-            count += pc.sum(bad).as_py() or 0
-            if len(first) < limit and pc.any(bad).as_py():
-                for batch in parquet.iter_batches(
-                    batch_size=256,
-                    row_groups=[group],
-                    columns=["status", "path", "error"],
-                    use_threads=False,
-                ):
-                    rows = batch.filter(pc.not_equal(batch.column("status"), "ok"))
-                    first.extend(rows.slice(0, limit - len(first)).to_pylist())
-                    if len(first) >= limit:
-                        break
     return first, count

@@ -124,6 +124,7 @@ class CoordinatorSummary:
     coordinator_memory: dict
     tracker_peak_bytes: int | None
     actors: list[ActorStats | None] = field(default_factory=list)  # None: it did not answer
+    longest_pause_s: float | None = None  # the event loop's (pipeline.runtime.pauses)
 
 
 def startup_figures(
@@ -182,6 +183,10 @@ def _coordinator_figures(summary: CoordinatorSummary) -> dict:
         "cpu_ms_per_batch": _per(summary.cpu_s, counts.batches_done),
         "cpu_ms_per_video": _per(summary.cpu_s, counts.videos_done),
         "cpu_ms_per_handout": _per(summary.cpu_s, counts.handouts),
+        # the longest its event loop was held (bookkeeping included): hand-outs and grants wait
+        "longest_pause_ms": (
+            None if summary.longest_pause_s is None else 1000 * summary.longest_pause_s
+        ),
     }
 
 

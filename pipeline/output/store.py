@@ -4,20 +4,22 @@
 
 The output on object storage is staged: the coordinator writes each file locally, exactly as
 for a local output, and then publishes it with one PUT. A PUT is atomic (readers see the old
-object or the new one, never a part), so a video's rows appear at once and ``videos.parquet``
-is replaced whole, as with the local rename.
+object or the new one, never a part), so a video's rows appear at once, as with the local
+rename. ``videos.parquet`` is a folder of immutable parts: each new part is one PUT, and the parts
+a merge replaced are deleted after the merged one is up (readers keep one copy of a record).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 import pyarrow.fs as pafs
 
 from pipeline.locations import RemoteLocation, is_uri, redact
-from pipeline.output.layout import OutputLayout
+from pipeline.output.layout import TEMP_PREFIX, OutputLayout
 from pipeline.output.parts import remove_videos
 from pipeline.output.writer import durable_replace
 
@@ -49,6 +51,43 @@ class RemoteOutput:
             destination_filesystem=pafs.LocalFileSystem(),
         )
         return True
+
+    def pull_folder(self, relative: str, local: Path) -> bool:
+        """Copy a remote folder's files (or a file of that name) into the staging folder."""
+        remote = f"{self.root}/{relative}"
+        kind = self.fs.get_file_info(remote).type
+        if kind == pafs.FileType.File:
+            return self.pull(relative, local)
+        if kind != pafs.FileType.Directory:
+            return False
+        local.mkdir(parents=True, exist_ok=True)
+        for info in self.fs.get_file_info(pafs.FileSelector(remote)):
+            if info.type == pafs.FileType.File and not info.base_name.startswith(TEMP_PREFIX):
+                self.pull(f"{relative}/{info.base_name}", local / info.base_name)
+        return True
+
+    def sync_folder(self, local: Path, relative: str) -> None:
+        """The remote folder as the local one is: new files PUT first, then the remote files the
+        local folder no longer has deleted, then a remote file of the folder's name (an output
+        written before the folder existed)."""
+        remote = f"{self.root}/{relative}"
+        kind = self.fs.get_file_info(remote).type
+        there: set[str] = set()
+        if kind == pafs.FileType.Directory:
+            there = {
+                i.base_name
+                for i in self.fs.get_file_info(pafs.FileSelector(remote))
+                if i.type == pafs.FileType.File
+            }
+        here = {
+            p.name for p in local.iterdir() if p.is_file() and not p.name.startswith(TEMP_PREFIX)
+        }
+        for name in sorted(here - there):
+            self.publish(local / name, f"{relative}/{name}")
+        for name in sorted(there - here):
+            self.delete(f"{relative}/{name}")
+        if kind == pafs.FileType.File:
+            self.delete(relative)
 
     def publish(self, local: Path, relative: str) -> None:
         """One PUT of a complete local file: atomic for readers of the remote folder."""
@@ -118,6 +157,24 @@ class OutputStore:
     @property
     def is_remote(self) -> bool:
         return self._remote is not None
+
+    def publish_videos(self) -> None:
+        """``videos.parquet``'s parts as they are here: on object storage, the new ones PUT and
+        those merged away deleted."""
+        if self._remote and self.layout.manifest.is_dir():
+            self._remote.sync_folder(self.layout.manifest, self.layout.MANIFEST)
+
+    def pull_videos(self) -> bool:
+        """Replace the local copy of ``videos.parquet`` by the remote one (resume from what
+        object storage has); False when it has none or the output is local."""
+        if not self._remote:
+            return False
+        local = self.layout.manifest
+        if local.is_dir():
+            shutil.rmtree(local)
+        else:
+            local.unlink(missing_ok=True)
+        return self._remote.pull_folder(self.layout.MANIFEST, local)
 
     def publish(self, path: Path) -> None:
         """``path`` (complete, in place under ``layout.root``) is what readers of the output see

@@ -27,7 +27,6 @@ from pipeline.inference.model_ref import (
 )
 from pipeline.locations import redact
 from pipeline.media.source import VideoSource
-from pipeline.output.layout import OutputLayout
 from pipeline.output.manifest import Manifest, VideoRecord, compact
 from pipeline.output.run_record import RunRecord
 from pipeline.output.store import OutputStore
@@ -127,7 +126,7 @@ def prepare_output(output: str) -> tuple[OutputStore, list[Path], Lease]:
             "(choose another --output)"
         ) from exc
     try:
-        store.pull(OutputLayout.MANIFEST)  # an output on object storage resumes from what it has
+        store.pull_videos()  # an output on object storage resumes from what it has
     except BaseException:
         lease.release()
         raise
@@ -269,7 +268,7 @@ def fold_manifest_log(store: OutputStore) -> bool:
     True when there was a log."""
     if not compact(store.layout.root, store.remove_rows):
         return False
-    store.publish(store.layout.manifest)
+    store.publish_videos()
     return True
 
 
@@ -285,7 +284,7 @@ def finish_without_workers(plan: RunPlan) -> dict:
         manifest.update(VideoRecord.failed(source, source.error or "unreadable", settings_hash))
     if plan.todo:
         manifest.save()
-        store.publish(manifest.path)
+        store.publish_videos()
     for source in plan.todo:  # rows of an earlier, readable version must not outlive its record
         store.remove_rows(source.video_id, {None, parts[source.video_id]})
     totals = {

@@ -13,6 +13,7 @@ from pathlib import Path
 import ray
 
 from pipeline.media.decode import VideoEnded
+from pipeline.output.bookkeeping import Bookkeeping
 from pipeline.output.layout import OutputLayout
 from pipeline.output.manifest import Manifest, VideoRecord
 from pipeline.output.outcomes import VideoOutcome
@@ -56,12 +57,13 @@ class VideoCommitter:
     def __init__(self, ctx: RunContext, store: OutputStore):
         self.ctx, self.store = ctx, store
         self.manifest = Manifest(store.layout.root)
-        self._manifest_lock: asyncio.Lock | None = None  # made on the event loop: start()
+        self.bookkeeping: Bookkeeping | None = None  # made on the event loop: start()
         self._part_removals: dict[str, Coalescer] = {}  # by part key
 
     def start(self, names: dict[int, str]) -> None:
         self.manifest.class_names = names  # recorded in videos.parquet for the readers
-        self._manifest_lock = asyncio.Lock()
+        # folds and merges in threads, off the event loop; each published (object storage)
+        self.bookkeeping = Bookkeeping(self.manifest, self.store.publish_videos)
 
     async def put_part_in_place(self, placement: PartPlacement, older: list[str]) -> None:
         """A worker's staged part put in place (its tracks part first, so a part with track ids
@@ -86,9 +88,6 @@ class VideoCommitter:
                     self.store.discard_staged(staged)
 
         await asyncio.to_thread(drop)
-
-    async def publish(self, path: Path) -> None:
-        await asyncio.to_thread(self.store.publish, path)  # one PUT on object storage: off the loop
 
     async def discard(self, video_id: str) -> None:
         """No usable rows: remove any older version's files."""
@@ -117,22 +116,18 @@ class VideoCommitter:
         await self._part_removals[part](video_id)
 
     async def record(self, record: VideoRecord) -> None:
-        assert self._manifest_lock is not None
-        async with self._manifest_lock:  # one writer at a time: an older upload never lands last
-            # after the rows are in place: an 'ok' record always has its rows
-            self.manifest.record(record)
-            # O(N), every N/2 videos (or ≤ 5 % of the time): O(1) per video
-            if self.manifest.compaction_due():
-                self.manifest.save()
-                await self.publish(self.manifest.path)
+        assert self.bookkeeping is not None
+        # after the rows are in place: an 'ok' record always has its rows
+        await self.bookkeeping.record(record)
         self.ctx.counts.video_finished(record)
         self.ctx.metrics.videos_finished.inc(tags={"status": record.status})
         self.ctx.memory.mark_warm()  # after the first video: the control plane's one unit of work
         self.ctx.memory.sample()
 
     async def save_manifest(self) -> None:
-        self.manifest.save()
-        await self.publish(self.manifest.path)
+        """The last fold of the run, and the merges due, in a thread; then published."""
+        assert self.bookkeeping is not None
+        await self.bookkeeping.finish()
 
 
 @dataclass

@@ -45,6 +45,7 @@ from pipeline.runtime.messages import (
     WorkerReport,
 )
 from pipeline.runtime.metrics import PipelineMetrics
+from pipeline.runtime.pauses import PauseWatch
 from pipeline.runtime.ray_calls import ACTOR_LOST, RayCalls, error_cause
 
 REPORT_EVERY_S = 1.0  # how often the workers' figures are polled (progress, run.json)
@@ -66,6 +67,7 @@ class CoordinatorMonitoring:
     assignments: Assignments
     deadline: BatchDeadline
     calls: RayCalls
+    pauses: PauseWatch
     me: object
     decode_here: list[bool]
     _restarts: set[asyncio.Task]
@@ -169,6 +171,7 @@ class CoordinatorMonitoring:
             coordinator_memory=ctx.memory.as_dict(),
             tracker_peak_bytes=max((r.tracker_peak_bytes for r in every), default=0) or None,
             actors=stats,
+            longest_pause_s=self.pauses.longest_s,
         )
 
 
@@ -189,6 +192,7 @@ class CoordinatorLogic(CoordinatorMonitoring):
         """``me``: this coordinator's own handle, which the workers ask for grants;
         ``open_per_worker``: videos a worker has open at once (None: from ``config``)."""
         self.store = OutputStore(Path(output), remote_output)
+        self.pauses = PauseWatch()  # the event loop's longest pause, for run.json
         self.ctx = RunContext(config, metrics, faults)
         self.workers, self.calls, self.me = workers, calls, me
         self.committer = VideoCommitter(self.ctx, self.store)
@@ -231,6 +235,7 @@ class CoordinatorLogic(CoordinatorMonitoring):
         await asyncio.gather(*(self._start_worker(w) for w in range(len(self.workers))))
         self.started, self.cpu_started = time.time(), time.process_time()
         reporter = asyncio.create_task(self._poll_reports())
+        pauses = asyncio.create_task(self.pauses.run())
         chunks = ClipChunks(chunk_size(self.assignments.open_per_worker), len(self.workers))
         try:
             while (source := await self._backlog.get()) is not None:
@@ -255,6 +260,7 @@ class CoordinatorLogic(CoordinatorMonitoring):
             await self._poll_once()
         finally:
             reporter.cancel()
+            pauses.cancel()
             for restart in list(self._restarts):  # a worker still not back has no work left
                 restart.cancel()
         await self.committer.save_manifest()

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 import pytest
 
 from pipeline.media.samples import read_frames, write_video
@@ -110,11 +109,10 @@ def remote_rows(fs, prefix):
 
 
 def remote_status(fs, prefix):
-    info = fs.get_file_info(f"{prefix}/videos.parquet")
-    if info.type != pafs.FileType.File:
-        return []
-    with fs.open_input_file(f"{prefix}/videos.parquet") as f:
-        return pq.read_table(f).to_pylist()
+    from pipeline.output.videos_table import VideosTable
+
+    table = VideosTable(f"{prefix}/videos.parquet", fs).read()
+    return [] if table is None else table.to_pylist()
 
 
 def staged_ok(staging: str) -> set[str]:
@@ -372,8 +370,11 @@ def test_credentials_inside_the_uri_are_never_shown_or_stored(s3, tmp_path, mode
     assert "Videos: 2 (1 ok" in stdout
     seen = [out, err, stdout, stderr]
     seen += [p.read_bytes().decode(errors="replace") for p in staging.rglob("*") if p.is_file()]
-    for name in ("run.json", "videos.parquet"):
-        with fs.open_input_file(f"results/creds/{name}") as f:
+    remote = [f"results/creds/{name}" for name in ("run.json",)] + [
+        info.path for info in fs.get_file_info(pafs.FileSelector("results/creds/videos.parquet"))
+    ]
+    for path in remote:
+        with fs.open_input_file(path) as f:
             seen.append(f.read().decode(errors="replace"))
     for text in seen:
         assert secret not in text and f"{key}:" not in text

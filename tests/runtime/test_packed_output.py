@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import frames_by_reader, part_files, tiny_videos
+from conftest import frames_by_reader, part_files, tiny_videos, videos_by_reader
 from conftest import synthetic_run as run
 
 pytestmark = pytest.mark.slow
@@ -66,3 +66,12 @@ def test_a_rerun_over_changed_clips_leaves_each_frame_once(ray_local, tmp_path, 
         per_clip = frame.groupby("video_id").size().rename(index=names).to_dict()
         assert per_clip == lengths, name  # no stale row of the old versions or the bad one
     assert set(part_files(out)) != before  # the old parts were written again without them
+    # videos.parquet: the three videos recorded again have a newer record in a newer part, and
+    # every reader sees each video once, its latest record
+    assert len(list((out / "videos.parquet").glob("part-*.parquet"))) >= 2
+    statuses = {}
+    for name, videos in videos_by_reader(out, ray_data=True).items():
+        assert not videos["video_id"].duplicated().any() and len(videos) == 30, name
+        statuses[name] = dict(zip(videos["video_id"], videos["status"]))
+    assert sorted(statuses["read_videos"].values()).count("failed") == 1
+    assert all(found == statuses["read_videos"] for found in statuses.values()), statuses

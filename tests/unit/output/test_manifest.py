@@ -1,7 +1,10 @@
+import pyarrow.parquet as pq
 import pytest
+from conftest import legacy_videos_file
 
 from pipeline.media.source import VideoSource
-from pipeline.output.manifest import Manifest, VideoRecord
+from pipeline.output.manifest import INTERRUPTED, TAKEN_OUT, Manifest, VideoRecord
+from pipeline.output.videos_table import VideosTable
 
 SOURCE = VideoSource("/v/a.mp4", "abc", size_bytes=100, mtime_ns=5)
 
@@ -18,6 +21,19 @@ def record(**changes):
     )
     base.update(changes)
     return VideoRecord(**base)
+
+
+def failed_since(before: VideoRecord, why: str) -> VideoRecord:
+    """The record a video gets when its rows are removed and no newer record follows."""
+    return VideoRecord(
+        video_id=before.video_id,
+        path=before.path,
+        status="failed",
+        error=why,
+        size_bytes=before.size_bytes,
+        mtime_ns=before.mtime_ns,
+        settings_hash=before.settings_hash,
+    )
 
 
 @pytest.mark.parametrize(
@@ -58,15 +74,23 @@ def test_invalid_records_are_refused(changes, message):
         record(**changes)
 
 
+def listing(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
 def test_save_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):
-    """A save that dies while writing leaves the previous videos.parquet whole and readable; a
-    save that completes replaces it in one rename and leaves no temporary file."""
+    """A save that dies while writing leaves the parts as they were, whole and readable; a save
+    that completes adds its part in one rename and leaves no temporary file."""
     import pyarrow.parquet as pq
 
     manifest = Manifest(tmp_path)
     manifest.update(record())
     manifest.save()
-    first = (tmp_path / "videos.parquet").read_bytes()
+    first = listing(tmp_path)
+    assert first == [
+        "videos.parquet",
+        "videos.parquet/part-000000000000001-000000000000001.parquet",
+    ]
     manifest.update(VideoRecord.failed(VideoSource("/v/b.mp4", "b"), "file not found", "h1"))
     real_write = pq.ParquetWriter.write_table
 
@@ -78,11 +102,10 @@ def test_save_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         manifest.save()
     monkeypatch.undo()
-    assert (tmp_path / "videos.parquet").read_bytes() == first  # the reader's view never changed
+    assert listing(tmp_path) == first  # the reader's view never changed, no half file left
     assert list(Manifest(tmp_path).records) == ["abc"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["videos.parquet"]  # no half file left
     manifest.save()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["videos.parquet"]
+    assert len(listing(tmp_path)) == 3 and not [p for p in listing(tmp_path) if ".tmp" in p]
     again = Manifest(tmp_path)
     assert again.records["b"].status == "failed" and again.records["b"].error == "file not found"
     assert again.records["abc"].frames_processed == 10
@@ -115,20 +138,28 @@ def test_the_log_wins_over_videos_parquet_and_a_torn_last_line_is_dropped(tmp_pa
     assert "unreadable" in caplog.text
 
 
-def test_compaction_is_due_once_the_log_holds_half_the_records(tmp_path):
+def test_a_fold_is_due_at_pending_max_and_writes_only_the_records_since_the_last(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(Manifest, "PENDING_MAX", 500)
     manifest = Manifest(tmp_path)
     for i in range(1000):
         manifest.update(record(video_id=f"old{i}", path=f"/v/old{i}.mp4"))
     manifest.save()
     assert manifest.logged == 0
-    for i in range(998):
+    (stored,) = (tmp_path / Manifest.FILE_NAME).iterdir()
+    before = stored.stat()
+    for i in range(499):
         manifest.record(record(video_id=f"new{i}", path=f"/v/new{i}.mp4"))
-    assert not manifest.compaction_due(now=0)  # 998 lines < 1,998 records // 2
-    manifest.record(record(video_id="new998", path="/v/new998.mp4"))
-    assert manifest.compaction_due(now=0)  # 999 lines >= 1,999 // 2
+    assert not manifest.compaction_due(now=0)
+    manifest.record(record(video_id="new499", path="/v/new499.mp4"))
+    assert manifest.compaction_due(now=0)
     manifest.save()
     assert not (tmp_path / Manifest.LOG_NAME).exists() and manifest.logged == 0
-    assert len(Manifest(tmp_path).records) == 1999
+    parts = sorted((tmp_path / Manifest.FILE_NAME).iterdir())
+    assert parts[0] == stored and stored.stat().st_mtime_ns == before.st_mtime_ns  # untouched
+    assert pq.read_metadata(parts[1]).num_rows == 500  # the new records only
+    assert len(Manifest(tmp_path).records) == 1500
 
 
 def test_a_crash_between_compaction_and_emptying_the_log_changes_nothing(tmp_path):
@@ -148,20 +179,18 @@ def test_compact_folds_a_left_log_into_videos_parquet(tmp_path):
     Manifest(tmp_path).record(record())
     assert compact(tmp_path, lambda video_id, places: None) is True
     assert not (tmp_path / Manifest.LOG_NAME).exists()
-    import pyarrow.parquet as pq
-
     assert pq.read_table(tmp_path / Manifest.FILE_NAME).column("video_id").to_pylist() == ["abc"]
 
 
 def test_the_time_rule_keeps_readers_close_at_a_bounded_cost(tmp_path):
     manifest = Manifest(tmp_path)
-    start = manifest._compacted_at
+    start = manifest.timer.folded_at
     assert not manifest.compaction_due(now=start + 3600)  # nothing logged: nothing to do
     manifest.record(record())
     # (off the boundaries: start + 10 - start can come out a hair below 10 in floating point)
     assert not manifest.compaction_due(now=start + 9.9)
     assert manifest.compaction_due(now=start + 10.1)  # FRESH_S
-    manifest._compaction_s = 2.0  # a big manifest: compacting took 2 s
+    manifest.timer.took_s = 2.0  # a big manifest: compacting took 2 s
     assert not manifest.compaction_due(now=start + 39.9)
     assert manifest.compaction_due(now=start + 40.1)  # 20 x 2 s: at most 5 % of the time
 
@@ -184,9 +213,9 @@ def test_a_commit_begun_but_never_recorded_has_its_files_removed_by_the_next_fol
     removed = []
     assert compact(tmp_path, lambda video_id, places: removed.append((video_id, places))) is True
     assert removed == [("lost", {None}), ("old", {None})]
-    assert (
-        list(Manifest(tmp_path).records) == ["done"] and not (tmp_path / Manifest.LOG_NAME).exists()
-    )
+    records = Manifest(tmp_path).records  # old's rows are gone: its record says so
+    assert sorted(records) == ["done", "old"] and not (tmp_path / Manifest.LOG_NAME).exists()
+    assert (records["old"].status, records["old"].error) == ("failed", INTERRUPTED)
 
 
 def test_a_compaction_while_a_commit_is_in_progress_keeps_its_line(tmp_path):
@@ -201,7 +230,9 @@ def test_a_compaction_while_a_commit_is_in_progress_keeps_its_line(tmp_path):
 
 
 def test_save_writes_in_chunks_and_keeps_every_record(tmp_path, monkeypatch):
-    monkeypatch.setattr(Manifest, "SAVE_CHUNK", 3)
+    from pipeline.output import unfolded
+
+    monkeypatch.setattr(unfolded, "ROWS_AT_A_TIME", 3)
     manifest = Manifest(tmp_path)
     for i in range(10):
         manifest.update(record(video_id=f"v{i}", frames_processed=i + 1))
@@ -212,8 +243,6 @@ def test_save_writes_in_chunks_and_keeps_every_record(tmp_path, monkeypatch):
     empty = tmp_path / "empty"
     empty.mkdir()
     Manifest(empty).save()  # no records: a valid file with no rows
-    import pyarrow.parquet as pq
-
     assert pq.read_table(empty / Manifest.FILE_NAME).num_rows == 0
 
 
@@ -222,7 +251,8 @@ def test_the_videos_not_ok_are_counted_over_every_row_group_and_the_first_ones_s
 ):
     from pipeline.output.readers import videos_not_ok
 
-    monkeypatch.setattr(Manifest, "SAVE_CHUNK", 4)  # row groups of 4
+    monkeypatch.setattr(VideosTable, "ROW_GROUP", 4)  # read in ranges of about 4 ids
+    monkeypatch.setattr(VideosTable, "CHUNK_ROWS", 4)
     manifest = Manifest(tmp_path)
     for i in range(14):
         if i % 3 == 0:
@@ -234,10 +264,10 @@ def test_the_videos_not_ok_are_counted_over_every_row_group_and_the_first_ones_s
     manifest.save()
     first, count = videos_not_ok(tmp_path, limit=3)
     assert count == 5  # 0, 3, 6, 9, 12
-    assert [(r["status"], r["path"], r["error"]) for r in first] == [
+    assert [(r["status"], r["path"], r["error"]) for r in first] == [  # in video id order
         ("failed", "/v/0.mp4", "error 0"),
+        ("failed", "/v/12.mp4", "error 12"),
         ("failed", "/v/3.mp4", "error 3"),
-        ("failed", "/v/6.mp4", "error 6"),
     ]
 
 
@@ -273,7 +303,8 @@ def test_resume_decisions_over_saves_and_reloads_equal_a_plain_dict_of_records(t
             manifest.committing(video_id)
             manifest = Manifest(tmp_path)
             manifest.forget_interrupted()
-            truth.pop(video_id, None)
+            if video_id in truth:  # its rows are gone: a failed record says so
+                truth[video_id] = failed_since(truth[video_id], INTERRUPTED)
             assert not manifest.is_complete(source, "h0") and not manifest.is_complete(source, "h1")
             manifest.save()  # as the fold does
         for settings in ("h0", "h1"):
@@ -305,19 +336,14 @@ def test_held_records_stay_bounded_however_many_are_stored(tmp_path, monkeypatch
     assert manifest.is_complete(VideoSource("/v/old7.mp4", "old7", 100, 5), "h1")
 
 
-def test_rows_stored_before_a_column_existed_are_kept_with_it_null(tmp_path):
-    import pyarrow.parquet as pq
-
-    manifest = Manifest(tmp_path)
-    manifest.update(record())
-    manifest.save()
-    old = pq.read_table(tmp_path / Manifest.FILE_NAME).drop_columns(["num_tracks", "class_counts"])
-    pq.write_table(old, tmp_path / Manifest.FILE_NAME)
-    again = Manifest(tmp_path)
+def test_rows_stored_before_a_column_existed_are_kept_with_it_null(tmp_path, caplog):
+    legacy_videos_file(tmp_path, [record()], drop_columns=["num_tracks", "class_counts"])
+    again = Manifest(tmp_path)  # upgraded in place, once, with a message
+    assert "upgraded in place" in caplog.text and (tmp_path / Manifest.FILE_NAME).is_dir()
     assert again.is_complete(SOURCE, "h1")
     again.record(record(video_id="def", path="/v/b.mp4"))
     again.save()
-    table = pq.read_table(tmp_path / Manifest.FILE_NAME)
+    table = VideosTable(tmp_path / Manifest.FILE_NAME).read()
     assert table.column("video_id").to_pylist() == ["abc", "def"]
     assert table.column("num_tracks").to_pylist() == [None, None]
 
@@ -339,14 +365,18 @@ def test_where_packed_videos_are_is_kept_through_saves_and_reloads(tmp_path):
     assert reloaded.part_of("a") == ("detections/part-w0-1.parquet", None)
     assert reloaded.part_of("b") == ("detections/part-w0-2.parquet", "tracks/part-w0-2.parquet")
     assert reloaded.part_of("c") == (None, None) and reloaded.part_of("zzz") == (None, None)
-    reloaded.drop("a")  # its rows are about to leave the part: no record from now on
+    reloaded.drop("a")  # its rows are about to leave the part: no usable record from now on
     assert reloaded.part_of("a") == (None, None) and "a" not in reloaded.records
     assert "a" not in Manifest(tmp_path).records  # the drop was logged
     reloaded.record(record(video_id="b"))  # b redone into its own file
-    reloaded.save()
+    reloaded.save()  # (a ends without a new record: failed, since its rows are gone)
     again = Manifest(tmp_path)
-    assert again.part_of("b") == (None, None) and sorted(again.records) == ["b", "c"]
+    assert again.part_of("b") == (None, None) and sorted(again.records) == ["a", "b", "c"]
     assert again.records["b"].detections_file is None
+    assert again.records["a"] == failed_since(
+        packed("a", "detections/part-w0-1.parquet"), TAKEN_OUT
+    )
+    assert again.part_of("a") == (None, None)
 
 
 def test_an_interrupted_packed_commit_names_its_part_and_a_newer_record_is_kept(tmp_path):
@@ -379,7 +409,9 @@ def test_has_record_knows_every_video_ever_recorded_through_saves(tmp_path):
     reloaded = Manifest(tmp_path)
     assert reloaded.has_record("a") and reloaded.has_record("b") and not reloaded.has_record("c")
     reloaded.drop("a")
+    assert not reloaded.has_record("a")
     reloaded.record(record(video_id="c"))
     reloaded.save()
     again = Manifest(tmp_path)
-    assert not again.has_record("a") and again.has_record("b") and again.has_record("c")
+    assert again.has_record("a") and again.records["a"].status == "failed"  # (rows gone)
+    assert again.has_record("b") and again.has_record("c")

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
+from conftest import doc_block, run_in
 
 from pipeline.inference.detections import BatchResult, Detections
 from pipeline.media.source import VideoSource
@@ -30,7 +31,14 @@ NAMES = {0: "person", 2: "car"}
 
 @pytest.fixture
 def output(tmp_path):
+    """Two videos and a bad one; the two were tried before (failed), so videos.parquet has two
+    parts and a superseded record of each: every reader must keep the latest only."""
     manifest = Manifest(tmp_path)
+    for vid in ("aaaa", "bbbb"):
+        manifest.update(
+            VideoRecord.failed(VideoSource(f"/videos/{vid}.mp4", vid), "a first try failed", "h")
+        )
+    manifest.save()
     for vid, boxes_per_frame in (("aaaa", [2, 0, 1]), ("bbbb", [0, 3])):
         writer = VideoResultWriter(tmp_path, vid, NAMES)
         n = sum(boxes_per_frame)
@@ -85,29 +93,13 @@ def test_per_frame_keeps_empty_frames(output):
 
 
 def test_videos_table(output):
-    videos = read_videos(output).set_index("video_id")
+    videos = read_videos(output)
+    assert sorted(videos["video_id"]) == ["aaaa", "bbbb", "cccc"]  # the latest record of each
+    videos = videos.set_index("video_id")
     assert (
         videos.loc["cccc", "status"] == "failed"
         and videos.loc["cccc", "error"] == "no video stream"
     )
-
-
-def doc_block(page: str, after: str, language: str) -> str:
-    """The first ```language block after ``after`` in ``page``: what a user copies."""
-    import re
-
-    from conftest import REPO
-
-    text = (REPO / page).read_text()
-    return re.search(rf"```{language}\n(.*?)```", text[text.index(after) :], re.S).group(1)
-
-
-def run_in(folder, code: str, monkeypatch) -> dict:
-    """``code`` as typed, run with ``folder`` as the working directory: its variables."""
-    monkeypatch.chdir(folder)
-    scope: dict = {}
-    exec(code, scope)  # the docs' own example
-    return scope
 
 
 @pytest.fixture
@@ -129,7 +121,12 @@ def test_the_docs_pandas_recipe_as_typed(out_beside, monkeypatch):
 def test_the_readme_first_read_as_typed(out_beside, monkeypatch):
     scope = run_in(out_beside, doc_block("README.md", "## A first run", "python"), monkeypatch)
     assert len(scope["rows"]) == 5  # every processed frame, with boxes or without
-    assert set(scope["videos"]["status"]) == {"ok", "failed"}
+    videos = scope["videos"]  # each video once, its latest record
+    assert sorted(zip(videos["video_id"], videos["status"])) == [
+        ("aaaa", "ok"),
+        ("bbbb", "ok"),
+        ("cccc", "failed"),
+    ]
 
 
 def test_the_docs_duckdb_recipe_as_typed(out_beside, monkeypatch):
@@ -144,6 +141,12 @@ def test_the_docs_duckdb_recipe_as_typed(out_beside, monkeypatch):
 # ---- filters and pushdown -------------------------------------------------------------------
 
 
+def _name(path: str) -> str:
+    """A file's name, with its folder for the parts of videos.parquet."""
+    path = Path(path)
+    return f"{path.parent.name}/{path.name}" if path.parent.name == "videos.parquet" else path.name
+
+
 class CountingFileSystem(pafs.FileSystemHandler):
     """The local filesystem, recording every file opened for reading."""
 
@@ -152,11 +155,11 @@ class CountingFileSystem(pafs.FileSystemHandler):
         self.opened = []
 
     def open_input_file(self, path):
-        self.opened.append(Path(path).name)
+        self.opened.append(_name(path))
         return self.local.open_input_file(path)
 
     def open_input_stream(self, path):
-        self.opened.append(Path(path).name)
+        self.opened.append(_name(path))
         return self.local.open_input_stream(path)
 
     def get_type_name(self):
@@ -270,7 +273,7 @@ def test_class_filter_skips_videos_without_the_class(tmp_path):
     cars = read_detections(
         tmp_path.absolute(), classes=["car"], filesystem=pafs.PyFileSystem(counting)
     )
-    assert [name for name in counting.opened if name != "videos.parquet"] == ["video0.parquet"]
+    assert [n for n in counting.opened if not n.startswith("videos.parquet")] == ["video0.parquet"]
     assert len(cars) == 150 and set(cars["class_name"]) == {"car"}
     by_id = read_detections(tmp_path, classes=2)
     assert len(by_id) == 150

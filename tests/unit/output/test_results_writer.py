@@ -160,5 +160,8 @@ def test_a_committed_file_and_its_folder_entry_reach_the_disk_before_it_counts(
     manifest = Manifest(tmp_path)
     manifest.update(VideoRecord("vid", "/v.mp4", "ok", frames_processed=4))
     manifest.save()
-    assert [c[0] for c in calls] == ["fsync", "replace", "fsync"]
-    assert calls[1][1] == str(tmp_path / "videos.parquet") and calls[2][1] == str(tmp_path)
+    # its new folder's entry, then the part: synced, renamed, its folder synced
+    (part,) = (tmp_path / "videos.parquet").iterdir()
+    assert [c[0] for c in calls] == ["fsync", "fsync", "replace", "fsync"]
+    assert calls[0][1] == str(tmp_path)
+    assert calls[2][1] == str(part) and calls[3][1] == str(tmp_path / "videos.parquet")

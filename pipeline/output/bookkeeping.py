@@ -1,0 +1,89 @@
+"""The manifest of a running run, kept off its event loop: records are appended on the loop (one
+line each), folds and merges run in threads, so hand-outs and grants never wait for them.
+
+Ray-free and asyncio-only: the coordinator (``VideoCommitter``) and the bookkeeping benchmark
+(``docs/bench/bookkeeping.py``) drive the same object.
+
+- A fold is started when ``compaction_due()`` says so and none is running: the log is rotated on
+  the loop (a rename), the part written in a thread, and the fold ended on the loop (the rotated
+  log removed, the resume index swapped). Only when folds fall a whole ``PENDING_MAX`` behind does
+  ``record`` wait for the running one (so the held records stay bounded).
+- Merges run in their own thread, one at a time, after a fold: a merge of big parts does not hold
+  the next fold.
+- ``publish`` (object storage: the new parts up, the merged ones deleted) runs after each, one at
+  a time.
+- A fold or merge that fails makes the next ``record`` (or ``finish``) raise: the log still holds
+  every record, and the next run folds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from pipeline.output.manifest import Manifest, VideoRecord
+
+
+class Bookkeeping:
+    def __init__(self, manifest: Manifest, publish: Callable[[], None] = lambda: None):
+        self.manifest = manifest
+        self._publish_fn = publish
+        self._publish_lock = asyncio.Lock()
+        self._fold: asyncio.Task | None = None
+        self._merge: asyncio.Task | None = None
+        self._error: BaseException | None = None
+        self.folds = 0
+        self.merges = 0
+
+    async def record(self, record: VideoRecord) -> None:
+        """The record logged (durable when this returns); a fold started when one is due."""
+        if self._error is not None:
+            raise self._error
+        self.manifest.record(record)
+        if self._fold is None:
+            if self.manifest.compaction_due():
+                self._fold = asyncio.create_task(self._write_fold())
+        elif self.manifest.logged >= 2 * self.manifest.PENDING_MAX:
+            await asyncio.shield(self._fold)  # folds fall behind: the held records stay bounded
+
+    async def _write_fold(self) -> None:
+        try:
+            fold = self.manifest.begin_fold()
+            try:
+                await asyncio.to_thread(self.manifest.write_fold, fold)
+            except BaseException:
+                self.manifest.abort_fold(fold)
+                raise
+            self.manifest.end_fold(fold)
+            self.folds += 1
+            if self._merge is None:
+                self._merge = asyncio.create_task(self._merge_parts())
+            await self._publish()
+        except Exception as exc:
+            self._error = exc
+        finally:
+            self._fold = None
+
+    async def _merge_parts(self) -> None:
+        try:
+            self.merges += await asyncio.to_thread(self.manifest.merge_due)
+            await self._publish()
+        except Exception as exc:
+            self._error = exc
+        finally:
+            self._merge = None
+
+    async def _publish(self) -> None:
+        async with self._publish_lock:  # one at a time: each makes the remote folder the local one
+            await asyncio.to_thread(self._publish_fn)
+
+    async def finish(self) -> None:
+        """The run's last fold and the merges due, in a thread, then published (nothing else
+        records meanwhile)."""
+        for task in (self._fold, self._merge):
+            if task is not None:
+                await asyncio.shield(task)
+        if self._error is not None:
+            raise self._error
+        await asyncio.to_thread(self.manifest.save)
+        await self._publish()

@@ -1,0 +1,83 @@
+"""Folds and merges off the event loop: records go on while a fold is written, and nothing
+recorded meanwhile is lost or hidden from the resume decision."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from pipeline.media.source import VideoSource
+from pipeline.output.bookkeeping import Bookkeeping
+from pipeline.output.manifest import Manifest, VideoRecord
+from pipeline.output.videos_table import VideosTable
+from pipeline.runtime.pauses import PauseWatch
+
+
+def record(i: int) -> VideoRecord:
+    return VideoRecord(
+        f"v{i:05d}", f"/v/{i}.mp4", "ok", frames_processed=5, size_bytes=1, settings_hash="h"
+    )
+
+
+def source(i: int) -> VideoSource:
+    return VideoSource(f"/v/{i}.mp4", f"v{i:05d}", size_bytes=1, mtime_ns=-1)
+
+
+def test_records_go_on_while_a_slow_fold_is_written(tmp_path, monkeypatch):
+    """A fold that takes 0.6 s (a big part, a slow disk) holds the loop for none of it: records,
+    resume decisions and a timer carry on; every record is stored at the end."""
+    monkeypatch.setattr(Manifest, "PENDING_MAX", 100)
+    real_write = VideosTable.write_part
+
+    def slow_write(self, *args, **kwargs):
+        time.sleep(0.6)  # (in the fold's thread)
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(VideosTable, "write_part", slow_write)
+
+    async def run() -> tuple[float, float]:
+        bookkeeping = Bookkeeping(Manifest(tmp_path))
+        pauses = PauseWatch(interval_s=0.01)
+        timer = asyncio.create_task(pauses.run())
+        slowest = 0.0
+        for i in range(400):
+            started = time.perf_counter()
+            await bookkeeping.record(record(i))
+            slowest = max(slowest, time.perf_counter() - started)
+            # what was recorded, before and during the fold, is complete
+            assert bookkeeping.manifest.is_complete(source(i // 2), "h")
+            await asyncio.sleep(0.004)  # the coordinator's other work
+        folded_during_the_run = len(VideosTable(tmp_path / Manifest.FILE_NAME).parts())
+        await bookkeeping.finish()
+        timer.cancel()
+        assert folded_during_the_run >= 1
+        return slowest, pauses.longest_s
+
+    slowest, longest_pause = asyncio.run(run())
+    assert slowest < 0.3 and longest_pause < 0.3  # a fold on the loop would hold it 0.6 s
+    records = Manifest(tmp_path).records
+    assert sorted(records) == [f"v{i:05d}" for i in range(400)]
+
+
+def test_a_failed_fold_keeps_every_record_and_the_next_record_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(Manifest, "PENDING_MAX", 10)
+
+    def full(self, *args, **kwargs):
+        raise OSError("No space left on device")
+
+    async def run() -> None:
+        bookkeeping = Bookkeeping(Manifest(tmp_path))
+        with monkeypatch.context() as disk:
+            disk.setattr(VideosTable, "write_part", full)
+            for i in range(10):
+                await bookkeeping.record(record(i))
+            while bookkeeping._fold is not None:
+                await asyncio.sleep(0.01)
+            with pytest.raises(OSError, match="No space"):
+                await bookkeeping.record(record(10))
+            assert bookkeeping.manifest.is_complete(source(3), "h")  # held again
+
+    asyncio.run(run())
+    assert sorted(Manifest(tmp_path).records) == [f"v{i:05d}" for i in range(10)]  # the log
