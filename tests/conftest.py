@@ -374,7 +374,7 @@ def videos_by_reader(out: Path, *, ray_data: bool = False) -> dict[str, pandas.D
     assert out.name == "out", "the docs' lines name the output folder out/"
     pandas_line = doc_block("docs/output.md", "in one line. With pandas", "python")
     found = {"read_videos": read_videos(out)}
-    prefix = "import pandas as pd\nimport ray\n"
+    prefix = "import os\nimport pandas as pd\nimport ray\n"
     found["pandas"] = _run_at(out.parent, prefix + pandas_line)["videos"]
     query = doc_block("docs/output.md", "in DuckDB,", "sql")
     found["duckdb"] = _in_folder(out.parent, lambda: duckdb.connect().sql(query).df())

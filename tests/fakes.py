@@ -30,6 +30,7 @@ from pipeline.media.source import VideoSource
 from pipeline.output.manifest import Manifest
 from pipeline.output.readers import read_detections
 from pipeline.output.store import OutputStore
+from pipeline.plan.resume import ToProcess
 from pipeline.runtime.coalesce import Coalescer
 from pipeline.runtime.coordinator import CoordinatorLogic
 from pipeline.runtime.messages import ActorStats, ModelFacts, WorkerOutcome
@@ -346,7 +347,9 @@ def run_workers(
     sources = sources or sources_of(frames)
 
     async def main():
-        await logic.add_videos(sources)
+        # each with its previous record, as the planner pairs them
+        stored = Manifest(out)
+        await logic.add_videos([ToProcess(s, stored.previous(s.video_id)) for s in sources])
         await logic.backlog_walked()
         summary = await logic.run(facts())
         for worker in workers:  # a worker cut off comes back; storage that hung answers

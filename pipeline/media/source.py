@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import stat
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -38,7 +40,38 @@ def canonical_location(path: str) -> str:
 
 
 def video_id_for(path: str) -> str:
-    return hashlib.sha256(os.fsencode(canonical_location(path))).hexdigest()[:16]
+    return _id_of(canonical_location(path))
+
+
+def _id_of(canonical: str) -> str:
+    return hashlib.sha256(os.fsencode(canonical)).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=4096)
+def _real_folder(folder: str) -> str:
+    """A folder's real path, once per folder of a walk (the working directory does not change
+    during one): ``realpath`` costs one ``lstat`` per component of the path."""
+    return os.path.realpath(folder)
+
+
+def forget_folders() -> None:
+    """Start a walk afresh: the folders' real paths are looked up again."""
+    _real_folder.cache_clear()
+
+
+def _real_path(path: str) -> tuple[str, os.stat_result | None]:
+    """``os.path.realpath(path)``, from its folder's (cached) and one ``lstat`` of the file, which
+    is also the file's ``stat`` when it is not a symbolic link (None: it is, or it is missing)."""
+    folder, name = os.path.split(path)
+    if name in ("", ".", ".."):
+        return os.path.realpath(path), None
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return os.path.realpath(path), None
+    if stat.S_ISLNK(st.st_mode):
+        return os.path.realpath(path), None
+    return os.path.join(_real_folder(folder or "."), name), st
 
 
 def describe(path: str) -> VideoSource:
@@ -59,15 +92,15 @@ def describe(path: str) -> VideoSource:
         return VideoSource(
             path, vid, size, mtime_ns, error="empty file (0 bytes)" if size == 0 else None
         )
-    absolute = os.path.realpath(path)
-    vid = video_id_for(absolute)
+    absolute, st = _real_path(path)
+    vid = _id_of(absolute)
     try:
-        st = os.stat(absolute)
+        st = st or os.stat(absolute)
     except FileNotFoundError:
         return VideoSource(absolute, vid, error="file not found")
     except OSError as exc:
         return VideoSource(absolute, vid, error=f"cannot stat file: {exc.strerror or exc}")
-    if not os.path.isfile(absolute):
+    if not stat.S_ISREG(st.st_mode):
         return VideoSource(absolute, vid, st.st_size, st.st_mtime_ns, error="not a regular file")
     if not os.access(absolute, os.R_OK):
         return VideoSource(

@@ -31,9 +31,14 @@ import pyarrow as pa
 from pipeline.media.source import VideoSource
 from pipeline.output.layout import OutputLayout
 from pipeline.output.parts import is_part
-from pipeline.output.stored_index import StoredIndex
 from pipeline.output.unfolded import Fold, Unfolded
-from pipeline.output.video_record import VIDEOS_SCHEMA, Status, VideoRecord, complete_key
+from pipeline.output.video_record import (
+    PREVIOUS_COLUMNS,
+    VIDEOS_SCHEMA,
+    Previous,
+    Status,
+    VideoRecord,
+)
 from pipeline.output.videos_table import SEQ, VideosTable
 
 __all__ = ["VIDEOS_SCHEMA", "Manifest", "Status", "VideoRecord", "compact"]
@@ -126,8 +131,9 @@ class Manifest:
 
     ``videos.parquet`` is a folder of parts (``VideosTable``): a fold writes the records logged
     since the last one as a new part, whatever the backlog, and merges parts when due. The
-    records since the last fold (``Unfolded``, at most ``PENDING_MAX``) are held whole; of the
-    stored ones a few bytes each, for the resume decision (``StoredIndex``). Each record's log
+    records since the last fold (``Unfolded``, at most ``PENDING_MAX``) are held whole, and
+    nothing of the stored ones (a run's planner pairs each video with its stored record in one
+    streaming pass: ``pipeline.plan.resume``). Each record's log
     line carries its number (``seq``): the latest of a video wins, in the log and in the parts."""
 
     FILE_NAME = OutputLayout.MANIFEST
@@ -146,7 +152,6 @@ class Manifest:
         self.table = VideosTable(self.path)
         self.unfolded = Unfolded()  # logged since the last fold
         self.folding: Fold | None = None  # a fold being written (begin_fold .. end_fold)
-        self._index = StoredIndex()  # what the resume decisions need of the stored rows
         self.class_names: dict[int, str] | None = None  # the latest run's model classes
         self.unsettled = InterruptedCommits()  # begun in the log, never recorded (a killed run)
         self._committing: dict[str, str | None] = {}  # this process's, not yet recorded
@@ -157,7 +162,6 @@ class Manifest:
         if self.table.exists():
             schema = self.table.schema()
             self.class_names = self.class_names_in(schema) if schema is not None else None
-            self._index = StoredIndex.of(self.table)
         # the rotated logs too (a fold cut short), then the log
         self.log.replay(self.unfolded, self.unsettled, self._take_seq)
 
@@ -198,32 +202,29 @@ class Manifest:
         """Every record, read whole (O(backlog) memory: for tools and tests, not for a run)."""
         return _every_record(self.table, self.folding, self.unfolded)
 
-    def is_complete(self, source: VideoSource, settings_hash: str) -> bool:
-        """Done before with the same content and the same result-changing settings.
-
-        Only ``ok`` counts: a ``partial`` or ``failed`` video is tried again, since the file may
-        have been repaired or the cause may have been transient.
-        """
-        record = self._held(source.video_id)
+    def previous(self, video_id: str) -> Previous | None:
+        """The video's latest record as a resume decision sees it (None: never recorded, or
+        dropped since): held since the last fold, in the fold being written, or stored (one
+        lookup in the parts: for tools and tests; a run's planner gives each video its own in
+        one streaming pass, ``pipeline.plan.resume``)."""
+        record = self._held(video_id)
         if record is not None:
-            return (
-                record.status == "ok"
-                and record.settings_hash == settings_hash
-                and record.size_bytes == source.size_bytes
-                and record.mtime_ns == source.mtime_ns
-            )
-        if self._was_dropped(source.video_id):
-            return False
-        key = complete_key(source.video_id, settings_hash, source.size_bytes, source.mtime_ns)
-        return self._index.complete_key(source.video_id) == key
+            return Previous.of(record.as_row())
+        if self._was_dropped(video_id):
+            return None
+        for chunk in self.table.latest(PREVIOUS_COLUMNS, video_ids=[video_id]):
+            for row in chunk.to_pylist():
+                return Previous.of(row)
+        return None
+
+    def is_complete(self, source: VideoSource, settings_hash: str) -> bool:
+        """Done before with the same content and the same result-changing settings."""
+        previous = self.previous(source.video_id)
+        return previous is not None and previous.complete_for(source, settings_hash)
 
     def has_record(self, video_id: str) -> bool:
         """Whether the video was ever recorded here (so files of an earlier version may exist)."""
-        if self._held(video_id) is not None:
-            return True
-        if self._was_dropped(video_id):
-            return False
-        return self._index.holds(video_id)
+        return self.previous(video_id) is not None
 
     def update(self, record: VideoRecord) -> None:
         """Change the record in memory only (``save`` writes it)."""
@@ -258,15 +259,10 @@ class Manifest:
     def part_of(self, video_id: str) -> tuple[str | None, str | None]:
         """The part files (detections, tracks) that hold this video's rows now; None each for
         its own files (or no rows)."""
-        record = self._held(video_id)
-        if record is not None:
-            return (
-                record.detections_file if is_part(record.detections_file) else None,
-                record.tracks_file if is_part(record.tracks_file) else None,
-            )
-        if self._was_dropped(video_id):
-            return None, None
-        return self._index.part_of(video_id)
+        previous = self.previous(video_id)
+        return (
+            (None, None) if previous is None else (previous.detections_part, previous.tracks_part)
+        )
 
     def _held(self, video_id: str) -> VideoRecord | None:
         """The video's record since the last fold, or in the fold being written."""
@@ -331,15 +327,13 @@ class Manifest:
 
     def write_fold(self, fold: Fold) -> None:
         """The fold's part (any thread: it touches only the fold and the parts)."""
-        fold.write(self.table, self._index)
+        fold.write(self.table)
 
     def end_fold(self, fold: Fold) -> None:
         """After ``write_fold``: the fold's logs go (a crash before this replays lines the new part
         holds, and the next fold writes the same part or one that covers it)."""
         for rotated in fold.logs:
             rotated.unlink(missing_ok=True)
-        if fold.index is not None:
-            self._index = fold.index  # (built by write_fold: swapped here, on the loop)
         self.folding = None
         self.timer.folded(fold.started)
 

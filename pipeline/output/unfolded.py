@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline.output.stored_index import StoredIndex
 from pipeline.output.video_record import VideoRecord
 from pipeline.output.videos_table import SEQ, VideosTable
 
@@ -38,12 +37,11 @@ class Fold:
     schema: pa.Schema
     started: float
     written: list[VideoRecord] = field(default_factory=list)
-    index: StoredIndex | None = None  # the resume index with the written records
     _by_id: dict[str, VideoRecord] | None = None
 
-    def write(self, table: VideosTable, index: StoredIndex) -> None:
-        """The fold's part, whole or absent, and the resume index with its records (any thread:
-        it touches only the fold and the parts)."""
+    def write(self, table: VideosTable) -> None:
+        """The fold's part, whole or absent (any thread: it touches only the fold and the
+        parts)."""
         self.written = [*self.records, *failed_drops(self.dropped, table)]
         if self.written or not table.exists():
             seqs = self.seqs + [
@@ -51,7 +49,6 @@ class Fold:
             ]
             rows = as_table(self.written, seqs, self.schema)
             table.write_part(rows, self.lo, self.hi, self.schema)
-        self.index = index.with_records(self.written)
 
     def record(self, video_id: str) -> VideoRecord | None:
         if self._by_id is None:

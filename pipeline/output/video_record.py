@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from pipeline.locations import redact
 from pipeline.media.source import VideoSource
+from pipeline.output.parts import is_part
 
 Status = Literal["ok", "partial", "failed"]
 
@@ -107,7 +108,52 @@ class VideoRecord:
 _RECORD_FIELDS = tuple(f.name for f in fields(VideoRecord))
 
 
-def complete_key(video_id: str, settings_hash: str, size_bytes: int, mtime_ns: int) -> int:
-    """What ``is_complete`` compares, in 8 bytes (Python's hash: only ever compared within one
-    process; two different videos share a key with odds of about 2**-64). Never 0 (0: not ok)."""
-    return hash((video_id, settings_hash, size_bytes, mtime_ns)) or 1
+# The stored columns a ``Previous`` is made of.
+PREVIOUS_COLUMNS = [
+    "status",
+    "settings_hash",
+    "size_bytes",
+    "mtime_ns",
+    "detections_file",
+    "tracks_file",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Previous:
+    """A video's latest record from before this run, as much as the run needs of it: whether it
+    is complete for the run's settings (``complete_for``), and where its rows are when they are
+    in part files (to take them out before the video is processed again)."""
+
+    status: str
+    settings_hash: str
+    size_bytes: int
+    mtime_ns: int
+    detections_part: str | None = None  # None: its own files (or, failed, no rows)
+    tracks_part: str | None = None
+
+    @classmethod
+    def of(cls, row: dict) -> Previous:
+        """From a stored row (or ``VideoRecord.as_row()``): a failed video's rows are gone, so
+        it has no part."""
+        packed = row["status"] != "failed" and is_part(row["detections_file"])
+        tracks = row["tracks_file"]
+        return cls(
+            row["status"],
+            row["settings_hash"] or "",
+            row["size_bytes"],
+            row["mtime_ns"],
+            row["detections_file"] if packed else None,
+            tracks if packed and is_part(tracks) else None,
+        )
+
+    def complete_for(self, source: VideoSource, settings_hash: str) -> bool:
+        """Done with the same content and the same result-changing settings. Only ``ok``
+        counts: a ``partial`` or ``failed`` video is tried again (the file may have been
+        repaired, the cause may have been transient)."""
+        return (
+            self.status == "ok"
+            and self.settings_hash == settings_hash
+            and self.size_bytes == source.size_bytes
+            and self.mtime_ns == source.mtime_ns
+        )

@@ -11,7 +11,7 @@ import numpy as np
 
 from pipeline import locations
 from pipeline.errors import UsageError
-from pipeline.media.source import VideoSource, describe
+from pipeline.media.source import VideoSource, describe, forget_folders
 
 VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mov .mkv .webm .avi .mpg .mpeg .ts .mts .m2ts .flv .wmv .3gp .ogv .h264 .h265 .hevc".split()
@@ -127,6 +127,7 @@ class InputWalk:
 
     def __init__(self, inputs: Iterable[str | os.PathLike]):
         self.inputs = [os.fspath(item) for item in inputs]  # pathlib.Path works as well as str
+        forget_folders()  # folders' real paths are cached for one walk (a link may have moved)
         self.warnings: list[str] = []
         self.count = 0
         self._seen = IdSet()  # a million video ids in 16 MB

@@ -26,12 +26,13 @@ from pipeline.inference.model_ref import (
     resolve_classes,
 )
 from pipeline.locations import redact
-from pipeline.media.source import VideoSource
 from pipeline.output.manifest import Manifest, VideoRecord, compact
 from pipeline.output.run_record import RunRecord
 from pipeline.output.store import OutputStore
+from pipeline.output.videos_table import VideosTable
 from pipeline.plan.inputs import InputError, InputWalk
 from pipeline.plan.lease import Lease
+from pipeline.plan.resume import ToProcess, needing_work
 
 # Videos needing work that planning walks before deciding anything: enough to know whether a
 # small backlog needs Ray at all, and to see the first videos' shape; the rest is walked as the
@@ -46,10 +47,11 @@ class RunPlan:
     # the model as an absolute path with its fingerprint, classes as ids when known
     config: RunConfig
     walk: InputWalk  # every input video, in order (walked lazily; ``walk.count`` so far)
-    # the first videos to process (unreadable ones included: they get a 'failed' record)
-    todo: list[VideoSource]
+    # the first videos to process (unreadable ones included: they get a 'failed' record), each
+    # with its latest record from before this run
+    todo: list[ToProcess]
     # the videos to process after ``todo``, walked lazily; None: none
-    more: Iterator[VideoSource] | None
+    more: Iterator[ToProcess] | None
     skipped: int  # complete with the same content and settings (so far, while ``more`` is walked)
     class_names: dict[int, str] | None  # None when only loading the model can tell
     warnings: list[str] = field(default_factory=list)
@@ -67,9 +69,9 @@ class RunPlan:
     def needs_workers(self) -> bool:
         """Whether any video needs decoding and inference (else Ray is not started at all). A
         backlog longer than planning's look-ahead is assumed to."""
-        return self.more is not None or any(s.error is None for s in self.todo)
+        return self.more is not None or any(t.source.error is None for t in self.todo)
 
-    def videos_to_process(self) -> Iterator[VideoSource]:
+    def videos_to_process(self) -> Iterator[ToProcess]:
         """``todo``, then the rest of the walk (which is walked once)."""
         more, self.more = self.more, None
         return chain(self.todo, more or ())
@@ -148,16 +150,6 @@ def prepare_model(config: RunConfig) -> tuple[RunConfig, dict[int, str] | None]:
     return config, names
 
 
-def _needing_work(
-    plan: RunPlan, videos: Iterator[VideoSource], manifest: Manifest | None, settings_hash: str
-) -> Iterator[VideoSource]:
-    for source in videos:
-        if source.error or manifest is None or not manifest.is_complete(source, settings_hash):
-            yield source
-        else:
-            plan.skipped += 1
-
-
 def local_device() -> str:
     """What ``--device auto`` becomes on a Ray started on this machine: cuda when NVML sees a GPU
     that ``CUDA_VISIBLE_DEVICES`` leaves visible. (The driver confirms it from Ray's resources;
@@ -221,10 +213,14 @@ def plan_run(
         # what a killed run left: its records, and no files without one
         fold_manifest_log(store)
         # Without class ids the settings hash is unknown (only the loaded model can tell): the
-        # coordinator, which checks every video again, decides then.
-        manifest = Manifest(store.layout.root) if config.classes_resolved else None
-        settings_hash = config.settings_hash() if manifest else ""
-        needing = _needing_work(plan, chain([first], videos), manifest, settings_hash)
+        # coordinator decides then, from each video's previous record.
+        settings_hash = config.settings_hash() if config.classes_resolved else None
+
+        def skipped() -> None:
+            plan.skipped += 1
+
+        table = VideosTable(store.layout.manifest)
+        needing = needing_work(chain([first], videos), table, settings_hash, skipped)
         plan.todo = list(islice(needing, HEAD_VIDEOS))
         plan.more = needing if len(plan.todo) == HEAD_VIDEOS else None
     except BaseException:
@@ -279,14 +275,15 @@ def finish_without_workers(plan: RunPlan) -> dict:
     manifest = Manifest(store.layout.root)
     manifest.class_names = plan.class_names or manifest.class_names
     settings_hash = plan.config.settings_hash()
-    parts = {s.video_id: manifest.part_of(s.video_id)[0] for s in plan.todo}
-    for source in plan.todo:
+    for todo in plan.todo:
+        source = todo.source
         manifest.update(VideoRecord.failed(source, source.error or "unreadable", settings_hash))
     if plan.todo:
         manifest.save()
         store.publish_videos()
-    for source in plan.todo:  # rows of an earlier, readable version must not outlive its record
-        store.remove_rows(source.video_id, {None, parts[source.video_id]})
+    for todo in plan.todo:  # rows of an earlier, readable version must not outlive its record
+        part = todo.previous.detections_part if todo.previous else None
+        store.remove_rows(todo.source.video_id, {None, part})
     totals = {
         "videos": plan.walk.count,
         "videos_ok": 0,

@@ -97,12 +97,11 @@ class VideoCommitter:
             self.store.remove_video(video_id)  # two unlinks: cheaper than a thread's round trip
             await asyncio.sleep(0)  # a run of missing files still lets grants and progress in
 
-    async def take_out_of_part(self, video_id: str) -> None:
-        """A video about to be processed again (or failed) whose rows are in a part: its record
-        goes first (logged), then its rows leave the part, so readers of the folder never see
-        its old rows beside its new ones. Removals from one part wait for each other and go
-        together (one rewrite of the part for all that waited)."""
-        part, _ = self.manifest.part_of(video_id)
+    async def take_out_of_part(self, video_id: str, part: str | None) -> None:
+        """A video about to be processed again (or failed) whose rows are in ``part`` (None:
+        they are not): its record goes first (logged), then its rows leave the part, so readers
+        of the folder never see its old rows beside its new ones. Removals from one part wait
+        for each other and go together (one rewrite of the part for all that waited)."""
         if part is None:
             return
         self.manifest.drop(video_id)

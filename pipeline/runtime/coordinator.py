@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import ray
@@ -24,6 +25,8 @@ from pipeline.output.manifest import VideoRecord
 from pipeline.output.outcomes import RunCounts
 from pipeline.output.progress import RunProgress
 from pipeline.output.store import OutputStore
+from pipeline.output.video_record import Previous
+from pipeline.plan.resume import ToProcess
 from pipeline.runtime.assignment import (
     Assignments,
     ClipChunks,
@@ -201,7 +204,10 @@ class CoordinatorLogic(CoordinatorMonitoring):
             open_per_worker or videos_per_worker(config.max_open_videos, len(workers)),
             max_attempts=config.worker_retries + 1,
         )
-        self._backlog: asyncio.Queue[VideoSource | None] = asyncio.Queue(maxsize=BACKLOG_QUEUE)
+        self._backlog: asyncio.Queue[ToProcess | None] = asyncio.Queue(maxsize=BACKLOG_QUEUE)
+        # The previous records of the videos taken from the backlog and not yet recorded: only
+        # those in flight (the planner hands each video's own, so no index of the output is held)
+        self._previous: dict[str, Previous] = {}
         self._room: asyncio.Condition | None = None
         self.reports = WorkerReports(len(workers))
         self._handouts: set[asyncio.Task] = set()
@@ -219,7 +225,7 @@ class CoordinatorLogic(CoordinatorMonitoring):
         """Per worker, whether its decoders run on its own node (``decodes_on_own_node``)."""
         self.decode_here = list(here)
 
-    async def add_videos(self, videos: list[VideoSource]) -> None:
+    async def add_videos(self, videos: list[ToProcess]) -> None:
         for video in videos:
             await self._backlog.put(video)
             self.ctx.counts.videos_total += 1
@@ -238,12 +244,16 @@ class CoordinatorLogic(CoordinatorMonitoring):
         pauses = asyncio.create_task(self.pauses.run())
         chunks = ClipChunks(chunk_size(self.assignments.open_per_worker), len(self.workers))
         try:
-            while (source := await self._backlog.get()) is not None:
-                due = None
+            while (todo := await self._backlog.get()) is not None:
+                due, source, previous = None, todo.source, todo.previous
+                if previous is not None:
+                    self._previous[source.video_id] = previous
                 if source.error:
                     ctx.counts.videos_never_opened += 1
                     await self._failed(source, source.error)
-                elif self.committer.manifest.is_complete(source, ctx.settings_hash):
+                elif previous is not None and previous.complete_for(source, ctx.settings_hash):
+                    # (planning could not tell: it did not know the model's classes)
+                    del self._previous[source.video_id]
                     ctx.counts.video_skipped()
                 elif is_short_clip(source.size_bytes):
                     due = chunks.add(source, self._backlog.qsize(), time.monotonic())
@@ -296,10 +306,9 @@ class CoordinatorLogic(CoordinatorMonitoring):
     async def _videos(self, sources: list[VideoSource], worker: int, attempts: list[int]) -> None:
         """One hand-out until each video's outcome is recorded; if the worker dies, each of its
         videos goes out again on its own (or is failed once its attempts are used up)."""
-        manifest = self.committer.manifest
-        fresh = [not manifest.has_record(source.video_id) for source in sources]
+        fresh = [source.video_id not in self._previous for source in sources]
         for source in sources:
-            await self.committer.take_out_of_part(source.video_id)
+            await self.committer.take_out_of_part(source.video_id, self._packed_in(source))
         try:
             outcomes = await self.workers[worker].process_many.remote(
                 sources, attempts, self.ctx.config, self.me, fresh, self.decode_here[worker]
@@ -339,9 +348,19 @@ class CoordinatorLogic(CoordinatorMonitoring):
         else:
             await self._failed(source, error)
 
+    def _packed_in(self, source: VideoSource) -> str | None:
+        """The part holding the video's rows from before this run, once: they are taken out
+        before it goes out again (a retry finds them gone)."""
+        previous = self._previous.get(source.video_id)
+        if previous is None or previous.detections_part is None:
+            return None
+        self._previous[source.video_id] = replace(previous, detections_part=None, tracks_part=None)
+        return previous.detections_part
+
     async def _failed(self, source: VideoSource, error: str) -> None:
-        await self.committer.take_out_of_part(source.video_id)
+        await self.committer.take_out_of_part(source.video_id, self._packed_in(source))
         await self.committer.record(VideoRecord.failed(source, error, self.ctx.settings_hash))
+        self._previous.pop(source.video_id, None)
         await self.committer.discard(source.video_id)  # an older version's rows
 
     async def outcomes(self, outcomes: list[WorkerOutcome]) -> list[bool]:
@@ -359,6 +378,7 @@ class CoordinatorLogic(CoordinatorMonitoring):
         if out.committed and self.ctx.faults:  # its files are in place, its record not yet
             self.ctx.faults.on_commit()
         await self.committer.record(out.record)
+        self._previous.pop(out.record.video_id, None)
         if not out.committed:  # an older version's rows go (after the record says so)
             await self.committer.discard(out.record.video_id)
         return True

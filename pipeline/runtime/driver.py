@@ -23,7 +23,6 @@ from pipeline.errors import (
 from pipeline.inference.engines import resolve as resolve_engine
 from pipeline.inference.model_ref import resolve_classes
 from pipeline.locations import redact
-from pipeline.media.source import VideoSource
 from pipeline.output.outcomes import RunCounts
 from pipeline.output.progress import ProgressDisplay, ProgressFile, RunProgress
 from pipeline.output.run_record import (
@@ -41,6 +40,7 @@ from pipeline.plan.placement import (
 )
 from pipeline.plan.placement import plan as plan_placement
 from pipeline.plan.planning import RunPlan, first_letterbox_shapes, fold_manifest_log
+from pipeline.plan.resume import ToProcess
 from pipeline.runtime.assignment import videos_per_worker
 from pipeline.runtime.faults import FaultPlan
 from pipeline.runtime.messages import ActorSample
@@ -65,7 +65,7 @@ class _BacklogFeeder(threading.Thread):
 
     CHUNK = 500
 
-    def __init__(self, coordinator, videos: Iterator[VideoSource]):
+    def __init__(self, coordinator, videos: Iterator[ToProcess]):
         super().__init__(name="backlog-feeder", daemon=True)
         self.coordinator, self.videos = coordinator, videos
         self.stop = threading.Event()
@@ -173,7 +173,11 @@ class _DriverRun:
         config = config.replace(max_open_videos=placement.max_open_videos)
         self.placement = placement
         self.actors = start_workers(
-            config, placement, faults, first_letterbox_shapes(plan.todo, config), plan.store
+            config,
+            placement,
+            faults,
+            first_letterbox_shapes([t.source for t in plan.todo], config),
+            plan.store,
         )
         # starts while the models load; the user's --max-open-videos is shared out among the
         # workers, not the planned one

@@ -154,9 +154,7 @@ def long_video(tmp_path_factory):
     return tiny_videos(tmp_path_factory.mktemp("long"), [LONG])
 
 
-def _kill_when_running(
-    title: str, deadline: float, killed: set[int], after_s: float = 0.0
-) -> bool:
+def _kill_when_running(title: str, deadline: float, killed: set[int], after_s: float = 0.0) -> bool:
     """SIGKILL a process titled ``title`` that was not killed before, ``after_s`` seconds after it
     is first seen running (False: none ran before ``deadline``). A process SIGKILLed a moment ago
     can still be listed."""

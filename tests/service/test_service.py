@@ -421,7 +421,13 @@ def test_prometheus_sees_the_runs_and_the_dashboard_queries_work(world):
         )
         assert r.status_code == 200, r.text
     fps_query = "sum(rate(ray_pipeline_frames_inferred_total[10m]))"
-    fps = wait_until(lambda: promql(fps_query), 60, "frames/s in Prometheus", interval=2)
+    # (the series shows before a scrape has seen it grow: wait for a rate above 0)
+    fps = wait_until(
+        lambda: [r for r in promql(fps_query) if float(r["value"][1]) > 0],
+        60,
+        "frames/s above 0 in Prometheus",
+        interval=2,
+    )
     assert float(fps[0]["value"][1]) > 0
     p99 = promql(
         "histogram_quantile(0.99, sum by (le) (rate(ray_pipeline_batch_latency_s_bucket[10m])))"

@@ -147,7 +147,7 @@ def test_a_run_without_work_keeps_run_json_and_adds_its_own_record(tmp_path, mod
     listing = tmp_path / "list.txt"
     listing.write_text(f"{video}\ngone.mp4\n")
     plan = plan_run([f"@{listing}"], str(out), RunConfig(model=model_path))
-    assert not plan.needs_workers and [Path(s.path).name for s in plan.todo] == ["gone.mp4"]
+    assert not plan.needs_workers and [Path(t.source.path).name for t in plan.todo] == ["gone.mp4"]
     record = finish_without_workers(plan)
     plan.release()
     assert record["exit_code"] == 3 and record["did_work"] is False
@@ -193,11 +193,34 @@ def test_a_second_plan_on_an_output_in_use_touches_nothing(tmp_path, model_path)
 def test_a_long_list_is_planned_from_its_head_and_the_rest_is_walked_lazily(
     tmp_path, model_path, monkeypatch
 ):
-    """Planning walks only as far as its look-ahead; the rest comes as the run asks for it, in
-    order and without repeats, and the skipped count follows the walk."""
+    """A new output: planning walks only as far as its look-ahead; the rest comes as the run asks
+    for it, in order and without repeats."""
     import pipeline.plan.planning as planning
 
     monkeypatch.setattr(planning, "HEAD_VIDEOS", 10)
+    names = [f"missing-{i:03d}.mp4" for i in range(25)]
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join([*names, names[3]]) + "\n")
+    plan = planned([f"@{listing}"], str(tmp_path / "out"), RunConfig(model=model_path))
+    assert [Path(t.source.path).name for t in plan.todo] == names[:10] and plan.more is not None
+    assert plan.needs_workers  # more than the look-ahead: assumed to need the run
+    assert plan.walk.count == 10  # walked only as far as the head
+    walked = [Path(t.source.path).name for t in plan.videos_to_process()]
+    assert walked == names and plan.walk.count == 25  # a name given twice: once
+    assert all(t.source.error == "file not found" and t.previous is None for t in plan.todo)
+
+
+def test_a_rerun_pairs_the_walk_with_the_stored_records_in_one_sorted_pass(
+    tmp_path, model_path, monkeypatch
+):
+    """An output with records: the walk is sorted by video id (in runs, spilled and merged) and
+    joined with the stored records; complete videos are skipped, the others come with their
+    previous record (None: never recorded), without repeats."""
+    import pipeline.plan.planning as planning
+    import pipeline.plan.resume as resume
+
+    monkeypatch.setattr(planning, "HEAD_VIDEOS", 10)
+    monkeypatch.setattr(resume, "RUN_ROWS", 4)  # several spilled runs
     done = tmp_path / "done.mp4"
     done.write_bytes(b"video bytes")
     out = tmp_path / "out"
@@ -207,13 +230,17 @@ def test_a_long_list_is_planned_from_its_head_and_the_rest_is_walked_lazily(
     listing = tmp_path / "list.txt"
     listing.write_text("\n".join([names[0], str(done), *names[1:], names[3], str(done)]) + "\n")
     plan = planned([f"@{listing}"], str(out), RunConfig(model=model_path))
-    assert [Path(s.path).name for s in plan.todo] == names[:10] and plan.more is not None
-    assert plan.needs_workers  # more than the look-ahead: assumed to need the run
-    assert plan.walk.count == 11 and plan.skipped == 1  # walked only as far as the head
-    walked = [Path(s.path).name for s in plan.videos_to_process()]
-    # a name given twice: once
-    assert walked == names and plan.skipped == 1 and plan.walk.count == 26
-    assert all(s.error == "file not found" for s in plan.todo)
+    assert plan.walk.count == 26  # the whole walk, to sort it
+    walked = list(plan.videos_to_process())
+    assert plan.skipped == 1  # (counted as the join reaches it)
+    ids = [t.source.video_id for t in walked]
+    assert ids == sorted(ids) and sorted(Path(t.source.path).name for t in walked) == names
+    assert all(t.previous is None for t in walked)
+    # changed since: processed again, with its previous record (its rows' place, if packed)
+    done.write_bytes(b"video bytes, edited")
+    again = planned([f"@{listing}"], str(out), RunConfig(model=model_path))
+    previous = {Path(t.source.path).name: t.previous for t in again.videos_to_process()}
+    assert again.skipped == 0 and previous["done.mp4"].status == "ok"
 
 
 def test_the_walk_reads_a_list_line_by_line(tmp_path):
