@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -124,6 +125,14 @@ def pq_rows(manifest: Manifest) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 
+def freed_memory_env() -> dict:
+    try:
+        from pipeline.output.bookkeeping import RETURNS_FREED_MEMORY
+    except ImportError:  # the code before
+        return {}
+    return RETURNS_FREED_MEMORY
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--videos", default="250000,1000000", help="Ns, comma-separated")
@@ -136,7 +145,10 @@ def main() -> None:
     results = []
     for n in (int(v) for v in args.videos.split(",")):
         done = subprocess.run(
-            [sys.executable, __file__, "--one", str(n)], capture_output=True, text=True
+            [sys.executable, __file__, "--one", str(n)],
+            capture_output=True,
+            text=True,
+            env=os.environ | freed_memory_env(),  # as the coordinator's process has it
         )
         if done.returncode != 0:
             sys.exit(done.stderr)

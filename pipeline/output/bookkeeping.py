@@ -6,8 +6,8 @@ Ray-free and asyncio-only: the coordinator (``VideoCommitter``) and the bookkeep
 
 - A fold is started when ``compaction_due()`` says so and none is running: the log is rotated on
   the loop (a rename), the part written in a thread, and the fold ended on the loop (the rotated
-  log removed, the resume index swapped). Only when folds fall a whole ``PENDING_MAX`` behind does
-  ``record`` wait for the running one (so the held records stay bounded).
+  log removed). Only when another ``PENDING_MAX`` records came while a fold is written does
+  ``record`` wait for it (so at most two folds' worth of records are held).
 - Merges run in their own thread, one at a time, after a fold: a merge of big parts does not hold
   the next fold.
 - ``publish`` (object storage: the new parts up, the merged ones deleted) runs after each, one at
@@ -22,6 +22,12 @@ import asyncio
 from collections.abc import Callable
 
 from pipeline.output.manifest import Manifest, VideoRecord
+
+# The environment of a process that does a long run's bookkeeping (the coordinator's): Arrow's
+# allocations from the system's allocator, which gives freed memory back. mimalloc, Arrow's
+# default, keeps the pages that folds and merges freed: 345 against 288 MiB at the peak of a
+# million records (docs/BENCHMARKS.md). Read when pyarrow loads, so set before the process starts.
+RETURNS_FREED_MEMORY = {"ARROW_DEFAULT_MEMORY_POOL": "system"}
 
 
 class Bookkeeping:
@@ -43,7 +49,7 @@ class Bookkeeping:
         if self._fold is None:
             if self.manifest.compaction_due():
                 self._fold = asyncio.create_task(self._write_fold())
-        elif self.manifest.logged >= 2 * self.manifest.PENDING_MAX:
+        elif self.manifest.logged >= self.manifest.PENDING_MAX:
             await asyncio.shield(self._fold)  # folds fall behind: the held records stay bounded
 
     async def _write_fold(self) -> None:

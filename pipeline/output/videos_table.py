@@ -79,8 +79,11 @@ def live_and_superseded(parts: Iterable[Part]) -> tuple[list[Part], list[Part]]:
 class VideosTable:
     """Reads (any filesystem) and writes (local) the parts of one ``videos.parquet``."""
 
-    ROW_GROUP = 16_384  # rows per row group: a lookup by video id reads one per part
-    CHUNK_ROWS = 131_072  # rows a merge or a streamed read holds at a time, about
+    # Rows per row group: a merge or a streamed read cuts its id ranges at row groups, so these
+    # bound what it holds (with CHUNK_ROWS: about 80,000 rows across 8 parts); a lookup by video
+    # id reads one per part.
+    ROW_GROUP = 4096
+    CHUNK_ROWS = 32_768  # rows a merge or a streamed read holds at a time, about
     FANIN = 8  # parts of one size tier merged together
     TIER_ROWS = 25_000  # the smallest tier: a fold's part, at most about this many rows
 
