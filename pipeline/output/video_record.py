@@ -136,14 +136,15 @@ class Previous:
     def of(cls, row: dict) -> Previous:
         """From a stored row (or ``VideoRecord.as_row()``): a failed video's rows are gone, so
         it has no part."""
-        packed = row["status"] != "failed" and is_part(row["detections_file"])
-        tracks = row["tracks_file"]
+        detections = row.get("detections_file")  # (absent from outputs written before parts)
+        tracks = row.get("tracks_file")
+        packed = row["status"] != "failed" and is_part(detections)
         return cls(
             row["status"],
             row["settings_hash"] or "",
             row["size_bytes"],
             row["mtime_ns"],
-            row["detections_file"] if packed else None,
+            detections if packed else None,
             tracks if packed and is_part(tracks) else None,
         )
 

@@ -98,3 +98,40 @@ def test_sorting_spills_runs_and_merges_them(monkeypatch):
     monkeypatch.setattr(resume, "_spill", counted)
     got = list(sorted_by_id(iter(sources), run_rows=64))
     assert got == sorted(sources, key=lambda s: s.video_id) and len(spilled) == 16
+
+
+def test_an_output_written_before_parts_and_packing_is_joined_as_it_is(tmp_path):
+    """One ``videos.parquet`` file without ``seq`` or the packing columns: read as one part."""
+    from conftest import legacy_videos_file
+
+    done, failed = _source(1), _source(2)
+    records = [
+        VideoRecord(
+            done.video_id,
+            done.path,
+            "ok",
+            frames_processed=3,
+            size_bytes=100,
+            mtime_ns=7,
+            settings_hash="h",
+        ),
+        VideoRecord(
+            failed.video_id,
+            failed.path,
+            "failed",
+            error="boom",
+            size_bytes=100,
+            mtime_ns=7,
+            settings_hash="h",
+        ),
+    ]
+    old = ["detections_file", "row_groups", "tracks_file"]
+    legacy_videos_file(tmp_path, records, drop_columns=old)
+    table = VideosTable(tmp_path / Manifest.FILE_NAME)
+    got = {
+        t.source.video_id: t.previous for t in needing_work([done, failed, _source(3)], table, "h")
+    }
+    assert set(got) == {failed.video_id, _source(3).video_id}
+    assert (
+        got[failed.video_id] == Previous("failed", "h", 100, 7) and got[_source(3).video_id] is None
+    )
