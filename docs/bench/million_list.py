@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 
 import psutil
-import pyarrow.parquet as pq
+
+from pipeline.output.readers import read_videos
 
 
 def _every(samples: list[tuple[float, int]], seconds: float) -> list[tuple[float, int]]:
@@ -127,9 +128,7 @@ def main() -> int:
         stop.set()
         sampler.join()
         record = json.loads((out / "run.json").read_text())
-        statuses = (
-            pq.read_table(out / "videos.parquet", columns=["status"]).column("status").to_pylist()
-        )
+        statuses = read_videos(out)["status"].tolist()  # each video's latest record
         result = {
             "lines": args.lines,
             "data_path": args.data_path,

@@ -130,7 +130,9 @@ class InputWalk:
         forget_folders()  # folders' real paths are cached for one walk (a link may have moved)
         self.warnings: list[str] = []
         self.count = 0
-        self._seen = IdSet()  # a million video ids in 16 MB
+        # Repeats dropped as the walk goes: a million video ids in 16 MB (None: the caller drops
+        # them, as a sorted walk does for free)
+        self._seen: IdSet | None = IdSet()
         self._parts = [self._expand(item) for item in self.inputs]  # named items checked now
         self._started = False
 
@@ -160,6 +162,15 @@ class InputWalk:
             raise InputError(f"input not found: {locations.redact(path)}{_did_you_mean(path)}")
         return source
 
+    def repeats_dropped_later(self) -> None:
+        """From now on, a video given twice is yielded twice: the caller drops repeats (a sorted
+        walk has them side by side) and calls ``repeat_dropped`` for each, so the walk holds no
+        set of every id."""
+        self._seen = None
+
+    def repeat_dropped(self) -> None:
+        self.count -= 1
+
     def __iter__(self) -> Iterator[VideoSource]:
         if self._started:
             raise RuntimeError("an InputWalk is walked once")
@@ -167,7 +178,7 @@ class InputWalk:
         for part in self._parts:
             for source in [part] if isinstance(part, VideoSource) else map(describe, part):
                 # one file given twice, or through a link: one video
-                if self._seen.add(int(source.video_id, 16)):
+                if self._seen is None or self._seen.add(int(source.video_id, 16)):
                     self.count += 1
                     yield source
         self._parts = []

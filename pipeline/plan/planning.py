@@ -220,7 +220,11 @@ def plan_run(
             plan.skipped += 1
 
         table = VideosTable(store.layout.manifest)
-        needing = needing_work(chain([first], videos), table, settings_hash, skipped)
+        repeats = None
+        if table.parts():  # a sorted walk: repeats side by side, no set of every id needed
+            walk.repeats_dropped_later()
+            repeats = walk.repeat_dropped
+        needing = needing_work(chain([first], videos), table, settings_hash, skipped, None, repeats)
         plan.todo = list(islice(needing, HEAD_VIDEOS))
         plan.more = needing if len(plan.todo) == HEAD_VIDEOS else None
     except BaseException:

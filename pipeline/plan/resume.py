@@ -59,14 +59,20 @@ def needing_work(
     settings_hash: str | None,
     on_skip: Callable[[], None] = lambda: None,
     run_rows: int | None = None,
+    on_repeat: Callable[[], None] | None = None,
 ) -> Iterator[ToProcess]:
     """The videos that need work, each with its previous record; ``on_skip`` is called for each
     one complete with ``settings_hash`` (None: unknown until the model loads, then none is
-    skipped here and the coordinator decides from ``previous``)."""
+    skipped here and the coordinator decides from ``previous``). ``on_repeat``: the walk leaves
+    repeats to the sort, which drops them side by side and calls it for each (only when there
+    are stored records: otherwise the walk is passed through, and must drop them itself)."""
     if not table.parts():
         yield from (ToProcess(source) for source in videos)
         return
-    for source, previous in _joined(sorted_by_id(videos, run_rows), _stored(table)):
+    ordered = sorted_by_id(videos, run_rows)
+    if on_repeat is not None:
+        ordered = _without_repeats(ordered, on_repeat)
+    for source, previous in _joined(ordered, _stored(table)):
         if (
             previous is not None
             and settings_hash is not None
@@ -125,6 +131,18 @@ def _sources(batches: Iterable[pa.RecordBatch], rows_at_a_time: int) -> Iterator
         for at in range(0, batch.num_rows, rows_at_a_time):
             for row in batch.slice(at, rows_at_a_time).to_pylist():
                 yield VideoSource(**row)
+
+
+def _without_repeats(
+    videos: Iterator[VideoSource], on_repeat: Callable[[], None]
+) -> Iterator[VideoSource]:
+    last = None
+    for source in videos:
+        if source.video_id == last:
+            on_repeat()
+            continue
+        last = source.video_id
+        yield source
 
 
 def _stored(table: VideosTable) -> Iterator[tuple[str, Previous]]:

@@ -230,9 +230,10 @@ def test_a_rerun_pairs_the_walk_with_the_stored_records_in_one_sorted_pass(
     listing = tmp_path / "list.txt"
     listing.write_text("\n".join([names[0], str(done), *names[1:], names[3], str(done)]) + "\n")
     plan = planned([f"@{listing}"], str(out), RunConfig(model=model_path))
-    assert plan.walk.count == 26  # the whole walk, to sort it
+    assert plan.walk.count >= 26  # the whole walk, to sort it
     walked = list(plan.videos_to_process())
-    assert plan.skipped == 1  # (counted as the join reaches it)
+    # repeats dropped side by side by the sort (no set of every id), skips counted by the join
+    assert plan.walk.count == 26 and plan.skipped == 1
     ids = [t.source.video_id for t in walked]
     assert ids == sorted(ids) and sorted(Path(t.source.path).name for t in walked) == names
     assert all(t.previous is None for t in walked)
