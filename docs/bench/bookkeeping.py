@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import hashlib
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -61,8 +60,10 @@ def measure(videos: int) -> dict:
 
 async def _measure(videos: int) -> dict:
     try:
-        from pipeline.output.bookkeeping import Bookkeeping
+        from pipeline.output.bookkeeping import Bookkeeping, return_freed_memory
         from pipeline.runtime.pauses import PauseWatch
+
+        return_freed_memory()  # as the coordinator's process does
     except ImportError:  # the code before (a worktree of an older commit): folds in record
         Bookkeeping = PauseWatch = None  # noqa: N806
     with tempfile.TemporaryDirectory(prefix="bookkeeping-") as folder:
@@ -125,14 +126,6 @@ def pq_rows(manifest: Manifest) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 
-def freed_memory_env() -> dict:
-    try:
-        from pipeline.output.bookkeeping import RETURNS_FREED_MEMORY
-    except ImportError:  # the code before
-        return {}
-    return RETURNS_FREED_MEMORY
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--videos", default="250000,1000000", help="Ns, comma-separated")
@@ -148,7 +141,6 @@ def main() -> None:
             [sys.executable, __file__, "--one", str(n)],
             capture_output=True,
             text=True,
-            env=os.environ | freed_memory_env(),  # as the coordinator's process has it
         )
         if done.returncode != 0:
             sys.exit(done.stderr)

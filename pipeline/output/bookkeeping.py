@@ -21,13 +21,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import pyarrow as pa
+
 from pipeline.output.manifest import Manifest, VideoRecord
 
-# The environment of a process that does a long run's bookkeeping (the coordinator's): Arrow's
-# allocations from the system's allocator, which gives freed memory back. mimalloc, Arrow's
-# default, keeps the pages that folds and merges freed: 345 against 288 MiB at the peak of a
-# million records (docs/BENCHMARKS.md). Read when pyarrow loads, so set before the process starts.
-RETURNS_FREED_MEMORY = {"ARROW_DEFAULT_MEMORY_POOL": "system"}
+
+def return_freed_memory() -> None:
+    """Arrow's allocations in this process from the system's allocator, which gives freed memory
+    back (mimalloc, Arrow's default, keeps the pages that folds and merges freed): for a process
+    that does a long run's bookkeeping (the coordinator's). Arrow's C++ readers and writers keep
+    the pool the process started with: ``ARROW_DEFAULT_MEMORY_POOL=system`` in the environment
+    covers them too (``docs/BENCHMARKS.md``: 372, 345 and 288 MiB at a million records)."""
+    pa.set_memory_pool(pa.system_memory_pool())
 
 
 class Bookkeeping:

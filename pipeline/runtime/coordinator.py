@@ -21,6 +21,7 @@ import ray
 
 from pipeline.config import RunConfig
 from pipeline.media.source import VideoSource
+from pipeline.output.bookkeeping import return_freed_memory
 from pipeline.output.manifest import VideoRecord
 from pipeline.output.outcomes import RunCounts
 from pipeline.output.progress import RunProgress
@@ -494,3 +495,4 @@ class Coordinator(CoordinatorLogic):
             me=ray.get_runtime_context().current_actor,
             open_per_worker=open_per_worker,
         )
+        return_freed_memory()  # this process does the run's bookkeeping

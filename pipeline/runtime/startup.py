@@ -16,7 +16,6 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from pipeline.config import RunConfig
 from pipeline.errors import Interrupted, StartupError
 from pipeline.inference.model_ref import ModelLoadError
-from pipeline.output.bookkeeping import RETURNS_FREED_MEMORY
 from pipeline.output.store import OutputStore
 from pipeline.plan.placement import Placement, decodes_on_own_node
 from pipeline.runtime.faults import FaultPlan
@@ -134,5 +133,4 @@ def start_coordinator(store: OutputStore, config: RunConfig, workers, faults, op
     return actor.options(
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
         max_concurrency=1000,
-        runtime_env={"env_vars": RETURNS_FREED_MEMORY},  # its bookkeeping's memory stays flat
     ).remote(str(store.layout.root), config, workers, faults, store.remote_uri, open_per_worker)
