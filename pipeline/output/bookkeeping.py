@@ -31,7 +31,7 @@ def return_freed_memory() -> None:
     back (mimalloc, Arrow's default, keeps the pages that folds and merges freed): for a process
     that does a long run's bookkeeping (the coordinator's). Arrow's C++ readers and writers keep
     the pool the process started with: ``ARROW_DEFAULT_MEMORY_POOL=system`` in the environment
-    covers them too (``docs/BENCHMARKS.md``: 372, 345 and 288 MiB at a million records)."""
+    covers them too (``docs/BENCHMARKS.md``, "Bookkeeping for a hundred million videos")."""
     pa.set_memory_pool(pa.system_memory_pool())
 
 
