@@ -1,24 +1,28 @@
-"""The manifest of a running run, kept off its event loop: records are appended on the loop (one
-line each), folds and merges run in threads, so hand-outs and grants never wait for them.
+"""The manifest of a running run, kept off its event loop: records are held on the loop and their
+lines written by the log's thread (``manifest_log``), folds and merges run in threads, so
+hand-outs and grants never wait for the disk.
 
 Ray-free and asyncio-only: the coordinator (``VideoCommitter``) and the bookkeeping benchmark
 (``docs/bench/bookkeeping.py``) drive the same object.
 
 - A fold is started when ``compaction_due()`` says so and none is running: the log is rotated on
-  the loop (a rename), the part written in a thread, and the fold ended on the loop (the rotated
-  log removed). Only when another ``PENDING_MAX`` records came while a fold is written does
-  ``record`` wait for it (so at most two folds' worth of records are held).
+  the log's thread (a rename after the lines before it), the part written in a thread, and the
+  fold ended on the loop (the rotated log removed). Only when another ``PENDING_MAX`` records
+  came while a fold is written does ``record`` wait for it (so at most two folds' worth of
+  records are held).
 - Merges run in their own thread, one at a time, after a fold: a merge of big parts does not hold
   the next fold.
 - ``publish`` (object storage: the new parts up, the merged ones deleted) runs after each, one at
   a time.
 - A fold or merge that fails makes the next ``record`` (or ``finish``) raise: the log still holds
-  every record, and the next run folds it.
+  every record, and the next run folds it. A log that cannot be written fails ``logged``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 from collections.abc import Callable
 
 import pyarrow as pa
@@ -35,9 +39,22 @@ def return_freed_memory() -> None:
     pa.set_memory_pool(pa.system_memory_pool())
 
 
+def _malloc_trim() -> Callable[[], None]:
+    """glibc's ``malloc_trim``: the heap pages that a fold or merge freed, in the arena of the
+    thread that ran it, given back to the system (glibc keeps them otherwise, and each thread
+    has its own arena: 37 MiB of a million-video run's peak). A no-op elsewhere."""
+    name = ctypes.util.find_library("c")
+    trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    return (lambda: trim(0)) if trim is not None else (lambda: None)
+
+
+trim_heap = _malloc_trim()
+
+
 class Bookkeeping:
     def __init__(self, manifest: Manifest, publish: Callable[[], None] = lambda: None):
         self.manifest = manifest
+        manifest.log.in_background()  # a line's write never holds the loop (manifest_log.py)
         self._publish_fn = publish
         self._publish_lock = asyncio.Lock()
         self._fold: asyncio.Task | None = None
@@ -47,7 +64,8 @@ class Bookkeeping:
         self.merges = 0
 
     async def record(self, record: VideoRecord) -> None:
-        """The record logged (durable when this returns); a fold started when one is due."""
+        """The record held and its line on its way to the log (``logged``: in it); a fold
+        started when one is due."""
         if self._error is not None:
             raise self._error
         self.manifest.record(record)
@@ -57,14 +75,20 @@ class Bookkeeping:
         elif self.manifest.logged >= self.manifest.PENDING_MAX:
             await asyncio.shield(self._fold)  # folds fall behind: the held records stay bounded
 
+    async def logged(self) -> None:
+        """Every line so far is in the log: wait for it before a step that the line must
+        precede (files put in place or removed, a grant answered)."""
+        await asyncio.wrap_future(self.manifest.log.written())
+
     async def _write_fold(self) -> None:
         try:
             fold = self.manifest.begin_fold()
             try:
-                await asyncio.to_thread(self.manifest.write_fold, fold)
+                await asyncio.to_thread(self._write, fold)
             except BaseException:
                 self.manifest.abort_fold(fold)
                 raise
+            await asyncio.wrap_future(self.manifest.log.rotation)  # end_fold removes it
             self.manifest.end_fold(fold)
             self.folds += 1
             if self._merge is None:
@@ -77,12 +101,21 @@ class Bookkeeping:
 
     async def _merge_parts(self) -> None:
         try:
-            self.merges += await asyncio.to_thread(self.manifest.merge_due)
+            self.merges += await asyncio.to_thread(self._merge_due)
             await self._publish()
         except Exception as exc:
             self._error = exc
         finally:
             self._merge = None
+
+    def _write(self, fold) -> None:
+        self.manifest.write_fold(fold)
+        trim_heap()
+
+    def _merge_due(self) -> int:
+        merges = self.manifest.merge_due()
+        trim_heap()
+        return merges
 
     async def _publish(self) -> None:
         async with self._publish_lock:  # one at a time: each makes the remote folder the local one
@@ -97,4 +130,5 @@ class Bookkeeping:
         if self._error is not None:
             raise self._error
         await asyncio.to_thread(self.manifest.save)
+        await asyncio.to_thread(self.manifest.log.close)  # the log's thread ends with the run
         await self._publish()

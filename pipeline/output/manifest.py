@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -30,7 +29,12 @@ import pyarrow as pa
 
 from pipeline.media.source import VideoSource
 from pipeline.output.layout import OutputLayout
-from pipeline.output.parts import is_part
+from pipeline.output.manifest_log import (
+    INTERRUPTED,
+    TAKEN_OUT,
+    InterruptedCommits,
+    ManifestLog,
+)
 from pipeline.output.unfolded import Fold, Unfolded
 from pipeline.output.video_record import (
     PREVIOUS_COLUMNS,
@@ -44,86 +48,6 @@ from pipeline.output.videos_table import SEQ, VideosTable
 __all__ = ["VIDEOS_SCHEMA", "Manifest", "Status", "VideoRecord", "compact"]
 
 log = logging.getLogger(__name__)
-
-
-class ManifestLog:
-    """``videos.log``: one JSON line per record, drop or commit begun, appended with one write
-    (a crash leaves whole lines and at most a torn last one). A fold rotates it
-    (``videos.log.<n>``) and removes the rotated ones once its part is written."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def append(self, row: dict) -> None:
-        line = (json.dumps(row, separators=(",", ":")) + "\n").encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
-
-    def rotated(self) -> list[Path]:
-        """Logs rotated by folds that a crash kept from ending, oldest first."""
-        found = []
-        for path in self.path.parent.glob(f"{self.path.name}.*"):
-            suffix = path.name.rsplit(".", 1)[-1]
-            if suffix.isdigit():
-                found.append((int(suffix), path))
-        return [path for _, path in sorted(found)]
-
-    def rotate(self, rotated: list[Path]) -> Path | None:
-        """The log renamed after the ``rotated`` ones (None: there was none)."""
-        if not self.path.exists():
-            return None
-        number = 1 + max((int(p.name.rsplit(".", 1)[1]) for p in rotated), default=0)
-        target = self.path.with_name(f"{self.path.name}.{number}")
-        os.replace(self.path, target)
-        return target
-
-    def replay(
-        self,
-        unfolded: Unfolded,
-        unsettled: InterruptedCommits,
-        number: Callable[[int | None], int],
-    ) -> None:
-        """Every line into ``unfolded`` (records and drops, ``number``ed: lines written before
-        ``seq`` get the next number) and ``unsettled`` (commits begun)."""
-        names = {f.name for f in fields(VideoRecord)}
-        for path, row in self.every_line():
-            if "committing" in row:
-                unsettled.begun(row["committing"], row.get("part"))
-                continue
-            seq = number(row.get("seq"))
-            if "dropped" in row:
-                unfolded.drop(row["dropped"], seq, row.get("why", TAKEN_OUT))
-                unfolded.logged += 1
-                continue
-            try:
-                record = VideoRecord(**{k: v for k, v in row.items() if k in names})
-            except (ValueError, TypeError) as exc:
-                log.warning("%s: a record is unreadable (%s): processed again", path, exc)
-                continue
-            unfolded.hold(record, seq)
-            unsettled.recorded(record.video_id, record.detections_file)
-            unfolded.logged += 1
-
-    def every_line(self) -> Iterator[tuple[Path, dict]]:
-        """The rotated logs' lines, then the log's; a line cut short by a crash is skipped (its
-        video is redone)."""
-        for path in [*self.rotated(), self.path]:
-            if not path.exists():
-                continue
-            with open(path, "rb") as f:
-                for number, line in enumerate(f, 1):
-                    try:
-                        yield path, json.loads(line)
-                    except ValueError as exc:
-                        log.warning(
-                            "%s line %d is unreadable (%s): its video is processed again",
-                            path,
-                            number,
-                            exc,
-                        )
 
 
 class Manifest:
@@ -141,7 +65,7 @@ class Manifest:
     CLASS_NAMES_KEY = b"pipeline.class_names"  # the model's classes, so readers can reject a typo
     # Fold at this many logged records at the latest: the held records (about 440 bytes each)
     # stay bounded, and a fold writes this many rows whatever the backlog.
-    PENDING_MAX = 25_000
+    PENDING_MAX = 16_384
     FRESH_S = 10.0  # the time rule: fold when this much time passed since the last one ...
     FRESH_COST_FACTOR = 20  # ... and at least this many times the last fold's duration
 
@@ -232,15 +156,16 @@ class Manifest:
 
     def committing(self, video_id: str, part: str | None = None) -> None:
         """Log that this video's files are about to be put in place (before its record):
-        its own files, or its rows in the part file ``part``."""
+        its own files, or its rows in the part file ``part``. The files may move once the
+        line is written."""
         self._committing[video_id] = part
         self.log.append(
             {"committing": video_id} if part is None else {"committing": video_id, "part": part}
         )
 
     def record(self, record: VideoRecord) -> None:
-        """Change the record and append it to the log: durable against a crash of this process, at
-        a cost that does not depend on how many videos the manifest holds."""
+        """Change the record and append it to the log: durable against a crash of this process
+        once written, at a cost that does not depend on how many videos the manifest holds."""
         seq = self._take_seq()
         self.unfolded.hold(record, seq)
         self.log.append(record.as_row() | {"seq": seq})
@@ -332,6 +257,7 @@ class Manifest:
     def end_fold(self, fold: Fold) -> None:
         """After ``write_fold``: the fold's logs go (a crash before this replays lines the new part
         holds, and the next fold writes the same part or one that covers it)."""
+        self.log.rotation.result()  # (done already, unless the log's thread is behind)
         for rotated in fold.logs:
             rotated.unlink(missing_ok=True)
         self.folding = None
@@ -399,40 +325,6 @@ def _every_record(
 
 
 VIDEOS_TABLE_SCHEMA = VIDEOS_SCHEMA.append(pa.field(SEQ, pa.int64()))
-# Why a video that had a record has a failed one now (its rows were removed; the next run redoes it)
-TAKEN_OUT = "its rows were taken out of their part to process it again, and the run ended first"
-INTERRUPTED = "the run was stopped while its results were put in place (they were removed)"
-
-
-@dataclass
-class InterruptedCommits:
-    """Commits the log began (a ``committing`` line) and never recorded, by video: where each
-    was putting rows (a part's key; None: the video's own files). A record settles the commit
-    that put its rows where it says; one elsewhere (by a worker presumed dead) is still to be
-    removed, but the video keeps that newer record."""
-
-    places: dict[str, set[str | None]] = field(default_factory=dict)
-    recorded_since: set[str] = field(default_factory=set)  # recorded again after such a commit
-
-    def begun(self, video_id: str, part: str | None) -> None:
-        self.places.setdefault(video_id, set()).add(part)
-        self.recorded_since.discard(video_id)
-
-    def recorded(self, video_id: str, detections_file: str | None) -> None:
-        places = self.places.get(video_id)
-        if places is None:
-            return
-        places.discard(detections_file if is_part(detections_file) else None)
-        if places:
-            self.recorded_since.add(video_id)
-        else:
-            del self.places[video_id]
-
-    def settle(self) -> list[str]:
-        """Forget them all (their rows are removed); returns the videos whose record must go."""
-        drop = [v for v in self.places if v not in self.recorded_since]
-        self.places, self.recorded_since = {}, set()
-        return drop
 
 
 def compact(output: Path, remove_rows: Callable[[str, set[str | None]], None]) -> bool:

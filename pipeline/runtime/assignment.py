@@ -23,6 +23,7 @@ or reassigned like any open attempt.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from dataclasses import dataclass, field
 
@@ -116,6 +117,18 @@ class Assignments:
             raise ValueError("at least one worker with room for one video")
         self.live = [True] * self.workers
         self._load = [0] * self.workers
+        # (load, worker) of every live worker at its current load, and stale pairs dropped as
+        # they come to the top: the least loaded worker in O(log workers), not a scan of all
+        # (hundreds on a cluster, per hand-out)
+        self._by_load = [(0, w) for w in range(self.workers)]
+
+    def _change_load(self, worker: int, change: int) -> None:
+        self._load[worker] += change
+        if len(self._by_load) > 4 * self.workers + 64:  # stale pairs piled up below the top
+            self._by_load = [(self._load[w], w) for w in range(self.workers) if self.live[w]]
+            heapq.heapify(self._by_load)
+        else:
+            heapq.heappush(self._by_load, (self._load[worker], worker))
 
     def load(self, worker: int) -> int:
         return self._load[worker]
@@ -124,12 +137,12 @@ class Assignments:
         """The live worker with the fewest open videos that has room for ``room`` more (None:
         none has)."""
         room = min(room, self.open_per_worker)
-        candidates = [
-            w
-            for w in range(self.workers)
-            if self.live[w] and self._load[w] + room <= self.open_per_worker
-        ]
-        return min(candidates, key=lambda w: (self._load[w], w)) if candidates else None
+        while self._by_load:
+            load, worker = self._by_load[0]
+            if self.live[worker] and self._load[worker] == load:
+                return worker if load + room <= self.open_per_worker else None
+            heapq.heappop(self._by_load)  # stale: the worker's load changed, or it died
+        return None
 
     def assign(self, video_id: str, worker: int) -> Attempt:
         """A new attempt of ``video_id`` on ``worker`` (which must have room)."""
@@ -142,7 +155,7 @@ class Assignments:
         attempt = Attempt(video_id, next(self._ids), worker)
         self.open[video_id] = attempt
         self.attempts[video_id] = self.attempts.get(video_id, 0) + 1
-        self._load[worker] += 1
+        self._change_load(worker, +1)
         return attempt
 
     def is_current(self, video_id: str, attempt_id: int) -> bool:
@@ -178,7 +191,7 @@ class Assignments:
         if attempt is None or attempt.attempt_id != attempt_id or not attempt.running:
             return False
         attempt.running = False
-        self._load[attempt.worker] -= 1
+        self._change_load(attempt.worker, -1)
         return True
 
     def finish(self, video_id: str, attempt_id: int) -> bool:
@@ -187,7 +200,8 @@ class Assignments:
             return False
         attempt = self.open.pop(video_id)
         self.attempts.pop(video_id, None)
-        self._load[attempt.worker] -= attempt.running
+        if attempt.running:
+            self._change_load(attempt.worker, -1)
         return True
 
     def abandon(self, video_id: str, attempt_id: int) -> bool:
@@ -197,7 +211,8 @@ class Assignments:
         if not self.is_current(video_id, attempt_id):
             return False
         attempt = self.open.pop(video_id)
-        self._load[attempt.worker] -= attempt.running
+        if attempt.running:
+            self._change_load(attempt.worker, -1)
         if self.attempts[video_id] >= self.max_attempts:
             self.attempts.pop(video_id)
             return False
@@ -210,7 +225,9 @@ class Assignments:
         return [a for a in self.open.values() if a.worker == worker]
 
     def worker_back(self, worker: int) -> None:
-        self.live[worker] = True
+        if not self.live[worker]:
+            self.live[worker] = True
+            heapq.heappush(self._by_load, (self._load[worker], worker))
 
     @property
     def open_videos(self) -> int:

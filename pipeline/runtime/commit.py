@@ -89,8 +89,15 @@ class VideoCommitter:
 
         await asyncio.to_thread(drop)
 
+    async def logged(self) -> None:
+        """Every manifest line so far written (``Bookkeeping.logged``)."""
+        assert self.bookkeeping is not None
+        await self.bookkeeping.logged()
+
     async def discard(self, video_id: str) -> None:
-        """No usable rows: remove any older version's files."""
+        """No usable rows: remove any older version's files (once the record saying so is in
+        the log: a crash between the two must not leave an ``ok`` record without its files)."""
+        await self.logged()
         if self.store.is_remote:
             await asyncio.to_thread(self.store.remove_video, video_id)  # a DELETE: off the loop
         else:
@@ -105,6 +112,7 @@ class VideoCommitter:
         if part is None:
             return
         self.manifest.drop(video_id)
+        await self.logged()
         if part not in self._part_removals:
 
             async def remove(video_ids: list[str], part: str = part) -> list[bool]:
@@ -121,7 +129,7 @@ class VideoCommitter:
         self.ctx.counts.video_finished(record)
         self.ctx.metrics.videos_finished.inc(tags={"status": record.status})
         self.ctx.memory.mark_warm()  # after the first video: the control plane's one unit of work
-        self.ctx.memory.sample()
+        self.ctx.memory.sample_now_and_then()
 
     async def save_manifest(self) -> None:
         """The last fold of the run, and the merges due, in a thread; then published."""

@@ -179,7 +179,63 @@ class CoordinatorMonitoring:
         )
 
 
-class CoordinatorLogic(CoordinatorMonitoring):
+class CoordinatorGrants:
+    """Who may put a video's files in place: a worker's grant requests (its own files) and part
+    placements (packed clips, put in place here), each for a video's current attempt only."""
+
+    ctx: RunContext
+    assignments: Assignments
+    committer: VideoCommitter
+
+    async def _record(self, out: WorkerOutcome) -> bool:
+        raise NotImplementedError
+
+    async def _made_room(self) -> None:
+        raise NotImplementedError
+
+    async def grant(self, requests: list[CommitRequest]) -> list[bool]:
+        """A worker asks to put videos' own files in place (as many as were ready together):
+        yes for a video's current attempt, once. The log's ``committing`` line comes first, so a
+        crash after it is folded away by the next run."""
+        answers = []
+        for request in requests:
+            granted = self.assignments.grant(request.video_id, request.attempt_id)
+            if granted:
+                self.committer.manifest.committing(request.video_id)
+            else:
+                self.ctx.counts.commits_refused += 1
+            answers.append(granted)
+        if any(answers):
+            await self.committer.logged()  # the lines before any file moves
+        return answers
+
+    async def place_part(self, placement: PartPlacement) -> list[Placed]:
+        """A worker's part file, complete under a hidden name: if every video in it is still
+        that attempt's, the part is put in place here and its videos recorded; if one is not,
+        the part is dropped (the others go in the worker's next part). The check and ``place``
+        happen before any await, so no hand-out of these videos can come between the decision
+        and the rows landing; the part moves once its ``committing`` lines are in the log."""
+        entries = placement.entries
+        current = [self.assignments.is_current(e.video_id, e.attempt_id) for e in entries]
+        if not all(current):
+            self.ctx.counts.commits_refused += current.count(False)
+            await self.committer.drop_staged(placement)
+            return ["again" if ok else "refused" for ok in current]
+        for entry in entries:
+            self.assignments.place(entry.video_id, entry.attempt_id)
+            self.committer.manifest.committing(entry.video_id, placement.key)
+        await self.committer.logged()  # the lines before the part moves
+        older = [e.video_id for e in entries if not e.fresh]
+        await self.committer.put_part_in_place(placement, older)
+        for n, entry in enumerate(entries, 1):
+            await self._record(WorkerOutcome(entry.attempt_id, entry.record, committed=True))
+            if n % 256 == 0:
+                await asyncio.sleep(0)  # a part of thousands of clips: grants go on meanwhile
+        await self._made_room()
+        return ["placed"] * len(entries)
+
+
+class CoordinatorLogic(CoordinatorGrants, CoordinatorMonitoring):
     def __init__(
         self,
         output: str,
@@ -262,6 +318,7 @@ class CoordinatorLogic(CoordinatorMonitoring):
                     await self._hand_out([source])
                 if due := due or chunks.due(self._backlog.qsize(), time.monotonic()):
                     await self._hand_out(due)
+                await asyncio.sleep(0)  # else 400 workers' room is filled with no grant answered
             if chunks.clips:
                 await self._hand_out(chunks.take())
             while self._handouts:
@@ -383,42 +440,6 @@ class CoordinatorLogic(CoordinatorMonitoring):
         if not out.committed:  # an older version's rows go (after the record says so)
             await self.committer.discard(out.record.video_id)
         return True
-
-    async def grant(self, requests: list[CommitRequest]) -> list[bool]:
-        """A worker asks to put videos' own files in place (as many as were ready together):
-        yes for a video's current attempt, once. The log's ``committing`` line comes first, so a
-        crash after it is folded away by the next run."""
-        answers = []
-        for request in requests:
-            granted = self.assignments.grant(request.video_id, request.attempt_id)
-            if granted:
-                self.committer.manifest.committing(request.video_id)
-            else:
-                self.ctx.counts.commits_refused += 1
-            answers.append(granted)
-        return answers
-
-    async def place_part(self, placement: PartPlacement) -> list[Placed]:
-        """A worker's part file, complete under a hidden name: if every video in it is still
-        that attempt's, the part is put in place here and its videos recorded; if one is not,
-        the part is dropped (the others go in the worker's next part). The check, the
-        ``committing`` lines and ``place`` happen before any await, so no hand-out of these
-        videos can come between the decision and the rows landing."""
-        entries = placement.entries
-        current = [self.assignments.is_current(e.video_id, e.attempt_id) for e in entries]
-        if not all(current):
-            self.ctx.counts.commits_refused += current.count(False)
-            await self.committer.drop_staged(placement)
-            return ["again" if ok else "refused" for ok in current]
-        for entry in entries:
-            self.assignments.place(entry.video_id, entry.attempt_id)
-            self.committer.manifest.committing(entry.video_id, placement.key)
-        older = [e.video_id for e in entries if not e.fresh]
-        await self.committer.put_part_in_place(placement, older)
-        for entry in entries:
-            await self._record(WorkerOutcome(entry.attempt_id, entry.record, committed=True))
-        await self._made_room()
-        return ["placed"] * len(entries)
 
     async def passes_ended(self, passes: list[tuple[str, int]]) -> list[bool]:
         """Videos whose passes are over and whose commits wait for a part: room for more."""

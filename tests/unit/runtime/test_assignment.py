@@ -90,6 +90,34 @@ def test_random_deaths_never_leave_a_video_open_twice_or_granted_twice(seed):
     assert all(n == 1 for n in grants.values())
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_the_least_loaded_worker_is_found_as_a_scan_of_all_would_find_it(seed):
+    """``free_worker`` keeps the workers by load (a heap, not a scan per hand-out): over random
+    hand-outs, ends, finishes, deaths and returns it names the worker a scan names."""
+    rng = np.random.default_rng(seed)
+    a = Assignments(workers=7, open_per_worker=3, max_attempts=100)
+    for step in range(3000):
+        room = int(rng.integers(1, 4))
+        live = [w for w in range(a.workers) if a.live[w] and a.load(w) + room <= 3]
+        scan = min(live, key=lambda w: (a.load(w), w)) if live else None
+        assert a.free_worker(room) == scan, step
+        move = rng.integers(0, 6)
+        if move <= 1 and scan is not None:
+            a.assign(f"v{step}", scan)
+        elif move == 2 and a.open:
+            attempt = a.open[rng.choice(list(a.open))]
+            a.ended(attempt.video_id, attempt.attempt_id)
+        elif move == 3 and a.open:
+            attempt = a.open[rng.choice(list(a.open))]
+            a.finish(attempt.video_id, attempt.attempt_id)
+        elif move == 4 and rng.random() < 0.1:
+            worker = int(rng.integers(0, a.workers))
+            for attempt in a.worker_lost(worker):
+                a.abandon(attempt.video_id, attempt.attempt_id)
+        elif move == 5 and rng.random() < 0.3:
+            a.worker_back(int(rng.integers(0, a.workers)))
+
+
 def test_packing_fills_a_pass_from_several_videos_of_one_shape_oldest_first():
     packer: BatchPacker[str] = BatchPacker(batch_size=8)
     for name, shape, frames in [
