@@ -54,7 +54,8 @@ from pipeline.runtime.ray_calls import ACTOR_LOST, RayCalls, error_cause
 
 REPORT_EVERY_S = 1.0  # how often the workers' figures are polled (progress, run.json)
 # The backlog as the driver walks it: bounded, so a walk of a million names waits here instead
-# of filling this process.
+# of filling this process; at least two hand-outs' room per worker, or a cluster's clips go out
+# in smaller chunks (more messages per clip) because too few wait to fill them.
 BACKLOG_QUEUE = 2000
 
 
@@ -261,7 +262,10 @@ class CoordinatorLogic(CoordinatorGrants, CoordinatorMonitoring):
             open_per_worker or videos_per_worker(config.max_open_videos, len(workers)),
             max_attempts=config.worker_retries + 1,
         )
-        self._backlog: asyncio.Queue[ToProcess | None] = asyncio.Queue(maxsize=BACKLOG_QUEUE)
+        room = 2 * self.assignments.open_per_worker * len(workers)
+        self._backlog: asyncio.Queue[ToProcess | None] = asyncio.Queue(
+            maxsize=max(BACKLOG_QUEUE, room)
+        )
         # The previous records of the videos taken from the backlog and not yet recorded: only
         # those in flight (the planner hands each video's own, so no index of the output is held)
         self._previous: dict[str, Previous] = {}
