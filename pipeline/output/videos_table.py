@@ -148,8 +148,13 @@ class VideosTable:
         if not parts:
             return
         names = _with_keys(columns or files[-1].schema_arrow.names)
-        for lo, hi in _ranges(files, chunk_rows or self.CHUNK_ROWS, wanted):
-            pieces = [_read_range(f, p, names, lo, hi, wanted) for f, p in zip(files, parts)]
+        groups = [_RowGroups.of(f) for f in files]
+        ids = None if wanted is None else wanted.to_pylist()  # sorted
+        for lo, hi in _ranges(groups, chunk_rows or self.CHUNK_ROWS, wanted):
+            pieces = [
+                _read_range(f, g, p, names, lo, hi, wanted, ids)
+                for f, g, p in zip(files, groups, parts)
+            ]
             pieces = [t for t in pieces if t.num_rows]
             if pieces:
                 yield keep_latest(pa.concat_tables(pieces, promote_options="permissive"))
@@ -321,34 +326,66 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def _group_bounds(file: pq.ParquetFile) -> list[tuple[str | None, str | None, int]]:
-    """Each row group's smallest and largest video id (None: no statistics) and its rows."""
-    meta = file.metadata
-    at = file.schema_arrow.get_field_index("video_id")
-    bounds = []
-    for group in range(meta.num_row_groups):
-        row_group = meta.row_group(group)
-        stats = row_group.column(at).statistics
-        if stats is not None and stats.has_min_max:
-            bounds.append((stats.min, stats.max, row_group.num_rows))
-        else:
-            bounds.append((None, None, row_group.num_rows))
-    return bounds
+@dataclass(frozen=True)
+class _RowGroups:
+    """A part's row groups by video id, from its footer: read once per pass over the parts, not
+    per range (a part of millions of records has thousands of row groups, and a merge reads it in
+    hundreds of ranges: per range, that was seconds of Python holding the GIL at 30 million)."""
+
+    bounds: list[tuple[str, str] | None]  # each group's smallest and largest id (None: unknown)
+    rows: list[int]
+    lows: list[str]  # each group's smallest id when all are known and in order (else empty)
+    highs: list[str]
+
+    @classmethod
+    def of(cls, file: pq.ParquetFile) -> _RowGroups:
+        meta = file.metadata
+        at = file.schema_arrow.get_field_index("video_id")
+        bounds: list[tuple[str, str] | None] = []
+        rows = []
+        for group in range(meta.num_row_groups):
+            row_group = meta.row_group(group)
+            stats = row_group.column(at).statistics
+            known = stats is not None and stats.has_min_max
+            bounds.append((stats.min, stats.max) if known else None)
+            rows.append(row_group.num_rows)
+        known_bounds = [b for b in bounds if b is not None]
+        lows, highs = [b[0] for b in known_bounds], [b[1] for b in known_bounds]
+        in_order = (
+            len(known_bounds) == len(bounds) and lows == sorted(lows) and highs == sorted(highs)
+        )
+        return cls(bounds, rows, lows if in_order else [], highs if in_order else [])
+
+    def overlapping(self, lo: str | None, hi: str | None) -> list[int]:
+        """The row groups that may hold ids in [lo, hi)."""
+        if self.lows:
+            start = 0 if lo is None else bisect.bisect_left(self.highs, lo)
+            stop = len(self.rows) if hi is None else bisect.bisect_left(self.lows, hi)
+            return list(range(start, max(start, stop)))
+        return [
+            group
+            for group, b in enumerate(self.bounds)
+            if b is None or ((hi is None or b[0] < hi) and (lo is None or b[1] >= lo))
+        ]
+
+    def may_hold(self, group: int, sorted_ids: list[str]) -> bool:
+        b = self.bounds[group]
+        return b is None or _any_within(sorted_ids, *b)
 
 
 def _ranges(
-    files: list[pq.ParquetFile], chunk_rows: int, wanted: pa.Array | None
+    groups: list[_RowGroups], chunk_rows: int, wanted: pa.Array | None
 ) -> list[tuple[str | None, str | None]]:
     """Video id ranges [lo, hi) that together cover every id, each of about ``chunk_rows`` rows
     across the files (cut at row groups' smallest ids); one range when ``wanted`` ids are few."""
     if wanted is not None and len(wanted) <= chunk_rows:
         return [(None, None)]
     starts: list[tuple[str, int]] = []
-    for file in files:
-        for low, _, rows in _group_bounds(file):
-            if low is None:
+    for part in groups:
+        for group, rows in zip(part.bounds, part.rows):
+            if group is None:
                 return [(None, None)]  # no statistics: one range (a file without them is small)
-            starts.append((low, rows))
+            starts.append((group[0], rows))
     starts.sort()
     cuts: list[str] = []
     held = 0
@@ -363,22 +400,22 @@ def _ranges(
 
 def _read_range(
     file: pq.ParquetFile,
+    groups_of_file: _RowGroups,
     part: Part,
     names: list[str],
     lo: str | None,
     hi: str | None,
     wanted: pa.Array | None,
+    ids_wanted: list[str] | None,
 ) -> pa.Table:
-    """The rows of ``file`` whose video id is in [lo, hi) (and in ``wanted``), from the row
-    groups that may hold them only; a part written before ``seq`` gets its part's ``hi``."""
-    ids_wanted = None if wanted is None else wanted.to_pylist()  # sorted
-    groups = []
-    for group, (low, high, _) in enumerate(_group_bounds(file)):
-        if low is None or high is None:
-            groups.append(group)
-        elif (hi is None or low < hi) and (lo is None or high >= lo):
-            if ids_wanted is None or _any_within(ids_wanted, low, high):
-                groups.append(group)
+    """The rows of ``file`` whose video id is in [lo, hi) (and in ``wanted``: ``ids_wanted`` as
+    a sorted list), from the row groups that may hold them only; a part written before ``seq``
+    gets its part's ``hi``."""
+    groups = [
+        group
+        for group in groups_of_file.overlapping(lo, hi)
+        if ids_wanted is None or groups_of_file.may_hold(group, ids_wanted)
+    ]
     schema = file.schema_arrow
     present = [n for n in names if n in schema.names]
     if not groups:

@@ -252,6 +252,8 @@ class CoordinatorLogic(CoordinatorGrants, CoordinatorMonitoring):
     ):
         """``me``: this coordinator's own handle, which the workers ask for grants;
         ``open_per_worker``: videos a worker has open at once (None: from ``config``)."""
+        if faults is not None:
+            faults.bookkeeping_scale()
         self.store = OutputStore(Path(output), remote_output)
         self.pauses = PauseWatch()  # the event loop's longest pause, for run.json
         self.ctx = RunContext(config, metrics, faults)

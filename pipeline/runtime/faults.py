@@ -34,6 +34,9 @@ class FaultPlan:
     # model loaded and the run started
     actor_exit_in: str | None = None
     trace: bool = False  # append "produced"/"inferred" events with times to marker_dir/trace.log
+    # the coordinator's bookkeeping at a tiny scale: a fold every this many records, parts merged
+    # three at a time from this size, so that folds and merges run all through a short run
+    fold_every_records: int | None = None
 
     def _trace(self, event: str) -> None:
         if self.trace:
@@ -100,6 +103,16 @@ class FaultPlan:
     def on_actor_call(self, name: str) -> None:
         if self.actor_exit_in == name and self._claim_once(f"exit-in-{name}"):
             os._exit(1)
+
+    def bookkeeping_scale(self) -> None:
+        """In the coordinator's process, before its manifest is loaded."""
+        if self.fold_every_records is not None:
+            from pipeline.output.manifest import Manifest
+            from pipeline.output.videos_table import VideosTable
+
+            Manifest.PENDING_MAX = self.fold_every_records
+            VideosTable.TIER_ROWS = 2 * self.fold_every_records
+            VideosTable.FANIN = 3
 
     def on_commit(self) -> None:
         """Called in the coordinator as it records a video whose files are in place, before the

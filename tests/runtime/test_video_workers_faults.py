@@ -1,7 +1,8 @@
 """Faults from outside: video workers and decoders SIGKILLed by pid at random moments while each
 worker has several videos open (every video committed once, every frame once); a long video's
 decoders killed again and again, and its worker (the video still ok, every frame once); the
-coordinator killed between a video's commit and its record (the rerun completes, nothing twice).
+coordinator killed between a video's commit and its record, and at a random moment of its folds
+and merges (the rerun completes, nothing twice).
 
 The synthetic engine with a simulated GPU (each pass held 20 + 1 ms a frame) makes the runs long
 enough to be hit, and lets two workers fit on two cores."""
@@ -15,10 +16,18 @@ import threading
 import time
 
 import pytest
-from conftest import ray_worker_pids, read_rows, read_status, synthetic_rows, tiny_videos
+from conftest import (
+    frames_by_reader,
+    ray_worker_pids,
+    read_rows,
+    read_status,
+    synthetic_rows,
+    tiny_videos,
+)
 from conftest import rows_by_name as rows
 from conftest import synthetic_run as run
 
+from pipeline.output.manifest import Manifest
 from pipeline.runtime.faults import FaultPlan
 
 pytestmark = pytest.mark.slow
@@ -116,6 +125,57 @@ def test_coordinator_killed_between_a_commit_and_its_record(
     record = run(short_videos, out, model_path, **SETTINGS)
     assert record["exit_code"] == 0 and record["totals"]["videos_skipped"] == len(recorded)
     assert rows(out) == clean(short_videos, SHORT_FRAMES)
+
+
+@pytest.mark.parametrize("seed", [3])  # (seeds 1 to 4 pass: checked when it was written)
+def test_the_coordinator_killed_at_a_random_moment_of_its_folds_and_merges(
+    ray_local, tmp_path, model_path, seed
+):
+    """The coordinator's bookkeeping at a tiny scale (a fold every 6 records, parts merged three
+    at a time), so that folds and merges run all through the run; its process SIGKILLed by pid
+    a random moment after the first fold: the run stops (``RunStalled``: its coordinator died),
+    each stored video is recorded once, and a rerun leaves each video recorded once, ok, and each
+    frame once for every reader."""
+    from pipeline.errors import RunStalled
+    from pipeline.output.readers import read_videos
+
+    rng = random.Random(seed)
+    lengths = [3 + (5 * i) % 6 for i in range(240)]
+    (tmp_path / "clips").mkdir()
+    videos = tiny_videos(tmp_path / "clips", lengths)
+    out, result = tmp_path / "out", {}
+    plan = FaultPlan(marker_dir=str(tmp_path), fold_every_records=6)
+    settings = dict(SETTINGS, synthetic_latency_ms=(5, 1), layout="packed", part_rows=16)
+
+    def run_in_thread():
+        try:
+            result["record"] = run(videos, out, model_path, faults=plan, **settings)
+        except BaseException as exc:  # noqa: BLE001 - checked below
+            result["error"] = exc
+
+    thread = threading.Thread(target=run_in_thread)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not list((out / Manifest.FILE_NAME).glob("part-*")) and time.monotonic() < deadline:
+        time.sleep(0.02)  # the first fold has landed: from now on the kill may land anywhere
+    time.sleep(rng.uniform(0.0, 1.0))
+    pids = ray_worker_pids(("ray::Coordinator",))
+    assert thread.is_alive() and len(pids) == 1, "the run must still be going"
+    (pid,) = pids
+    os.kill(pid, signal.SIGKILL)
+    thread.join(timeout=300)
+    assert isinstance(result.get("error"), RunStalled), result
+    stored = read_videos(out)
+    assert 0 < len(stored) < len(videos) and not stored["video_id"].duplicated().any()
+
+    record = run(videos, out, model_path, **dict(settings, synthetic_latency_ms=None))
+    assert record["exit_code"] == 0 and record["totals"]["videos_skipped"] >= 1
+    assert rows(out) == synthetic_rows(videos, lengths)
+    for name, frame in frames_by_reader(out, ray_data=False).items():
+        assert not frame.duplicated(["video_id", "frame_index"]).any(), name
+        assert len(frame) == sum(lengths), name
+    stored = read_videos(out)
+    assert len(stored) == len(videos) and set(stored["status"]) == {"ok"}
 
 
 @pytest.mark.parametrize("call", ["ready", "start_run"])
