@@ -84,11 +84,12 @@ class Bookkeeping:
         try:
             fold = self.manifest.begin_fold()
             try:
+                # the log renamed first (the next fold numbers its rename from what is on disk)
+                await asyncio.wrap_future(self.manifest.log.rotation)
                 await asyncio.to_thread(self._write, fold)
             except BaseException:
                 self.manifest.abort_fold(fold)
                 raise
-            await asyncio.wrap_future(self.manifest.log.rotation)  # end_fold removes it
             self.manifest.end_fold(fold)
             self.folds += 1
             if self._merge is None:

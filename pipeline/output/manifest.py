@@ -241,6 +241,7 @@ class Manifest:
         assert self.folding is None, "one fold at a time"
         if self.unfolded.lo is None:
             self.next_seq += 1  # nothing since the last fold: an empty part's number
+        self.log.rotation.result()  # the last fold's rename done: its number is on disk
         logs = self.log.rotated()
         fold = self.unfolded.take(self.next_seq - 1, logs, self.schema(), time.monotonic())
         if (rotated := self.log.rotate(logs)) is not None:

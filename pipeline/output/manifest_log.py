@@ -51,9 +51,8 @@ def _done() -> LogWritten:
 class ManifestLog:
     def __init__(self, path: Path):
         self.path = path
-        self._file: io.FileIO | None = (
-            None  # kept open: opening it per line cost more than the line
-        )
+        # kept open: opening it per line cost more than the line itself
+        self._file: io.FileIO | None = None
         self._writer: _LogWriter | None = None
         self.rotation: LogWritten = _done()  # the latest ``rotate``: done once renamed
 

@@ -447,6 +447,9 @@ def test_ctrl_c_while_ray_starts_exits_130_in_one_line(tmp_path, clips, model_pa
         text=True,
         start_new_session=True,
         env={**os.environ, "YOLO_OFFLINE": "1"},
+        # default SIGINT, as in a terminal's foreground (a suite launched in the background of
+        # a shell passes on an ignored SIGINT, and the run would finish as if never interrupted)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     time.sleep(delay_s)
     os.killpg(process.pid, signal.SIGINT)

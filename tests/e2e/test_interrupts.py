@@ -248,32 +248,35 @@ def test_the_driver_killed_during_a_packed_run_then_a_rerun_each_frame_once(
     assert [p for p in out.rglob("*") if p.name.startswith(".tmp-")] == []
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupt_stops_cleanly_and_says_how_to_resume(
-    tmp_path, videos, model_path, clean_output, stopped_runs, signum, code
+    tmp_path, videos, model_path, clean_output, stopped_runs
 ):
-    """Ctrl-C (SIGINT) and SIGTERM (``ray job stop``, a scheduler): a clean stop, then a resume."""
+    """Ctrl-C (SIGINT), then SIGTERM (``ray job stop``, a scheduler) on the rerun: each a clean
+    stop that keeps the videos done so far and says how to resume; then a resume to the end."""
     out = tmp_path / "out"
-    started = time.time() - 1  # process start times are rounded
     # each clip's part written as it ends: one is done early
     extra = ["--max-open-videos", "1", "--part-rows", "1"]
-    proc = start(command(videos, out, model_path, *extra))
-    wait_for(lambda: len(ok_videos(out)) >= 1, proc)
-    proc.send_signal(signum)
-    stdout, stderr = proc.communicate(timeout=120)
-    stopped(started, stopped_runs)
-    assert proc.returncode == code, stderr[-2000:]
-    assert "Run the same command again to resume" in stderr.strip().splitlines()[-1]
-    assert [p for p in out.rglob("*") if p.name.startswith(".tmp-")] == []
-    kept = ok_videos(out)
-    assert kept and set(read_rows(out)["video_id"]) == kept  # only complete videos are visible
-    # Its own record says it was stopped, and so does its last progress file.
-    (record_path,) = (out / "runs").glob("*.json")
-    record = json.loads(record_path.read_text())
-    assert record["stopped_by"] == signal.Signals(signum).name and record["exit_code"] == code
-    assert record["totals"]["videos"] >= 1 and not (out / "run.json").exists()
-    progress = json.loads((out / "progress.json").read_text())
-    assert progress["state"] == "stopped" and progress["exit_code"] == code
+    kept: set[str] = set()
+    for signum, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        started = time.time() - 1  # process start times are rounded
+        proc = start(command(videos, out, model_path, *extra))
+        wait_for(lambda: len(ok_videos(out)) > len(kept), proc)  # noqa: B023 - called here
+        proc.send_signal(signum)
+        stdout, stderr = proc.communicate(timeout=120)
+        stopped(started, stopped_runs)
+        assert proc.returncode == code, stderr[-2000:]
+        assert "Run the same command again to resume" in stderr.strip().splitlines()[-1]
+        assert [p for p in out.rglob("*") if p.name.startswith(".tmp-")] == []
+        now_kept = ok_videos(out)
+        assert now_kept > kept  # what the earlier stop kept, and more
+        assert set(read_rows(out)["video_id"]) == now_kept  # only complete videos are visible
+        kept = now_kept
+        # Its own record says it was stopped, and so does its last progress file.
+        record = json.loads(sorted((out / "runs").glob("*.json"))[-1].read_text())
+        assert record["stopped_by"] == signal.Signals(signum).name and record["exit_code"] == code
+        assert record["totals"]["videos"] >= 1 and not (out / "run.json").exists()
+        progress = json.loads((out / "progress.json").read_text())
+        assert progress["state"] == "stopped" and progress["exit_code"] == code
 
     run_to_end(command(videos, out, model_path))  # while the agents wind down
     pd.testing.assert_frame_equal(comparable(out), clean_output)

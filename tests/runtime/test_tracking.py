@@ -133,9 +133,14 @@ def test_ids_are_the_same_with_one_decoder_or_two_segments(runs):
     pd.testing.assert_frame_equal(one, two)  # boxes, confidences and track ids, row for row
 
 
+# YOLO.track runs the PyTorch model at about 88 ms a frame here: the first half of the video
+COMPARED_FRAMES = 151
+
+
 def test_ids_agree_with_ultralytics_own_tracking(runs, people_mp4, model_path):
-    """``YOLO.track`` (ByteTrack, same model and thresholds) over the same video, frame by frame:
-    every id it gives maps to exactly one of ours and back (ids may be numbered differently)."""
+    """``YOLO.track`` (ByteTrack, same model and thresholds) over the same video's first
+    ``COMPARED_FRAMES`` frames, frame by frame: every id it gives maps to exactly one of ours and
+    back (ids may be numbered differently)."""
     from ultralytics import YOLO
 
     _, boxes, _ = runs
@@ -152,6 +157,8 @@ def test_ids_agree_with_ultralytics_own_tracking(runs, people_mp4, model_path):
         verbose=False,
     )
     for frame_index, result in enumerate(stream):
+        if frame_index == COMPARED_FRAMES:  # (the tracker's state at a frame depends only on
+            break  # the frames before it: a prefix is compared exactly)
         if result.boxes.id is None:
             continue
         ours = boxes[boxes["frame_index"] == frame_index].dropna(subset=["track_id"])
@@ -165,8 +172,9 @@ def test_ids_agree_with_ultralytics_own_tracking(runs, people_mp4, model_path):
             our_id = int(ours["track_id"].iloc[int(overlap[k].argmax())])
             assert ref_to_ours.setdefault(ref_id, our_id) == our_id
             assert ours_to_ref.setdefault(our_id, ref_id) == ref_id
-    assert compared > 4000 and unmatched <= 0.01 * compared
-    assert len(ref_to_ours) == boxes["track_id"].nunique()
+    assert compared > 2000 and unmatched <= 0.01 * compared
+    prefix = boxes[boxes["frame_index"] < COMPARED_FRAMES]
+    assert len(ref_to_ours) == prefix["track_id"].nunique()
 
 
 def test_a_tracking_task_that_dies_is_retried_and_one_that_always_dies_fails_only_its_video(
