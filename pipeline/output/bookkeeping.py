@@ -28,6 +28,7 @@ from collections.abc import Callable
 import pyarrow as pa
 
 from pipeline.output.manifest import Manifest, VideoRecord
+from pipeline.output.unfolded import Fold
 
 
 def return_freed_memory() -> None:
@@ -109,7 +110,7 @@ class Bookkeeping:
         finally:
             self._merge = None
 
-    def _write(self, fold) -> None:
+    def _write(self, fold: Fold) -> None:
         self.manifest.write_fold(fold)
         trim_heap()
 
