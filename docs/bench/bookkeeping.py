@@ -64,6 +64,12 @@ async def _measure(videos: int) -> dict:
         from pipeline.runtime.pauses import PauseWatch
 
         return_freed_memory()  # as the coordinator's process does
+        try:
+            from pipeline.output.bookkeeping import freeze_start_up_objects
+
+            freeze_start_up_objects()  # as the coordinator's process does (since it does)
+        except ImportError:
+            pass
     except ImportError:  # the code before (a worktree of an older commit): folds in record
         Bookkeeping = PauseWatch = None  # noqa: N806
     with tempfile.TemporaryDirectory(prefix="bookkeeping-") as folder:

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from pipeline.config import RunConfig
 from pipeline.media.source import VideoSource
+from pipeline.output.bookkeeping import freeze_start_up_objects, return_freed_memory
 from pipeline.output.layout import OutputLayout
 from pipeline.output.manifest import VideoRecord
 from pipeline.output.outcomes import RunCounts
@@ -236,6 +237,8 @@ async def simulate(args, folder: Path) -> dict:
     ]
     logic = CoordinatorLogic(str(folder), config, workers, calls=NoCalls(), metrics=NoMetrics())
     logic.me = CoordinatorHandle(logic)
+    return_freed_memory()  # as the coordinator's process does
+    freeze_start_up_objects()
     facts = ModelFacts({0: "person"}, 32, True, "cuda", True, "synthetic", {}, None, "sim", 1)
     samples: list[tuple[float, int]] = []  # (seconds since the start, clips recorded)
 

@@ -21,7 +21,7 @@ import ray
 
 from pipeline.config import RunConfig
 from pipeline.media.source import VideoSource
-from pipeline.output.bookkeeping import return_freed_memory
+from pipeline.output.bookkeeping import freeze_start_up_objects, return_freed_memory
 from pipeline.output.manifest import VideoRecord
 from pipeline.output.outcomes import RunCounts
 from pipeline.output.progress import RunProgress
@@ -523,3 +523,4 @@ class Coordinator(CoordinatorLogic):
             open_per_worker=open_per_worker,
         )
         return_freed_memory()  # this process does the run's bookkeeping
+        freeze_start_up_objects()
