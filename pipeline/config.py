@@ -98,10 +98,11 @@ SETTING_RANGES: tuple[tuple[str, str, float, float | None], ...] = (
     ("worker_retries", "worker_retries", 0, 100),
     ("stall_timeout_s", "--stall-timeout", 0.0, 86_400.0),  # above 0: see _check_range
     ("batch_timeout_s", "--batch-timeout", 0.0, 86_400.0),
+    ("idle_release_s", "--release-idle-after", 0.0, 86_400.0),
     ("cpu_threads", "--cpu-threads", 1, 1024),
     ("part_rows", "--part-rows", 1, 10_000_000),
 )
-_FLOATS = {"conf", "iou", "fps", "stall_timeout_s", "batch_timeout_s"}
+_FLOATS = {"conf", "iou", "fps", "stall_timeout_s", "batch_timeout_s", "idle_release_s"}
 # a timeout of 0 would fail every wait; a rate of 0 would keep nothing
 _POSITIVE = {"--fps", "--stall-timeout", "--batch-timeout"}
 # The wording the command line has always used for these two ranges.
@@ -176,6 +177,9 @@ class RunConfig:
     stall_timeout_s: float = 300.0
     # a video worker's forward pass longer than this: the worker is hung; None: derived
     batch_timeout_s: float | None = None
+    # a video worker with nothing open while nothing is left to hand out leaves the run after this
+    # long, its GPU released (an autoscaler can then remove its node); 0: every worker to the end
+    idle_release_s: float = 60.0
     cpu_threads: int | None = None  # torch threads of a CPU actor; None: the node's cores
     # ByteTrack over each video's detections: a track_id per box, tracks/ summary
     track: bool = False

@@ -138,8 +138,10 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
     RunOption(
         "num_actors",
         "--num-actors",
-        "YoloActors (default: one per GPU; on CPU one per core up to 4 cores, one per 2 cores above; "
-        "1 for OpenVINO/ONNX)",
+        "YoloActors (video workers): the most the run asks for (default: one per GPU; on CPU one "
+        "per core up to 4 cores, one per 2 cores above; 1 for OpenVINO/ONNX). With GPUs, more than "
+        "the cluster has now is a number to grow into: work starts on the first worker ready and "
+        "each other joins when Ray (an autoscaler) can place it",
         int,
         default_none=True,
         in_requests=True,
@@ -190,6 +192,15 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
         "least 30; 600 for the first)",
         float,
         default_none=True,
+    ),
+    RunOption(
+        "idle_release_s",
+        "--release-idle-after",
+        "seconds a video worker may sit idle once nothing is left to hand out (the tail of a "
+        "backlog) before it leaves the run and releases its GPU, so that an autoscaler can "
+        "remove its node; 0: keep every worker to the end (default %(default)s)",
+        float,
+        metavar="SECONDS",
     ),
     RunOption(
         "layout",

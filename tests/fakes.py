@@ -9,6 +9,7 @@ so ``expected_rows`` says what every run must write, without another run to comp
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from dataclasses import dataclass, field
 
@@ -133,6 +134,18 @@ class FakeCalls:
         handle.restarts += 1
         handle.kill()
 
+    @staticmethod
+    def release_actor(handle) -> None:
+        handle.released = True
+
+    @staticmethod
+    def node_cpus() -> dict[str, float]:
+        return {facts().node_id: 64.0}
+
+    @staticmethod
+    async def seen_from(node_id: str, path: str) -> bool:
+        return os.path.exists(path)
+
 
 class Method:
     def __init__(self, fn):
@@ -143,7 +156,10 @@ class Method:
 
 
 def facts() -> ModelFacts:
-    return ModelFacts({0: "object"}, 32, True, "cpu", False, "synthetic", {}, None, "node", 1)
+    # (the pid of the process a worker's reports come from: this one)
+    return ModelFacts(
+        {0: "object"}, 32, True, "cpu", False, "synthetic", {}, None, "node", os.getpid()
+    )
 
 
 class Metric:
@@ -195,6 +211,7 @@ class FakeWorker:
         self.detector = SyntheticDetector(imgsz=IMGSZ)
         self.logic: VideoWorkerLogic | None = None
         self.count, self.background, self.restarts = 0, [], 0
+        self.released = False  # let go by the coordinator (idle)
         self.start_run, self.process_many = Method(self._start_run), Method(self._process_many)
         self.report, self.stats, self.ready = (
             Method(self._report),
@@ -351,7 +368,7 @@ def run_workers(
         stored = Manifest(out)
         await logic.add_videos([ToProcess(s, stored.previous(s.video_id)) for s in sources])
         await logic.backlog_walked()
-        summary = await logic.run(facts())
+        summary = await logic.run(facts(), tuple(range(len(workers))))
         for worker in workers:  # a worker cut off comes back; storage that hung answers
             if worker.release is not None:
                 worker.release.set()

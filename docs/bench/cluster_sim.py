@@ -91,8 +91,16 @@ class NoMetrics:
 
 
 class NoCalls:
+    node_id = "sim"  # the coordinator's node, and every simulated worker's (one file system)
+
     def restart_actor(self, actor) -> None:
         raise AssertionError("a simulated worker never hangs")
+
+    def release_actor(self, actor) -> None:
+        pass
+
+    def node_cpus(self) -> dict[str, float]:
+        return {"sim": 10_000.0}
 
 
 def clip_record(source: VideoSource, frames: int, settings_hash: str) -> VideoRecord:
@@ -116,6 +124,9 @@ def clip_record(source: VideoSource, frames: int, settings_hash: str) -> VideoRe
     )
 
 
+FACTS = ModelFacts({0: "person"}, 32, True, "cuda", True, "synthetic", {}, None, "sim", 1)
+
+
 class SimulatedWorker:
     """A video worker with a simulated GPU: the messages of a real one, none of its work."""
 
@@ -130,13 +141,16 @@ class SimulatedWorker:
         self.part_rows = 0
         self.counts = RunCounts()
         self.start_run = Remote("start_run", self._start_run)
-        self.ready = Remote("ready", self._nothing)
+        self.ready = Remote("ready", self._ready)
         self.report = Remote("report", self._report)
         self.stats = Remote("stats", self._nothing)
         self.process_many = Remote("process_many", self._process_many)
 
     async def _nothing(self, *args):
         return None
+
+    async def _ready(self) -> ModelFacts:
+        return FACTS
 
     async def _start_run(self, config: RunConfig, coordinator, decode_here: bool) -> None:
         self.settings_hash = coordinator.settings_hash
@@ -239,7 +253,7 @@ async def simulate(args, folder: Path) -> dict:
     logic.me = CoordinatorHandle(logic)
     return_freed_memory()  # as the coordinator's process does
     freeze_start_up_objects()
-    facts = ModelFacts({0: "person"}, 32, True, "cuda", True, "synthetic", {}, None, "sim", 1)
+    facts = FACTS
     samples: list[tuple[float, int]] = []  # (seconds since the start, clips recorded)
 
     async def feed() -> None:
@@ -272,7 +286,7 @@ async def simulate(args, folder: Path) -> dict:
     feeder = asyncio.create_task(feed())
     watcher = asyncio.create_task(watch())
     flusher = asyncio.create_task(flush_waited_parts())
-    summary = await logic.run(facts)
+    summary = await logic.run(facts, tuple(range(args.workers)))
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     watcher.cancel()
     flusher.cancel()

@@ -19,10 +19,22 @@ clips = Path(os.environ["W"]) / "clips"
 clips.mkdir()
 tiny_videos(clips, [3 + (7 * i) % 40 for i in range(300)])
 PY
-for side in before after; do
-  root=$BEFORE; [ $side = after ] && root=$AFTER
-  ( cd $root && PYTHONPATH=$root YOLO_OFFLINE=1 $PY -m pipeline run $V --output $W/$side-people --model $M --no-progress )
-  ( cd $root && PYTHONPATH=$root YOLO_OFFLINE=1 $PY -m pipeline run $W/clips --output $W/$side-clips --model $M --imgsz 160 --no-progress )
+# ROUNDS=N: before and after alternately N times (the outputs compared are the first round's);
+# each command's wall time and run.json's frames/s are printed, as "timing" lines
+ROUNDS=${ROUNDS:-1}
+timed() {  # timed LABEL OUT command...: the command, then its wall time and frames/s
+  local label=$1 out=$2; shift 2
+  local t0; t0=$(date +%s.%N)
+  "$@"
+  $PY -c "import json, sys; r = json.load(open('$out/run.json')); print(json.dumps({'timing': '$label', 'wall_s': round($(date +%s.%N) - $t0, 2), 'frames_per_s': round(r['throughput']['frames_per_s'], 2)}))"
+}
+for round in $(seq 1 "$ROUNDS"); do
+  for side in before after; do
+    root=$BEFORE; [ $side = after ] && root=$AFTER
+    suffix=""; [ "$round" -gt 1 ] && suffix="-$round"
+    ( cd $root && timed "$side people round $round" $W/$side-people$suffix env PYTHONPATH=$root YOLO_OFFLINE=1 $PY -m pipeline run $V --output $W/$side-people$suffix --model $M --no-progress )
+    ( cd $root && timed "$side clips round $round" $W/$side-clips$suffix env PYTHONPATH=$root YOLO_OFFLINE=1 $PY -m pipeline run $W/clips --output $W/$side-clips$suffix --model $M --imgsz 160 --no-progress )
+  done
 done
 $PY - <<'PY'
 import hashlib, os, pyarrow.parquet as pq, pandas as pd, glob, json

@@ -41,6 +41,9 @@ class RunProgress:
     pid: int = 0
     coordinator_rss: int | None = None
     actors: tuple = field(default_factory=tuple)
+    workers_ready: int = 0  # video workers in the run now
+    workers_wanted: int = 0  # --num-actors (or as planned): the most the run asks for
+    workers_pending: int = 0  # asked for and not in the run yet (being placed, loading, restarting)
 
     @property
     def frames_done(self) -> int:
@@ -72,6 +75,8 @@ class ProgressDisplay:
             return
         done, expected = p.frames_done, p.frames_expected
         videos = f"{p.counts.videos_done}/{p.counts.videos_total} videos"
+        if p.workers_wanted:  # in the run now / the most asked for (the rest join when placed)
+            videos += f", workers {p.workers_ready}/{p.workers_wanted}"
         if self.interactive:
             bar = self._bar
             if bar is None:
@@ -153,6 +158,11 @@ class ProgressFile:
                 "partial": partial,
                 "failed": failed,
                 "skipped": skipped,
+            },
+            workers={
+                "ready": p.workers_ready,
+                "wanted": p.workers_wanted,
+                "pending": p.workers_pending,
             },
         )
 

@@ -125,6 +125,8 @@ class CoordinatorSummary:
     tracker_peak_bytes: int | None
     actors: list[ActorStats | None] = field(default_factory=list)  # None: it did not answer
     longest_pause_s: float | None = None  # the event loop's (pipeline.runtime.pauses)
+    nodes: list[str | None] = field(default_factory=list)  # each worker's latest node
+    workers: dict = field(default_factory=dict)  # pipeline.runtime.fleet.Fleet.record
 
 
 def startup_figures(
@@ -202,7 +204,7 @@ def _roles_memory(summary: CoordinatorSummary, driver_memory: dict) -> dict:
     }
 
 
-def _actor_records(summary: CoordinatorSummary, nodes: list[str]) -> list[dict]:
+def _actor_records(summary: CoordinatorSummary, nodes: list[str | None]) -> list[dict]:
     processing = summary.elapsed_s
     return [
         dict(
@@ -223,7 +225,7 @@ def processed_run_record(
     placement,
     model: dict,
     ray: dict,
-    nodes: list[str],
+    nodes: list[str | None],
     summary: CoordinatorSummary,
     driver_memory: dict,
 ) -> RunRecord:
@@ -257,6 +259,9 @@ def processed_run_record(
         "memory": _roles_memory(summary, driver_memory),
         "gpu": gpus or None,
         "actors": _actor_records(summary, nodes),
+        # each worker's spells in the run (joined, lost, released), ready over time, and the
+        # worker- and GPU-seconds held against those busy (pipeline.runtime.fleet)
+        "workers": summary.workers,
     }
     return RunRecord(
         started, config.to_dict(), config.settings_hash(), totals, did_work=True, details=details

@@ -2,8 +2,9 @@
 ``OutputStore`` is the one place that knows which; everything else writes into
 ``store.layout`` and calls ``publish`` once a file is complete.
 
-The output on object storage is staged: the coordinator writes each file locally, exactly as
-for a local output, and then publishes it with one PUT. A PUT is atomic (readers see the old
+The output on object storage is staged: each writer (a video worker, on its node, for its videos'
+files; the coordinator for ``videos.parquet``) writes each file locally, exactly as for a local
+output, and then publishes it with one PUT. A PUT is atomic (readers see the old
 object or the new one, never a part), so a video's rows appear at once, as with the local
 rename. ``videos.parquet`` is a folder of immutable parts: each new part is one PUT, and the parts
 a merge replaced are deleted after the merged one is up (readers keep one copy of a record).

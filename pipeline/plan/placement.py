@@ -57,19 +57,14 @@ def wanted_device(config: RunConfig, total_gpus: float) -> str:
 
 def plan(config: RunConfig, total_cpus: float, total_gpus: float) -> Placement:
     if wanted_device(config, total_gpus) == "cuda":
+        # --num-actors is the most the run asks for: GPUs that are not there yet are a number to
+        # grow into (an autoscaler adds GPU nodes when the workers ask for them); the run starts
+        # on the first worker ready and each other joins when it is placed.
         num_actors = config.num_actors or int(total_gpus)
-        # With --device cuda and --num-actors, GPUs that are not there yet are fine: an autoscaling
-        # cluster adds GPU nodes when the actors ask for them.
-        autoscaling = config.device == "cuda" and config.num_actors is not None
         if num_actors < 1:
             raise PlacementError(
                 "--device cuda was asked for, but the Ray cluster has no GPUs; use --device cpu or auto, "
                 "or pass --num-actors N to wait for an autoscaler to add GPU nodes"
-            )
-        if num_actors > total_gpus and not autoscaling:
-            raise PlacementError(
-                f"--num-actors {num_actors} needs {num_actors} GPUs but the cluster has {total_gpus:g}; "
-                "lower --num-actors, add GPU nodes, or pass --device cuda to wait for an autoscaler"
             )
         cpu_bound = int((total_cpus - num_actors) / DECODER_NUM_CPUS)
         open_videos = config.max_open_videos or max(

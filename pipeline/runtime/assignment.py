@@ -107,6 +107,8 @@ class Assignments:
     workers: int
     open_per_worker: int
     max_attempts: int = 3
+    # False: no worker takes videos until ``worker_back`` (each joins the run once it is ready)
+    start_live: bool = True
     live: list[bool] = field(init=False)
     open: dict[str, Attempt] = field(init=False, default_factory=dict)  # by video id
     attempts: dict[str, int] = field(init=False, default_factory=dict)  # hand-outs per open video
@@ -115,12 +117,13 @@ class Assignments:
     def __post_init__(self) -> None:
         if self.workers < 1 or self.open_per_worker < 1:
             raise ValueError("at least one worker with room for one video")
-        self.live = [True] * self.workers
+        self.live = [self.start_live] * self.workers
         self._load = [0] * self.workers
+        self._open_on = [0] * self.workers  # open attempts per worker, ended passes too
         # (load, worker) of every live worker at its current load, and stale pairs dropped as
         # they come to the top: the least loaded worker in O(log workers), not a scan of all
         # (hundreds on a cluster, per hand-out)
-        self._by_load = [(0, w) for w in range(self.workers)]
+        self._by_load = [(0, w) for w in range(self.workers)] if self.start_live else []
 
     def _change_load(self, worker: int, change: int) -> None:
         self._load[worker] += change
@@ -156,6 +159,7 @@ class Assignments:
         self.open[video_id] = attempt
         self.attempts[video_id] = self.attempts.get(video_id, 0) + 1
         self._change_load(worker, +1)
+        self._open_on[worker] += 1
         return attempt
 
     def is_current(self, video_id: str, attempt_id: int) -> bool:
@@ -200,6 +204,7 @@ class Assignments:
             return False
         attempt = self.open.pop(video_id)
         self.attempts.pop(video_id, None)
+        self._open_on[attempt.worker] -= 1
         if attempt.running:
             self._change_load(attempt.worker, -1)
         return True
@@ -211,6 +216,7 @@ class Assignments:
         if not self.is_current(video_id, attempt_id):
             return False
         attempt = self.open.pop(video_id)
+        self._open_on[attempt.worker] -= 1
         if attempt.running:
             self._change_load(attempt.worker, -1)
         if self.attempts[video_id] >= self.max_attempts:
@@ -228,6 +234,10 @@ class Assignments:
         if not self.live[worker]:
             self.live[worker] = True
             heapq.heappush(self._by_load, (self._load[worker], worker))
+
+    def open_on(self, worker: int) -> int:
+        """The worker's open attempts, those whose commits wait for a part included."""
+        return self._open_on[worker]
 
     @property
     def open_videos(self) -> int:

@@ -12,6 +12,7 @@ it the backlog (``add_videos``, ``backlog_walked``), starts it (``run``) and pol
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from dataclasses import replace
@@ -23,10 +24,10 @@ from pipeline.config import RunConfig
 from pipeline.media.source import VideoSource
 from pipeline.output.bookkeeping import freeze_start_up_objects, return_freed_memory
 from pipeline.output.manifest import VideoRecord
-from pipeline.output.outcomes import RunCounts
 from pipeline.output.progress import RunProgress
 from pipeline.output.store import OutputStore
 from pipeline.output.video_record import Previous
+from pipeline.plan.placement import Placement
 from pipeline.plan.resume import ToProcess
 from pipeline.runtime.assignment import (
     Assignments,
@@ -37,20 +38,25 @@ from pipeline.runtime.assignment import (
 )
 from pipeline.runtime.commit import VideoCommitter
 from pipeline.runtime.context import RunContext
+from pipeline.runtime.coordinator_fleet import CoordinatorFleet
 from pipeline.runtime.deadlines import BatchDeadline
 from pipeline.runtime.faults import FaultPlan
+from pipeline.runtime.fleet import Fleet
 from pipeline.runtime.messages import (
+    ActorStats,
     CommitRequest,
     CoordinatorSummary,
     ModelFacts,
     PartPlacement,
     Placed,
     WorkerOutcome,
-    WorkerReport,
 )
 from pipeline.runtime.metrics import PipelineMetrics
 from pipeline.runtime.pauses import PauseWatch
 from pipeline.runtime.ray_calls import ACTOR_LOST, RayCalls, error_cause
+from pipeline.runtime.worker_reports import WorkerReports
+
+log = logging.getLogger(__name__)
 
 REPORT_EVERY_S = 1.0  # how often the workers' figures are polled (progress, run.json)
 # The backlog as the driver walks it: bounded, so a walk of a million names waits here instead
@@ -66,6 +72,7 @@ class CoordinatorMonitoring:
 
     ctx: RunContext
     reports: WorkerReports
+    fleet: Fleet
     workers: list
     started: float
     cpu_started: float
@@ -75,41 +82,11 @@ class CoordinatorMonitoring:
     pauses: PauseWatch
     me: object
     decode_here: list[bool]
-    _restarts: set[asyncio.Task]
-
-    async def _made_room(self) -> None:
-        raise NotImplementedError
-
-    async def _start_worker(self, worker: int) -> None:
-        """The run's settings to a worker; one that died since its model was ready (Ray restarts
-        it) gets them, and videos, once it is back."""
-        try:
-            await self.workers[worker].start_run.remote(
-                self.ctx.config, self.me, self.decode_here[worker]
-            )
-        except ACTOR_LOST:
-            self._worker_died(worker)
+    nodes: list[str | None]
+    _final_stats: dict[int, ActorStats]
 
     def _worker_died(self, worker: int) -> None:
-        """No videos for it until it answers again (Ray restarts it: unlimited restarts)."""
-        if self.assignments.live[worker]:
-            self.assignments.worker_lost(worker)
-            task = asyncio.create_task(self._await_restart(worker))
-            self._restarts.add(task)
-            task.add_done_callback(self._restarts.discard)
-
-    async def _await_restart(self, worker: int) -> None:
-        while True:
-            try:
-                await self.workers[worker].ready.remote()
-                await self.workers[worker].start_run.remote(
-                    self.ctx.config, self.me, self.decode_here[worker]
-                )
-                break
-            except ACTOR_LOST:
-                await asyncio.sleep(1.0)
-        self.assignments.worker_back(worker)
-        await self._made_room()
+        raise NotImplementedError
 
     async def _poll_reports(self) -> None:
         while True:
@@ -117,7 +94,7 @@ class CoordinatorMonitoring:
             await self._poll_once()
 
     async def _poll_once(self) -> None:
-        await self.reports.poll(self.workers)
+        await self.reports.poll(self.workers, self.fleet.current)
         self._restart_hung()
 
     def _restart_hung(self) -> None:
@@ -139,7 +116,7 @@ class CoordinatorMonitoring:
                 self.ctx.counts.actors_hung += 1
                 self.calls.restart_actor(self.workers[worker])
                 self.reports.retire(worker)  # its next report is its new process's
-                self._worker_died(worker)  # no videos for it until it answers again
+                self._worker_died(worker)  # no videos for it until it joins again
 
     async def progress(self) -> RunProgress:
         ctx, reports = self.ctx, self.reports
@@ -153,18 +130,27 @@ class CoordinatorMonitoring:
             pid=os.getpid(),
             coordinator_rss=ctx.memory.last,
             actors=tuple(r.sample if r else None for r in reports.latest),
+            workers_ready=self.fleet.ready,
+            workers_wanted=self.fleet.wanted,
+            workers_pending=self.fleet.pending,
         )
 
     async def summary(self) -> CoordinatorSummary:
         ctx, reports = self.ctx, self.reports
         every = reports.every()
         firsts = [r.first_batch_done_at for r in every if r.first_batch_done_at]
-        stats = []
-        for worker in self.workers:
+        stats: list[ActorStats | None] = []
+        for worker, handle in enumerate(self.workers):
+            if worker not in self.fleet.current:  # released (its figures kept), lost, never ready
+                stats.append(self._final_stats.get(worker))
+                continue
             try:
-                stats.append(await asyncio.wait_for(worker.stats.remote(), timeout=30))
+                stats.append(await asyncio.wait_for(handle.stats.remote(), timeout=30))
             except (asyncio.TimeoutError, *ACTOR_LOST):
                 stats.append(None)
+        by_process = {
+            key: (r.busy_s, r.counts.frames_done) for key, r in reports.by_process.items()
+        }
         return CoordinatorSummary(
             elapsed_s=time.time() - self.started,
             cpu_s=time.process_time() - self.cpu_started,
@@ -177,6 +163,8 @@ class CoordinatorMonitoring:
             tracker_peak_bytes=max((r.tracker_peak_bytes for r in every), default=0) or None,
             actors=stats,
             longest_pause_s=self.pauses.longest_s,
+            nodes=list(self.nodes),
+            workers=self.fleet.record(time.time(), by_process),
         )
 
 
@@ -236,7 +224,7 @@ class CoordinatorGrants:
         return ["placed"] * len(entries)
 
 
-class CoordinatorLogic(CoordinatorGrants, CoordinatorMonitoring):
+class CoordinatorLogic(CoordinatorFleet, CoordinatorGrants, CoordinatorMonitoring):
     def __init__(
         self,
         output: str,
@@ -249,9 +237,11 @@ class CoordinatorLogic(CoordinatorGrants, CoordinatorMonitoring):
         metrics,
         me=None,
         open_per_worker: int | None = None,
+        placement: Placement | None = None,
     ):
         """``me``: this coordinator's own handle, which the workers ask for grants;
-        ``open_per_worker``: videos a worker has open at once (None: from ``config``)."""
+        ``open_per_worker``: videos a worker has open at once (None: from ``config``);
+        ``placement``: what each worker reserves (None: one CPU, no GPU)."""
         if faults is not None:
             faults.bookkeeping_scale()
         self.store = OutputStore(Path(output), remote_output)
@@ -263,7 +253,9 @@ class CoordinatorLogic(CoordinatorGrants, CoordinatorMonitoring):
             len(workers),
             open_per_worker or videos_per_worker(config.max_open_videos, len(workers)),
             max_attempts=config.worker_retries + 1,
+            start_live=False,  # each joins once it is ready (``_join``)
         )
+        self.placement = placement or Placement(len(workers), 0.0, 1.0, None, len(workers))
         room = 2 * self.assignments.open_per_worker * len(workers)
         self._backlog: asyncio.Queue[ToProcess | None] = asyncio.Queue(
             maxsize=max(BACKLOG_QUEUE, room)
@@ -275,18 +267,21 @@ class CoordinatorLogic(CoordinatorGrants, CoordinatorMonitoring):
         self.reports = WorkerReports(len(workers))
         self._handouts: set[asyncio.Task] = set()
         self._handout_errors: list[BaseException] = []
-        self._restarts: set[asyncio.Task] = set()  # held: the loop keeps only weak references
+        self._joins: set[asyncio.Task] = set()  # held: the loop keeps only weak references
         self.decode_here = [True] * len(workers)
+        self.nodes: list[str | None] = [None] * len(workers)  # each worker's latest node
+        self._final_stats: dict[int, ActorStats] = {}  # of the workers released
+        self._seen_by: set[str] = set()  # nodes known to see the output folder
+        self._probe: Path | None = None  # the file they look for
+        self._walked = False  # the whole backlog handed out
+        self._waiting_for_room = 0  # hand-outs waiting for a worker
+        self.fleet = Fleet(len(workers), self.placement.actor_num_gpus, 0.0, time.time())
         self.deadline = BatchDeadline(config.batch_timeout_s)  # for a forward pass
         self.started = time.time()
         self.cpu_started = time.process_time()
 
     def set_config(self, config: RunConfig) -> None:
         self.ctx.set_config(config)
-
-    def set_local_decoding(self, here: list[bool]) -> None:
-        """Per worker, whether its decoders run on its own node (``decodes_on_own_node``)."""
-        self.decode_here = list(here)
 
     async def add_videos(self, videos: list[ToProcess]) -> None:
         for video in videos:
@@ -296,37 +291,25 @@ class CoordinatorLogic(CoordinatorGrants, CoordinatorMonitoring):
     async def backlog_walked(self) -> None:
         await self._backlog.put(None)
 
-    async def run(self, model_facts: ModelFacts) -> CoordinatorSummary:
+    async def run(
+        self, model_facts: ModelFacts, ready_at_start: tuple[int, ...] = ()
+    ) -> CoordinatorSummary:
+        """The run, from the first worker ready to the last video recorded. The workers ready
+        now (``ready_at_start``) join before the first hand-out, so that a small backlog is
+        shared among them; the others join as each becomes ready, however late
+        (``CoordinatorFleet._join``)."""
         ctx = self.ctx
         ctx.model_loaded(model_facts.names, model_facts.model_stride, model_facts.rect)
         self.committer.start(model_facts.names)
         self._room = asyncio.Condition()
-        await asyncio.gather(*(self._start_worker(w) for w in range(len(self.workers))))
         self.started, self.cpu_started = time.time(), time.process_time()
+        await self._start_fleet(ready_at_start)
         reporter = asyncio.create_task(self._poll_reports())
         pauses = asyncio.create_task(self.pauses.run())
-        chunks = ClipChunks(chunk_size(self.assignments.open_per_worker), len(self.workers))
+        releaser = asyncio.create_task(self._release_idle())
         try:
-            while (todo := await self._backlog.get()) is not None:
-                due, source, previous = None, todo.source, todo.previous
-                if previous is not None:
-                    self._previous[source.video_id] = previous
-                if source.error:
-                    ctx.counts.videos_never_opened += 1
-                    await self._failed(source, source.error)
-                elif previous is not None and previous.complete_for(source, ctx.settings_hash):
-                    # (planning could not tell: it did not know the model's classes)
-                    del self._previous[source.video_id]
-                    ctx.counts.video_skipped()
-                elif is_short_clip(source.size_bytes):
-                    due = chunks.add(source, self._backlog.qsize(), time.monotonic())
-                else:
-                    await self._hand_out([source])
-                if due := due or chunks.due(self._backlog.qsize(), time.monotonic()):
-                    await self._hand_out(due)
-                await asyncio.sleep(0)  # else 400 workers' room is filled with no grant answered
-            if chunks.clips:
-                await self._hand_out(chunks.take())
+            await self._hand_out_backlog()
+            self._walked = True  # from here, a worker with nothing open may be let go
             while self._handouts:
                 await asyncio.gather(*list(self._handouts), return_exceptions=True)
             if self._handout_errors:
@@ -335,10 +318,38 @@ class CoordinatorLogic(CoordinatorGrants, CoordinatorMonitoring):
         finally:
             reporter.cancel()
             pauses.cancel()
-            for restart in list(self._restarts):  # a worker still not back has no work left
-                restart.cancel()
+            releaser.cancel()
+            for join in list(self._joins):  # a worker not in the run yet has no work left
+                join.cancel()
+            self._remove_probe()
         await self.committer.save_manifest()
         return await self.summary()
+
+    async def _hand_out_backlog(self) -> None:
+        """Each video of the backlog as the driver walks it: handed out (short clips in
+        chunks), skipped, or failed (never opened)."""
+        ctx = self.ctx
+        chunks = ClipChunks(chunk_size(self.assignments.open_per_worker), len(self.workers))
+        while (todo := await self._backlog.get()) is not None:
+            due, source, previous = None, todo.source, todo.previous
+            if previous is not None:
+                self._previous[source.video_id] = previous
+            if source.error:
+                ctx.counts.videos_never_opened += 1
+                await self._failed(source, source.error)
+            elif previous is not None and previous.complete_for(source, ctx.settings_hash):
+                # (planning could not tell: it did not know the model's classes)
+                del self._previous[source.video_id]
+                ctx.counts.video_skipped()
+            elif is_short_clip(source.size_bytes):
+                due = chunks.add(source, self._backlog.qsize(), time.monotonic())
+            else:
+                await self._hand_out([source])
+            if due := due or chunks.due(self._backlog.qsize(), time.monotonic()):
+                await self._hand_out(due)
+            await asyncio.sleep(0)  # else 400 workers' room is filled with no grant answered
+        if chunks.clips:
+            await self._hand_out(chunks.take())
 
     async def _hand_out(self, sources: list[VideoSource]) -> None:
         """Give ``sources`` to the least loaded worker with room for them all (waits for one)."""
@@ -354,18 +365,6 @@ class CoordinatorLogic(CoordinatorGrants, CoordinatorMonitoring):
         error = None if task.cancelled() else task.exception()
         if error is not None:
             self._handout_errors.append(error)  # raised by run(), never lost
-
-    async def _free_worker(self, room: int = 1) -> int:
-        assert self._room is not None
-        async with self._room:
-            while (worker := self.assignments.free_worker(room)) is None:
-                await self._room.wait()
-        return worker
-
-    async def _made_room(self) -> None:
-        assert self._room is not None
-        async with self._room:
-            self._room.notify_all()
 
     async def _videos(self, sources: list[VideoSource], worker: int, attempts: list[int]) -> None:
         """One hand-out until each video's outcome is recorded; if the worker dies, each of its
@@ -437,8 +436,11 @@ class CoordinatorLogic(CoordinatorGrants, CoordinatorMonitoring):
     async def _record(self, out: WorkerOutcome) -> bool:
         """``out``'s record, once per attempt; a stale attempt's answer is dropped (the video's
         current attempt records it)."""
+        attempt = self.assignments.open.get(out.record.video_id) if out.record else None
         if out.record is None or not self.assignments.finish(out.record.video_id, out.attempt_id):
             return False
+        assert attempt is not None
+        self.fleet.video_done(attempt.worker)
         if out.committed and self.ctx.faults:  # its files are in place, its record not yet
             self.ctx.faults.on_commit()
         await self.committer.record(out.record)
@@ -454,52 +456,6 @@ class CoordinatorLogic(CoordinatorGrants, CoordinatorMonitoring):
         return ended
 
 
-class WorkerReports:
-    """The workers' latest figures (polled about once a second); a worker that restarted keeps
-    what its earlier process had done, so totals never go back."""
-
-    def __init__(self, workers: int):
-        self.latest: list[WorkerReport | None] = [None] * workers
-        self._retired: list[WorkerReport] = []
-
-    async def poll(self, workers: list) -> None:
-        for i, worker in enumerate(workers):
-            try:
-                report = await asyncio.wait_for(worker.report.remote(), timeout=10)
-            except (asyncio.TimeoutError, *ACTOR_LOST):
-                continue
-            if report is None:
-                continue
-            last = self.latest[i]
-            if last is not None and last.pid != report.pid:  # restarted
-                self._retired.append(last)
-            self.latest[i] = report
-
-    def retire(self, worker: int) -> None:
-        """The worker's process is gone: what it did still counts, its next report is new."""
-        last = self.latest[worker]
-        if last is not None:
-            self._retired.append(last)
-            self.latest[worker] = None
-
-    def current(self) -> list[WorkerReport]:
-        return [r for r in self.latest if r is not None]
-
-    def every(self) -> list[WorkerReport]:
-        return [*self._retired, *self.current()]
-
-    def counts(self, own: RunCounts) -> RunCounts:
-        """The coordinator's counts (``own``) and every worker's, added up."""
-        return own.merged([r.counts for r in self.every()])
-
-    def stage_s(self, own: dict[str, float]) -> dict[str, float]:
-        total = dict(own)
-        for report in self.every():
-            for stage, seconds in report.stage_s.items():
-                total[stage] = total.get(stage, 0.0) + seconds
-        return total
-
-
 @ray.remote(num_cpus=0, max_restarts=0)
 class Coordinator(CoordinatorLogic):
     def __init__(
@@ -510,6 +466,7 @@ class Coordinator(CoordinatorLogic):
         faults: FaultPlan | None = None,
         remote_output: str | None = None,
         open_per_worker: int | None = None,
+        placement: Placement | None = None,
     ):
         super().__init__(
             output,
@@ -521,6 +478,7 @@ class Coordinator(CoordinatorLogic):
             metrics=PipelineMetrics(),
             me=ray.get_runtime_context().current_actor,
             open_per_worker=open_per_worker,
+            placement=placement,
         )
         return_freed_memory()  # this process does the run's bookkeeping
         freeze_start_up_objects()

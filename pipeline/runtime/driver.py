@@ -43,15 +43,16 @@ from pipeline.plan.planning import RunPlan, first_letterbox_shapes, fold_manifes
 from pipeline.plan.resume import ToProcess
 from pipeline.runtime.assignment import videos_per_worker
 from pipeline.runtime.faults import FaultPlan
+from pipeline.runtime.fleet import PendingNotice, pending_line
 from pipeline.runtime.messages import ActorSample
 from pipeline.runtime.monitoring import PeakRss, Timeline
 from pipeline.runtime.ray_session import connect, no_terminal_reset_at_exit
 from pipeline.runtime.startup import (
+    PENDING_NOTICE_S,
     engine_used,
-    place_decoders,
     start_coordinator,
     start_workers,
-    wait_for_workers,
+    wait_for_first_workers,
     warm_decoders,
 )
 
@@ -145,6 +146,7 @@ class _DriverRun:
         self.last_progress: RunProgress | None = None
         self._previous_sigterm: Any = None
         self._sigterm_handled = False
+        self.pending_notice = PendingNotice(PENDING_NOTICE_S)
 
     def _on_sigterm(self, signum, frame) -> None:
         # Only a flag: an exception raised here could surface inside Ray's C++ calls, which turn
@@ -183,23 +185,25 @@ class _DriverRun:
         # workers, not the planned one
         open_per_worker = videos_per_worker(self.config.max_open_videos, len(self.actors))
         self.coordinator = start_coordinator(
-            plan.store, config, self.actors, faults, open_per_worker
+            plan.store, config, self.actors, faults, open_per_worker, placement
         )
         warm_decoders(placement.max_open_videos)
-        self.facts = wait_for_workers(self.actors, self.terminated)
-        self.actors_ready_at = time.time()
+        ready = wait_for_first_workers(
+            self.actors, self.terminated, lambda pending: self._pending_line(pending, 0)
+        )
+        self.facts = list(ready.values())
+        self.actors_ready_at = time.time()  # the first worker's: work starts now
         if plan.store.remote_uri is None:
             from pipeline.runtime.shared_output import check_output_shared
 
             check_output_shared(plan.store.layout.root, [f.node_id for f in self.facts])
-        place_decoders(self.coordinator, self.facts, placement)
         config = engine_used(config, self.facts)
         ray.get(self.coordinator.set_config.remote(config))
         if not config.classes_resolved:  # class names that only the loaded model could check
             config = config.replace(classes=resolve_classes(config.classes, self.facts[0].names))
             ray.get(self.coordinator.set_config.remote(config))
         self.config = config
-        self.pending = self.coordinator.run.remote(self.facts[0])
+        self.pending = self.coordinator.run.remote(self.facts[0], tuple(ready))
         self.feeder = _BacklogFeeder(self.coordinator, plan.videos_to_process())
         self.feeder.start()
 
@@ -223,6 +227,7 @@ class _DriverRun:
                 last_answer = time.monotonic()
                 self.display.update(progress_now)
                 self.progress_file.running(progress_now)
+                self._tell_pending(progress_now)
                 _sample_timeline(self.timeline, progress_now, self.driver_memory)
             except ray.exceptions.GetTimeoutError:
                 # Its event loop is stuck (or its node is): no wait in this run is for ever.
@@ -241,6 +246,19 @@ class _DriverRun:
         except ray.exceptions.RayActorError:
             raise _coordinator_died() from None
 
+    def _pending_line(self, pending: int, ready: int) -> str:
+        placement = self.placement
+        demand = {"GPU": placement.actor_num_gpus, "CPU": placement.actor_num_cpus}
+        free = ray.available_resources()
+        return pending_line(pending, len(self.actors), ready, demand, free)
+
+    def _tell_pending(self, progress: RunProgress) -> None:
+        """One line when workers have been waited for a while (and when their number changes):
+        what each needs and what the cluster has free."""
+        pending, ready = progress.workers_pending, progress.workers_ready
+        if self.pending_notice.due(time.monotonic(), pending, ready):
+            log.warning("%s", self._pending_line(pending, ready))
+
     def record(self, summary: CoordinatorSummary) -> dict:
         """Write the run's record (``run.json``, ``runs/``) and return it."""
         self.display.close()
@@ -254,7 +272,7 @@ class _DriverRun:
             model=facts[0].model_record()
             | {"engine_export_s": {k: v for f in facts for k, v in f.engine_export_s.items()}},
             ray={"version": ray.__version__, "address": redact(address) if address else "local"},
-            nodes=[f.node_id for f in facts],
+            nodes=summary.nodes,
             summary=summary,
             driver_memory=self.driver_memory.as_dict(),
         )

@@ -94,6 +94,7 @@ class WorkerReport:
     pass_running_s: float | None = None  # how long the forward pass running now has taken
     slowest_pass_s: float | None = None
     commit_running_s: float | None = None  # the oldest commit step running now: how long
+    busy_s: float = 0.0  # in forward passes, this process
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,26 @@ class RayCalls:
         )
 
     @staticmethod
+    def release_actor(handle) -> None:
+        """End an actor for good (no restart): its resources go back to the cluster."""
+        try:
+            ray.kill(handle, no_restart=True)
+        except Exception:  # already gone
+            pass
+
+    @staticmethod
+    def node_cpus() -> dict[str, float]:
+        """Each live node's CPUs (a call to Ray's control store: not on an event loop)."""
+        return {n["NodeID"]: n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]}
+
+    @staticmethod
+    def seen_from(node_id: str, path: str):
+        """An awaitable: whether ``path`` exists as seen from ``node_id``."""
+        from pipeline.runtime.shared_output import exists_on
+
+        return exists_on(node_id, path)
+
+    @staticmethod
     def restart_actor(handle) -> None:
         """Kill a hung actor; Ray starts it again (unlimited restarts)."""
         try:

@@ -53,11 +53,11 @@ def _exists(path: str) -> bool:
     return os.path.exists(path)
 
 
+def exists_on(node_id: str, path: str):
+    """A ref to whether ``path`` exists as seen from ``node_id``."""
+    strategy = NodeAffinitySchedulingStrategy(node_id, soft=False)
+    return _exists.options(scheduling_strategy=strategy).remote(path)
+
+
 def _sees_on_nodes(path: str, nodes: list[str]) -> list[bool]:
-    refs = [
-        _exists.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)
-        ).remote(path)
-        for node in nodes
-    ]
-    return ray.get(refs, timeout=120)
+    return ray.get([exists_on(node, path) for node in nodes], timeout=120)

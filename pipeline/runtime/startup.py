@@ -1,5 +1,5 @@
-"""A run's start-up, for the driver: the video workers (their models loaded, asked again when
-one dies while loading), their decoders' placement, the engine they really run, and the
+"""A run's start-up, for the driver: the video workers asked for (the run starts once the first
+has loaded its model; the others join as each is ready), the engine they really run, and the
 coordinator on the driver's node."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import ray
@@ -17,14 +18,20 @@ from pipeline.config import RunConfig
 from pipeline.errors import Interrupted, StartupError
 from pipeline.inference.model_ref import ModelLoadError
 from pipeline.output.store import OutputStore
-from pipeline.plan.placement import Placement, decodes_on_own_node
+from pipeline.plan.placement import Placement
 from pipeline.runtime.faults import FaultPlan
 from pipeline.runtime.messages import ActorStartFailure, ModelFacts
 
 log = logging.getLogger(__name__)
 
-# loading weights on a cold node (and downloading them) can take minutes
+# how long a run waits for its first video worker: loading weights on a cold node (and
+# downloading them), or an autoscaler adding the first GPU node, can take minutes
 ACTOR_START_TIMEOUT_S = 900
+# the run names what it waits for (workers not placed yet) after this long
+PENDING_NOTICE_S = 20.0
+# once the first worker is ready, those ready within this much more start with it (workers that
+# load side by side finish together): a small backlog is then not all handed to the first
+START_GRACE_S = 2.0
 # an actor killed once while starting (by the node, a chaos test) is restarted by Ray and asked
 # again; one whose process dies this many times will not load
 ACTOR_START_DEATHS = 3
@@ -50,38 +57,59 @@ def start_workers(
     ]
 
 
-def wait_for_workers(actors: list, stop: threading.Event) -> list[ModelFacts]:
-    """Each actor's model facts once it has loaded. An actor whose process dies after loading
-    is asked again (Ray restarts it); one that dies ``ACTOR_START_DEATHS`` times is a failed start."""
-    refs = [a.ready.remote() for a in actors]
-    deaths = [0] * len(actors)
-    facts: list = [None] * len(actors)
-    deadline = time.monotonic() + ACTOR_START_TIMEOUT_S
-    while any(f is None for f in facts):
+def wait_for_first_workers(
+    actors: list, stop: threading.Event, pending: Callable[[int], str]
+) -> dict[int, ModelFacts]:
+    """The model facts of the workers ready once the first one is, by index: the run starts on
+    them, and each other joins when it is ready (``CoordinatorFleet._join``). A worker whose
+    process dies while loading is asked again (Ray restarts it); one that dies
+    ``ACTOR_START_DEATHS`` times is left out. Those ready within ``START_GRACE_S`` of the first
+    start with it. ``pending(count)`` says what the run waits for:
+    logged after ``PENDING_NOTICE_S``, and the error when no worker is ready after
+    ``ACTOR_START_TIMEOUT_S`` (or all are left out)."""
+    refs = {i: actor.ready.remote() for i, actor in enumerate(actors)}
+    deaths = dict.fromkeys(refs, 0)
+    facts: dict[int, ModelFacts] = {}
+    started, told = time.monotonic(), False
+    grace_ends = None  # the first is ready: the others finishing with it start with it
+    while refs and (grace_ends is None or time.monotonic() < grace_ends):
         if stop.is_set():
             raise Interrupted(signal.SIGTERM)
-        if time.monotonic() > deadline:
+        waited = time.monotonic() - started
+        if waited > ACTOR_START_TIMEOUT_S and not facts:
             raise StartupError(
-                f"the {len(actors)} YoloActor(s) did not start within {ACTOR_START_TIMEOUT_S} s; this may mean the "
-                "cluster does not have enough free resources (see `ray status`)"
+                f"no video worker started within {ACTOR_START_TIMEOUT_S} s: {pending(len(refs))} "
+                "(see `ray status`)"
             )
-        waiting = [ref for ref, f in zip(refs, facts) if f is None]
-        done, _ = ray.wait(waiting, num_returns=len(waiting), timeout=0.5)
+        if waited > PENDING_NOTICE_S and not told and not facts:
+            log.warning("%s", pending(len(refs)))
+            told = True
+        wait_s = 0.5 if grace_ends is None else max(0.0, grace_ends - time.monotonic())
+        done, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=wait_s)
+        by_ref = {ref: i for i, ref in refs.items()}
         for ref in done:
-            i = refs.index(ref)
+            i = by_ref[ref]
             try:
-                facts[i] = ray.get(ref)
+                answer = ray.get(ref)
             except ray.exceptions.RayActorError as exc:
                 deaths[i] += 1
-                if deaths[i] >= ACTOR_START_DEATHS:
-                    raise StartupError(
-                        f"a YoloActor's process died while loading the model ({type(exc).__name__}); "
-                        "see the actor's log in the Ray dashboard"
-                    ) from None
-                refs[i] = actors[i].ready.remote()
-    for fact in facts:
-        if isinstance(fact, ActorStartFailure):
-            raise (ModelLoadError if fact.usage else StartupError)(fact.message)
+                if deaths[i] < ACTOR_START_DEATHS:
+                    refs[i] = actors[i].ready.remote()
+                    continue
+                del refs[i]  # left out (if none is left, the start fails below)
+                log.warning("a video worker died %d times while loading: %s", deaths[i], exc)
+                continue
+            if isinstance(answer, ActorStartFailure):
+                raise (ModelLoadError if answer.usage else StartupError)(answer.message)
+            facts[i] = answer
+            del refs[i]
+            if grace_ends is None:
+                grace_ends = time.monotonic() + START_GRACE_S
+    if not facts:
+        raise StartupError(
+            "the video workers' processes died while loading the model; see their logs in the "
+            "Ray dashboard"
+        )
     return facts
 
 
@@ -92,20 +120,6 @@ def warm_decoders(count: int) -> None:
 
     for _ in range(count):
         warm_decoder.remote()
-
-
-def place_decoders(coordinator, facts: list[ModelFacts], placement: Placement) -> None:
-    """Each video worker's decoders on its own node where the node has CPUs for them."""
-    node_cpus = {n["NodeID"]: n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]}
-    nodes = [f.node_id for f in facts]
-    here = decodes_on_own_node(nodes, node_cpus, placement.actor_num_cpus)
-    for node in sorted({n for n, h in zip(nodes, here) if not h}):
-        log.warning(
-            "node %s has no CPU left for decoders beside its video workers: their videos are "
-            "decoded on other nodes (their frames cross the network)",
-            node[:12],
-        )
-    ray.get(coordinator.set_local_decoding.remote(here))
 
 
 def engine_used(config: RunConfig, facts: list[ModelFacts]) -> RunConfig:
@@ -123,7 +137,9 @@ def engine_used(config: RunConfig, facts: list[ModelFacts]) -> RunConfig:
     return config.replace(resolved_engine=engines[0])
 
 
-def start_coordinator(store: OutputStore, config: RunConfig, workers, faults, open_per_worker):
+def start_coordinator(
+    store: OutputStore, config: RunConfig, workers, faults, open_per_worker, placement: Placement
+):
     from pipeline.runtime.coordinator import Coordinator
 
     actor: Any = Coordinator  # a Ray actor class
@@ -133,4 +149,12 @@ def start_coordinator(store: OutputStore, config: RunConfig, workers, faults, op
     return actor.options(
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
         max_concurrency=1000,
-    ).remote(str(store.layout.root), config, workers, faults, store.remote_uri, open_per_worker)
+    ).remote(
+        str(store.layout.root),
+        config,
+        workers,
+        faults,
+        store.remote_uri,
+        open_per_worker,
+        placement,
+    )

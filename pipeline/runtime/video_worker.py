@@ -248,6 +248,7 @@ class VideoWorkerLogic:
             pass_running_s=(None if started is None else time.monotonic() - started),
             slowest_pass_s=engine.figures.slowest_pass_s,
             commit_running_s=self._commit_running_s(),
+            busy_s=engine.figures.busy_s,
         )
 
 

@@ -34,6 +34,7 @@ def test_workers_write_every_frame_once_and_share_passes_across_clips(
     # fewer forward passes than decoder batches
     assert sum(a["batches"] for a in record["actors"]) < record["coordinator"]["batches"]
     assert record["coordinator"]["cpu_ms_per_video"] > 0
-    assert 0 < record["actors"][0]["busy_share"] <= 1
+    # (the first worker ready starts alone: a backlog this small may all go to it)
+    assert any(0 < a["busy_share"] <= 1 for a in record["actors"])
     again = synthetic_run(clips, tmp_path / "out", model_path, batch_size=8)
     assert again["totals"]["videos_skipped"] == len(LENGTHS)  # resume: nothing done twice

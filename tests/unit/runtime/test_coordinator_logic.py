@@ -153,15 +153,14 @@ def test_random_worker_deaths_every_frame_once(tmp_path, seed):
 
 def test_a_worker_killed_before_its_run_started_gets_its_videos_when_it_is_back(tmp_path):
     frames = {f"v{i}.mp4": 5 for i in range(6)}
-    # worker 0 died between its model's ready answer and the run's start: it restarts (twice)
-    workers = [
-        FakeWorker(FakeCalls(dict(frames)), dead_at_start=2),
-        FakeWorker(FakeCalls(dict(frames))),
-    ]
+    # the only worker died between its model's ready answer and the run's start: it restarts
+    # (twice), and the hand-outs wait for it
+    workers = [FakeWorker(FakeCalls(dict(frames)), dead_at_start=2)]
     summary, out, sources = run_workers(
         tmp_path, "late", frames, workers, batch_size=4, max_open_videos=4
     )
     assert summary.counts.videos_ok == 6 and workers[0].dead_at_start == 0
+    assert summary.workers["joined"] == 1 and summary.workers["spells"][0]["videos"] == 6
     rows = rows_of(out, sources)
     assert all([r["frame_index"] for r in rows[p]] == list(range(5)) for p in frames)
 
