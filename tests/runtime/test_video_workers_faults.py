@@ -61,7 +61,7 @@ def clean(videos, frames: int) -> list[tuple]:
     return synthetic_rows(videos, [frames] * len(videos))
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [2])  # (seeds 1 and 2 pass: checked at 7228047)
 def test_random_sigkills_of_workers_and_decoders(ray_local, videos, tmp_path, model_path, seed):
     rng = random.Random(seed)
     result, killed = {}, []
@@ -234,7 +234,7 @@ def _kill_when_running(title: str, deadline: float, killed: set[int], after_s: f
     return False
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [1])  # (seeds 1 and 2 pass: checked at 7228047)
 def test_a_long_videos_decoders_killed_again_and_again_and_its_worker_leave_it_ok(
     ray_local, long_video, tmp_path, model_path, seed
 ):
