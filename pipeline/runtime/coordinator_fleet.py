@@ -135,7 +135,9 @@ class CoordinatorFleet:
         log.warning("video worker %d cannot take part in the run: %s", worker, reason)
         self.fleet.refuse(worker, reason)
         self.calls.release_actor(self.workers[worker])
-        asyncio.get_running_loop().create_task(self._made_room())  # a hand-out may give up now
+        wake = asyncio.create_task(self._made_room())  # a hand-out waiting may give up now
+        self._joins.add(wake)
+        wake.add_done_callback(self._joins.discard)
 
     def _no_worker_left(self) -> str:
         reasons = sorted(set(self.fleet.refused.values()))
@@ -190,17 +192,18 @@ class CoordinatorFleet:
     async def _release_idle(self) -> None:
         while True:
             await asyncio.sleep(RELEASE_CHECK_S)
-            current = self.fleet.current
+            current, now = self.fleet.current, time.time()
             open_now = {w: self.assignments.open_on(w) for w in current}
-            for worker in self.fleet.to_release(time.time(), open_now, self._nothing_left()):
-                await self._release(worker)
+            due = self.fleet.to_release(now, open_now, self._nothing_left())
+            for worker in due:  # out of the run before any await: no video can reach it
+                self.assignments.worker_lost(worker)
+                self.fleet.release(worker, now)
+            for worker in due:
+                await self._let_go(worker)
 
-    async def _release(self, worker: int) -> None:
-        """An idle worker leaves the run: no more videos for it (before any await), its last
-        figures kept, and its process ended for good, its resources given back to the cluster."""
-        self.assignments.worker_lost(worker)
-        idle_s = self.fleet.idle_release_s
-        self.fleet.release(worker, time.time())
+    async def _let_go(self, worker: int) -> None:
+        """A released worker's last figures kept, and its process ended for good: its resources
+        go back to the cluster (an autoscaler may remove its node)."""
         handle = self.workers[worker]
         try:
             report = await asyncio.wait_for(handle.report.remote(), 10)
@@ -213,6 +216,6 @@ class CoordinatorFleet:
         log.info(
             "video worker %d released: idle %.0f s with nothing left to hand out (%d still in the run)",
             worker,
-            idle_s,
+            self.fleet.idle_release_s,
             self.fleet.ready,
         )

@@ -112,8 +112,11 @@ class Fleet:
         now_s = now - self.started
         spells = []
         held = busy = 0.0
+        # a process's figures go to its latest spell (one cut off that came back has two)
+        latest = {(s.worker, s.pid): s for s in self.spells}
         for s in self.spells:
-            busy_s, frames = by_process.get((s.worker, s.pid), (0.0, 0))
+            mine = latest[(s.worker, s.pid)] is s
+            busy_s, frames = by_process.get((s.worker, s.pid), (0.0, 0)) if mine else (0.0, 0)
             held_s = s.held_s(now_s)  # a spell still on: to now, the run's end
             held, busy = held + held_s, busy + busy_s
             spells.append(

@@ -91,3 +91,13 @@ def test_workers_that_join_later_take_videos_from_then_and_open_counts_follow_ea
     assert jobs.open_on(0) == 0 and jobs.open_on(2) == 1
     jobs.worker_lost(2)  # released, or its node went
     assert jobs.abandon("a", first.attempt_id) and jobs.open_on(2) == 0
+
+
+def test_a_worker_presumed_lost_that_comes_back_as_the_same_process_is_counted_once():
+    fleet = Fleet(1, gpus_each=1.0, idle_release_s=0.0, started=0.0, at_start=frozenset({0}))
+    fleet.joined(0, "a", 7, now=0.0)
+    fleet.lost(0, now=10.0)  # unreachable for a while (a partition), not dead
+    fleet.joined(0, "a", 7, now=20.0)
+    record = fleet.record(now=30.0, by_process={(0, 7): (15.0, 450)})
+    assert record["worker_s_busy"] == 15.0 and record["worker_s_held"] == 20.0
+    assert [s["frames"] for s in record["spells"]] == [0, 450]
