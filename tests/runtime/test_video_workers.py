@@ -38,3 +38,26 @@ def test_workers_write_every_frame_once_and_share_passes_across_clips(
     assert any(0 < a["busy_share"] <= 1 for a in record["actors"])
     again = synthetic_run(clips, tmp_path / "out", model_path, batch_size=8)
     assert again["totals"]["videos_skipped"] == len(LENGTHS)  # resume: nothing done twice
+
+
+def test_a_run_whose_workers_fit_no_node_names_what_it_waits_for_and_fails_only_after_the_timeout(
+    ray_local, tmp_path, clips, model_path, monkeypatch, caplog
+):
+    """One GPU worker asked for on a cluster without GPUs: it can never be placed. The run
+    says so in one line (after 20 s by default; 1 s here) and fails once the start-up timeout
+    (15 minutes by default; 4 s here) has passed with no worker ready, with the same line."""
+    import logging
+    import re
+
+    import pipeline.runtime.startup as startup
+    from pipeline.errors import StartupError
+
+    monkeypatch.setattr(startup, "PENDING_NOTICE_S", 1.0)
+    monkeypatch.setattr(startup, "ACTOR_START_TIMEOUT_S", 4.0)
+    caplog.set_level(logging.WARNING, logger="pipeline.runtime.startup")
+    line = "waiting for 1 of 1 video workers: {GPU: 1, CPU: 1} each fits no node now"
+    with pytest.raises(
+        StartupError, match=re.escape("no video worker started within 4.0 s: " + line)
+    ):
+        synthetic_run(clips, tmp_path / "out", model_path, device="cuda", num_actors=1)
+    assert any(line in r.getMessage() for r in caplog.records)
