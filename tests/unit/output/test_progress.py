@@ -82,3 +82,12 @@ def test_a_log_line_says_when_the_frames_expected_is_an_estimate():
     counts.frames_expected, counts.frames_done = 100, 50
     ProgressDisplay(stream=stream, interval_s=0).update(RunProgress(counts))
     assert "50/~200 frames" in stream.getvalue()
+
+
+def test_progress_shows_the_workers_in_the_run_against_those_wanted(tmp_path):
+    stream = io.StringIO()
+    now = replace(snapshot(50), workers_ready=5, workers_wanted=6, workers_pending=1)
+    ProgressDisplay(stream=stream, interval_s=0).update(now)
+    assert "1/2 videos, workers 5/6" in stream.getvalue()
+    ProgressFile(tmp_path).running(now)
+    assert read_progress(tmp_path)["workers"] == {"ready": 5, "wanted": 6, "pending": 1}
