@@ -44,7 +44,7 @@ def digest(p): return hashlib.sha256(Path(p).read_bytes()).hexdigest()[:16]
 b = sorted(glob.glob(f"{W}/before-people/detections/*.parquet")); a = sorted(glob.glob(f"{W}/after-people/detections/*.parquet"))
 print("people detections files:", [Path(x).name for x in b], [Path(x).name for x in a])
 print("byte-identical:", [digest(x) for x in b] == [digest(x) for x in a])
-timing = {"processing_s", "decode_attempts"}
+timing = {"processing_s", "decode_attempts", "seq"}  # seq: the order records were written
 # a part file's name holds its worker's pid and a random suffix
 names = {"detections_file"}
 def vids(p):

@@ -6,7 +6,8 @@
     ├─ coordinator.Coordinator ─ the control plane: hands videos (or chunks of short clips)
     │     to workers (``assignment``), grants their commits and records their outcomes
     │     (``commit.VideoCommitter``: the manifest log), hands a dead or hung worker's videos to
-    │     another. Nothing per batch reaches it.
+    │     another; workers join when they are ready, however late, and leave idle at the tail
+    │     (``coordinator_fleet``; its reports: ``worker_reports``). Nothing per batch reaches it.
     └─ video_worker.VideoWorker (a YoloActor, one per GPU) ─ owns its videos' whole data path:
           video_pass   its decoder tasks (``tasks.decode_video``, on its own node: frames stay
                        in the node's object store), each restarted after a death where it left
@@ -17,7 +18,8 @@
 
 What crosses Ray is typed (``messages``); Ray calls are made in one place (``ray_calls``), so the
 logic runs without Ray in the tests (``tests/fakes.py``). Ray-free policies, tested on their own:
-``assignment``, ``backpressure``, ``deadlines``, ``coalesce``, ``monitoring`` (memory, NVML, the
+``assignment``, ``fleet`` (workers joining, lost and released), ``backpressure``, ``deadlines``,
+``coalesce``, ``monitoring`` (memory, NVML, the
 timeline), ``faults`` (fault injection for tests). Also ``metrics`` (Ray's metrics for
 Prometheus), ``datasets`` (results as Ray Datasets), ``shared_output`` (the output seen by every
 worker's node) and ``bench_contenders`` (the Ray side of the benchmark).
