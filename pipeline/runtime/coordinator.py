@@ -12,7 +12,6 @@ it the backlog (``add_videos``, ``backlog_walked``), starts it (``run``) and pol
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import time
 from dataclasses import replace
@@ -55,8 +54,6 @@ from pipeline.runtime.metrics import PipelineMetrics
 from pipeline.runtime.pauses import PauseWatch
 from pipeline.runtime.ray_calls import ACTOR_LOST, RayCalls, error_cause
 from pipeline.runtime.worker_reports import WorkerReports
-
-log = logging.getLogger(__name__)
 
 REPORT_EVERY_S = 1.0  # how often the workers' figures are polled (progress, run.json)
 # The backlog as the driver walks it: bounded, so a walk of a million names waits here instead
