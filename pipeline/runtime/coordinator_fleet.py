@@ -171,7 +171,7 @@ class CoordinatorFleet:
 
     async def _decodes_here(self, worker: int, node_id: str) -> bool:
         """Whether the worker's node has CPUs left for decoders beside the workers on it
-        (``decodes_on_own_node``); a node without is named once."""
+        (``decodes_on_own_node``); a worker joining a node without is named in a warning."""
         node_cpus = await asyncio.to_thread(self.calls.node_cpus)
         others = [
             n for w, n in enumerate(self.nodes) if n and w != worker and w in self.fleet.current
