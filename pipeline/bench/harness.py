@@ -151,13 +151,37 @@ def box_parity(reference_npz: str, output: str, iou: float = 0.9) -> dict:
     }
 
 
+def _timed_pass(video: str, *steps) -> tuple[int, list[float]]:
+    """Frames, and seconds spent decoding and in each step (each step takes what the one before
+    gave), over one pass of the video."""
+    import av
+
+    spent = [0.0] * (1 + len(steps))
+    frames = 0
+    with av.open(video) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        decoded = container.decode(stream)
+        while True:
+            t0 = time.perf_counter()
+            frame = next(decoded, None)
+            spent[0] += time.perf_counter() - t0
+            if frame is None:
+                return frames, spent
+            value = frame
+            for i, step in enumerate(steps, 1):
+                t0 = time.perf_counter()
+                value = step(value)
+                spent[i] += time.perf_counter() - t0
+            frames += 1
+
+
 def run_decode_parts(args) -> dict:
     """One decoder thread pool, each part timed on its own, frame by frame: decode (the wait for
     the next frame); colour conversion at full size (what ``predict``'s cv2 path and the pipeline
     do); cv2 letterbox resize (the pipeline). Then a second pass for comparison: conversion and
     resize in one swscale call (bilinear: other pixels than cv2's). Parts are timed directly, not as
     differences of whole passes, so a busy machine cannot make one come out at zero or below."""
-    import av
     import cv2
 
     geometry = _geometry(args)
@@ -167,33 +191,14 @@ def run_decode_parts(args) -> dict:
     ]
     size = (geometry.new_w, geometry.new_h)
 
-    def timed_pass(*steps):
-        """Seconds spent in decoding and in each step, over one pass of the video."""
-        spent = [0.0] * (1 + len(steps))
-        frames = 0
-        with av.open(args.video) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            decoded = container.decode(stream)
-            while True:
-                t0 = time.perf_counter()
-                frame = next(decoded, None)
-                spent[0] += time.perf_counter() - t0
-                if frame is None:
-                    return frames, spent
-                value = frame
-                for i, step in enumerate(steps, 1):
-                    t0 = time.perf_counter()
-                    value = step(value)
-                    spent[i] += time.perf_counter() - t0
-                frames += 1
-
     started = time.perf_counter()
-    frames, (decode_s, bgr_s, resize_s) = timed_pass(
+    frames, (decode_s, bgr_s, resize_s) = _timed_pass(
+        args.video,
         lambda f: f.to_ndarray(format="bgr24"),
         lambda bgr: cv2.resize(bgr, size, dst=inner, interpolation=cv2.INTER_LINEAR),
     )
-    _, (_, swscale_s) = timed_pass(
+    _, (_, swscale_s) = _timed_pass(
+        args.video,
         lambda f: inner.__setitem__(
             ...,
             f.to_ndarray(width=size[0], height=size[1], format="bgr24", interpolation="BILINEAR"),

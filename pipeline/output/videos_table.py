@@ -13,15 +13,17 @@ keep="last")``).
 - A fold writes the records logged since the last one as one new part: O(records), whatever the
   backlog. Parts are merged when ``FANIN`` of a size tier pile up at the newest end, so each
   record is rewritten about log_FANIN(N / tier) times over a run.
-- A merge streams: the ids are cut into ranges of about ``CHUNK_ROWS`` rows (from the parts'
-  row-group statistics on ``video_id``), and each range is read from every input, deduplicated
-  and written in turn, so its memory does not grow with the parts.
+- Reads and merges stream: each part is sorted by video id, so every part is read in batches of
+  ``BATCH_ROWS`` side by side and the batches merged in id order (``_merge_sorted``), so what a
+  merge or a full read holds does not grow with the parts. Row groups are large
+  (``ROW_GROUP``): a part's footer costs memory per row group (about 21 KB each, 5 MiB per
+  million rows at 4,096 a group), and every open part's footer is held while it is read.
 - Every part is written under a hidden name and renamed into place (whole or absent). A merge's
   output covers its inputs' seq ranges, and a part whose range lies inside another's is
   superseded: a crash between a merge's rename and its inputs' removal leaves two copies of the
   same records (same seq: readers keep one), and the next writer removes the covered part.
-- An output written before parts has one file here: it is read as one part of seq 0, and a
-  writer upgrades it in place (``upgrade``).
+- An output written before parts has one file here, in no id order: it is read as one part of
+  seq 0 (whole, and sorted in memory), and a writer upgrades it in place, sorted (``upgrade``).
 """
 
 from __future__ import annotations
@@ -79,11 +81,12 @@ def live_and_superseded(parts: Iterable[Part]) -> tuple[list[Part], list[Part]]:
 class VideosTable:
     """Reads (any filesystem) and writes (local) the parts of one ``videos.parquet``."""
 
-    # Rows per row group: a merge or a streamed read cuts its id ranges at row groups, so these
-    # bound what it holds (with CHUNK_ROWS: about 80,000 rows across 8 parts); a lookup by video
-    # id reads one per part.
-    ROW_GROUP = 4096
-    CHUNK_ROWS = 32_768  # rows a merge or a streamed read holds at a time, about
+    # Rows per row group. Large, because every open part's footer is held while it is read and
+    # costs about 21 KB a row group (at 4,096 rows a group: 5 MiB a million rows, 520 MiB at a
+    # hundred million); reading never holds a whole row group, it streams in batches.
+    ROW_GROUP = 65_536
+    BATCH_ROWS = 8_192  # rows read from each part at a time
+    CHUNK_ROWS = 32_768  # rows of merged output handed on at a time, about
     FANIN = 8  # parts of one size tier merged together
     TIER_ROWS = 25_000  # the smallest tier: a fold's part, at most about this many rows
 
@@ -148,16 +151,10 @@ class VideosTable:
         if not parts:
             return
         names = _with_keys(columns or files[-1].schema_arrow.names)
-        groups = [_RowGroups.of(f) for f in files]
-        ids = None if wanted is None else wanted.to_pylist()  # sorted
-        for lo, hi in _ranges(groups, chunk_rows or self.CHUNK_ROWS, wanted):
-            pieces = [
-                _read_range(f, g, p, names, lo, hi, wanted, ids)
-                for f, g, p in zip(files, groups, parts)
-            ]
-            pieces = [t for t in pieces if t.num_rows]
-            if pieces:
-                yield keep_latest(pa.concat_tables(pieces, promote_options="permissive"))
+        streams = [
+            _part_in_id_order(f, p, names, wanted, self.BATCH_ROWS) for f, p in zip(files, parts)
+        ]
+        yield from _merge_sorted(streams, chunk_rows or self.CHUNK_ROWS)
 
     def read(self, columns: list[str] | None = None) -> pa.Table | None:
         """Every video's latest record (None: no parts yet)."""
@@ -195,16 +192,12 @@ class VideosTable:
         if not final.is_file():
             return False
         folder.mkdir(exist_ok=True)
-        source = pq.ParquetFile(final)
-        schema = source.schema_arrow
+        # read whole and sorted in memory: a file the code before parts rewrote whole each fold
+        rows = _with_seq_of(pq.read_table(final, use_threads=False), 0)
         target = folder / Part.name_for(0, 0)
         temp = OutputLayout.temp_beside(target)
-        with pq.ParquetWriter(temp, _with_seq(schema)) as writer:
-            for batch in source.iter_batches(self.ROW_GROUP, use_threads=False):
-                seq = pa.array([0] * batch.num_rows, pa.int64())
-                writer.write_table(pa.Table.from_batches([batch]).append_column(SEQ, seq))
-            if not source.metadata.num_rows:
-                writer.write_table(_with_seq(schema).empty_table())
+        with pq.ParquetWriter(temp, rows.schema) as writer:
+            writer.write_table(keep_latest(rows), self.ROW_GROUP)
         _durable_replace(temp, target)
         # the old file set aside, the folder into its place: readers see one or the other
         final.rename(old)
@@ -261,11 +254,8 @@ class VideosTable:
         temp = OutputLayout.temp_beside(target)
         try:
             with pq.ParquetWriter(temp, schema) as writer:
-                wrote = False
-                for chunk in self.latest(schema.names, parts=parts):
-                    writer.write_table(_conform(chunk, schema), self.ROW_GROUP)
-                    wrote = True
-                if not wrote:
+                chunks = (_conform(c, schema) for c in self.latest(schema.names, parts=parts))
+                if not _write_in_row_groups(writer, chunks, self.ROW_GROUP):
                     writer.write_table(schema.empty_table())
             _durable_replace(temp, target)
         except BaseException:
@@ -310,8 +300,35 @@ def _with_keys(columns: list[str]) -> list[str]:
     return ["video_id", SEQ, *(c for c in columns if c not in ("video_id", SEQ))]
 
 
-def _with_seq(schema: pa.Schema) -> pa.Schema:
-    return schema if SEQ in schema.names else schema.append(pa.field(SEQ, pa.int64()))
+def _with_seq_of(table: pa.Table, seq: int) -> pa.Table:
+    """A table of a part written before ``seq``: every row gets its part's."""
+    if SEQ in table.column_names:
+        return table
+    return table.append_column(SEQ, pa.array([seq] * table.num_rows, pa.int64()))
+
+
+def _write_in_row_groups(writer: pq.ParquetWriter, chunks: Iterable[pa.Table], rows: int) -> bool:
+    """``chunks`` written in row groups of ``rows`` (the last one smaller), holding no more than
+    one row group's worth at a time (each ``write_table`` starts a new row group). False when
+    there were no rows."""
+    held: list[pa.Table] = []
+    count = 0
+    wrote = False
+    for chunk in chunks:
+        held.append(chunk)
+        count += chunk.num_rows
+        if count < rows:
+            continue
+        table = pa.concat_tables(held)
+        while table.num_rows >= rows:
+            writer.write_table(table.slice(0, rows), rows)
+            table = table.slice(rows)
+            wrote = True
+        held, count = [table], table.num_rows
+    if count:
+        writer.write_table(pa.concat_tables(held), rows)
+        wrote = True
+    return wrote
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -326,117 +343,106 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-@dataclass(frozen=True)
-class _RowGroups:
-    """A part's row groups by video id, from its footer: read once per pass over the parts, not
-    per range (a part of millions of records has thousands of row groups, and a merge reads it in
-    hundreds of ranges: per range, that was seconds of Python holding the GIL at 30 million)."""
-
-    bounds: list[tuple[str, str] | None]  # each group's smallest and largest id (None: unknown)
-    rows: list[int]
-    lows: list[str]  # each group's smallest id when all are known and in order (else empty)
-    highs: list[str]
-
-    @classmethod
-    def of(cls, file: pq.ParquetFile) -> _RowGroups:
-        meta = file.metadata
-        at = file.schema_arrow.get_field_index("video_id")
-        bounds: list[tuple[str, str] | None] = []
-        rows = []
-        for group in range(meta.num_row_groups):
-            row_group = meta.row_group(group)
-            stats = row_group.column(at).statistics
-            known = stats is not None and stats.has_min_max
-            bounds.append((stats.min, stats.max) if known else None)
-            rows.append(row_group.num_rows)
-        known_bounds = [b for b in bounds if b is not None]
-        lows, highs = [b[0] for b in known_bounds], [b[1] for b in known_bounds]
-        in_order = (
-            len(known_bounds) == len(bounds) and lows == sorted(lows) and highs == sorted(highs)
-        )
-        return cls(bounds, rows, lows if in_order else [], highs if in_order else [])
-
-    def overlapping(self, lo: str | None, hi: str | None) -> list[int]:
-        """The row groups that may hold ids in [lo, hi)."""
-        if self.lows:
-            start = 0 if lo is None else bisect.bisect_left(self.highs, lo)
-            stop = len(self.rows) if hi is None else bisect.bisect_left(self.lows, hi)
-            return list(range(start, max(start, stop)))
-        return [
-            group
-            for group, b in enumerate(self.bounds)
-            if b is None or ((hi is None or b[0] < hi) and (lo is None or b[1] >= lo))
-        ]
-
-    def may_hold(self, group: int, sorted_ids: list[str]) -> bool:
-        b = self.bounds[group]
-        return b is None or _any_within(sorted_ids, *b)
-
-
-def _ranges(
-    groups: list[_RowGroups], chunk_rows: int, wanted: pa.Array | None
-) -> list[tuple[str | None, str | None]]:
-    """Video id ranges [lo, hi) that together cover every id, each of about ``chunk_rows`` rows
-    across the files (cut at row groups' smallest ids); one range when ``wanted`` ids are few."""
-    if wanted is not None and len(wanted) <= chunk_rows:
-        return [(None, None)]
-    starts: list[tuple[str, int]] = []
-    for part in groups:
-        for group, rows in zip(part.bounds, part.rows):
-            if group is None:
-                return [(None, None)]  # no statistics: one range (a file without them is small)
-            starts.append((group[0], rows))
-    starts.sort()
-    cuts: list[str] = []
-    held = 0
-    for low, rows in starts:
-        if held >= chunk_rows and (not cuts or low > cuts[-1]):
-            cuts.append(low)
-            held = 0
-        held += rows
-    bounds: list[str | None] = [None, *cuts, None]
-    return list(zip(bounds[:-1], bounds[1:]))
-
-
-def _read_range(
-    file: pq.ParquetFile,
-    groups_of_file: _RowGroups,
-    part: Part,
-    names: list[str],
-    lo: str | None,
-    hi: str | None,
-    wanted: pa.Array | None,
-    ids_wanted: list[str] | None,
-) -> pa.Table:
-    """The rows of ``file`` whose video id is in [lo, hi) (and in ``wanted``: ``ids_wanted`` as
-    a sorted list), from the row groups that may hold them only; a part written before ``seq``
-    gets its part's ``hi``."""
-    groups = [
-        group
-        for group in groups_of_file.overlapping(lo, hi)
-        if ids_wanted is None or groups_of_file.may_hold(group, ids_wanted)
-    ]
-    schema = file.schema_arrow
-    present = [n for n in names if n in schema.names]
+def _part_in_id_order(
+    file: pq.ParquetFile, part: Part, names: list[str], wanted: pa.Array | None, batch_rows: int
+) -> Iterator[pa.Table]:
+    """The part's rows (``names`` it has, and ``seq``; those of ``wanted`` ids only), in video id
+    order, ``batch_rows`` at a time, reading only the row groups that may hold ``wanted``. A part
+    is sorted when its row groups' id ranges follow each other (every part this module writes);
+    a file written before parts is not, and is read whole and sorted."""
+    present = [n for n in names if n in file.schema_arrow.names]
+    bounds = _id_bounds(file)
+    if not _follow_each_other(bounds):
+        table = _with_seq_of(file.read(columns=present, use_threads=False), part.hi)
+        if wanted is not None:
+            table = table.filter(pc.is_in(table.column("video_id"), value_set=wanted))
+        table = keep_latest(table)
+        for at in range(0, table.num_rows, batch_rows):
+            yield table.slice(at, batch_rows)
+        return
+    ids = None if wanted is None else wanted.to_pylist()  # sorted
+    groups = [g for g, b in enumerate(bounds) if ids is None or (b and _any_within(ids, *b))]
     if not groups:
-        table = schema.empty_table().select(present)
-    else:
-        table = file.read_row_groups(groups, columns=present, use_threads=False)
+        return
+    last = None
+    for batch in file.iter_batches(batch_rows, groups, present, use_threads=False):
+        table = _with_seq_of(pa.Table.from_batches([batch]), part.hi)
+        if wanted is not None:
+            table = table.filter(pc.is_in(table.column("video_id"), value_set=wanted))
+        if not table.num_rows:
+            continue
+        ids_here = table.column("video_id")
+        first = ids_here[0].as_py()
+        in_order = (
+            table.num_rows < 2
+            or pc.all(pc.less(ids_here.slice(0, table.num_rows - 1), ids_here.slice(1))).as_py()
+        )
+        if not in_order or (last is not None and first <= last):
+            raise ValueError(f"{part.path}: rows not in video_id order (not written as a part)")
+        last = ids_here[-1].as_py()
+        yield table
+
+
+def _id_bounds(file: pq.ParquetFile) -> list[tuple[str, str] | None]:
+    """Each row group's smallest and largest video id, from the footer (None: unknown)."""
+    meta = file.metadata
+    at = file.schema_arrow.get_field_index("video_id")
+    bounds: list[tuple[str, str] | None] = []
+    for group in range(meta.num_row_groups):
+        stats = meta.row_group(group).column(at).statistics
+        known = stats is not None and stats.has_min_max
+        bounds.append((stats.min, stats.max) if known else None)
+    return bounds
+
+
+def _follow_each_other(bounds: list[tuple[str, str] | None]) -> bool:
+    """Whether every row group's ids are known and come after the one before's."""
+    if any(b is None for b in bounds):
+        return False
+    pairs = [b for b in bounds if b is not None]
+    return all(a[1] < b[0] for a, b in zip(pairs, pairs[1:]))
+
+
+def _merge_sorted(streams: list[Iterator[pa.Table]], chunk_rows: int) -> Iterator[pa.Table]:
+    """The rows of streams sorted by video id (each id once per stream), merged in id order, the
+    latest row per video, about ``chunk_rows`` at a time. Each round takes, from every stream,
+    the rows up to the smallest of the streams' last buffered ids: every row of those ids is
+    buffered by then, so a video's rows always land in one chunk."""
+    heads = [next(s, None) for s in streams]
+    taken: list[pa.Table] = []
+    held = 0
+    while True:
+        live = [i for i, head in enumerate(heads) if head is not None]
+        if not live:
+            break
+        cut = min(_last_id(heads[i]) for i in live)  # type: ignore[arg-type]
+        for i in live:
+            head = heads[i]
+            assert head is not None
+            count = _rows_up_to(head, cut)
+            if count:
+                taken.append(head.slice(0, count))
+                held += count
+            heads[i] = head.slice(count) if count < head.num_rows else next(streams[i], None)
+        if held >= chunk_rows:
+            yield keep_latest(pa.concat_tables(taken, promote_options="permissive"))
+            taken, held = [], 0
+    if taken:
+        yield keep_latest(pa.concat_tables(taken, promote_options="permissive"))
+
+
+def _last_id(table: pa.Table) -> str:
+    return table.column("video_id")[-1].as_py()
+
+
+def _rows_up_to(table: pa.Table, cut: str) -> int:
+    """How many of the table's leading rows (sorted by video id) have an id <= ``cut``."""
     ids = table.column("video_id")
-    mask = None
-    if lo is not None:
-        mask = pc.greater_equal(ids, lo)
-    if hi is not None:
-        below = pc.less(ids, hi)
-        mask = below if mask is None else pc.and_(mask, below)
-    if wanted is not None:
-        inside = pc.is_in(ids, value_set=wanted)
-        mask = inside if mask is None else pc.and_(mask, inside)
-    if mask is not None:
-        table = table.filter(mask)
-    if SEQ not in table.column_names:
-        table = table.append_column(SEQ, pa.array([part.hi] * table.num_rows, pa.int64()))
-    return table
+    if ids[0].as_py() > cut:
+        return 0
+    if ids[-1].as_py() <= cut:
+        return table.num_rows
+    return pc.sum(pc.less_equal(ids, cut)).as_py()
 
 
 def _any_within(sorted_ids: list[str], low: str, high: str) -> bool:

@@ -251,7 +251,8 @@ def test_the_videos_not_ok_are_counted_over_every_row_group_and_the_first_ones_s
 ):
     from pipeline.output.readers import videos_not_ok
 
-    monkeypatch.setattr(VideosTable, "ROW_GROUP", 4)  # read in ranges of about 4 ids
+    monkeypatch.setattr(VideosTable, "ROW_GROUP", 4)  # several row groups, read in batches
+    monkeypatch.setattr(VideosTable, "BATCH_ROWS", 3)
     monkeypatch.setattr(VideosTable, "CHUNK_ROWS", 4)
     manifest = Manifest(tmp_path)
     for i in range(14):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import doc_block, legacy_videos_file, run_in
@@ -40,6 +41,7 @@ def small_tiers(monkeypatch):
     monkeypatch.setattr(VideosTable, "FANIN", 3)
     monkeypatch.setattr(VideosTable, "ROW_GROUP", 8)
     monkeypatch.setattr(VideosTable, "CHUNK_ROWS", 16)
+    monkeypatch.setattr(VideosTable, "BATCH_ROWS", 5)
 
 
 def test_superseded_parts_are_those_a_merge_covers():
@@ -140,6 +142,82 @@ def test_an_output_written_before_parts_is_read_and_upgraded_once(tmp_path, capl
     assert sorted(os.listdir(tmp_path)) == ["videos.parquet"]  # nothing left beside it
 
 
+def test_a_legacy_file_in_no_id_order_is_read_and_upgraded_sorted(tmp_path, monkeypatch):
+    """Outputs written before parts kept rows in no order; so may a part 0 that the code before
+    the streamed reads upgraded. Each is read whole and sorted, beside sorted parts."""
+    monkeypatch.setattr(VideosTable, "ROW_GROUP", 4)
+    monkeypatch.setattr(VideosTable, "BATCH_ROWS", 3)
+    ids = [f"v{i:03d}" for i in np.random.default_rng(0).permutation(40)]
+    legacy_videos_file(tmp_path, [record(v) for v in ids])
+    pq.write_table(
+        pq.read_table(tmp_path / "videos.parquet"), tmp_path / "l.parquet", row_group_size=4
+    )
+    os.replace(tmp_path / "l.parquet", tmp_path / "videos.parquet")  # row groups out of order
+    assert sorted(read_videos(tmp_path)["video_id"]) == sorted(ids)
+
+    # as the earlier upgrade left it: part 0 in the legacy order, then a newer part
+    folder = tmp_path / "videos.parquet"
+    unsorted = pq.read_table(folder).append_column("seq", pa.array([0] * 40, pa.int64()))
+    folder.unlink()
+    folder.mkdir()
+    pq.write_table(unsorted, folder / Part.name_for(0, 0), row_group_size=4)
+    manifest = Manifest(tmp_path)
+    manifest.record(record(ids[7], "failed"))
+    manifest.record(record("v999"))
+    manifest.save()
+    table = VideosTable(folder).read()
+    assert table.column("video_id").to_pylist() == sorted([*ids, "v999"])
+    status = dict(zip(table.column("video_id").to_pylist(), table.column("status").to_pylist()))
+    assert status[ids[7]] == "failed" and status[ids[8]] == "ok"
+
+    # a legacy file upgraded now is written sorted, so it streams
+    (tmp_path / "again").mkdir()
+    legacy_videos_file(tmp_path / "again", [record(v) for v in ids])
+    Manifest(tmp_path / "again")
+    (part,) = VideosTable(tmp_path / "again" / "videos.parquet").parts()
+    assert pq.read_table(part.path).column("video_id").to_pylist() == sorted(ids)
+    assert pq.ParquetFile(part.path).metadata.num_row_groups == 10
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_streamed_merge_keeps_each_videos_latest_row_once_in_id_order(seed):
+    """Parts with overlapping ids and random batch sizes: the merge equals a dict of the latest
+    rows, sorted, and no video's rows are split between two chunks."""
+    from pipeline.output.videos_table import _merge_sorted
+
+    rng = np.random.default_rng(seed)
+    streams, truth, seq = [], {}, 0
+    for _ in range(int(rng.integers(1, 6))):
+        ids = sorted(f"{i:04x}" for i in rng.choice(500, int(rng.integers(0, 200)), replace=False))
+        seqs = list(range(seq, seq + len(ids)))
+        seq += len(ids)
+        truth.update(zip(ids, seqs))  # later parts have higher seqs
+        table = pa.table({"video_id": ids, "seq": pa.array(seqs, pa.int64())})
+        size = int(rng.integers(1, 30))
+        streams.append(iter([table.slice(at, size) for at in range(0, len(ids), size)]))
+    chunks = list(_merge_sorted(streams, int(rng.integers(1, 50))))
+    merged = pa.concat_tables(chunks) if chunks else pa.table({"video_id": [], "seq": []})
+    assert merged.column("video_id").to_pylist() == sorted(truth)
+    assert dict(zip(*(merged.column(c).to_pylist() for c in ("video_id", "seq")))) == truth
+
+
+def test_merged_parts_have_row_groups_of_row_group_rows(tmp_path, small_tiers):
+    manifest = Manifest(tmp_path)
+    for i in range(200):
+        manifest.record(record(f"v{i:04d}"))
+        if manifest.compaction_due() or i % 19 == 0:
+            manifest.save()
+    manifest.save()
+    table = VideosTable(tmp_path / Manifest.FILE_NAME)
+    biggest = max(table.parts(), key=table.rows)
+    meta = pq.ParquetFile(biggest.path).metadata
+    assert meta.num_rows > 3 * VideosTable.ROW_GROUP
+    groups = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+    assert (
+        all(n == VideosTable.ROW_GROUP for n in groups[:-1]) and groups[-1] <= VideosTable.ROW_GROUP
+    )
+
+
 @pytest.mark.parametrize("stage", ["writing", "after the rename", "after one input went"])
 def test_a_merge_cut_short_at_any_stage_loses_nothing_and_shows_nothing_twice(
     tmp_path, small_tiers, monkeypatch, stage
@@ -204,6 +282,7 @@ from pipeline.output.manifest import Manifest, VideoRecord
 from pipeline.output.videos_table import VideosTable
 
 VideosTable.TIER_ROWS, VideosTable.FANIN, VideosTable.ROW_GROUP = 40, 3, 16
+VideosTable.BATCH_ROWS = 5
 Manifest.PENDING_MAX = 40
 out, start = sys.argv[1], int(sys.argv[2])
 manifest = Manifest(__import__("pathlib").Path(out))
@@ -228,6 +307,7 @@ from pipeline.output.manifest import Manifest, VideoRecord
 from pipeline.output.videos_table import VideosTable
 
 VideosTable.TIER_ROWS, VideosTable.FANIN, VideosTable.ROW_GROUP = 40, 3, 16
+VideosTable.BATCH_ROWS = 5
 Manifest.PENDING_MAX = 40
 out, start = sys.argv[1], int(sys.argv[2])
 

@@ -29,6 +29,7 @@ def test_the_sorted_join_decides_what_a_dict_of_every_record_would(tmp_path, see
     monkeypatch.setattr(VideosTable, "TIER_ROWS", 20)
     monkeypatch.setattr(VideosTable, "ROW_GROUP", 16)
     monkeypatch.setattr(VideosTable, "CHUNK_ROWS", 25)
+    monkeypatch.setattr(VideosTable, "BATCH_ROWS", 7)
     manifest = Manifest(tmp_path)
     truth: dict[str, VideoRecord] = {}
     for step in range(12):
