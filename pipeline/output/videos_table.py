@@ -85,8 +85,9 @@ class VideosTable:
     # costs about 21 KB a row group (at 4,096 rows a group: 5 MiB a million rows, 520 MiB at a
     # hundred million); reading never holds a whole row group, it streams in batches.
     ROW_GROUP = 65_536
-    BATCH_ROWS = 8_192  # rows read from each part at a time
-    CHUNK_ROWS = 32_768  # rows of merged output handed on at a time, about
+    BATCH_ROWS = 2_048  # rows read from each part at a time
+    READ_BUFFER = 1 << 16  # bytes read from a column chunk at a time
+    CHUNK_ROWS = 8_192  # rows of merged output handed on at a time, about
     FANIN = 8  # parts of one size tier merged together
     TIER_ROWS = 25_000  # the smallest tier: a fold's part, at most about this many rows
 
@@ -176,7 +177,8 @@ class VideosTable:
         raise AssertionError("unreachable")
 
     def _file(self, part: Part) -> pq.ParquetFile:
-        return pq.ParquetFile(part.path, filesystem=self.fs)
+        # read a column chunk through a small buffer, not whole: a row group is large
+        return pq.ParquetFile(part.path, filesystem=self.fs, buffer_size=self.READ_BUFFER)
 
     # ----------------------------------------------------------------- writing (local)
 
