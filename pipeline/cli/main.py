@@ -347,7 +347,9 @@ def _main(argv: list[str]) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return exc.exit_code
     from pipeline import run
+    from pipeline.output.bookkeeping import return_freed_memory
 
+    return_freed_memory()  # the driver walks the inputs, and reads videos.parquet at the end
     try:
         record = run(
             args.inputs,

@@ -139,7 +139,8 @@ def test_object_keys_typed_with_spaces_are_the_escaped_keys():
 
 
 def test_the_id_set_agrees_with_a_python_set():
-    """Random ids, ids that share their low bits (the same slot), id 0, repeats, and growth."""
+    """Random ids, ids that share their low bits, id 0 and the largest, repeats, and many merges
+    of the recent ids into the sorted ones."""
     import random
 
     from pipeline.plan.inputs import IdSet
@@ -150,7 +151,7 @@ def test_the_id_set_agrees_with_a_python_set():
     keys += [0, 0, 1, 2**64 - 1]
     keys += rng.sample(keys, 500)  # repeats
     rng.shuffle(keys)
-    ids, reference = IdSet(capacity=8), set()
+    ids, reference = IdSet(recent=8), set()
     for key in keys:
         assert ids.add(key) == (key not in reference)
         reference.add(key)
