@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -28,6 +29,10 @@ import time
 from pathlib import Path
 
 from pipeline.output.manifest import Manifest, VideoRecord
+
+
+# The coordinator's process inherits this from `python -m pipeline` (or cluster.yaml's `ray start`)
+CHILD_ENV = {**os.environ, "ARROW_DEFAULT_MEMORY_POOL": "system"}
 
 
 def record_of(i: int) -> VideoRecord:
@@ -147,6 +152,7 @@ def main() -> None:
             [sys.executable, __file__, "--one", str(n)],
             capture_output=True,
             text=True,
+            env=CHILD_ENV,
         )
         if done.returncode != 0:
             sys.exit(done.stderr)

@@ -39,7 +39,8 @@ def return_freed_memory() -> None:
     - Arrow's allocations from the system's allocator (mimalloc, Arrow's default, keeps the
       pages that folds and merges freed). Arrow's C++ readers and writers keep the pool the
       process started with: ``ARROW_DEFAULT_MEMORY_POOL=system`` in the environment covers them
-      too (``docs/BENCHMARKS.md``, "Bookkeeping for a hundred million videos").
+      too, which ``python -m pipeline`` sets for itself and the Ray it starts, and cluster.yaml
+      for its nodes (``docs/BENCHMARKS.md``, "Bookkeeping for a hundred million videos").
     - glibc's threshold for serving an allocation by its own ``mmap`` fixed at 64 KiB: left to
       itself it rises to 32 MiB after the first such block is freed, and from then on Arrow's
       buffers come from the heap, whose free chunks between live ones stay resident (a million
