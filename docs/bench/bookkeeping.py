@@ -30,7 +30,6 @@ from pathlib import Path
 
 from pipeline.output.manifest import Manifest, VideoRecord
 
-
 # The coordinator's process inherits this from `python -m pipeline` (or cluster.yaml's `ray start`)
 CHILD_ENV = {**os.environ, "ARROW_DEFAULT_MEMORY_POOL": "system"}
 
