@@ -14,6 +14,8 @@ Ray-free and asyncio-only: the coordinator (``VideoCommitter``) and the bookkeep
   the next fold.
 - ``publish`` (object storage: the new parts up, the merged ones deleted) runs after each, one at
   a time.
+- Only when ``LOG_WAITING_MAX`` lines wait for the log's thread does ``record`` wait for it (so
+  the lines held stay bounded when the disk is slow).
 - A fold or merge that fails makes the next ``record`` (or ``finish``) raise: the log still holds
   every record, and the next run folds it. A log that cannot be written fails ``logged``.
 """
@@ -85,6 +87,8 @@ trim_heap = _malloc_trim()
 
 
 class Bookkeeping:
+    LOG_WAITING_MAX = 16_384  # lines not yet written that ``record`` lets pile up
+
     def __init__(self, manifest: Manifest, publish: Callable[[], None] = lambda: None):
         self.manifest = manifest
         manifest.log.in_background()  # a line's write never holds the loop (manifest_log.py)
@@ -107,6 +111,8 @@ class Bookkeeping:
                 self._fold = asyncio.create_task(self._write_fold())
         elif self.manifest.logged >= self.manifest.PENDING_MAX:
             await asyncio.shield(self._fold)  # folds fall behind: the held records stay bounded
+        if self.manifest.log.waiting() >= self.LOG_WAITING_MAX:
+            await self.logged()  # the log's thread falls behind: the lines held stay bounded
 
     async def logged(self) -> None:
         """Every line so far is in the log: wait for it before a step that the line must

@@ -40,6 +40,7 @@ TAKEN_OUT = "its rows were taken out of their part to process it again, and the 
 INTERRUPTED = "the run was stopped while its results were put in place (they were removed)"
 
 LogWritten = Future  # done once a line (and every line before it) is in the file
+WRITE_LINES_MAX = 4096  # lines the log's thread joins into one write, at most
 
 
 def _done() -> LogWritten:
@@ -71,6 +72,10 @@ class ManifestLog:
     def written(self) -> LogWritten:
         """Done once every line appended so far (and every rotation) is in place."""
         return _done() if self._writer is None else self._writer.written()
+
+    def waiting(self) -> int:
+        """Lines appended and not written yet (0 without a thread)."""
+        return 0 if self._writer is None else self._writer.waiting()
 
     def close(self) -> None:
         """The lines written, the thread stopped, the file closed (idempotent)."""
@@ -202,6 +207,9 @@ class _LogWriter:
                 self._waiters.append((self._put, future))
         return future
 
+    def waiting(self) -> int:
+        return self._put - self._done
+
     def stop(self) -> None:
         if self._error is None:
             self.put(None)
@@ -220,6 +228,8 @@ class _LogWriter:
                     taken += 1
                     if isinstance(item, bytes):
                         lines.append(item)
+                        if len(lines) >= WRITE_LINES_MAX:  # one write's memory stays bounded
+                            self._flush(lines)
                         continue
                     self._flush(lines)  # a rotation or the end: the lines before it first
                     if item is None:

@@ -81,3 +81,32 @@ def test_a_failed_fold_keeps_every_record_and_the_next_record_says_so(tmp_path, 
 
     asyncio.run(run())
     assert sorted(Manifest(tmp_path).records) == [f"v{i:05d}" for i in range(10)]  # the log
+
+
+def test_a_slow_log_makes_record_wait_so_the_lines_held_stay_bounded(tmp_path, monkeypatch):
+    """A log whose writes take 20 ms each (a disk behind its journal): without the bound,
+    every line recorded meanwhile would wait in memory; with it, at most about the bound."""
+    from pipeline.output.manifest_log import ManifestLog
+
+    monkeypatch.setattr(Bookkeeping, "LOG_WAITING_MAX", 50)
+    monkeypatch.setattr("pipeline.output.manifest_log.WRITE_LINES_MAX", 10)
+    real_write = ManifestLog._write
+
+    def slow_write(self, data):
+        time.sleep(0.02)
+        return real_write(self, data)
+
+    monkeypatch.setattr(ManifestLog, "_write", slow_write)
+
+    async def run() -> int:
+        bookkeeping = Bookkeeping(Manifest(tmp_path))
+        most = 0
+        for i in range(600):
+            await bookkeeping.record(record(i))
+            most = max(most, bookkeeping.manifest.log.waiting())
+        await bookkeeping.finish()
+        return most
+
+    most = asyncio.run(run())
+    assert most <= 50  # without the bound: about 590 (600 lines, 10 a write, 20 ms a write)
+    assert len(Manifest(tmp_path).records) == 600
