@@ -177,8 +177,11 @@ class VideosTable:
         raise AssertionError("unreachable")
 
     def _file(self, part: Part) -> pq.ParquetFile:
-        # read a column chunk through a small buffer, not whole: a row group is large
-        return pq.ParquetFile(part.path, filesystem=self.fs, buffer_size=self.READ_BUFFER)
+        # locally, a column chunk read through a small buffer, not whole (a row group is large);
+        # from object storage, whole: one request each, not one per buffer
+        local = isinstance(self.fs, pafs.LocalFileSystem)
+        buffer = self.READ_BUFFER if local else 0
+        return pq.ParquetFile(part.path, filesystem=self.fs, buffer_size=buffer)
 
     # ----------------------------------------------------------------- writing (local)
 
