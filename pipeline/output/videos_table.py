@@ -11,11 +11,11 @@ latest (``VideosTable.latest``; pandas: ``.sort_values("seq").drop_duplicates("v
 keep="last")``).
 
 - A fold writes the records logged since the last one as one new part: O(records), whatever the
-  backlog. Parts are merged when ``FANIN`` of a size tier pile up at the newest end, so each
+  backlog. Parts are merged when ``FANIN`` consecutive ones of a size tier pile up, so each
   record is rewritten about log_FANIN(N / tier) times over a run.
 - Reads and merges stream: each part is sorted by video id, so every part is read in batches of
   ``BATCH_ROWS`` side by side and the batches merged in id order (``_merge_sorted``), so what a
-  merge or a full read holds does not grow with the parts. Row groups are large
+  merge or a full read holds does not grow with the parts. Row groups are not small
   (``ROW_GROUP``): a part's footer costs memory per row group (about 21 KB each, 5 MiB per
   million rows at 4,096 a group), and every open part's footer is held while it is read.
 - Every part is written under a hidden name and renamed into place (whole or absent). A merge's
@@ -81,10 +81,12 @@ def live_and_superseded(parts: Iterable[Part]) -> tuple[list[Part], list[Part]]:
 class VideosTable:
     """Reads (any filesystem) and writes (local) the parts of one ``videos.parquet``."""
 
-    # Rows per row group. Large, because every open part's footer is held while it is read and
-    # costs about 21 KB a row group (at 4,096 rows a group: 5 MiB a million rows, 520 MiB at a
-    # hundred million); reading never holds a whole row group, it streams in batches.
-    ROW_GROUP = 65_536
+    # Rows per row group. Not small, because every open part's footer is held while it is read
+    # and costs about 21 KB a row group (at 4,096 rows a group: 5 MiB a million rows, 520 MiB at
+    # a hundred million; at 32,768, 65 MiB); reading never holds a whole row group, it streams in
+    # batches. Not large either: a merge writes a row group at a time (a merge of 8 parts of
+    # 131,072 rows peaked 212, 205 and 201 MiB at 65,536, 32,768 and 16,384 rows a group).
+    ROW_GROUP = 32_768
     BATCH_ROWS = 2_048  # rows read from each part at a time
     READ_BUFFER = 1 << 16  # bytes read from a column chunk at a time
     CHUNK_ROWS = 8_192  # rows of merged output handed on at a time, about
@@ -177,11 +179,13 @@ class VideosTable:
         raise AssertionError("unreachable")
 
     def _file(self, part: Part) -> pq.ParquetFile:
-        # locally, a column chunk read through a small buffer, not whole (a row group is large);
-        # from object storage, whole: one request each, not one per buffer
+        # Not pre-buffered: that reads every column chunk of the row groups asked for up front
+        # and holds them while the file is open (a streamed read of a part held all of it). A
+        # column chunk read locally through a small buffer, not whole (a row group is large);
+        # from object storage whole, one request each rather than one per buffer.
         local = isinstance(self.fs, pafs.LocalFileSystem)
         buffer = self.READ_BUFFER if local else 0
-        return pq.ParquetFile(part.path, filesystem=self.fs, buffer_size=buffer)
+        return pq.ParquetFile(part.path, filesystem=self.fs, buffer_size=buffer, pre_buffer=False)
 
     # ----------------------------------------------------------------- writing (local)
 
@@ -201,7 +205,7 @@ class VideosTable:
         rows = _with_seq_of(pq.read_table(final, use_threads=False), 0)
         target = folder / Part.name_for(0, 0)
         temp = OutputLayout.temp_beside(target)
-        with pq.ParquetWriter(temp, rows.schema) as writer:
+        with _part_writer(temp, rows.schema) as writer:
             writer.write_table(keep_latest(rows), self.ROW_GROUP)
         _durable_replace(temp, target)
         # the old file set aside, the folder into its place: readers see one or the other
@@ -222,7 +226,7 @@ class VideosTable:
         target = folder / Part.name_for(lo, hi)
         temp = OutputLayout.temp_beside(target)
         try:
-            with pq.ParquetWriter(temp, schema) as writer:
+            with _part_writer(temp, schema) as writer:
                 writer.write_table(keep_latest(table).cast(schema), self.ROW_GROUP)
             _durable_replace(temp, target)
         except BaseException:
@@ -230,25 +234,23 @@ class VideosTable:
             raise
         return Part(lo, hi, str(target))
 
-    def due_merge(self, newer_than: int = -1) -> list[Part]:
-        """The parts to merge now (none: nothing is due): the ``FANIN`` newest of one size tier
-        or smaller, when that many pile up at the newest end (parts newer than ``newer_than`` only,
-        so a merge under way is not counted twice)."""
-        parts = [p for p in self.parts() if p.lo > newer_than]
+    def due_merge(self) -> list[Part]:
+        """The parts to merge now (none: nothing is due): ``FANIN`` consecutive parts whose
+        newest is of the largest size tier among them, the lowest such tier first, then the
+        oldest (a big part is not rewritten for small ones that follow it). Anywhere in the
+        folder, not only at its newest end: folds go on while a merge runs, so a tier's parts
+        are often followed by newer, smaller ones by the time the last of them is written (at
+        the newest end only, a 10-million-record run merged no part past 131,072 records and
+        kept 76 of them)."""
+        parts = self.parts()
         if len(parts) < self.FANIN:
             return []
-        run: list[Part] = []
-        tier = None
-        for part in reversed(parts):
-            rows = self.rows(part)
-            part_tier = _tier(rows, self.TIER_ROWS, self.FANIN)
-            if tier is None:
-                tier = part_tier
-            if part_tier > tier:
-                break
-            run.append(part)
-            if len(run) == self.FANIN:
-                return run[::-1]
+        tiers = [_tier(self.rows(p), self.TIER_ROWS, self.FANIN) for p in parts]
+        for tier in sorted(set(tiers)):
+            for end in range(self.FANIN - 1, len(parts)):
+                window = range(end + 1 - self.FANIN, end + 1)
+                if tiers[end] == tier and all(tiers[i] <= tier for i in window):
+                    return parts[window.start : window.stop]
         return []
 
     def merge(self, parts: list[Part], schema: pa.Schema) -> Part:
@@ -258,7 +260,7 @@ class VideosTable:
         target = Path(self.path) / Part.name_for(lo, hi)
         temp = OutputLayout.temp_beside(target)
         try:
-            with pq.ParquetWriter(temp, schema) as writer:
+            with _part_writer(temp, schema) as writer:
                 chunks = (_conform(c, schema) for c in self.latest(schema.names, parts=parts))
                 if not _write_in_row_groups(writer, chunks, self.ROW_GROUP):
                     writer.write_table(schema.empty_table())
@@ -310,6 +312,18 @@ def _with_seq_of(table: pa.Table, seq: int) -> pa.Table:
     if SEQ in table.column_names:
         return table
     return table.append_column(SEQ, pa.array([seq] * table.num_rows, pa.int64()))
+
+
+def _part_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
+    """A part's writer. Pages of 64 KiB, not 1 MiB: a reader decodes a page of each column at a
+    time, and a merge or a rerun's planning reads every part side by side (a merge of 8 parts
+    of 131,072 rows peaked at 250 MiB with 1 MiB pages, 206 with 64 KiB ones)."""
+    return pq.ParquetWriter(
+        path, schema, data_page_size=PAGE_BYTES, dictionary_pagesize_limit=PAGE_BYTES
+    )
+
+
+PAGE_BYTES = 1 << 16
 
 
 def _write_in_row_groups(writer: pq.ParquetWriter, chunks: Iterable[pa.Table], rows: int) -> bool:

@@ -376,3 +376,29 @@ def test_kills_during_folds_and_merges_lose_no_record_and_show_none_twice(tmp_pa
     manifest.save()
     seen = read_videos(tmp_path)
     assert not seen["video_id"].duplicated().any() and set(seen["video_id"]) == set(acked)
+
+
+@pytest.mark.parametrize(
+    ("sizes", "merged"),
+    [
+        ([10, 10, 10, 2, 2], [0, 1, 2]),  # a tier's run followed by newer, smaller parts
+        ([2, 2, 10, 2, 10, 10], [0, 1, 2]),  # tier 0 first: none; then the oldest of tier 1
+        ([10, 2, 10, 2], [0, 1, 2]),  # a smaller part between two of the tier joins them
+        ([40, 10, 10], []),  # a big part is not rewritten for smaller newer ones
+        ([40, 10, 10, 10, 2], [1, 2, 3]),
+    ],
+)
+def test_a_merge_is_due_for_any_run_of_a_tier_not_only_at_the_newest_end(
+    tmp_path, monkeypatch, sizes, merged
+):
+    monkeypatch.setattr(VideosTable, "TIER_ROWS", 4)  # tiers: <=4, <=12, <=36, <=108
+    monkeypatch.setattr(VideosTable, "FANIN", 3)
+    table = VideosTable(tmp_path / "videos.parquet")
+    schema = pa.schema([("video_id", pa.string()), ("seq", pa.int64())])
+    parts, seq = [], 0
+    for size in sizes:
+        ids = [f"v{seq + i:04d}" for i in range(size)]
+        rows = pa.table({"video_id": ids, "seq": list(range(seq, seq + size))}, schema=schema)
+        parts.append(table.write_part(rows, seq, seq + size - 1, schema))
+        seq += size
+    assert table.due_merge() == [parts[i] for i in merged]
