@@ -56,10 +56,15 @@ M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 MMAP_THRESHOLD_BYTES = 64 * 1024
 
 
+def _libc_function(name: str) -> Callable | None:
+    """A function of the C library (glibc's allocator tuning), None where there is none."""
+    library = ctypes.util.find_library("c")
+    return getattr(ctypes.CDLL(library), name, None) if library else None
+
+
 def _mallopt(param: int, value: int) -> None:
     """glibc's ``mallopt`` (a no-op elsewhere)."""
-    name = ctypes.util.find_library("c")
-    mallopt = getattr(ctypes.CDLL(name), "mallopt", None) if name else None
+    mallopt = _libc_function("mallopt")
     if mallopt is not None:
         mallopt(param, value)
 
@@ -78,8 +83,7 @@ def _malloc_trim() -> Callable[[], None]:
     """glibc's ``malloc_trim``: the heap pages that a fold or merge freed, in the arena of the
     thread that ran it, given back to the system (glibc keeps them otherwise, and each thread
     has its own arena: 37 MiB of a million-video run's peak). A no-op elsewhere."""
-    name = ctypes.util.find_library("c")
-    trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    trim = _libc_function("malloc_trim")
     return (lambda: trim(0)) if trim is not None else (lambda: None)
 
 
