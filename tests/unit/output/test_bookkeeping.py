@@ -48,7 +48,9 @@ def test_records_go_on_while_a_slow_fold_is_written(tmp_path, monkeypatch):
             slowest = max(slowest, time.perf_counter() - started)
             # what was recorded, before and during the fold, is complete
             assert bookkeeping.manifest.is_complete(source(i // 2), "h")
-            await asyncio.sleep(0.004)  # the coordinator's other work
+            # the coordinator's other work: 100 records (a fold's worth) take longer than the
+            # fold's 0.6 s, so record never has to wait for a fold (that would be backpressure)
+            await asyncio.sleep(0.008)
         folded_during_the_run = len(VideosTable(tmp_path / Manifest.FILE_NAME).parts())
         await bookkeeping.finish()
         timer.cancel()
