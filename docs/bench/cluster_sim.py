@@ -17,16 +17,26 @@ over each tenth of the run, the loop's longest pause, the process's peak RSS, th
 busy share, and the messages per clip (what Ray would charge on top: see the docs).
 
 The simulated workers run on the coordinator's own loop, so every figure here includes their
-Python too: the control plane alone is somewhat faster than what is measured.
+Python too: the control plane alone is somewhat faster than what is measured. A worker holds the
+records that wait for its part pickled, as bytes (a real one holds them in its own process, and
+Ray pickles them on the way): as live objects, the hundreds of thousands waiting would weigh on
+this process's memory and garbage collector, which the coordinator never holds. Unpickling them
+when the part is placed stands for what Ray's deserialization costs the coordinator.
 """
 
 from __future__ import annotations
+
+import os
+
+# As `python -m pipeline` sets it for the coordinator's process (pipeline/__main__.py): read once,
+# when pyarrow is first imported.
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 import argparse
 import asyncio
 import hashlib
 import json
-import os
+import pickle
 import random
 import resource
 import tempfile
@@ -136,9 +146,10 @@ class SimulatedWorker:
         self.gpu_free_at = 0.0
         self.busy_s = 0.0
         self.open_chunks = 0
-        self.waiting: list[tuple[PartEntry, asyncio.Future]] = []
+        self.waiting: list[tuple[bytes, HandOut, int]] = []  # an entry pickled; its hand-out
         self.first_waiting_at = 0.0
         self.part_rows = 0
+        self.waiting_bytes = 0
         self.counts = RunCounts()
         self.start_run = Remote("start_run", self._start_run)
         self.ready = Remote("ready", self._ready)
@@ -168,28 +179,28 @@ class SimulatedWorker:
         await asyncio.sleep(done_at - now)
         self.open_chunks -= 1
         await me.passes_ended.remote([(s.video_id, a) for s, a in zip(sources, attempts)])
-        placed = []
-        for source, attempt, new in zip(sources, attempts, fresh):
+        handout = HandOut(len(sources), loop.create_future())
+        for index, (source, attempt, new) in enumerate(zip(sources, attempts, fresh)):
             record = clip_record(source, self.frames, self.settings_hash)
-            placed.append(self._wait_for_part(PartEntry(source.video_id, attempt, record, new)))
+            entry = PartEntry(source.video_id, attempt, record, new)
+            self._wait_for_part(pickle.dumps(entry), handout, index)
         if self.part_rows >= config.part_rows or loop.time() - self.first_waiting_at >= PART_WAIT_S:
             self._flush(me)
         elif not self.open_chunks:
             loop.call_later(IDLE_FLUSH_S, self._flush_if_idle, me)
-        records = await asyncio.gather(*placed)
+        records = await handout.done
         outcomes = [
             WorkerOutcome(a, r, committed=True) for a, r in zip(attempts, records) if r is not None
         ]
         await me.outcomes.remote(outcomes)
         return outcomes
 
-    def _wait_for_part(self, entry: PartEntry) -> asyncio.Future:
+    def _wait_for_part(self, entry: bytes, handout: HandOut, index: int) -> None:
         if not self.waiting:
             self.first_waiting_at = asyncio.get_running_loop().time()
-        done = asyncio.get_running_loop().create_future()
-        self.waiting.append((entry, done))
-        self.part_rows += entry.record.frames_processed
-        return done
+        self.waiting.append((entry, handout, index))
+        self.part_rows += self.frames
+        self.waiting_bytes += len(entry)
 
     def flush_if_waited(self, me, now: float) -> None:
         """A real worker's check every 0.25 s: its part goes once its first video waited long."""
@@ -202,7 +213,7 @@ class SimulatedWorker:
 
     def _flush(self, me) -> None:
         if self.waiting:
-            waiting, self.waiting, self.part_rows = self.waiting, [], 0
+            waiting, self.waiting, self.part_rows, self.waiting_bytes = self.waiting, [], 0, 0
             asyncio.get_running_loop().create_task(self._place(me, waiting))
 
     async def _place(self, me, waiting) -> None:
@@ -212,15 +223,29 @@ class SimulatedWorker:
         staged = OutputLayout.temp_beside(self.layout.path(key))
         await asyncio.to_thread(staged.touch)  # (a real worker writes it in a thread too)
         entries = []
-        for group, (entry, _) in enumerate(waiting):
-            record = entry.record
-            record.detections_file, record.row_groups = key, [group]
+        for group, (pickled, _, _) in enumerate(waiting):
+            entry = pickle.loads(pickled)
+            entry.record.detections_file, entry.record.row_groups = key, [group]
             entries.append(entry)
         answers = await me.place_part.remote(
             PartPlacement(key, self.layout.key(staged), None, None, tuple(entries))
         )
-        for (entry, done), answer in zip(waiting, answers):
-            done.set_result(entry.record if answer == "placed" else None)
+        for entry, (_, handout, index), answer in zip(entries, waiting, answers):
+            handout.answer(index, entry.record if answer == "placed" else None)
+
+
+class HandOut:
+    """A hand-out's records as their parts are placed (None: refused), complete once all are."""
+
+    def __init__(self, size: int, done: asyncio.Future):
+        self.records: list[VideoRecord | None] = [None] * size
+        self.left, self.done = size, done
+
+    def answer(self, index: int, record: VideoRecord | None) -> None:
+        self.records[index] = record
+        self.left -= 1
+        if not self.left:
+            self.done.set_result(self.records)
 
 
 def by_tenth(samples: list[tuple[float, int]]) -> list[float]:
@@ -255,6 +280,7 @@ async def simulate(args, folder: Path) -> dict:
     freeze_start_up_objects()
     facts = FACTS
     samples: list[tuple[float, int]] = []  # (seconds since the start, clips recorded)
+    most_waiting = [0, 0]  # the most records the simulated workers held at once, and their bytes
 
     async def feed() -> None:
         batch = []
@@ -272,6 +298,8 @@ async def simulate(args, folder: Path) -> dict:
             now = asyncio.get_running_loop().time()
             for worker in workers:
                 worker.flush_if_waited(logic.me, now)
+            waiting = sum(len(w.waiting) for w in workers), sum(w.waiting_bytes for w in workers)
+            most_waiting[:] = max(most_waiting, list(waiting))
 
     async def watch() -> None:  # the driver's progress poll; clips done, once a second
         started = time.perf_counter()
@@ -313,6 +341,8 @@ async def simulate(args, folder: Path) -> dict:
         "messages_per_clip": round(work_messages / args.clips, 3),
         "longest_pause_ms": round(1000 * summary.longest_pause_s, 1),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "most_records_waiting_in_simulated_workers": most_waiting[0],
+        "their_pickled_mib": round(most_waiting[1] / 2**20, 1),
         "simulated_gpu_busy_share": round(busy, 3),
         "gpus_one_control_plane_feeds": {
             f"{frames}_frame_clips": round(per_s * frames / args.gpu_fps, 1) for frames in (4, 300)
