@@ -69,11 +69,12 @@ async def _measure(videos: int) -> dict:
 
         return_freed_memory()  # as the coordinator's process does
         try:
-            from pipeline.output.bookkeeping import freeze_start_up_objects
+            from pipeline.output.bookkeeping import tune_garbage_collection
+        except ImportError:  # (older code: only frozen start-up objects, or nothing)
+            from pipeline.output import bookkeeping
 
-            freeze_start_up_objects()  # as the coordinator's process does (since it does)
-        except ImportError:
-            pass
+            tune_garbage_collection = getattr(bookkeeping, "freeze_start_up_objects", lambda: None)
+        tune_garbage_collection()  # as the coordinator's process does (since it does)
     except ImportError:  # the code before (a worktree of an older commit): folds in record
         Bookkeeping = PauseWatch = None  # noqa: N806
     with tempfile.TemporaryDirectory(prefix="bookkeeping-") as folder:

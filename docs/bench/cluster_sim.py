@@ -46,7 +46,7 @@ from pathlib import Path
 
 from pipeline.config import RunConfig
 from pipeline.media.source import VideoSource
-from pipeline.output.bookkeeping import freeze_start_up_objects, return_freed_memory
+from pipeline.output.bookkeeping import return_freed_memory, tune_garbage_collection
 from pipeline.output.layout import OutputLayout
 from pipeline.output.manifest import VideoRecord
 from pipeline.output.outcomes import RunCounts
@@ -277,7 +277,7 @@ async def simulate(args, folder: Path) -> dict:
     logic = CoordinatorLogic(str(folder), config, workers, calls=NoCalls(), metrics=NoMetrics())
     logic.me = CoordinatorHandle(logic)
     return_freed_memory()  # as the coordinator's process does
-    freeze_start_up_objects()
+    tune_garbage_collection()
     facts = FACTS
     samples: list[tuple[float, int]] = []  # (seconds since the start, clips recorded)
     most_waiting = [0, 0]  # the most records the simulated workers held at once, and their bytes

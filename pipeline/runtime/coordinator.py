@@ -21,7 +21,7 @@ import ray
 
 from pipeline.config import RunConfig
 from pipeline.media.source import VideoSource
-from pipeline.output.bookkeeping import freeze_start_up_objects, return_freed_memory
+from pipeline.output.bookkeeping import return_freed_memory, tune_garbage_collection
 from pipeline.output.manifest import VideoRecord
 from pipeline.output.progress import RunProgress
 from pipeline.output.store import OutputStore
@@ -478,4 +478,4 @@ class Coordinator(CoordinatorLogic):
             placement=placement,
         )
         return_freed_memory()  # this process does the run's bookkeeping
-        freeze_start_up_objects()
+        tune_garbage_collection()

@@ -4,6 +4,8 @@ recorded meanwhile is lost or hidden from the resume decision."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 
 import pytest
@@ -112,3 +114,17 @@ def test_a_slow_log_makes_record_wait_so_the_lines_held_stay_bounded(tmp_path, m
     most = asyncio.run(run())
     assert most <= 50  # without the bound: about 590 (600 lines, 10 a write, 20 ms a write)
     assert len(Manifest(tmp_path).records) == 600
+
+
+def test_the_control_plane_collects_its_oldest_objects_rarely():
+    """In a fresh process (the collector's settings are the process's): what lives at the start
+    is frozen, and full collections come FULL_COLLECTION_EVERY middle ones apart, not 10."""
+    probe = (
+        "import gc\n"
+        "from pipeline.output.bookkeeping import FULL_COLLECTION_EVERY, tune_garbage_collection\n"
+        "before = gc.get_threshold()\n"
+        "tune_garbage_collection()\n"
+        "print(before, gc.get_threshold(), FULL_COLLECTION_EVERY, gc.get_freeze_count() > 0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "(700, 10, 10) (700, 10, 1000) 1000 True"
