@@ -78,7 +78,7 @@ def tune_garbage_collection() -> None:
       of a million-video bookkeeping run went from 84 to 49 ms (docs/BENCHMARKS.md);
     - full collections come a hundred times more rarely (``FULL_COLLECTION_EVERY``): the
       records waiting for a fold and the videos in the backlog, about 150,000 objects at
-      cluster size, took 70 to 180 ms a walk, every second or two, and found nothing to free.
+      cluster size, took 66 to 180 ms a walk, every second or two, and found nothing to free.
       The control plane's simulation of 400 workers, a million clips: 8,085 clips/s against
       6,913, longest pause 122 ms against 230, the same peak memory. Younger generations are
       still collected as often as before."""
