@@ -19,8 +19,8 @@ busy share, and the messages per clip (what Ray would charge on top: see the doc
 The simulated workers run on the coordinator's own loop, so every figure here includes their
 Python too: the control plane alone is somewhat faster than what is measured. A worker holds the
 records that wait for its part pickled, as bytes (a real one holds them in its own process, and
-Ray pickles them on the way): as live objects, the hundreds of thousands waiting would weigh on
-this process's memory and garbage collector, which the coordinator never holds. Unpickling them
+Ray pickles them on the way): as live objects, they would weigh on this process's memory and
+garbage collector, which in a real run the coordinator never holds. Unpickling them
 when the part is placed stands for what Ray's deserialization costs the coordinator.
 """
 
