@@ -29,7 +29,7 @@ from pipeline.output.manifest import Manifest
 from pipeline.output.unfolded import as_table
 from pipeline.output.videos_table import VideosTable
 
-PARTS, RECORDS = 8, 65_536
+PARTS = 8
 
 
 def rss_mib() -> float:
@@ -39,7 +39,9 @@ def rss_mib() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--row-group", type=int, default=VideosTable.ROW_GROUP)
+    parser.add_argument("--records", type=int, default=65_536, help="per part")
     args = parser.parse_args()
+    per = args.records
     return_freed_memory()  # as the coordinator's process does
     VideosTable.ROW_GROUP = args.row_group
     with tempfile.TemporaryDirectory(prefix="merge-footers-") as folder:
@@ -47,8 +49,8 @@ def main() -> None:
         manifest.class_names = {0: "person"}
         schema, table = manifest.schema(), manifest.table
         for p in range(PARTS):
-            records = [record_of(p * RECORDS + i) for i in range(RECORDS)]
-            seqs = list(range(p * RECORDS + 1, (p + 1) * RECORDS + 1))
+            records = [record_of(p * per + i) for i in range(per)]
+            seqs = list(range(p * per + 1, (p + 1) * per + 1))
             table.write_part(as_table(records, seqs, schema), seqs[0], seqs[-1], schema)
             del records
         gc.collect()

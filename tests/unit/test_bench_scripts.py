@@ -36,3 +36,22 @@ def test_the_bookkeeping_benchmark_stores_every_record():
     (result,) = run_script("bookkeeping.py", "--videos", "20000")
     assert result["videos"] == result["records_stored"] == 20000
     assert result["folds"] >= 1 and result["peak_rss_mib"] > 0
+
+
+def test_the_merge_footer_benchmark_merges_the_row_groups_it_names():
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "merge_footers.py"),
+            "--row-group",
+            "256",
+            "--records",
+            "2048",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    # 8 parts of 2,048 records in groups of 256: 64 groups in, and the merged 16,384 records too
+    assert "row groups of 256: 64 in, 64 out" in done.stdout
